@@ -1,0 +1,2 @@
+//! `cyrvault`: the admin and backup-server command (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! `cyrvaultd`: the service Cyrus's master starts (being written).
+fn main() {}

@@ -1,0 +1,151 @@
+//! The crate error type. Module errors (`cyrus::ParseError`, `cyrus::config::ConfigError`,
+//! `lock::LockError`, ...) are wrapped here with the context known at the call site.
+//! There is deliberately no blanket `From<io::Error>`: use [`IoContext::at`].
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cyrus::ParseError;
+use crate::cyrus::config::ConfigError;
+use crate::lock::LockError;
+
+/// Result with the crate [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error the library returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O call failed; `op` says what we were doing, `path` to what.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A Cyrus file did not parse.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: ParseError,
+    },
+    /// imapd.conf or our own configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A mailbox or user does not exist.
+    #[error("{what} not found: {name}")]
+    NotFound { what: &'static str, name: String },
+    /// An IMAP server answered something we did not expect.
+    #[error("imap {server}: {message}")]
+    Imap { server: String, message: String },
+    /// The peer broke the wire protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// A request that is not allowed (bad name, not authenticated, ...).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Anything else, with a message that says what and where.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Coarse classes of errors, for exit codes and retry decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Io,
+    Data,
+    Config,
+    Temporary,
+    NotFound,
+    Usage,
+    Software,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Parse { .. } => ErrorKind::Data,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
+            Error::Lock(_) => ErrorKind::Io,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
+            Error::Refused(_) => ErrorKind::Usage,
+            Error::Other(_) => ErrorKind::Software,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.kind() == ErrorKind::Temporary
+    }
+
+    /// The sysexits code for this error (what Cyrus's master and shell scripts expect).
+    pub fn exit_code(&self) -> i32 {
+        match self.kind() {
+            ErrorKind::Io => EX_IOERR,
+            ErrorKind::Data => EX_DATAERR,
+            ErrorKind::Config => EX_CONFIG,
+            ErrorKind::Temporary => EX_TEMPFAIL,
+            ErrorKind::NotFound => EX_NOINPUT,
+            ErrorKind::Usage => EX_USAGE,
+            ErrorKind::Software => EX_SOFTWARE,
+        }
+    }
+
+    /// Wrap a parse error with the file it came from.
+    pub fn parse(path: impl Into<PathBuf>, source: ParseError) -> Self {
+        Error::Parse {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An I/O error with context.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// sysexits.h codes, the ones Cyrus uses too.
+pub const EX_USAGE: i32 = 64;
+pub const EX_DATAERR: i32 = 65;
+pub const EX_NOINPUT: i32 = 66;
+pub const EX_SOFTWARE: i32 = 70;
+pub const EX_OSERR: i32 = 71;
+pub const EX_IOERR: i32 = 74;
+pub const EX_TEMPFAIL: i32 = 75;
+pub const EX_CONFIG: i32 = 78;
+
+/// Attach "what we were doing, to which file" to an `io::Result`.
+pub trait IoContext<T> {
+    /// `file.read_exact(&mut buf).at("reading", &path)?`
+    fn at(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}

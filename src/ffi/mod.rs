@@ -1,0 +1,1 @@
+//! The only module with extern "C" (being written).
