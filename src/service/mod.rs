@@ -1,1 +1,56 @@
-//! (being written)
+//! The lock-and-stream service: one session over any `Read`/`Write` pair.
+//!
+//! `ffi` (and so the `cyrvaultd` binary and Cyrus's own `service.c`) calls [`init`]
+//! once per process and [`serve`] once per connection. This module never calls
+//! `process::exit` and knows nothing about C types or master's file descriptors.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::Result;
+
+/// What `init` learned once per process: the service name (Cyrus's `config_ident`,
+/// used for `<service>_<option>` lookups), the imapd.conf in use, and whatever the
+/// session needs from it.
+#[derive(Debug, Clone)]
+pub struct ServiceContext {
+    /// `CYRUS_SERVICE` from master, or "cyrvaultd".
+    pub service_name: String,
+    /// The `-C` file, or None for /etc/imapd.conf.
+    pub config_path: Option<PathBuf>,
+}
+
+/// What one session did, for the one syslog line per session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSummary {
+    pub user: Option<String>,
+    pub folders: u64,
+    pub bytes_out: u64,
+}
+
+/// Set up the service from its arguments (what remains after master's runtime options
+/// `-C -U -T -D -X` were taken out; `-C` is passed here as `config_path`).
+pub fn init(
+    service_name: &str,
+    config_path: Option<PathBuf>,
+    _args: &[OsString],
+) -> Result<ServiceContext> {
+    Ok(ServiceContext {
+        service_name: service_name.to_string(),
+        config_path,
+    })
+}
+
+/// Serve one client on `input`/`output` until it quits or disconnects.
+pub fn serve(
+    _ctx: &ServiceContext,
+    _input: &mut dyn Read,
+    _output: &mut dyn Write,
+    _peer: Option<SocketAddr>,
+) -> Result<SessionSummary> {
+    Err(crate::Error::Other(
+        "service sessions are not written yet".into(),
+    ))
+}
