@@ -1,0 +1,507 @@
+//! Appending to an archive: the lock, the tail check on open, members filled in two
+//! lanes (text and binary, see `compress.rs`), compression on a second thread, and the
+//! durability order.
+//!
+//! Crash model: a member is written with one `write_all` at the end of the file; a crash
+//! leaves at most one incomplete member at the tail. `finish_member` returns only after
+//! `fsync` of the file (and of the directory when this open created the file), so a
+//! catalog committed after it never points at bytes that can vanish. On open, bytes
+//! past the last complete member are checked to be such a leftover and cut; anything
+//! else (damage, a file shorter than the caller committed) is reported, never repaired
+//! by rewriting: existing members are never modified.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use sha1::{Digest, Sha1};
+
+use super::compress::{Lane, Level, classify, gzip_member};
+use super::error::{ArchiveError, Damage};
+use super::names::{FORMAT_ENTRY, check_name};
+use super::read::{Members, read_member_at};
+use super::tarfmt::{entry_headers, padded};
+use super::{EntryLoc, FORMAT_VERSION, MemberInfo, format_entry_content, parse_format_entry};
+use crate::cyrus::Guid;
+use crate::error::{Error, IoContext, Result};
+
+/// Default uncompressed size at which a member is closed (16 MiB).
+pub const DEFAULT_MEMBER_TARGET: u64 = 16 << 20;
+
+/// How to open an archive for appending.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// The archive length the caller's catalog has committed. The archive must be at
+    /// least this long, and only bytes past it are checked (faster than a full scan).
+    /// `None`: check from the start.
+    pub committed_len: Option<u64>,
+    /// Uncompressed size at which a member is closed; an entry bigger than this gets a
+    /// member of its own.
+    pub member_target: u64,
+    /// Level for text members.
+    pub text_level: Level,
+    /// Level for binary (base64-heavy) members.
+    pub binary_level: Level,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            committed_len: None,
+            member_target: DEFAULT_MEMBER_TARGET,
+            text_level: Lane::Text.default_level(),
+            binary_level: Lane::Binary.default_level(),
+        }
+    }
+}
+
+/// What `open` found and did.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// The file did not exist (or was empty) and a `cyrvault/FORMAT` member was written.
+    pub created: bool,
+    /// A crash leftover that was cut: `(offset, len)`.
+    pub cut: Option<(u64, u64)>,
+    /// Complete members past `committed_len` (written and synced by a run that died
+    /// before committing its catalog). They are kept; the caller indexes them.
+    pub uncommitted: Vec<MemberInfo>,
+    /// The archive length after open.
+    pub len: u64,
+}
+
+/// A member's tar bytes waiting to be compressed.
+#[derive(Default)]
+struct LaneBuf {
+    tar: Vec<u8>,
+    entries: Vec<EntryLoc>,
+}
+
+enum Job {
+    Member {
+        tar: Vec<u8>,
+        entries: Vec<EntryLoc>,
+        level: Level,
+    },
+    Sync,
+}
+
+enum Done {
+    Member(MemberInfo),
+    Synced,
+}
+
+/// Appends members to one archive, holding its exclusive lock while it lives.
+pub struct ArchiveWriter {
+    path: PathBuf,
+    opts: WriterOptions,
+    lanes: [LaneBuf; 2],
+    jobs: Option<SyncSender<Job>>,
+    done: Receiver<std::io::Result<Done>>,
+    worker: Option<JoinHandle<()>>,
+    /// Jobs sent whose answer has not been received.
+    in_flight: usize,
+    /// Members written since the last `finish_member`.
+    written: Vec<MemberInfo>,
+    /// The directory must be fsynced at the next `finish_member` (new file).
+    sync_dir: bool,
+    poisoned: bool,
+    report: OpenReport,
+}
+
+impl ArchiveWriter {
+    /// Open (or create) the archive at `path` with default options.
+    pub fn open(path: &Path) -> Result<ArchiveWriter> {
+        Self::open_with(path, WriterOptions::default())
+    }
+
+    /// Open (or create) the archive at `path`: lock it (a second writer gets
+    /// `ArchiveError::Locked` at once), check and repair the tail, check the format
+    /// version, and write the `cyrvault/FORMAT` member into a new archive.
+    pub fn open_with(path: &Path, opts: WriterOptions) -> Result<ArchiveWriter> {
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .at("opening", path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::archive(path, ArchiveError::Locked));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
+        }
+        let mut report = repair_tail(&mut file, path, opts.committed_len)?;
+        if report.len > 0 {
+            check_format(&mut file, path)?;
+        }
+        file.seek(SeekFrom::Start(report.len)).at("seeking in", path)?;
+        let worker_file = file.try_clone().at("opening", path)?;
+        let (jobs, done, worker) = spawn_worker(worker_file, path, report.len)?;
+        let mut w = ArchiveWriter {
+            path: path.to_path_buf(),
+            opts,
+            lanes: [LaneBuf::default(), LaneBuf::default()],
+            jobs: Some(jobs),
+            done,
+            worker: Some(worker),
+            in_flight: 0,
+            written: Vec::new(),
+            sync_dir: !existed,
+            poisoned: false,
+            report: OpenReport::default(),
+        };
+        // The lock lives on `file`'s open file description, shared with the worker's clone.
+        drop(file);
+        if report.len == 0 {
+            w.begin_member()?;
+            w.add(FORMAT_ENTRY, &format_entry_content(), 0)?;
+            let m = w.finish_member()?;
+            report.created = true;
+            report.len = m.last().map_or(0, MemberInfo::end);
+        }
+        w.report = report;
+        Ok(w)
+    }
+
+    /// What `open` found: cut leftovers, uncommitted members, whether it created the file.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The archive's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: ArchiveError) -> Error {
+        Error::archive(&self.path, e)
+    }
+
+    /// Close the members being filled, so the next entries start new ones. (They are
+    /// compressed and written in the background; `finish_member` makes them durable.)
+    pub fn begin_member(&mut self) -> Result<()> {
+        for lane in [Lane::Text, Lane::Binary] {
+            self.flush_lane(lane)?;
+        }
+        Ok(())
+    }
+
+    /// Add an entry of `bytes` named `name` (see `names.rs`), with modification time
+    /// `mtime` (seconds since the epoch). The entry goes whole into the member of its
+    /// lane; a member that would pass the target size is closed first.
+    pub fn add(&mut self, name: &str, bytes: &[u8], mtime: u64) -> Result<()> {
+        if self.poisoned {
+            return Err(self.err(ArchiveError::Poisoned));
+        }
+        check_name(name).map_err(|e| self.err(e))?;
+        let lane = classify(bytes);
+        let size = bytes.len() as u64;
+        let headers = entry_headers(name, size, mtime);
+        let need = padded(size)
+            .and_then(|p| p.checked_add(headers.len() as u64))
+            .ok_or_else(|| self.err(ArchiveError::BadName {
+                name: name.to_string(),
+                why: "entry too large",
+            }))?;
+        let buf = &self.lanes[lane as usize];
+        if !buf.tar.is_empty() && buf.tar.len() as u64 + need > self.opts.member_target {
+            self.flush_lane(lane)?;
+        }
+        let buf = &mut self.lanes[lane as usize];
+        let offset_in_member = (buf.tar.len() + headers.len()) as u64;
+        buf.tar.extend_from_slice(&headers);
+        buf.tar.extend_from_slice(bytes);
+        let padded_len = padded(buf.tar.len() as u64).unwrap_or(0) as usize;
+        buf.tar.resize(padded_len, 0);
+        buf.entries.push(EntryLoc {
+            name: name.to_string(),
+            offset_in_member,
+            size,
+            sha1: Guid(Sha1::digest(bytes).into()),
+        });
+        if buf.tar.len() as u64 >= self.opts.member_target {
+            self.flush_lane(lane)?;
+        }
+        Ok(())
+    }
+
+    /// End the open members, write them, fsync the file (and the directory of a new
+    /// file), and return every member written since the last call, in file order. When
+    /// this returns, the members are durable and the caller may commit its catalog.
+    pub fn finish_member(&mut self) -> Result<Vec<MemberInfo>> {
+        self.begin_member()?;
+        self.send(Job::Sync)?;
+        loop {
+            match self.receive()? {
+                Done::Member(m) => self.written.push(m),
+                Done::Synced => break,
+            }
+        }
+        if self.sync_dir {
+            sync_dir(&self.path)?;
+            self.sync_dir = false;
+        }
+        Ok(std::mem::take(&mut self.written))
+    }
+
+    fn flush_lane(&mut self, lane: Lane) -> Result<()> {
+        let buf = std::mem::take(&mut self.lanes[lane as usize]);
+        if buf.tar.is_empty() {
+            return Ok(());
+        }
+        let level = match lane {
+            Lane::Text => self.opts.text_level,
+            Lane::Binary => self.opts.binary_level,
+        };
+        self.send(Job::Member {
+            tar: buf.tar,
+            entries: buf.entries,
+            level,
+        })?;
+        // Collect finished members without blocking, to keep the queue short.
+        while self.in_flight > 1 {
+            if let Done::Member(m) = self.receive()? {
+                self.written.push(m);
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, job: Job) -> Result<()> {
+        if self.poisoned {
+            return Err(self.err(ArchiveError::Poisoned));
+        }
+        let sent = self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
+        if !sent {
+            self.poisoned = true;
+            return Err(self.err(ArchiveError::Poisoned));
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn receive(&mut self) -> Result<Done> {
+        let got = self.done.recv();
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match got {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => {
+                self.poisoned = true;
+                Err(Error::io("writing", &self.path, e))
+            }
+            Err(_) => {
+                self.poisoned = true;
+                Err(self.err(ArchiveError::Poisoned))
+            }
+        }
+    }
+}
+
+impl Drop for ArchiveWriter {
+    fn drop(&mut self) {
+        // Entries not passed through `finish_member` are dropped, like a crash; members
+        // already queued are written by the worker before it exits.
+        self.jobs = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+type WorkerParts = (
+    SyncSender<Job>,
+    Receiver<std::io::Result<Done>>,
+    JoinHandle<()>,
+);
+
+/// The compressing writer thread: compresses each member and appends it, in order.
+fn spawn_worker(mut file: File, path: &Path, mut end: u64) -> Result<WorkerParts> {
+    let (jobs, job_rx) = sync_channel::<Job>(1);
+    let (done_tx, done) = sync_channel::<std::io::Result<Done>>(64);
+    let worker = std::thread::Builder::new()
+        .name("archive-deflate".into())
+        .spawn(move || {
+            for job in job_rx {
+                let result = match job {
+                    Job::Member {
+                        tar,
+                        entries,
+                        level,
+                    } => {
+                        let gz = gzip_member(&tar, level);
+                        file.write_all(&gz).map(|()| {
+                            let m = MemberInfo {
+                                offset: end,
+                                compressed_len: gz.len() as u64,
+                                uncompressed_len: tar.len() as u64,
+                                entries,
+                            };
+                            end += gz.len() as u64;
+                            Done::Member(m)
+                        })
+                    }
+                    Job::Sync => file.sync_all().map(|()| Done::Synced),
+                };
+                let failed = result.is_err();
+                if done_tx.send(result).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .at("starting the compression thread for", path)?;
+    Ok((jobs, done, worker))
+}
+
+/// fsync the directory holding `path`, so a new file's directory entry is durable.
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("syncing directory", dir)
+}
+
+/// Check the bytes past `committed_len` (or all of them): keep complete members, cut a
+/// crash leftover, refuse anything else.
+fn repair_tail(file: &mut File, path: &Path, committed: Option<u64>) -> Result<OpenReport> {
+    let len = file.metadata().at("reading metadata of", path)?.len();
+    let start = committed.unwrap_or(0);
+    if len < start {
+        return Err(Error::archive(
+            path,
+            ArchiveError::ShorterThanCommitted {
+                len,
+                committed: start,
+            },
+        ));
+    }
+    let mut report = OpenReport {
+        len,
+        ..OpenReport::default()
+    };
+    file.seek(SeekFrom::Start(start)).at("seeking in", path)?;
+    let reader = file.try_clone().at("opening", path)?;
+    let mut members = Members::at(reader, start, path);
+    let mut good_end = start;
+    let mut failure = None;
+    for m in members.by_ref() {
+        match m {
+            Ok(m) => {
+                good_end = m.end();
+                report.uncommitted.push(m);
+            }
+            Err(e) => match e.as_archive() {
+                Some(ArchiveError::Damaged { damage, .. }) => {
+                    failure = Some(damage.clone());
+                    break;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+    let Some(damage) = failure else {
+        return Ok(report);
+    };
+    if !is_leftover(file, path, good_end, len)? {
+        if good_end == start && committed.is_some_and(|c| c > 0) && damage == Damage::BadMagic {
+            return Err(Error::archive(
+                path,
+                ArchiveError::NotMemberBoundary { offset: start },
+            ));
+        }
+        return Err(Error::archive(
+            path,
+            ArchiveError::TailNotLeftover {
+                offset: good_end,
+                len: len - good_end,
+                damage,
+            },
+        ));
+    }
+    log::warn!(
+        target: "archive",
+        "{}: cutting {} bytes of an incomplete member at offset {} (crash leftover)",
+        path.display(),
+        len - good_end,
+        good_end
+    );
+    file.set_len(good_end).at("truncating", path)?;
+    file.sync_all().at("syncing", path)?;
+    report.cut = Some((good_end, len - good_end));
+    report.len = good_end;
+    Ok(report)
+}
+
+/// Whether the bytes `[at, len)` are what a crash while appending one member leaves:
+/// a valid prefix of a member (it inflates cleanly until the bytes run out), possibly
+/// followed by zero bytes (blocks the filesystem allocated but never wrote), and no
+/// intact member after it.
+fn is_leftover(file: &mut File, path: &Path, at: u64, len: u64) -> Result<bool> {
+    let tail_len = usize::try_from(len - at).unwrap_or(usize::MAX);
+    // A leftover is at most one member; members are bounded by the target size unless
+    // an entry is huge, so read the tail in memory only when it is reasonable.
+    if tail_len > 1 << 30 {
+        return Ok(false);
+    }
+    let mut tail = vec![0u8; tail_len];
+    file.seek(SeekFrom::Start(at)).at("seeking in", path)?;
+    std::io::Read::read_exact(file, &mut tail).at("reading", path)?;
+    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    let prefix = &tail[..nonzero];
+    if prefix.is_empty() {
+        return Ok(true);
+    }
+    let mut members = Members::at(prefix, at, path);
+    let is_prefix = match members.next() {
+        Some(Err(e)) => matches!(
+            e.as_archive(),
+            Some(ArchiveError::Damaged {
+                damage: Damage::Truncated,
+                ..
+            })
+        ),
+        // A complete member here would have been accepted by the caller's scan.
+        _ => false,
+    };
+    if !is_prefix {
+        return Ok(false);
+    }
+    // No intact member may follow (that would make this damage, not a leftover).
+    let mut later = Members::at(std::io::Cursor::new(&tail[..]), 0, path);
+    let _ = later.next();
+    while later.resync(std::io::Cursor::new(&tail[..]))?.is_some() {
+        if let Some(Ok(_)) = later.next() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The first member must start with `cyrvault/FORMAT` of a version we read.
+fn check_format(file: &mut File, path: &Path) -> Result<()> {
+    let first = read_member_at(file, path, 0)?;
+    let entry = first
+        .entries
+        .first()
+        .filter(|e| e.name == FORMAT_ENTRY)
+        .ok_or_else(|| Error::archive(path, ArchiveError::NotAnArchive))?;
+    let bytes = super::read::read_entry_at(file, path, 0, entry.offset_in_member, entry.size)?;
+    match parse_format_entry(&bytes) {
+        Some(v) if v <= FORMAT_VERSION => Ok(()),
+        Some(v) => Err(Error::archive(
+            path,
+            ArchiveError::UnsupportedVersion {
+                found: v,
+                supported: FORMAT_VERSION,
+            },
+        )),
+        None => Err(Error::archive(path, ArchiveError::NotAnArchive)),
+    }
+}
