@@ -1,3 +1,4 @@
 // Integration tests: one crate. (being written)
 
-mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
+mod archive;
+mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus // the per-user tar.gz: stock tools, crashes, damage, locks, short reads

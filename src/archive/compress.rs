@@ -69,8 +69,7 @@ fn base64_fraction(bytes: &[u8]) -> f64 {
     for line in bytes.split(|&c| c == b'\n') {
         let l = line.strip_suffix(b"\r").unwrap_or(line);
         if (60..=78).contains(&l.len())
-            && l
-                .iter()
+            && l.iter()
                 .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=')
         {
             n += line.len() + 1;
@@ -144,7 +143,12 @@ mod tests {
     #[test]
     fn every_level_round_trips() {
         let data = b"some tar bytes, repeated ".repeat(10_000);
-        for level in [Level::Huffman, Level::Deflate(1), Level::Deflate(6), Level::Store] {
+        for level in [
+            Level::Huffman,
+            Level::Deflate(1),
+            Level::Deflate(6),
+            Level::Store,
+        ] {
             let member = gzip_member(&data, level);
             let mut input = Input::new(&member[..], 0);
             let mut got = Vec::new();

@@ -45,7 +45,10 @@ impl fmt::Display for Damage {
             Damage::BadTar {
                 offset_in_member,
                 what,
-            } => write!(f, "bad tar data at uncompressed offset {offset_in_member}: {what}"),
+            } => write!(
+                f,
+                "bad tar data at uncompressed offset {offset_in_member}: {what}"
+            ),
         }
     }
 }
@@ -107,9 +110,7 @@ impl fmt::Display for ArchiveError {
                 f,
                 "{len} bytes at offset {offset} past the last complete member are not a truncated member ({damage}); not cutting them"
             ),
-            ArchiveError::NotAnArchive => {
-                f.write_str("first member does not hold cyrvault/FORMAT")
-            }
+            ArchiveError::NotAnArchive => f.write_str("first member does not hold cyrvault/FORMAT"),
             ArchiveError::UnsupportedVersion { found, supported } => write!(
                 f,
                 "archive format version {found} is newer than supported ({supported})"
@@ -123,9 +124,7 @@ impl fmt::Display for ArchiveError {
                 f,
                 "member at offset {member_offset} has no {size} bytes at uncompressed offset {offset_in_member}"
             ),
-            ArchiveError::Poisoned => {
-                f.write_str("an earlier write failed; reopen the archive")
-            }
+            ArchiveError::Poisoned => f.write_str("an earlier write failed; reopen the archive"),
         }
     }
 }

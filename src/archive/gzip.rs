@@ -291,7 +291,10 @@ pub(crate) fn seek_magic<R: Read>(input: &mut Input<R>) -> io::Result<bool> {
             return Ok(true);
         }
         // Jump to the next 0x1f after the first byte.
-        let skip = a[1..].iter().position(|&b| b == MAGIC[0]).map_or(a.len(), |p| p + 1);
+        let skip = a[1..]
+            .iter()
+            .position(|&b| b == MAGIC[0])
+            .map_or(a.len(), |p| p + 1);
         input.consume(skip);
     }
 }

@@ -110,7 +110,10 @@ pub fn folder_entry(uniqueid: &str, run: &str, file: &str) -> Result<String, Arc
     if !valid_run_id(run) {
         return Err(bad("run id must be 6-20 decimal digits"));
     }
-    Ok(format!("folders/{uniqueid}/{run}/{}", encode_component(file)))
+    Ok(format!(
+        "folders/{uniqueid}/{run}/{}",
+        encode_component(file)
+    ))
 }
 
 /// `user/<run>/<item>`: `seen`, `subscriptions`, `sieve.active`, or a sieve script
@@ -160,7 +163,10 @@ pub(crate) fn check_name(name: &str) -> Result<(), ArchiveError> {
     if name.bytes().any(|b| b == 0 || b == b'\\' || b < 0x20) {
         return bad("contains a control byte or backslash");
     }
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return bad("has an empty, '.' or '..' component");
     }
     Ok(())

@@ -97,13 +97,17 @@ impl<R: Read + Seek> Members<R> {
     /// member header; returns that offset, or `None` at end of file.
     pub fn resync(&mut self, mut reader: R) -> Result<Option<u64>> {
         let from = self.failed_at.map_or(0, |o| o + 1);
-        reader.seek(SeekFrom::Start(from)).at("seeking in", &self.path)?;
+        reader
+            .seek(SeekFrom::Start(from))
+            .at("seeking in", &self.path)?;
         let mut input = Input::new(reader, from);
         let found = gzip::seek_magic(&mut input).at("reading", &self.path)?;
         let at = input.pos;
         // Re-create the input at the candidate so `next` starts cleanly there.
         let mut reader = input.into_inner();
-        reader.seek(SeekFrom::Start(at)).at("seeking in", &self.path)?;
+        reader
+            .seek(SeekFrom::Start(at))
+            .at("seeking in", &self.path)?;
         self.input = Some(Input::new(reader, at));
         self.failed_at = None;
         Ok(found.then_some(at))
@@ -174,7 +178,10 @@ pub fn scan_from(path: &Path, offset: u64) -> Result<Scan> {
                     let at = archive_error.offset().unwrap_or(0);
                     region = Some((at, archive_error));
                 }
-                if members.resync(file.try_clone().at("opening", path)?)?.is_none() {
+                if members
+                    .resync(file.try_clone().at("opening", path)?)?
+                    .is_none()
+                {
                     break;
                 }
             }
@@ -224,7 +231,9 @@ pub fn read_entry_at<R: Read + Seek>(
             },
         )
     };
-    let end = offset_in_member.checked_add(size).ok_or_else(out_of_range)?;
+    let end = offset_in_member
+        .checked_add(size)
+        .ok_or_else(out_of_range)?;
     // Do not trust `size` for the allocation: grow as bytes arrive.
     let mut out = Vec::with_capacity(usize::try_from(size.min(64 << 20)).unwrap_or(0));
     let mut input = Input::new(reader, member_offset);

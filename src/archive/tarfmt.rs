@@ -42,7 +42,14 @@ fn ustar_header(name: &str, size: u64, mtime: u64, ty: EntryType) -> (Header, bo
     let fits = h.set_path(name).is_ok();
     if !fits {
         // Keep a readable, truncated name for tools that ignore pax.
-        let short: String = name.chars().rev().take(90).collect::<Vec<_>>().into_iter().rev().collect();
+        let short: String = name
+            .chars()
+            .rev()
+            .take(90)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         let short = short.trim_start_matches('/');
         // A truncated name of plain characters always fits the 100-byte field.
         let _ = h.set_path(short);
@@ -69,7 +76,12 @@ pub(crate) fn entry_headers(name: &str, size: u64, mtime: u64) -> Vec<u8> {
         if size > USTAR_MAX_SIZE {
             pax.push_str(&pax_record("size", &size.to_string()));
         }
-        let (ph, _) = ustar_header("PaxHeaders/entry", pax.len() as u64, mtime, EntryType::XHeader);
+        let (ph, _) = ustar_header(
+            "PaxHeaders/entry",
+            pax.len() as u64,
+            mtime,
+            EntryType::XHeader,
+        );
         out.extend_from_slice(ph.as_bytes());
         out.extend_from_slice(pax.as_bytes());
         let pad = padded(pax.len() as u64).unwrap_or(0) as usize - pax.len();
@@ -232,17 +244,27 @@ impl TarParser {
         if h.as_bytes().iter().all(|&b| b == 0) {
             return Err(self.bad("zero block (end-of-archive marker) inside a member"));
         }
-        let stored = h.cksum().map_err(|_| self.bad("unreadable header checksum"))?;
+        let stored = h
+            .cksum()
+            .map_err(|_| self.bad("unreadable header checksum"))?;
         let computed: u32 = h
             .as_bytes()
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
             .sum();
         if stored != computed {
             return Err(self.bad("header checksum mismatch"));
         }
-        let size = h.entry_size().map_err(|_| self.bad("unreadable size field"))?;
+        let size = h
+            .entry_size()
+            .map_err(|_| self.bad("unreadable size field"))?;
         let ty = h.entry_type();
         if ty == EntryType::XHeader || ty == EntryType::GNULongName {
             if size > MAX_PAX {
@@ -293,19 +315,34 @@ impl TarParser {
         }
         let mut rest = &self.meta[..];
         while !rest.is_empty() {
-            let sp = rest.iter().position(|&b| b == b' ').ok_or_else(|| self.bad("pax record without length"))?;
+            let sp = rest
+                .iter()
+                .position(|&b| b == b' ')
+                .ok_or_else(|| self.bad("pax record without length"))?;
             let len: usize = std::str::from_utf8(&rest[..sp])
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| self.bad("pax record length is not a number"))?;
-            let rec = rest.get(sp + 1..len).ok_or_else(|| self.bad("pax record overruns"))?;
-            let rec = rec.strip_suffix(b"\n").ok_or_else(|| self.bad("pax record without newline"))?;
-            let eq = rec.iter().position(|&b| b == b'=').ok_or_else(|| self.bad("pax record without '='"))?;
-            let value = std::str::from_utf8(&rec[eq + 1..]).map_err(|_| self.bad("pax value is not UTF-8"))?;
+            let rec = rest
+                .get(sp + 1..len)
+                .ok_or_else(|| self.bad("pax record overruns"))?;
+            let rec = rec
+                .strip_suffix(b"\n")
+                .ok_or_else(|| self.bad("pax record without newline"))?;
+            let eq = rec
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or_else(|| self.bad("pax record without '='"))?;
+            let value = std::str::from_utf8(&rec[eq + 1..])
+                .map_err(|_| self.bad("pax value is not UTF-8"))?;
             match &rec[..eq] {
                 b"path" => self.pax_path = Some(value.to_string()),
                 b"size" => {
-                    self.pax_size = Some(value.parse().map_err(|_| self.bad("pax size is not a number"))?)
+                    self.pax_size = Some(
+                        value
+                            .parse()
+                            .map_err(|_| self.bad("pax size is not a number"))?,
+                    )
                 }
                 _ => {}
             }
@@ -375,7 +412,13 @@ mod tests {
         let mut tar = entry("a", b"x");
         tar[0] ^= 1;
         let mut p = TarParser::new();
-        assert!(matches!(p.feed(&tar), Err(Damage::BadTar { offset_in_member: 512, .. })));
+        assert!(matches!(
+            p.feed(&tar),
+            Err(Damage::BadTar {
+                offset_in_member: 512,
+                ..
+            })
+        ));
         let tar = entry("a", b"xyz");
         let mut p = TarParser::new();
         p.feed(&tar[..600]).unwrap();

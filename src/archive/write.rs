@@ -139,7 +139,8 @@ impl ArchiveWriter {
         if report.len > 0 {
             check_format(&mut file, path)?;
         }
-        file.seek(SeekFrom::Start(report.len)).at("seeking in", path)?;
+        file.seek(SeekFrom::Start(report.len))
+            .at("seeking in", path)?;
         let worker_file = file.try_clone().at("opening", path)?;
         let (jobs, done, worker) = spawn_worker(worker_file, path, report.len)?;
         let mut w = ArchiveWriter {
@@ -204,10 +205,12 @@ impl ArchiveWriter {
         let headers = entry_headers(name, size, mtime);
         let need = padded(size)
             .and_then(|p| p.checked_add(headers.len() as u64))
-            .ok_or_else(|| self.err(ArchiveError::BadName {
-                name: name.to_string(),
-                why: "entry too large",
-            }))?;
+            .ok_or_else(|| {
+                self.err(ArchiveError::BadName {
+                    name: name.to_string(),
+                    why: "entry too large",
+                })
+            })?;
         let buf = &self.lanes[lane as usize];
         if !buf.tar.is_empty() && buf.tar.len() as u64 + need > self.opts.member_target {
             self.flush_lane(lane)?;
@@ -236,11 +239,8 @@ impl ArchiveWriter {
     pub fn finish_member(&mut self) -> Result<Vec<MemberInfo>> {
         self.begin_member()?;
         self.send(Job::Sync)?;
-        loop {
-            match self.receive()? {
-                Done::Member(m) => self.written.push(m),
-                Done::Synced => break,
-            }
+        while let Done::Member(m) = self.receive()? {
+            self.written.push(m);
         }
         if self.sync_dir {
             sync_dir(&self.path)?;
