@@ -136,6 +136,10 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
     let mut w = ArchiveWriter::open_with(&path, small_members()).unwrap();
     assert!(!w.open_report().created);
     let second = write_run(&mut w, &msgs[30..]);
+    // A name too long for ustar goes through a pax header.
+    let long = format!("user/000002/sieve/{}/{}", "s".repeat(200), "t".repeat(150));
+    w.add(&long, b"require \"fileinto\";\n", 1_700_000_001)
+        .unwrap();
     w.add("runs/000002.json", b"{\"run\":2}\n", 1_700_000_001)
         .unwrap();
     w.finish_member().unwrap();
@@ -146,7 +150,8 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
     let listing = run(Command::new("tar").arg("-tzf").arg(&path));
     let names: Vec<&str> = listing.lines().collect();
     assert_eq!(names[0], "cyrvault/FORMAT");
-    assert_eq!(names.len(), 1 + msgs.len() + 1);
+    assert_eq!(names.len(), 1 + msgs.len() + 2);
+    assert!(names.contains(&long.as_str()), "pax path read by tar");
     let out = dir.path("x");
     fs::create_dir(&out).unwrap();
     run(Command::new("tar")
@@ -163,6 +168,10 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
         }
     }
     assert_eq!(n, msgs.len());
+    assert_eq!(
+        fs::read(out.join(&long)).unwrap(),
+        b"require \"fileinto\";\n"
+    );
     let format = fs::read_to_string(out.join("cyrvault/FORMAT")).unwrap();
     assert_eq!(format, "cyrvault archive format 1\n");
     // Mode 0600 and the given mtime survive.

@@ -30,8 +30,9 @@ mod write;
 pub use compress::{Lane, Level, classify};
 pub use error::{ArchiveError, Damage};
 pub use names::{
-    EntryName, FORMAT_ENTRY, MAX_NAME, decode_component, encode_component, folder_entry,
-    message_entry, parse_entry_name, run_id, run_manifest_entry, user_entry, valid_run_id,
+    EntryName, FORMAT_ENTRY, MAX_COMPONENT, MAX_NAME, decode_component, encode_component,
+    folder_entry, message_entry, parse_entry_name, run_id, run_manifest_entry, user_entry,
+    valid_run_id,
 };
 pub use read::{
     Members, Scan, ScanDamage, find_entry, read_entry_at, read_member_at, scan, scan_from,

@@ -22,6 +22,9 @@ pub const FORMAT_ENTRY: &str = "cyrvault/FORMAT";
 /// bound keeps every name readable on every filesystem we restore to).
 pub const MAX_NAME: usize = 1024;
 
+/// Longest path component: Linux's NAME_MAX, so `tar -x` can create every entry.
+pub const MAX_COMPONENT: usize = 255;
+
 /// What an entry name says it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryName {
@@ -169,6 +172,9 @@ pub(crate) fn check_name(name: &str) -> Result<(), ArchiveError> {
     {
         return bad("has an empty, '.' or '..' component");
     }
+    if name.split('/').any(|c| c.len() > MAX_COMPONENT) {
+        return bad("has a component longer than 255 bytes (tar -x could not create it)");
+    }
     Ok(())
 }
 
@@ -259,6 +265,8 @@ mod tests {
         for n in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a\0b", "a\\b"] {
             assert!(check_name(n).is_err(), "{n:?}");
         }
+        assert!(check_name(&"x".repeat(256)).is_err());
+        check_name(&format!("{}/{}", "x".repeat(255), "y".repeat(255))).unwrap();
         assert!(folder_entry("a/b", "000001", "x").is_err());
         assert!(folder_entry("ab", "1", "x").is_err());
         assert!(run_manifest_entry("12ab56").is_err());

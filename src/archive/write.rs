@@ -160,7 +160,10 @@ impl ArchiveWriter {
         drop(file);
         if report.len == 0 {
             w.begin_member()?;
-            w.add(FORMAT_ENTRY, &format_entry_content(), 0)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            w.add(FORMAT_ENTRY, &format_entry_content(), now)?;
             let m = w.finish_member()?;
             report.created = true;
             report.len = m.last().map_or(0, MemberInfo::end);
