@@ -180,6 +180,44 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
         listing.lines().all(|l| l.starts_with("-rw-------")),
         "{listing}"
     );
+    // Python's tarfile (another independent reader) sees the same names.
+    if let Ok(out) = Command::new("python3")
+        .arg("-c")
+        .arg("import sys, tarfile; print('\\n'.join(tarfile.open(sys.argv[1], 'r:gz').getnames()))")
+        .arg(&path)
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let py = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(py.lines().collect::<Vec<_>>(), names);
+    }
+    // A crash leftover at the tail: stock tar still lists every complete member's
+    // entries, and fails (gzip: unexpected end of file).
+    let cut = dir.path("cut.tar.gz");
+    let bytes = fs::read(&path).unwrap();
+    let last_member = second.last().unwrap();
+    fs::write(
+        &cut,
+        &bytes[..(last_member.offset + last_member.compressed_len / 2) as usize],
+    )
+    .unwrap();
+    let out = Command::new("tar").arg("-tzf").arg(&cut).output().unwrap();
+    assert!(!out.status.success());
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let complete: usize = 1 + first
+        .iter()
+        .chain(&second[..second.len() - 1])
+        .map(|m| m.entries.len())
+        .sum::<usize>();
+    assert!(
+        listed.lines().count() >= complete,
+        "{} < {complete}",
+        listed.lines().count()
+    );
     // Our own scan agrees with tar, and every entry reads back by its location.
     let s = scan(&path).unwrap();
     assert!(s.damage.is_empty() && s.truncated_tail.is_none());

@@ -456,22 +456,29 @@ fn is_leftover(file: &mut File, path: &Path, at: u64, len: u64) -> Result<bool> 
     let mut tail = vec![0u8; tail_len];
     file.seek(SeekFrom::Start(at)).at("seeking in", path)?;
     std::io::Read::read_exact(file, &mut tail).at("reading", path)?;
-    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-    let prefix = &tail[..nonzero];
-    if prefix.is_empty() {
-        return Ok(true);
-    }
-    let mut members = Members::at(prefix, at, path);
-    let is_prefix = match members.next() {
-        Some(Err(e)) => matches!(
-            e.as_archive(),
-            Some(ArchiveError::Damaged {
+    let truncated_prefix = |bytes: &[u8]| {
+        let mut members = Members::at(bytes, at, path);
+        // A complete member here would have been accepted by the caller's scan.
+        matches!(
+            members
+                .next()
+                .map(|r| r.map_err(|e| e.as_archive().cloned())),
+            Some(Err(Some(ArchiveError::Damaged {
                 damage: Damage::Truncated,
                 ..
-            })
-        ),
-        // A complete member here would have been accepted by the caller's scan.
-        _ => false,
+            })))
+        )
+    };
+    // Zero runs shorter than a block are ordinary bytes (a trailer's ISIZE often ends
+    // in zeros); a longer run at the end is what a crash leaves where the filesystem
+    // allocated blocks that were never written.
+    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    let is_prefix = if nonzero == 0 {
+        return Ok(true);
+    } else if truncated_prefix(&tail) {
+        true
+    } else {
+        tail.len() - nonzero >= 512 && truncated_prefix(&tail[..nonzero])
     };
     if !is_prefix {
         return Ok(false);
@@ -506,5 +513,82 @@ fn check_format(file: &mut File, path: &Path) -> Result<()> {
             },
         )),
         None => Err(Error::archive(path, ArchiveError::NotAnArchive)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::compress::gzip_member;
+
+    fn member(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = Vec::new();
+        for (name, data) in entries {
+            tar.extend(entry_headers(name, data.len() as u64, 0));
+            tar.extend_from_slice(data);
+            tar.resize(padded(tar.len() as u64).unwrap() as usize, 0);
+        }
+        gzip_member(&tar, Level::Deflate(6))
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "cyrvault-archive-unit-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn newer_format_version_is_refused() {
+        let p = scratch("v2");
+        std::fs::write(
+            &p,
+            member(&[(FORMAT_ENTRY, b"cyrvault archive format 2\n")]),
+        )
+        .unwrap();
+        let e = ArchiveWriter::open(&p).err().unwrap();
+        assert_eq!(
+            e.as_archive(),
+            Some(&ArchiveError::UnsupportedVersion {
+                found: 2,
+                supported: FORMAT_VERSION
+            })
+        );
+        std::fs::write(&p, member(&[("messages/aa/x", b"hi")])).unwrap();
+        let e = ArchiveWriter::open(&p).err().unwrap();
+        assert_eq!(e.as_archive(), Some(&ArchiveError::NotAnArchive));
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn leftover_rules() {
+        let p = scratch("leftover");
+        let good = member(&[(FORMAT_ENTRY, b"cyrvault archive format 1\n")]);
+        let next = member(&[("messages/aa/x", &b"y".repeat(5000))]);
+        let check = |tail: &[u8]| {
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(tail);
+            std::fs::write(&p, &bytes).unwrap();
+            let mut f = File::open(&p).unwrap();
+            is_leftover(&mut f, &p, good.len() as u64, bytes.len() as u64).unwrap()
+        };
+        assert!(check(&next[..next.len() - 1]), "a member short of one byte");
+        assert!(check(&next[..3]), "a bare magic");
+        assert!(check(&[0u8; 100]), "zeros only");
+        let mut zero_filled = next[..20].to_vec();
+        zero_filled.extend([0u8; 4096]);
+        assert!(check(&zero_filled), "a prefix, then zero blocks");
+        assert!(!check(b"garbage"), "garbage");
+        let mut flipped = next.clone();
+        let n = flipped.len();
+        flipped[n - 5] ^= 1;
+        assert!(!check(&flipped), "a complete member with a bad crc");
+        // A broken member followed by an intact one is damage, not a leftover.
+        let mut broken = next[..next.len() / 2].to_vec();
+        broken.extend(&next);
+        assert!(!check(&broken), "an intact member after the break");
+        let _ = std::fs::remove_file(&p);
     }
 }
