@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cyrvault::archive::{
@@ -96,6 +96,24 @@ fn messages(seed: u64, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Open for writing, waiting out a lock that is only held by a process another test
+/// thread is spawning: a forked child keeps our open file descriptions (and so the
+/// flock) until its exec closes them. Real second writers are tested without this.
+fn open_writer(path: &Path, opts: WriterOptions) -> cyrvault::Result<ArchiveWriter> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match ArchiveWriter::open_with(path, opts.clone()) {
+            Err(e)
+                if e.as_archive() == Some(&ArchiveError::Locked)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn small_members() -> WriterOptions {
     WriterOptions {
         member_target: 64 * 1024,
@@ -128,12 +146,12 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
     let dir = Scratch::new("stock");
     let path = dir.path("u.tar.gz");
     let msgs = messages(1, 60);
-    let mut w = ArchiveWriter::open_with(&path, small_members()).unwrap();
+    let mut w = open_writer(&path, small_members()).unwrap();
     assert!(w.open_report().created);
     let first = write_run(&mut w, &msgs[..30]);
     // A second run in a later open: appends, does not rewrite the FORMAT member.
     drop(w);
-    let mut w = ArchiveWriter::open_with(&path, small_members()).unwrap();
+    let mut w = open_writer(&path, small_members()).unwrap();
     assert!(!w.open_report().created);
     let second = write_run(&mut w, &msgs[30..]);
     // A name too long for ustar goes through a pax header.
@@ -239,7 +257,7 @@ fn crash_at_every_byte_of_the_last_member() {
     let dir = Scratch::new("crash");
     let path = dir.path("u.tar.gz");
     let msgs = messages(2, 6);
-    let mut w = ArchiveWriter::open_with(&path, small_members()).unwrap();
+    let mut w = open_writer(&path, small_members()).unwrap();
     write_run(&mut w, &msgs[..3]);
     let committed = fs::metadata(&path).unwrap().len();
     // The last member: a folder state and the manifest, ~2 KB compressed.
@@ -272,7 +290,7 @@ fn crash_at_every_byte_of_the_last_member() {
             committed_len,
             ..small_members()
         };
-        let w = ArchiveWriter::open_with(&probe, opts).unwrap();
+        let w = open_writer(&probe, opts).unwrap();
         assert_eq!(
             w.open_report().cut,
             Some((start, cut - start)),
@@ -286,7 +304,7 @@ fn crash_at_every_byte_of_the_last_member() {
     let mut f = full[..(start + 40) as usize].to_vec();
     f.extend(vec![0u8; 4096]);
     fs::write(&probe, &f).unwrap();
-    let w = ArchiveWriter::open_with(&probe, small_members()).unwrap();
+    let w = open_writer(&probe, small_members()).unwrap();
     assert_eq!(w.open_report().cut, Some((start, 40 + 4096)));
 }
 
@@ -295,7 +313,7 @@ fn writer_never_wipes() {
     let dir = Scratch::new("nowipe");
     let path = dir.path("u.tar.gz");
     let msgs = messages(3, 4);
-    let mut w = ArchiveWriter::open(&path).unwrap();
+    let mut w = open_writer(&path, WriterOptions::default()).unwrap();
     write_run(&mut w, &msgs);
     drop(w);
     let len = fs::metadata(&path).unwrap().len();
@@ -304,7 +322,7 @@ fn writer_never_wipes() {
         committed_len: Some(len + 100),
         ..WriterOptions::default()
     };
-    let e = ArchiveWriter::open_with(&path, opts).err().unwrap();
+    let e = open_writer(&path, opts).err().unwrap();
     assert_eq!(
         e.as_archive(),
         Some(&ArchiveError::ShorterThanCommitted {
@@ -316,7 +334,7 @@ fn writer_never_wipes() {
     let mut f = OpenOptions::new().append(true).open(&path).unwrap();
     f.write_all(b"this is not gzip at all").unwrap();
     drop(f);
-    let e = ArchiveWriter::open(&path).err().unwrap();
+    let e = open_writer(&path, WriterOptions::default()).err().unwrap();
     assert!(
         matches!(e.as_archive(), Some(ArchiveError::TailNotLeftover { offset, .. }) if *offset == len),
         "{e}"
@@ -325,7 +343,7 @@ fn writer_never_wipes() {
     // A file that is not an archive at all is refused, not restarted.
     let other = dir.path("other");
     fs::write(&other, b"hello").unwrap();
-    assert!(ArchiveWriter::open(&other).is_err());
+    assert!(open_writer(&other, WriterOptions::default()).is_err());
     assert_eq!(fs::read(&other).unwrap(), b"hello");
 }
 
@@ -334,7 +352,7 @@ fn uncommitted_members_are_kept_and_reported() {
     let dir = Scratch::new("uncommitted");
     let path = dir.path("u.tar.gz");
     let msgs = messages(4, 9);
-    let mut w = ArchiveWriter::open_with(&path, small_members()).unwrap();
+    let mut w = open_writer(&path, small_members()).unwrap();
     let committed = fs::metadata(&path).unwrap().len();
     let written = write_run(&mut w, &msgs);
     drop(w);
@@ -342,7 +360,7 @@ fn uncommitted_members_are_kept_and_reported() {
         committed_len: Some(committed),
         ..small_members()
     };
-    let w = ArchiveWriter::open_with(&path, opts).unwrap();
+    let w = open_writer(&path, opts).unwrap();
     assert_eq!(w.open_report().uncommitted, written);
     assert_eq!(w.open_report().cut, None);
 }
@@ -352,7 +370,7 @@ fn flipped_byte_in_a_middle_member_names_that_member() {
     let dir = Scratch::new("flip");
     let path = dir.path("u.tar.gz");
     let msgs = messages(5, 40);
-    let mut w = ArchiveWriter::open_with(&path, small_members()).unwrap();
+    let mut w = open_writer(&path, small_members()).unwrap();
     let members = write_run(&mut w, &msgs);
     drop(w);
     assert!(members.len() >= 3);
@@ -432,7 +450,7 @@ fn members_split_at_the_target_and_never_split_a_message() {
     let mut msgs = messages(6, 50);
     let mut rng = SmallRng::seed_from_u64(9);
     msgs.push(message(&mut rng, 999, 300_000)); // bigger than the target
-    let mut w = ArchiveWriter::open_with(&path, small_members()).unwrap();
+    let mut w = open_writer(&path, small_members()).unwrap();
     let members = write_run(&mut w, &msgs);
     drop(w);
     let mut seen = std::collections::HashSet::new();
@@ -498,7 +516,7 @@ fn short_reads_do_not_break_the_reader() {
     let dir = Scratch::new("short");
     let path = dir.path("u.tar.gz");
     let msgs = messages(7, 30);
-    let mut w = ArchiveWriter::open_with(&path, small_members()).unwrap();
+    let mut w = open_writer(&path, small_members()).unwrap();
     let members = write_run(&mut w, &msgs);
     drop(w);
     let expect = scan(&path).unwrap().members;
@@ -526,7 +544,7 @@ fn short_reads_do_not_break_the_reader() {
 fn offsets_past_4_gib_in_a_sparse_archive() {
     let dir = Scratch::new("big");
     let path = dir.path("u.tar.gz");
-    drop(ArchiveWriter::open(&path).unwrap());
+    drop(open_writer(&path, WriterOptions::default()).unwrap());
     // Pretend 5 GiB of committed members: a hole the writer does not look at, since
     // it only checks bytes past the committed length.
     let base: u64 = 5 << 30;
@@ -541,7 +559,7 @@ fn offsets_past_4_gib_in_a_sparse_archive() {
         committed_len: Some(base),
         ..small_members()
     };
-    let mut w = ArchiveWriter::open_with(&path, opts).unwrap();
+    let mut w = open_writer(&path, opts).unwrap();
     let members = write_run(&mut w, &msgs);
     drop(w);
     assert!(members[0].offset == base && members.iter().all(|m| m.offset >= base));
@@ -564,7 +582,7 @@ fn offsets_past_4_gib_in_a_sparse_archive() {
         committed_len: Some(base),
         ..small_members()
     };
-    let w = ArchiveWriter::open_with(&path, opts).unwrap();
+    let w = open_writer(&path, opts).unwrap();
     let last = members.last().unwrap();
     assert_eq!(
         w.open_report().cut,
@@ -591,7 +609,7 @@ fn every_level_is_plain_gzip() {
             binary_level: level,
             ..small_members()
         };
-        let mut w = ArchiveWriter::open_with(&path, opts).unwrap();
+        let mut w = open_writer(&path, opts).unwrap();
         write_run(&mut w, &msgs);
         drop(w);
         run(Command::new("gzip").arg("-t").arg(&path));
