@@ -439,8 +439,29 @@ fn second_writer_is_refused() {
     assert_eq!(e.as_archive(), Some(&ArchiveError::Locked));
     assert!(e.is_temporary());
     assert!(t.elapsed().as_secs() < 2, "refused at once");
+    // Another process sees the lock too (util-linux flock(1), when installed).
+    if let Ok(st) = Command::new("flock")
+        .arg("-n")
+        .arg(&path)
+        .arg("true")
+        .status()
+    {
+        assert!(
+            !st.success(),
+            "flock(1) must not get the lock while we write"
+        );
+    }
     drop(w);
-    ArchiveWriter::open(&path).unwrap();
+    open_writer(&path, WriterOptions::default()).unwrap();
+    if let Ok(st) = Command::new("flock")
+        .arg("-n")
+        .arg(&path)
+        .arg("true")
+        .status()
+    {
+        // Our writer above was dropped again at the end of the statement.
+        assert!(st.success(), "lock released when the writer is dropped");
+    }
 }
 
 #[test]
