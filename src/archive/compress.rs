@@ -24,7 +24,7 @@ pub enum Level {
 }
 
 /// The two kinds of member the writer fills side by side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
     /// Mostly text: deflate with LZ77 matching.
     Text,
