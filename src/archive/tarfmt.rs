@@ -17,7 +17,7 @@ use crate::cyrus::Guid;
 
 /// The tar block size.
 pub(crate) const BLOCK: u64 = 512;
-/// Sizes at or above this do not fit ustar's 11 octal digits.
+/// The largest size ustar's 11 octal digits hold (8 GiB - 1).
 const USTAR_MAX_SIZE: u64 = 0o777_7777_7777;
 /// A pax header's data larger than this is refused when parsing.
 const MAX_PAX: u64 = 1 << 20;
@@ -42,16 +42,13 @@ fn ustar_header(name: &str, size: u64, mtime: u64, ty: EntryType) -> (Header, bo
     let fits = h.set_path(name).is_ok();
     if !fits {
         // Keep a readable, truncated name for tools that ignore pax.
-        let short: String = name
-            .chars()
-            .rev()
-            .take(90)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let short = short.trim_start_matches('/');
-        // A truncated name of plain characters always fits the 100-byte field.
+        // The last 90 bytes (at a character boundary) fit the 100-byte field.
+        let mut cut = name.len().saturating_sub(90);
+        while !name.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let short = name[cut..].trim_start_matches('/');
+        // If even that is refused the field stays empty: pax carries the real name.
         let _ = h.set_path(short);
     }
     h.set_size(size.min(USTAR_MAX_SIZE));
@@ -405,6 +402,19 @@ mod tests {
             assert_eq!(&tar[off..off + 10], b"long named");
             assert_eq!(e[2].size, 0);
         }
+    }
+
+    #[test]
+    fn huge_sizes_and_non_ascii_long_names_use_pax() {
+        let name = format!("user/000001/sieve/{}", "é".repeat(150));
+        let size = 9u64 << 30;
+        let headers = entry_headers(&name, size, 0);
+        assert_eq!(headers.len(), 3 * 512, "pax header, pax data, ustar header");
+        let mut p = TarParser::new();
+        p.feed(&headers).unwrap();
+        let (got_name, offset, got_size) = p.current.clone().unwrap();
+        assert_eq!((got_name, offset, got_size), (name, 3 * 512, size));
+        assert!(matches!(p.state, State::Data { left, pad: 0 } if left == size));
     }
 
     #[test]
