@@ -353,6 +353,14 @@ fn writer_never_wipes() {
         "{e}"
     );
     assert_eq!(fs::metadata(&path).unwrap().len(), len + 23);
+    // A missing archive the caller has committed bytes to is not created anew.
+    let gone = dir.path("gone.tar.gz");
+    let opts = WriterOptions {
+        committed_len: Some(1000),
+        ..WriterOptions::default()
+    };
+    assert!(open_writer(&gone, opts).is_err());
+    assert!(!gone.exists());
     // A file that is not an archive at all is refused, not restarted.
     let other = dir.path("other");
     fs::write(&other, b"hello").unwrap();

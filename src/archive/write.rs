@@ -121,10 +121,12 @@ impl ArchiveWriter {
     /// version, and write the `cyrvault/FORMAT` member into a new archive.
     pub fn open_with(path: &Path, opts: WriterOptions) -> Result<ArchiveWriter> {
         let existed = path.exists();
+        // A caller that has committed bytes expects the file: never create it anew then.
+        let may_create = opts.committed_len.unwrap_or(0) == 0;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(may_create)
             .truncate(false)
             .open(path)
             .at("opening", path)?;
