@@ -103,7 +103,7 @@ impl<R: Read> Input<R> {
     pub fn new(r: R, pos: u64) -> Self {
         Input {
             r,
-            buf: vec![0; 256 * 1024],
+            buf: vec![0; 64 * 1024],
             start: 0,
             end: 0,
             pos,
@@ -220,7 +220,7 @@ pub(crate) fn read_member<R: Read>(
     }
     // Raw deflate body.
     let mut inflate = Inflate::new(false, 15);
-    let mut out = vec![0u8; 128 * 1024];
+    let mut out = vec![0u8; 64 * 1024];
     let mut crc = crc32fast::Hasher::new();
     let mut total: u64 = 0;
     loop {

@@ -188,14 +188,7 @@ pub fn scan_from(path: &Path, offset: u64) -> Result<Scan> {
         }
     }
     if let Some((start, error)) = region {
-        let truncated = matches!(
-            error,
-            ArchiveError::Damaged {
-                damage: Damage::Truncated,
-                ..
-            }
-        );
-        if truncated {
+        if is_crash_leftover(&mut file, path, start, len)? {
             out.truncated_tail = Some((start, len - start));
         } else {
             out.damage.push(ScanDamage {
@@ -206,6 +199,58 @@ pub fn scan_from(path: &Path, offset: u64) -> Result<Scan> {
         }
     }
     Ok(out)
+}
+
+/// Whether the bytes `[at, len)` are what a crash while appending one member leaves:
+/// a valid prefix of a member (it inflates cleanly until the bytes run out), possibly
+/// followed by zero bytes (blocks the filesystem allocated but never wrote), and no
+/// intact member after it.
+pub(crate) fn is_crash_leftover(file: &mut File, path: &Path, at: u64, len: u64) -> Result<bool> {
+    let tail_len = usize::try_from(len - at).unwrap_or(usize::MAX);
+    // A leftover is at most one member; members are bounded by the target size unless
+    // an entry is huge, so read the tail in memory only when it is reasonable.
+    if tail_len > 1 << 30 {
+        return Ok(false);
+    }
+    let mut tail = vec![0u8; tail_len];
+    file.seek(SeekFrom::Start(at)).at("seeking in", path)?;
+    std::io::Read::read_exact(file, &mut tail).at("reading", path)?;
+    let truncated_prefix = |bytes: &[u8]| {
+        let mut members = Members::at(bytes, at, path);
+        // A complete member here would have been accepted by the caller's scan.
+        matches!(
+            members
+                .next()
+                .map(|r| r.map_err(|e| e.as_archive().cloned())),
+            Some(Err(Some(ArchiveError::Damaged {
+                damage: Damage::Truncated,
+                ..
+            })))
+        )
+    };
+    // Zero runs shorter than a block are ordinary bytes (a trailer's ISIZE often ends
+    // in zeros); a longer run at the end is what a crash leaves where the filesystem
+    // allocated blocks that were never written.
+    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    let is_prefix = if nonzero == 0 {
+        return Ok(true);
+    } else if truncated_prefix(&tail) {
+        true
+    } else {
+        tail.len() - nonzero >= 512 && truncated_prefix(&tail[..nonzero])
+    };
+    if !is_prefix {
+        return Ok(false);
+    }
+    // No intact member may follow (that would make this damage, not a leftover).
+    let mut later = Members::at(std::io::Cursor::new(&tail[..]), 0, path);
+    let _ = later.next();
+    while later.resync(std::io::Cursor::new(&tail[..]))?.is_some() {
+        if let Some(Ok(_)) = later.next() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Inflate the member at `member_offset` and return its `size` bytes at uncompressed

@@ -21,7 +21,7 @@ use sha1::{Digest, Sha1};
 use super::compress::{Lane, Level, classify, gzip_member};
 use super::error::{ArchiveError, Damage};
 use super::names::{FORMAT_ENTRY, check_name};
-use super::read::{Members, read_member_at};
+use super::read::{Members, is_crash_leftover, read_member_at};
 use super::tarfmt::{entry_headers, padded};
 use super::{EntryLoc, FORMAT_VERSION, MemberInfo, format_entry_content, parse_format_entry};
 use crate::cyrus::Guid;
@@ -414,7 +414,7 @@ fn repair_tail(file: &mut File, path: &Path, committed: Option<u64>) -> Result<O
     let Some(damage) = failure else {
         return Ok(report);
     };
-    if !is_leftover(file, path, good_end, len)? {
+    if !is_crash_leftover(file, path, good_end, len)? {
         if good_end == start && committed.is_some_and(|c| c > 0) && damage == Damage::BadMagic {
             return Err(Error::archive(
                 path,
@@ -442,58 +442,6 @@ fn repair_tail(file: &mut File, path: &Path, committed: Option<u64>) -> Result<O
     report.cut = Some((good_end, len - good_end));
     report.len = good_end;
     Ok(report)
-}
-
-/// Whether the bytes `[at, len)` are what a crash while appending one member leaves:
-/// a valid prefix of a member (it inflates cleanly until the bytes run out), possibly
-/// followed by zero bytes (blocks the filesystem allocated but never wrote), and no
-/// intact member after it.
-fn is_leftover(file: &mut File, path: &Path, at: u64, len: u64) -> Result<bool> {
-    let tail_len = usize::try_from(len - at).unwrap_or(usize::MAX);
-    // A leftover is at most one member; members are bounded by the target size unless
-    // an entry is huge, so read the tail in memory only when it is reasonable.
-    if tail_len > 1 << 30 {
-        return Ok(false);
-    }
-    let mut tail = vec![0u8; tail_len];
-    file.seek(SeekFrom::Start(at)).at("seeking in", path)?;
-    std::io::Read::read_exact(file, &mut tail).at("reading", path)?;
-    let truncated_prefix = |bytes: &[u8]| {
-        let mut members = Members::at(bytes, at, path);
-        // A complete member here would have been accepted by the caller's scan.
-        matches!(
-            members
-                .next()
-                .map(|r| r.map_err(|e| e.as_archive().cloned())),
-            Some(Err(Some(ArchiveError::Damaged {
-                damage: Damage::Truncated,
-                ..
-            })))
-        )
-    };
-    // Zero runs shorter than a block are ordinary bytes (a trailer's ISIZE often ends
-    // in zeros); a longer run at the end is what a crash leaves where the filesystem
-    // allocated blocks that were never written.
-    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-    let is_prefix = if nonzero == 0 {
-        return Ok(true);
-    } else if truncated_prefix(&tail) {
-        true
-    } else {
-        tail.len() - nonzero >= 512 && truncated_prefix(&tail[..nonzero])
-    };
-    if !is_prefix {
-        return Ok(false);
-    }
-    // No intact member may follow (that would make this damage, not a leftover).
-    let mut later = Members::at(std::io::Cursor::new(&tail[..]), 0, path);
-    let _ = later.next();
-    while later.resync(std::io::Cursor::new(&tail[..]))?.is_some() {
-        if let Some(Ok(_)) = later.next() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// The first member must start with `cyrvault/FORMAT` of a version we read.
@@ -574,7 +522,7 @@ mod tests {
             bytes.extend_from_slice(tail);
             std::fs::write(&p, &bytes).unwrap();
             let mut f = File::open(&p).unwrap();
-            is_leftover(&mut f, &p, good.len() as u64, bytes.len() as u64).unwrap()
+            is_crash_leftover(&mut f, &p, good.len() as u64, bytes.len() as u64).unwrap()
         };
         assert!(check(&next[..next.len() - 1]), "a member short of one byte");
         assert!(check(&next[..3]), "a bare magic");
