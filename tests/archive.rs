@@ -239,6 +239,7 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
     // Our own scan agrees with tar, and every entry reads back by its location.
     let s = scan(&path).unwrap();
     assert!(s.damage.is_empty() && s.truncated_tail.is_none());
+    assert!(s.misnamed().is_empty());
     let mut file = File::open(&path).unwrap();
     for m in &s.members {
         for e in &m.entries {
@@ -522,6 +523,23 @@ fn garbage_gives_typed_errors() {
             }
         }
     }
+}
+
+#[test]
+fn a_message_that_does_not_hash_to_its_name_is_flagged() {
+    let dir = Scratch::new("misnamed");
+    let path = dir.path("u.tar.gz");
+    let mut w = open_writer(&path, WriterOptions::default()).unwrap();
+    let name = message_entry(&Guid::of(b"the real bytes"));
+    w.add(&name, b"other bytes", 0).unwrap();
+    w.add(&message_entry(&Guid::of(b"fine")), b"fine", 0)
+        .unwrap();
+    w.finish_member().unwrap();
+    drop(w);
+    let s = scan(&path).unwrap();
+    let bad = s.misnamed();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].1.name, name);
 }
 
 #[test]

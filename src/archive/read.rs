@@ -139,6 +139,20 @@ pub struct Scan {
     pub len: u64,
 }
 
+impl Scan {
+    /// Message entries whose bytes do not hash to their name (spool damage stored as
+    /// is, or a bug): `(member offset, entry)`.
+    pub fn misnamed(&self) -> Vec<(u64, &EntryLoc)> {
+        self.members
+            .iter()
+            .flat_map(|m| m.entries.iter().map(move |e| (m.offset, e)))
+            .filter(|(_, e)| {
+                matches!(super::parse_entry_name(&e.name), super::EntryName::Message(g) if g != e.sha1)
+            })
+            .collect()
+    }
+}
+
 /// Scan the whole archive: inflate every member, check CRC-32 and ISIZE, parse the tar
 /// entries and hash them; resynchronise after damage.
 pub fn scan(path: &Path) -> Result<Scan> {
