@@ -606,6 +606,25 @@ fn members_split_at_the_target_and_never_split_a_message() {
         1,
         "an oversized message gets its own member"
     );
+    // Asking for bytes past the end of a member is a typed error.
+    let m = &members[0];
+    let mut f = File::open(&path).unwrap();
+    let e = read_entry_at(&mut f, &path, m.offset, m.uncompressed_len - 10, 100).unwrap_err();
+    assert!(
+        matches!(e.as_archive(), Some(ArchiveError::OutOfRange { .. })),
+        "{e}"
+    );
+    let e = read_entry_at(&mut f, &path, m.offset + 1, 0, 1).unwrap_err();
+    assert!(
+        matches!(
+            e.as_archive(),
+            Some(ArchiveError::Damaged {
+                damage: Damage::BadMagic,
+                ..
+            })
+        ),
+        "{e}"
+    );
     // What the writer reported is exactly what a scan finds.
     let s = scan(&path).unwrap();
     assert_eq!(&s.members[1..], &members[..]);

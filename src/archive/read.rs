@@ -45,7 +45,7 @@ impl<R: Read> Members<R> {
     }
 
     /// The file offset where the next member would start.
-    pub fn position(&self) -> Option<u64> {
+    pub fn next_offset(&self) -> Option<u64> {
         self.input.as_ref().map(|i| i.pos)
     }
 
@@ -96,7 +96,11 @@ impl<R: Read + Seek> Members<R> {
     /// After a damaged member, move to the next offset past its start that looks like a
     /// member header; returns that offset, or `None` at end of file.
     pub fn resync(&mut self, mut reader: R) -> Result<Option<u64>> {
-        let from = self.failed_at.map_or(0, |o| o + 1);
+        let from = match (self.failed_at, self.next_offset()) {
+            (Some(failed), _) => failed + 1,
+            (None, Some(pos)) => pos,
+            (None, None) => 0,
+        };
         reader
             .seek(SeekFrom::Start(from))
             .at("seeking in", &self.path)?;
