@@ -165,7 +165,14 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
     assert!(first.len() + second.len() >= 4, "want several members");
 
     run(Command::new("gzip").arg("-t").arg(&path));
-    let listing = run(Command::new("tar").arg("-tzf").arg(&path));
+    let out = Command::new("tar").arg("-tzf").arg(&path).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "tar warns: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(out.stdout).unwrap();
     let names: Vec<&str> = listing.lines().collect();
     assert_eq!(names[0], "cyrvault/FORMAT");
     assert_eq!(names.len(), 1 + msgs.len() + 2);
@@ -212,6 +219,28 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
         );
         let py = String::from_utf8(out.stdout).unwrap();
         assert_eq!(py.lines().collect::<Vec<_>>(), names);
+    }
+    // libarchive's bsdtar, when installed, lists and extracts it too.
+    if let Ok(out) = Command::new("bsdtar").arg("-tzf").arg(&path).output() {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(listed.lines().collect::<Vec<_>>(), names);
+        let out2 = dir.path("bsd");
+        fs::create_dir(&out2).unwrap();
+        run(Command::new("bsdtar")
+            .arg("-xzf")
+            .arg(&path)
+            .arg("-C")
+            .arg(&out2));
+        for name in &names {
+            if let EntryName::Message(g) = parse_entry_name(name) {
+                assert_eq!(Guid::of(&fs::read(out2.join(name)).unwrap()), g);
+            }
+        }
     }
     // A crash leftover at the tail: stock tar still lists every complete member's
     // entries, and fails (gzip: unexpected end of file).
