@@ -1,10 +1,41 @@
-//! Cyrus-compatible fcntl locks (being written).
+//! Cyrus-compatible whole-file fcntl locks: the only module that calls `fcntl`.
+//!
+//! We use Linux open-file-description locks (`F_OFD_SETLK`, whole file). They
+//! conflict with the classic POSIX locks Cyrus takes (`lib/lock_fcntl.c`;
+//! verified, `shared/cyrus-reference.md` §9.1), are not dropped when some other
+//! descriptor of the same file is closed, and work between threads. We never
+//! block in the kernel: a lock is polled with `F_OFD_SETLK` and a short backoff
+//! until a deadline, so a stuck Cyrus process makes us fail with a timeout
+//! instead of hanging (a Cyrus process waiting in `F_SETLKW` cannot even be
+//! stopped with SIGTERM).
+//!
+//! A lock is a guard value ([`FileLock`]); dropping it closes the descriptor,
+//! which releases the lock. [`Locker`] knows where Cyrus keeps its lock files
+//! (`cyrus::paths::lock_path`) and creates them the way Cyrus does, owned by the
+//! cyrus user. [`LockSet`] enforces Cyrus's order — user namespace, then
+//! mailbox name, then `cyrus.index` — and refuses requests that could deadlock.
+//! See `doc/cyrus-files.md` ("locks").
+#![forbid(unsafe_code)]
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, fcntl};
+
+use crate::cyrus::config::ImapdConf;
+use crate::cyrus::paths;
 
 /// A lock that could not be taken.
 #[derive(Debug, thiserror::Error)]
 #[error("locking {}: {message}", path.display())]
 pub struct LockError {
-    pub path: std::path::PathBuf,
+    pub path: PathBuf,
     pub message: String,
     pub timeout: bool,
 }
@@ -13,5 +44,718 @@ impl LockError {
     /// The wait timed out (somebody else holds the lock): try again later.
     pub fn is_timeout(&self) -> bool {
         self.timeout
+    }
+
+    fn io(path: &Path, what: &str, e: impl std::fmt::Display) -> Self {
+        LockError {
+            path: path.to_path_buf(),
+            message: format!("{what}: {e}"),
+            timeout: false,
+        }
+    }
+
+    fn order(path: &Path, message: String) -> Self {
+        LockError {
+            path: path.to_path_buf(),
+            message,
+            timeout: false,
+        }
+    }
+}
+
+/// Shared (`F_RDLCK`) or exclusive (`F_WRLCK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+impl LockMode {
+    fn lock_type(self) -> libc::c_short {
+        match self {
+            LockMode::Shared => libc::F_RDLCK as libc::c_short,
+            LockMode::Exclusive => libc::F_WRLCK as libc::c_short,
+        }
+    }
+}
+
+/// The longest sleep between two lock attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(5);
+/// The first sleep between two lock attempts.
+const MIN_BACKOFF: Duration = Duration::from_micros(100);
+
+/// A held lock. Dropping it closes the file, which releases the lock.
+#[derive(Debug)]
+pub struct FileLock {
+    file: File,
+    path: PathBuf,
+    mode: LockMode,
+    acquired: Instant,
+    waited: Duration,
+    stats: Option<Arc<LockStats>>,
+}
+
+impl FileLock {
+    /// The locked file (opened read-only for shared locks, read-write for exclusive
+    /// ones and for lock files).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The path that was locked.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The lock mode.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+
+    /// How long the lock has been held.
+    pub fn held_for(&self) -> Duration {
+        self.acquired.elapsed()
+    }
+
+    /// How long we waited for the lock.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // The lock goes with the descriptor when `file` is dropped after this.
+        if let Some(s) = &self.stats {
+            s.record_hold(self.acquired.elapsed());
+        }
+    }
+}
+
+/// One `F_OFD_SETLK` attempt on the whole file. Ok(false) = somebody holds a
+/// conflicting lock.
+fn try_lock(file: &File, mode: LockMode) -> io::Result<bool> {
+    let fl = libc::flock {
+        l_type: mode.lock_type(),
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        // OFD locks require l_pid == 0.
+        l_pid: 0,
+    };
+    loop {
+        match fcntl(file.as_raw_fd(), FcntlArg::F_OFD_SETLK(&fl)) {
+            Ok(_) => return Ok(true),
+            Err(Errno::EAGAIN) | Err(Errno::EACCES) => return Ok(false),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+}
+
+/// Poll `try_lock` until `deadline`.
+fn acquire(
+    file: &File,
+    path: &Path,
+    mode: LockMode,
+    started: Instant,
+    deadline: Instant,
+) -> Result<(), LockError> {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        match try_lock(file, mode) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(LockError::io(path, "fcntl(F_OFD_SETLK)", e)),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(LockError {
+                path: path.to_path_buf(),
+                message: format!(
+                    "timed out after {} ms waiting for a {} lock (another process holds it)",
+                    started.elapsed().as_millis(),
+                    match mode {
+                        LockMode::Shared => "shared",
+                        LockMode::Exclusive => "exclusive",
+                    }
+                ),
+                timeout: true,
+            });
+        }
+        std::thread::sleep(backoff.min(deadline - now));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn open_for(path: &Path, mode: LockMode) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true);
+    if mode == LockMode::Exclusive {
+        o.write(true);
+    }
+    o.open(path)
+}
+
+/// Whether `file` is still the file at `path` (same device and inode).
+fn same_file(file: &File, path: &Path) -> Result<bool, LockError> {
+    let a = file
+        .metadata()
+        .map_err(|e| LockError::io(path, "fstat", e))?;
+    match std::fs::metadata(path) {
+        Ok(b) => Ok(a.ino() == b.ino() && a.dev() == b.dev()),
+        Err(e) => Err(LockError::io(path, "stat after locking", e)),
+    }
+}
+
+/// Lock an existing file (never created). Shared locks open it read-only,
+/// exclusive ones read-write. With `reopen_if_replaced`, after the lock is granted
+/// the inode of the descriptor is compared with the path's, and if Cyrus renamed
+/// a new file into place meanwhile (twoskip checkpoint, flat db, counters) we
+/// drop the lock, reopen and try again, as Cyrus's `lock_reopen_ex` does.
+pub fn lock_file(
+    path: &Path,
+    mode: LockMode,
+    timeout: Duration,
+    reopen_if_replaced: bool,
+) -> Result<FileLock, LockError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    loop {
+        let file = open_for(path, mode).map_err(|e| LockError::io(path, "opening", e))?;
+        acquire(&file, path, mode, started, deadline)?;
+        if reopen_if_replaced && !same_file(&file, path)? {
+            log::debug!(target: "lock", "{} was replaced while we waited; reopening", path.display());
+            drop(file);
+            continue;
+        }
+        return Ok(FileLock {
+            file,
+            path: path.to_path_buf(),
+            mode,
+            acquired: Instant::now(),
+            waited: started.elapsed(),
+            stats: None,
+        });
+    }
+}
+
+/// Hold-time statistics for every lock a [`Locker`] hands out.
+#[derive(Debug, Default)]
+pub struct LockStats {
+    inner: Mutex<StatsInner>,
+}
+
+/// Log2 buckets of microseconds: bucket i holds durations < 2^i µs (the last one
+/// holds everything longer, ~36 minutes).
+const BUCKETS: usize = 32;
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    count: u64,
+    total: Duration,
+    max: Duration,
+    max_waited: Duration,
+    timeouts: u64,
+    buckets: [u64; BUCKETS],
+}
+
+/// A copy of the statistics, for reporting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LockStatsSnapshot {
+    /// Locks released so far.
+    pub count: u64,
+    /// Sum of their hold times.
+    pub total_held: Duration,
+    /// Longest hold.
+    pub max_held: Duration,
+    /// 99th percentile of hold times (upper edge of its power-of-two bucket).
+    pub p99_held: Duration,
+    /// Longest wait for a lock that was granted.
+    pub max_waited: Duration,
+    /// Lock requests that timed out.
+    pub timeouts: u64,
+}
+
+impl LockStats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatsInner> {
+        // A poisoned mutex only means a panic elsewhere; the counters stay usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_hold(&self, d: Duration) {
+        let mut s = self.lock();
+        s.count += 1;
+        s.total += d;
+        s.max = s.max.max(d);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
+        s.buckets[i] += 1;
+    }
+
+    fn record_wait(&self, d: Duration) {
+        let mut s = self.lock();
+        s.max_waited = s.max_waited.max(d);
+    }
+
+    fn record_timeout(&self) {
+        self.lock().timeouts += 1;
+    }
+
+    /// The current numbers.
+    pub fn snapshot(&self) -> LockStatsSnapshot {
+        let s = self.lock();
+        let mut p99 = Duration::ZERO;
+        if s.count > 0 {
+            let want = s.count - s.count / 100;
+            let mut seen = 0;
+            for (i, n) in s.buckets.iter().enumerate() {
+                seen += n;
+                if seen >= want {
+                    p99 = Duration::from_micros(1u64 << i).min(s.max);
+                    break;
+                }
+            }
+        }
+        LockStatsSnapshot {
+            count: s.count,
+            total_held: s.total,
+            max_held: s.max,
+            p99_held: p99,
+            max_waited: s.max_waited,
+            timeouts: s.timeouts,
+        }
+    }
+}
+
+/// Takes Cyrus's named locks (user namespace, mailbox name) and index locks, with
+/// one timeout, creating lock files as Cyrus would.
+#[derive(Debug, Clone)]
+pub struct Locker {
+    conf: ImapdConf,
+    timeout: Duration,
+    owner: Option<(u32, u32)>,
+    umask: u32,
+    stats: Arc<LockStats>,
+}
+
+impl Locker {
+    /// A locker for this configuration. When we run as root, the uid and gid of
+    /// `cyrus_user` are looked up so that lock files and directories we create are
+    /// handed to Cyrus (a root-owned 0600 lock file breaks the real server).
+    pub fn new(conf: &ImapdConf, timeout: Duration) -> crate::Result<Locker> {
+        let owner = if nix::unistd::geteuid().is_root() {
+            let name = conf.cyrus_user();
+            match nix::unistd::User::from_name(name) {
+                Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
+                Ok(None) => {
+                    return Err(crate::Error::Config(
+                        crate::cyrus::config::ConfigError::new(
+                            conf.file(),
+                            "cyrus_user",
+                            format!("user '{name}' does not exist"),
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(crate::Error::Other(format!("looking up user {name}: {e}")));
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Locker {
+            conf: conf.clone(),
+            timeout,
+            owner,
+            umask: conf.umask()?,
+            stats: Arc::new(LockStats::default()),
+        })
+    }
+
+    /// The uid/gid given to files we create (None: leave them to us).
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.owner
+    }
+
+    /// The per-lock timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Hold-time statistics of every lock this locker (and its clones) handed out.
+    pub fn stats(&self) -> LockStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The user namespace lock `*U*<userid>` (§9.2): shared for readers.
+    pub fn user_namespace(&self, userid: &str, mode: LockMode) -> crate::Result<FileLock> {
+        self.mailbox_name(&paths::user_namespace_lockname(userid), mode)
+    }
+
+    /// A named lock (`mboxname_lock`): the mailbox name lock is the uniqueid, or
+    /// the internal name for legacy mailboxes (`paths::mailbox_lockname`).
+    pub fn mailbox_name(&self, lockname: &str, mode: LockMode) -> crate::Result<FileLock> {
+        let path = paths::lock_path(&self.conf, lockname)?;
+        let started = Instant::now();
+        let file = self.open_or_create(&path)?;
+        self.finish(file, path, mode, started)
+    }
+
+    /// Lock `cyrus.index` itself (never created): read-only + shared for readers.
+    pub fn index(&self, index_path: &Path, mode: LockMode) -> crate::Result<FileLock> {
+        let started = Instant::now();
+        let file =
+            open_for(index_path, mode).map_err(|e| LockError::io(index_path, "opening", e))?;
+        self.finish(file, index_path.to_path_buf(), mode, started)
+    }
+
+    /// Start an ordered set of locks.
+    pub fn lock_set(&self) -> LockSet<'_> {
+        LockSet {
+            locker: self,
+            namespace: None,
+            name: None,
+            index: None,
+            name_taken: false,
+        }
+    }
+
+    fn finish(
+        &self,
+        file: File,
+        path: PathBuf,
+        mode: LockMode,
+        started: Instant,
+    ) -> crate::Result<FileLock> {
+        if let Err(e) = acquire(&file, &path, mode, started, started + self.timeout) {
+            if e.timeout {
+                self.stats.record_timeout();
+            }
+            return Err(e.into());
+        }
+        let waited = started.elapsed();
+        self.stats.record_wait(waited);
+        Ok(FileLock {
+            file,
+            path,
+            mode,
+            acquired: Instant::now(),
+            waited,
+            stats: Some(self.stats.clone()),
+        })
+    }
+
+    /// Open a lock file read-write, creating it (and its directories) if missing,
+    /// like `mboxname_lock`: directories 0755, file 0666, both less the configured
+    /// umask; then chown what we created to the cyrus user.
+    fn open_or_create(&self, path: &Path) -> Result<File, LockError> {
+        match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LockError::io(path, "opening lock file", e)),
+        }
+        if let Some(dir) = path.parent() {
+            self.create_dirs(dir, path)?;
+        }
+        let created = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o666 & !self.umask)
+            .open(path);
+        match created {
+            Ok(f) => {
+                if let Some((uid, gid)) = self.owner {
+                    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+                        .map_err(|e| LockError::io(path, "chown of new lock file", e))?;
+                }
+                log::debug!(target: "lock", "created lock file {}", path.display());
+                Ok(f)
+            }
+            // Somebody (Cyrus) created it meanwhile: use theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| LockError::io(path, "opening lock file", e)),
+            Err(e) => Err(LockError::io(path, "creating lock file", e)),
+        }
+    }
+
+    fn create_dirs(&self, dir: &Path, for_path: &Path) -> Result<(), LockError> {
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while !d.as_os_str().is_empty() && !d.exists() {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        for m in missing.iter().rev() {
+            match DirBuilder::new().mode(0o755 & !self.umask).create(m) {
+                Ok(()) => {
+                    if let Some((uid, gid)) = self.owner {
+                        std::os::unix::fs::chown(m, Some(uid), Some(gid))
+                            .map_err(|e| LockError::io(m, "chown of new lock directory", e))?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(LockError::io(
+                        for_path,
+                        &format!("creating directory {}", m.display()),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Locks for one mailbox, taken in Cyrus's order: user namespace → mailbox name →
+/// `cyrus.index`. Asking out of order is refused with an error instead of risking
+/// a deadlock with a Cyrus process that holds the namespace lock exclusively and
+/// waits for the name lock (§9.7).
+#[derive(Debug)]
+pub struct LockSet<'a> {
+    locker: &'a Locker,
+    namespace: Option<FileLock>,
+    name: Option<FileLock>,
+    index: Option<FileLock>,
+    // Set once a name lock was taken; the namespace may not be (re)taken after it
+    // until the name lock is released.
+    name_taken: bool,
+}
+
+impl LockSet<'_> {
+    /// Take the user namespace lock. Refused while a name or index lock is held,
+    /// or when the namespace lock is already held.
+    pub fn namespace(&mut self, userid: &str, mode: LockMode) -> crate::Result<&FileLock> {
+        let path = paths::lock_path(&self.locker.conf, &paths::user_namespace_lockname(userid))?;
+        if self.namespace.is_some() {
+            return Err(
+                LockError::order(&path, "namespace lock already held by this set".into()).into(),
+            );
+        }
+        if self.name_taken || self.index.is_some() {
+            return Err(LockError::order(
+                &path,
+                "lock order: the user namespace lock must be taken before any mailbox name or index lock"
+                    .into(),
+            )
+            .into());
+        }
+        let l = self.locker.user_namespace(userid, mode)?;
+        Ok(self.namespace.insert(l))
+    }
+
+    /// Take the mailbox name lock. Refused while an index lock or another name
+    /// lock is held.
+    pub fn mailbox_name(&mut self, lockname: &str, mode: LockMode) -> crate::Result<&FileLock> {
+        let path = paths::lock_path(&self.locker.conf, lockname)?;
+        if self.name.is_some() {
+            return Err(LockError::order(
+                &path,
+                "a mailbox name lock is already held by this set".into(),
+            )
+            .into());
+        }
+        if self.index.is_some() {
+            return Err(LockError::order(
+                &path,
+                "lock order: the mailbox name lock must be taken before the index lock".into(),
+            )
+            .into());
+        }
+        let l = self.locker.mailbox_name(lockname, mode)?;
+        self.name_taken = true;
+        Ok(self.name.insert(l))
+    }
+
+    /// Take the `cyrus.index` lock.
+    pub fn index(&mut self, index_path: &Path, mode: LockMode) -> crate::Result<&FileLock> {
+        if self.index.is_some() {
+            return Err(LockError::order(
+                index_path,
+                "an index lock is already held by this set".into(),
+            )
+            .into());
+        }
+        let l = self.locker.index(index_path, mode)?;
+        Ok(self.index.insert(l))
+    }
+
+    /// The held namespace lock.
+    pub fn namespace_lock(&self) -> Option<&FileLock> {
+        self.namespace.as_ref()
+    }
+
+    /// The held mailbox name lock.
+    pub fn name_lock(&self) -> Option<&FileLock> {
+        self.name.as_ref()
+    }
+
+    /// The held index lock.
+    pub fn index_lock(&self) -> Option<&FileLock> {
+        self.index.as_ref()
+    }
+
+    /// Release the index lock.
+    pub fn release_index(&mut self) {
+        self.index = None;
+    }
+
+    /// Release the namespace lock (Cyrus does this at every index unlock while
+    /// keeping the name lock).
+    pub fn release_namespace(&mut self) {
+        self.namespace = None;
+    }
+
+    /// Release the name lock (and the index lock, which must not outlive it).
+    pub fn release_name(&mut self) {
+        self.index = None;
+        self.name = None;
+        self.name_taken = false;
+    }
+
+    /// Release everything, innermost first.
+    pub fn release_all(&mut self) {
+        self.index = None;
+        self.name = None;
+        self.namespace = None;
+        self.name_taken = false;
+    }
+}
+
+impl Drop for LockSet<'_> {
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cyrus::config::parse_imapd_conf;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("cyrvault-lockunit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn locker(dir: &Path, timeout_ms: u64) -> Locker {
+        let c = parse_imapd_conf(
+            &format!("configdirectory: {}\nhashimapspool: yes\n", dir.display()),
+            "t",
+            None,
+        )
+        .unwrap();
+        Locker::new(&c, Duration::from_millis(timeout_ms)).unwrap()
+    }
+
+    #[test]
+    fn ofd_locks_conflict_between_descriptors_of_one_process() {
+        let d = scratch("ofd");
+        let f = d.join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let a = lock_file(&f, LockMode::Shared, Duration::from_millis(50), false).unwrap();
+        let b = lock_file(&f, LockMode::Shared, Duration::from_millis(50), false).unwrap();
+        let e = lock_file(&f, LockMode::Exclusive, Duration::from_millis(50), false).unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        assert!(e.to_string().contains("timed out"), "{e}");
+        drop(a);
+        drop(b);
+        let x = lock_file(&f, LockMode::Exclusive, Duration::from_millis(50), false).unwrap();
+        assert_eq!(x.mode(), LockMode::Exclusive);
+        // Closing an unrelated descriptor of the same file keeps our lock.
+        drop(File::open(&f).unwrap());
+        assert!(lock_file(&f, LockMode::Shared, Duration::from_millis(20), false).is_err());
+        drop(x);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn timeout_is_bounded() {
+        let d = scratch("bound");
+        let f = d.join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let _x = lock_file(&f, LockMode::Exclusive, Duration::from_millis(50), false).unwrap();
+        let t = Instant::now();
+        let e = lock_file(&f, LockMode::Shared, Duration::from_millis(200), false).unwrap_err();
+        let el = t.elapsed();
+        assert!(e.is_timeout());
+        assert!(
+            el >= Duration::from_millis(200) && el < Duration::from_millis(400),
+            "{el:?}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn missing_file_is_not_created_by_lock_file() {
+        let d = scratch("missing");
+        let e = lock_file(
+            &d.join("nope"),
+            LockMode::Shared,
+            Duration::from_millis(10),
+            false,
+        )
+        .unwrap_err();
+        assert!(!e.is_timeout());
+        assert!(!d.join("nope").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn lock_set_enforces_order_and_records_stats() {
+        let d = scratch("order");
+        let l = locker(&d, 100);
+        let idx = d.join("cyrus.index");
+        std::fs::write(&idx, b"i").unwrap();
+        {
+            let mut s = l.lock_set();
+            s.namespace("bob", LockMode::Shared).unwrap();
+            s.mailbox_name("user.bob", LockMode::Shared).unwrap();
+            s.index(&idx, LockMode::Shared).unwrap();
+            let e = s.namespace("bob", LockMode::Shared).unwrap_err();
+            assert!(e.to_string().contains("already held"), "{e}");
+            s.release_namespace();
+            let e = s.namespace("bob", LockMode::Shared).unwrap_err();
+            assert!(e.to_string().contains("lock order"), "{e}");
+            let e = s.mailbox_name("user.bob.x", LockMode::Shared).unwrap_err();
+            assert!(e.to_string().contains("already held"), "{e}");
+            s.release_index();
+            s.release_name();
+            s.namespace("bob", LockMode::Exclusive).unwrap();
+        }
+        assert!(d.join("lock/q/*U*bob.lock").exists());
+        assert!(d.join("lock/b/user/bob.lock").exists());
+        let st = l.stats();
+        assert_eq!(st.count, 4);
+        assert!(st.max_held >= st.p99_held);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stats_percentile() {
+        let s = LockStats::default();
+        for _ in 0..99 {
+            s.record_hold(Duration::from_micros(10));
+        }
+        s.record_hold(Duration::from_secs(2));
+        let snap = s.snapshot();
+        assert_eq!(snap.count, 100);
+        assert_eq!(snap.max_held, Duration::from_secs(2));
+        assert!(
+            snap.p99_held <= Duration::from_micros(16),
+            "{:?}",
+            snap.p99_held
+        );
     }
 }
