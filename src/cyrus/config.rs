@@ -53,135 +53,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// How Cyrus types an option (`lib/imapoptions`); only the options we know are listed.
-#[derive(Clone, Copy)]
-enum OptType {
-    Str,
-    Switch,
-    Int,
-    Duration,
-    Enum(&'static [&'static str]),
-    StringList(&'static [&'static str]),
-    Bitfield(&'static [&'static str]),
-}
+mod getters;
+mod options;
 
-const DB_BACKENDS: &[&str] = &["flat", "skiplist", "twoskip", "zeroskip"];
-const MBOXLIST_BACKENDS: &[&str] = &["flat", "skiplist", "sql", "twoskip", "zeroskip"];
-const META_FILE_NAMES: &[&str] = &[
-    "header",
-    "index",
-    "cache",
-    "expunge",
-    "squat",
-    "annotations",
-    "lock",
-    "dav",
-    "archivecache",
-];
-
-/// The Cyrus options we read or validate, with their Cyrus types (from
-/// `lib/imapoptions` at cyrus-imapd-3.6.1). Cyrus checks every known option; we
-/// check these and keep every other key verbatim, as Cyrus does with its overflow
-/// table.
-const KNOWN: &[(&str, OptType)] = &[
-    ("configdirectory", OptType::Str),
-    ("defaultpartition", OptType::Str),
-    ("defaultdomain", OptType::Str),
-    ("metapartition_files", OptType::Bitfield(META_FILE_NAMES)),
-    ("archive_enabled", OptType::Switch),
-    ("mboxname_lockpath", OptType::Str),
-    ("servername", OptType::Str),
-    ("unixhierarchysep", OptType::Switch),
-    ("altnamespace", OptType::Switch),
-    ("virtdomains", OptType::Enum(&["off", "userid", "on"])),
-    ("hashimapspool", OptType::Switch),
-    ("fulldirhash", OptType::Switch),
-    ("mailbox_legacy_dirs", OptType::Switch),
-    ("deletedprefix", OptType::Str),
-    ("delete_mode", OptType::Enum(&["immediate", "delayed"])),
-    (
-        "expunge_mode",
-        OptType::Enum(&["default", "immediate", "semidelayed", "delayed"]),
-    ),
-    ("sievedir", OptType::Str),
-    ("sieveusehomedir", OptType::Switch),
-    ("mboxlist_db", OptType::StringList(MBOXLIST_BACKENDS)),
-    ("mboxlist_db_path", OptType::Str),
-    (
-        "annotation_db",
-        OptType::StringList(&["skiplist", "twoskip", "zeroskip"]),
-    ),
-    ("annotation_db_path", OptType::Str),
-    ("subscription_db", OptType::StringList(DB_BACKENDS)),
-    ("seenstate_db", OptType::StringList(DB_BACKENDS)),
-    ("cyrus_user", OptType::Str),
-    ("syslog_prefix", OptType::Str),
-    ("umask", OptType::Str),
-    ("temp_path", OptType::Str),
-    ("proc_path", OptType::Str),
-    ("lmtpsocket", OptType::Str),
-    ("idlesocket", OptType::Str),
-    ("notifysocket", OptType::Str),
-    ("duplicate_db_path", OptType::Str),
-    ("statuscache_db_path", OptType::Str),
-    ("quota_db_path", OptType::Str),
-    ("ptscache_db_path", OptType::Str),
-    ("tls_sessions_db_path", OptType::Str),
-    ("userdeny_db_path", OptType::Str),
-    ("backup_db_path", OptType::Str),
-    ("sync_cache_db_path", OptType::Str),
-    ("zoneinfo_db_path", OptType::Str),
-    ("newsrc_db_path", OptType::Str),
-    ("conversations", OptType::Switch),
-    ("maxword", OptType::Int),
-    ("maxquoted", OptType::Int),
-    ("mailbox_maxmessages_addressbook", OptType::Int),
-    ("timeout", OptType::Duration),
-    ("expunge_days", OptType::Int),
-];
-
-fn known_type(name: &str) -> Option<OptType> {
-    KNOWN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
-}
-
-/// Which per-mailbox files live on the meta partition (`metapartition_files`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MetaFiles(u32);
-
-impl MetaFiles {
-    pub const HEADER: MetaFiles = MetaFiles(1 << 0);
-    pub const INDEX: MetaFiles = MetaFiles(1 << 1);
-    pub const CACHE: MetaFiles = MetaFiles(1 << 2);
-    pub const EXPUNGE: MetaFiles = MetaFiles(1 << 3);
-    pub const SQUAT: MetaFiles = MetaFiles(1 << 4);
-    pub const ANNOTATIONS: MetaFiles = MetaFiles(1 << 5);
-    pub const LOCK: MetaFiles = MetaFiles(1 << 6);
-    pub const DAV: MetaFiles = MetaFiles(1 << 7);
-    pub const ARCHIVECACHE: MetaFiles = MetaFiles(1 << 8);
-
-    /// Whether every file in `other` is in this set.
-    pub fn contains(self, other: MetaFiles) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The raw bits (bit n = the n-th name in Cyrus's list).
-    pub fn bits(self) -> u32 {
-        self.0
-    }
-
-    fn from_name(name: &str) -> Option<MetaFiles> {
-        let i = META_FILE_NAMES.iter().position(|n| *n == name)?;
-        Some(MetaFiles(1 << i))
-    }
-}
-
-/// The `virtdomains` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VirtDomains {
-    Off,
-    Userid,
-    On,
-}
+pub use getters::{MetaFiles, VirtDomains};
+use options::{OptType, known_type, validate};
 
 /// One `key: value` line, as read.
 #[derive(Debug, Clone)]
@@ -238,12 +114,21 @@ pub fn load(path: Option<&Path>, service: Option<&str>) -> crate::Result<ImapdCo
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
     let prefix = std::env::var_os("CYRUS_PREFIX").map(|p| p.to_string_lossy().into_owned());
+    load_with_prefix(&top, service, prefix.as_deref())
+}
+
+/// [`load`] with an explicit `CYRUS_PREFIX` value.
+fn load_with_prefix(
+    top: &str,
+    service: Option<&str>,
+    prefix: Option<&str>,
+) -> crate::Result<ImapdConf> {
     let mut b = Builder {
         entries: BTreeMap::new(),
         included: HashSet::new(),
     };
-    read_file(&mut b, &top, &top, prefix.as_deref())?;
-    Ok(finish(b, &top, service)?)
+    read_file(&mut b, top, top, prefix)?;
+    Ok(finish(b, top, service)?)
 }
 
 fn read_file(
@@ -451,442 +336,6 @@ fn finish(b: Builder, file: &str, service: Option<&str>) -> Result<ImapdConf, Co
     })
 }
 
-fn bad(e: &Entry, key: &str, what: &str) -> ConfigError {
-    ConfigError::new(
-        &e.file,
-        key,
-        format!("invalid value '{}' on line {} ({what})", e.value, e.line),
-    )
-}
-
-fn validate(t: OptType, key: &str, e: &Entry) -> Result<(), ConfigError> {
-    let v = e.value.as_str();
-    match t {
-        OptType::Str => Ok(()),
-        OptType::Switch => parse_switch(v)
-            .map(|_| ())
-            .ok_or_else(|| bad(e, key, "expected yes/no, on/off, true/false or 1/0")),
-        OptType::Int => parse_int(v)
-            .map(|_| ())
-            .ok_or_else(|| bad(e, key, "expected an integer")),
-        OptType::Duration => parse_duration(v, 's')
-            .map(|_| ())
-            .ok_or_else(|| bad(e, key, "expected a duration such as 30m or 7d")),
-        OptType::Enum(names) => {
-            let n = normalize_enum(v);
-            if names.contains(&n) {
-                Ok(())
-            } else {
-                Err(bad(
-                    e,
-                    key,
-                    &format!("expected one of {}", names.join(", ")),
-                ))
-            }
-        }
-        OptType::StringList(names) => {
-            if names.contains(&v) {
-                Ok(())
-            } else {
-                Err(bad(
-                    e,
-                    key,
-                    &format!("expected one of {}", names.join(", ")),
-                ))
-            }
-        }
-        OptType::Bitfield(names) => {
-            for word in v.split_ascii_whitespace() {
-                if !names.contains(&word) {
-                    return Err(ConfigError::new(
-                        &e.file,
-                        key,
-                        format!(
-                            "invalid value '{word}' in '{v}' on line {} (known: {})",
-                            e.line,
-                            names.join(" ")
-                        ),
-                    ));
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Cyrus's `config_parse_switch`: decided by the first character(s).
-fn parse_switch(v: &str) -> Option<bool> {
-    let b = v.as_bytes();
-    match b.first()? {
-        b'0' | b'n' | b'f' => Some(false),
-        b'1' | b'y' | b't' => Some(true),
-        b'o' if b.get(1) == Some(&b'f') => Some(false),
-        b'o' if b.get(1) == Some(&b'n') => Some(true),
-        _ => None,
-    }
-}
-
-/// ENUM values accept on/off synonyms (`config_read_file`).
-fn normalize_enum(v: &str) -> &str {
-    match v {
-        "1" | "yes" | "t" | "true" => "on",
-        "0" | "no" | "f" | "false" => "off",
-        other => other,
-    }
-}
-
-/// `strtol(v, &end, 0)` with `*end == 0` required: optional sign, `0x` hex,
-/// leading-0 octal, decimal.
-fn parse_int(v: &str) -> Option<i64> {
-    let s = v.trim_start_matches(|c: char| c.is_ascii_whitespace());
-    let (neg, s) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let (radix, digits) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        (16, h)
-    } else if s.len() > 1 && s.starts_with('0') {
-        (8, &s[1..])
-    } else {
-        (10, s)
-    };
-    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return None;
-    }
-    let n = i64::from_str_radix(digits, radix).ok()?;
-    Some(if neg { -n } else { n })
-}
-
-/// Cyrus's `config_parseduration`: `[-]` then groups of digits with a unit `d h m s`;
-/// a trailing bare number takes `defunit`. Returns seconds.
-fn parse_duration(v: &str, defunit: char) -> Option<i64> {
-    let mut s = v.to_string();
-    if s.ends_with(|c: char| c.is_ascii_digit()) {
-        s.push(defunit);
-    }
-    let (neg, body) = match s.strip_prefix('-') {
-        Some(r) => (true, r.to_string()),
-        None => (false, s),
-    };
-    let mut total: i64 = 0;
-    let mut acc: i64 = 0;
-    let mut saw_digit = false;
-    for c in body.chars() {
-        if let Some(d) = c.to_digit(10) {
-            acc = acc.checked_mul(10)?.checked_add(i64::from(d))?;
-            saw_digit = true;
-            continue;
-        }
-        if !saw_digit {
-            return None;
-        }
-        saw_digit = false;
-        let mult = match c {
-            'd' => 86_400,
-            'h' => 3_600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-        total = total.checked_add(acc.checked_mul(mult)?)?;
-        acc = 0;
-    }
-    Some(if neg { -total } else { total })
-}
-
-impl ImapdConf {
-    /// The top-level file this configuration was read from.
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
-    /// The service name whose `<service>_<option>` lines apply.
-    pub fn service(&self) -> Option<&str> {
-        self.service.as_deref()
-    }
-
-    /// The raw value of `key`: `<service>_<key>` if set, else `<key>`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.entry(key).map(|(_, e)| e.value.as_str())
-    }
-
-    /// The entry and the key it was found under.
-    fn entry(&self, key: &str) -> Option<(String, &Entry)> {
-        let key = key.to_ascii_lowercase();
-        if let Some(svc) = &self.service {
-            let full = format!("{svc}_{key}");
-            if let Some(e) = self.entries.get(&full) {
-                return Some((full, e));
-            }
-        }
-        self.entries.get(&key).map(|e| (key, e))
-    }
-
-    /// A switch option (`yes/no/on/off/true/false/1/0`), or `default` when unset.
-    pub fn get_switch(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.entry(name) {
-            None => Ok(default),
-            Some((k, e)) => parse_switch(&e.value)
-                .ok_or_else(|| bad(e, &k, "expected yes/no, on/off, true/false or 1/0")),
-        }
-    }
-
-    /// An integer option (C `strtol` base 0 syntax), or `default` when unset.
-    pub fn get_int(&self, name: &str, default: i64) -> Result<i64, ConfigError> {
-        match self.entry(name) {
-            None => Ok(default),
-            Some((k, e)) => parse_int(&e.value).ok_or_else(|| bad(e, &k, "expected an integer")),
-        }
-    }
-
-    /// A duration option in seconds (`1d2h`, `30m`; a bare number is in `defunit`,
-    /// one of `d h m s`), or `default` seconds when unset.
-    pub fn get_duration(
-        &self,
-        name: &str,
-        defunit: char,
-        default: i64,
-    ) -> Result<i64, ConfigError> {
-        match self.entry(name) {
-            None => Ok(default),
-            Some((k, e)) => {
-                if !matches!(defunit, 'd' | 'h' | 'm' | 's') {
-                    return Err(bad(e, &k, "internal: bad default unit"));
-                }
-                parse_duration(&e.value, defunit)
-                    .ok_or_else(|| bad(e, &k, "expected a duration such as 30m or 7d"))
-            }
-        }
-    }
-
-    fn switch(&self, name: &str, default: bool) -> bool {
-        // Known switches were validated when the file was parsed.
-        self.get_switch(name, default).unwrap_or(default)
-    }
-
-    /// `configdirectory` (mandatory).
-    pub fn configdirectory(&self) -> &Path {
-        &self.configdirectory
-    }
-
-    fn prefixed(&self, prefix: &str) -> BTreeMap<String, PathBuf> {
-        let mut names: Vec<String> = Vec::new();
-        for key in self.entries.keys() {
-            let k = match &self.service {
-                Some(svc) => key
-                    .strip_prefix(svc.as_str())
-                    .and_then(|r| r.strip_prefix('_'))
-                    .unwrap_or(key),
-                None => key,
-            };
-            if let Some(name) = k.strip_prefix(prefix) {
-                names.push(name.to_string());
-            }
-        }
-        names
-            .into_iter()
-            .filter_map(|n| {
-                let v = self.get(&format!("{prefix}{n}"))?;
-                Some((n, PathBuf::from(v)))
-            })
-            .collect()
-    }
-
-    /// Every `partition-<name>`: name → data root.
-    pub fn partitions(&self) -> BTreeMap<String, PathBuf> {
-        self.prefixed("partition-")
-    }
-
-    /// The data root of one partition.
-    pub fn partition_dir(&self, partition: &str) -> Option<PathBuf> {
-        self.get(&format!("partition-{partition}"))
-            .map(PathBuf::from)
-    }
-
-    /// `defaultpartition` (lowercased, as Cyrus does), if set.
-    pub fn defaultpartition(&self) -> Option<String> {
-        self.get("defaultpartition").map(|s| s.to_ascii_lowercase())
-    }
-
-    /// Every `metapartition-<name>`.
-    pub fn metapartitions(&self) -> BTreeMap<String, PathBuf> {
-        self.prefixed("metapartition-")
-    }
-
-    /// The meta root of one partition, if one is configured.
-    pub fn metapartition_dir(&self, partition: &str) -> Option<PathBuf> {
-        self.get(&format!("metapartition-{partition}"))
-            .map(PathBuf::from)
-    }
-
-    /// `metapartition_files` (default: empty).
-    pub fn metapartition_files(&self) -> MetaFiles {
-        let mut m = MetaFiles::default();
-        for w in self
-            .get("metapartition_files")
-            .unwrap_or("")
-            .split_ascii_whitespace()
-        {
-            if let Some(f) = MetaFiles::from_name(w) {
-                m.0 |= f.0;
-            }
-        }
-        m
-    }
-
-    /// `metadir-<kind>-<partition>` (kind: header, index, cache, squat, archivecache).
-    pub fn metadir(&self, kind: &str, partition: &str) -> Option<PathBuf> {
-        self.get(&format!("metadir-{kind}-{partition}"))
-            .map(PathBuf::from)
-    }
-
-    /// `archive_enabled` (default off).
-    pub fn archive_enabled(&self) -> bool {
-        self.switch("archive_enabled", false)
-    }
-
-    /// Every `archivepartition-<name>`; empty unless `archive_enabled`.
-    pub fn archivepartitions(&self) -> BTreeMap<String, PathBuf> {
-        if !self.archive_enabled() {
-            return BTreeMap::new();
-        }
-        self.prefixed("archivepartition-")
-    }
-
-    /// The archive root of one partition (only when `archive_enabled`).
-    pub fn archivepartition_dir(&self, partition: &str) -> Option<PathBuf> {
-        if !self.archive_enabled() {
-            return None;
-        }
-        self.get(&format!("archivepartition-{partition}"))
-            .map(PathBuf::from)
-    }
-
-    /// Lock root: `mboxname_lockpath`, default `{configdirectory}/lock`.
-    pub fn mboxname_lockpath(&self) -> PathBuf {
-        match self.get("mboxname_lockpath") {
-            Some(p) => PathBuf::from(p),
-            None => self.configdirectory.join("lock"),
-        }
-    }
-
-    /// `servername`, default the host name.
-    pub fn servername(&self) -> String {
-        match self.get("servername") {
-            Some(s) => s.to_string(),
-            // gethostname(2) on Linux returns the UTS name the kernel exposes here.
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim_end().to_string())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// `unixhierarchysep` (default on in 3.x).
-    pub fn unixhierarchysep(&self) -> bool {
-        self.switch("unixhierarchysep", true)
-    }
-
-    /// `altnamespace` (default on in 3.x).
-    pub fn altnamespace(&self) -> bool {
-        self.switch("altnamespace", true)
-    }
-
-    /// `virtdomains` (default off).
-    pub fn virtdomains(&self) -> VirtDomains {
-        match self.get("virtdomains").map(normalize_enum) {
-            Some("userid") => VirtDomains::Userid,
-            Some("on") => VirtDomains::On,
-            _ => VirtDomains::Off,
-        }
-    }
-
-    /// `defaultdomain`, if set (a mailbox in this domain is stored without one).
-    pub fn defaultdomain(&self) -> Option<&str> {
-        self.get("defaultdomain")
-    }
-
-    /// `hashimapspool` (default off).
-    pub fn hashimapspool(&self) -> bool {
-        self.switch("hashimapspool", false)
-    }
-
-    /// `fulldirhash` (default off).
-    pub fn fulldirhash(&self) -> bool {
-        self.switch("fulldirhash", false)
-    }
-
-    /// `mailbox_legacy_dirs` (default off).
-    pub fn mailbox_legacy_dirs(&self) -> bool {
-        self.switch("mailbox_legacy_dirs", false)
-    }
-
-    /// `deletedprefix` (default `DELETED`).
-    pub fn deletedprefix(&self) -> &str {
-        self.get("deletedprefix").unwrap_or("DELETED")
-    }
-
-    /// `sievedir` (default `/usr/sieve`).
-    pub fn sievedir(&self) -> PathBuf {
-        PathBuf::from(self.get("sievedir").unwrap_or("/usr/sieve"))
-    }
-
-    /// `mboxlist_db_path`, default `{configdirectory}/mailboxes.db`.
-    pub fn mboxlist_db_path(&self) -> PathBuf {
-        match self.get("mboxlist_db_path") {
-            Some(p) => PathBuf::from(p),
-            None => self.configdirectory.join("mailboxes.db"),
-        }
-    }
-
-    /// `mboxlist_db`; we only read twoskip, so any other backend is an error.
-    pub fn mboxlist_db(&self) -> Result<&str, ConfigError> {
-        match self.entry("mboxlist_db") {
-            None => Ok("twoskip"),
-            Some((_, e)) if e.value == "twoskip" => Ok("twoskip"),
-            Some((k, e)) => Err(ConfigError::new(
-                &e.file,
-                &k,
-                format!(
-                    "backend '{}' on line {} is not supported (cyrvault reads only twoskip)",
-                    e.value, e.line
-                ),
-            )),
-        }
-    }
-
-    /// `subscription_db` (default `flat`).
-    pub fn subscription_db(&self) -> &str {
-        self.get("subscription_db").unwrap_or("flat")
-    }
-
-    /// `seenstate_db` (default `twoskip`).
-    pub fn seenstate_db(&self) -> &str {
-        self.get("seenstate_db").unwrap_or("twoskip")
-    }
-
-    /// `cyrus_user` (default `cyrus`, Debian's build default).
-    pub fn cyrus_user(&self) -> &str {
-        self.get("cyrus_user").unwrap_or("cyrus")
-    }
-
-    /// `syslog_prefix`, if set.
-    pub fn syslog_prefix(&self) -> Option<&str> {
-        self.get("syslog_prefix")
-    }
-
-    /// `umask` (octal string, default `077`), the mask Cyrus processes run under.
-    pub fn umask(&self) -> Result<u32, ConfigError> {
-        match self.entry("umask") {
-            None => Ok(0o077),
-            Some((k, e)) => u32::from_str_radix(&e.value, 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .ok_or_else(|| bad(e, &k, "expected an octal mask such as 077")),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -961,18 +410,6 @@ mod tests {
     }
 
     #[test]
-    fn service_prefixed_partition() {
-        let t = "configdirectory: /x\npartition-default: /a\nimap_partition-default: /b\n\
-                 imap_partition-other: /c\n";
-        let c = parse_imapd_conf(t, "t", Some("imap")).unwrap();
-        let p = c.partitions();
-        assert_eq!(p["default"], PathBuf::from("/b"));
-        assert_eq!(p["other"], PathBuf::from("/c"));
-        let c = parse_imapd_conf(t, "t", Some("lmtp")).unwrap();
-        assert_eq!(c.partitions().len(), 1);
-    }
-
-    #[test]
     fn bad_typed_values_name_option_and_value() {
         let e = parse(&format!("{BASE}hashimapspool: maybe\n")).unwrap_err();
         assert_eq!(e.option, "hashimapspool");
@@ -1007,114 +444,6 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.option, "imap_hashimapspool");
-    }
-
-    #[test]
-    fn switches_ints_durations() {
-        for (v, want) in [
-            ("yes", true),
-            ("on", true),
-            ("true", true),
-            ("1", true),
-            ("t", true),
-            ("no", false),
-            ("off", false),
-            ("false", false),
-            ("0", false),
-        ] {
-            let c = parse(&format!("{BASE}fulldirhash: {v}\n")).unwrap();
-            assert_eq!(c.fulldirhash(), want, "{v}");
-        }
-        assert_eq!(parse_switch("o"), None);
-        assert_eq!(parse_int("0x10"), Some(16));
-        assert_eq!(parse_int("010"), Some(8));
-        assert_eq!(parse_int("-7"), Some(-7));
-        assert_eq!(parse_int("0"), Some(0));
-        assert_eq!(parse_int("1 "), None);
-        assert_eq!(
-            parse_duration("1d2h3m4s", 's'),
-            Some(86400 + 7200 + 180 + 4)
-        );
-        assert_eq!(parse_duration("30", 'm'), Some(1800));
-        assert_eq!(parse_duration("-2h", 's'), Some(-7200));
-        assert_eq!(parse_duration("h", 's'), None);
-        assert_eq!(parse_duration("1w", 's'), None);
-        let c = parse(&format!("{BASE}a: 5\nb: 2h\nc: zz\n")).unwrap();
-        assert_eq!(c.get_int("a", 0), Ok(5));
-        assert_eq!(c.get_int("missing", 9), Ok(9));
-        assert_eq!(c.get_duration("b", 's', 0), Ok(7200));
-        assert_eq!(c.get_duration("a", 'm', 0), Ok(300));
-        assert!(c.get_switch("c", false).is_err());
-        assert_eq!(c.get_switch("nothere", true), Ok(true));
-    }
-
-    #[test]
-    fn configdirectory_substitution() {
-        let c = parse(
-            "configdirectory: /var/lib/cyrus\nmboxname_lockpath: {CONFIGDIRECTORY}/locks\n\
-             sievedir: {configdirectory}/sieve\nunknown_thing: {configdirectory}/x\n",
-        )
-        .unwrap();
-        assert_eq!(c.mboxname_lockpath(), PathBuf::from("/var/lib/cyrus/locks"));
-        assert_eq!(c.sievedir(), PathBuf::from("/var/lib/cyrus/sieve"));
-        assert_eq!(c.get("unknown_thing"), Some("{configdirectory}/x"));
-    }
-
-    #[test]
-    fn defaults() {
-        let c = parse(BASE).unwrap();
-        assert_eq!(c.mboxname_lockpath(), PathBuf::from("/var/lib/cyrus/lock"));
-        assert_eq!(
-            c.mboxlist_db_path(),
-            PathBuf::from("/var/lib/cyrus/mailboxes.db")
-        );
-        assert_eq!(c.mboxlist_db(), Ok("twoskip"));
-        assert_eq!(c.subscription_db(), "flat");
-        assert_eq!(c.seenstate_db(), "twoskip");
-        assert_eq!(c.deletedprefix(), "DELETED");
-        assert_eq!(c.sievedir(), PathBuf::from("/usr/sieve"));
-        assert_eq!(c.cyrus_user(), "cyrus");
-        assert_eq!(c.umask(), Ok(0o077));
-        assert!(c.unixhierarchysep());
-        assert!(!c.hashimapspool());
-        assert!(!c.fulldirhash());
-        assert!(!c.mailbox_legacy_dirs());
-        assert!(!c.archive_enabled());
-        assert_eq!(c.virtdomains(), VirtDomains::Off);
-        assert_eq!(c.metapartition_files(), MetaFiles::default());
-        assert_eq!(c.defaultpartition(), None);
-        assert_eq!(c.syslog_prefix(), None);
-        assert!(!c.servername().is_empty());
-    }
-
-    #[test]
-    fn typed_getters() {
-        let c = parse(&format!(
-            "{BASE}virtdomains: userid\nmetapartition_files: header index  archivecache\n\
-             archivepartition-default: /arch\npartition-default: /d\nmetapartition-default: /m\n\
-             metadir-cache-default: /mc\ndefaultpartition: Default\nmboxlist_db: skiplist\n"
-        ))
-        .unwrap();
-        assert_eq!(c.virtdomains(), VirtDomains::Userid);
-        let m = c.metapartition_files();
-        assert!(m.contains(MetaFiles::HEADER) && m.contains(MetaFiles::INDEX));
-        assert!(m.contains(MetaFiles::ARCHIVECACHE) && !m.contains(MetaFiles::CACHE));
-        assert!(
-            c.archivepartitions().is_empty(),
-            "only with archive_enabled"
-        );
-        assert_eq!(c.metapartitions()["default"], PathBuf::from("/m"));
-        assert_eq!(c.metadir("cache", "default"), Some(PathBuf::from("/mc")));
-        assert_eq!(c.defaultpartition().as_deref(), Some("default"));
-        let e = c.mboxlist_db().unwrap_err();
-        assert_eq!(e.option, "mboxlist_db");
-        assert!(e.message.contains("skiplist"));
-        let c = parse(&format!(
-            "{BASE}virtdomains: yes\narchive_enabled: 1\narchivepartition-x: /a\n"
-        ))
-        .unwrap();
-        assert_eq!(c.virtdomains(), VirtDomains::On);
-        assert_eq!(c.archivepartitions()["x"], PathBuf::from("/a"));
     }
 
     #[test]
@@ -1156,6 +485,27 @@ mod tests {
         std::fs::write(&b, format!("@include: {}/nope.conf\n", d.display())).unwrap();
         let e = load(Some(&a), None).unwrap_err();
         assert!(e.to_string().contains("nope.conf"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn cyrus_prefix_is_tried_first() {
+        let d = scratch("prefix");
+        let real = d.join("etc");
+        std::fs::create_dir_all(real.join("tmp")).unwrap();
+        // "<prefix>/x.conf" shadows "/x.conf"; includes are prefixed too.
+        let inner = d.join("inc.conf");
+        std::fs::write(&inner, "from: plain\n").unwrap();
+        let shadow = real.join(inner.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(shadow.parent().unwrap()).unwrap();
+        std::fs::write(&shadow, "from: prefixed\n").unwrap();
+        let top = d.join("top.conf");
+        std::fs::write(&top, format!("{BASE}@include: {}\n", inner.display())).unwrap();
+        let pre = real.to_str().unwrap();
+        let c = load_with_prefix(top.to_str().unwrap(), None, Some(pre)).unwrap();
+        assert_eq!(c.get("from"), Some("prefixed"));
+        let c = load_with_prefix(top.to_str().unwrap(), None, None).unwrap();
+        assert_eq!(c.get("from"), Some("plain"));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
