@@ -492,7 +492,14 @@ impl Locker {
     /// like `mboxname_lock`: directories 0755, file 0666, both less the configured
     /// umask; then chown what we created to the cyrus user.
     fn open_or_create(&self, path: &Path) -> Result<File, LockError> {
-        match OpenOptions::new().read(true).write(true).open(path) {
+        // Lock files are never symlinks; refusing them (O_NOFOLLOW) keeps a planted
+        // link from making us, as root, lock some unrelated file.
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(f) => return Ok(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(LockError::io(path, "opening lock file", e)),
@@ -504,6 +511,7 @@ impl Locker {
             .read(true)
             .write(true)
             .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o666 & !self.umask)
             .open(path);
         match created {
@@ -519,6 +527,7 @@ impl Locker {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
                 .read(true)
                 .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(|e| LockError::io(path, "opening lock file", e)),
             Err(e) => Err(LockError::io(path, "creating lock file", e)),
@@ -539,7 +548,9 @@ impl Locker {
             match DirBuilder::new().mode(0o755 & !self.umask).create(m) {
                 Ok(()) => {
                     if let Some((uid, gid)) = self.owner {
-                        std::os::unix::fs::chown(m, Some(uid), Some(gid))
+                        // lchown: if the directory were swapped for a symlink
+                        // after mkdir, only the link would change owner.
+                        std::os::unix::fs::lchown(m, Some(uid), Some(gid))
                             .map_err(|e| LockError::io(m, "chown of new lock directory", e))?;
                     }
                 }
@@ -825,6 +836,28 @@ mod tests {
         eprintln!("uncontended namespace lock+unlock: {per:?} each");
         assert!(per < Duration::from_millis(2), "{per:?}");
         assert_eq!(l.stats().count, u64::from(n) + 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn symlinked_lock_file_is_refused() {
+        let d = scratch("symlink");
+        let l = locker(&d, 50);
+        let target = d.join("precious");
+        std::fs::write(&target, b"x").unwrap();
+        std::fs::create_dir_all(d.join("lock/q")).unwrap();
+        std::os::unix::fs::symlink(&target, d.join("lock/q/*U*eve.lock")).unwrap();
+        let e = l.user_namespace("eve", LockMode::Exclusive).unwrap_err();
+        assert!(!e.is_temporary(), "{e}");
+        assert!(
+            lock_file(
+                &target,
+                LockMode::Exclusive,
+                Duration::from_millis(10),
+                false
+            )
+            .is_ok()
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

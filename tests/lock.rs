@@ -301,3 +301,33 @@ fn replaced_file_is_reopened() {
         db.metadata().unwrap().ino()
     );
 }
+
+#[test]
+fn reader_procedure_blocks_writers_only_while_index_is_locked() {
+    let s = setup("lock-proc");
+    let l = locker(&s, Duration::from_secs(2));
+    let idx = index_of_x(&s);
+    let mut set = l.lock_set();
+    set.namespace("x", LockMode::Shared).unwrap();
+    set.mailbox_name(X_ID, LockMode::Shared).unwrap();
+    set.index(&idx, LockMode::Shared).unwrap();
+    // Out of order: refused at once, not a wait.
+    let t = Instant::now();
+    assert!(set.namespace("x", LockMode::Shared).is_err());
+    assert!(t.elapsed() < Duration::from_millis(50));
+    let mut rc = Kid::spawn(s.cmd("reconstruct", &["user.x"]), "reconstruct");
+    assert!(
+        rc.still_running_after(WAIT),
+        "reconstruct ignored our locks"
+    );
+    // What mailbox_unlock_index does: drop index and namespace, keep the name lock.
+    set.release_index();
+    set.release_namespace();
+    let (ok, took) = rc.finish_within(BOUND);
+    assert!(
+        ok,
+        "reconstruct failed while we held only the shared name lock"
+    );
+    eprintln!("reconstruct finished {took:?} after we released index+namespace");
+    set.release_all();
+}
