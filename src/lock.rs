@@ -22,7 +22,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -30,6 +30,12 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use crate::cyrus::config::ImapdConf;
 use crate::cyrus::paths;
+
+mod set;
+mod stats;
+
+pub use set::LockSet;
+pub use stats::{LockStats, LockStatsSnapshot};
 
 /// A lock that could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -260,94 +266,6 @@ fn lock_existing(
     }
 }
 
-/// Hold-time statistics for every lock a [`Locker`] hands out.
-#[derive(Debug, Default)]
-pub struct LockStats {
-    inner: Mutex<StatsInner>,
-}
-
-/// Log2 buckets of microseconds: bucket i holds durations < 2^i µs (the last one
-/// holds everything longer, ~36 minutes).
-const BUCKETS: usize = 32;
-
-#[derive(Debug, Default)]
-struct StatsInner {
-    count: u64,
-    total: Duration,
-    max: Duration,
-    max_waited: Duration,
-    timeouts: u64,
-    buckets: [u64; BUCKETS],
-}
-
-/// A copy of the statistics, for reporting.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LockStatsSnapshot {
-    /// Locks released so far.
-    pub count: u64,
-    /// Sum of their hold times.
-    pub total_held: Duration,
-    /// Longest hold.
-    pub max_held: Duration,
-    /// 99th percentile of hold times (upper edge of its power-of-two bucket).
-    pub p99_held: Duration,
-    /// Longest wait for a lock that was granted.
-    pub max_waited: Duration,
-    /// Lock requests that timed out.
-    pub timeouts: u64,
-}
-
-impl LockStats {
-    fn lock(&self) -> std::sync::MutexGuard<'_, StatsInner> {
-        // A poisoned mutex only means a panic elsewhere; the counters stay usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn record_hold(&self, d: Duration) {
-        let mut s = self.lock();
-        s.count += 1;
-        s.total += d;
-        s.max = s.max.max(d);
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
-        s.buckets[i] += 1;
-    }
-
-    fn record_wait(&self, d: Duration) {
-        let mut s = self.lock();
-        s.max_waited = s.max_waited.max(d);
-    }
-
-    fn record_timeout(&self) {
-        self.lock().timeouts += 1;
-    }
-
-    /// The current numbers.
-    pub fn snapshot(&self) -> LockStatsSnapshot {
-        let s = self.lock();
-        let mut p99 = Duration::ZERO;
-        if s.count > 0 {
-            let want = s.count - s.count / 100;
-            let mut seen = 0;
-            for (i, n) in s.buckets.iter().enumerate() {
-                seen += n;
-                if seen >= want {
-                    p99 = Duration::from_micros(1u64 << i).min(s.max);
-                    break;
-                }
-            }
-        }
-        LockStatsSnapshot {
-            count: s.count,
-            total_held: s.total,
-            max_held: s.max,
-            p99_held: p99,
-            max_waited: s.max_waited,
-            timeouts: s.timeouts,
-        }
-    }
-}
-
 /// Takes Cyrus's named locks (user namespace, mailbox name) and index locks, with
 /// one timeout, creating lock files as Cyrus would.
 #[derive(Debug, Clone)]
@@ -454,13 +372,7 @@ impl Locker {
 
     /// Start an ordered set of locks.
     pub fn lock_set(&self) -> LockSet<'_> {
-        LockSet {
-            locker: self,
-            namespace: None,
-            name: None,
-            index: None,
-            name_taken: false,
-        }
+        LockSet::new(self)
     }
 
     fn finish(
@@ -565,127 +477,6 @@ impl Locker {
             }
         }
         Ok(())
-    }
-}
-
-/// Locks for one mailbox, taken in Cyrus's order: user namespace → mailbox name →
-/// `cyrus.index`. Asking out of order is refused with an error instead of risking
-/// a deadlock with a Cyrus process that holds the namespace lock exclusively and
-/// waits for the name lock (§9.7).
-#[derive(Debug)]
-pub struct LockSet<'a> {
-    locker: &'a Locker,
-    namespace: Option<FileLock>,
-    name: Option<FileLock>,
-    index: Option<FileLock>,
-    // Set once a name lock was taken; the namespace may not be (re)taken after it
-    // until the name lock is released.
-    name_taken: bool,
-}
-
-impl LockSet<'_> {
-    /// Take the user namespace lock. Refused while a name or index lock is held,
-    /// or when the namespace lock is already held.
-    pub fn namespace(&mut self, userid: &str, mode: LockMode) -> crate::Result<&FileLock> {
-        let path = paths::lock_path(&self.locker.conf, &paths::user_namespace_lockname(userid))?;
-        if self.namespace.is_some() {
-            return Err(
-                LockError::order(&path, "namespace lock already held by this set".into()).into(),
-            );
-        }
-        if self.name_taken || self.index.is_some() {
-            return Err(LockError::order(
-                &path,
-                "lock order: the user namespace lock must be taken before any mailbox name or index lock"
-                    .into(),
-            )
-            .into());
-        }
-        let l = self.locker.user_namespace(userid, mode)?;
-        Ok(self.namespace.insert(l))
-    }
-
-    /// Take the mailbox name lock. Refused while an index lock or another name
-    /// lock is held.
-    pub fn mailbox_name(&mut self, lockname: &str, mode: LockMode) -> crate::Result<&FileLock> {
-        let path = paths::lock_path(&self.locker.conf, lockname)?;
-        if self.name.is_some() {
-            return Err(LockError::order(
-                &path,
-                "a mailbox name lock is already held by this set".into(),
-            )
-            .into());
-        }
-        if self.index.is_some() {
-            return Err(LockError::order(
-                &path,
-                "lock order: the mailbox name lock must be taken before the index lock".into(),
-            )
-            .into());
-        }
-        let l = self.locker.mailbox_name(lockname, mode)?;
-        self.name_taken = true;
-        Ok(self.name.insert(l))
-    }
-
-    /// Take the `cyrus.index` lock.
-    pub fn index(&mut self, index_path: &Path, mode: LockMode) -> crate::Result<&FileLock> {
-        if self.index.is_some() {
-            return Err(LockError::order(
-                index_path,
-                "an index lock is already held by this set".into(),
-            )
-            .into());
-        }
-        let l = self.locker.index(index_path, mode)?;
-        Ok(self.index.insert(l))
-    }
-
-    /// The held namespace lock.
-    pub fn namespace_lock(&self) -> Option<&FileLock> {
-        self.namespace.as_ref()
-    }
-
-    /// The held mailbox name lock.
-    pub fn name_lock(&self) -> Option<&FileLock> {
-        self.name.as_ref()
-    }
-
-    /// The held index lock.
-    pub fn index_lock(&self) -> Option<&FileLock> {
-        self.index.as_ref()
-    }
-
-    /// Release the index lock.
-    pub fn release_index(&mut self) {
-        self.index = None;
-    }
-
-    /// Release the namespace lock (Cyrus does this at every index unlock while
-    /// keeping the name lock).
-    pub fn release_namespace(&mut self) {
-        self.namespace = None;
-    }
-
-    /// Release the name lock (and the index lock, which must not outlive it).
-    pub fn release_name(&mut self) {
-        self.index = None;
-        self.name = None;
-        self.name_taken = false;
-    }
-
-    /// Release everything, innermost first.
-    pub fn release_all(&mut self) {
-        self.index = None;
-        self.name = None;
-        self.namespace = None;
-        self.name_taken = false;
-    }
-}
-
-impl Drop for LockSet<'_> {
-    fn drop(&mut self) {
-        self.release_all();
     }
 }
 
@@ -859,22 +650,5 @@ mod tests {
             .is_ok()
         );
         std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn stats_percentile() {
-        let s = LockStats::default();
-        for _ in 0..99 {
-            s.record_hold(Duration::from_micros(10));
-        }
-        s.record_hold(Duration::from_secs(2));
-        let snap = s.snapshot();
-        assert_eq!(snap.count, 100);
-        assert_eq!(snap.max_held, Duration::from_secs(2));
-        assert!(
-            snap.p99_held <= Duration::from_micros(16),
-            "{:?}",
-            snap.p99_held
-        );
     }
 }
