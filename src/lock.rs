@@ -535,7 +535,7 @@ mod tests {
         let el = t.elapsed();
         assert!(e.is_timeout());
         assert!(
-            el >= Duration::from_millis(200) && el < Duration::from_millis(400),
+            el >= Duration::from_millis(200) && el < Duration::from_secs(1),
             "{el:?}"
         );
         std::fs::remove_dir_all(&d).unwrap();
@@ -607,8 +607,12 @@ mod tests {
             assert!(waited >= Duration::from_millis(25));
             worst = worst.max(got.duration_since(released));
         }
-        // Backoff steps are at most 5 ms; allow scheduling noise on a busy machine.
-        assert!(worst < Duration::from_millis(50), "worst wake-up {worst:?}");
+        // Backoff steps are at most 5 ms (measured ~5 ms); the bound leaves room
+        // for scheduling noise on a busy 2-core machine.
+        assert!(
+            worst < Duration::from_millis(200),
+            "worst wake-up {worst:?}"
+        );
         eprintln!("worst wake-up after release over 20 rounds: {worst:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }
