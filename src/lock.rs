@@ -41,8 +41,11 @@ pub use stats::{LockStats, LockStatsSnapshot};
 #[derive(Debug, thiserror::Error)]
 #[error("locking {}: {message}", path.display())]
 pub struct LockError {
+    /// The file we tried to lock.
     pub path: PathBuf,
+    /// What went wrong (for a timeout: how long we waited).
     pub message: String,
+    /// True when another process held the lock until our deadline.
     pub timeout: bool,
 }
 
@@ -72,7 +75,9 @@ impl LockError {
 /// Shared (`F_RDLCK`) or exclusive (`F_WRLCK`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
+    /// `F_RDLCK`: other readers may hold it too.
     Shared,
+    /// `F_WRLCK`: nobody else may hold any lock on the file.
     Exclusive,
 }
 

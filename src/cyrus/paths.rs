@@ -265,10 +265,15 @@ pub fn mailbox_archive_dir(
 /// A per-mailbox metadata file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaFile {
+    /// `cyrus.header`.
     Header,
+    /// `cyrus.index`.
     Index,
+    /// `cyrus.cache`.
     Cache,
+    /// `cyrus.squat` (SQUAT search index).
     Squat,
+    /// `cyrus.annotations` (per-message annotations, twoskip).
     Annotations,
     /// The cache of archived messages (`cyrus.cache` under the archive root).
     ArchiveCache,

@@ -43,8 +43,11 @@ impl MetaFiles {
 /// The `virtdomains` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VirtDomains {
+    /// No virtual domains.
     Off,
+    /// The domain comes from the userid (`user@domain`).
     Userid,
+    /// The domain comes from the userid or, failing that, the server address.
     On,
 }
 
