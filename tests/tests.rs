@@ -1,3 +1,6 @@
-// Integration tests: one crate. (being written)
+//! Integration tests: one crate (see STYLE.md). Each module tests one noun against
+//! real Cyrus: its files, its tools, its running server.
 
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
+mod cyrus_paths; // cyrus::paths vs the real `mbpath -j`; the Scratch Cyrus config helper
+mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
