@@ -111,7 +111,13 @@ pub fn parse_mboxlist(
         let d = parse_dlist(val).map_err(|e| in_value(e, &what()))?;
         let dbname = match d.get("N").and_then(Dlist::as_bytes) {
             Some(n) => n.to_vec(),
-            None => return Err(ParseError::invalid(what(), 0, "I record without N (name)")),
+            None => {
+                return Err(ParseError::invalid(
+                    what(),
+                    0,
+                    "I record without N (name): a 3.5-era layout, upgrade with Cyrus 3.6 `ctl_cyrusdb -r`",
+                ));
+            }
         };
         let history = parse_history(&d, deletedprefix, &what())?;
         by_id.insert(&key[1..], (dbname, history));
