@@ -197,7 +197,7 @@ fn users_and_their_mailboxes() {
         "literal ACL key"
     );
 
-    for e in &l.entries {
+    for e in l.entries() {
         assert_eq!(dbname_to_internal(&e.dbname, "DELETED").unwrap(), e.name);
         assert_eq!(internal_to_dbname(&e.name, "DELETED"), e.dbname);
     }
@@ -547,5 +547,5 @@ fn live_ctl_mboxlist_round_trip() {
     let buf = std::fs::read(s.dir.join("conf/mailboxes.db")).unwrap();
     let l = parse_mboxlist(&read_all(&buf).unwrap(), "DELETED").unwrap();
     assert_eq!(l.to_ctl_mboxlist_json(), want);
-    assert_eq!(l.entries.len(), want.as_object().unwrap().len());
+    assert_eq!(l.entries().len(), want.as_object().unwrap().len());
 }

@@ -97,9 +97,12 @@ pub struct MailboxEntry {
 /// The parsed mailbox list, entries in dbname (key) order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mboxlist {
-    pub entries: Vec<MailboxEntry>,
+    entries: Vec<MailboxEntry>,
     /// The `deletedprefix` the names were interpreted with.
     pub deletedprefix: String,
+    /// userid -> indexes into `entries`, in entry order (built once, so that
+    /// per-user lookups stay cheap on servers with 10^5 mailboxes).
+    by_user: HashMap<String, Vec<usize>>,
 }
 
 /// Build the mailbox list from the twoskip records of a 3.6 `mailboxes.db`.
@@ -141,9 +144,16 @@ pub fn parse_mboxlist(
         }
         entries.push(e);
     }
+    let mut by_user: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(u) = &e.userid {
+            by_user.entry(u.clone()).or_default().push(i);
+        }
+    }
     Ok(Mboxlist {
         entries,
         deletedprefix: deletedprefix.to_string(),
+        by_user,
     })
 }
 
@@ -399,10 +409,15 @@ impl Mboxlist {
     /// `DELETED.*` mailboxes, including tombstones and intermediates (check
     /// [`MbType::is_openable`]).
     pub fn mailboxes_of_user(&self, userid: &str) -> Vec<&MailboxEntry> {
-        self.entries
-            .iter()
-            .filter(|e| e.userid.as_deref() == Some(userid))
-            .collect()
+        self.by_user
+            .get(userid)
+            .map(|ix| ix.iter().filter_map(|&i| self.entries.get(i)).collect())
+            .unwrap_or_default()
+    }
+
+    /// All entries, in dbname (key) order.
+    pub fn entries(&self) -> &[MailboxEntry] {
+        &self.entries
     }
 
     /// The entry with this internal name.
