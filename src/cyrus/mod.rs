@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod config;
 pub mod dlist;
+pub mod flat;
 pub mod header;
 pub mod index;
 pub mod mboxlist;
