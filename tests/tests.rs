@@ -1,1 +1,5 @@
-// Integration tests: one crate. (being written)
+//! Integration tests: one crate, one module per area.
+
+mod ffi_c;
+mod header;
+mod master;

@@ -1,0 +1,365 @@
+//! cyrvaultd under Cyrus's REAL master (/usr/lib/cyrus/bin/master, Debian's 3.6.1):
+//! master starts it on demand, it answers on the socket master listens on, it exits
+//! after `-U` uses and master starts a fresh one, master's SIGTERM stops everything,
+//! and master survives a child killed mid-session.
+//!
+//! Each test runs its own master (as root; master drops to cyrus) from a scratch
+//! directory with a minimal imapd.conf/cyrus.conf on a free port. A Drop guard kills
+//! master and any cyrvaultd left behind, so a failing test leaves nothing running.
+//! TODO(lead): switch the fixture to the shared sandbox once it lands.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, User, chown};
+
+const MASTER: &str = "/usr/lib/cyrus/bin/master";
+const CTL_CYRUSDB: &str = "/usr/lib/cyrus/bin/ctl_cyrusdb";
+
+/// A running master with our service, and its scratch directory.
+struct Master {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn chown_tree(path: &Path, user: &User) {
+    chown(path, Some(user.uid), Some(user.gid)).expect("chown to cyrus");
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            chown_tree(&entry.expect("dir entry").path(), user);
+        }
+    }
+}
+
+impl Master {
+    fn start(max_uses: u32) -> Master {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "these tests start Cyrus's master, which must run as root"
+        );
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cyrvault-master-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["conf", "spool", "lock", "proc"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("creating the scratch tree");
+        }
+        let d = dir.display();
+        let imapd = dir.join("imapd.conf");
+        std::fs::write(
+            &imapd,
+            format!(
+                "configdirectory: {d}/conf\npartition-default: {d}/spool\n\
+                 mboxname_lockpath: {d}/lock\nproc_path: {d}/proc\n"
+            ),
+        )
+        .expect("writing imapd.conf");
+        let port = free_port();
+        let service = env!("CARGO_BIN_EXE_cyrvaultd");
+        std::fs::write(
+            dir.join("cyrus.conf"),
+            format!(
+                "START {{\n  recover cmd=\"{CTL_CYRUSDB} -C {imapd} -r\"\n}}\n\
+                 SERVICES {{\n  cyrvault cmd=\"{service} -C {imapd} -U {max_uses}\" \
+                 listen=\"127.0.0.1:{port}\"\n}}\n",
+                imapd = imapd.display()
+            ),
+        )
+        .expect("writing cyrus.conf");
+        let cyrus = User::from_name("cyrus")
+            .ok()
+            .flatten()
+            .expect("user cyrus exists");
+        chown_tree(&dir, &cyrus);
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod scratch dir");
+
+        // master's shutdown does kill(0, SIGTERM): give each master its own process
+        // group so it cannot signal the test runner or the other tests' masters.
+        let child = Command::new(MASTER)
+            .process_group(0)
+            .arg("-M")
+            .arg(dir.join("cyrus.conf"))
+            .arg("-C")
+            .arg(&imapd)
+            .arg("-p")
+            .arg(dir.join("master.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting Cyrus master");
+        let mut master = Master { child, dir, port };
+        master.wait_listening();
+        master
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"))
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("master exited during startup: {status}");
+            }
+            // Not a probe connection: that would be a client and use up a service use.
+            if is_listening(self.port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("master did not listen on port {} within 20 s", self.port);
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to master's port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        stream
+    }
+
+    /// Live (non-zombie) cyrvaultd processes whose parent is this master.
+    fn service_children(&self) -> Vec<i32> {
+        children_named(self.pid().as_raw(), "cyrvaultd")
+    }
+
+    /// The single child serving right now (waits for master to fork it).
+    fn the_child(&self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let kids = self.service_children();
+            if kids.len() == 1 {
+                return kids[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected one cyrvaultd child of master {}, have {kids:?}; all: {:?}",
+                self.pid(),
+                processes()
+                    .into_iter()
+                    .filter(|p| p.1.contains("cyrvault") || p.1 == "master")
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let kids = self.service_children();
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(self.pid(), Signal::SIGTERM);
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        for pid in kids {
+            if process_alive(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether something listens on 127.0.0.1:`port` (from /proc/net/tcp, state 0A).
+fn is_listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or("");
+            let state = fields.nth(1).unwrap_or("");
+            local == want && state == "0A"
+        })
+}
+
+/// (pid, comm, state, ppid) of every process, from /proc/*/stat.
+fn processes() -> Vec<(i32, String, char, i32)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let mut rest = stat[close + 1..].split_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        out.push((pid, comm, state, ppid));
+    }
+    out
+}
+
+fn children_named(parent: i32, name: &str) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|(_, comm, state, ppid)| *ppid == parent && comm == name && *state != 'Z')
+        .map(|(pid, ..)| pid)
+        .collect()
+}
+
+/// Running and not a zombie.
+fn process_alive(pid: i32) -> bool {
+    processes()
+        .iter()
+        .any(|(p, _, state, _)| *p == pid && *state != 'Z')
+}
+
+fn wait_gone(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !process_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn read_exact_str(stream: &mut TcpStream, len: usize) -> String {
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).expect("reading the reply");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// PING gets backupcyrusd's reply; the connection stays open.
+fn ping(stream: &mut TcpStream) {
+    stream.write_all(b"PING\n").expect("sending PING");
+    assert_eq!(read_exact_str(stream, 13), "OK\nDONE PING\n");
+}
+
+/// QUIT gets "OK" and then the service closes the connection.
+fn quit(stream: &mut TcpStream) {
+    stream.write_all(b"QUIT\n").expect("sending QUIT");
+    assert_eq!(read_exact_str(stream, 3), "OK\n");
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("reading to EOF");
+    assert!(rest.is_empty(), "bytes after QUIT: {rest:?}");
+}
+
+#[test]
+fn master_starts_cyrvaultd_and_replaces_it_after_max_uses() {
+    let master = Master::start(3);
+    let mut pids = Vec::new();
+    for round in 0..3 {
+        let mut client = master.connect();
+        ping(&mut client);
+        let pid = master.the_child();
+        eprintln!("use {round}: served by {pid}");
+        pids.push(pid);
+        quit(&mut client);
+    }
+    assert!(
+        pids.iter().all(|p| *p == pids[0]),
+        "one child served all 3 uses: {pids:?}"
+    );
+    assert!(
+        wait_gone(pids[0], Duration::from_secs(10)),
+        "child {} should exit after -U 3 uses",
+        pids[0]
+    );
+    let mut client = master.connect();
+    ping(&mut client);
+    let fresh = master.the_child();
+    assert_ne!(
+        fresh, pids[0],
+        "master started a new child for the 4th connection"
+    );
+    quit(&mut client);
+    // The accept lock lives where Cyrus's service.c puts it.
+    assert!(master.dir.join("conf/socket/cyrvault-0.lock").exists());
+}
+
+#[test]
+fn sigterm_to_master_stops_master_and_its_children() {
+    let mut master = Master::start(10);
+    let mut client = master.connect();
+    ping(&mut client);
+    let busy = master.the_child();
+    quit(&mut client);
+    // The child is now idle in accept (READY); shut master down.
+    kill(master.pid(), Signal::SIGTERM).expect("signalling master");
+    let status = master
+        .wait_exit(Duration::from_secs(15))
+        .expect("master exits within 15 s of SIGTERM");
+    assert!(
+        wait_gone(busy, Duration::from_secs(5)),
+        "cyrvaultd {busy} still running after master's shutdown"
+    );
+    assert!(!is_listening(master.port), "nothing listens after shutdown");
+    eprintln!("master exited with {status}");
+}
+
+#[test]
+fn master_survives_a_child_killed_mid_session() {
+    let master = Master::start(10);
+    let mut client = master.connect();
+    ping(&mut client);
+    let victim = master.the_child();
+    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("killing the child");
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no bytes after the kill");
+    assert!(
+        wait_gone(victim, Duration::from_secs(5)),
+        "killed child is reaped"
+    );
+
+    let mut client = master.connect();
+    ping(&mut client);
+    let next = master.the_child();
+    assert_ne!(next, victim);
+    quit(&mut client);
+    assert!(
+        process_alive(master.pid().as_raw()),
+        "master is still running"
+    );
+}
