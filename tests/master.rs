@@ -363,3 +363,247 @@ fn master_survives_a_child_killed_mid_session() {
         "master is still running"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// The same binary with the test in master's seat: a real pipe on fd 3 and a real
+// listening socket on fd 4, so the exact bytes master would read, and the exit status
+// master would see, can be checked (master itself only reports those to syslog).
+
+/// cyrvaultd started the way master starts it, with the status pipe's read end here.
+struct Direct {
+    child: Child,
+    status: std::fs::File,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Direct {
+    fn start(extra: &[&str]) -> Direct {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cyrvault-direct-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("conf")).expect("scratch dir");
+        let imapd = dir.join("imapd.conf");
+        std::fs::write(&imapd, format!("configdirectory: {}/conf\n", dir.display()))
+            .expect("imapd.conf");
+        let cyrus = User::from_name("cyrus")
+            .ok()
+            .flatten()
+            .expect("user cyrus exists");
+        chown_tree(&dir, &cyrus);
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listening");
+        let port = listener.local_addr().expect("addr").port();
+        let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+        let (pipe_fd, listen_fd) = {
+            use std::os::fd::AsRawFd;
+            (write_end.as_raw_fd(), listener.as_raw_fd())
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cyrvaultd"));
+        command
+            .arg("-C")
+            .arg(&imapd)
+            .args(extra)
+            .env("CYRUS_SERVICE", "cyrvault")
+            .env("CYRUS_ID", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: between fork and exec the closure only calls the async-signal-safe
+        // fcntl and dup2 on descriptors this process owns, as master's child does: move
+        // both out of the way, then onto 3 and 4 without FD_CLOEXEC.
+        unsafe {
+            command.pre_exec(move || {
+                let high_pipe = libc::fcntl(pipe_fd, libc::F_DUPFD, 100);
+                let high_listen = libc::fcntl(listen_fd, libc::F_DUPFD, 100);
+                if high_pipe < 0
+                    || high_listen < 0
+                    || libc::dup2(high_pipe, 3) < 0
+                    || libc::dup2(high_listen, 4) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(high_pipe);
+                libc::close(high_listen);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("starting cyrvaultd");
+        drop(write_end);
+        drop(listener);
+        Direct {
+            child,
+            status: std::fs::File::from(read_end),
+            port,
+            dir,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits")
+    }
+
+    /// The next 8-byte status message, as (code, pid), within 10 s.
+    fn next_message(&mut self) -> (i32, i32) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.status.as_fd(), PollFlags::POLLIN)];
+        let ready = poll(&mut fds, PollTimeout::from(10_000u16)).expect("poll");
+        assert_eq!(ready, 1, "no status message within 10 s");
+        let mut msg = [0u8; 8];
+        self.status.read_exact(&mut msg).expect("an 8-byte message");
+        let code = i32::from_ne_bytes(msg[..4].try_into().expect("4 bytes"));
+        let pid = i32::from_ne_bytes(msg[4..].try_into().expect("4 bytes"));
+        (code, pid)
+    }
+
+    /// Wait until the handlers are installed (SigCgt has SIGTERM), i.e. it is idle.
+    fn wait_idle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            let caught = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .unwrap_or(0);
+            if caught & (1 << (libc::SIGTERM - 1)) != 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("cyrvaultd never installed its signal handlers");
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connecting");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        stream
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).expect("signalling cyrvaultd");
+    }
+
+    /// The exit code, within `secs` seconds (panics on death by signal or a hang).
+    fn exit_code(&mut self, secs: u64) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status
+                    .code()
+                    .unwrap_or_else(|| panic!("cyrvaultd died by a signal: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cyrvaultd did not exit within {secs} s");
+    }
+
+    /// Exactly these (code, our pid) messages come next.
+    fn expect_messages(&mut self, codes: &[i32]) {
+        let pid = self.pid();
+        for code in codes {
+            assert_eq!(self.next_message(), (*code, pid));
+        }
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const AVAILABLE: i32 = 1;
+const UNAVAILABLE: i32 = 2;
+const CONNECTION: i32 = 3;
+
+#[test]
+fn status_messages_and_idle_timeout_exit() {
+    let mut d = Direct::start(&["-U", "5", "-T", "1"]);
+    for _ in 0..2 {
+        let mut client = d.connect();
+        ping(&mut client);
+        d.expect_messages(&[UNAVAILABLE, CONNECTION]);
+        quit(&mut client);
+        d.expect_messages(&[AVAILABLE]);
+    }
+    // Idle after a connection: the -T 1 alarm (1 s + jitter < 2 s) ends it with 0.
+    let started = Instant::now();
+    assert_eq!(d.exit_code(10), 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(d.dir.join("conf/socket/cyrvault-0.lock").exists());
+}
+
+#[test]
+fn max_uses_exit_cleanly_without_available() {
+    let mut d = Direct::start(&["-U", "1"]);
+    let mut client = d.connect();
+    ping(&mut client);
+    quit(&mut client);
+    d.expect_messages(&[UNAVAILABLE, CONNECTION]);
+    assert_eq!(d.exit_code(10), 0);
+    let mut rest = Vec::new();
+    d.status
+        .read_to_end(&mut rest)
+        .expect("reading the pipe to EOF");
+    assert!(rest.is_empty(), "nothing after CONNECTION: {rest:?}");
+}
+
+#[test]
+fn sigterm_while_idle_exits_zero() {
+    let mut d = Direct::start(&[]);
+    d.wait_idle();
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.exit_code(10), 0, "idle in READY must never exit non-zero");
+}
+
+#[test]
+fn sigterm_mid_session_exits_tempfail() {
+    let mut d = Direct::start(&[]);
+    let mut client = d.connect();
+    ping(&mut client);
+    d.expect_messages(&[UNAVAILABLE, CONNECTION]);
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.exit_code(10), 75);
+}
+
+#[test]
+fn sighup_finishes_the_session_then_exits() {
+    let mut d = Direct::start(&[]);
+    let mut client = d.connect();
+    ping(&mut client);
+    d.expect_messages(&[UNAVAILABLE, CONNECTION]);
+    d.signal(Signal::SIGHUP);
+    ping(&mut client);
+    quit(&mut client);
+    assert_eq!(d.exit_code(10), 0);
+}
+
+#[test]
+fn standalone_x_serves_stdin_stdout() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cyrvaultd"))
+        .arg("-X")
+        .env("CYRUS_SERVICE", "cyrvault")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting cyrvaultd -X");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"PING\nQUIT\n")
+        .expect("writing");
+    let output = child.wait_with_output().expect("waiting");
+    assert!(output.status.success(), "{}", output.status);
+    assert_eq!(output.stdout, b"OK\nDONE PING\nOK\n");
+}
