@@ -607,3 +607,71 @@ fn standalone_x_serves_stdin_stdout() {
     assert!(output.status.success(), "{}", output.status);
     assert_eq!(output.stdout, b"OK\nDONE PING\nOK\n");
 }
+
+/// Try (non-blocking) to take or release a whole-file fcntl write lock.
+fn try_lock(file: &std::fs::File, lock: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    let flock = libc::flock {
+        l_type: (if lock { libc::F_WRLCK } else { libc::F_UNLCK }) as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETLK(&flock)).is_ok()
+}
+
+#[test]
+fn accept_is_serialised_by_cyrus_accept_lock() {
+    let mut d = Direct::start(&[]);
+    d.wait_idle();
+    let path = d.dir.join("conf/socket/cyrvault-0.lock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never created",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("opening the accept lock");
+    // Idle in accept: cyrvaultd holds the lock (give it a moment to take it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while try_lock(&file, true) {
+        try_lock(&file, false);
+        assert!(
+            Instant::now() < deadline,
+            "cyrvaultd never took the accept lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // In a session it has released it: we can take it, and then it cannot accept.
+    let mut client = d.connect();
+    ping(&mut client);
+    d.expect_messages(&[UNAVAILABLE, CONNECTION]);
+    assert!(try_lock(&file, true), "lock released during the session");
+    quit(&mut client);
+    d.expect_messages(&[AVAILABLE]);
+    let mut second = d.connect();
+    second.write_all(b"PING\n").expect("sending PING");
+    second
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("short timeout");
+    let mut byte = [0u8; 1];
+    assert!(
+        second.read(&mut byte).is_err(),
+        "served while we held the accept lock"
+    );
+    assert!(try_lock(&file, false), "releasing our lock");
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(read_exact_str(&mut second, 13), "OK\nDONE PING\n");
+    d.expect_messages(&[UNAVAILABLE, CONNECTION]);
+    quit(&mut second);
+}

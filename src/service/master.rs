@@ -449,11 +449,12 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
 
     let ctx = crate::service::init(service, options.config.clone(), &options.passthrough)
         .map_err(|e| (1, e))?;
-    let config_dir = imapd_option(config, "configdirectory")
+    // Like service.c: without the lock file, children still work, just not serialised.
+    let lock = imapd_option(config, "configdirectory")
         .and_then(|v| v.ok_or_else(|| Error::Other("imapd.conf has no configdirectory".into())))
-        .map_err(|e| (EX_SOFTWARE, e))?;
-    let lock =
-        AcceptLock::open(Path::new(&config_dir), service, id).map_err(|e| (EX_SOFTWARE, e))?;
+        .and_then(|dir| AcceptLock::open(Path::new(&dir), service, id))
+        .inspect_err(|e| log::error!("accept locking disabled: {e}"))
+        .ok();
     let binary = binary_identity();
     log::debug!(
         "ready: service={service} id={id} max_use={} timeout={}",
@@ -467,10 +468,10 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
         if let Some(stop) = signals::pending() {
             return Ok(stop_code(stop));
         }
-        if uses > 0 {
-            nix::unistd::alarm::set(jittered(options.reuse_timeout).max(1));
+        if uses > 0 && options.reuse_timeout > 0 {
+            nix::unistd::alarm::set(jittered(options.reuse_timeout));
         }
-        let conn = match accept_one(&lock, &listener, binary) {
+        let conn = match accept_one(lock.as_ref(), &listener, binary) {
             Ok(Some(conn)) => conn,
             Ok(None) => {
                 nix::unistd::alarm::cancel();
@@ -479,10 +480,7 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
                 return Ok(stop_code(stop));
             }
             Err(e) => {
-                return Err((
-                    EX_OSERR,
-                    Error::Other(format!("accepting on fd 4 ({}): {e}", lock.path.display())),
-                ));
+                return Err((EX_OSERR, Error::Other(format!("accepting on fd 4: {e}"))));
             }
         };
         nix::unistd::alarm::cancel();
@@ -521,24 +519,33 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
 /// Take the accept lock, wait for a client, accept it, release the lock. `None` when a
 /// signal (SIGHUP, SIGALRM, shutdown) or a changed binary says to stop instead.
 fn accept_one(
-    lock: &AcceptLock,
+    lock: Option<&AcceptLock>,
     listener: &Listener,
     binary: Option<(u64, u64, u64, i64)>,
 ) -> io::Result<Option<Conn>> {
-    loop {
-        match lock.set(true) {
-            Ok(()) => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                if signals::pending().is_some() {
-                    return Ok(None);
+    if let Some(lock) = lock {
+        loop {
+            match lock.set(true) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if signals::pending().is_some() {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("locking {}: {e}", lock.path.display()),
+                    ));
                 }
             }
-            Err(e) => return Err(e),
         }
     }
     let result = wait_and_accept(listener, binary);
-    if let Err(e) = lock.set(false) {
-        log::error!("unlocking {}: {e}", lock.path.display());
+    if let Some(lock) = lock {
+        if let Err(e) = lock.set(false) {
+            log::error!("unlocking {}: {e}", lock.path.display());
+        }
     }
     result
 }
