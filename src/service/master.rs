@@ -542,10 +542,10 @@ fn accept_one(
         }
     }
     let result = wait_and_accept(listener, binary);
-    if let Some(lock) = lock {
-        if let Err(e) = lock.set(false) {
-            log::error!("unlocking {}: {e}", lock.path.display());
-        }
+    if let Some(lock) = lock
+        && let Err(e) = lock.set(false)
+    {
+        log::error!("unlocking {}: {e}", lock.path.display());
     }
     result
 }
