@@ -392,9 +392,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
             crate::log::DEFAULT_FACILITY,
             log::LevelFilter::Info,
         );
-        log::error!(
-            "CYRUS_SERVICE and CYRUS_ID must be set: cyrvaultd is started by master (or use -X)"
-        );
+        let msg =
+            "CYRUS_SERVICE and CYRUS_ID must be set: cyrvaultd is started by master (or use -X)";
+        log::error!("{msg}");
+        eprintln!("cyrvaultd: {msg}");
         return EX_SOFTWARE;
     };
     setup_logging(&service, options.config.as_deref());
@@ -434,8 +435,10 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
     }
     let os = |what: &str, e: nix::Error| (EX_OSERR, Error::Other(format!("{what}: {e}")));
     for fd in [STATUS_FD, LISTEN_FD] {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-            .map_err(|e| os("setting FD_CLOEXEC on master's fds", e))?;
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| {
+            let msg = format!("fd {fd}: {e} (not started by master? use -X)");
+            (EX_SOFTWARE, Error::Other(msg))
+        })?;
     }
     let status = args::take_inherited_fd(STATUS_FD)
         .map_err(|e| (EX_SOFTWARE, Error::Other(format!("status pipe: {e}"))))?;
