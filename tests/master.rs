@@ -364,6 +364,26 @@ fn master_survives_a_child_killed_mid_session() {
     );
 }
 
+#[test]
+fn sighup_to_master_recycles_idle_children() {
+    let master = Master::start(10);
+    let mut client = master.connect();
+    ping(&mut client);
+    let old = master.the_child();
+    quit(&mut client);
+    // master rereads cyrus.conf and passes SIGHUP on; the idle child exits.
+    kill(master.pid(), Signal::SIGHUP).expect("signalling master");
+    assert!(
+        wait_gone(old, Duration::from_secs(10)),
+        "idle child {old} should exit on SIGHUP"
+    );
+    let mut client = master.connect();
+    ping(&mut client);
+    let fresh = master.the_child();
+    assert_ne!(fresh, old);
+    quit(&mut client);
+}
+
 // ---------------------------------------------------------------------------------
 // The same binary with the test in master's seat: a real pipe on fd 3 and a real
 // listening socket on fd 4, so the exact bytes master would read, and the exit status
@@ -564,6 +584,14 @@ fn sigterm_while_idle_exits_zero() {
     d.wait_idle();
     d.signal(Signal::SIGTERM);
     assert_eq!(d.exit_code(10), 0, "idle in READY must never exit non-zero");
+}
+
+#[test]
+fn sighup_while_idle_exits_zero() {
+    let mut d = Direct::start(&[]);
+    d.wait_idle();
+    d.signal(Signal::SIGHUP);
+    assert_eq!(d.exit_code(10), 0);
 }
 
 #[test]
