@@ -171,12 +171,14 @@ mod tests {
 
     #[test]
     fn taking_an_fd_twice_fails() {
+        use std::os::fd::IntoRawFd;
         assert!(take_inherited_fd(64).is_err());
         assert!(take_inherited_fd(-1).is_err());
-        // fd 63 is almost certainly closed in the test process.
-        let first = take_inherited_fd(63);
-        let second = take_inherited_fd(63);
-        assert!(second.is_err());
+        // A descriptor we own and hand over (the test process has few open fds).
+        let raw = File::open("/dev/null").unwrap().into_raw_fd();
+        assert!(raw < 64, "fd {raw}");
+        let first = take_inherited_fd(raw).expect("first take");
+        assert!(take_inherited_fd(raw).is_err(), "second take");
         drop(first);
     }
 }
