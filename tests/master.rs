@@ -142,22 +142,33 @@ impl Master {
         children_named(self.pid().as_raw(), "cyrvaultd")
     }
 
-    /// The single child serving right now (waits for master to fork it).
-    fn the_child(&self) -> i32 {
+    /// The cyrvaultd child whose fd 0 is the server side of `client`'s connection.
+    /// (master may fork a spare child when a status message and a stale "listener
+    /// readable" arrive in the same select round, so "the only child" is not enough.)
+    fn serving_child(&self, client: &TcpStream) -> i32 {
+        let client_port = client.local_addr().expect("client addr").port();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let kids = self.service_children();
-            if kids.len() == 1 {
-                return kids[0];
+            if let Some(inode) = tcp_inode(self.port, client_port) {
+                let link = format!("socket:[{inode}]");
+                let serving: Vec<i32> = self
+                    .service_children()
+                    .into_iter()
+                    .filter(|pid| {
+                        std::fs::read_link(format!("/proc/{pid}/fd/0"))
+                            .is_ok_and(|l| l.to_string_lossy() == link)
+                    })
+                    .collect();
+                if let [pid] = serving[..] {
+                    return pid;
+                }
             }
             assert!(
                 Instant::now() < deadline,
-                "expected one cyrvaultd child of master {}, have {kids:?}; all: {:?}",
+                "no cyrvaultd child of master {} holds the connection from port {client_port}; \
+                 children: {:?}",
                 self.pid(),
-                processes()
-                    .into_iter()
-                    .filter(|p| p.1.contains("cyrvault") || p.1 == "master")
-                    .collect::<Vec<_>>()
+                self.service_children()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -206,6 +217,24 @@ fn is_listening(port: u16) -> bool {
             let local = fields.nth(1).unwrap_or("");
             let state = fields.nth(1).unwrap_or("");
             local == want && state == "0A"
+        })
+}
+
+/// The socket inode of the established connection 127.0.0.1:`local` <-
+/// 127.0.0.1:`remote` (from /proc/net/tcp).
+fn tcp_inode(local: u16, remote: u16) -> Option<u64> {
+    let (want_local, want_remote) = (
+        format!("0100007F:{local:04X}"),
+        format!("0100007F:{remote:04X}"),
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .ok()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (l, r, inode) = (fields.get(1)?, fields.get(2)?, fields.get(9)?);
+            (*l == want_local && *r == want_remote).then(|| inode.parse().ok())?
         })
 }
 
@@ -288,32 +317,28 @@ fn quit(stream: &mut TcpStream) {
 #[test]
 fn master_starts_cyrvaultd_and_replaces_it_after_max_uses() {
     let master = Master::start(3);
-    let mut pids = Vec::new();
-    for round in 0..3 {
+    let mut uses: std::collections::BTreeMap<i32, u32> = Default::default();
+    for round in 0..9 {
         let mut client = master.connect();
         ping(&mut client);
-        let pid = master.the_child();
-        eprintln!("use {round}: served by {pid}");
-        pids.push(pid);
+        let pid = master.serving_child(&client);
         quit(&mut client);
+        let n = uses.entry(pid).or_default();
+        *n += 1;
+        eprintln!("use {round}: served by {pid} (its use {n})");
+        assert!(*n <= 3, "child {pid} served more than -U 3 connections");
+        if *n == 3 {
+            assert!(
+                wait_gone(pid, Duration::from_secs(10)),
+                "child {pid} should exit after -U 3 uses"
+            );
+        }
     }
+    let retired = uses.values().filter(|n| **n == 3).count();
     assert!(
-        pids.iter().all(|p| *p == pids[0]),
-        "one child served all 3 uses: {pids:?}"
+        retired >= 2,
+        "children retired after 3 uses, replaced: {uses:?}"
     );
-    assert!(
-        wait_gone(pids[0], Duration::from_secs(10)),
-        "child {} should exit after -U 3 uses",
-        pids[0]
-    );
-    let mut client = master.connect();
-    ping(&mut client);
-    let fresh = master.the_child();
-    assert_ne!(
-        fresh, pids[0],
-        "master started a new child for the 4th connection"
-    );
-    quit(&mut client);
     // The accept lock lives where Cyrus's service.c puts it.
     assert!(master.dir.join("conf/socket/cyrvault-0.lock").exists());
 }
@@ -323,17 +348,21 @@ fn sigterm_to_master_stops_master_and_its_children() {
     let mut master = Master::start(10);
     let mut client = master.connect();
     ping(&mut client);
-    let busy = master.the_child();
+    let busy = master.serving_child(&client);
     quit(&mut client);
+    let children = master.service_children();
+    assert!(children.contains(&busy));
     // The child is now idle in accept (READY); shut master down.
     kill(master.pid(), Signal::SIGTERM).expect("signalling master");
     let status = master
         .wait_exit(Duration::from_secs(15))
         .expect("master exits within 15 s of SIGTERM");
-    assert!(
-        wait_gone(busy, Duration::from_secs(5)),
-        "cyrvaultd {busy} still running after master's shutdown"
-    );
+    for pid in children {
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "cyrvaultd {pid} still running after master's shutdown"
+        );
+    }
     assert!(!is_listening(master.port), "nothing listens after shutdown");
     eprintln!("master exited with {status}");
 }
@@ -343,7 +372,7 @@ fn master_survives_a_child_killed_mid_session() {
     let master = Master::start(10);
     let mut client = master.connect();
     ping(&mut client);
-    let victim = master.the_child();
+    let victim = master.serving_child(&client);
     kill(Pid::from_raw(victim), Signal::SIGKILL).expect("killing the child");
     let mut rest = Vec::new();
     let _ = client.read_to_end(&mut rest);
@@ -355,7 +384,7 @@ fn master_survives_a_child_killed_mid_session() {
 
     let mut client = master.connect();
     ping(&mut client);
-    let next = master.the_child();
+    let next = master.serving_child(&client);
     assert_ne!(next, victim);
     quit(&mut client);
     assert!(
@@ -369,18 +398,21 @@ fn sighup_to_master_recycles_idle_children() {
     let master = Master::start(10);
     let mut client = master.connect();
     ping(&mut client);
-    let old = master.the_child();
+    let old = master.serving_child(&client);
     quit(&mut client);
+    let before = master.service_children();
     // master rereads cyrus.conf and passes SIGHUP on; the idle child exits.
     kill(master.pid(), Signal::SIGHUP).expect("signalling master");
-    assert!(
-        wait_gone(old, Duration::from_secs(10)),
-        "idle child {old} should exit on SIGHUP"
-    );
+    for pid in &before {
+        assert!(
+            wait_gone(*pid, Duration::from_secs(10)),
+            "idle child {pid} (served: {old}) should exit on SIGHUP"
+        );
+    }
     let mut client = master.connect();
     ping(&mut client);
-    let fresh = master.the_child();
-    assert_ne!(fresh, old);
+    let fresh = master.serving_child(&client);
+    assert!(!before.contains(&fresh), "a new child serves after SIGHUP");
     quit(&mut client);
 }
 
