@@ -31,47 +31,47 @@ fn static_lib() -> PathBuf {
         .expect("libcyrvault.a is built (crate-type staticlib)")
 }
 
-/// Build the harness once per test process into a scratch directory.
-fn harness() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let lib = static_lib();
-            let dir = std::env::temp_dir().join(format!("cyrvault-ffi-c-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("scratch dir");
-            let out = dir.join("harness");
-            let result = Command::new("cc")
-                .args(["-Wall", "-Wextra", "-Werror", "-std=c11", "-D_GNU_SOURCE"])
-                .arg("-I")
-                .arg(root.join("include"))
-                .arg(root.join("tests/c/harness.c"))
-                .arg(&lib)
-                .args([
-                    "-lgcc_s",
-                    "-lutil",
-                    "-lrt",
-                    "-lpthread",
-                    "-lm",
-                    "-ldl",
-                    "-lc",
-                ])
-                .arg("-o")
-                .arg(&out)
-                .output()
-                .expect("running cc");
-            assert!(
-                result.status.success(),
-                "cc failed:\n{}",
-                String::from_utf8_lossy(&result.stderr)
-            );
-            out
-        })
-        .clone()
+/// A scratch directory removed on drop (also when the test fails).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
+/// Compile the harness into a fresh scratch directory and run it in `mode`.
 fn run(mode: &str) -> String {
-    let output = Command::new(harness())
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("cyrvault-ffi-c-{}-{mode}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0).expect("scratch dir");
+    let harness = scratch.0.join("harness");
+    let result = Command::new("cc")
+        .args(["-Wall", "-Wextra", "-Werror", "-std=c11", "-D_GNU_SOURCE"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/harness.c"))
+        .arg(static_lib())
+        .args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+        ])
+        .arg("-o")
+        .arg(&harness)
+        .output()
+        .expect("running cc");
+    assert!(
+        result.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let output = Command::new(&harness)
         .arg(mode)
         .env("CYRUS_SERVICE", "cyrvault-ffi-test")
         .output()
