@@ -4,7 +4,11 @@
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
 mod cyrus_paths; // cyrus::paths vs the real `mbpath -j`; the Scratch Cyrus config helper
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
-// Integration tests: one crate. (being written)
 
 // mailboxes.db, twoskip, cyrus.header and flat db against real Cyrus 3.6 files and tools.
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
+//! Integration tests: one crate, one module per area.
+
+mod ffi_c;
+mod header;
+mod master;

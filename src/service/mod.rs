@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use crate::Result;
 
+pub mod master;
+
 /// What `init` learned once per process: the service name (Cyrus's `config_ident`,
 /// used for `<service>_<option>` lookups), the imapd.conf in use, and whatever the
 /// session needs from it.
@@ -44,13 +46,45 @@ pub fn init(
 }
 
 /// Serve one client on `input`/`output` until it quits or disconnects.
+///
+/// TEMPORARY (branch h-ffi only, replaced at merge by the real session): a minimal
+/// PING/QUIT loop answering exactly as Cyrus's backupcyrusd does (no greeting;
+/// `PING` -> `OK\nDONE PING\n`, `QUIT` -> `OK\n`), so the FFI and master tests
+/// exercise real bytes.
 pub fn serve(
     _ctx: &ServiceContext,
-    _input: &mut dyn Read,
-    _output: &mut dyn Write,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
     _peer: Option<SocketAddr>,
 ) -> Result<SessionSummary> {
-    Err(crate::Error::Other(
-        "service sessions are not written yet".into(),
-    ))
+    use std::io::BufRead;
+    let io_err = |op: &'static str| move |e| crate::Error::io(op, "client connection", e);
+    let mut reader = std::io::BufReader::new(input);
+    let mut line = Vec::new();
+    let mut summary = SessionSummary::default();
+    loop {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .map_err(io_err("reading"))?
+            == 0
+        {
+            return Ok(summary);
+        }
+        let text = String::from_utf8_lossy(&line);
+        let command = text.split_whitespace().next().unwrap_or("");
+        let reply: &[u8] = if command.eq_ignore_ascii_case("PING") {
+            b"OK\nDONE PING\n"
+        } else if command.eq_ignore_ascii_case("QUIT") {
+            b"OK\n"
+        } else {
+            b"NO unknown command\n"
+        };
+        output.write_all(reply).map_err(io_err("writing"))?;
+        output.flush().map_err(io_err("writing"))?;
+        summary.bytes_out += reply.len() as u64;
+        if command.eq_ignore_ascii_case("QUIT") {
+            return Ok(summary);
+        }
+    }
 }
