@@ -1,1 +1,2 @@
 // Integration tests: one crate. (being written)
+mod sandbox;
