@@ -115,6 +115,9 @@ pub fn imapd_conf(l: &Layout) -> String {
     put("munge8bit", "no".into());
     put("reject8bit", "no".into());
     put("lmtp_downcase_rcpt", "no".into());
+    // Every LMTP delivery is stored, even a repeated Message-ID (Cyrus's default
+    // would silently drop the second copy into the same mailbox).
+    put("duplicatesuppression", "no".into());
     put("conversations", "no".into());
     for (k, v) in &l.extra {
         let key = k.to_ascii_lowercase();
