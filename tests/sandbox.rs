@@ -505,3 +505,135 @@ fn a_killed_test_process_still_stops_cyrus() {
     assert!(!port_open(addr));
     assert!(!root.exists(), "{} left behind", root.display());
 }
+
+#[test]
+fn a_taken_port_is_a_clear_start_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let svc = ServiceLine {
+        listen: Listen::Tcp(port),
+        ..ServiceLine::tcp("taken", "imapd")
+    };
+    let before: Vec<PathBuf> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("cyrvault-taken-"))
+        .collect();
+    let err = match Sandbox::start(SandboxOptions {
+        extra_services: vec![svc],
+        ..opts("taken")
+    }) {
+        Ok(_) => panic!("started although port {port} is taken"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("unable to bind a listen address"), "{err}");
+    assert!(err.contains("exit status: 69"), "{err}");
+    assert!(err.contains("master log tail"), "{err}");
+    // Every attempt cleaned up after itself.
+    let after = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().to_string_lossy().contains("cyrvault-taken-"))
+        .count();
+    assert_eq!(after, before.len());
+    drop(holder);
+}
+
+#[test]
+fn imap_client_against_real_cyrus() {
+    use cyrvault::imap::Client;
+    let sb = Sandbox::start(opts("imapc")).unwrap();
+    sb.create_user("hank", None).unwrap();
+
+    // Admin proxy authentication: the admin's credentials, the user's session.
+    let mut c = Client::connect(sb.imap_addr).unwrap();
+    c.authenticate_plain("hank", "cyrus", "x").unwrap();
+    let info = c.select("INBOX").unwrap();
+    assert_eq!(info.exists, 0);
+    assert!(info.uidvalidity > 0 && info.uidnext == 1 && info.mailboxid.is_some());
+
+    // Quoted-string escapes: Cyrus never allows '"' or '\\' in mailbox names, but
+    // any password passes (alwaystrue) once the server has unquoted it.
+    let mut q = Client::connect(sb.imap_addr).unwrap();
+    q.login("hank", "pa\"ss\\word \"x\"").unwrap();
+    q.logout().unwrap();
+    // Names with spaces, brackets and parentheses go out quoted and come back in LIST;
+    // an 8-bit name goes out as a literal (refused or taken, the session survives).
+    let odd = "INBOX.Re: [list] (2) ~#$'";
+    let err = c.create("INBOX.back\\slash").unwrap_err().to_string();
+    assert!(
+        err.contains("create \"INBOX.back\\\\slash\" answered NO"),
+        "{err}"
+    );
+    c.create(odd).unwrap();
+    let names: Vec<String> = c
+        .list("", "INBOX*")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.contains(&odd.to_string()), "{names:?}");
+    let _ = c.create("INBOX.caf\u{e9}");
+    c.noop().unwrap();
+
+    // Synchronising literals (no LITERAL+): the client waits for "+ go ahead".
+    c.disable_literal_plus();
+    let msg = b"Subject: sync\r\n\r\nsynchronising literal\r\n";
+    let (uv, uid) = c
+        .append(odd, &["\\Flagged"], Some(1_600_000_000), msg)
+        .unwrap()
+        .unwrap();
+    assert_eq!(uv, c.select(odd).unwrap().uidvalidity);
+    let f = c
+        .uid_fetch(
+            &uid.to_string(),
+            "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])",
+        )
+        .unwrap();
+    assert_eq!(f[0].body.as_deref(), Some(&msg[..]));
+    assert_eq!(f[0].internaldate, Some((1_600_000_000, 0)));
+
+    // STORE, EXPUNGE, STATUS, ACLs, subscriptions, RENAME, DELETE.
+    let stored = c
+        .uid_store(&uid.to_string(), "+FLAGS", &["\\Deleted", "$Label1"])
+        .unwrap();
+    assert!(
+        stored[0]
+            .flags
+            .as_ref()
+            .unwrap()
+            .contains(&"$Label1".to_string())
+    );
+    assert_eq!(c.expunge().unwrap(), vec![1]);
+    let st = c.status(odd, "(MESSAGES UIDNEXT)").unwrap();
+    assert!(st.contains(&("MESSAGES".to_string(), 0)) && st.contains(&("UIDNEXT".to_string(), 2)));
+    c.setacl("INBOX", "anyone", "lr").unwrap();
+    let acl = c.getacl("INBOX").unwrap();
+    assert!(
+        acl.contains(&("anyone".to_string(), "lr".to_string())),
+        "{acl:?}"
+    );
+    c.deleteacl("INBOX", "anyone").unwrap();
+    c.subscribe(odd).unwrap();
+    assert_eq!(c.lsub("", "*").unwrap().len(), 1);
+    c.rename(odd, "INBOX.plain").unwrap();
+    c.delete("INBOX.plain").unwrap();
+    // A NO is an error that names the command and carries the server's text.
+    let err = c.select("INBOX.nonexistent").unwrap_err().to_string();
+    assert!(
+        err.contains("select") && err.contains("NO") && err.contains(&sb.imap_addr.to_string()),
+        "{err}"
+    );
+    c.logout().unwrap();
+
+    // create_on_partition is an admin-only Cyrus extension.
+    let mut admin = sb.admin().unwrap();
+    admin.create_on_partition("user.hank.onp2", "p2").unwrap();
+    assert!(
+        sb.mbpath("user.hank.onp2")
+            .unwrap()
+            .starts_with(sb.partition_dir("p2").unwrap())
+    );
+    assert!(admin.create_on_partition("user.hank.nope", "p9").is_err());
+}

@@ -135,6 +135,12 @@ impl Client {
         self.caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }
 
+    /// Stop using LITERAL+ even if announced: every literal then waits for the
+    /// server's continuation request (tests of the synchronising path use this).
+    pub fn disable_literal_plus(&mut self) {
+        self.caps.retain(|c| c != "LITERAL+");
+    }
+
     fn err(&self, message: String) -> Error {
         Error::Imap {
             server: self.server.clone(),
@@ -296,17 +302,25 @@ impl Client {
     pub fn run(&mut self, args: &[Arg<'_>]) -> Result<Reply> {
         let reply = self.execute(args)?;
         if reply.status.status != Status::Ok {
-            let name: Vec<&str> = args
-                .iter()
-                .take(2)
-                .map(|a| match a {
-                    Arg::Atom(s) => *s,
-                    _ => "…",
-                })
-                .collect();
+            // Name the command (lowercase keywords) and its first string argument
+            // (usually the mailbox); never message bodies or passwords.
+            let mut what: Vec<String> = Vec::new();
+            for a in args {
+                match a {
+                    Arg::Atom(s) if what.len() < 2 && !s.starts_with('(') => {
+                        what.push(s.to_ascii_lowercase())
+                    }
+                    Arg::Str(s) => {
+                        let text = String::from_utf8_lossy(&s[..s.len().min(80)]).into_owned();
+                        what.push(format!("{text:?}"));
+                        break;
+                    }
+                    _ => break,
+                }
+            }
             return Err(self.err(format!(
                 "{} answered {}: {}",
-                name.join(" ").to_ascii_lowercase(),
+                what.join(" "),
                 reply.status.status,
                 reply.status.text
             )));

@@ -55,6 +55,8 @@ pub const ADMIN: &str = "cyrus";
 pub const PASSWORD: &str = "sandbox";
 /// How often start is retried when a chosen port was taken meanwhile.
 const START_ATTEMPTS: usize = 4;
+/// sysexits EX_UNAVAILABLE: master's exit code when a listen address cannot be bound.
+const EX_UNAVAILABLE: i32 = 69;
 /// Bounded wait for master to stop after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -406,17 +408,15 @@ impl Sandbox {
         sb.spawn_master()?;
         match sb.wait_ready(opts.start_timeout) {
             Ok(()) => Ok(Attempt::Ready(Box::new(sb))),
-            Err(e) => {
-                let log = sb.master_log_tail();
-                let bind_failed =
-                    log.contains("unable to bind") || log.contains("Address already in use");
+            Err((retry, e)) => {
                 let err = other(format!(
-                    "starting cyrus sandbox {}: {e}\n--- master log tail ---\n{log}\n--- syslog ---\n{}",
+                    "starting cyrus sandbox {}: {e}\n--- master log tail ---\n{}\n--- syslog ---\n{}",
                     sb.root.display(),
+                    sb.master_log_tail(),
                     syslog_lines(&sb.servername)
                 ));
                 drop(sb);
-                if bind_failed {
+                if retry {
                     Ok(Attempt::Retry(err))
                 } else {
                     Err(err)
@@ -499,14 +499,25 @@ impl Sandbox {
         }
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    /// Wait for our IMAP and LMTP greetings. An error says whether new ports may help.
+    fn wait_ready(&mut self, timeout: Duration) -> std::result::Result<(), (bool, String)> {
         let deadline = Instant::now() + timeout;
         let mut last;
         loop {
             if let Some(child) = self.master.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                return Err(other(format!("master exited early with {status}")));
+                // master's fatal() only reaches syslog; its exit code is what we see.
+                // With master_bind_errors_fatal a taken address exits EX_UNAVAILABLE.
+                if status.code() == Some(EX_UNAVAILABLE) {
+                    return Err((
+                        true,
+                        format!(
+                            "master exited with {status}: unable to bind a listen address (taken?)"
+                        ),
+                    ));
+                }
+                return Err((false, format!("master exited early with {status}")));
             }
             match Client::connect(self.imap_addr) {
                 Ok(c) if c.greeting().contains(&self.servername) => {
@@ -519,18 +530,22 @@ impl Sandbox {
                     }
                 }
                 Ok(c) => {
-                    return Err(other(format!(
-                        "port {} answers for another server: {}",
-                        self.imap_addr,
-                        c.greeting()
-                    )));
+                    return Err((
+                        true,
+                        format!(
+                            "port {} answers for another server: {}",
+                            self.imap_addr,
+                            c.greeting()
+                        ),
+                    ));
                 }
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() >= deadline {
-                return Err(other(format!(
-                    "no imap greeting within {timeout:?}: {last}"
-                )));
+                return Err((
+                    false,
+                    format!("no imap greeting within {timeout:?}: {last}"),
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
