@@ -7,8 +7,9 @@ mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiti
 
 // mailboxes.db, twoskip, cyrus.header and flat db against real Cyrus 3.6 files and tools.
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
-//! Integration tests: one crate, one module per area.
 
 mod ffi_c;
 mod header;
 mod master;
+
+mod sandbox; // the private real Cyrus on loopback and the IMAP client against it
