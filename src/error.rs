@@ -37,6 +37,9 @@ pub enum Error {
     /// A lock could not be taken.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// A mailbox's files are damaged (names user, mailbox, file and offset).
+    #[error(transparent)]
+    Mailbox(#[from] Box<crate::spool::MailboxError>),
     /// A mailbox or user does not exist.
     #[error("{what} not found: {name}")]
     NotFound { what: &'static str, name: String },
@@ -71,7 +74,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,
-            Error::Parse { .. } => ErrorKind::Data,
+            Error::Parse { .. } | Error::Mailbox(_) => ErrorKind::Data,
             Error::Config(_) => ErrorKind::Config,
             Error::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
             Error::Lock(_) => ErrorKind::Io,

@@ -21,5 +21,6 @@ pub mod log;
 pub mod protocol;
 pub mod sandbox;
 pub mod service;
+pub mod spool;
 
 pub use error::{Error, ErrorKind, Result};
