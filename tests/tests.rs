@@ -13,3 +13,4 @@ mod header;
 mod master;
 
 mod sandbox; // the private real Cyrus on loopback and the IMAP client against it
+mod spool; // spool.rs against the real sandbox
