@@ -573,3 +573,184 @@ fn lock_files_we_create_belong_to_cyrus() {
     sb.append("jack", Some("Sub"), &[], None, b"Subject: x\r\n\r\ny\r\n")
         .unwrap();
 }
+
+/// jansson's own `json_dumps(JSON_INDENT(2))` of `[[entry, userid, value], ...]`,
+/// through the system libjansson (the library Cyrus links) with python ctypes.
+fn jansson_dump(rows: &[[String; 3]]) -> Vec<u8> {
+    let script = r#"
+import ctypes, json, sys
+j = ctypes.CDLL("libjansson.so.4")
+j.json_array.restype = ctypes.c_void_p
+j.json_pack.restype = ctypes.c_void_p
+j.json_dumps.restype = ctypes.c_void_p
+j.json_dumps.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+j.json_array_append_new.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+arr = j.json_array()
+for e, u, v in json.load(sys.stdin):
+    p = j.json_pack(b"[sss]", *(ctypes.c_char_p(x.encode()) for x in (e, u, v)))
+    j.json_array_append_new(arr, p)
+sys.stdout.buffer.write(ctypes.string_at(j.json_dumps(arr, 2)))
+"#;
+    let mut c = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    serde_json::to_writer(c.stdin.take().unwrap(), rows).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn annotations_match_what_was_set_and_jansson_formatting() {
+    use cyrvault::imap::Arg;
+    let sb = start("spool-annot", &[]);
+    sb.create_user("kim", None).unwrap();
+    sb.create_folder("kim", "Notes", None).unwrap();
+    for i in 0..2 {
+        let m = format!("Subject: {i}\r\n\r\nx\r\n");
+        sb.append("kim", Some("Notes"), &[], None, m.as_bytes())
+            .unwrap();
+    }
+    let mut c = sb.login("kim").unwrap();
+    c.run(&[
+        Arg::Atom("SETMETADATA"),
+        Arg::Str(b"INBOX.Notes"),
+        Arg::Atom(
+            "(/private/comment \"mine \\\"quoted\\\" caf\u{e9}\" /shared/comment \"for all\")",
+        ),
+    ])
+    .unwrap();
+    let per_message = c.has_capability("ANNOTATE-EXPERIMENT-1");
+    if per_message {
+        c.select("INBOX.Notes").unwrap();
+        c.run(&[Arg::Atom(
+            "UID STORE 2 ANNOTATION (/comment (value.shared \"msg note\"))",
+        )])
+        .unwrap();
+    }
+    c.logout().unwrap();
+
+    let sp = spool(&sb, Duration::from_secs(5));
+    let ml = sp.mboxlist().unwrap();
+    let f = sp.resolve_folder(&ml, "kim", "INBOX.Notes").unwrap();
+    let all = sp.global_annotations().unwrap();
+    let json = sp.mailbox_annotations(&f, &all).expect("annotations");
+    let rows: Vec<[String; 3]> = serde_json::from_slice(&json).unwrap();
+    eprintln!(
+        "mailbox_annotations of INBOX.Notes:\n{}",
+        String::from_utf8_lossy(&json)
+    );
+    assert!(
+        rows.contains(&["/comment".into(), "".into(), "for all".into()]),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&[
+            "/comment".into(),
+            "kim".into(),
+            "mine \"quoted\" caf\u{e9}".into()
+        ]),
+        "{rows:?}"
+    );
+    // Byte for byte what jansson prints for the same rows.
+    assert_eq!(
+        String::from_utf8(jansson_dump(&rows)).unwrap(),
+        String::from_utf8(json).unwrap()
+    );
+    // The INBOX has none.
+    let inbox = sp.resolve_folder(&ml, "kim", "INBOX").unwrap();
+    assert_eq!(sp.mailbox_annotations(&inbox, &all), None);
+    // Per-message annotations come with the snapshot.
+    let of = sp.open_folder(&f, false).unwrap();
+    assert!(of.annotations_file().is_some());
+    if per_message {
+        let a = of
+            .annotations()
+            .iter()
+            .find(|a| a.entry == b"/comment")
+            .unwrap();
+        assert_eq!((a.uid, a.value.as_slice()), (2, &b"msg note"[..]));
+        assert_eq!(a.userid.as_deref(), Some(&b""[..]));
+    } else {
+        eprintln!("server has no ANNOTATE capability; per-message part skipped");
+    }
+}
+
+#[test]
+fn user_files_seen_sub_and_sieve() {
+    use cyrvault::cyrus::{flat, twoskip};
+    let sb = start("spool-user", &[]);
+    for u in ["lea", "max"] {
+        sb.create_user(u, None).unwrap();
+    }
+    sb.create_folder("lea", "Shared", None).unwrap();
+    sb.append("lea", Some("Shared"), &[], None, b"Subject: s\r\n\r\nx\r\n")
+        .unwrap();
+    let mut admin = sb.admin().unwrap();
+    admin.setacl("user.lea.Shared", "max", "lrs").unwrap();
+    admin.logout().unwrap();
+    // max reads lea's folder: his seen db gets an entry for it. He subscribes too.
+    let mut c = sb.login("max").unwrap();
+    c.select("user.lea.Shared").unwrap();
+    c.uid_store("1", "+FLAGS", &["\\Seen"]).unwrap();
+    c.subscribe("user.lea.Shared").unwrap();
+    c.logout().unwrap();
+    // A sieve script compiled by Cyrus's sievec, made active the way Cyrus does.
+    let pj: serde_json::Value =
+        serde_json::from_str(&sb.tool_ok("mbpath", &["-j", "user.max"]).unwrap()).unwrap();
+    let sieve_dir = PathBuf::from(pj["user"]["sieve"].as_str().unwrap());
+    std::fs::create_dir_all(&sieve_dir).unwrap();
+    std::fs::write(sieve_dir.join("main.script"), "keep;\r\n").unwrap();
+    sb.tool_ok(
+        "sievec",
+        &[
+            sieve_dir.join("main.script").to_str().unwrap(),
+            sieve_dir.join("main.bc").to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("main.bc", sieve_dir.join("defaultbc")).unwrap();
+
+    let sp = spool(&sb, Duration::from_secs(5));
+    let ml = sp.mboxlist().unwrap();
+    let files = sp.user_files("max", &ml).unwrap();
+    let seen = files.seen.as_ref().expect("seen db");
+    assert_eq!(
+        seen.path,
+        PathBuf::from(pj["user"]["seen"].as_str().unwrap())
+    );
+    assert_eq!(
+        files.sub.as_ref().unwrap().path,
+        PathBuf::from(pj["user"]["sub"].as_str().unwrap())
+    );
+    assert_eq!(files.sieve_dir.as_deref(), Some(sieve_dir.as_path()));
+    let copy = sp.read_user_files("max", &files).unwrap();
+    let seen = twoskip::read_all(&copy.seen.as_ref().unwrap().bytes).unwrap();
+    let shared = sp.resolve_folder(&ml, "lea", "INBOX.Shared").unwrap();
+    let (k, v) = &seen[0];
+    assert_eq!(k.as_slice(), shared.uniqueid().as_bytes());
+    assert!(v.starts_with(b"1 "), "{}", String::from_utf8_lossy(v));
+    let subs = flat::parse_flat(&copy.sub.as_ref().unwrap().bytes).unwrap();
+    // 3.6 keys the subscriptions by N + dbname, next to a version record.
+    assert!(
+        subs.iter().any(|(k, _)| k == b"Nuser\x1flea\x1fShared"),
+        "{subs:?}"
+    );
+    let names: Vec<&str> = copy.sieve.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["main.bc", "main.script"]);
+    assert_eq!(copy.active_sieve.as_deref(), Some("main.bc"));
+    // lea has no seen db, a legacy-free layout, and no sieve directory.
+    let lea = sp.user_files("lea", &ml).unwrap();
+    assert!(lea.seen.is_none() && lea.sieve_dir.is_none());
+    // An exclusive namespace lock (a Cyrus writer for max) makes the copy wait
+    // and then fail, typed and temporary.
+    let conf = load(Some(&sb.imapd_conf), None).unwrap();
+    let ns = paths::lock_path(&conf, &paths::user_namespace_lockname("max")).unwrap();
+    let _h = Holder::exclusive(&ns);
+    let sp = spool(&sb, Duration::from_millis(200));
+    let e = sp.read_user_files("max", &files).unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+}
