@@ -619,12 +619,25 @@ fn imap_client_against_real_cyrus() {
     assert_eq!(c.lsub("", "*").unwrap().len(), 1);
     c.rename(odd, "INBOX.plain").unwrap();
     c.delete("INBOX.plain").unwrap();
-    // A NO is an error that names the command and carries the server's text.
-    let err = c.select("INBOX.nonexistent").unwrap_err().to_string();
-    assert!(
-        err.contains("select") && err.contains("NO") && err.contains(&sb.imap_addr.to_string()),
-        "{err}"
-    );
+    // A NO is a typed error naming the command, with the server's code and text.
+    let err = c.select("INBOX.nonexistent").unwrap_err();
+    assert_eq!(err.kind, cyrvault::imap::ImapErrorKind::No);
+    assert_eq!(err.command, "select \"INBOX.nonexistent\"");
+    assert_eq!(err.server, sb.imap_addr.to_string());
+    eprintln!("select nonexistent: {err}");
+    c.create("INBOX.twice").unwrap();
+    let err = c.create("INBOX.twice").unwrap_err();
+    eprintln!("create existing: {err}");
+    assert!(err.is_no(None), "{err}");
+    let bad = c
+        .execute(&[cyrvault::imap::Arg::Atom("FROBNICATE")])
+        .unwrap();
+    assert_eq!(bad.status.status, cyrvault::imap::Status::Bad);
+    let crate_err: cyrvault::Error = c
+        .run(&[cyrvault::imap::Arg::Atom("FROBNICATE")])
+        .unwrap_err()
+        .into();
+    assert!(matches!(crate_err, cyrvault::Error::Imap { .. }));
     c.logout().unwrap();
 
     // create_on_partition is an admin-only Cyrus extension.

@@ -372,7 +372,7 @@ impl Sandbox {
             Some(p) => admin.create_on_partition(name, p)?,
             None => admin.create(name)?,
         }
-        admin.logout()
+        Ok(admin.logout()?)
     }
 
     /// APPEND a message to a user's folder (INBOX when `folder` is None), logged in as

@@ -286,7 +286,7 @@ fn read_back(
         };
         out.insert(admin_name, msgs);
     }
-    c.logout()
+    Ok(c.logout()?)
 }
 
 /// What [`make_history`] did.
