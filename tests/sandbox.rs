@@ -199,6 +199,12 @@ fn lmtp_delivers_to_inbox_and_plus_folder_with_dot_stuffing() {
     sb.deliver_lmtp("dave", None, msg).unwrap();
     sb.deliver_lmtp("dave", Some("Work"), msg).unwrap();
     sb.deliver_lmtp("dave", Some("Work"), msg).unwrap();
+    // lmtpd cannot address a folder with a space (it does not unquote local parts).
+    sb.create_folder("dave", "Sent Items", None).unwrap();
+    let err = sb
+        .deliver_lmtp("dave", Some("Sent Items"), msg)
+        .unwrap_err();
+    assert!(matches!(err, cyrvault::Error::Refused(_)), "{err}");
     let mut c = sb.login("dave").unwrap();
     assert_eq!(c.select("INBOX").unwrap().exists, 1);
     assert_eq!(c.select("INBOX.Work").unwrap().exists, 2);
@@ -271,7 +277,7 @@ fn populate_a_few_hundred_messages() {
     let sb = Sandbox::start(opts("populate")).unwrap();
     let plan = PopulatePlan {
         users: vec!["alice".into(), "bob".into(), "carol".into()],
-        folders_per_user: 4,
+        folders_per_user: 6,
         messages: 300,
         seed: 11,
         max_message_size: 300 * 1024,
@@ -288,7 +294,7 @@ fn populate_a_few_hundred_messages() {
         t.elapsed()
     );
     assert_eq!(pop.appended + pop.delivered, 300);
-    assert!(pop.delivered >= 50 && pop.duplicates >= 30);
+    assert!(pop.delivered >= 30 && pop.duplicates >= 30);
     assert_eq!(
         pop.expected.keys().collect::<Vec<_>>(),
         pop.stored.keys().collect::<Vec<_>>()
@@ -316,6 +322,11 @@ fn populate_a_few_hundred_messages() {
     assert_eq!(dump["user.alice"]["partition"], "p1");
     assert_eq!(dump["user.bob"]["partition"], "p2");
     assert_eq!(dump["user.alice.Archive"]["partition"], "p2");
+    // A child created without a partition inherits its parent's.
+    assert_eq!(dump["user.alice.Archive.2023"]["partition"], "p2");
+    // Spaces and modified UTF-7 names made it.
+    assert!(pop.stored.contains_key("user.carol.Sent Items"));
+    assert!(!pop.stored["user.alice.Entw&APw-rfe"].is_empty());
     // Sizes from FETCH match the message files on disk.
     let mut c = sb.login("bob").unwrap();
     c.select("INBOX").unwrap();

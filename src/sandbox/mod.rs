@@ -397,16 +397,28 @@ impl Sandbox {
     /// instead (verified on 3.6.1: `lmtpd -a` preauthenticates as `postman`, but a
     /// `postman p` ACL entry is not enough).
     pub fn deliver_lmtp(&self, user: &str, folder: Option<&str>, message: &[u8]) -> Result<()> {
+        let rcpt = self.lmtp_recipient(user, folder).ok_or_else(|| {
+            Error::Refused(format!(
+                "folder {folder:?} of {user} cannot be addressed over LMTP (spaces, '&' or 8-bit)"
+            ))
+        })?;
+        if let Some(f) = folder {
+            self.ensure_postable(&self.mailbox_name(user, Some(f)))?;
+        }
+        lmtp::deliver(self.lmtp_addr, &self.servername, &[&rcpt], message)
+    }
+
+    /// The LMTP local part for a user's folder (`alice+Work.Sub`), or `None` when
+    /// lmtpd cannot map such a name back to the folder (see [`lmtp::addressable`]).
+    pub fn lmtp_recipient(&self, user: &str, folder: Option<&str>) -> Option<String> {
         let rcpt = match folder {
             Some(f) => {
-                let mailbox = self.mailbox_name(user, Some(f));
-                self.ensure_postable(&mailbox)?;
                 let sub: Vec<&str> = f.split('/').collect();
                 format!("{user}+{}", sub.join(&self.separator().to_string()))
             }
             None => user.to_string(),
         };
-        lmtp::deliver(self.lmtp_addr, &self.servername, &[&rcpt], message)
+        lmtp::addressable(&rcpt).then_some(rcpt)
     }
 
     fn ensure_postable(&self, mailbox: &str) -> Result<()> {
