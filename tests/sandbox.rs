@@ -661,3 +661,45 @@ fn imap_client_against_real_cyrus() {
     );
     assert!(admin.create_on_partition("user.hank.nope", "p9").is_err());
 }
+
+#[test]
+fn bad_options_are_refused_and_leave_nothing_behind() {
+    let count = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("cyrvault-badopt")
+            })
+            .count()
+    };
+    let before = count();
+    for o in [
+        SandboxOptions {
+            partitions: 1,
+            ..opts("badopt")
+        },
+        SandboxOptions {
+            name_hint: "bad opt".into(),
+            ..SandboxOptions::default()
+        },
+        SandboxOptions {
+            extra_services: vec![ServiceLine::tcp("no-dash", "imapd")],
+            ..opts("badopt")
+        },
+    ] {
+        let err = Sandbox::start(o).err().expect("refused");
+        assert!(matches!(err, cyrvault::Error::Refused(_)), "{err}");
+    }
+    // A service whose program does not exist: master refuses to run.
+    let err = Sandbox::start(SandboxOptions {
+        extra_services: vec![ServiceLine::tcp("ghost", "/nonexistent/cyrvaultd")],
+        ..opts("badopt")
+    })
+    .err()
+    .expect("master refuses a missing program");
+    assert!(err.to_string().contains("master exited early"), "{err}");
+    assert_eq!(count(), before);
+}

@@ -47,6 +47,7 @@ pub const ADMIN: &str = "cyrus";
 pub const PASSWORD: &str = "sandbox";
 /// How often start is retried when a chosen port was taken meanwhile.
 const START_ATTEMPTS: usize = 4;
+
 /// What kind of Cyrus to start.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -117,6 +118,17 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 fn other(msg: String) -> Error {
     Error::Other(msg)
 }
+/// Removes a directory tree when dropped, unless emptied.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
 enum Attempt {
     Ready(Box<Sandbox>),
     /// Failed in a way a new set of ports may fix.
@@ -132,6 +144,14 @@ impl Sandbox {
                 opts.partitions
             )));
         }
+        for svc in &opts.extra_services {
+            if svc.name.is_empty() || !svc.name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(Error::Refused(format!(
+                    "service name {:?} must be alphanumeric",
+                    svc.name
+                )));
+            }
+        }
         if opts.name_hint.is_empty()
             || !opts
                 .name_hint
@@ -144,6 +164,13 @@ impl Sandbox {
             )));
         }
         ensure_cyrus_installed()?;
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Refused(
+                "the Cyrus sandbox must be started as root (its directories go to cyrus:mail \
+                 and master switches to the cyrus user itself)"
+                    .into(),
+            ));
+        }
         let mut last = None;
         for attempt in 1..=START_ATTEMPTS {
             match Self::try_start(&opts)? {
@@ -186,6 +213,11 @@ impl Sandbox {
         fs::create_dir_all(&base).at("creating", &base)?;
         fs::create_dir(&root).at("creating", &root)?;
         let keep = std::env::var_os("CYRVAULT_KEEP_SANDBOX").is_some();
+        // Until the Sandbox value exists (its Drop cleans up), a failure removes the tree.
+        let mut guard = RemoveOnDrop(Some(root.clone()));
+        if keep {
+            guard.0 = None;
+        }
 
         let partitions: Vec<(String, PathBuf)> = (1..=opts.partitions)
             .map(|i| (format!("p{i}"), root.join("spool").join(format!("p{i}"))))
@@ -213,12 +245,6 @@ impl Sandbox {
         let mut service_addrs = BTreeMap::new();
         let mut service_sockets = BTreeMap::new();
         for svc in &opts.extra_services {
-            if svc.name.is_empty() || !svc.name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(Error::Refused(format!(
-                    "service name {:?} must be alphanumeric",
-                    svc.name
-                )));
-            }
             let port = match svc.listen {
                 Listen::AutoTcp => Some(pick_port()?),
                 Listen::Tcp(p) => Some(p),
@@ -285,6 +311,7 @@ impl Sandbox {
             keep,
         };
         // From here on, Drop cleans up whatever happens.
+        guard.0 = None;
         sb.spawn_master()?;
         match sb.wait_ready(opts.start_timeout) {
             Ok(()) => Ok(Attempt::Ready(Box::new(sb))),
