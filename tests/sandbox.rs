@@ -22,6 +22,16 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Cyrus logged no database or I/O error (when its syslog is captured).
+fn assert_healthy(sb: &Sandbox) {
+    let log = sb.syslog();
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("DBERROR") || l.contains("IOERROR") || l.contains("fatal"))
+        .collect();
+    assert!(bad.is_empty(), "cyrus reported errors:\n{}", bad.join("\n"));
+}
+
 /// Every file and directory below `dir`.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -337,6 +347,7 @@ fn populate_a_few_hundred_messages() {
             .len();
         assert_eq!(len, m.size);
     }
+    assert_healthy(&sb);
     eprintln!(
         "populate: {} mailboxes, {} bytes stored",
         pop.stored.len(),
@@ -448,6 +459,7 @@ fn history_expunges_renames_and_leaves_deleted_mailboxes() {
     let before = pop.stored["user.alice"].len();
     let gone = h.expunged.iter().filter(|(m, _)| m == "user.alice").count();
     assert_eq!(info.exists as usize, before - gone);
+    assert_healthy(&sb);
 }
 
 #[test]
@@ -702,4 +714,31 @@ fn bad_options_are_refused_and_leave_nothing_behind() {
     .expect("master refuses a missing program");
     assert!(err.to_string().contains("master exited early"), "{err}");
     assert_eq!(count(), before);
+}
+
+#[test]
+fn cyrus_syslog_is_captured_per_sandbox() {
+    let sb = Sandbox::start(opts("syslog")).unwrap();
+    if !sb.syslog_captured() {
+        eprintln!("syslog not captured here (a /dev/log exists or no mount namespaces)");
+        return;
+    }
+    sb.create_user("ivan", None).unwrap();
+    let mut c = sb.login("ivan").unwrap();
+    c.select("INBOX").unwrap();
+    c.logout().unwrap();
+    sb.tool_ok("ctl_mboxlist", &["-d"]).unwrap();
+    // Give the reader thread a moment.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = sb.syslog();
+    eprintln!("{log}");
+    assert!(log.contains(&sb.servername), "{log}");
+    assert!(log.contains("login:"), "imapd's login line: {log}");
+    // A healthy private instance: no database or I/O errors.
+    assert!(
+        !log.contains("DBERROR") && !log.contains("IOERROR"),
+        "{log}"
+    );
+    // The namespace hides nothing else: the system has still no /dev/log.
+    assert!(!Path::new("/dev/log").exists());
 }

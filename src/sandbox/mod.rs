@@ -18,6 +18,7 @@ pub mod lmtp;
 pub mod mailgen;
 pub mod populate;
 mod process;
+pub mod syslog;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -36,7 +37,7 @@ use crate::imap::Client;
 pub use config::{Listen, ServiceLine};
 pub use mailgen::MailGen;
 pub use populate::{History, PopulatePlan, Population, StoredMessage, make_history, populate};
-use process::{cyrus_ids, ensure_cyrus_installed, pick_port, syslog_lines};
+use process::{cyrus_ids, ensure_cyrus_installed, pick_port, system_syslog_lines};
 pub use process::{file_tail, port_open};
 
 /// Where Debian installs Cyrus's programs.
@@ -109,6 +110,7 @@ pub struct Sandbox {
     pub options: SandboxOptions,
     master: Option<Child>,
     watchdog: Option<Child>,
+    syslog: Option<syslog::SyslogSink>,
     postable: Mutex<HashSet<String>>,
     keep: bool,
 }
@@ -204,7 +206,7 @@ impl Sandbox {
         // cyrus.conf values are double-quoted without escapes; imapd.conf values are trimmed.
         if root_text
             .bytes()
-            .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b'#')
+            .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b'\'' || b == b'#')
         {
             return Err(Error::Refused(format!(
                 "sandbox directory {root_text} must not contain spaces, quotes or '#'"
@@ -271,6 +273,10 @@ impl Sandbox {
             layout.config_dir.clone(),
             // imapd/lmtpd bind their idle client sockets here whatever idlesocket says.
             layout.config_dir.join("socket"),
+            // The database environment's recovery stamp lives in db/ (DBERROR without).
+            layout.config_dir.join("db"),
+            layout.config_dir.join("proc"),
+            layout.config_dir.join("log"),
             layout.lock_dir.clone(),
             layout.sieve_dir.clone(),
             layout.socket_dir.clone(),
@@ -307,11 +313,19 @@ impl Sandbox {
             options: opts.clone(),
             master: None,
             watchdog: None,
+            syslog: None,
             postable: Mutex::new(HashSet::new()),
             keep,
         };
         // From here on, Drop cleans up whatever happens.
         guard.0 = None;
+        if syslog::capture_possible() {
+            let log = sb.root.join("log");
+            sb.syslog = Some(syslog::SyslogSink::start(
+                &log.join("syslog.sock"),
+                &log.join("syslog"),
+            )?);
+        }
         sb.spawn_master()?;
         match sb.wait_ready(opts.start_timeout) {
             Ok(()) => Ok(Attempt::Ready(Box::new(sb))),
@@ -320,7 +334,7 @@ impl Sandbox {
                     "starting cyrus sandbox {}: {e}\n--- master log tail ---\n{}\n--- syslog ---\n{}",
                     sb.root.display(),
                     sb.master_log_tail(),
-                    syslog_lines(&sb.servername)
+                    sb.syslog_tail(8192)
                 ));
                 drop(sb);
                 if retry {
@@ -464,7 +478,7 @@ impl Sandbox {
     /// started as root switch to the cyrus user themselves (`cyrus_init`).
     pub fn tool(&self, name: &str, args: &[&str]) -> Result<Output> {
         let bin = Path::new(CYRUS_BIN).join(name);
-        Command::new(&bin)
+        self.cyrus_command(&bin)
             .arg("-C")
             .arg(&self.imapd_conf)
             .args(args)
@@ -507,6 +521,38 @@ impl Sandbox {
         Ok(PathBuf::from(self.tool_ok("mbpath", &[mailbox])?.trim()))
     }
 
+    /// A `Command` for a Cyrus program of this sandbox: inside the private `/dev/log`
+    /// namespace when syslog is captured (see `syslog.rs`), else plain.
+    pub fn cyrus_command(&self, program: &Path) -> Command {
+        if self.syslog.is_some() {
+            syslog::wrapped(&self.root, program)
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Whether Cyrus's syslog messages are captured into `log/syslog`.
+    pub fn syslog_captured(&self) -> bool {
+        self.syslog.is_some()
+    }
+
+    /// Everything Cyrus logged to syslog so far (captured), or the system syslog lines
+    /// that mention this sandbox's servername (not captured; often none).
+    pub fn syslog(&self) -> String {
+        match &self.syslog {
+            Some(sink) => fs::read_to_string(&sink.path).unwrap_or_default(),
+            None => system_syslog_lines(&self.servername),
+        }
+    }
+
+    /// The last `max` bytes of [`Sandbox::syslog`].
+    pub fn syslog_tail(&self, max: u64) -> String {
+        match &self.syslog {
+            Some(sink) => file_tail(&sink.path, max),
+            None => system_syslog_lines(&self.servername),
+        }
+    }
+
     /// The directory of partition `name` (`p1`, `p2`, ...).
     pub fn partition_dir(&self, name: &str) -> Option<&Path> {
         self.partitions
@@ -526,6 +572,8 @@ impl Drop for Sandbox {
         if let Err(e) = self.stop() {
             log::warn!(target: "sandbox", "stopping {}: {e}", self.servername);
         }
+        // After master: its last words are still read.
+        self.syslog = None;
         if self.keep {
             // The one place the library writes to stderr: the user asked to keep the
             // sandbox for debugging and needs to know where it is.

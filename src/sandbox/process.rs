@@ -127,7 +127,7 @@ pub fn file_tail(path: &Path, max: u64) -> String {
 
 /// Lines of the system syslog files that mention `needle` (Cyrus logs to syslog;
 /// many test machines have no syslog daemon, then this is empty).
-pub(super) fn syslog_lines(needle: &str) -> String {
+pub(super) fn system_syslog_lines(needle: &str) -> String {
     let mut out = String::new();
     for f in ["/var/log/syslog", "/var/log/mail.log", "/var/log/messages"] {
         let tail = file_tail(Path::new(f), 256 * 1024);
@@ -164,7 +164,8 @@ impl Sandbox {
         // children's) stdout/stderr to the log; -p keeps it off the system pidfile.
         // process_group(0): master's shutdown signals its whole process group, which
         // must not be ours.
-        let child = Command::new(&bin)
+        let child = self
+            .cyrus_command(&bin)
             .arg("-M")
             .arg(&self.cyrus_conf)
             .arg("-C")
