@@ -572,6 +572,13 @@ fn imap_client_against_real_cyrus() {
     // Admin proxy authentication: the admin's credentials, the user's session.
     let mut c = Client::connect(sb.imap_addr).unwrap();
     c.authenticate_plain("hank", "cyrus", "x").unwrap();
+    let mut p = sb.admin_as("hank").unwrap();
+    assert_eq!(p.select("INBOX").unwrap().exists, 0);
+    p.logout().unwrap();
+    // A non-admin cannot act for someone else.
+    let mut n = Client::connect(sb.imap_addr).unwrap();
+    let err = n.authenticate_plain("hank", "mallory", "x").unwrap_err();
+    assert_eq!(err.kind, cyrvault::imap::ImapErrorKind::No, "{err}");
     let info = c.select("INBOX").unwrap();
     assert_eq!(info.exists, 0);
     assert!(info.uidvalidity > 0 && info.uidnext == 1 && info.mailboxid.is_some());

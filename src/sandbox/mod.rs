@@ -360,6 +360,14 @@ impl Sandbox {
         Ok(c)
     }
 
+    /// A session of `user` opened with the admin's credentials (AUTHENTICATE PLAIN
+    /// with authorization id `user`, Cyrus's admin proxy login).
+    pub fn admin_as(&self, user: &str) -> Result<Client> {
+        let mut c = Client::connect(self.imap_addr)?;
+        c.authenticate_plain(user, ADMIN, PASSWORD)?;
+        Ok(c)
+    }
+
     /// The hierarchy separator of this instance.
     pub fn separator(&self) -> char {
         if self.options.unixhierarchysep {
