@@ -5,12 +5,13 @@
 //! with continuation, LITERAL+ `{N+}` when announced), and reading whole responses
 //! (lines plus literals). Parsing is pure and lives in `parse.rs` (tokens),
 //! `types.rs` (LIST/SELECT/FETCH/ACL views) and `date.rs` (internal dates).
-//! Errors are `Error::Imap { server, message }` naming the command and the server's
-//! answer; a NO or BAD answer is an error from the convenience methods, while
-//! [`Client::execute`] hands back every tagged status.
+//! Errors are [`ImapError`]s naming the server, the command and the server's answer
+//! (they convert into `crate::Error::Imap`); a NO or BAD answer is an error from the
+//! convenience methods, while [`Client::execute`] hands back every tagged status.
 #![forbid(unsafe_code)]
 
 pub mod date;
+pub mod error;
 pub mod parse;
 pub mod types;
 
@@ -18,11 +19,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-
 pub use date::{format_internaldate, parse_internaldate};
+pub use error::{ImapError, ImapErrorKind};
 pub use parse::{Response, Status, StatusText, Value};
 pub use types::{FetchItem, ListEntry, SelectInfo};
+
+/// Results of the client.
+pub type Result<T, E = ImapError> = std::result::Result<T, E>;
 
 /// The longest response line we accept (literals excluded).
 const MAX_LINE: u64 = 1 << 20;
@@ -69,28 +72,32 @@ pub struct Client {
     next_tag: u32,
     caps: Vec<String>,
     greeting: String,
+    /// The command in progress, for error messages.
+    command: String,
 }
 
 impl Client {
     /// Connect, read the greeting (OK or PREAUTH; BYE is an error) and learn the
     /// capabilities (from the greeting's code, or by asking).
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Client> {
+        let connect_err = |server: &str, text: String| ImapError {
+            server: server.to_string(),
+            command: String::new(),
+            kind: ImapErrorKind::Connect,
+            code: None,
+            text,
+        };
         let addrs: Vec<_> = addr
             .to_socket_addrs()
-            .map_err(|e| Error::Other(format!("resolving imap address: {e}")))?
+            .map_err(|e| connect_err("?", format!("resolving address: {e}")))?
             .collect();
         let server = addrs
             .first()
             .map(|a| a.to_string())
-            .ok_or_else(|| Error::Other("imap address resolved to nothing".into()))?;
-        let stream = TcpStream::connect(&addrs[..]).map_err(|e| Error::Imap {
-            server: server.clone(),
-            message: format!("connecting: {e}"),
-        })?;
-        let io_err = |e: std::io::Error| Error::Imap {
-            server: server.clone(),
-            message: format!("setting up socket: {e}"),
-        };
+            .ok_or_else(|| connect_err("?", "address resolved to nothing".into()))?;
+        let stream = TcpStream::connect(&addrs[..])
+            .map_err(|e| connect_err(&server, format!("connecting: {e}")))?;
+        let io_err = |e: std::io::Error| connect_err(&server, format!("setting up socket: {e}"));
         stream.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
         stream.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
         stream.set_nodelay(true).map_err(io_err)?;
@@ -102,6 +109,7 @@ impl Client {
             next_tag: 1,
             caps: Vec::new(),
             greeting: String::new(),
+            command: "greeting".into(),
         };
         match client.read_response()? {
             Response::UntaggedStatus(st) if matches!(st.status, Status::Ok | Status::PreAuth) => {
@@ -110,7 +118,15 @@ impl Client {
                     client.capability()?;
                 }
             }
-            other => return Err(client.err(format!("unexpected greeting {other:?}"))),
+            Response::UntaggedStatus(st) if st.status == Status::Bye => {
+                return Err(client.err(ImapErrorKind::Bye, st.text));
+            }
+            other => {
+                return Err(client.err(
+                    ImapErrorKind::Protocol,
+                    format!("unexpected greeting {other:?}"),
+                ));
+            }
         }
         Ok(client)
     }
@@ -141,10 +157,32 @@ impl Client {
         self.caps.retain(|c| c != "LITERAL+");
     }
 
-    fn err(&self, message: String) -> Error {
-        Error::Imap {
+    fn err(&self, kind: ImapErrorKind, text: String) -> ImapError {
+        ImapError {
             server: self.server.clone(),
-            message,
+            command: self.command.clone(),
+            kind,
+            code: None,
+            text,
+        }
+    }
+
+    /// The error for a tagged NO/BAD answer.
+    fn refused(&self, st: &StatusText) -> ImapError {
+        let kind = if st.status == Status::Bad {
+            ImapErrorKind::Bad
+        } else {
+            ImapErrorKind::No
+        };
+        let code = st
+            .code
+            .as_ref()
+            .and_then(|c| c.first())
+            .and_then(Value::as_text)
+            .map(|c| c.to_ascii_uppercase());
+        ImapError {
+            code,
+            ..self.err(kind, st.text.clone())
         }
     }
 
@@ -168,12 +206,15 @@ impl Client {
         let n = (&mut self.reader)
             .take(MAX_LINE)
             .read_until(b'\n', out)
-            .map_err(|e| self.err(format!("reading response: {e}")))?;
+            .map_err(|e| self.err(ImapErrorKind::Io, format!("reading response: {e}")))?;
         if n == 0 {
-            return Err(self.err("connection closed by server".into()));
+            return Err(self.err(ImapErrorKind::Io, "connection closed by server".into()));
         }
         if !out[start..].ends_with(b"\n") {
-            return Err(self.err(format!("response line longer than {MAX_LINE} bytes")));
+            return Err(self.err(
+                ImapErrorKind::Protocol,
+                format!("response line longer than {MAX_LINE} bytes"),
+            ));
         }
         Ok(())
     }
@@ -194,24 +235,30 @@ impl Client {
                 break;
             };
             if len > MAX_LITERAL {
-                return Err(self.err(format!("server literal of {len} bytes is too large")));
+                return Err(self.err(
+                    ImapErrorKind::Protocol,
+                    format!("server literal of {len} bytes is too large"),
+                ));
             }
             let at = buf.len();
             buf.resize(at + len, 0);
-            self.reader
-                .read_exact(&mut buf[at..])
-                .map_err(|e| self.err(format!("reading {len}-byte literal: {e}")))?;
+            self.reader.read_exact(&mut buf[at..]).map_err(|e| {
+                self.err(
+                    ImapErrorKind::Io,
+                    format!("reading {len}-byte literal: {e}"),
+                )
+            })?;
         }
         parse::parse_response(&buf).map_err(|e| {
             let head = String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
-            self.err(format!("{e} in {head:?}"))
+            self.err(ImapErrorKind::Protocol, format!("{e} in {head:?}"))
         })
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         self.writer
             .write_all(bytes)
-            .map_err(|e| self.err(format!("sending command: {e}")))
+            .map_err(|e| self.err(ImapErrorKind::Io, format!("sending command: {e}")))
     }
 
     /// Read until the continuation request for a synchronising literal. Untagged
@@ -232,6 +279,7 @@ impl Client {
 
     /// Send one command and read until its tagged answer, whatever the status.
     pub fn execute(&mut self, args: &[Arg<'_>]) -> Result<Reply> {
+        self.command = describe(args);
         let tag = format!("C{}", self.next_tag);
         self.next_tag = self.next_tag.wrapping_add(1);
         let literal_plus = self.has_capability("LITERAL+");
@@ -276,7 +324,24 @@ impl Client {
 
     fn finish(&mut self, tag: &str, mut untagged: Vec<Response>) -> Result<Reply> {
         loop {
-            match self.read_response()? {
+            let response = match self.read_response() {
+                Ok(r) => r,
+                // A BYE before the connection dropped says why.
+                Err(e) if e.kind == ImapErrorKind::Io => {
+                    let bye = untagged.iter().find_map(|r| match r {
+                        Response::UntaggedStatus(st) if st.status == Status::Bye => {
+                            Some(st.text.clone())
+                        }
+                        _ => None,
+                    });
+                    return Err(match bye {
+                        Some(text) => self.err(ImapErrorKind::Bye, text),
+                        None => e,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            match response {
                 Response::Tagged { tag: t, body } if t == tag => {
                     self.absorb_caps(&body);
                     return Ok(Reply {
@@ -285,13 +350,19 @@ impl Client {
                     });
                 }
                 Response::Tagged { tag: t, body } => {
-                    return Err(self.err(format!("answer for unknown tag {t}: {}", body.text)));
+                    return Err(self.err(
+                        ImapErrorKind::Protocol,
+                        format!("answer for unknown tag {t}: {}", body.text),
+                    ));
                 }
                 Response::Continuation(c) => {
-                    return Err(self.err(format!(
-                        "unexpected continuation request: {}",
-                        String::from_utf8_lossy(&c)
-                    )));
+                    return Err(self.err(
+                        ImapErrorKind::Protocol,
+                        format!(
+                            "unexpected continuation request: {}",
+                            String::from_utf8_lossy(&c)
+                        ),
+                    ));
                 }
                 other => untagged.push(other),
             }
@@ -302,28 +373,7 @@ impl Client {
     pub fn run(&mut self, args: &[Arg<'_>]) -> Result<Reply> {
         let reply = self.execute(args)?;
         if reply.status.status != Status::Ok {
-            // Name the command (lowercase keywords) and its first string argument
-            // (usually the mailbox); never message bodies or passwords.
-            let mut what: Vec<String> = Vec::new();
-            for a in args {
-                match a {
-                    Arg::Atom(s) if what.len() < 2 && !s.starts_with('(') => {
-                        what.push(s.to_ascii_lowercase())
-                    }
-                    Arg::Str(s) => {
-                        let text = String::from_utf8_lossy(&s[..s.len().min(80)]).into_owned();
-                        what.push(format!("{text:?}"));
-                        break;
-                    }
-                    _ => break,
-                }
-            }
-            return Err(self.err(format!(
-                "{} answered {}: {}",
-                what.join(" "),
-                reply.status.status,
-                reply.status.text
-            )));
+            return Err(self.refused(&reply.status));
         }
         Ok(reply)
     }
@@ -369,23 +419,18 @@ impl Client {
             ])?;
             return Ok(());
         }
+        self.command = "authenticate PLAIN".into();
         let tag = format!("C{}", self.next_tag);
         self.next_tag = self.next_tag.wrapping_add(1);
         self.write_all(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes())?;
         let mut untagged = Vec::new();
         if let Some(refusal) = self.await_continuation(&tag, &mut untagged)? {
-            return Err(self.err(format!(
-                "authenticate answered {}: {}",
-                refusal.status, refusal.text
-            )));
+            return Err(self.refused(&refusal));
         }
         self.write_all(format!("{b64}\r\n").as_bytes())?;
         let reply = self.finish(&tag, untagged)?;
         if reply.status.status != Status::Ok {
-            return Err(self.err(format!(
-                "authenticate answered {}: {}",
-                reply.status.status, reply.status.text
-            )));
+            return Err(self.refused(&reply.status));
         }
         Ok(())
     }
@@ -615,6 +660,27 @@ impl Client {
     pub fn logout(mut self) -> Result<()> {
         self.run(&[Arg::Atom("LOGOUT")]).map(drop)
     }
+}
+
+/// How a command appears in errors: its keywords lowercased and its first string
+/// argument quoted (usually the mailbox). Message bodies, later arguments (passwords)
+/// and parenthesised lists are left out.
+fn describe(args: &[Arg<'_>]) -> String {
+    let mut what: Vec<String> = Vec::new();
+    for a in args {
+        match a {
+            Arg::Atom(s) if what.len() < 2 && !s.starts_with('(') && !s.starts_with('"') => {
+                what.push(s.to_ascii_lowercase())
+            }
+            Arg::Str(s) => {
+                let text = String::from_utf8_lossy(&s[..s.len().min(80)]).into_owned();
+                what.push(format!("{text:?}"));
+                break;
+            }
+            _ => break,
+        }
+    }
+    what.join(" ")
 }
 
 /// Standard base64 (RFC 4648, with padding), as SASL and MIME use it.

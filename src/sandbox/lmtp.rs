@@ -112,6 +112,22 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether `user+detail` can be sent as a plain RCPT local part that lmtpd maps back
+/// to the folder: a dot-atom (RFC 5321) without `&`. lmtpd does not unquote quoted
+/// local parts, turns 8-bit bytes into `X`, and converts the detail from UTF-8 to
+/// modified UTF-7, so `&` would be re-encoded (`imap/lmtpengine.c` `parseaddr`,
+/// `imap/mboxname.c` `mbname_from_recipient`).
+pub fn addressable(local: &str) -> bool {
+    const SPECIAL: &[u8] = b"!#$%'*+-/=?^_`{|}~.";
+    !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || SPECIAL.contains(&b))
+}
+
 /// Deliver `message` to each recipient (`user` or `user+folder`; `@domain` is added).
 /// Every recipient must be accepted and delivered, else the error names it.
 pub fn deliver(addr: SocketAddr, domain: &str, rcpts: &[&str], message: &[u8]) -> Result<()> {
@@ -123,6 +139,11 @@ pub fn deliver(addr: SocketAddr, domain: &str, rcpts: &[&str], message: &[u8]) -
     c.command("LHLO cyrvault-sandbox", 250)?;
     c.command("MAIL FROM:<sender@cyrvault.test>", 250)?;
     for r in rcpts {
+        if !addressable(r) {
+            return Err(Error::Refused(format!(
+                "lmtp recipient {r:?} cannot be addressed (spaces, '&' or 8-bit); use APPEND"
+            )));
+        }
         c.command(&format!("RCPT TO:<{r}@{domain}>"), 250)?;
     }
     c.command("DATA", 354)?;
@@ -140,6 +161,18 @@ pub fn deliver(addr: SocketAddr, domain: &str, rcpts: &[&str], message: &[u8]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addressable_local_parts() {
+        assert!(addressable("alice"));
+        assert!(addressable("alice+Work.Sub"));
+        assert!(addressable("alice+Archive/2023"));
+        assert!(!addressable("bob+Entw&APw-rfe"));
+        assert!(!addressable("carol+Sent Items"));
+        assert!(!addressable("a\"b"));
+        assert!(!addressable("caf\u{e9}"));
+        assert!(!addressable(""));
+    }
 
     #[test]
     fn dot_stuffing() {

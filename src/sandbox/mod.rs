@@ -18,6 +18,7 @@ pub mod lmtp;
 pub mod mailgen;
 pub mod populate;
 mod process;
+pub mod syslog;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -36,7 +37,7 @@ use crate::imap::Client;
 pub use config::{Listen, ServiceLine};
 pub use mailgen::MailGen;
 pub use populate::{History, PopulatePlan, Population, StoredMessage, make_history, populate};
-use process::{cyrus_ids, ensure_cyrus_installed, pick_port, syslog_lines};
+use process::{cyrus_ids, ensure_cyrus_installed, pick_port, system_syslog_lines};
 pub use process::{file_tail, port_open};
 
 /// Where Debian installs Cyrus's programs.
@@ -47,6 +48,7 @@ pub const ADMIN: &str = "cyrus";
 pub const PASSWORD: &str = "sandbox";
 /// How often start is retried when a chosen port was taken meanwhile.
 const START_ATTEMPTS: usize = 4;
+
 /// What kind of Cyrus to start.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -108,6 +110,7 @@ pub struct Sandbox {
     pub options: SandboxOptions,
     master: Option<Child>,
     watchdog: Option<Child>,
+    syslog: Option<syslog::SyslogSink>,
     postable: Mutex<HashSet<String>>,
     keep: bool,
 }
@@ -117,6 +120,17 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 fn other(msg: String) -> Error {
     Error::Other(msg)
 }
+/// Removes a directory tree when dropped, unless emptied.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
 enum Attempt {
     Ready(Box<Sandbox>),
     /// Failed in a way a new set of ports may fix.
@@ -132,6 +146,14 @@ impl Sandbox {
                 opts.partitions
             )));
         }
+        for svc in &opts.extra_services {
+            if svc.name.is_empty() || !svc.name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(Error::Refused(format!(
+                    "service name {:?} must be alphanumeric",
+                    svc.name
+                )));
+            }
+        }
         if opts.name_hint.is_empty()
             || !opts
                 .name_hint
@@ -144,6 +166,13 @@ impl Sandbox {
             )));
         }
         ensure_cyrus_installed()?;
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Refused(
+                "the Cyrus sandbox must be started as root (its directories go to cyrus:mail \
+                 and master switches to the cyrus user itself)"
+                    .into(),
+            ));
+        }
         let mut last = None;
         for attempt in 1..=START_ATTEMPTS {
             match Self::try_start(&opts)? {
@@ -177,7 +206,7 @@ impl Sandbox {
         // cyrus.conf values are double-quoted without escapes; imapd.conf values are trimmed.
         if root_text
             .bytes()
-            .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b'#')
+            .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b'\'' || b == b'#')
         {
             return Err(Error::Refused(format!(
                 "sandbox directory {root_text} must not contain spaces, quotes or '#'"
@@ -186,6 +215,11 @@ impl Sandbox {
         fs::create_dir_all(&base).at("creating", &base)?;
         fs::create_dir(&root).at("creating", &root)?;
         let keep = std::env::var_os("CYRVAULT_KEEP_SANDBOX").is_some();
+        // Until the Sandbox value exists (its Drop cleans up), a failure removes the tree.
+        let mut guard = RemoveOnDrop(Some(root.clone()));
+        if keep {
+            guard.0 = None;
+        }
 
         let partitions: Vec<(String, PathBuf)> = (1..=opts.partitions)
             .map(|i| (format!("p{i}"), root.join("spool").join(format!("p{i}"))))
@@ -213,12 +247,6 @@ impl Sandbox {
         let mut service_addrs = BTreeMap::new();
         let mut service_sockets = BTreeMap::new();
         for svc in &opts.extra_services {
-            if svc.name.is_empty() || !svc.name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(Error::Refused(format!(
-                    "service name {:?} must be alphanumeric",
-                    svc.name
-                )));
-            }
             let port = match svc.listen {
                 Listen::AutoTcp => Some(pick_port()?),
                 Listen::Tcp(p) => Some(p),
@@ -245,6 +273,10 @@ impl Sandbox {
             layout.config_dir.clone(),
             // imapd/lmtpd bind their idle client sockets here whatever idlesocket says.
             layout.config_dir.join("socket"),
+            // The database environment's recovery stamp lives in db/ (DBERROR without).
+            layout.config_dir.join("db"),
+            layout.config_dir.join("proc"),
+            layout.config_dir.join("log"),
             layout.lock_dir.clone(),
             layout.sieve_dir.clone(),
             layout.socket_dir.clone(),
@@ -281,10 +313,19 @@ impl Sandbox {
             options: opts.clone(),
             master: None,
             watchdog: None,
+            syslog: None,
             postable: Mutex::new(HashSet::new()),
             keep,
         };
         // From here on, Drop cleans up whatever happens.
+        guard.0 = None;
+        if syslog::capture_possible() {
+            let log = sb.root.join("log");
+            sb.syslog = Some(syslog::SyslogSink::start(
+                &log.join("syslog.sock"),
+                &log.join("syslog"),
+            )?);
+        }
         sb.spawn_master()?;
         match sb.wait_ready(opts.start_timeout) {
             Ok(()) => Ok(Attempt::Ready(Box::new(sb))),
@@ -293,7 +334,7 @@ impl Sandbox {
                     "starting cyrus sandbox {}: {e}\n--- master log tail ---\n{}\n--- syslog ---\n{}",
                     sb.root.display(),
                     sb.master_log_tail(),
-                    syslog_lines(&sb.servername)
+                    sb.syslog_tail(8192)
                 ));
                 drop(sb);
                 if retry {
@@ -316,6 +357,14 @@ impl Sandbox {
     pub fn login(&self, user: &str) -> Result<Client> {
         let mut c = Client::connect(self.imap_addr)?;
         c.login(user, PASSWORD)?;
+        Ok(c)
+    }
+
+    /// A session of `user` opened with the admin's credentials (AUTHENTICATE PLAIN
+    /// with authorization id `user`, Cyrus's admin proxy login).
+    pub fn admin_as(&self, user: &str) -> Result<Client> {
+        let mut c = Client::connect(self.imap_addr)?;
+        c.authenticate_plain(user, ADMIN, PASSWORD)?;
         Ok(c)
     }
 
@@ -372,7 +421,7 @@ impl Sandbox {
             Some(p) => admin.create_on_partition(name, p)?,
             None => admin.create(name)?,
         }
-        admin.logout()
+        Ok(admin.logout()?)
     }
 
     /// APPEND a message to a user's folder (INBOX when `folder` is None), logged in as
@@ -397,16 +446,28 @@ impl Sandbox {
     /// instead (verified on 3.6.1: `lmtpd -a` preauthenticates as `postman`, but a
     /// `postman p` ACL entry is not enough).
     pub fn deliver_lmtp(&self, user: &str, folder: Option<&str>, message: &[u8]) -> Result<()> {
+        let rcpt = self.lmtp_recipient(user, folder).ok_or_else(|| {
+            Error::Refused(format!(
+                "folder {folder:?} of {user} cannot be addressed over LMTP (spaces, '&' or 8-bit)"
+            ))
+        })?;
+        if let Some(f) = folder {
+            self.ensure_postable(&self.mailbox_name(user, Some(f)))?;
+        }
+        lmtp::deliver(self.lmtp_addr, &self.servername, &[&rcpt], message)
+    }
+
+    /// The LMTP local part for a user's folder (`alice+Work.Sub`), or `None` when
+    /// lmtpd cannot map such a name back to the folder (see [`lmtp::addressable`]).
+    pub fn lmtp_recipient(&self, user: &str, folder: Option<&str>) -> Option<String> {
         let rcpt = match folder {
             Some(f) => {
-                let mailbox = self.mailbox_name(user, Some(f));
-                self.ensure_postable(&mailbox)?;
                 let sub: Vec<&str> = f.split('/').collect();
                 format!("{user}+{}", sub.join(&self.separator().to_string()))
             }
             None => user.to_string(),
         };
-        lmtp::deliver(self.lmtp_addr, &self.servername, &[&rcpt], message)
+        lmtp::addressable(&rcpt).then_some(rcpt)
     }
 
     fn ensure_postable(&self, mailbox: &str) -> Result<()> {
@@ -425,7 +486,7 @@ impl Sandbox {
     /// started as root switch to the cyrus user themselves (`cyrus_init`).
     pub fn tool(&self, name: &str, args: &[&str]) -> Result<Output> {
         let bin = Path::new(CYRUS_BIN).join(name);
-        Command::new(&bin)
+        self.cyrus_command(&bin)
             .arg("-C")
             .arg(&self.imapd_conf)
             .args(args)
@@ -468,6 +529,38 @@ impl Sandbox {
         Ok(PathBuf::from(self.tool_ok("mbpath", &[mailbox])?.trim()))
     }
 
+    /// A `Command` for a Cyrus program of this sandbox: inside the private `/dev/log`
+    /// namespace when syslog is captured (see `syslog.rs`), else plain.
+    pub fn cyrus_command(&self, program: &Path) -> Command {
+        if self.syslog.is_some() {
+            syslog::wrapped(&self.root, program)
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Whether Cyrus's syslog messages are captured into `log/syslog`.
+    pub fn syslog_captured(&self) -> bool {
+        self.syslog.is_some()
+    }
+
+    /// Everything Cyrus logged to syslog so far (captured), or the system syslog lines
+    /// that mention this sandbox's servername (not captured; often none).
+    pub fn syslog(&self) -> String {
+        match &self.syslog {
+            Some(sink) => fs::read_to_string(&sink.path).unwrap_or_default(),
+            None => system_syslog_lines(&self.servername),
+        }
+    }
+
+    /// The last `max` bytes of [`Sandbox::syslog`].
+    pub fn syslog_tail(&self, max: u64) -> String {
+        match &self.syslog {
+            Some(sink) => file_tail(&sink.path, max),
+            None => system_syslog_lines(&self.servername),
+        }
+    }
+
     /// The directory of partition `name` (`p1`, `p2`, ...).
     pub fn partition_dir(&self, name: &str) -> Option<&Path> {
         self.partitions
@@ -487,6 +580,8 @@ impl Drop for Sandbox {
         if let Err(e) = self.stop() {
             log::warn!(target: "sandbox", "stopping {}: {e}", self.servername);
         }
+        // After master: its last words are still read.
+        self.syslog = None;
         if self.keep {
             // The one place the library writes to stderr: the user asked to keep the
             // sandbox for debugging and needs to know where it is.

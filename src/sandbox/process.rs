@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Group, Pid, User};
 
 use super::{CYRUS_BIN, Sandbox, lmtp, other};
@@ -127,7 +127,7 @@ pub fn file_tail(path: &Path, max: u64) -> String {
 
 /// Lines of the system syslog files that mention `needle` (Cyrus logs to syslog;
 /// many test machines have no syslog daemon, then this is empty).
-pub(super) fn syslog_lines(needle: &str) -> String {
+pub(super) fn system_syslog_lines(needle: &str) -> String {
     let mut out = String::new();
     for f in ["/var/log/syslog", "/var/log/mail.log", "/var/log/messages"] {
         let tail = file_tail(Path::new(f), 256 * 1024);
@@ -164,7 +164,8 @@ impl Sandbox {
         // children's) stdout/stderr to the log; -p keeps it off the system pidfile.
         // process_group(0): master's shutdown signals its whole process group, which
         // must not be ours.
-        let child = Command::new(&bin)
+        let child = self
+            .cyrus_command(&bin)
             .arg("-M")
             .arg(&self.cyrus_conf)
             .arg("-C")
@@ -275,7 +276,7 @@ impl Sandbox {
         self.master.as_ref().map(Child::id)
     }
 
-    /// Stop Cyrus: SIGTERM master's process group, wait (bounded), SIGKILL if needed.
+    /// Stop Cyrus: SIGTERM master, wait (bounded), then SIGKILL its process group.
     /// Idempotent. The directory is removed on drop, not here.
     pub fn stop(&mut self) -> Result<()> {
         if let Some(mut w) = self.watchdog.take() {
@@ -287,7 +288,9 @@ impl Sandbox {
         };
         let pgid =
             Pid::from_raw(i32::try_from(child.id()).map_err(|_| other("pid out of range".into()))?);
-        let _ = killpg(pgid, Signal::SIGTERM);
+        // SIGTERM to master alone: it signals its group and waits for its children
+        // (services log "graceful shutdown initiated by unexpected process" otherwise).
+        let _ = kill(pgid, Signal::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         let mut status = None;
         while Instant::now() < deadline {
