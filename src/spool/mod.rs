@@ -322,3 +322,101 @@ pub fn users_of(mboxlist: &Mboxlist, deletedprefix: &str) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cyrus::config::parse_imapd_conf;
+    use std::path::Path;
+
+    fn rec(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        (k.to_vec(), v.to_vec())
+    }
+
+    fn spool(extra: &str) -> Spool {
+        let text = format!(
+            "configdirectory: /nonexistent\npartition-p1: /nonexistent/p1\n\
+             altnamespace: no\nunixhierarchysep: no\n{extra}"
+        );
+        Spool::open(
+            parse_imapd_conf(&text, "t", None).unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[rustfmt::skip]
+    fn list() -> Mboxlist {
+        let recs = vec![
+            rec(b"NDELETED\x1fuser\x1fbob\x1fOld\x1f5F3A1B2C", b"%(T e I u9 P p1)"),
+            rec(b"NDELETED\x1fuser\x1fbobby\x1f5F3A1B2D", b"%(T e I u8 P p1)"),
+            rec(b"Nex.org\x1dDELETED\x1fuser\x1fbob\x1fX\x1f5F3A1B2E", b"%(T e I u7 P p1)"),
+            rec(b"Nex.org\x1duser\x1fbob", b"%(T e I u6 P p1)"),
+            rec(b"Nshared", b"%(T e I u5 P p1)"),
+            rec(b"Nuser\x1fbob", b"%(T e I u1 P p1)"),
+            rec(b"Nuser\x1fbob\x1fA", b"%(T e I u2 P p1)"),
+            rec(b"Nuser\x1fbob\x1fA\x1fB", b"%(T e I u3 P p1)"),
+            rec(b"Nuser\x1fbob\x1fGone", b"%(T ed I u4)"),
+            rec(b"Nuser\x1fbob\x1fMid", b"%(T ei I u10 P p1)"),
+            rec(b"Nuser\x1fbobby", b"%(T e I u11 P p1)"),
+            rec(b"Nuser\x1fghost\x1fKid", b"%(T e I u12 P p1)"),
+        ];
+        parse_mboxlist(&recs, "DELETED").unwrap()
+    }
+
+    #[test]
+    fn users_are_live_inboxes_in_key_order() {
+        let l = list();
+        assert_eq!(users_of(&l, "DELETED"), ["bob@ex.org", "bob", "bobby"]);
+    }
+
+    #[test]
+    fn folders_in_fmultistatus_order() {
+        let s = spool("");
+        let l = list();
+        let names: Vec<String> = s
+            .folders(&l, "bob")
+            .into_iter()
+            .map(|f| f.external)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "INBOX",
+                "INBOX.A",
+                "INBOX.A.B",
+                "DELETED.user.bob.Old.5F3A1B2C"
+            ]
+        );
+        let bobby: Vec<String> = s
+            .folders(&l, "bobby")
+            .into_iter()
+            .map(|f| f.entry.name)
+            .collect();
+        assert_eq!(bobby, ["user.bobby", "DELETED.user.bobby.5F3A1B2D"]);
+        // A user without INBOX still lists its folders, as upstream does.
+        assert_eq!(s.folders(&l, "ghost").len(), 1);
+        let r = s
+            .resolve_folder(&l, "bob", "DELETED.user.bob.Old.5F3A1B2C")
+            .unwrap();
+        assert_eq!(r.uniqueid(), "u9");
+        assert!(s.resolve_folder(&l, "bob", "INBOX.Gone").is_none());
+        assert!(s.resolve_folder(&l, "bob", "INBOX.Mid").is_none());
+        assert!(s.resolve_folder(&l, "bob", "shared").is_none());
+        let p = r.paths.unwrap();
+        assert_eq!(p.data_dir, Path::new("/nonexistent/p1/uuid/u/9/u9"));
+        assert_eq!(p.lockname, "u9");
+    }
+
+    #[test]
+    fn folders_of_a_domain_user() {
+        let s = spool("virtdomains: userid\n");
+        let l = list();
+        let f: Vec<String> = s
+            .folders(&l, "bob@ex.org")
+            .into_iter()
+            .map(|f| f.entry.name)
+            .collect();
+        assert_eq!(f, ["ex.org!user.bob", "ex.org!DELETED.user.bob.X.5F3A1B2E"]);
+    }
+}
