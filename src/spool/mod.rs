@@ -260,6 +260,13 @@ impl Spool {
         folders.into_iter().find(|f| f.entry.name == internal)
     }
 
+    /// The internal mailbox name upstream computes for `external` as seen by
+    /// `userid` (`mbname_from_extname`), e.g. for FMETA's `NO no such folder
+    /// <internal name>`; None if upstream could not parse it.
+    pub fn internal_name(&self, userid: &str, external: &str) -> Option<String> {
+        self.ns.intname(external, userid)
+    }
+
     /// `stat` of the folder's header, index and annotations, without locks, as
     /// upstream's FMULTISTATUS does.
     pub fn stat_meta(&self, folder: &FolderRef) -> Result<MetaStat> {
@@ -403,6 +410,10 @@ mod tests {
         assert!(s.resolve_folder(&l, "bob", "INBOX.Gone").is_none());
         assert!(s.resolve_folder(&l, "bob", "INBOX.Mid").is_none());
         assert!(s.resolve_folder(&l, "bob", "shared").is_none());
+        assert_eq!(
+            s.internal_name("bob", "INBOX.Nope").as_deref(),
+            Some("user.bob.Nope")
+        );
         let p = r.paths.unwrap();
         assert_eq!(p.data_dir, Path::new("/nonexistent/p1/uuid/u/9/u9"));
         assert_eq!(p.lockname, "u9");
