@@ -239,7 +239,8 @@ mod tests {
         assert_eq!(r.read_line().unwrap().unwrap().bytes, b"DATA x 3 0 0");
         let mut sink = Vec::new();
         let mut seen = 0usize;
-        r.copy_exact(3, &mut sink, &mut |c| seen += c.len()).unwrap();
+        r.copy_exact(3, &mut sink, &mut |c| seen += c.len())
+            .unwrap();
         assert_eq!((sink.as_slice(), seen), (&b"abc"[..], 3));
         assert_eq!(r.read_line().unwrap().unwrap().bytes, b"DONE x y");
         assert_eq!(

@@ -21,7 +21,7 @@ use std::io;
 
 pub use line::{Line, LineReader};
 pub use reply::{DataHeader, FileStat, Reply, ReplyReader, ReplyWriter, parse_reply};
-pub use request::{AuthStep, Refusal, Request, encode_request, parse_request};
+pub use request::{AuthStep, Refusal, Request, encode_request, parse_request, parse_request_line};
 pub use token::{decode_reply_token, encode_reply_token, encode_request_token};
 
 /// Version of cyrvault's extensions, announced as `CAP VERSION <n>`. The base protocol
@@ -58,9 +58,15 @@ pub enum ProtocolError {
     /// More items on one line than [`MAX_ITEMS`].
     TooManyItems { limit: usize },
     /// A user, folder or item name that we refuse (path traversal, control bytes, ...).
-    InvalidName { what: &'static str, reason: &'static str },
+    InvalidName {
+        what: &'static str,
+        reason: &'static str,
+    },
     /// An extension argument is malformed.
-    BadArgument { command: &'static str, reason: &'static str },
+    BadArgument {
+        command: &'static str,
+        reason: &'static str,
+    },
     /// A request cannot be encoded (it is a parse outcome, not something to send).
     NotEncodable,
     /// A reply line did not have the expected shape.
@@ -72,13 +78,25 @@ pub enum ProtocolError {
     /// `DATA` was followed by a `DONE` naming another file.
     DataNameMismatch { data: String, done: String },
     /// The SHA-1 in `DONE` does not match the bytes received.
-    Sha1Mismatch { name: String, announced: String, computed: String },
+    Sha1Mismatch {
+        name: String,
+        announced: String,
+        computed: String,
+    },
     /// The stream ended inside a reply or payload.
     UnexpectedEof { while_: &'static str },
     /// The source of a `DATA` payload delivered fewer bytes than announced.
-    ShortSource { name: String, announced: u64, got: u64 },
+    ShortSource {
+        name: String,
+        announced: u64,
+        got: u64,
+    },
     /// A read or write on the connection failed.
-    Io { op: &'static str, kind: io::ErrorKind, message: String },
+    Io {
+        op: &'static str,
+        kind: io::ErrorKind,
+        message: String,
+    },
 }
 
 impl ProtocolError {

@@ -79,7 +79,10 @@ pub enum Reply {
     /// `DATA <name> <size> <mtime> <inode>`; the payload follows.
     Data(DataHeader),
     /// Extension: `CAP <name> [<value>]`.
-    Cap { name: Vec<u8>, value: Option<Vec<u8>> },
+    Cap {
+        name: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
     /// Extension: `CHALLENGE <64 hex>`.
     Challenge([u8; AUTH_LEN]),
     /// Extension: `STATUS <key> <value>`.
@@ -238,19 +241,34 @@ impl<W: Write> ReplyWriter<W> {
     }
 
     /// `FOLDER <name> <uniqueid> <jmapid>`.
-    pub fn folder(&mut self, name: &[u8], uniqueid: &[u8], jmapid: &[u8]) -> Result<(), ProtocolError> {
+    pub fn folder(
+        &mut self,
+        name: &[u8],
+        uniqueid: &[u8],
+        jmapid: &[u8],
+    ) -> Result<(), ProtocolError> {
         self.words(b"FOLDER", &[name, uniqueid, jmapid], None)
     }
 
     /// `STAT [<folder>] <name> <size> <mtime> <inode>`.
-    pub fn stat(&mut self, folder: Option<&[u8]>, name: &[u8], st: FileStat) -> Result<(), ProtocolError> {
+    pub fn stat(
+        &mut self,
+        folder: Option<&[u8]>,
+        name: &[u8],
+        st: FileStat,
+    ) -> Result<(), ProtocolError> {
         match folder {
             Some(f) => self.words(b"STAT", &[f, name], Some(st)),
             None => self.words(b"STAT", &[name], Some(st)),
         }
     }
 
-    fn words(&mut self, key: &[u8], words: &[&[u8]], st: Option<FileStat>) -> Result<(), ProtocolError> {
+    fn words(
+        &mut self,
+        key: &[u8],
+        words: &[&[u8]],
+        st: Option<FileStat>,
+    ) -> Result<(), ProtocolError> {
         let mut l = key.to_vec();
         for w in words {
             l.push(b' ');
@@ -266,7 +284,12 @@ impl<W: Write> ReplyWriter<W> {
     /// One file: `DATA` line, exactly `st.size` bytes copied from `src`, `DONE` line
     /// with the SHA-1 of those bytes. If `src` runs dry early the frame cannot be
     /// completed: the error must end the session (the peer sees a short payload).
-    pub fn data(&mut self, name: &[u8], st: FileStat, src: &mut dyn Read) -> Result<[u8; 20], ProtocolError> {
+    pub fn data(
+        &mut self,
+        name: &[u8],
+        st: FileStat,
+        src: &mut dyn Read,
+    ) -> Result<[u8; 20], ProtocolError> {
         self.words(b"DATA", &[name], Some(st))?;
         let mut hasher = Sha1::new();
         let mut left = st.size;
@@ -361,7 +384,11 @@ impl<R: Read> ReplyReader<R> {
 
     /// After a [`Reply::Data`]: copy the payload to `sink`, read the `DONE` line, and
     /// check its name and SHA-1. Returns the verified SHA-1.
-    pub fn read_data(&mut self, hdr: &DataHeader, sink: &mut dyn Write) -> Result<[u8; 20], ProtocolError> {
+    pub fn read_data(
+        &mut self,
+        hdr: &DataHeader,
+        sink: &mut dyn Write,
+    ) -> Result<[u8; 20], ProtocolError> {
         let mut hasher = Sha1::new();
         self.lines
             .copy_exact(hdr.stat.size, sink, &mut |c| hasher.update(c))?;

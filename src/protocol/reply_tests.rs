@@ -173,7 +173,22 @@ fn parse_reply_never_panics() {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     let mut rng = SmallRng::seed_from_u64(11);
-    let vocab: &[&[u8]] = &[b"OK", b"NO", b"DONE", b"STAT", b"DATA", b"USER", b"FOLDER", b"CAP", b"CHALLENGE", b"STATUS", b"1", b"%", b"%FFFFFF", b" "];
+    let vocab: &[&[u8]] = &[
+        b"OK",
+        b"NO",
+        b"DONE",
+        b"STAT",
+        b"DATA",
+        b"USER",
+        b"FOLDER",
+        b"CAP",
+        b"CHALLENGE",
+        b"STATUS",
+        b"1",
+        b"%",
+        b"%FFFFFF",
+        b" ",
+    ];
     for _ in 0..50_000 {
         let mut line = Vec::new();
         for _ in 0..rng.gen_range(0..7) {

@@ -387,10 +387,7 @@ pub fn valid_folder(folder: Vec<u8>) -> Result<Vec<u8>, Refusal> {
 
 fn push_slot(slot: &[u8], out: &mut Vec<u8>) -> Result<(), ProtocolError> {
     // upstream compares the slot without decoding it, so it goes out raw
-    if slot.is_empty()
-        || slot.len() > MAX_TOKEN
-        || slot.iter().any(|&b| b == 0 || is_word_end(b))
-    {
+    if slot.is_empty() || slot.len() > MAX_TOKEN || slot.iter().any(|&b| b == 0 || is_word_end(b)) {
         return Err(ProtocolError::InvalidName {
             what: "slot",
             reason: "cannot be sent as one word",

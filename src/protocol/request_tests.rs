@@ -100,7 +100,10 @@ fn base_commands() {
 #[test]
 fn upstream_refusals() {
     assert_eq!(p(b"META srv"), refused("srv", "META", Refusal::BadCommand));
-    assert_eq!(p(b"META srv\tbob"), refused("srv", "META", Refusal::BadCommand));
+    assert_eq!(
+        p(b"META srv\tbob"),
+        refused("srv", "META", Refusal::BadCommand)
+    );
     assert_eq!(
         p(b"NOPE srv x"),
         refused("srv", "NOPE", Refusal::Unknown(v("NOPE")))
@@ -152,16 +155,18 @@ fn fdata_with_failed_folder_astring_is_an_empty_folder() {
 
 #[test]
 fn name_validation() {
-    let inv = |what, reason| {
-        Refusal::Invalid(ProtocolError::InvalidName { what, reason })
-    };
+    let inv = |what, reason| Refusal::Invalid(ProtocolError::InvalidName { what, reason });
     assert_eq!(
         p(b"META srv ..%2Fetc"),
         refused("srv", "META", inv("user", "contains '/'"))
     );
     assert_eq!(
         p(b"META srv a..b"),
-        refused("srv", "META", inv("user", "contains '..' or starts with '.'"))
+        refused(
+            "srv",
+            "META",
+            inv("user", "contains '..' or starts with '.'")
+        )
     );
     assert_eq!(
         p(b"META srv bob%00x"),
@@ -203,7 +208,10 @@ fn name_validation() {
     );
     assert!(matches!(
         parse_request(&vec![b'x'; MAX_TOKEN + 1]),
-        Err(ProtocolError::TokenTooLong { what: "command", .. })
+        Err(ProtocolError::TokenTooLong {
+            what: "command",
+            ..
+        })
     ));
 }
 
@@ -265,11 +273,48 @@ fn encode_is_what_the_perl_client_sends() {
 
 /// Words that steer the parser into its interesting branches.
 const VOCAB: &[&[u8]] = &[
-    b"QUIT", b"PING", b"USERS", b"META", b"FMETA", b"FDATA", b"FMULTISTATUS",
-    b"CAPABILITY", b"AUTH", b"STATUS", b"SNAPSHOT", b"BEGIN", b"ANSWER", b"srv", b"bob",
-    b"INBOX", b"seen", b"sub", b"header", b"index", b"1", b"-1", b"99999999999", b"\"",
-    b"\"a b\"", b"{3}", b"%", b"%4", b"%zz", b"%00", b"%2F", b"..", b"/", b"(", b")", b"\\",
-    b"\r", b"\t", b" ", b"  ", b"\0", b"\xff",
+    b"QUIT",
+    b"PING",
+    b"USERS",
+    b"META",
+    b"FMETA",
+    b"FDATA",
+    b"FMULTISTATUS",
+    b"CAPABILITY",
+    b"AUTH",
+    b"STATUS",
+    b"SNAPSHOT",
+    b"BEGIN",
+    b"ANSWER",
+    b"srv",
+    b"bob",
+    b"INBOX",
+    b"seen",
+    b"sub",
+    b"header",
+    b"index",
+    b"1",
+    b"-1",
+    b"99999999999",
+    b"\"",
+    b"\"a b\"",
+    b"{3}",
+    b"%",
+    b"%4",
+    b"%zz",
+    b"%00",
+    b"%2F",
+    b"..",
+    b"/",
+    b"(",
+    b")",
+    b"\\",
+    b"\r",
+    b"\t",
+    b" ",
+    b"  ",
+    b"\0",
+    b"\xff",
 ];
 
 fn random_line(rng: &mut SmallRng) -> Vec<u8> {

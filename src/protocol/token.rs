@@ -234,7 +234,11 @@ pub fn decode_reply_token(raw: &[u8]) -> Vec<u8> {
 
 fn strict_hex(b: Option<&u8>) -> Option<u8> {
     let b = *b?;
-    if b.is_ascii_hexdigit() { hex_val(b) } else { None }
+    if b.is_ascii_hexdigit() {
+        hex_val(b)
+    } else {
+        None
+    }
 }
 
 fn sign_extended(s: Option<&[u8]>) -> Option<u8> {
@@ -318,7 +322,10 @@ mod tests {
     #[test]
     fn astring_forms() {
         let mut c = Cursor::new(br#""a\"b c" x"#, true);
-        assert_eq!(c.astring(), AString::Value(b"a\"b c".to_vec(), Term::Byte(b' ')));
+        assert_eq!(
+            c.astring(),
+            AString::Value(b"a\"b c".to_vec(), Term::Byte(b' '))
+        );
         assert_eq!(c.astring(), AString::Value(b"x".to_vec(), Term::Newline));
         assert_eq!(
             Cursor::new(b" x", true).astring(),
