@@ -11,6 +11,8 @@
 //! deliberately differ, is `doc/protocol.md`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod client;
 pub mod line;
 pub mod reply;
 pub mod request;

@@ -28,7 +28,9 @@ use crate::{Error, Result};
 
 /// A file ready to be sent: its `stat` and a reader at its first byte.
 pub struct OpenFile<'a> {
+    /// What `stat` said; exactly `stat.size` bytes will be read from `reader`.
     pub stat: FileStat,
+    /// The file's bytes.
     pub reader: Box<dyn Read + 'a>,
 }
 
@@ -38,6 +40,7 @@ pub enum Fetch<'a> {
     Missing,
     /// `open` failed: `NO failed to open file <name>`.
     OpenFailed,
+    /// Opened.
     Open(OpenFile<'a>),
 }
 
@@ -53,8 +56,11 @@ pub enum UserFile {
 /// The per-folder files of `FMETA`/`FMULTISTATUS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaFile {
+    /// `cyrus.header`
     Header,
+    /// `cyrus.index`
     Index,
+    /// `cyrus.annotations` (per-message annotations)
     Annotations,
 }
 
@@ -76,11 +82,15 @@ impl MetaFile {
 pub struct FolderEntry {
     /// External name relative to the user (`INBOX`, `Sent`, ...).
     pub name: Vec<u8>,
+    /// The mailbox uniqueid.
     pub uniqueid: Vec<u8>,
+    /// The JMAP id; empty on Cyrus 3.6.
     pub jmapid: Vec<u8>,
-    /// `stat` of cyrus.header, cyrus.index, cyrus.annotations (None: missing).
+    /// `stat` of cyrus.header (None: missing).
     pub header: Option<FileStat>,
+    /// `stat` of cyrus.index.
     pub index: Option<FileStat>,
+    /// `stat` of cyrus.annotations.
     pub annotations: Option<FileStat>,
     /// The synthetic `mailbox_annotations` JSON (None: the folder has none).
     pub mailbox_annotations: Option<Vec<u8>>,
@@ -114,10 +124,13 @@ pub trait Spool {
 
 /// An open folder. Dropping it releases every lock it holds.
 pub trait Folder {
+    /// The mailbox uniqueid (for `DONE FMETA`/`DONE FDATA`, `FOLDER`).
     fn uniqueid(&self) -> &[u8];
+    /// The JMAP id; empty on Cyrus 3.6, which has none.
     fn jmapid(&self) -> &[u8];
     /// `stat` of a metadata file, None if missing.
     fn meta_stat(&self, file: MetaFile) -> Option<FileStat>;
+    /// Open a metadata file (read under the index lock).
     fn open_meta(&self, file: MetaFile) -> Fetch<'_>;
     /// The synthetic annotations JSON, None if the folder has no annotations.
     fn mailbox_annotations(&self) -> Result<Option<Vec<u8>>>;
@@ -198,6 +211,7 @@ pub struct SessionConfig {
     pub servername: Vec<u8>,
     /// Configured shared secret: AUTH is then offered and required.
     pub secret: Option<Secret>,
+    /// Delay and limit for failed AUTH answers.
     pub auth_policy: AuthPolicy,
     /// Peer description for log lines.
     pub peer: String,
@@ -703,4 +717,4 @@ fn send_fetch(name: &[u8], fetch: Fetch<'_>, w: &mut W<'_>) -> Result<()> {
 
 #[cfg(test)]
 #[path = "session_tests.rs"]
-mod tests;
+pub(crate) mod tests;

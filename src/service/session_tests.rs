@@ -24,7 +24,7 @@ struct MemFolder {
     messages: BTreeMap<u32, Vec<u8>>,
 }
 
-struct MemSpool {
+pub(crate) struct MemSpool {
     user: &'static str,
     seen: Option<Vec<u8>>,
     sub: Option<Vec<u8>>,
@@ -205,7 +205,7 @@ impl Spool for MemSpool {
     }
 }
 
-fn spool() -> MemSpool {
+pub(crate) fn spool() -> MemSpool {
     MemSpool {
         user: "bob",
         seen: Some(b"seen-db".to_vec()),
@@ -239,7 +239,7 @@ fn spool() -> MemSpool {
     }
 }
 
-fn cfg(secret: Option<Secret>) -> SessionConfig {
+pub(crate) fn cfg(secret: Option<Secret>) -> SessionConfig {
     SessionConfig {
         servername: SERVER.into(),
         secret,
