@@ -599,3 +599,134 @@ fn snapshot_is_one_round_trip_with_verified_frames() {
         ]
     );
 }
+
+/// Seeded fuzz: random, mostly well-formed command lines pipelined into one session.
+/// The session must never fail or panic, and everything it writes must parse as a
+/// reply stream with valid DATA frames.
+#[test]
+fn fuzz_session_output_is_always_well_formed() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    const WORDS: &[&str] = &[
+        "PING",
+        "USERS",
+        "META",
+        "FMETA",
+        "FDATA",
+        "FMULTISTATUS",
+        "CAPABILITY",
+        "STATUS",
+        "SNAPSHOT",
+        "AUTH",
+        "BEGIN",
+        "imap1",
+        "imap1",
+        "imap1",
+        "bob",
+        "bob",
+        "INBOX",
+        "Sent%20Items",
+        "Nope",
+        "seen",
+        "sub",
+        "header",
+        "index",
+        "annotations",
+        "mailbox_annotations",
+        "1",
+        "2",
+        "7",
+        "abc",
+        "",
+        "\"bob\"",
+        "{3}",
+        "..",
+        "%00",
+        "\r",
+    ];
+    let mut rng = SmallRng::seed_from_u64(42);
+    let sp = spool();
+    let c = cfg(None);
+    let stats = ServiceStats::default();
+    let (mut frames, mut lines) = (0u32, 0u32);
+    for _ in 0..200 {
+        let mut input = Vec::new();
+        for _ in 0..100 {
+            let n = rng.gen_range(1..8);
+            let mut words: Vec<&str> = (0..n)
+                .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+                .collect();
+            if rng.gen_bool(0.5) {
+                // a well-formed prefix: command, slot, user, folder
+                let cmds = ["META", "FMETA", "FDATA", "SNAPSHOT", "FMULTISTATUS"];
+                let folders = ["INBOX", "Sent%20Items"];
+                let mut head = vec![cmds[rng.gen_range(0..cmds.len())], "imap1", "bob"];
+                if head[0].starts_with('F') {
+                    head.push(folders[rng.gen_range(0..2)]);
+                }
+                head.append(&mut words);
+                words = head;
+            }
+            input.extend_from_slice(words.join(" ").as_bytes());
+            input.push(b'\n');
+        }
+        let mut out = Vec::new();
+        Session::new(&c, &sp, &stats)
+            .run(&mut input.as_slice(), &mut out)
+            .unwrap();
+        let mut r = ReplyReader::new(out.as_slice());
+        loop {
+            match r.next_reply() {
+                Ok(Reply::Data(h)) => {
+                    r.read_data(&h, &mut std::io::sink()).unwrap();
+                    frames += 1;
+                }
+                Ok(_) => lines += 1,
+                Err(crate::protocol::ProtocolError::UnexpectedEof { .. }) => break,
+                Err(e) => panic!("bad reply stream: {e}\n{}", String::from_utf8_lossy(&out)),
+            }
+        }
+    }
+    assert_eq!(stats.snapshot()[2], ("locks_held", 0));
+    // the vocabulary must reach the file-sending paths, not only refusals
+    assert!(
+        frames > 100 && lines > 5000,
+        "frames={frames} lines={lines}"
+    );
+}
+
+/// Throughput of the DATA framing over a socket pair (debug build). Run with
+/// `cargo test --lib measure_data_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_data_throughput() {
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+    const SIZE: u64 = 64 << 20;
+    let (a, b) = UnixStream::pair().unwrap();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut w = ReplyWriter::new(std::io::BufWriter::new(a));
+            let st = FileStat {
+                size: SIZE,
+                mtime: 0,
+                ino: 0,
+            };
+            w.data(b"big", st, &mut std::io::repeat(b'x').take(SIZE))
+                .unwrap();
+            w.flush().unwrap();
+        });
+        let mut r = ReplyReader::new(b);
+        let Reply::Data(h) = r.next_reply().unwrap() else {
+            panic!("no data")
+        };
+        r.read_data(&h, &mut std::io::sink()).unwrap();
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "DATA frame: {} MiB in {secs:.2} s = {:.0} MiB/s (write+sha1 | read+sha1, debug)",
+        SIZE >> 20,
+        (SIZE >> 20) as f64 / secs
+    );
+}
