@@ -520,6 +520,7 @@ fn transcripts_agree_with_the_session_on_a_fixture() {
         secret: None,
         auth_policy: AuthPolicy::default(),
         peer: "transcript".into(),
+        buffer_budget: cyrvault::service::session::BUFFER_BUDGET,
     };
     let stats = ServiceStats::default();
     for t in all_transcripts() {

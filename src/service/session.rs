@@ -213,6 +213,9 @@ pub struct SessionConfig {
     pub secret: Option<Secret>,
     /// Delay and limit for failed AUTH answers.
     pub auth_policy: AuthPolicy,
+    /// Most metadata bytes of one folder buffered so its locks are released before
+    /// sending ([`BUFFER_BUDGET`] is the usual value; 0 streams under the lock always).
+    pub buffer_budget: u64,
     /// Peer description for log lines.
     pub peer: String,
 }
@@ -501,7 +504,6 @@ impl<'a> Session<'a> {
             Some(FolderOpen::Open(f)) => Held::new(f, self.stats),
         };
         w.ok()?;
-        // upstream keeps the index lock for the whole command, files included
         match items {
             None => {
                 for file in MetaFile::ALL {
@@ -514,18 +516,51 @@ impl<'a> Session<'a> {
                 }
             }
             Some(items) => {
-                for item in &items {
-                    let file = match item.as_slice() {
-                        b"header" => MetaFile::Header,
-                        b"index" => MetaFile::Index,
-                        b"annotations" => MetaFile::Annotations,
-                        b"mailbox_annotations" => {
-                            send_annotations(held.folder.mailbox_annotations()?, w)?;
-                            continue;
+                // unknown items are ignored, as upstream does
+                let wanted: Vec<Option<MetaFile>> = items
+                    .iter()
+                    .filter_map(|i| match i.as_slice() {
+                        b"header" => Some(Some(MetaFile::Header)),
+                        b"index" => Some(Some(MetaFile::Index)),
+                        b"annotations" => Some(Some(MetaFile::Annotations)),
+                        b"mailbox_annotations" => Some(None),
+                        _ => None,
+                    })
+                    .collect();
+                let files: Vec<MetaFile> = wanted.iter().flatten().copied().collect();
+                if fits_budget(held.folder.as_ref(), &files, self.cfg.buffer_budget) {
+                    // same bytes as upstream, but read into memory under the lock and
+                    // sent after every lock is released (doc/protocol.md, 1.7)
+                    let mut frames = Vec::with_capacity(wanted.len());
+                    for item in &wanted {
+                        frames.push(match item {
+                            Some(file) => {
+                                buffer_meta(held.folder.as_ref(), *file, self.cfg.buffer_budget)?
+                            }
+                            None => annotations_frame(held.folder.mailbox_annotations()?),
+                        });
+                    }
+                    let ids = [
+                        held.folder.uniqueid().to_vec(),
+                        held.folder.jmapid().to_vec(),
+                    ];
+                    held.unlock_index();
+                    drop(held);
+                    write_frames(frames, w)?;
+                    w.done("FMETA", &[&ids[0], &ids[1]])?;
+                    return Ok(());
+                }
+                // too big to buffer: stream under the index lock, as upstream does
+                for item in &wanted {
+                    match item {
+                        Some(file) => {
+                            send_fetch(file.wire_name(), held.folder.open_meta(*file), w)?
                         }
-                        _ => continue,
-                    };
-                    send_fetch(file.wire_name(), held.folder.open_meta(file), w)?;
+                        None => write_frames(
+                            vec![annotations_frame(held.folder.mailbox_annotations()?)],
+                            w,
+                        )?,
+                    }
                 }
             }
         }
@@ -647,12 +682,33 @@ impl<'a> Session<'a> {
                 }
                 Some(FolderOpen::Open(folder)) => Held::new(folder, self.stats),
             };
-            w.folder(&f.name, held.folder.uniqueid(), held.folder.jmapid())?;
-            for file in MetaFile::ALL {
-                send_fetch(file.wire_name(), held.folder.open_meta(file), w)?;
-            }
-            if let Some(json) = held.folder.mailbox_annotations()? {
-                send_annotations(Some(json), w)?;
+            let ids = [
+                held.folder.uniqueid().to_vec(),
+                held.folder.jmapid().to_vec(),
+            ];
+            if fits_budget(held.folder.as_ref(), &MetaFile::ALL, self.cfg.buffer_budget) {
+                let mut frames = Vec::with_capacity(4);
+                for file in MetaFile::ALL {
+                    frames.push(buffer_meta(
+                        held.folder.as_ref(),
+                        file,
+                        self.cfg.buffer_budget,
+                    )?);
+                }
+                if let Some(json) = held.folder.mailbox_annotations()? {
+                    frames.push(annotations_frame(Some(json)));
+                }
+                drop(held);
+                w.folder(&f.name, &ids[0], &ids[1])?;
+                write_frames(frames, w)?;
+            } else {
+                w.folder(&f.name, &ids[0], &ids[1])?;
+                for file in MetaFile::ALL {
+                    send_fetch(file.wire_name(), held.folder.open_meta(file), w)?;
+                }
+                if let Some(json) = held.folder.mailbox_annotations()? {
+                    write_frames(vec![annotations_frame(Some(json))], w)?;
+                }
             }
             sent += 1;
         }
@@ -693,12 +749,88 @@ fn annot_stat(json: &[u8]) -> FileStat {
     }
 }
 
-fn send_annotations(json: Option<Vec<u8>>, w: &mut W<'_>) -> Result<()> {
+/// Most bytes of metadata files one folder may have buffered in memory so that its
+/// locks can be released before the files are sent; bigger folders are streamed
+/// under the index lock, as upstream always does.
+pub const BUFFER_BUDGET: u64 = 32 << 20;
+
+/// One reply unit prepared under a lock and written after it is released.
+enum Frame {
+    Data {
+        name: &'static [u8],
+        stat: FileStat,
+        bytes: Vec<u8>,
+    },
+    /// `NO <prefix> <encoded name>`.
+    NoName(&'static str, &'static [u8]),
+    /// `NO <text>`.
+    No(&'static [u8]),
+}
+
+fn fits_budget(folder: &dyn Folder, files: &[MetaFile], budget: u64) -> bool {
+    files
+        .iter()
+        .filter_map(|f| folder.meta_stat(*f))
+        .try_fold(0u64, |acc, st| acc.checked_add(st.size))
+        .is_some_and(|total| total <= budget)
+}
+
+/// Read a metadata file completely (exactly the size its open `stat` reported).
+fn buffer_meta(folder: &dyn Folder, file: MetaFile, budget: u64) -> Result<Frame> {
+    let name = file.wire_name();
+    Ok(match folder.open_meta(file) {
+        Fetch::Missing => Frame::NoName("no such file", name),
+        Fetch::OpenFailed => Frame::NoName("failed to open file", name),
+        Fetch::Open(mut f) => {
+            if f.stat.size > budget {
+                return Err(Error::Protocol(format!(
+                    "{} grew past the buffer budget while being opened",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            let mut bytes = Vec::with_capacity(f.stat.size as usize);
+            let got = (&mut f.reader)
+                .take(f.stat.size)
+                .read_to_end(&mut bytes)
+                .map_err(|e| {
+                    Error::Protocol(format!("reading {}: {e}", String::from_utf8_lossy(name)))
+                })?;
+            if got as u64 != f.stat.size {
+                return Err(ProtocolError::ShortSource {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    announced: f.stat.size,
+                    got: got as u64,
+                }
+                .into());
+            }
+            Frame::Data {
+                name,
+                stat: f.stat,
+                bytes,
+            }
+        }
+    })
+}
+
+fn annotations_frame(json: Option<Vec<u8>>) -> Frame {
     match json {
-        None => w.no(b"empty mailbox_annotations")?,
-        Some(json) => {
-            let st = annot_stat(&json);
-            w.data(b"mailbox_annotations", st, &mut json.as_slice())?;
+        None => Frame::No(b"empty mailbox_annotations"),
+        Some(bytes) => Frame::Data {
+            name: b"mailbox_annotations",
+            stat: annot_stat(&bytes),
+            bytes,
+        },
+    }
+}
+
+fn write_frames(frames: Vec<Frame>, w: &mut W<'_>) -> Result<()> {
+    for f in frames {
+        match f {
+            Frame::Data { name, stat, bytes } => {
+                w.data(name, stat, &mut bytes.as_slice())?;
+            }
+            Frame::NoName(prefix, name) => w.no_name(prefix, name)?,
+            Frame::No(text) => w.no(text)?,
         }
     }
     Ok(())

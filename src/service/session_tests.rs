@@ -248,6 +248,7 @@ pub(crate) fn cfg(secret: Option<Secret>) -> SessionConfig {
             max_failures: 2,
         },
         peer: "test".into(),
+        buffer_budget: BUFFER_BUDGET,
     }
 }
 
@@ -729,4 +730,91 @@ fn measure_data_throughput() {
         SIZE >> 20,
         (SIZE >> 20) as f64 / secs
     );
+}
+
+/// A writer that logs each write into the spool's event list, to see which locks are
+/// held while reply bytes go out.
+struct LoggingWriter<'a> {
+    events: &'a std::sync::Mutex<Vec<String>>,
+    out: Vec<u8>,
+}
+
+impl Write for LoggingWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut ev = self.events.lock().unwrap();
+        if ev.last().map(String::as_str) != Some("write") {
+            ev.push("write".into());
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged(sp: &MemSpool, budget: u64, input: &[u8]) -> (Vec<String>, Vec<u8>) {
+    let mut c = cfg(None);
+    c.buffer_budget = budget;
+    let stats = ServiceStats::default();
+    let mut w = LoggingWriter {
+        events: &sp.events,
+        out: Vec::new(),
+    };
+    Session::new(&c, sp, &stats)
+        .run(&mut &input[..], &mut w)
+        .unwrap();
+    let ev = sp.events.lock().unwrap().clone();
+    (ev, w.out)
+}
+
+#[test]
+fn fmeta_files_are_sent_after_locks_are_released_when_they_fit() {
+    let line = b"FMETA imap1 bob Sent%20Items index mailbox_annotations header\n";
+    let (ev, buffered) = logged(&spool(), BUFFER_BUDGET, line);
+    // OK is written under the lock (as upstream), the files only after close
+    assert_eq!(
+        ev,
+        [
+            "lock Sent Items",
+            "write",
+            "read index",
+            "read header",
+            "unlock Sent Items",
+            "close Sent Items",
+            "write"
+        ]
+    );
+    // over budget: streamed under the index lock, upstream's way; same bytes
+    let (ev, streamed) = logged(&spool(), 1, line);
+    assert_eq!(
+        ev,
+        [
+            "lock Sent Items",
+            "write",
+            "read index",
+            "write",
+            "read header",
+            "write",
+            "unlock Sent Items",
+            "close Sent Items"
+        ]
+    );
+    assert_eq!(buffered, streamed);
+}
+
+#[test]
+fn snapshot_sends_each_folder_after_its_locks_are_released() {
+    let (ev, buffered) = logged(&spool(), BUFFER_BUDGET, b"SNAPSHOT imap1 bob\n");
+    let closes: Vec<usize> = ev
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.starts_with("close"))
+        .map(|(i, _)| i)
+        .collect();
+    for i in closes {
+        assert_eq!(ev.get(i + 1).map(String::as_str), Some("write"), "{ev:?}");
+    }
+    let (_, streamed) = logged(&spool(), 0, b"SNAPSHOT imap1 bob\n");
+    assert_eq!(buffered, streamed);
 }
