@@ -11,6 +11,7 @@
 //! deliberately differ, is `doc/protocol.md`.
 #![forbid(unsafe_code)]
 
+pub mod annotations;
 pub mod auth;
 pub mod client;
 pub mod line;
