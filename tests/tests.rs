@@ -9,3 +9,4 @@ mod header; // committed include/cyrvault.h == what cbindgen generates
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod protocol; // the wire protocol: transcripts of every base command, codec round trips
+mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator
