@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use crate::Result;
 
-pub mod master;
 pub mod auth;
+pub mod master;
 pub mod session;
 
 pub use auth::{AuthPolicy, Secret};
