@@ -2,15 +2,12 @@
 //! real Cyrus: its files, its tools, its running server.
 
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
-mod cyrus_paths; // cyrus::paths vs the real `mbpath -j`; the Scratch Cyrus config helper
-mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
-
-// mailboxes.db, twoskip, cyrus.header and flat db against real Cyrus 3.6 files and tools.
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
-
-mod ffi_c;
-mod header;
-mod master;
-
-mod sandbox; // the private real Cyrus on loopback and the IMAP client against it
-mod spool; // spool.rs against the real sandbox
+mod cyrus_paths; // cyrus::paths vs the real `mbpath -j`; the Scratch Cyrus config helper
+mod ffi_c; // the C harness: include/cyrvault.h + libcyrvault.a driven over a socketpair
+mod header; // committed include/cyrvault.h == what cbindgen generates
+mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
+mod master; // cyrvaultd under Cyrus's real master, and in master's seat
+mod protocol; // the wire protocol: transcripts of every base command, codec round trips
+mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator
+mod spool; // spool: listings, snapshots, locks, user files and annotations vs the real sandbox
