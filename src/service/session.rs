@@ -140,6 +140,13 @@ pub trait Folder {
     fn unlock_index(&mut self);
     /// Open a message file found by [`Folder::message_file`].
     fn open_message(&self, path: &Path) -> Fetch<'_>;
+    /// How long Cyrus's index (and namespace) locks were really held, when the
+    /// folder released them itself before the session's `unlock_index` (the real
+    /// spool does: it copies the meta files and lets go at once). None: the time
+    /// from open to `unlock_index` is the hold.
+    fn lock_hold(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Counters for `STATUS`, shared by the sessions of one service process.
@@ -245,7 +252,8 @@ impl<'a> Held<'a> {
         if let Some(t) = self.since.take() {
             self.folder.unlock_index();
             self.stats.locks_held.fetch_sub(1, Ordering::Relaxed);
-            let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let held = self.folder.lock_hold().unwrap_or_else(|| t.elapsed());
+            let us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
             self.stats.record_lock_hold(us);
         }
     }
