@@ -1,0 +1,1068 @@
+//! The catalog (src/catalog) and the run model (src/model.rs).
+//!
+//! - A ten-run history built by hand (flags, expunge, rename, delete, add, a user
+//!   rename, one message in five folders over ten runs): `records_at` and `folders_at`
+//!   give exactly each run's state.
+//! - Reindex: the same archive content (manifests + stored folder meta + message
+//!   entries) replayed through a fresh catalog gives an identical `dump_canonical()`.
+//! - An uncommitted run leaves no trace; reopen; schema version mismatch.
+//! - `records_from_meta` against the Cyrus 3.6.1 fixtures in tests/fixtures/cyrus-index,
+//!   with `mbexamine` and `unexpunge -l` output as the oracle.
+//! - Timings (printed): commit of a 10,000-record run, `records_at` after 30 runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cyrvault::ErrorKind;
+use cyrvault::catalog::{
+    Catalog, CatalogError, FolderMeta, FolderRef, MemberRow, RunHeader, SCHEMA_VERSION,
+};
+use cyrvault::cyrus::Guid;
+use cyrvault::model::{
+    EntryLoc, FolderInRun, FolderState, MANIFEST_FORMAT, RecordState, RunManifest, UserFile,
+    UserFileKind, UserStateRef, records_from_meta,
+};
+
+// ---------------------------------------------------------------------------
+// scratch directories
+
+fn scratch(name: &str) -> PathBuf {
+    let p: PathBuf = [
+        env!("CARGO_TARGET_TMPDIR"),
+        "catalog",
+        &format!("{name}-{}", std::process::id()),
+    ]
+    .iter()
+    .collect();
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+// ---------------------------------------------------------------------------
+// a simulated mailbox and the archive a backup of it would write
+
+const EXPUNGED: u32 = 1 << 31;
+const SEEN: u32 = 1 << 4;
+const FLAGGED: u32 = 1 << 1;
+
+fn msg_guid(n: u32) -> Guid {
+    Guid::of(format!("message {n}").as_bytes())
+}
+
+fn rec(uid: u32, n: u32, modseq: u64) -> RecordState {
+    RecordState {
+        uid,
+        guid: msg_guid(n),
+        system_flags: 0,
+        keywords: vec![],
+        internaldate: 1_700_000_000 + i64::from(n),
+        size: 1000 + u64::from(n),
+        modseq,
+        last_updated: 1_700_000_000 + modseq as i64,
+        savedate: 0,
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct SimFolder {
+    name: String,
+    uidvalidity: u32,
+    records: Vec<RecordState>,
+}
+
+impl SimFolder {
+    fn new(name: &str, records: Vec<RecordState>) -> Self {
+        SimFolder {
+            name: name.into(),
+            uidvalidity: 42,
+            records,
+        }
+    }
+    fn state(&self) -> FolderState {
+        FolderState {
+            uidvalidity: self.uidvalidity,
+            highestmodseq: self.records.iter().map(|r| r.modseq).max().unwrap_or(0),
+            last_uid: self.records.iter().map(|r| r.uid).max().unwrap_or(0),
+            exists: self.records.iter().filter(|r| !r.is_expunged()).count() as u32,
+            num_records: self.records.len() as u32,
+            ..Default::default()
+        }
+    }
+    fn rec_mut(&mut self, uid: u32) -> &mut RecordState {
+        self.records.iter_mut().find(|r| r.uid == uid).unwrap()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Sim {
+    user: String,
+    folders: BTreeMap<String, SimFolder>,
+}
+
+/// What the archive holds after the runs: per run its members, message entries,
+/// folder meta (records as `records_from_meta` would give them) and manifest.
+#[derive(Default)]
+struct Archive {
+    runs: Vec<ArchivedRun>,
+}
+
+struct ArchivedRun {
+    member: MemberRow,
+    messages: Vec<(Guid, EntryLoc)>,
+    folder_meta: BTreeMap<String, (FolderMeta, Vec<RecordState>)>,
+    user_files: Vec<(UserFile, EntryLoc)>,
+    manifest: RunManifest,
+    manifest_loc: EntryLoc,
+}
+
+fn internal(user: &str, name: &str) -> String {
+    if name == "INBOX" {
+        format!("user.{user}")
+    } else {
+        format!("user.{user}.{}", name.replace('/', "."))
+    }
+}
+
+/// One incremental backup of `sim` as run `run`: what a backup pipeline does, with the
+/// catalog deciding what is unchanged and which messages are missing.
+fn backup(cat: &mut Catalog, archive: &mut Archive, run: u64, sim: &Sim) {
+    let member_offset = run * 100_000;
+    let mut pos = 0u64;
+    let mut next_loc = |size: u64| {
+        let l = EntryLoc {
+            member_offset,
+            offset_in_member: pos,
+            size,
+        };
+        pos += 512 + size.div_ceil(512) * 512;
+        l
+    };
+    // decide, before the transaction, as the pipeline would
+    let mut messages = Vec::new();
+    let mut all: Vec<Guid> = Vec::new();
+    for f in sim.folders.values() {
+        all.extend(f.records.iter().map(|r| r.guid));
+    }
+    let missing = cat.missing_guids(&all).unwrap();
+    for g in &missing {
+        let size = sim
+            .folders
+            .values()
+            .flat_map(|f| &f.records)
+            .find(|r| r.guid == *g)
+            .unwrap()
+            .size;
+        messages.push((*g, next_loc(size)));
+    }
+    let mut folders = Vec::new();
+    let mut folder_meta = BTreeMap::new();
+    for (uniqueid, f) in &sim.folders {
+        let state = f.state();
+        let last = cat.folder_state_last(uniqueid).unwrap();
+        let changed = last.as_ref().is_none_or(|l| !l.same_content(&state));
+        let snapshot_run = if changed {
+            let meta = FolderMeta {
+                header: Some(next_loc(300)),
+                index: Some(next_loc(200 + 100 * f.records.len() as u64)),
+                annotations: None,
+                state: Some(next_loc(250)),
+            };
+            folder_meta.insert(uniqueid.clone(), (meta, f.records.clone()));
+            run
+        } else {
+            let prev = archive.runs.last().unwrap();
+            prev.manifest
+                .folders
+                .iter()
+                .find(|x| &x.uniqueid == uniqueid)
+                .unwrap()
+                .snapshot_run
+        };
+        folders.push(FolderInRun {
+            uniqueid: uniqueid.clone(),
+            name: f.name.clone(),
+            internal_name: internal(&sim.user, &f.name),
+            deleted: false,
+            state,
+            snapshot_run,
+        });
+    }
+    let prev_live: Vec<String> = archive
+        .runs
+        .last()
+        .map(|r| {
+            r.manifest
+                .folders
+                .iter()
+                .filter(|f| !f.deleted)
+                .map(|f| f.uniqueid.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for u in prev_live {
+        if !sim.folders.contains_key(&u) {
+            let prev = archive.runs.last().unwrap();
+            let old = prev
+                .manifest
+                .folders
+                .iter()
+                .find(|f| f.uniqueid == u)
+                .unwrap();
+            folders.push(FolderInRun {
+                deleted: true,
+                ..old.clone()
+            });
+        }
+    }
+    // user files change only at run 1 and 5
+    let user_snapshot = if run < 5 { 1 } else { 5 };
+    let user_files = if run == 1 || run == 5 {
+        vec![
+            (
+                UserFile {
+                    kind: UserFileKind::Seen,
+                    name: "seen".into(),
+                    active: false,
+                },
+                next_loc(64),
+            ),
+            (
+                UserFile {
+                    kind: UserFileKind::Sieve,
+                    name: "main".into(),
+                    active: true,
+                },
+                next_loc(128),
+            ),
+        ]
+    } else {
+        archive.runs.last().unwrap().user_files.clone()
+    };
+    let manifest_loc = next_loc(2000);
+    let member = MemberRow {
+        offset: member_offset,
+        compressed_len: pos / 3,
+        uncompressed_len: pos,
+        crc32: run as u32 * 7,
+    };
+    let manifest = RunManifest {
+        format: MANIFEST_FORMAT,
+        run,
+        user: sim.user.clone(),
+        started: 1_800_000_000 + run as i64 * 3600,
+        finished: 1_800_000_000 + run as i64 * 3600 + 60,
+        server: "imap1:2005".into(),
+        tool_version: "test".into(),
+        folders,
+        user_state: Some(UserStateRef {
+            snapshot_run: user_snapshot,
+            files: user_files.iter().map(|(f, _)| f.clone()).collect(),
+        }),
+        members: vec![member_offset],
+    };
+    let ar = ArchivedRun {
+        member,
+        messages,
+        folder_meta,
+        user_files,
+        manifest,
+        manifest_loc,
+    };
+    apply(cat, &ar);
+    archive.runs.push(ar);
+}
+
+/// Write one archived run into a catalog: used by the backup above and by reindex,
+/// which has only the archive's content (manifest, entries, stored meta).
+fn apply(cat: &mut Catalog, ar: &ArchivedRun) {
+    let m = &ar.manifest;
+    let mut tx = cat
+        .begin_run(&RunHeader {
+            run: m.run,
+            user: m.user.clone(),
+            started: m.started,
+            finished: m.finished,
+            server: m.server.clone(),
+            tool_version: m.tool_version.clone(),
+            manifest: Some(ar.manifest_loc),
+        })
+        .unwrap();
+    tx.add_member(&ar.member).unwrap();
+    for (g, l) in &ar.messages {
+        assert!(tx.add_message(g, l).unwrap());
+    }
+    for f in &m.folders {
+        if f.deleted {
+            tx.folder_gone(&f.uniqueid).unwrap();
+        } else if f.snapshot_run == m.run {
+            let (meta, recs) = &ar.folder_meta[&f.uniqueid];
+            tx.folder_snapshot(FolderRef::from(f), &f.state, recs, meta)
+                .unwrap();
+        } else {
+            tx.folder_unchanged(FolderRef::from(f)).unwrap();
+        }
+    }
+    let us = m.user_state.as_ref().unwrap();
+    tx.user_state(us.snapshot_run, &ar.user_files).unwrap();
+    tx.commit().unwrap();
+}
+
+/// The ten runs of the history test; returns the mailbox as it was at each run.
+fn ten_runs() -> Vec<Sim> {
+    let mut s = Sim {
+        user: "bob".into(),
+        ..Default::default()
+    };
+    let shared = 100; // message 100 lives in five folders for all ten runs
+    s.folders.insert(
+        "u-inbox".into(),
+        SimFolder::new(
+            "INBOX",
+            (1..=5)
+                .map(|i| rec(i, i, 10 + u64::from(i)))
+                .chain([rec(6, shared, 16)])
+                .collect(),
+        ),
+    );
+    s.folders.insert(
+        "u-sent".into(),
+        SimFolder::new("Sent", vec![rec(1, 6, 3), rec(2, 7, 4), rec(3, shared, 5)]),
+    );
+    s.folders.insert(
+        "u-lists".into(),
+        SimFolder::new("Lists/cyrus", vec![rec(1, 8, 2), rec(2, shared, 3)]),
+    );
+    s.folders.insert(
+        "u-archive".into(),
+        SimFolder::new("Archive", vec![rec(1, shared, 2)]),
+    );
+    s.folders.insert(
+        "u-trash".into(),
+        SimFolder::new("Trash", vec![rec(1, shared, 2)]),
+    );
+    s.folders
+        .insert("u-old".into(), SimFolder::new("Old", vec![rec(1, 9, 2)]));
+    let mut out = vec![s.clone()];
+    // run 2: flags
+    {
+        let i = s.folders.get_mut("u-inbox").unwrap();
+        let r = i.rec_mut(1);
+        r.system_flags |= SEEN;
+        r.modseq = 20;
+        let r = i.rec_mut(2);
+        r.keywords = vec!["$Label1".into(), "Work".into()];
+        r.modseq = 21;
+    }
+    out.push(s.clone());
+    // run 3: expunge uid 3 (file still there)
+    {
+        let r = s.folders.get_mut("u-inbox").unwrap().rec_mut(3);
+        r.system_flags |= EXPUNGED;
+        r.modseq = 22;
+    }
+    out.push(s.clone());
+    // run 4: rename Lists/cyrus, delete Old
+    s.folders.get_mut("u-lists").unwrap().name = "Lists/cyrus-devel".into();
+    s.folders.remove("u-old");
+    out.push(s.clone());
+    // run 5: expunged uid 3 unlinked (gone from the index); new folder, with a copy
+    {
+        let i = s.folders.get_mut("u-inbox").unwrap();
+        i.records.retain(|r| r.uid != 3);
+    }
+    s.folders.insert(
+        "u-new".into(),
+        SimFolder::new("New", vec![rec(1, 10, 30), rec(2, 1, 31)]),
+    );
+    out.push(s.clone());
+    // run 6: the user is renamed on the server; nothing else changes
+    s.user = "robert".into();
+    out.push(s.clone());
+    // run 7: new mail
+    s.folders
+        .get_mut("u-inbox")
+        .unwrap()
+        .records
+        .push(rec(7, 11, 40));
+    out.push(s.clone());
+    // run 8: nothing
+    out.push(s.clone());
+    // run 9: a flag in Sent; Trash gets a new uidvalidity (reconstructed), same message
+    {
+        let r = s.folders.get_mut("u-sent").unwrap().rec_mut(1);
+        r.system_flags |= FLAGGED;
+        r.modseq = 50;
+        let t = s.folders.get_mut("u-trash").unwrap();
+        t.uidvalidity = 43;
+    }
+    out.push(s.clone());
+    // run 10: nothing
+    out.push(s.clone());
+    out
+}
+
+fn build(path: &Path) -> (Catalog, Archive, Vec<Sim>) {
+    let sims = ten_runs();
+    let mut cat = Catalog::open(path).unwrap();
+    let mut archive = Archive::default();
+    for (i, s) in sims.iter().enumerate() {
+        backup(&mut cat, &mut archive, i as u64 + 1, s);
+    }
+    (cat, archive, sims)
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_run_reads_back_exactly() {
+    let dir = scratch("history");
+    let (cat, _archive, sims) = build(&dir.join("bob.sqlite"));
+    assert_eq!(cat.runs().unwrap().len(), 10);
+    let mut deleted_seen = false;
+    for (i, sim) in sims.iter().enumerate() {
+        let run = i as u64 + 1;
+        let folders = cat.folders_at(run).unwrap();
+        let live: BTreeMap<String, String> = folders
+            .iter()
+            .filter(|f| !f.deleted)
+            .map(|f| (f.uniqueid.clone(), f.name.clone()))
+            .collect();
+        let want: BTreeMap<String, String> = sim
+            .folders
+            .iter()
+            .map(|(u, f)| (u.clone(), f.name.clone()))
+            .collect();
+        assert_eq!(live, want, "run {run}");
+        for (u, f) in &sim.folders {
+            assert_eq!(cat.records_at(u, run).unwrap(), f.records, "{u} run {run}");
+            let fa = cat.folder_by_name_at(&f.name, run).unwrap().unwrap();
+            assert_eq!(&fa.uniqueid, u);
+            assert_eq!(fa.internal_name, internal(&sim.user, &f.name));
+        }
+        // the deleted folder is listed as deleted from run 4 on, readable at run 3
+        if let Some(old) = folders.iter().find(|f| f.uniqueid == "u-old") {
+            assert!(old.deleted == (run >= 4), "run {run}");
+            if old.deleted {
+                deleted_seen = true;
+                assert_eq!(old.last_run, 3);
+                assert_eq!(old.name, "Old");
+                assert!(cat.records_at("u-old", run).unwrap().is_empty());
+                assert_eq!(cat.records_at("u-old", old.last_run).unwrap().len(), 1);
+            }
+        }
+        assert_eq!(cat.runs().unwrap()[i].user, sim.user);
+    }
+    assert!(deleted_seen);
+    // expunged-but-present record at run 3 and 4, gone at 5; readable by guid
+    let r3 = cat.records_at("u-inbox", 3).unwrap();
+    assert!(r3.iter().find(|r| r.uid == 3).unwrap().is_expunged());
+    assert!(
+        !cat.records_at("u-inbox", 5)
+            .unwrap()
+            .iter()
+            .any(|r| r.uid == 3)
+    );
+    assert!(cat.has_message(&msg_guid(3)).unwrap());
+    // rename history
+    let h = cat.folder_history("u-lists").unwrap();
+    let spans: Vec<(&str, &str, u64, Option<u64>)> = h
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.internal_name.as_str(),
+                s.from_run,
+                s.to_run,
+            )
+        })
+        .collect();
+    // the user rename at run 6 changes the internal name only
+    assert_eq!(
+        spans,
+        [
+            ("Lists/cyrus", "user.bob.Lists.cyrus", 1, Some(4)),
+            (
+                "Lists/cyrus-devel",
+                "user.bob.Lists.cyrus-devel",
+                4,
+                Some(6)
+            ),
+            (
+                "Lists/cyrus-devel",
+                "user.robert.Lists.cyrus-devel",
+                6,
+                None
+            ),
+        ]
+    );
+    assert!(cat.folder_by_name_at("Lists/cyrus", 4).unwrap().is_none());
+    // run_at: runs start at 1_800_000_000 + run*3600
+    assert_eq!(cat.run_at(1_800_000_000).unwrap(), None);
+    assert_eq!(cat.run_at(1_800_000_000 + 3600).unwrap(), Some(1));
+    assert_eq!(cat.run_at(1_800_000_000 + 5 * 3600 + 100).unwrap(), Some(5));
+    assert_eq!(cat.last_run().unwrap().unwrap().run, 10);
+    // unchanged folders keep their snapshot run; the stored state is the folder's
+    let snap = cat.folder_snapshot_at("u-archive", 10).unwrap().unwrap();
+    assert_eq!(snap.snapshot_run, 1);
+    assert_eq!(snap.state, sims[9].folders["u-archive"].state());
+    assert_eq!(
+        cat.folder_snapshot_at("u-trash", 10)
+            .unwrap()
+            .unwrap()
+            .snapshot_run,
+        9
+    );
+    // user files: snapshot 1 for runs 1..4, 5 after
+    let uf = cat.user_files_at(4).unwrap();
+    assert_eq!(uf.len(), 2);
+    assert!(uf.iter().all(|(s, _, _)| *s == 1));
+    assert!(
+        cat.user_files_at(7)
+            .unwrap()
+            .iter()
+            .all(|(s, _, _)| *s == 5)
+    );
+    assert!(cat.integrity_check().unwrap().is_empty());
+}
+
+#[test]
+fn a_message_in_five_folders_over_ten_runs_is_stored_once() {
+    let dir = scratch("dedup");
+    let (cat, archive, _sims) = build(&dir.join("bob.sqlite"));
+    let shared = msg_guid(100);
+    // stored once, in run 1's member
+    let loc = cat.message_loc(&shared).unwrap().unwrap();
+    assert_eq!(loc.member_offset, 100_000);
+    let stored: usize = archive
+        .runs
+        .iter()
+        .map(|r| r.messages.iter().filter(|(g, _)| *g == shared).count())
+        .sum();
+    assert_eq!(stored, 1);
+    // what a damaged member 1 affects: message 100 in five folders, one record each,
+    // except Trash which got a new version at run 9 (uidvalidity change is folder
+    // state, not record state: still one record)
+    let uses = cat.messages_in_member(100_000).unwrap();
+    let m = uses.iter().find(|m| m.guid == shared).unwrap();
+    let folders: std::collections::BTreeSet<&str> =
+        m.uses.iter().map(|u| u.uniqueid.as_str()).collect();
+    assert_eq!(
+        folders.into_iter().collect::<Vec<_>>(),
+        ["u-archive", "u-inbox", "u-lists", "u-sent", "u-trash"]
+    );
+    assert!(m.uses.iter().all(|u| u.from_run == 1 && u.to_run.is_none()));
+    // messages first stored in run 1: 1..=9 and 100
+    assert_eq!(uses.len(), 10);
+    let st = cat.stats().unwrap();
+    assert_eq!(st.runs, 10);
+    assert_eq!(st.folders, 7);
+    assert_eq!(st.messages, 12); // 1..=11 and 100
+    let sizes: u64 = (1u32..=11).chain([100]).map(|n| 1000 + u64::from(n)).sum();
+    assert_eq!(st.unique_bytes, sizes);
+    // raw bytes: message 100 alone counts 5 folders x 10 runs
+    assert!(st.raw_bytes >= 50 * 1100);
+    let stored_total: u64 = archive.runs.iter().map(|r| r.member.compressed_len).sum();
+    assert_eq!(st.stored_compressed_bytes, stored_total);
+    // the incremental pull asks only for what is missing
+    let new = msg_guid(999);
+    assert_eq!(cat.missing_guids(&[shared, new, new]).unwrap(), vec![new]);
+}
+
+#[test]
+fn reindex_from_the_archive_gives_the_same_catalog() {
+    let dir = scratch("reindex");
+    let path = dir.join("bob.sqlite");
+    let (cat, archive, _) = build(&path);
+    let incremental = cat.dump_canonical().unwrap();
+    drop(cat);
+    // reindex: only manifests, stored meta and message entries are used
+    let mut fresh = Catalog::create_fresh(&path).unwrap();
+    assert!(fresh.path().ends_with("bob.sqlite.new"));
+    for ar in &archive.runs {
+        // a manifest must survive its JSON round trip
+        let json = serde_json::to_vec(&ar.manifest).unwrap();
+        assert_eq!(cyrvault::model::parse_manifest(&json).unwrap(), ar.manifest);
+        apply(&mut fresh, ar);
+    }
+    // the old catalog is still whole until install
+    assert_eq!(
+        Catalog::open(&path).unwrap().dump_canonical().unwrap(),
+        incremental
+    );
+    let rebuilt = fresh.install().unwrap();
+    assert_eq!(rebuilt.path(), path);
+    assert!(!dir.join("bob.sqlite.new").exists());
+    let again = rebuilt.dump_canonical().unwrap();
+    assert_eq!(again, incremental);
+    assert!(again.contains("[records]"));
+    drop(rebuilt);
+    // and it still opens as a normal catalog afterwards
+    assert_eq!(
+        Catalog::open(&path).unwrap().dump_canonical().unwrap(),
+        incremental
+    );
+}
+
+#[test]
+fn an_uncommitted_run_leaves_no_trace() {
+    let dir = scratch("rollback");
+    let path = dir.join("c.sqlite");
+    let mut cat = Catalog::open(&path).unwrap();
+    let mut archive = Archive::default();
+    let sims = ten_runs();
+    backup(&mut cat, &mut archive, 1, &sims[0]);
+    let before = cat.dump_canonical().unwrap();
+    {
+        let mut tx = cat
+            .begin_run(&RunHeader {
+                run: 2,
+                user: "bob".into(),
+                started: 1,
+                finished: 2,
+                server: "s".into(),
+                tool_version: "t".into(),
+                manifest: None,
+            })
+            .unwrap();
+        tx.add_member(&MemberRow {
+            offset: 200_000,
+            compressed_len: 10,
+            uncompressed_len: 512,
+            crc32: 0,
+        })
+        .unwrap();
+        let loc = EntryLoc {
+            member_offset: 200_000,
+            offset_in_member: 0,
+            size: 5,
+        };
+        tx.add_message(&msg_guid(500), &loc).unwrap();
+        tx.folder_snapshot(
+            FolderRef {
+                uniqueid: "u-inbox",
+                name: "INBOX",
+                internal_name: "user.bob",
+            },
+            &FolderState::default(),
+            &[rec(1, 500, 99)],
+            &FolderMeta::default(),
+        )
+        .unwrap();
+        tx.folder_gone("u-sent").unwrap();
+        // dropped here without commit
+    }
+    assert_eq!(cat.dump_canonical().unwrap(), before);
+    drop(cat);
+    let cat = Catalog::open(&path).unwrap();
+    assert_eq!(cat.dump_canonical().unwrap(), before);
+    assert!(!cat.has_message(&msg_guid(500)).unwrap());
+    assert_eq!(cat.last_run().unwrap().unwrap().run, 1);
+}
+
+#[test]
+fn reopen_keeps_everything_and_runs_must_increase() {
+    let dir = scratch("reopen");
+    let path = dir.join("c.sqlite");
+    let (cat, mut archive, sims) = build(&path);
+    let dump = cat.dump_canonical().unwrap();
+    drop(cat);
+    let mut cat = Catalog::open(&path).unwrap();
+    assert_eq!(cat.dump_canonical().unwrap(), dump);
+    let e = cat
+        .begin_run(&RunHeader {
+            run: 10,
+            user: "x".into(),
+            started: 0,
+            finished: 0,
+            server: String::new(),
+            tool_version: String::new(),
+            manifest: None,
+        })
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Software);
+    assert!(
+        e.to_string()
+            .contains("run 10 is not after the last committed run 10"),
+        "{e}"
+    );
+    backup(&mut cat, &mut archive, 11, &sims[9]);
+    assert_eq!(cat.last_run().unwrap().unwrap().run, 11);
+    // open_existing refuses a missing file and creates nothing
+    let missing = dir.join("none.sqlite");
+    assert_eq!(
+        Catalog::open_existing(&missing).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn a_newer_schema_is_refused_naming_both_versions() {
+    let dir = scratch("schema");
+    let path = dir.join("c.sqlite");
+    drop(Catalog::open(&path).unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let e = Catalog::open(&path).unwrap_err();
+    match &e {
+        cyrvault::Error::Catalog(CatalogError::SchemaTooNew {
+            found, supported, ..
+        }) => {
+            assert_eq!((*found, *supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("{other:?}"),
+    }
+    let msg = e.to_string();
+    assert!(
+        msg.contains("schema version 2") && msg.contains("(1)"),
+        "{msg}"
+    );
+    assert_eq!(e.kind(), ErrorKind::Data);
+    // an older, unknown one too
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 0).unwrap();
+    }
+    assert!(matches!(
+        Catalog::open(&path).unwrap_err(),
+        cyrvault::Error::Catalog(CatalogError::SchemaTooOld { found: 0, .. })
+    ));
+    // a SQLite file that is not a catalog
+    let other = dir.join("other.sqlite");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE x (y)")
+        .unwrap();
+    assert!(matches!(
+        Catalog::open(&other).unwrap_err(),
+        cyrvault::Error::Catalog(CatalogError::NotACatalog { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// records_from_meta against real Cyrus files
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests/fixtures/cyrus-index",
+        name,
+    ]
+    .iter()
+    .collect();
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+fn num_after(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("{key} in {line:?}"))
+        + key.len();
+    line[at..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
+    let at = line.find(key).unwrap() + key.len();
+    line[at..].split_whitespace().next().unwrap_or("")
+}
+
+/// mbexamine's view: (uidvalidity, highestmodseq, last_uid, exists, generation,
+/// records as RecordState). Keywords come from the `User Flags:` slot list.
+fn mbexamine(text: &str) -> (FolderState, Vec<RecordState>) {
+    let mut st = FolderState::default();
+    let mut names: Vec<String> = Vec::new();
+    let mut recs = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(n) = line.strip_prefix("  User Flags:") {
+            if n.trim() != "[none]" {
+                names = n.split_whitespace().map(str::to_string).collect();
+            }
+        } else if line.starts_with("  Generation Number:") {
+            st.generation_no = num_after(line, "Number:") as u32;
+        } else if line.starts_with("  Minor Version:") {
+            st.minor_version = num_after(line, "Version:") as u32;
+        } else if line.starts_with("  Number of Messages:") {
+            st.exists = num_after(line, "Messages:") as u32;
+        } else if line.starts_with("  UIDValidity:") {
+            st.uidvalidity = num_after(line, "UIDValidity:") as u32;
+            st.last_uid = num_after(line, "Last UID:") as u32;
+        } else if line.starts_with("  Highest Mod Sequence:") {
+            st.highestmodseq = num_after(line, "Sequence:");
+        } else if line.contains("> UID:") {
+            let l2 = lines.next().unwrap();
+            let _l3 = lines.next().unwrap();
+            let l4 = lines.next().unwrap();
+            let words: Vec<u32> = l4
+                .split_once("USERFLAGS:")
+                .unwrap()
+                .1
+                .split_whitespace()
+                .map(|w| u32::from_str_radix(w, 16).unwrap())
+                .collect();
+            let uf = [words[3], words[2], words[1], words[0]];
+            let mut keywords: Vec<String> = (0..128usize)
+                .filter(|i| uf[i / 32] & (1 << (i % 32)) != 0)
+                .map(|i| names[i].clone())
+                .collect();
+            keywords.sort();
+            recs.push(RecordState {
+                uid: num_after(line, "UID:") as u32,
+                guid: Guid::from_hex(word_after(l2, "GUID:")).unwrap(),
+                system_flags: u32::from_str_radix(word_after(l2, "SYSFLAGS:"), 16).unwrap(),
+                keywords,
+                internaldate: num_after(line, "INT_DATE:") as i64,
+                size: num_after(line, "SIZE:"),
+                modseq: num_after(l2, "MODSEQ:"),
+                last_updated: num_after(l2, "LASTUPD :") as i64,
+                savedate: num_after(line, "SAVEDATE:") as i64,
+            });
+        }
+    }
+    (st, recs)
+}
+
+/// `unexpunge -l`: (uid, size) of the expunged records.
+fn unexpunged(text: &str) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if let Some(uid) = l.strip_prefix("UID: ") {
+            let size = lines.next().unwrap().trim().strip_prefix("Size:").unwrap();
+            out.push((uid.parse().unwrap(), size.trim().parse().unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn records_from_meta_matches_mbexamine_on_cyrus_3_6_files() {
+    for v in 12..=17 {
+        let p = format!("v{v}");
+        let header = fixture(&format!("{p}.cyrus.header"));
+        let index = fixture(&format!("{p}.cyrus.index"));
+        let (state, recs) = records_from_meta(&header, &index).unwrap();
+        let (ex_state, ex_recs) = mbexamine(&String::from_utf8_lossy(&fixture(&format!(
+            "{p}.mbexamine.txt"
+        ))));
+        assert_eq!(state.uidvalidity, ex_state.uidvalidity, "{p}");
+        assert_eq!(state.highestmodseq, ex_state.highestmodseq, "{p}");
+        assert_eq!(state.last_uid, ex_state.last_uid, "{p}");
+        assert_eq!(state.exists, ex_state.exists, "{p}");
+        assert_eq!(state.generation_no, ex_state.generation_no, "{p}");
+        assert_eq!(state.minor_version, v, "{p}");
+        assert_eq!(state.index_file_stat, None);
+        let live: Vec<RecordState> = recs.iter().filter(|r| !r.is_expunged()).cloned().collect();
+        assert_eq!(live, ex_recs, "{p}");
+        assert!(
+            live.iter().any(|r| !r.keywords.is_empty()),
+            "{p}: keywords tested"
+        );
+        // the expunged record is kept, with the bit, as unexpunge -l lists it
+        let exp: Vec<(u32, u64)> = recs
+            .iter()
+            .filter(|r| r.is_expunged())
+            .map(|r| (r.uid, r.size))
+            .collect();
+        let want = unexpunged(&String::from_utf8_lossy(&fixture(&format!(
+            "{p}.unexpunge.txt"
+        ))));
+        assert_eq!(exp, want, "{p}");
+        assert!(!exp.is_empty());
+        // GUIDs are the SHA-1 of the message files Cyrus indexed
+        for r in &recs {
+            assert_eq!(
+                r.guid,
+                Guid::of(&fixture(&format!("msg-{}.", r.uid))),
+                "{p}"
+            );
+        }
+        // an index paired with another mailbox's header is refused
+        let other = fixture("old-v12.cyrus.header");
+        let e = records_from_meta(&other, &index).unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    }
+}
+
+#[test]
+fn records_from_meta_through_the_catalog() {
+    // v17 then v16 of the same mailbox as two runs: the second run's diff is about
+    // what the conversion changed, and each run reads back exactly.
+    let dir = scratch("meta");
+    let mut cat = Catalog::open(&dir.join("c.sqlite")).unwrap();
+    let mut per_run = Vec::new();
+    for (run, p) in [(1u64, "v17"), (2, "v16"), (3, "v12")] {
+        let (state, recs) = records_from_meta(
+            &fixture(&format!("{p}.cyrus.header")),
+            &fixture(&format!("{p}.cyrus.index")),
+        )
+        .unwrap();
+        let mut tx = cat
+            .begin_run(&RunHeader {
+                run,
+                user: "fix".into(),
+                started: run as i64,
+                finished: run as i64,
+                server: "local".into(),
+                tool_version: "t".into(),
+                manifest: None,
+            })
+            .unwrap();
+        tx.folder_snapshot(
+            FolderRef {
+                uniqueid: "0b1c2d3e-4f50-4a61-8b72-c3d4e5f60718",
+                name: "INBOX",
+                internal_name: "user.fix",
+            },
+            &state,
+            &recs,
+            &FolderMeta::default(),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        per_run.push((state, recs));
+    }
+    for (i, (state, recs)) in per_run.iter().enumerate() {
+        let run = i as u64 + 1;
+        let u = "0b1c2d3e-4f50-4a61-8b72-c3d4e5f60718";
+        assert_eq!(&cat.records_at(u, run).unwrap(), recs);
+        assert_eq!(
+            cat.folder_snapshot_at(u, run).unwrap().unwrap().state,
+            *state
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// timings
+
+fn big_folder(uid_base: u32, n: u32, modseq: u64) -> Vec<RecordState> {
+    (1..=n)
+        .map(|i| {
+            let mut r = rec(i, uid_base + i, modseq);
+            if i % 3 == 0 {
+                r.keywords = vec!["$Junk".into(), "Work".into()];
+            }
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn timings_10k_records() {
+    let dir = scratch("timing");
+    let mut cat = Catalog::open(&dir.join("c.sqlite")).unwrap();
+    // run 1: 10 folders x 1,000 records, all messages new
+    let folders: Vec<Vec<RecordState>> = (0..10).map(|f| big_folder(f * 1000, 1000, 1)).collect();
+    let t = Instant::now();
+    let header = |run: u64| RunHeader {
+        run,
+        user: "big".into(),
+        started: run as i64,
+        finished: run as i64,
+        server: "s".into(),
+        tool_version: "t".into(),
+        manifest: None,
+    };
+    let mut tx = cat.begin_run(&header(1)).unwrap();
+    tx.add_member(&MemberRow {
+        offset: 0,
+        compressed_len: 1,
+        uncompressed_len: 1,
+        crc32: 0,
+    })
+    .unwrap();
+    for (f, recs) in folders.iter().enumerate() {
+        for (i, r) in recs.iter().enumerate() {
+            let loc = EntryLoc {
+                member_offset: 0,
+                offset_in_member: (f * 1000 + i) as u64 * 2048,
+                size: r.size,
+            };
+            tx.add_message(&r.guid, &loc).unwrap();
+        }
+        let u = format!("f{f}");
+        tx.folder_snapshot(
+            FolderRef {
+                uniqueid: &u,
+                name: &u,
+                internal_name: &u,
+            },
+            &FolderState::default(),
+            recs,
+            &FolderMeta::default(),
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let commit_10x1k = t.elapsed();
+
+    // runs 2..=31: one 10,000-record folder, 1 % of its records change flags each run
+    let mut big = big_folder(100_000, 10_000, 1);
+    let mut run_times = Vec::new();
+    let mut expected_at = BTreeMap::new();
+    for run in 2..=31u64 {
+        if run > 2 {
+            for k in 0..100 {
+                let i = (run as usize * 997 + k * 101) % big.len();
+                big[i].system_flags ^= SEEN;
+                big[i].modseq = run * 1000 + k as u64;
+            }
+        }
+        let t = Instant::now();
+        let mut tx = cat.begin_run(&header(run)).unwrap();
+        let state = FolderState {
+            highestmodseq: run,
+            ..Default::default()
+        };
+        tx.folder_snapshot(
+            FolderRef {
+                uniqueid: "big",
+                name: "Big",
+                internal_name: "user.big.Big",
+            },
+            &state,
+            &big,
+            &FolderMeta::default(),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        run_times.push(t.elapsed());
+        if run == 2 || run == 16 || run == 31 {
+            expected_at.insert(run, big.clone());
+        }
+    }
+    let mut lookups = Vec::new();
+    for (run, want) in &expected_at {
+        let t = Instant::now();
+        let got = cat.records_at("big", *run).unwrap();
+        lookups.push((*run, t.elapsed()));
+        assert_eq!(&got, want, "run {run}");
+    }
+    let st = cat.stats().unwrap();
+    // 10,000 first versions + 29 runs x 100 changes
+    assert_eq!(st.record_versions, 10_000 + 10_000 + 29 * 100);
+    eprintln!(
+        "catalog timing: commit run of 10 folders x 1,000 records (new): {commit_10x1k:?}; \
+         10,000-record folder snapshot commit: first {:?}, 1%-changed runs median {:?}; \
+         records_at on the 10,000-record folder after 30 runs: {lookups:?}",
+        run_times[0],
+        {
+            let mut v = run_times[1..].to_vec();
+            v.sort();
+            v[v.len() / 2]
+        }
+    );
+}
