@@ -10,18 +10,20 @@
 //!   with `mbexamine` and `unexpunge -l` output as the oracle.
 //! - Timings (printed): commit of a 10,000-record run, `records_at` after 30 runs.
 
+mod cyrus_meta; // records_from_meta vs mbexamine on Cyrus 3.6.1 fixtures
+mod timing; // 10,000-record runs, records_at after 30 runs
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use cyrvault::ErrorKind;
 use cyrvault::catalog::{
-    Catalog, CatalogError, FolderMeta, FolderRef, MemberRow, RunHeader, SCHEMA_VERSION,
+    Catalog, CatalogError, FolderMeta, FolderRef, MemberRow, MetaEntry, RunHeader, SCHEMA_VERSION,
 };
 use cyrvault::cyrus::Guid;
 use cyrvault::model::{
     EntryLoc, FolderInRun, FolderState, MANIFEST_FORMAT, RecordState, RunManifest, UserFile,
-    UserFileKind, UserStateRef, records_from_meta,
+    UserFileKind, UserStateRef,
 };
 
 // ---------------------------------------------------------------------------
@@ -555,6 +557,28 @@ fn a_message_in_five_folders_over_ten_runs_is_stored_once() {
     assert!(m.uses.iter().all(|u| u.from_run == 1 && u.to_run.is_none()));
     // messages first stored in run 1: 1..=9 and 100
     assert_eq!(uses.len(), 10);
+    // and the meta in that member: run 1's manifest, every folder's first snapshot
+    // (Archive's is used by all ten runs), the user files used by runs 1..=4
+    let meta = cat.meta_in_member(100_000).unwrap();
+    let runs_of = |e: MetaEntry| meta.iter().find(|m| m.entry == e).map(|m| m.runs.clone());
+    assert_eq!(runs_of(MetaEntry::Manifest), Some(vec![1]));
+    assert_eq!(
+        runs_of(MetaEntry::FolderIndex("u-archive".into())),
+        Some((1..=10).collect())
+    );
+    assert_eq!(
+        runs_of(MetaEntry::FolderState("u-inbox".into())),
+        Some(vec![1])
+    );
+    assert_eq!(
+        runs_of(MetaEntry::UserFile(UserFileKind::Sieve, "main".into())),
+        Some(vec![1, 2, 3, 4])
+    );
+    assert_eq!(
+        runs_of(MetaEntry::FolderAnnotations("u-inbox".into())),
+        None
+    );
+    assert!(meta.iter().all(|m| m.snapshot_run == 1));
     let st = cat.stats().unwrap();
     assert_eq!(st.runs, 10);
     assert_eq!(st.folders, 7);
@@ -743,326 +767,4 @@ fn a_newer_schema_is_refused_naming_both_versions() {
         Catalog::open(&other).unwrap_err(),
         cyrvault::Error::Catalog(CatalogError::NotACatalog { .. })
     ));
-}
-
-// ---------------------------------------------------------------------------
-// records_from_meta against real Cyrus files
-
-fn fixture(name: &str) -> Vec<u8> {
-    let p: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests/fixtures/cyrus-index",
-        name,
-    ]
-    .iter()
-    .collect();
-    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-}
-
-fn num_after(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key} in {line:?}"))
-        + key.len();
-    line[at..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
-fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
-    let at = line.find(key).unwrap() + key.len();
-    line[at..].split_whitespace().next().unwrap_or("")
-}
-
-/// mbexamine's view: (uidvalidity, highestmodseq, last_uid, exists, generation,
-/// records as RecordState). Keywords come from the `User Flags:` slot list.
-fn mbexamine(text: &str) -> (FolderState, Vec<RecordState>) {
-    let mut st = FolderState::default();
-    let mut names: Vec<String> = Vec::new();
-    let mut recs = Vec::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some(n) = line.strip_prefix("  User Flags:") {
-            if n.trim() != "[none]" {
-                names = n.split_whitespace().map(str::to_string).collect();
-            }
-        } else if line.starts_with("  Generation Number:") {
-            st.generation_no = num_after(line, "Number:") as u32;
-        } else if line.starts_with("  Minor Version:") {
-            st.minor_version = num_after(line, "Version:") as u32;
-        } else if line.starts_with("  Number of Messages:") {
-            st.exists = num_after(line, "Messages:") as u32;
-        } else if line.starts_with("  UIDValidity:") {
-            st.uidvalidity = num_after(line, "UIDValidity:") as u32;
-            st.last_uid = num_after(line, "Last UID:") as u32;
-        } else if line.starts_with("  Highest Mod Sequence:") {
-            st.highestmodseq = num_after(line, "Sequence:");
-        } else if line.contains("> UID:") {
-            let l2 = lines.next().unwrap();
-            let _l3 = lines.next().unwrap();
-            let l4 = lines.next().unwrap();
-            let words: Vec<u32> = l4
-                .split_once("USERFLAGS:")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|w| u32::from_str_radix(w, 16).unwrap())
-                .collect();
-            let uf = [words[3], words[2], words[1], words[0]];
-            let mut keywords: Vec<String> = (0..128usize)
-                .filter(|i| uf[i / 32] & (1 << (i % 32)) != 0)
-                .map(|i| names[i].clone())
-                .collect();
-            keywords.sort();
-            recs.push(RecordState {
-                uid: num_after(line, "UID:") as u32,
-                guid: Guid::from_hex(word_after(l2, "GUID:")).unwrap(),
-                system_flags: u32::from_str_radix(word_after(l2, "SYSFLAGS:"), 16).unwrap(),
-                keywords,
-                internaldate: num_after(line, "INT_DATE:") as i64,
-                size: num_after(line, "SIZE:"),
-                modseq: num_after(l2, "MODSEQ:"),
-                last_updated: num_after(l2, "LASTUPD :") as i64,
-                savedate: num_after(line, "SAVEDATE:") as i64,
-            });
-        }
-    }
-    (st, recs)
-}
-
-/// `unexpunge -l`: (uid, size) of the expunged records.
-fn unexpunged(text: &str) -> Vec<(u32, u64)> {
-    let mut out = Vec::new();
-    let mut lines = text.lines();
-    while let Some(l) = lines.next() {
-        if let Some(uid) = l.strip_prefix("UID: ") {
-            let size = lines.next().unwrap().trim().strip_prefix("Size:").unwrap();
-            out.push((uid.parse().unwrap(), size.trim().parse().unwrap()));
-        }
-    }
-    out
-}
-
-#[test]
-fn records_from_meta_matches_mbexamine_on_cyrus_3_6_files() {
-    for v in 12..=17 {
-        let p = format!("v{v}");
-        let header = fixture(&format!("{p}.cyrus.header"));
-        let index = fixture(&format!("{p}.cyrus.index"));
-        let (state, recs) = records_from_meta(&header, &index).unwrap();
-        let (ex_state, ex_recs) = mbexamine(&String::from_utf8_lossy(&fixture(&format!(
-            "{p}.mbexamine.txt"
-        ))));
-        assert_eq!(state.uidvalidity, ex_state.uidvalidity, "{p}");
-        assert_eq!(state.highestmodseq, ex_state.highestmodseq, "{p}");
-        assert_eq!(state.last_uid, ex_state.last_uid, "{p}");
-        assert_eq!(state.exists, ex_state.exists, "{p}");
-        assert_eq!(state.generation_no, ex_state.generation_no, "{p}");
-        assert_eq!(state.minor_version, v, "{p}");
-        assert_eq!(state.index_file_stat, None);
-        let live: Vec<RecordState> = recs.iter().filter(|r| !r.is_expunged()).cloned().collect();
-        assert_eq!(live, ex_recs, "{p}");
-        assert!(
-            live.iter().any(|r| !r.keywords.is_empty()),
-            "{p}: keywords tested"
-        );
-        // the expunged record is kept, with the bit, as unexpunge -l lists it
-        let exp: Vec<(u32, u64)> = recs
-            .iter()
-            .filter(|r| r.is_expunged())
-            .map(|r| (r.uid, r.size))
-            .collect();
-        let want = unexpunged(&String::from_utf8_lossy(&fixture(&format!(
-            "{p}.unexpunge.txt"
-        ))));
-        assert_eq!(exp, want, "{p}");
-        assert!(!exp.is_empty());
-        // GUIDs are the SHA-1 of the message files Cyrus indexed
-        for r in &recs {
-            assert_eq!(
-                r.guid,
-                Guid::of(&fixture(&format!("msg-{}.", r.uid))),
-                "{p}"
-            );
-        }
-        // an index paired with another mailbox's header is refused
-        let other = fixture("old-v12.cyrus.header");
-        let e = records_from_meta(&other, &index).unwrap_err();
-        assert!(e.to_string().contains("checksum mismatch"), "{e}");
-    }
-}
-
-#[test]
-fn records_from_meta_through_the_catalog() {
-    // v17 then v16 of the same mailbox as two runs: the second run's diff is about
-    // what the conversion changed, and each run reads back exactly.
-    let dir = scratch("meta");
-    let mut cat = Catalog::open(&dir.join("c.sqlite")).unwrap();
-    let mut per_run = Vec::new();
-    for (run, p) in [(1u64, "v17"), (2, "v16"), (3, "v12")] {
-        let (state, recs) = records_from_meta(
-            &fixture(&format!("{p}.cyrus.header")),
-            &fixture(&format!("{p}.cyrus.index")),
-        )
-        .unwrap();
-        let mut tx = cat
-            .begin_run(&RunHeader {
-                run,
-                user: "fix".into(),
-                started: run as i64,
-                finished: run as i64,
-                server: "local".into(),
-                tool_version: "t".into(),
-                manifest: None,
-            })
-            .unwrap();
-        tx.folder_snapshot(
-            FolderRef {
-                uniqueid: "0b1c2d3e-4f50-4a61-8b72-c3d4e5f60718",
-                name: "INBOX",
-                internal_name: "user.fix",
-            },
-            &state,
-            &recs,
-            &FolderMeta::default(),
-        )
-        .unwrap();
-        tx.commit().unwrap();
-        per_run.push((state, recs));
-    }
-    for (i, (state, recs)) in per_run.iter().enumerate() {
-        let run = i as u64 + 1;
-        let u = "0b1c2d3e-4f50-4a61-8b72-c3d4e5f60718";
-        assert_eq!(&cat.records_at(u, run).unwrap(), recs);
-        assert_eq!(
-            cat.folder_snapshot_at(u, run).unwrap().unwrap().state,
-            *state
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------
-// timings
-
-fn big_folder(uid_base: u32, n: u32, modseq: u64) -> Vec<RecordState> {
-    (1..=n)
-        .map(|i| {
-            let mut r = rec(i, uid_base + i, modseq);
-            if i % 3 == 0 {
-                r.keywords = vec!["$Junk".into(), "Work".into()];
-            }
-            r
-        })
-        .collect()
-}
-
-#[test]
-fn timings_10k_records() {
-    let dir = scratch("timing");
-    let mut cat = Catalog::open(&dir.join("c.sqlite")).unwrap();
-    // run 1: 10 folders x 1,000 records, all messages new
-    let folders: Vec<Vec<RecordState>> = (0..10).map(|f| big_folder(f * 1000, 1000, 1)).collect();
-    let t = Instant::now();
-    let header = |run: u64| RunHeader {
-        run,
-        user: "big".into(),
-        started: run as i64,
-        finished: run as i64,
-        server: "s".into(),
-        tool_version: "t".into(),
-        manifest: None,
-    };
-    let mut tx = cat.begin_run(&header(1)).unwrap();
-    tx.add_member(&MemberRow {
-        offset: 0,
-        compressed_len: 1,
-        uncompressed_len: 1,
-        crc32: 0,
-    })
-    .unwrap();
-    for (f, recs) in folders.iter().enumerate() {
-        for (i, r) in recs.iter().enumerate() {
-            let loc = EntryLoc {
-                member_offset: 0,
-                offset_in_member: (f * 1000 + i) as u64 * 2048,
-                size: r.size,
-            };
-            tx.add_message(&r.guid, &loc).unwrap();
-        }
-        let u = format!("f{f}");
-        tx.folder_snapshot(
-            FolderRef {
-                uniqueid: &u,
-                name: &u,
-                internal_name: &u,
-            },
-            &FolderState::default(),
-            recs,
-            &FolderMeta::default(),
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
-    let commit_10x1k = t.elapsed();
-
-    // runs 2..=31: one 10,000-record folder, 1 % of its records change flags each run
-    let mut big = big_folder(100_000, 10_000, 1);
-    let mut run_times = Vec::new();
-    let mut expected_at = BTreeMap::new();
-    for run in 2..=31u64 {
-        if run > 2 {
-            for k in 0..100 {
-                let i = (run as usize * 997 + k * 101) % big.len();
-                big[i].system_flags ^= SEEN;
-                big[i].modseq = run * 1000 + k as u64;
-            }
-        }
-        let t = Instant::now();
-        let mut tx = cat.begin_run(&header(run)).unwrap();
-        let state = FolderState {
-            highestmodseq: run,
-            ..Default::default()
-        };
-        tx.folder_snapshot(
-            FolderRef {
-                uniqueid: "big",
-                name: "Big",
-                internal_name: "user.big.Big",
-            },
-            &state,
-            &big,
-            &FolderMeta::default(),
-        )
-        .unwrap();
-        tx.commit().unwrap();
-        run_times.push(t.elapsed());
-        if run == 2 || run == 16 || run == 31 {
-            expected_at.insert(run, big.clone());
-        }
-    }
-    let mut lookups = Vec::new();
-    for (run, want) in &expected_at {
-        let t = Instant::now();
-        let got = cat.records_at("big", *run).unwrap();
-        lookups.push((*run, t.elapsed()));
-        assert_eq!(&got, want, "run {run}");
-    }
-    let st = cat.stats().unwrap();
-    // 10,000 first versions + 29 runs x 100 changes
-    assert_eq!(st.record_versions, 10_000 + 10_000 + 29 * 100);
-    eprintln!(
-        "catalog timing: commit run of 10 folders x 1,000 records (new): {commit_10x1k:?}; \
-         10,000-record folder snapshot commit: first {:?}, 1%-changed runs median {:?}; \
-         records_at on the 10,000-record folder after 30 runs: {lookups:?}",
-        run_times[0],
-        {
-            let mut v = run_times[1..].to_vec();
-            v.sort();
-            v[v.len() / 2]
-        }
-    );
 }

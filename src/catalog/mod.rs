@@ -30,7 +30,9 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use dump::CatalogStats;
 pub use error::CatalogError;
-pub use query::{FolderAt, FolderSnapshot, MessageUse, NameSpan, RecordUse, RunInfo};
+pub use query::{
+    FolderAt, FolderSnapshot, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse, RunInfo,
+};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use write::{FolderMeta, FolderRef, MemberRow, RunHeader, RunTx};
 

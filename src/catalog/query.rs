@@ -74,6 +74,34 @@ pub struct MessageUse {
     pub uses: Vec<RecordUse>,
 }
 
+/// What kind of non-message entry a member holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetaEntry {
+    /// `runs/<run>.json`.
+    Manifest,
+    /// `folders/<uniqueid>/<run>/cyrus.header`.
+    FolderHeader(String),
+    /// `folders/<uniqueid>/<run>/cyrus.index`.
+    FolderIndex(String),
+    /// `folders/<uniqueid>/<run>/cyrus.annotations`.
+    FolderAnnotations(String),
+    /// `folders/<uniqueid>/<run>/state.json`.
+    FolderState(String),
+    /// `user/<run>/...`: kind and name.
+    UserFile(UserFileKind, String),
+}
+
+/// A meta entry stored in a member, and every run that relies on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetaUse {
+    pub entry: MetaEntry,
+    /// The run that wrote the entry.
+    pub snapshot_run: u64,
+    /// The runs whose state it describes, ascending.
+    pub runs: Vec<u64>,
+}
+
 const RUN_COLS: &str = "run, started, finished, server, user, tool_version,
     manifest_member, manifest_offset, manifest_size";
 
@@ -421,6 +449,76 @@ impl Catalog {
                     to_run: r.get(4).db(op, &self.path)?,
                 });
             }
+        }
+        Ok(out)
+    }
+
+    /// The manifests, folder snapshots and user files stored in the member at `offset`,
+    /// each with the runs that rely on it: the rest of what a damaged member affects.
+    pub fn meta_in_member(&self, offset: u64) -> Result<Vec<MetaUse>> {
+        let op = "reading a member's meta entries";
+        let mut out: Vec<MetaUse> = Vec::new();
+        // (entry, snapshot_run, run) rows grouped by (entry, snapshot_run)
+        let mut push = |entry: MetaEntry, snapshot_run: u64, run: u64| match out.last_mut() {
+            Some(m) if m.entry == entry && m.snapshot_run == snapshot_run => m.runs.push(run),
+            _ => out.push(MetaUse {
+                entry,
+                snapshot_run,
+                runs: vec![run],
+            }),
+        };
+        {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT run FROM runs WHERE manifest_member = ?1 ORDER BY run")
+                .db(op, &self.path)?;
+            let mut rows = st.query([offset]).db(op, &self.path)?;
+            while let Some(r) = rows.next().db(op, &self.path)? {
+                let run: u64 = r.get(0).db(op, &self.path)?;
+                push(MetaEntry::Manifest, run, run);
+            }
+        }
+        type Make = fn(String) -> MetaEntry;
+        let kinds: [(&str, Make); 4] = [
+            ("header", MetaEntry::FolderHeader),
+            ("index", MetaEntry::FolderIndex),
+            ("annot", MetaEntry::FolderAnnotations),
+            ("state", MetaEntry::FolderState),
+        ];
+        for (col, make) in kinds {
+            let mut st = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT uniqueid, snapshot_run, run FROM folder_runs
+                     WHERE {col}_member = ?1 ORDER BY uniqueid, snapshot_run, run"
+                ))
+                .db(op, &self.path)?;
+            let mut rows = st.query([offset]).db(op, &self.path)?;
+            while let Some(r) = rows.next().db(op, &self.path)? {
+                push(
+                    make(r.get(0).db(op, &self.path)?),
+                    r.get(1).db(op, &self.path)?,
+                    r.get(2).db(op, &self.path)?,
+                );
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, name, snapshot_run, run FROM user_files
+                 WHERE member_offset = ?1 ORDER BY kind, name, snapshot_run, run",
+            )
+            .db(op, &self.path)?;
+        let mut rows = st.query([offset]).db(op, &self.path)?;
+        while let Some(r) = rows.next().db(op, &self.path)? {
+            let kind: String = r.get(0).db(op, &self.path)?;
+            let kind = UserFileKind::from_name(&kind)
+                .ok_or_else(|| corrupt(&self.path, format!("user file kind {kind:?}")))?;
+            push(
+                MetaEntry::UserFile(kind, r.get(1).db(op, &self.path)?),
+                r.get(2).db(op, &self.path)?,
+                r.get(3).db(op, &self.path)?,
+            );
         }
         Ok(out)
     }

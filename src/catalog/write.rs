@@ -82,6 +82,9 @@ pub struct RunTx<'c> {
     run: u64,
     /// Folders this run has spoken about; the rest are carried forward at commit.
     touched: HashSet<String>,
+    /// A call failed part-way: the transaction may hold half a folder, so
+    /// [`RunTx::commit`] refuses and the run rolls back.
+    poisoned: bool,
 }
 
 impl Catalog {
@@ -130,6 +133,7 @@ impl Catalog {
             path,
             run: h.run,
             touched: HashSet::new(),
+            poisoned: false,
         })
     }
 }
@@ -142,6 +146,11 @@ impl RunTx<'_> {
 
     /// Record a gzip member written in this run.
     pub fn add_member(&mut self, m: &MemberRow) -> Result<()> {
+        let r = self.add_member_inner(m);
+        self.poison(r)
+    }
+
+    fn add_member_inner(&mut self, m: &MemberRow) -> Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO members (offset, compressed_len, uncompressed_len, run, crc32)
@@ -164,6 +173,11 @@ impl RunTx<'_> {
     /// location (the archive stores a message once; a second copy is never preferred).
     /// Returns whether the GUID was new.
     pub fn add_message(&mut self, guid: &Guid, loc: &EntryLoc) -> Result<bool> {
+        let r = self.add_message_inner(guid, loc);
+        self.poison(r)
+    }
+
+    fn add_message_inner(&mut self, guid: &Guid, loc: &EntryLoc) -> Result<bool> {
         let n = self
             .tx
             .prepare_cached(
@@ -195,6 +209,17 @@ impl RunTx<'_> {
         records: &[RecordState],
         meta: &FolderMeta,
     ) -> Result<()> {
+        let r = self.folder_snapshot_inner(f, state, records, meta);
+        self.poison(r)
+    }
+
+    fn folder_snapshot_inner(
+        &mut self,
+        f: FolderRef<'_>,
+        state: &FolderState,
+        records: &[RecordState],
+        meta: &FolderMeta,
+    ) -> Result<()> {
         self.touch(f.uniqueid)?;
         self.upsert_folder(f)?;
         self.insert_folder_run(f.uniqueid, self.run, state, meta)?;
@@ -204,6 +229,11 @@ impl RunTx<'_> {
     /// The folder did not change since its last snapshot (same state): carry its
     /// records and meta forward, and follow a rename.
     pub fn folder_unchanged(&mut self, f: FolderRef<'_>) -> Result<()> {
+        let r = self.folder_unchanged_inner(f);
+        self.poison(r)
+    }
+
+    fn folder_unchanged_inner(&mut self, f: FolderRef<'_>) -> Result<()> {
         self.touch(f.uniqueid)?;
         self.carry_forward(f.uniqueid)?;
         self.upsert_folder(f)
@@ -212,6 +242,11 @@ impl RunTx<'_> {
     /// The folder is gone from the server in this run: its name and records are closed
     /// at this run; its history stays.
     pub fn folder_gone(&mut self, uniqueid: &str) -> Result<()> {
+        let r = self.folder_gone_inner(uniqueid);
+        self.poison(r)
+    }
+
+    fn folder_gone_inner(&mut self, uniqueid: &str) -> Result<()> {
         self.touch(uniqueid)?;
         let live: Option<Option<u64>> = self
             .tx
@@ -260,6 +295,15 @@ impl RunTx<'_> {
     /// The user-level files (seen, subscriptions, sieve) as of this run, with the run
     /// whose `user/<run>/` entries hold them and where each one is.
     pub fn user_state(&mut self, snapshot_run: u64, files: &[(UserFile, EntryLoc)]) -> Result<()> {
+        let r = self.user_state_inner(snapshot_run, files);
+        self.poison(r)
+    }
+
+    fn user_state_inner(
+        &mut self,
+        snapshot_run: u64,
+        files: &[(UserFile, EntryLoc)],
+    ) -> Result<()> {
         let mut st = self
             .tx
             .prepare_cached(
@@ -287,6 +331,12 @@ impl RunTx<'_> {
     /// Make the run visible. Live folders this run did not mention are carried forward
     /// unchanged, so a run that skipped a folder does not lose it.
     pub fn commit(mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(misuse(
+                self.path,
+                format!("run {} had a failed call; it was rolled back", self.run),
+            ));
+        }
         let live: Vec<String> = {
             let mut st = self
                 .tx
@@ -313,6 +363,13 @@ impl RunTx<'_> {
     }
 
     // -----------------------------------------------------------------------------
+
+    fn poison<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
 
     fn touch(&mut self, uniqueid: &str) -> Result<()> {
         if !self.touched.insert(uniqueid.to_string()) {
@@ -554,5 +611,131 @@ impl RunTx<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, ErrorKind};
+
+    fn header(run: u64) -> RunHeader {
+        RunHeader {
+            run,
+            user: "u".into(),
+            started: 0,
+            finished: 0,
+            server: "s".into(),
+            tool_version: "t".into(),
+            manifest: None,
+        }
+    }
+
+    fn folder(uniqueid: &str) -> FolderRef<'_> {
+        FolderRef {
+            uniqueid,
+            name: uniqueid,
+            internal_name: uniqueid,
+        }
+    }
+
+    fn record(uid: u32) -> RecordState {
+        RecordState {
+            uid,
+            guid: Guid::of(&uid.to_be_bytes()),
+            system_flags: 0,
+            keywords: vec![],
+            internaldate: 0,
+            size: 1,
+            modseq: 1,
+            last_updated: 0,
+            savedate: 0,
+        }
+    }
+
+    fn catalog(name: &str) -> Catalog {
+        let dir =
+            std::env::temp_dir().join(format!("cyrvault-write-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Catalog::open(&dir.join("c.sqlite")).unwrap()
+    }
+
+    fn misuse_text(e: Error) -> String {
+        assert_eq!(e.kind(), ErrorKind::Software, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn writer_contract_is_enforced() {
+        let mut c = catalog("contract");
+        let mut tx = c.begin_run(&header(1)).unwrap();
+        let meta = FolderMeta::default();
+        let st = FolderState::default();
+        tx.folder_snapshot(folder("a"), &st, &[record(1)], &meta)
+            .unwrap();
+        let e = tx
+            .folder_snapshot(folder("a"), &st, &[], &meta)
+            .unwrap_err();
+        assert!(misuse_text(e).contains("folder a given twice in run 1"));
+        let e = tx.folder_unchanged(folder("never")).unwrap_err();
+        assert!(misuse_text(e).contains("never snapshotted"));
+        let e = tx
+            .folder_snapshot(folder("b"), &st, &[record(1), record(1)], &meta)
+            .unwrap_err();
+        assert!(misuse_text(e).contains("uid 1 given twice"));
+        // "b" is half-written: the run is refused and rolled back
+        let e = tx.commit().unwrap_err();
+        assert!(misuse_text(e).contains("run 1 had a failed call; it was rolled back"));
+        assert!(c.last_run().unwrap().is_none());
+        assert!(c.records_at("a", 1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn gone_folders_cannot_be_unchanged_or_gone_again() {
+        let mut c = catalog("gone");
+        let meta = FolderMeta::default();
+        let st = FolderState::default();
+        let mut tx = c.begin_run(&header(1)).unwrap();
+        tx.folder_snapshot(folder("a"), &st, &[record(1)], &meta)
+            .unwrap();
+        tx.commit().unwrap();
+        let mut tx = c.begin_run(&header(2)).unwrap();
+        tx.folder_gone("a").unwrap();
+        tx.commit().unwrap();
+        let mut tx = c.begin_run(&header(3)).unwrap();
+        let e = tx.folder_gone("a").unwrap_err();
+        assert!(misuse_text(e).contains("already deleted in run 2"));
+        drop(tx);
+        let mut tx = c.begin_run(&header(3)).unwrap();
+        let e = tx.folder_unchanged(folder("a")).unwrap_err();
+        assert!(misuse_text(e).contains("was deleted in run 2"));
+        drop(tx);
+        // a deleted folder is not carried forward, and its state is not "last"
+        let tx = c.begin_run(&header(3)).unwrap();
+        tx.commit().unwrap();
+        assert!(c.folder_snapshot_at("a", 3).unwrap().is_none());
+        assert!(c.folder_state_last("a").unwrap().is_none());
+        assert!(c.records_at("a", 3).unwrap().is_empty());
+        assert_eq!(c.records_at("a", 1).unwrap(), vec![record(1)]);
+    }
+
+    #[test]
+    fn unmentioned_live_folders_are_carried_forward() {
+        let mut c = catalog("carry");
+        let st = FolderState {
+            highestmodseq: 7,
+            ..Default::default()
+        };
+        let mut tx = c.begin_run(&header(1)).unwrap();
+        tx.folder_snapshot(folder("a"), &st, &[record(1)], &FolderMeta::default())
+            .unwrap();
+        tx.commit().unwrap();
+        c.begin_run(&header(5)).unwrap().commit().unwrap();
+        let s = c.folder_snapshot_at("a", 5).unwrap().unwrap();
+        assert_eq!((s.snapshot_run, s.state), (1, st));
+        assert_eq!(c.records_at("a", 5).unwrap(), vec![record(1)]);
+        // run 3 never happened: nothing is valid "at" it beyond what run 1 said
+        assert!(c.folder_snapshot_at("a", 3).unwrap().is_none());
     }
 }
