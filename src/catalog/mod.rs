@@ -200,6 +200,14 @@ impl Catalog {
         Catalog::open(&target)
     }
 
+    /// Change how long calls wait for another process's lock (default
+    /// [`BUSY_TIMEOUT`]); past it they fail with a temporary error.
+    pub fn set_busy_timeout(&mut self, t: Duration) -> Result<()> {
+        self.conn
+            .busy_timeout(t)
+            .db("setting busy_timeout", &self.path)
+    }
+
     /// The file this catalog is in (for a fresh one, the `.new` file).
     pub fn path(&self) -> &Path {
         &self.path

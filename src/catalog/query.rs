@@ -191,7 +191,10 @@ impl Catalog {
     }
 
     /// Folders at `run`: those that existed (`deleted == false`) and those deleted at or
-    /// before it (`deleted == true`, with their last name), sorted by name.
+    /// before it (`deleted == true`, with their last name), sorted by name. Deletion is
+    /// read from the name intervals (an interval that ends with no successor), so a
+    /// folder that came back (Cyrus keeps the UniqueID when a deleted mailbox is
+    /// restored) shows as deleted exactly for the runs it was gone.
     pub fn folders_at(&self, run: u64) -> Result<Vec<FolderAt>> {
         let op = "listing folders";
         let mut st = self
@@ -201,11 +204,17 @@ impl Catalog {
                  FROM folder_names n
                  WHERE n.from_run <= ?1 AND (n.to_run IS NULL OR n.to_run > ?1)
                  UNION ALL
-                 SELECT f.uniqueid, n.name, n.internal_name, 1,
-                     (SELECT max(run) FROM runs WHERE run < f.deleted_run)
-                 FROM folders f
-                 JOIN folder_names n ON n.uniqueid = f.uniqueid AND n.to_run = f.deleted_run
-                 WHERE f.deleted_run <= ?1
+                 SELECT n.uniqueid, n.name, n.internal_name, 1,
+                     (SELECT max(run) FROM runs WHERE run < n.to_run)
+                 FROM folder_names n
+                 WHERE n.to_run <= ?1
+                   -- the interval ended by deletion, not by a rename
+                   AND NOT EXISTS (SELECT 1 FROM folder_names s
+                       WHERE s.uniqueid = n.uniqueid AND s.from_run = n.to_run)
+                   -- the latest such end up to the asked run
+                   AND NOT EXISTS (SELECT 1 FROM folder_names l
+                       WHERE l.uniqueid = n.uniqueid AND l.from_run > n.from_run
+                         AND l.from_run <= ?1)
                  ORDER BY 2, 1",
             )
             .db(op, &self.path)?;
@@ -278,6 +287,26 @@ impl Catalog {
             out.push(record_from_row(r, 0, &self.path)?);
         }
         Ok(out)
+    }
+
+    /// One record of the folder as it was at `run` (`cat USER FOLDER UID --run N`).
+    pub fn record_at(&self, uniqueid: &str, uid: u32, run: u64) -> Result<Option<RecordState>> {
+        let op = "reading a record";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT uid, guid, system_flags, keywords, internaldate, size, modseq,
+                     last_updated, savedate
+                 FROM records
+                 WHERE uniqueid = ?1 AND uid = ?2 AND from_run <= ?3
+                   AND (to_run IS NULL OR to_run > ?3)",
+            )
+            .db(op, &self.path)?;
+        let mut rows = st.query(params![uniqueid, uid, run]).db(op, &self.path)?;
+        match rows.next().db(op, &self.path)? {
+            Some(r) => Ok(Some(record_from_row(r, 0, &self.path)?)),
+            None => Ok(None),
+        }
     }
 
     /// Whether the archive holds the message.

@@ -721,6 +721,65 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_that_comes_back_is_deleted_only_while_it_was_gone() {
+        let mut c = catalog("back");
+        let meta = FolderMeta::default();
+        let st = FolderState::default();
+        let mut tx = c.begin_run(&header(1)).unwrap();
+        tx.folder_snapshot(folder("a"), &st, &[record(1)], &meta)
+            .unwrap();
+        tx.commit().unwrap();
+        let mut tx = c.begin_run(&header(2)).unwrap();
+        tx.folder_gone("a").unwrap();
+        tx.commit().unwrap();
+        c.begin_run(&header(3)).unwrap().commit().unwrap();
+        let mut tx = c.begin_run(&header(4)).unwrap();
+        tx.folder_snapshot(folder("a"), &st, &[record(1), record(2)], &meta)
+            .unwrap();
+        tx.commit().unwrap();
+        let at = |run| {
+            let f = c.folders_at(run).unwrap();
+            assert_eq!(f.len(), 1, "run {run}");
+            (f[0].deleted, f[0].last_run)
+        };
+        assert_eq!(at(1), (false, 1));
+        assert_eq!(at(2), (true, 1));
+        assert_eq!(at(3), (true, 1));
+        assert_eq!(at(4), (false, 4));
+        assert_eq!(c.records_at("a", 3).unwrap(), vec![]);
+        assert_eq!(c.records_at("a", 4).unwrap(), vec![record(1), record(2)]);
+        assert_eq!(c.record_at("a", 1, 1).unwrap(), Some(record(1)));
+        assert_eq!(c.record_at("a", 2, 1).unwrap(), None);
+        assert_eq!(c.record_at("a", 1, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn a_second_writer_waits_then_fails_temporarily_and_readers_go_on() {
+        let mut a = catalog("busy");
+        let mut tx = a.begin_run(&header(1)).unwrap();
+        tx.folder_snapshot(
+            folder("x"),
+            &FolderState::default(),
+            &[record(1)],
+            &FolderMeta::default(),
+        )
+        .unwrap();
+        let path = tx.path.to_path_buf();
+        let mut b = Catalog::open(&path).unwrap();
+        b.set_busy_timeout(std::time::Duration::from_millis(100))
+            .unwrap();
+        let t = std::time::Instant::now();
+        let e = b.begin_run(&header(2)).err().unwrap();
+        assert!(t.elapsed() >= std::time::Duration::from_millis(100));
+        assert!(e.is_temporary(), "{e}");
+        // WAL: a reader sees the last committed state while the writer works
+        assert!(b.last_run().unwrap().is_none());
+        tx.commit().unwrap();
+        assert_eq!(b.last_run().unwrap().unwrap().run, 1);
+        b.begin_run(&header(2)).unwrap().commit().unwrap();
+    }
+
+    #[test]
     fn unmentioned_live_folders_are_carried_forward() {
         let mut c = catalog("carry");
         let st = FolderState {

@@ -206,3 +206,43 @@ fn records_from_meta_through_the_catalog() {
         );
     }
 }
+
+#[test]
+fn unlinked_records_are_skipped_and_storage_bits_masked() {
+    use cyrvault::cyrus::index::{
+        FLAG_INTERNAL_ARCHIVED, FLAG_INTERNAL_UNLINKED, parse_index, write_index,
+    };
+    let header = fixture("v17.cyrus.header");
+    let mut idx = parse_index(&fixture("v17.cyrus.index")).unwrap();
+    let (_, before) = records_from_meta(&header, &write_index(&idx)).unwrap();
+    let expunged_uid = before.iter().find(|r| r.is_expunged()).unwrap().uid;
+    // Cyrus's cleanup marks the expunged record UNLINKED once its file is gone, and
+    // the archive partition sets ARCHIVED on another: the first disappears, the second
+    // is unchanged as far as the catalog is concerned.
+    for r in &mut idx.records {
+        if r.uid == expunged_uid {
+            r.system_flags |= FLAG_INTERNAL_UNLINKED;
+        } else if r.uid == 1 {
+            r.system_flags |= FLAG_INTERNAL_ARCHIVED;
+        }
+    }
+    let (_, after) = records_from_meta(&header, &write_index(&idx)).unwrap();
+    let want: Vec<RecordState> = before
+        .into_iter()
+        .filter(|r| r.uid != expunged_uid)
+        .collect();
+    assert_eq!(after, want);
+}
+
+#[test]
+fn damaged_meta_is_a_parse_error_naming_the_file() {
+    let header = fixture("v17.cyrus.header");
+    let mut index = fixture("v17.cyrus.index");
+    let last = index.len() - 10;
+    index[last] ^= 0xff; // inside the last record: its CRC no longer matches
+    let e = records_from_meta(&header, &index).unwrap_err();
+    assert_eq!(e.kind(), cyrvault::ErrorKind::Data);
+    assert!(e.to_string().starts_with("cyrus.index"), "{e}");
+    let e = records_from_meta(&header[..50], &fixture("v17.cyrus.index")).unwrap_err();
+    assert!(e.to_string().starts_with("cyrus.header"), "{e}");
+}

@@ -113,13 +113,26 @@ fn timings_10k_records() {
         lookups.push((*run, t.elapsed()));
         assert_eq!(&got, want, "run {run}");
     }
+    let t = Instant::now();
     let st = cat.stats().unwrap();
+    let stats_time = t.elapsed();
     // 10,000 first versions + 29 runs x 100 changes
     assert_eq!(st.record_versions, 10_000 + 10_000 + 29 * 100);
+    // the incremental pull's question for 20,000 GUIDs, half of them stored
+    let asked: Vec<_> = (0..10)
+        .flat_map(|f| big_folder(f * 1000, 1000, 1))
+        .chain(big_folder(500_000, 10_000, 1))
+        .map(|r| r.guid)
+        .collect();
+    let t = Instant::now();
+    let missing = cat.missing_guids(&asked).unwrap();
+    let missing_time = t.elapsed();
+    assert_eq!(missing.len(), 10_000);
     eprintln!(
         "catalog timing: commit run of 10 folders x 1,000 records (new): {commit_10x1k:?}; \
          10,000-record folder snapshot commit: first {:?}, 1%-changed runs median {:?}; \
-         records_at on the 10,000-record folder after 30 runs: {lookups:?}",
+         records_at on the 10,000-record folder after 30 runs: {lookups:?}; \
+         missing_guids of 20,000: {missing_time:?}; stats: {stats_time:?}",
         run_times[0],
         {
             let mut v = run_times[1..].to_vec();
