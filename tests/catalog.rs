@@ -13,12 +13,13 @@
 mod cyrus_meta; // records_from_meta vs mbexamine on Cyrus 3.6.1 fixtures
 mod timing; // 10,000-record runs, records_at after 30 runs
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use cyrvault::ErrorKind;
 use cyrvault::catalog::{
-    Catalog, CatalogError, FolderMeta, FolderRef, MemberRow, MetaEntry, RunHeader, SCHEMA_VERSION,
+    Catalog, CatalogError, FolderMeta, FolderRef, MemberRow, MetaEntry, RunHeader, RunParts,
+    SCHEMA_VERSION,
 };
 use cyrvault::cyrus::Guid;
 use cyrvault::model::{
@@ -604,17 +605,79 @@ fn reindex_from_the_archive_gives_the_same_catalog() {
     // reindex: only manifests, stored meta and message entries are used
     let mut fresh = Catalog::create_fresh(&path).unwrap();
     assert!(fresh.path().ends_with("bob.sqlite.new"));
+    // through Catalog::write_run (the backup above made the RunTx calls by hand)
     for ar in &archive.runs {
-        // a manifest must survive its JSON round trip
+        // what reindex has: the manifest as read back from the archive
         let json = serde_json::to_vec(&ar.manifest).unwrap();
-        assert_eq!(cyrvault::model::parse_manifest(&json).unwrap(), ar.manifest);
-        apply(&mut fresh, ar);
+        let manifest = cyrvault::model::parse_manifest(&json).unwrap();
+        assert_eq!(manifest, ar.manifest);
+        let snapshots: HashMap<String, (FolderMeta, Vec<RecordState>)> = ar
+            .folder_meta
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        fresh
+            .write_run(
+                &manifest,
+                &RunParts {
+                    manifest_loc: Some(ar.manifest_loc),
+                    members: &[ar.member],
+                    messages: &ar.messages,
+                    snapshots: &snapshots,
+                    user_files: &ar.user_files,
+                },
+            )
+            .unwrap();
     }
     // the old catalog is still whole until install
     assert_eq!(
         Catalog::open(&path).unwrap().dump_canonical().unwrap(),
         incremental
     );
+    // the comparison is not vacuous: one flag different in one stored snapshot shows
+    let other_dir = scratch("reindex-differs");
+    let mut other = Catalog::open(&other_dir.join("c.sqlite")).unwrap();
+    for (i, ar) in archive.runs.iter().enumerate() {
+        let mut snapshots: HashMap<String, (FolderMeta, Vec<RecordState>)> = ar
+            .folder_meta
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if i == 1 {
+            snapshots.get_mut("u-inbox").unwrap().1[0].system_flags ^= FLAGGED;
+        }
+        let parts = RunParts {
+            manifest_loc: Some(ar.manifest_loc),
+            members: &[ar.member],
+            messages: &ar.messages,
+            snapshots: &snapshots,
+            user_files: &ar.user_files,
+        };
+        if i == 2 {
+            // a changed folder without its snapshot is refused, and nothing commits
+            let empty = HashMap::new();
+            let e = other
+                .write_run(
+                    &ar.manifest,
+                    &RunParts {
+                        snapshots: &empty,
+                        ..parts
+                    },
+                )
+                .unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("changed but its snapshot is missing"),
+                "{e}"
+            );
+            assert_eq!(other.last_run().unwrap().unwrap().run, 2);
+        }
+        other.write_run(&ar.manifest, &parts).unwrap();
+    }
+    let differs = other.dump_canonical().unwrap();
+    assert_ne!(differs, incremental);
+    assert_eq!(differs.lines().count(), incremental.lines().count() + 1);
+
     let rebuilt = fresh.install().unwrap();
     assert_eq!(rebuilt.path(), path);
     assert!(!dir.join("bob.sqlite.new").exists());

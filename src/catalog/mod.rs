@@ -8,7 +8,8 @@
 //! same [`Catalog::dump_canonical`]; `tests/catalog.rs` proves it.
 //!
 //! Files: `schema.rs` (DDL, [`SCHEMA_VERSION`]), `write.rs` (one transaction per run:
-//! [`RunTx`]), `query.rs` (typed reads), `dump.rs` (canonical dump, stats),
+//! [`RunTx`]), `replay.rs` (a whole run from its manifest: [`Catalog::write_run`]),
+//! `query.rs` (typed reads), `dump.rs` (canonical dump, stats),
 //! `error.rs` ([`CatalogError`]). The tables are described for operators in
 //! `doc/catalog.md`.
 //!
@@ -20,6 +21,7 @@
 mod dump;
 mod error;
 mod query;
+mod replay;
 mod schema;
 mod write;
 
@@ -33,6 +35,7 @@ pub use error::CatalogError;
 pub use query::{
     FolderAt, FolderSnapshot, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse, RunInfo,
 };
+pub use replay::RunParts;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use write::{FolderMeta, FolderRef, MemberRow, RunHeader, RunTx};
 
