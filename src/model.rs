@@ -229,8 +229,8 @@ pub fn parse_manifest(bytes: &[u8]) -> std::result::Result<RunManifest, ParseErr
 /// The folder state and record states described by one folder's `cyrus.header` and
 /// `cyrus.index` bytes. Records are in index order (ascending UID). UNLINKED records
 /// are skipped (their files are gone); EXPUNGED records whose files remain are kept
-/// with the bit set. The header must be the one the index was written with
-/// (`header_file_crc`), so a torn read of the pair is refused rather than stored.
+/// with the bit set. A header whose CRC differs from the index's `header_file_crc`
+/// is logged and used anyway, as Cyrus does.
 pub fn records_from_meta(
     header_bytes: &[u8],
     index_bytes: &[u8],
@@ -239,20 +239,18 @@ pub fn records_from_meta(
     let index = parse_index(index_bytes).map_err(|e| Error::parse("cyrus.index", e))?;
     let h = &index.header;
     let crc = crc32(header_bytes);
-    // 0 means "not recorded" (Cyrus before 2.4); anything else must match, as Cyrus's
-    // own mailbox_read_header insists.
+    // Cyrus (imap/mailbox.c, mailbox_lock_index) only logs "Header CRC mismatch" and
+    // goes on using both files, so a mismatch is Cyrus's own state, not a torn read
+    // (we read the pair under the index lock). Do as Cyrus does: warn and go on.
+    // 0 means "not recorded".
     if h.header_file_crc != 0 && h.header_file_crc != crc {
-        return Err(Error::parse(
-            "cyrus.header",
-            ParseError::new(
-                "cyrus.header (against cyrus.index header_file_crc)",
-                0,
-                crate::cyrus::ParseErrorKind::BadCrc {
-                    stored: h.header_file_crc,
-                    computed: crc,
-                },
-            ),
-        ));
+        log::warn!(
+            target: "cyrvault::model",
+            "cyrus.header crc {crc:08x} differs from cyrus.index header_file_crc {:08x} \
+             (mailbox {}): using both as Cyrus does",
+            h.header_file_crc,
+            header.uniqueid.as_deref().unwrap_or("?")
+        );
     }
     let state = FolderState {
         uidvalidity: h.uidvalidity,

@@ -248,7 +248,7 @@ fn backup(cat: &mut Catalog, archive: &mut Archive, run: u64, sim: &Sim) {
         offset: member_offset,
         compressed_len: pos / 3,
         uncompressed_len: pos,
-        crc32: run as u32 * 7,
+        crc32: Some(run as u32 * 7),
     };
     let manifest = RunManifest {
         format: MANIFEST_FORMAT,
@@ -717,7 +717,7 @@ fn an_uncommitted_run_leaves_no_trace() {
             offset: 200_000,
             compressed_len: 10,
             uncompressed_len: 512,
-            crc32: 0,
+            crc32: None,
         })
         .unwrap();
         let loc = EntryLoc {

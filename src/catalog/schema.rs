@@ -45,7 +45,7 @@ CREATE TABLE members (
     compressed_len    INTEGER NOT NULL,
     uncompressed_len  INTEGER NOT NULL,
     run               INTEGER NOT NULL REFERENCES runs(run),
-    crc32             INTEGER NOT NULL
+    crc32             INTEGER
 );
 CREATE INDEX members_by_run ON members(run);
 

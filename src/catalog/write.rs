@@ -42,8 +42,9 @@ pub struct MemberRow {
     pub offset: u64,
     pub compressed_len: u64,
     pub uncompressed_len: u64,
-    /// CRC-32 of the uncompressed data (the gzip trailer's).
-    pub crc32: u32,
+    /// CRC-32 of the uncompressed data (the gzip trailer's), if the writer or reader
+    /// reported it. Both the backup and reindex must give the same (or both `None`).
+    pub crc32: Option<u32>,
 }
 
 /// A folder as named in one run.

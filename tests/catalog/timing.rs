@@ -43,7 +43,7 @@ fn timings_10k_records() {
         offset: 0,
         compressed_len: 1,
         uncompressed_len: 1,
-        crc32: 0,
+        crc32: None,
     })
     .unwrap();
     for (f, recs) in folders.iter().enumerate() {
