@@ -46,8 +46,11 @@ pub struct EntryLoc {
 /// bytes, so [`records_from_meta`] leaves it `None` and the pipeline fills it in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct FileStat {
+    /// Bytes.
     pub size: u64,
+    /// Modification time, Unix seconds.
     pub mtime: i64,
+    /// Inode number (a repack writes a new file).
     pub inode: u64,
 }
 
@@ -56,8 +59,11 @@ pub struct FileStat {
 /// `state.json` in the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct FolderState {
+    /// IMAP UIDVALIDITY.
     pub uidvalidity: u32,
+    /// Bumped by every change to a record or the folder (CONDSTORE).
     pub highestmodseq: u64,
+    /// Highest UID ever assigned.
     pub last_uid: u32,
     /// Non-expunged messages (the IMAP EXISTS count).
     pub exists: u32,
@@ -100,16 +106,22 @@ impl FolderState {
 /// sub-second part is dropped: IMAP cannot carry it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordState {
+    /// IMAP UID in the folder.
     pub uid: u32,
+    /// SHA-1 of the message file; the key of `messages/<g0g1>/<guid>` in the archive.
     #[serde(with = "guid_hex")]
     pub guid: Guid,
     /// Cyrus system flag bits masked with [`KEPT_FLAG_BITS`].
     pub system_flags: u32,
     /// User flags (IMAP keywords) by name, sorted, without duplicates.
     pub keywords: Vec<String>,
+    /// IMAP INTERNALDATE.
     pub internaldate: i64,
+    /// Message size in bytes.
     pub size: u64,
+    /// The record's modseq.
     pub modseq: u64,
+    /// When Cyrus last changed the record.
     pub last_updated: i64,
     /// 0 where the index version has no savedate (below 15) or Cyrus kept none.
     pub savedate: i64,
@@ -125,6 +137,7 @@ impl RecordState {
 /// One folder in a run manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderInRun {
+    /// Cyrus mailbox UniqueID (kept across renames).
     pub uniqueid: String,
     /// External name relative to the user: `INBOX`, `Sent`, `Lists/cyrus`.
     pub name: String,
@@ -132,6 +145,7 @@ pub struct FolderInRun {
     pub internal_name: String,
     /// The folder disappeared from the server in this run.
     pub deleted: bool,
+    /// The folder's state at this run (what the catalog stores for it).
     pub state: FolderState,
     /// The run whose stored meta (`folders/<uniqueid>/<snapshot_run>/...`) describes
     /// the folder: this run if it changed, an earlier one if it did not.
@@ -150,6 +164,7 @@ pub struct UserStateRef {
 /// One user-level file kept in the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserFile {
+    /// Which kind of file.
     pub kind: UserFileKind,
     /// File name (a sieve script's name; `seen` / `sub` otherwise).
     pub name: String,
@@ -162,8 +177,11 @@ pub struct UserFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UserFileKind {
+    /// The user's seen state (`user/<run>/seen`).
     Seen,
+    /// Subscriptions (`user/<run>/subscriptions`).
     Subs,
+    /// A sieve script (`user/<run>/sieve/<name>`).
     Sieve,
 }
 
@@ -194,15 +212,21 @@ impl UserFileKind {
 pub struct RunManifest {
     /// [`MANIFEST_FORMAT`].
     pub format: u32,
+    /// Run number (1, 2, ...; `runs/000001.json`).
     pub run: u64,
     /// The user's name at this run (follows a rename on the server).
     pub user: String,
     /// Unix seconds.
     pub started: i64,
+    /// Unix seconds.
     pub finished: i64,
+    /// The server pulled from (`host:port`).
     pub server: String,
+    /// cyrvault version that made the run.
     pub tool_version: String,
+    /// Every folder live at this run, plus those found gone in it (`deleted`).
     pub folders: Vec<FolderInRun>,
+    /// The user-level files, if the run took them.
     pub user_state: Option<UserStateRef>,
     /// File offsets of the gzip members written in this run.
     pub members: Vec<u64>,

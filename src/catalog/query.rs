@@ -17,13 +17,19 @@ use crate::model::{EntryLoc, FolderState, RecordState, UserFile, UserFileKind};
 /// One committed run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunInfo {
+    /// Run number.
     pub run: u64,
+    /// Unix seconds.
     pub started: i64,
+    /// Unix seconds.
     pub finished: i64,
+    /// The server pulled from.
     pub server: String,
     /// The user's name at this run.
     pub user: String,
+    /// cyrvault version that made the run.
     pub tool_version: String,
+    /// Where `runs/<run>.json` is.
     pub manifest: Option<EntryLoc>,
 }
 

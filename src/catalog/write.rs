@@ -28,8 +28,11 @@ pub struct RunHeader {
     pub user: String,
     /// Unix seconds.
     pub started: i64,
+    /// Unix seconds.
     pub finished: i64,
+    /// The server pulled from (`host:port`).
     pub server: String,
+    /// cyrvault version that made the run.
     pub tool_version: String,
     /// Where the run manifest (`runs/<run>.json`) is, if it was written.
     pub manifest: Option<EntryLoc>,
@@ -40,7 +43,9 @@ pub struct RunHeader {
 pub struct MemberRow {
     /// File offset of the member's first byte.
     pub offset: u64,
+    /// Bytes in the file, gzip header and trailer included.
     pub compressed_len: u64,
+    /// Tar bytes inside.
     pub uncompressed_len: u64,
     /// CRC-32 of the uncompressed data (the gzip trailer's), if the writer or reader
     /// reported it. Both the backup and reindex must give the same (or both `None`).
@@ -50,6 +55,7 @@ pub struct MemberRow {
 /// A folder as named in one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FolderRef<'a> {
+    /// Cyrus mailbox UniqueID.
     pub uniqueid: &'a str,
     /// External name relative to the user (`INBOX`, `Lists/cyrus`).
     pub name: &'a str,
@@ -70,9 +76,13 @@ impl<'a> From<&'a crate::model::FolderInRun> for FolderRef<'a> {
 /// Where a folder snapshot's meta files are in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FolderMeta {
+    /// `folders/<uniqueid>/<run>/cyrus.header`.
     pub header: Option<EntryLoc>,
+    /// `folders/<uniqueid>/<run>/cyrus.index`.
     pub index: Option<EntryLoc>,
+    /// `folders/<uniqueid>/<run>/cyrus.annotations`.
     pub annotations: Option<EntryLoc>,
+    /// `folders/<uniqueid>/<run>/state.json`.
     pub state: Option<EntryLoc>,
 }
 
