@@ -831,3 +831,72 @@ fn a_newer_schema_is_refused_naming_both_versions() {
         cyrvault::Error::Catalog(CatalogError::NotACatalog { .. })
     ));
 }
+
+/// Run by `a_process_killed_mid_run_leaves_no_trace` in a child process: begin run 2,
+/// write a lot into it, then die without committing or rolling back.
+#[test]
+#[ignore = "helper, run in a child process by a_process_killed_mid_run_leaves_no_trace"]
+fn crash_helper_dies_mid_run() {
+    let Some(path) = std::env::var_os("CYRVAULT_CATALOG_CRASH_DB") else {
+        return;
+    };
+    let mut cat = Catalog::open(Path::new(&path)).unwrap();
+    let mut tx = cat
+        .begin_run(&RunHeader {
+            run: 2,
+            user: "bob".into(),
+            started: 2,
+            finished: 2,
+            server: "s".into(),
+            tool_version: "t".into(),
+            manifest: None,
+        })
+        .unwrap();
+    // enough rows that SQLite spills pages into the WAL before the end
+    let recs: Vec<RecordState> = (1..=50_000).map(|i| rec(i, 10_000 + i, 1)).collect();
+    tx.folder_snapshot(
+        FolderRef {
+            uniqueid: "u-inbox",
+            name: "INBOX",
+            internal_name: "user.bob",
+        },
+        &FolderState::default(),
+        &recs,
+        &FolderMeta::default(),
+    )
+    .unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn a_process_killed_mid_run_leaves_no_trace() {
+    let dir = scratch("killed");
+    let path = dir.join("c.sqlite");
+    let before = {
+        let mut cat = Catalog::open(&path).unwrap();
+        let mut archive = Archive::default();
+        backup(&mut cat, &mut archive, 1, &ten_runs()[0]);
+        cat.dump_canonical().unwrap()
+    };
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "catalog::crash_helper_dies_mid_run",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("CYRVAULT_CATALOG_CRASH_DB", &path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the helper must die: {out:?}");
+    // the WAL holds the dead transaction's pages; they must not count
+    let wal = dir.join("c.sqlite-wal");
+    assert!(
+        wal.metadata().unwrap().len() > 1_000_000,
+        "pages reached the WAL"
+    );
+    let cat = Catalog::open(&path).unwrap();
+    assert_eq!(cat.dump_canonical().unwrap(), before);
+    assert!(cat.integrity_check().unwrap().is_empty());
+    assert_eq!(cat.last_run().unwrap().unwrap().run, 1);
+}
