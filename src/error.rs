@@ -41,6 +41,9 @@ pub enum Error {
     /// The SQLite catalog failed or refused (see `catalog::CatalogError`).
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A mailbox's files are damaged (names user, mailbox, file and offset).
+    #[error(transparent)]
+    Mailbox(#[from] Box<crate::spool::MailboxError>),
     /// A mailbox or user does not exist.
     #[error("{what} not found: {name}")]
     NotFound { what: &'static str, name: String },
@@ -75,7 +78,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,
-            Error::Parse { .. } => ErrorKind::Data,
+            Error::Parse { .. } | Error::Mailbox(_) => ErrorKind::Data,
             Error::Config(_) => ErrorKind::Config,
             Error::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
             Error::Lock(_) => ErrorKind::Io,

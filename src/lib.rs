@@ -23,5 +23,6 @@ pub mod model;
 pub mod protocol;
 pub mod sandbox;
 pub mod service;
+pub mod spool;
 
 pub use error::{Error, ErrorKind, Result};

@@ -54,6 +54,16 @@ pub struct FileStat {
     pub inode: u64,
 }
 
+impl From<crate::spool::FileStat> for FileStat {
+    fn from(s: crate::spool::FileStat) -> FileStat {
+        FileStat {
+            size: s.size,
+            mtime: s.mtime,
+            inode: s.inode,
+        }
+    }
+}
+
 /// What decides cheaply whether a folder changed since the last run: the index header
 /// fields Cyrus bumps on every change. Stored per folder per run in the catalog and as
 /// `state.json` in the archive.

@@ -9,3 +9,6 @@ mod ffi_c; // the C harness: include/cyrvault.h + libcyrvault.a driven over a so
 mod header; // committed include/cyrvault.h == what cbindgen generates
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
+mod protocol; // the wire protocol: transcripts of every base command, codec round trips
+mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator
+mod spool; // spool: listings, snapshots, locks, user files and annotations vs the real sandbox

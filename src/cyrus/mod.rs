@@ -9,6 +9,7 @@
 //! `doc/cyrus-files.md` lists them per file.
 #![forbid(unsafe_code)]
 
+pub mod annotations;
 pub mod cache;
 pub mod config;
 pub mod dlist;

@@ -11,7 +11,15 @@ use std::path::PathBuf;
 
 use crate::Result;
 
+pub mod auth;
 pub mod master;
+pub mod session;
+
+pub use auth::{AuthPolicy, Secret};
+pub use session::{
+    Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, ServiceStats, Session,
+    SessionConfig, Spool, UserFile,
+};
 
 /// What `init` learned once per process: the service name (Cyrus's `config_ident`,
 /// used for `<service>_<option>` lookups), the imapd.conf in use, and whatever the
