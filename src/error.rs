@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::catalog::CatalogError;
 use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
 use crate::lock::LockError;
@@ -37,6 +38,9 @@ pub enum Error {
     /// A lock could not be taken.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The SQLite catalog failed or refused (see `catalog::CatalogError`).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// A mailbox's files are damaged (names user, mailbox, file and offset).
     #[error(transparent)]
     Mailbox(#[from] Box<crate::spool::MailboxError>),
@@ -78,6 +82,7 @@ impl Error {
             Error::Config(_) => ErrorKind::Config,
             Error::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
             Error::Lock(_) => ErrorKind::Io,
+            Error::Catalog(e) => e.kind(),
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
             Error::Refused(_) => ErrorKind::Usage,

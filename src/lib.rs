@@ -11,6 +11,7 @@
 //! test sandbox), `sandbox` starts a private real Cyrus for tests and demos.
 //! See `doc/design.md`.
 
+pub mod catalog;
 pub mod cyrus;
 pub mod error;
 pub mod ffi;
@@ -18,6 +19,7 @@ pub mod imap;
 pub mod inspect;
 pub mod lock;
 pub mod log;
+pub mod model;
 pub mod protocol;
 pub mod sandbox;
 pub mod service;
