@@ -125,6 +125,32 @@ fn compare_mailbox(sb: &Sandbox, name: &str, dir: &Path) -> (usize, usize) {
         assert_eq!(c["subject"].as_str().unwrap(), lossy("Subjct"), "{ctx}");
     }
 
+    // The header's counts are the recount of the live records (what Cyrus's
+    // mailbox_index_recalc would make them), and `mbexamine -q`, which sums the
+    // message files, finds the quota usage right.
+    let with = |flag: &str| {
+        live.iter()
+            .filter(|r| strs(&r["system_flags"]).iter().any(|f| f == flag))
+            .count() as u64
+    };
+    let size: u64 = live.iter().map(|r| u(r, "size")).sum();
+    assert_eq!(u(ih, "quota_mailbox_used"), size, "{ctx}");
+    assert_eq!(u(ih, "exists"), live.len() as u64, "{ctx}");
+    assert_eq!(u(ih, "deleted"), with("\\Deleted"), "{ctx}");
+    assert_eq!(u(ih, "answered"), with("\\Answered"), "{ctx}");
+    assert_eq!(u(ih, "flagged"), with("\\Flagged"), "{ctx}");
+    assert_eq!(u(ih, "unseen"), live.len() as u64 - with("\\Seen"), "{ctx}");
+    let maxmodseq = recs.iter().map(|r| u(r, "modseq")).max().unwrap_or(0);
+    assert!(u(ih, "highestmodseq") >= maxmodseq, "{ctx}");
+    let last = recs.last().map_or(0, |r| u(r, "uid"));
+    assert!(u(ih, "last_uid") >= last, "{ctx}");
+    let q = tool_utc(sb, "mbexamine", &["-q", name]);
+    assert!(
+        String::from_utf8_lossy(&q).contains("Mailbox has CORRECT total quota usage"),
+        "{ctx}: {}",
+        String::from_utf8_lossy(&q)
+    );
+
     // expunged records against unexpunge -l
     let gone = parse_unexpunge(&String::from_utf8_lossy(&tool_utc(
         sb,

@@ -6,7 +6,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cyrvault::cyrus::index::{parse_index, write_index};
+use cyrvault::cyrus::header;
+use cyrvault::cyrus::index::{FLAG_FLAGGED, parse_index, sync_crc_basic, write_index};
 use cyrvault::cyrus::paths;
 use cyrvault::lock::{LockMode, Locker};
 use cyrvault::sandbox::{PopulatePlan, Sandbox, make_history, populate};
@@ -169,6 +170,51 @@ fn index_written_back_is_identical_and_still_served() {
     replace_index(&locker, user, &lockname, &dir, &bytes);
     assert_eq!(chk_cyrus(&sb, &partition).0, "");
     assert_eq!(imap_view(&sb, user), after);
+
+    // A real change written by us: \Flagged on one message, with a new modseq, the
+    // header's counts, highestmodseq and sync CRC updated as Cyrus would. imapd
+    // serves it and chk_cyrus finds nothing to fix. Without the sync CRC update
+    // chk_cyrus objects (second control).
+    let names = header::parse_header(&std::fs::read(dir.join("cyrus.header")).unwrap())
+        .unwrap()
+        .user_flags;
+    let mut changed = parsed.clone();
+    let modseq = changed.header.highestmodseq + 1;
+    let rec = changed
+        .records
+        .iter_mut()
+        .find(|r| !r.is_expunged() && r.system_flags & FLAG_FLAGGED == 0)
+        .expect("an unflagged message");
+    rec.system_flags |= FLAG_FLAGGED;
+    rec.modseq = modseq;
+    let uid = rec.uid;
+    changed.header.highestmodseq = modseq;
+    changed.header.flagged += 1;
+    let stale_sync = write_index(&changed);
+    changed.header.sync_crc_basic = sync_crc_basic(&changed.records, &names);
+    assert_ne!(changed.header.sync_crc_basic, parsed.header.sync_crc_basic);
+    replace_index(&locker, user, &lockname, &dir, &stale_sync);
+    let (out, _) = chk_cyrus(&sb, &partition);
+    assert!(
+        out.contains(&format!("{mbox}: ")),
+        "stale sync CRC not seen: {out:?}"
+    );
+    eprintln!("chk_cyrus on a stale sync CRC: {}", out.trim());
+    replace_index(&locker, user, &lockname, &dir, &write_index(&changed));
+    let (out, _) = chk_cyrus(&sb, &partition);
+    assert!(out.is_empty(), "chk_cyrus after our change: {out}");
+    let (info, msgs) = imap_view(&sb, user);
+    assert_eq!(info.highestmodseq, modseq);
+    assert_eq!(info.exists, before.0.exists);
+    for (m, b) in msgs.iter().zip(&before.1) {
+        let flags = m.flags.clone().unwrap();
+        if m.uid == Some(uid) {
+            assert!(flags.iter().any(|f| f == "\\Flagged"), "{flags:?}");
+            assert_eq!(m.modseq, Some(modseq));
+        } else {
+            assert_eq!(m, b);
+        }
+    }
     let st = locker.stats();
-    assert_eq!(st.count, 9, "{st:?}");
+    assert_eq!(st.count, 15, "{st:?}");
 }
