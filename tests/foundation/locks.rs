@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cyrvault::cyrus::paths;
 use cyrvault::lock::{LockMode, Locker};
-use cyrvault::sandbox::{MailGen, Sandbox};
+use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions};
 
 use super::{conf, start};
 
@@ -118,7 +118,25 @@ fn timed_append(sb: &Sandbox, user: &str, msg: &[u8]) -> Duration {
 
 #[test]
 fn our_locks_make_imapd_append_wait() {
-    let sb = start("found-locks");
+    lock_interop(start("found-locks"));
+}
+
+/// The same with legacy directories, where the name lock file is named after the
+/// mailbox instead of its uniqueid (and `/` is the separator).
+#[test]
+fn our_locks_make_imapd_append_wait_legacy_dirs() {
+    lock_interop(
+        Sandbox::start(SandboxOptions {
+            name_hint: "found-locks-legacy".into(),
+            legacy_dirs: true,
+            unixhierarchysep: true,
+            ..SandboxOptions::default()
+        })
+        .unwrap(),
+    );
+}
+
+fn lock_interop(sb: Sandbox) {
     let user = "erin";
     sb.create_user(user, Some("p2")).unwrap();
     let mut mg = MailGen::new(17).with_max_size(8 * 1024);
@@ -130,12 +148,12 @@ fn our_locks_make_imapd_append_wait() {
     }
     let conf = conf(&sb);
     let locker = Locker::new(&conf, Duration::from_secs(5)).unwrap();
-    let mbox = sb.mailbox_name(user, None);
-    let uniqueid = sb.ctl_mboxlist_dump().unwrap()[&mbox]["uniqueid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let lockname = paths::mailbox_lockname(&mbox, Some(&uniqueid), false).unwrap();
+    let mbox = sb.mailbox_name(user, None); // the tools' (external) name
+    let internal = format!("user.{user}");
+    let entry = sb.ctl_mboxlist_dump().unwrap()[&internal].clone();
+    let legacy = entry["mbtype"].as_str().unwrap().contains('l');
+    assert_eq!(legacy, sb.options.legacy_dirs);
+    let lockname = paths::mailbox_lockname(&internal, entry["uniqueid"].as_str(), legacy).unwrap();
     let index = sb.mbpath(&mbox).unwrap().join("cyrus.index");
 
     let mut baseline = Duration::ZERO;
@@ -188,9 +206,12 @@ fn our_locks_make_imapd_append_wait() {
         std::fs::metadata(&lockfile).unwrap().uid(),
         cyrus.uid.as_raw()
     );
+    // lock/<hash>/<uniqueid>.lock, or lock/<hash>/user/erin.lock for legacy dirs
+    let tail = format!("/{}.lock", lockname.replace('.', "/"));
     assert!(
-        lockfile.starts_with(sb.root.join("lock")),
+        lockfile.starts_with(sb.root.join("lock")) && lockfile.to_str().unwrap().ends_with(&tail),
         "{}",
         lockfile.display()
     );
+    eprintln!("name lock file: {}", lockfile.display());
 }

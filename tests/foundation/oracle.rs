@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cyrvault::cyrus::index::{parse_index, write_index};
 use cyrvault::cyrus::paths;
-use cyrvault::sandbox::{PopulatePlan, Sandbox, make_history, populate};
+use cyrvault::sandbox::{PopulatePlan, Sandbox, SandboxOptions, make_history, populate};
 use serde_json::Value;
 
 use super::mbexamine::{parse_mbexamine, parse_unexpunge};
@@ -16,19 +16,50 @@ use super::{conf, cyrvault, cyrvault_json, start, strs, tool_utc, u};
 
 /// Our view of one mailbox (binary, JSON) against mbexamine's and unexpunge's.
 /// Returns (records compared with mbexamine, expunged records compared).
-fn compare_mailbox(sb: &Sandbox, name: &str, dir: &Path) -> (usize, usize) {
+/// The name Cyrus's tools take (external form): with `unixhierarchysep` the
+/// internal `.` is `/` and the internal `^` is `.`.
+fn external(sb: &Sandbox, internal: &str) -> String {
+    if sb.separator() == '/' {
+        internal.replace('.', "/").replace('^', ".")
+    } else {
+        internal.to_string()
+    }
+}
+
+/// `entry` is the mailbox's record in `inspect mailboxes --json`.
+fn compare_mailbox(sb: &Sandbox, entry: &Value, dir: &Path) -> (usize, usize) {
+    let name = entry["name"].as_str().unwrap();
+    let ext = external(sb, name);
     let d = dir.to_str().unwrap();
     let ours = cyrvault_json(&["inspect", "index", d]);
     let head = cyrvault_json(&["inspect", "header", d]);
     let cache = cyrvault_json(&["inspect", "cache", d]);
-    let ex = parse_mbexamine(&tool_utc(sb, "mbexamine", &[name]));
+    let ex = parse_mbexamine(&tool_utc(sb, "mbexamine", &[&ext]));
     let ctx = name;
 
     // the directory we computed is where Cyrus looks; cyrus.header agrees
     assert_eq!(Path::new(&ex.path), dir, "{ctx}");
     let h = &head["header"];
     assert_eq!(h["uniqueid"].as_str(), Some(ex.uniqueid.as_str()), "{ctx}");
-    assert_eq!(h["name"].as_str(), Some(name), "{ctx}");
+    assert_eq!(h["uniqueid"], entry["uniqueid"], "{ctx}");
+    // The name in cyrus.header: Cyrus 3.6.1 rewrites it on RENAME and on a delayed
+    // DELETE for UUID mailboxes, but leaves the old name in a legacy-dirs mailbox
+    // whose directory it moved (seen here); mailboxes.db has the truth.
+    let hname = h["name"].as_str().unwrap();
+    if entry["mbtype"].as_str().unwrap().contains('l') {
+        let mut known = vec![name];
+        known.extend(entry["deleted"]["original_name"].as_str());
+        known.extend(
+            entry["name_history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|h| h["name"].as_str()),
+        );
+        assert!(known.contains(&hname), "{ctx}: {hname} not in {known:?}");
+    } else {
+        assert_eq!(hname, name, "{ctx}");
+    }
     let acl: Vec<(String, String)> = h["acl"]
         .as_array()
         .unwrap()
@@ -144,7 +175,7 @@ fn compare_mailbox(sb: &Sandbox, name: &str, dir: &Path) -> (usize, usize) {
     assert!(u(ih, "highestmodseq") >= maxmodseq, "{ctx}");
     let last = recs.last().map_or(0, |r| u(r, "uid"));
     assert!(u(ih, "last_uid") >= last, "{ctx}");
-    let q = tool_utc(sb, "mbexamine", &["-q", name]);
+    let q = tool_utc(sb, "mbexamine", &["-q", &ext]);
     assert!(
         String::from_utf8_lossy(&q).contains("Mailbox has CORRECT total quota usage"),
         "{ctx}: {}",
@@ -155,7 +186,7 @@ fn compare_mailbox(sb: &Sandbox, name: &str, dir: &Path) -> (usize, usize) {
     let gone = parse_unexpunge(&String::from_utf8_lossy(&tool_utc(
         sb,
         "unexpunge",
-        &["-l", name],
+        &["-l", &ext],
     )));
     let ours_gone: Vec<[u64; 5]> = recs
         .iter()
@@ -176,8 +207,6 @@ fn compare_mailbox(sb: &Sandbox, name: &str, dir: &Path) -> (usize, usize) {
 
 #[test]
 fn inspect_agrees_with_cyrus_on_every_mailbox() {
-    let t0 = Instant::now();
-    let sb = start("found-oracle");
     let users = ["alice", "bob", "carol"];
     let plan = PopulatePlan {
         users: users.iter().map(|s| s.to_string()).collect(),
@@ -187,7 +216,38 @@ fn inspect_agrees_with_cyrus_on_every_mailbox() {
         max_message_size: 24 * 1024,
         ..PopulatePlan::default()
     };
-    let pop = populate(&sb, &plan).unwrap();
+    oracle(start("found-oracle"), &plan, 250, 10);
+}
+
+/// The same with legacy (name-hashed) mailbox directories and `/` as the
+/// hierarchy separator: other directories and other name-lock files.
+#[test]
+fn inspect_agrees_with_cyrus_on_legacy_dirs() {
+    let sb = Sandbox::start(SandboxOptions {
+        name_hint: "found-oracle-legacy".into(),
+        legacy_dirs: true,
+        unixhierarchysep: true,
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    let plan = PopulatePlan {
+        users: vec!["gus".into(), "hal".into()],
+        folders_per_user: 4,
+        messages: 80,
+        seed: 77,
+        max_message_size: 16 * 1024,
+        fixtures: false,
+        ..PopulatePlan::default()
+    };
+    oracle(sb, &plan, 60, 2);
+}
+
+/// Populate `sb` by `plan`, make history, and compare every mailbox; the sandbox
+/// must end up with at least `min_live` live and `min_expunged` expunged records.
+fn oracle(sb: Sandbox, plan: &PopulatePlan, min_live: usize, min_expunged: usize) {
+    let t0 = Instant::now();
+    let users = &plan.users;
+    let pop = populate(&sb, plan).unwrap();
     let hist = make_history(&sb, &pop, 7).unwrap();
     let loaded = t0.elapsed();
     let conf = conf(&sb);
@@ -208,7 +268,7 @@ fn inspect_agrees_with_cyrus_on_every_mailbox() {
         "inspect mailboxes --ctl-mboxlist vs ctl_mboxlist -d"
     );
     let report = cyrvault_json(&["inspect", "mailboxes", db_s]);
-    assert_eq!(strs(&report["users"]), users);
+    assert_eq!(&strs(&report["users"]), users);
 
     // every mailbox with a directory (tombstones of renamed/deleted names have none)
     let mut checked = BTreeMap::new();
@@ -233,20 +293,26 @@ fn inspect_agrees_with_cyrus_on_every_mailbox() {
         // write-back of every real index is byte-identical
         let bytes = std::fs::read(dir.join("cyrus.index")).unwrap();
         assert_eq!(write_index(&parse_index(&bytes).unwrap()), bytes, "{name}");
-        checked.insert(name.to_string(), compare_mailbox(&sb, name, &dir));
+        checked.insert(name.to_string(), compare_mailbox(&sb, m, &dir));
     }
     // the sandbox holds what the issue asks for, and we looked at all of it
     let live: usize = checked.values().map(|c| c.0).sum();
     let expunged: usize = checked.values().map(|c| c.1).sum();
-    assert!(live >= 250, "{live} live records");
-    assert!(expunged >= 10, "{expunged} expunged records");
+    assert!(live >= min_live, "{live} live records");
+    assert!(expunged >= min_expunged, "{expunged} expunged records");
     assert_eq!(partitions.len(), 2, "{partitions:?}");
     for (_, new) in &hist.renamed {
-        assert!(checked.contains_key(new), "renamed {new} not checked");
+        // the sandbox names mailboxes in the external form
+        let new = if sb.separator() == '/' {
+            new.replace('.', "^").replace('/', ".")
+        } else {
+            new.clone()
+        };
+        assert!(checked.contains_key(&new), "renamed {new} not checked");
     }
     let deleted = checked.keys().filter(|n| n.starts_with("DELETED.")).count();
     assert_eq!(deleted, hist.deleted.len());
-    assert!(deleted >= 3);
+    assert!(deleted >= users.len());
     let openable: BTreeSet<&String> = dump
         .as_object()
         .unwrap()
