@@ -155,6 +155,9 @@ fn damaged_live_files_give_typed_errors_never_panics() {
         )),
         "{text}"
     );
+    let d = work.join("empty");
+    put(&d, b"", &hb, &cb);
+    binary_refuses("index", &d, "cyrus.index", 8, "truncated");
     let mut rng = SmallRng::seed_from_u64(0x0da3_a6e0);
     for i in 0..6 {
         let d = work.join(format!("random-{i}"));
@@ -271,4 +274,49 @@ fn damaged_live_files_give_typed_errors_never_panics() {
         counts[2]
     );
     assert!(counts[0] > 400 && counts[2] > 200, "{counts:?}");
+
+    // mailboxes.db of the same server: a cut through the binary, flips through
+    // the library (twoskip checks a CRC per record)
+    let db = {
+        let p = sb.config_dir().join("mailboxes.db");
+        let _l = locker.file(&p, LockMode::Shared, true).unwrap();
+        std::fs::read(&p).unwrap()
+    };
+    let dbfile = work.join("mailboxes.db");
+    std::fs::write(&dbfile, &db[..db.len() - 10]).unwrap();
+    let out = cyrvault(&["inspect", "mailboxes", dbfile.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains(dbfile.to_str().unwrap()) && err.contains(" at offset "),
+        "{err}"
+    );
+    let mut db_caught = 0;
+    for round in 0..1000 {
+        let mut m = db.clone();
+        for _ in 0..rng.gen_range(1..4) {
+            let p = rng.gen_range(0..m.len());
+            m[p] ^= rng.gen_range(1..=255u8);
+        }
+        std::fs::write(&dbfile, &m).unwrap();
+        let r = std::panic::catch_unwind(|| cyrvault::inspect::mailboxes(&dbfile, "DELETED"))
+            .unwrap_or_else(|_| panic!("inspect mailboxes panicked in round {round}"));
+        if let Err(e) = r {
+            let s = e.to_string();
+            assert!(
+                matches!(e, cyrvault::Error::Parse { .. }),
+                "round {round}: {e:?}"
+            );
+            assert!(
+                s.starts_with(dbfile.to_str().unwrap()) && s.contains(" at offset "),
+                "{s}"
+            );
+            db_caught += 1;
+        }
+    }
+    eprintln!(
+        "damage: mailboxes.db ({} bytes): 1000 mutations, {db_caught} refused",
+        db.len()
+    );
+    assert!(db_caught > 500, "{db_caught}");
 }

@@ -185,7 +185,8 @@ fn lock_interop(sb: Sandbox) {
         "APPEND: unlocked {baseline:?}; answered {w1:?} / {w2:?} / {w3:?} after release \
          (name / namespace / index); afterwards {after:?}"
     );
-    let slow = baseline * 5 + Duration::from_millis(500);
+    // generous for a busy 2-core machine: the point is "not stuck", not speed
+    let slow = baseline * 5 + Duration::from_secs(2);
     for w in [w1, w2, w3] {
         assert!(
             w < slow,
