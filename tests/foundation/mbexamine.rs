@@ -1,20 +1,26 @@
 //! Cyrus's `mbexamine` and `unexpunge -l` output, parsed for the oracle test.
+//!
+//! mbexamine (`imap/mbexamine.c`, 3.6.1) shows only the non-expunged records,
+//! prints times as decimal seconds, the four user-flag words last-first, and after
+//! each record its cache items as ` Name>{len}` followed by len raw bytes (8-bit
+//! included, so it is parsed as bytes). `unexpunge -l` lists the expunged records
+//! with ctime() dates (run it with TZ=UTC).
 
 use std::collections::BTreeMap;
 
-// records, prints times as decimal seconds, the user-flag words last-first, and
-// after each record the cache items as ` Name>{len}` followed by len raw bytes.
-
+/// One mailbox as mbexamine prints it.
 #[derive(Debug, Default)]
 pub struct Ex {
     pub path: String,
     pub acl: Vec<(String, String)>,
     pub uniqueid: String,
     pub user_flags: Vec<String>,
+    /// Header numbers by our `IndexHeader` field name.
     pub header: BTreeMap<&'static str, u64>,
     pub records: Vec<ExRecord>,
 }
 
+/// One record: numeric fields by their mbexamine label (`UID:`, `INT_DATE:`, ...).
 #[derive(Debug, Default)]
 pub struct ExRecord {
     pub nums: BTreeMap<&'static str, u64>,
@@ -23,13 +29,14 @@ pub struct ExRecord {
     pub thrid: Option<u64>,
     pub internal_flags: Vec<String>,
     pub system_flags: Vec<String>,
+    /// In word order (flag i is bit i%32 of word i/32), un-reversed.
     pub user_flags: [u32; 4],
     /// Cache items by name (`Envel`, `From`, `Subjct`, ...).
     pub cache: BTreeMap<String, Vec<u8>>,
 }
 
 /// The decimal number after `key` in `line` (after optional spaces and `(`).
-pub fn num(line: &str, key: &str) -> u64 {
+fn num(line: &str, key: &str) -> u64 {
     let at = line
         .find(key)
         .unwrap_or_else(|| panic!("{key} not in {line:?}"))
@@ -44,7 +51,8 @@ pub fn num(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|_| panic!("no number after {key} in {line:?}"))
 }
 
-pub fn word<'a>(line: &'a str, key: &str) -> &'a str {
+/// The whitespace-delimited word after `key` in `line`.
+fn word<'a>(line: &'a str, key: &str) -> &'a str {
     let at = line
         .find(key)
         .unwrap_or_else(|| panic!("{key} not in {line:?}"))
@@ -52,6 +60,7 @@ pub fn word<'a>(line: &'a str, key: &str) -> &'a str {
     line[at..].split_whitespace().next().unwrap_or("")
 }
 
+/// Parse the raw stdout of `mbexamine <mailbox>`.
 pub fn parse_mbexamine(out: &[u8]) -> Ex {
     let mut ex = Ex::default();
     let mut pos = 0usize;
@@ -193,7 +202,7 @@ pub fn parse_unexpunge(out: &str) -> Vec<[u64; 5]> {
 }
 
 /// "Wed Nov 15 00:00:00 2023" (UTC) -> epoch seconds.
-pub fn ctime_secs(s: &str) -> u64 {
+fn ctime_secs(s: &str) -> u64 {
     let f: Vec<&str> = s.split_whitespace().collect();
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

@@ -19,9 +19,7 @@ use cyrvault::cyrus::config::{self, ImapdConf};
 use cyrvault::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 
-// ---------------------------------------------------------------------------
-// Helpers
-
+/// A sandbox with default options (two partitions, UUID directories).
 pub fn start(hint: &str) -> Sandbox {
     Sandbox::start(SandboxOptions {
         name_hint: hint.into(),
@@ -30,6 +28,7 @@ pub fn start(hint: &str) -> Sandbox {
     .expect("sandbox starts")
 }
 
+/// The sandbox's imapd.conf through our own config parser.
 pub fn conf(sb: &Sandbox) -> ImapdConf {
     config::load(Some(&sb.imapd_conf), None).unwrap()
 }
@@ -56,12 +55,14 @@ pub fn cyrvault_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A JSON number field that must be there.
 pub fn u(v: &Value, key: &str) -> u64 {
     v[key]
         .as_u64()
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
+/// A JSON array of strings.
 pub fn strs(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
