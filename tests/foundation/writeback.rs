@@ -59,9 +59,15 @@ fn try_replace_index(
 /// Command lines of the processes that hold a classic (POSIX or flock) lock on
 /// one of `files` now, from /proc/locks (our OFD locks show pid -1 there).
 fn lock_holders(files: &[&Path]) -> Vec<String> {
-    let inodes: Vec<u64> = files
+    // /proc/locks names a file as <major hex>:<minor hex>:<inode decimal>
+    let ids: Vec<String> = files
         .iter()
-        .map(|f| std::fs::metadata(f).unwrap().ino())
+        .map(|f| {
+            let m = std::fs::metadata(f).unwrap();
+            let dev = m.dev();
+            let (maj, min) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+            format!("{maj:02x}:{min:02x}:{}", m.ino())
+        })
         .collect();
     std::fs::read_to_string("/proc/locks")
         .unwrap()
@@ -70,8 +76,7 @@ fn lock_holders(files: &[&Path]) -> Vec<String> {
             // "1: POSIX ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF" ("->" marks a waiter)
             let f: Vec<&str> = l.split_whitespace().collect();
             let at = if f.get(1) == Some(&"->") { 5 } else { 4 };
-            let ino: u64 = f.get(at + 1)?.rsplit(':').next()?.parse().ok()?;
-            if !inodes.contains(&ino) {
+            if !ids.iter().any(|id| f.get(at + 1) == Some(&id.as_str())) {
                 return None;
             }
             let cmd = std::fs::read(format!("/proc/{}/cmdline", f.get(at)?)).ok()?;
