@@ -260,9 +260,11 @@ fn index_written_back_is_identical_and_still_served() {
     assert_eq!(st.count, 15, "{st:?}");
 
     // A client that has the mailbox SELECTed does not stop the write: an idle
-    // 3.6.1 imapd holds no lock at all between commands (seen in /proc/locks; not
-    // the shared name lock cyrus-reference.md §9.4 expects). Its session keeps
-    // serving the same data across an identical replacement of the index.
+    // 3.6.1 imapd holds no lock at all between commands (seen in /proc/locks; its
+    // command loop calls `index_release`, imap/index.c, which `mailbox_close`s and
+    // so drops the name lock; not the long-held shared name lock that
+    // cyrus-reference.md §9.4 describes). Its session keeps serving the same data
+    // across an identical replacement of the index.
     let mut c = sb.login(user).unwrap();
     c.select("INBOX").unwrap();
     let items = "(UID FLAGS INTERNALDATE RFC822.SIZE MODSEQ BODY.PEEK[])";
