@@ -19,6 +19,10 @@ fn main() {
         .expect("generating the C header with cbindgen")
         .write_to_file(include_dir.join("cyrvault.h"));
     println!("cargo:include={}", include_dir.display());
+    println!(
+        "cargo:rustc-env=CYRVAULT_GENERATED_HEADER={}",
+        include_dir.join("cyrvault.h").display()
+    );
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::catalog::CatalogError;
 use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
 use crate::lock::LockError;
@@ -37,6 +38,12 @@ pub enum Error {
     /// A lock could not be taken.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The SQLite catalog failed or refused (see `catalog::CatalogError`).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A mailbox's files are damaged (names user, mailbox, file and offset).
+    #[error(transparent)]
+    Mailbox(#[from] Box<crate::spool::MailboxError>),
     /// A per-user archive is locked, damaged or not what we expected.
     #[error("archive {}: {source}", path.display())]
     Archive {
@@ -78,10 +85,11 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,
-            Error::Parse { .. } => ErrorKind::Data,
+            Error::Parse { .. } | Error::Mailbox(_) => ErrorKind::Data,
             Error::Config(_) => ErrorKind::Config,
             Error::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
             Error::Lock(_) => ErrorKind::Io,
+            Error::Catalog(e) => e.kind(),
             Error::Archive { source, .. } if source.is_temporary() => ErrorKind::Temporary,
             Error::Archive { .. } => ErrorKind::Data,
             Error::NotFound { .. } => ErrorKind::NotFound,

@@ -12,6 +12,7 @@
 //! See `doc/design.md`.
 
 pub mod archive;
+pub mod catalog;
 pub mod cyrus;
 pub mod error;
 pub mod ffi;
@@ -19,8 +20,10 @@ pub mod imap;
 pub mod inspect;
 pub mod lock;
 pub mod log;
+pub mod model;
 pub mod protocol;
 pub mod sandbox;
 pub mod service;
+pub mod spool;
 
 pub use error::{Error, ErrorKind, Result};

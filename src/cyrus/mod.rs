@@ -9,9 +9,11 @@
 //! `doc/cyrus-files.md` lists them per file.
 #![forbid(unsafe_code)]
 
+pub mod annotations;
 pub mod cache;
 pub mod config;
 pub mod dlist;
+pub mod flat;
 pub mod header;
 pub mod index;
 pub mod mboxlist;

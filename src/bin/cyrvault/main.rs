@@ -1,2 +1,28 @@
-//! `cyrvault`: the admin and backup-server command (being written).
-fn main() {}
+//! `cyrvault`: the admin and backup-server command. This file only dispatches:
+//! argv → options → one library call → output and exit status.
+
+mod args;
+mod cmd_inspect;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let level = match (cli.verbose, cli.quiet) {
+        (_, true) => log::LevelFilter::Error,
+        (0, _) => log::LevelFilter::Warn,
+        (1, _) => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    cyrvault::log::init_stderr(level);
+    let result = match &cli.command {
+        args::Command::Inspect(a) => cmd_inspect::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => output::fail(cli.command.name(), &e),
+    }
+}

@@ -1,0 +1,69 @@
+//! The command line as plain data (clap derive). Resolved into library calls by the
+//! `cmd_*` files.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Backup for Cyrus IMAP servers.
+#[derive(Debug, Parser)]
+#[command(name = "cyrvault", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print what cyrvault's parsers read from a Cyrus file.
+    Inspect(InspectArgs),
+}
+
+impl Command {
+    /// The subcommand's name, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Inspect(_) => "inspect",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(subcommand)]
+    pub what: InspectWhat,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InspectWhat {
+    /// cyrus.index: header and every record (a file or a mailbox directory).
+    Index { path: PathBuf },
+    /// cyrus.header: name, uniqueid, ACL, keyword names.
+    Header { path: PathBuf },
+    /// cyrus.cache, checked entry by entry against the index beside it.
+    Cache {
+        path: PathBuf,
+        /// The cyrus.index to walk the cache with (default: beside the cache).
+        #[arg(long)]
+        index: Option<PathBuf>,
+    },
+    /// mailboxes.db: every mailbox (twoskip file).
+    Mailboxes {
+        path: PathBuf,
+        /// The imapd.conf `deletedprefix`.
+        #[arg(long, default_value = "DELETED")]
+        deletedprefix: String,
+        /// Print exactly what `ctl_mboxlist -d` prints (JSON).
+        #[arg(long)]
+        ctl_mboxlist: bool,
+    },
+}

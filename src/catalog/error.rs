@@ -1,0 +1,109 @@
+//! Errors of the catalog: SQLite failures with what we were doing and to which file,
+//! schema version mismatches, and misuse of the run writer. Wrapped by the crate
+//! `Error::Catalog`.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::ErrorKind;
+
+/// What went wrong in the catalog.
+#[derive(Debug)]
+pub enum CatalogError {
+    /// A SQLite call failed; `op` says what we were doing.
+    Db {
+        op: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The catalog was written by a newer cyrvault (its schema version is higher).
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// The catalog has a schema version we have no migration from.
+    SchemaTooOld {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// The file is a SQLite database, but not a cyrvault catalog.
+    NotACatalog { path: PathBuf },
+    /// Stored data that does not decode (a state column, a GUID blob).
+    Corrupt { path: PathBuf, what: String },
+    /// The writer was used against its contract (run numbers not increasing, a folder
+    /// snapshotted twice in one run, an unchanged folder we never saw...).
+    Misuse { path: PathBuf, what: String },
+}
+
+impl CatalogError {
+    /// The coarse class, for exit codes and retries: a busy/locked database is
+    /// temporary, a schema or content problem is bad data, misuse is a bug.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CatalogError::Db { source, .. } => match source.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    ErrorKind::Temporary
+                }
+                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::DiskFull) => {
+                    ErrorKind::Io
+                }
+                _ => ErrorKind::Data,
+            },
+            CatalogError::SchemaTooNew { .. }
+            | CatalogError::SchemaTooOld { .. }
+            | CatalogError::NotACatalog { .. }
+            | CatalogError::Corrupt { .. } => ErrorKind::Data,
+            CatalogError::Misuse { .. } => ErrorKind::Software,
+        }
+    }
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatalogError::Db { op, path, source } => {
+                write!(f, "catalog {}: {op}: {source}", path.display())
+            }
+            CatalogError::SchemaTooNew {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "catalog {}: schema version {found} is newer than this cyrvault supports \
+                 ({supported}); upgrade cyrvault or run reindex",
+                path.display()
+            ),
+            CatalogError::SchemaTooOld {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "catalog {}: schema version {found} has no migration to {supported}; run reindex",
+                path.display()
+            ),
+            CatalogError::NotACatalog { path } => {
+                write!(f, "{}: not a cyrvault catalog", path.display())
+            }
+            CatalogError::Corrupt { path, what } => {
+                write!(f, "catalog {}: corrupt: {what}", path.display())
+            }
+            CatalogError::Misuse { path, what } => {
+                write!(f, "catalog {}: {what}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CatalogError::Db { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The per-user SQLite catalog that sits beside the archive: which runs exist, where
+//! every message and meta file lives in the archive, and what every folder looked like
+//! at every run. All of cyrvault's SQL lives in this module.
+//!
+//! The catalog is DERIVED data: the archive is the truth, and `cyrvault reindex USER`
+//! rebuilds the catalog from the archive alone ([`Catalog::create_fresh`], then the
+//! same [`RunTx`] calls the backup made, then [`Catalog::install`]). Both ways give the
+//! same [`Catalog::dump_canonical`]; `tests/catalog.rs` proves it.
+//!
+//! Files: `schema.rs` (DDL, [`SCHEMA_VERSION`]), `write.rs` (one transaction per run:
+//! [`RunTx`]), `replay.rs` (a whole run from its manifest: [`Catalog::write_run`]),
+//! `query.rs` (typed reads), `dump.rs` (canonical dump, stats),
+//! `error.rs` ([`CatalogError`]). The tables are described for operators in
+//! `doc/catalog.md`.
+//!
+//! Durability: the archive member is written and fsynced first, then the run's catalog
+//! transaction commits (`synchronous = FULL`, WAL). A crash between the two leaves an
+//! archive ahead of the catalog, never the reverse.
+#![forbid(unsafe_code)]
+
+mod dump;
+mod error;
+mod query;
+mod replay;
+mod schema;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use dump::CatalogStats;
+pub use error::CatalogError;
+pub use query::{
+    FolderAt, FolderSnapshot, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse, RunInfo,
+};
+pub use replay::RunParts;
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use write::{FolderMeta, FolderRef, MemberRow, RunHeader, RunTx};
+
+use crate::error::{Error, IoContext, Result};
+use schema::Found;
+
+/// How long a writer or reader waits for another process's lock on the catalog.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An open catalog.
+#[derive(Debug)]
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+    /// Set by [`Catalog::create_fresh`]: where [`Catalog::install`] moves the file.
+    install_to: Option<PathBuf>,
+}
+
+/// Attach "what we were doing, to which catalog" to a rusqlite result.
+pub(crate) trait DbContext<T> {
+    fn db(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> DbContext<T> for rusqlite::Result<T> {
+    fn db(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| {
+            Error::Catalog(CatalogError::Db {
+                op,
+                path: path.to_path_buf(),
+                source,
+            })
+        })
+    }
+}
+
+pub(crate) fn misuse(path: &Path, what: impl Into<String>) -> Error {
+    Error::Catalog(CatalogError::Misuse {
+        path: path.to_path_buf(),
+        what: what.into(),
+    })
+}
+
+pub(crate) fn corrupt(path: &Path, what: impl Into<String>) -> Error {
+    Error::Catalog(CatalogError::Corrupt {
+        path: path.to_path_buf(),
+        what: what.into(),
+    })
+}
+
+impl Catalog {
+    /// Open the catalog at `path`, creating it (with the current schema) if the file
+    /// does not exist. A catalog with a newer schema is refused with
+    /// [`CatalogError::SchemaTooNew`] naming both versions; a SQLite file that is not a
+    /// catalog with [`CatalogError::NotACatalog`].
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Self::open_with(path, flags)
+    }
+
+    /// Open an existing catalog; a missing file is `Error::NotFound` (for the read-only
+    /// admin commands, which must not leave an empty catalog behind).
+    pub fn open_existing(path: &Path) -> Result<Catalog> {
+        if !path.exists() {
+            return Err(Error::NotFound {
+                what: "catalog",
+                name: path.display().to_string(),
+            });
+        }
+        Self::open_with(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    }
+
+    fn open_with(path: &Path, flags: OpenFlags) -> Result<Catalog> {
+        let mut conn = Connection::open_with_flags(path, flags).db("opening", path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .db("setting busy_timeout", path)?;
+        // WAL lets readers (ls, verify) run beside the writer. FULL: a commit must
+        // survive power loss, or an archive member whose run the catalog lost would be
+        // taken for an uncommitted tail.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .db("setting journal_mode", path)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(corrupt(
+                path,
+                format!("journal_mode is {mode}, WAL was refused"),
+            ));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .db("setting synchronous", path)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .db("enabling foreign keys", path)?;
+        match schema::inspect(&conn).db("reading the schema version", path)? {
+            Found::Empty => schema::create(&mut conn).db("creating the schema", path)?,
+            Found::Version(v) => check_version(path, v)?,
+            Found::Foreign => {
+                return Err(Error::Catalog(CatalogError::NotACatalog {
+                    path: path.to_path_buf(),
+                }));
+            }
+        }
+        Ok(Catalog {
+            conn,
+            path: path.to_path_buf(),
+            install_to: None,
+        })
+    }
+
+    /// Start a new catalog for `reindex`: the database is built at `<path>.new` (a stale
+    /// one from an interrupted reindex is removed first) and only [`Catalog::install`]
+    /// puts it in place, so the old catalog stays usable until the new one is complete.
+    pub fn create_fresh(path: &Path) -> Result<Catalog> {
+        let new = sibling(path, ".new");
+        for p in [new.clone(), sibling(&new, "-wal"), sibling(&new, "-shm")] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("removing stale", &p, e));
+                }
+                _ => {}
+            }
+        }
+        let mut c = Self::open(&new)?;
+        c.install_to = Some(path.to_path_buf());
+        Ok(c)
+    }
+
+    /// Move a catalog made by [`Catalog::create_fresh`] into place and return it opened
+    /// at its final path. The caller holds the user's archive lock, so no one else has
+    /// the old catalog open. The old catalog's `-wal`/`-shm` are removed *before* the
+    /// rename: SQLite would otherwise replay the old WAL into the new file.
+    pub fn install(self) -> Result<Catalog> {
+        let Some(target) = self.install_to.clone() else {
+            return Err(misuse(
+                &self.path,
+                "install() on a catalog not made by create_fresh",
+            ));
+        };
+        let new = self.path.clone();
+        // Leave WAL mode so the whole database is in the one file we rename.
+        self.conn
+            .pragma_update(None, "journal_mode", "DELETE")
+            .db("checkpointing", &new)?;
+        self.conn.close().map_err(|(_, e)| e).db("closing", &new)?;
+        std::fs::File::open(&new)
+            .and_then(|f| f.sync_all())
+            .at("fsyncing", &new)?;
+        for p in [sibling(&target, "-wal"), sibling(&target, "-shm")] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("removing old", &p, e));
+                }
+                _ => {}
+            }
+        }
+        std::fs::rename(&new, &target).at("renaming into place", &target)?;
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|f| f.sync_all())
+                .at("fsyncing", dir)?;
+        }
+        Catalog::open(&target)
+    }
+
+    /// Change how long calls wait for another process's lock (default
+    /// [`BUSY_TIMEOUT`]); past it they fail with a temporary error.
+    pub fn set_busy_timeout(&mut self, t: Duration) -> Result<()> {
+        self.conn
+            .busy_timeout(t)
+            .db("setting busy_timeout", &self.path)
+    }
+
+    /// The file this catalog is in (for a fresh one, the `.new` file).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `PRAGMA integrity_check` and `foreign_key_check`: empty when all is well,
+    /// otherwise SQLite's complaints.
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut st = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .db("checking integrity", &self.path)?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .db("checking integrity", &self.path)?;
+        for r in rows {
+            let r = r.db("checking integrity", &self.path)?;
+            if r != "ok" {
+                out.push(r);
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare("PRAGMA foreign_key_check")
+            .db("checking foreign keys", &self.path)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(format!(
+                    "foreign key: {} row {:?} -> {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?
+                ))
+            })
+            .db("checking foreign keys", &self.path)?;
+        for r in rows {
+            out.push(r.db("checking foreign keys", &self.path)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Refuse a schema we cannot read. Also called inside each write transaction, so a
+/// newer cyrvault upgrading the file under a long-running older one is noticed.
+pub(crate) fn check_version(path: &Path, found: i64) -> Result<()> {
+    if found == SCHEMA_VERSION {
+        Ok(())
+    } else if found > SCHEMA_VERSION {
+        Err(Error::Catalog(CatalogError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        }))
+    } else {
+        Err(Error::Catalog(CatalogError::SchemaTooOld {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        }))
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`cat.sqlite` -> `cat.sqlite.new`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}

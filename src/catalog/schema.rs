@@ -1,0 +1,200 @@
+//! The catalog's DDL and its version. `doc/catalog.md` describes every table for
+//! operators; change both in the same commit and bump [`SCHEMA_VERSION`] on any
+//! change a previous cyrvault could misread.
+//!
+//! The version lives in `PRAGMA user_version` (and, for people poking with the
+//! `sqlite3` shell, in the `meta` table); `PRAGMA application_id` marks the file as a
+//! cyrvault catalog. Run intervals are half-open: a row with `from_run = A` and
+//! `to_run = B` is valid for runs `A <= run < B`; `to_run IS NULL` means "still
+//! current".
+#![forbid(unsafe_code)]
+
+use rusqlite::Connection;
+
+/// Version of the schema this cyrvault writes and reads. History:
+/// 1 — first version (runs, members, messages, folders, folder_names, folder_runs,
+///     records, user_files, meta).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a cyrvault catalog: "cyrv" in ASCII.
+pub const APPLICATION_ID: i64 = 0x6379_7276;
+
+/// The tables and indexes of [`SCHEMA_VERSION`]. Columns are described in
+/// `doc/catalog.md`.
+pub(crate) const DDL: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE runs (
+    run              INTEGER PRIMARY KEY,
+    started          INTEGER NOT NULL,
+    finished         INTEGER NOT NULL,
+    server           TEXT NOT NULL,
+    user             TEXT NOT NULL,
+    tool_version     TEXT NOT NULL,
+    manifest_member  INTEGER,
+    manifest_offset  INTEGER,
+    manifest_size    INTEGER,
+    status           TEXT NOT NULL CHECK (status IN ('complete'))
+);
+
+CREATE TABLE members (
+    offset            INTEGER PRIMARY KEY,
+    compressed_len    INTEGER NOT NULL,
+    uncompressed_len  INTEGER NOT NULL,
+    run               INTEGER NOT NULL REFERENCES runs(run),
+    crc32             INTEGER
+);
+CREATE INDEX members_by_run ON members(run);
+
+CREATE TABLE messages (
+    guid              BLOB PRIMARY KEY CHECK (length(guid) = 20),
+    size              INTEGER NOT NULL,
+    member_offset     INTEGER NOT NULL REFERENCES members(offset),
+    offset_in_member  INTEGER NOT NULL,
+    first_run         INTEGER NOT NULL REFERENCES runs(run)
+) WITHOUT ROWID;
+CREATE INDEX messages_by_member ON messages(member_offset);
+
+CREATE TABLE folders (
+    uniqueid       TEXT PRIMARY KEY,
+    first_run      INTEGER NOT NULL REFERENCES runs(run),
+    last_seen_run  INTEGER NOT NULL REFERENCES runs(run),
+    deleted_run    INTEGER REFERENCES runs(run)
+) WITHOUT ROWID;
+
+CREATE TABLE folder_names (
+    uniqueid       TEXT NOT NULL REFERENCES folders(uniqueid),
+    name           TEXT NOT NULL,
+    internal_name  TEXT NOT NULL,
+    from_run       INTEGER NOT NULL REFERENCES runs(run),
+    to_run         INTEGER REFERENCES runs(run),
+    PRIMARY KEY (uniqueid, from_run)
+) WITHOUT ROWID;
+CREATE INDEX folder_names_by_name ON folder_names(name, from_run);
+
+CREATE TABLE folder_runs (
+    uniqueid          TEXT NOT NULL REFERENCES folders(uniqueid),
+    run               INTEGER NOT NULL REFERENCES runs(run),
+    snapshot_run      INTEGER NOT NULL REFERENCES runs(run),
+    uidvalidity       INTEGER NOT NULL,
+    highestmodseq     INTEGER NOT NULL,
+    last_uid          INTEGER NOT NULL,
+    exists_count      INTEGER NOT NULL,
+    state             TEXT NOT NULL,
+    header_member     INTEGER, header_offset INTEGER, header_size INTEGER,
+    index_member      INTEGER, index_offset INTEGER, index_size INTEGER,
+    annot_member      INTEGER, annot_offset INTEGER, annot_size INTEGER,
+    state_member      INTEGER, state_offset INTEGER, state_size INTEGER,
+    PRIMARY KEY (uniqueid, run)
+) WITHOUT ROWID;
+CREATE INDEX folder_runs_by_run ON folder_runs(run);
+
+CREATE TABLE records (
+    id            INTEGER PRIMARY KEY,
+    uniqueid      TEXT NOT NULL REFERENCES folders(uniqueid),
+    uid           INTEGER NOT NULL,
+    guid          BLOB NOT NULL CHECK (length(guid) = 20),
+    system_flags  INTEGER NOT NULL,
+    keywords      TEXT NOT NULL,
+    internaldate  INTEGER NOT NULL,
+    size          INTEGER NOT NULL,
+    modseq        INTEGER NOT NULL,
+    last_updated  INTEGER NOT NULL,
+    savedate      INTEGER NOT NULL,
+    from_run      INTEGER NOT NULL REFERENCES runs(run),
+    to_run        INTEGER REFERENCES runs(run),
+    CHECK (to_run IS NULL OR to_run > from_run)
+);
+CREATE INDEX records_by_folder_uid ON records(uniqueid, uid, from_run);
+CREATE INDEX records_current ON records(uniqueid, uid) WHERE to_run IS NULL;
+CREATE INDEX records_by_guid ON records(guid);
+CREATE INDEX records_by_from_run ON records(from_run);
+
+CREATE TABLE user_files (
+    run               INTEGER NOT NULL REFERENCES runs(run),
+    snapshot_run      INTEGER NOT NULL REFERENCES runs(run),
+    kind              TEXT NOT NULL CHECK (kind IN ('seen', 'subs', 'sieve')),
+    name              TEXT NOT NULL,
+    active            INTEGER NOT NULL,
+    member_offset     INTEGER NOT NULL,
+    offset_in_member  INTEGER NOT NULL,
+    size              INTEGER NOT NULL,
+    PRIMARY KEY (run, kind, name)
+) WITHOUT ROWID;
+";
+
+/// Create the schema in an empty database, inside one transaction.
+pub(crate) fn create(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(DDL)?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('created_by', ?2)",
+        (
+            SCHEMA_VERSION.to_string(),
+            format!("cyrvault {}", env!("CARGO_PKG_VERSION")),
+        ),
+    )?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// What an opened database is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// No tables at all: a new file.
+    Empty,
+    /// A cyrvault catalog of this schema version.
+    Version(i64),
+    /// Tables, but not ours.
+    Foreign,
+}
+
+/// Look at `application_id`, `user_version` and whether there are tables.
+pub(crate) fn inspect(conn: &Connection) -> rusqlite::Result<Found> {
+    let app: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(if tables == 0 && app == 0 && version == 0 {
+        Found::Empty
+    } else if app == APPLICATION_ID {
+        Found::Version(version)
+    } else {
+        Found::Foreign
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_creates_and_is_recognised() {
+        let mut c = Connection::open_in_memory().unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Empty);
+        create(&mut c).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        let v: String = c
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION.to_string());
+    }
+
+    #[test]
+    fn foreign_database_is_not_ours() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (x)").unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Foreign);
+    }
+}

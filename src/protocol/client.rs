@@ -1,0 +1,432 @@
+//! A client for the protocol: typed calls for every base command, the extensions when
+//! the server announces them, and verified file transfer. Works against a stock
+//! `backupcyrusd` as well as `cyrvaultd`; [`Client::capabilities`] tells them apart.
+//!
+//! File bytes are handed to a [`Receiver`] while they arrive; their SHA-1 is checked
+//! when the closing `DONE` line comes. On a mismatch the call fails and the receiver
+//! must throw away what it got for that file (it only gets `file_done` for good files).
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+
+use super::ProtocolError;
+use super::auth::auth_answer;
+use super::reply::{DataHeader, FileStat, Reply, ReplyReader};
+use super::request::{AuthStep, Request, encode_request};
+
+/// Where fetched files go.
+pub trait Receiver {
+    /// A file starts: where its `header.stat.size` bytes are to be written.
+    fn file(&mut self, header: &DataHeader) -> Result<&mut dyn Write, ProtocolError>;
+    /// All bytes of the file arrived and match the SHA-1 the server sent.
+    fn file_done(&mut self, header: &DataHeader, sha1: &[u8; 20]) -> Result<(), ProtocolError>;
+    /// A `NO <text>` line came in place of a file.
+    fn missing(&mut self, text: &[u8]) -> Result<(), ProtocolError>;
+    /// Any other line inside the answer (`FOLDER` in a SNAPSHOT).
+    fn other(&mut self, reply: Reply) -> Result<(), ProtocolError>;
+}
+
+/// A [`Receiver`] that keeps everything in memory (small files, tests).
+#[derive(Debug, Default)]
+pub struct Collect {
+    /// Verified files, in order.
+    pub files: Vec<(DataHeader, Vec<u8>)>,
+    /// Texts of `NO` lines.
+    pub missing: Vec<Vec<u8>>,
+    /// Other lines, in order.
+    pub other: Vec<Reply>,
+    current: Vec<u8>,
+}
+
+impl Receiver for Collect {
+    fn file(&mut self, _header: &DataHeader) -> Result<&mut dyn Write, ProtocolError> {
+        self.current.clear();
+        Ok(&mut self.current)
+    }
+    fn file_done(&mut self, header: &DataHeader, _sha1: &[u8; 20]) -> Result<(), ProtocolError> {
+        self.files
+            .push((header.clone(), std::mem::take(&mut self.current)));
+        Ok(())
+    }
+    fn missing(&mut self, text: &[u8]) -> Result<(), ProtocolError> {
+        self.missing.push(text.to_vec());
+        Ok(())
+    }
+    fn other(&mut self, reply: Reply) -> Result<(), ProtocolError> {
+        self.other.push(reply);
+        Ok(())
+    }
+}
+
+/// An announced capability: name and optional value.
+pub type Capability = (Vec<u8>, Option<Vec<u8>>);
+
+/// A file name with its stat, from a `STAT` line.
+pub type NamedStat = (Vec<u8>, FileStat);
+
+/// A `STAT` listing and the words of its closing `DONE` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// `(name, stat)` per `STAT` line.
+    pub files: Vec<NamedStat>,
+    /// The `DONE` words (`FMETA`, uniqueid, jmapid for FMETA).
+    pub done: Vec<Vec<u8>>,
+}
+
+/// One folder of an `FMULTISTATUS` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderStatus {
+    pub name: Vec<u8>,
+    pub uniqueid: Vec<u8>,
+    pub jmapid: Vec<u8>,
+    /// `(file name, stat)` for `header`, `index`, `annotations`, `mailbox_annotations`
+    /// as far as they exist.
+    pub files: Vec<NamedStat>,
+}
+
+/// One connection to a `backupcyrusd` or `cyrvaultd`.
+pub struct Client<R, W> {
+    replies: ReplyReader<R>,
+    out: W,
+    slot: Vec<u8>,
+}
+
+fn unexpected(wanted: &'static str, got: &Reply) -> ProtocolError {
+    ProtocolError::UnexpectedReply {
+        wanted,
+        got: format!("{got:?}"),
+    }
+}
+
+impl<R: Read, W: Write> Client<R, W> {
+    /// A client for the server whose `servername` is `slot`.
+    pub fn new(reader: R, writer: W, slot: &[u8]) -> Self {
+        Client {
+            replies: ReplyReader::new(reader),
+            out: writer,
+            slot: slot.to_vec(),
+        }
+    }
+
+    fn send(&mut self, req: &Request) -> Result<(), ProtocolError> {
+        let line = encode_request(req)?;
+        self.out
+            .write_all(&line)
+            .and_then(|()| self.out.flush())
+            .map_err(|e| ProtocolError::io("sending request", &e))
+    }
+
+    /// Read lines up to the final `DONE`, passing each to `each`; returns the DONE words.
+    fn listing(
+        &mut self,
+        mut each: impl FnMut(Reply) -> Result<(), ProtocolError>,
+    ) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        loop {
+            match self.replies.next_reply()? {
+                Reply::Done(words) => return Ok(words),
+                other => each(other)?,
+            }
+        }
+    }
+
+    /// `PING`.
+    pub fn ping(&mut self) -> Result<(), ProtocolError> {
+        self.send(&Request::Ping)?;
+        self.replies.expect_ok()?;
+        self.listing(|r| Err(unexpected("DONE PING", &r)))?;
+        Ok(())
+    }
+
+    /// `QUIT`, then the connection is done.
+    pub fn quit(mut self) -> Result<(), ProtocolError> {
+        self.send(&Request::Quit)?;
+        self.replies.expect_ok()
+    }
+
+    /// `CAPABILITY`: `None` from a stock `backupcyrusd` (it answers `NO`), else the
+    /// announced `(name, value)` pairs.
+    pub fn capabilities(&mut self) -> Result<Option<Vec<Capability>>, ProtocolError> {
+        self.send(&Request::Capability {
+            slot: self.slot.clone(),
+        })?;
+        match self.replies.next_reply()? {
+            Reply::Ok => {}
+            Reply::No(_) => return Ok(None),
+            other => return Err(unexpected("OK or NO", &other)),
+        }
+        let mut caps = Vec::new();
+        self.listing(|r| match r {
+            Reply::Cap { name, value } => {
+                caps.push((name, value));
+                Ok(())
+            }
+            other => Err(unexpected("CAP", &other)),
+        })?;
+        Ok(Some(caps))
+    }
+
+    /// `AUTH`: ask for a nonce and answer it with the shared secret.
+    pub fn authenticate(&mut self, secret: &[u8]) -> Result<(), ProtocolError> {
+        let slot = self.slot.clone();
+        self.send(&Request::Auth {
+            slot: slot.clone(),
+            step: AuthStep::Begin,
+        })?;
+        self.replies.expect_ok()?;
+        let mut nonce = None;
+        self.listing(|r| match r {
+            Reply::Challenge(n) => {
+                nonce = Some(n);
+                Ok(())
+            }
+            other => Err(unexpected("CHALLENGE", &other)),
+        })?;
+        let nonce = nonce.ok_or(ProtocolError::MalformedReply {
+            what: "auth answer without challenge",
+        })?;
+        self.send(&Request::Auth {
+            slot: slot.clone(),
+            step: AuthStep::Answer(auth_answer(secret, &nonce, &slot)),
+        })?;
+        self.replies.expect_ok()?;
+        self.listing(|r| Err(unexpected("DONE AUTH", &r)))?;
+        Ok(())
+    }
+
+    /// `USERS`.
+    pub fn users(&mut self) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        self.send(&Request::Users {
+            slot: self.slot.clone(),
+        })?;
+        self.replies.expect_ok()?;
+        let mut users = Vec::new();
+        self.listing(|r| match r {
+            Reply::User(u) => {
+                users.push(u);
+                Ok(())
+            }
+            other => Err(unexpected("USER", &other)),
+        })?;
+        Ok(users)
+    }
+
+    fn stats(&mut self, req: Request) -> Result<Listing, ProtocolError> {
+        self.send(&req)?;
+        self.replies.expect_ok()?;
+        let mut stats = Vec::new();
+        let done = self.listing(|r| match r {
+            Reply::Stat {
+                folder: None,
+                name,
+                stat,
+            } => {
+                stats.push((name, stat));
+                Ok(())
+            }
+            other => Err(unexpected("STAT", &other)),
+        })?;
+        Ok(Listing { files: stats, done })
+    }
+
+    /// `META <user>`: the `(name, stat)` of `seen` and `sub`, as far as they exist.
+    pub fn meta_listing(&mut self, user: &[u8]) -> Result<Vec<NamedStat>, ProtocolError> {
+        let slot = self.slot.clone();
+        Ok(self
+            .stats(Request::Meta {
+                slot,
+                user: user.to_vec(),
+                items: None,
+            })?
+            .files)
+    }
+
+    /// `FMETA <user> <folder>`: the file stats and the `DONE FMETA` words.
+    pub fn fmeta_listing(&mut self, user: &[u8], folder: &[u8]) -> Result<Listing, ProtocolError> {
+        let slot = self.slot.clone();
+        self.stats(Request::FMeta {
+            slot,
+            user: user.to_vec(),
+            folder: folder.to_vec(),
+            items: None,
+        })
+    }
+
+    /// `FMULTISTATUS <user>`.
+    pub fn fmultistatus(&mut self, user: &[u8]) -> Result<Vec<FolderStatus>, ProtocolError> {
+        self.send(&Request::FMultiStatus {
+            slot: self.slot.clone(),
+            user: user.to_vec(),
+        })?;
+        self.replies.expect_ok()?;
+        let mut out: Vec<FolderStatus> = Vec::new();
+        self.listing(|r| match r {
+            Reply::Folder {
+                name,
+                uniqueid,
+                jmapid,
+            } => {
+                out.push(FolderStatus {
+                    name,
+                    uniqueid,
+                    jmapid,
+                    files: Vec::new(),
+                });
+                Ok(())
+            }
+            Reply::Stat {
+                folder: Some(f),
+                name,
+                stat,
+            } => match out.last_mut() {
+                Some(cur) if cur.name == f => {
+                    cur.files.push((name, stat));
+                    Ok(())
+                }
+                _ => Err(ProtocolError::MalformedReply {
+                    what: "stat line for a folder not announced just before",
+                }),
+            },
+            other => Err(unexpected("FOLDER or STAT", &other)),
+        })?;
+        Ok(out)
+    }
+
+    /// Send a file-carrying request (`META`/`FMETA` with items, `FDATA`, `SNAPSHOT`),
+    /// hand every file to `rx`, and return the final `DONE` words.
+    pub fn fetch(
+        &mut self,
+        req: &Request,
+        rx: &mut dyn Receiver,
+    ) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        self.send(req)?;
+        self.replies.expect_ok()?;
+        loop {
+            match self.replies.next_reply()? {
+                Reply::Done(words) => return Ok(words),
+                Reply::Data(h) => {
+                    let sha = {
+                        let sink = rx.file(&h)?;
+                        self.replies.read_data(&h, sink)?
+                    };
+                    rx.file_done(&h, &sha)?;
+                }
+                Reply::No(t) => rx.missing(&t)?,
+                other => rx.other(other)?,
+            }
+        }
+    }
+
+    /// `FDATA <user> <folder> <uid>...`: message files; returns the `DONE` words.
+    pub fn fdata(
+        &mut self,
+        user: &[u8],
+        folder: &[u8],
+        uids: &[u32],
+        rx: &mut dyn Receiver,
+    ) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        let req = Request::FData {
+            slot: self.slot.clone(),
+            user: user.to_vec(),
+            folder: folder.to_vec(),
+            items: uids.iter().map(|u| u.to_string().into_bytes()).collect(),
+        };
+        self.fetch(&req, rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::session::tests::{cfg, spool};
+    use crate::service::session::{ServiceStats, Session};
+    use std::os::unix::net::UnixStream;
+
+    /// Run a client against our session over a socket pair.
+    fn with_server<T>(
+        secret: Option<&[u8]>,
+        f: impl FnOnce(&mut Client<UnixStream, UnixStream>) -> T,
+    ) -> T {
+        let sp = spool();
+        let c = cfg(secret.map(|s| crate::service::Secret::from_bytes(s).unwrap()));
+        let stats = ServiceStats::default();
+        let (client, mut server) = UnixStream::pair().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut input = server.try_clone().unwrap();
+                Session::new(&c, &sp, &stats).run(&mut input, &mut server)
+            });
+            let mut cl = Client::new(client.try_clone().unwrap(), client, b"imap1");
+            f(&mut cl)
+        })
+    }
+
+    #[test]
+    fn listings_and_files() {
+        with_server(None, |c| {
+            c.ping().unwrap();
+            assert_eq!(c.users().unwrap(), [b"bob".to_vec(), b"carol".to_vec()]);
+            let meta = c.meta_listing(b"bob").unwrap();
+            assert_eq!(meta.len(), 1);
+            assert_eq!(meta[0].0, b"seen");
+            let folders = c.fmultistatus(b"bob").unwrap();
+            assert_eq!(folders.len(), 2);
+            assert_eq!(folders[1].name, b"Sent Items");
+            assert_eq!(folders[1].files.len(), 4);
+            let Listing { files, done } = c.fmeta_listing(b"bob", b"INBOX").unwrap();
+            assert_eq!(files.len(), 2);
+            assert_eq!(
+                done,
+                [b"FMETA".to_vec(), b"u-inbox".to_vec(), b"Jinbox".to_vec()]
+            );
+            let mut rx = Collect::default();
+            let done = c.fdata(b"bob", b"INBOX", &[1, 7, 2], &mut rx).unwrap();
+            assert_eq!(done[0], b"FDATA");
+            assert_eq!(rx.files.len(), 2);
+            assert_eq!(rx.files[0].1, b"msg one");
+            assert_eq!(rx.files[1].1, b"msg two");
+            assert_eq!(rx.missing, [b"no such file 7".to_vec()]);
+            let caps = c.capabilities().unwrap().unwrap();
+            assert!(caps.iter().any(|(n, _)| n == b"SNAPSHOT"));
+            // a missing folder is an error carrying the server's text
+            assert_eq!(
+                c.fmeta_listing(b"bob", b"Nope").unwrap_err(),
+                ProtocolError::No("no such folder user.bob.Nope".into())
+            );
+        });
+    }
+
+    #[test]
+    fn authenticate_against_our_session() {
+        let secret = b"client-test-secret-0123";
+        with_server(Some(secret), |c| {
+            assert!(
+                matches!(c.users(), Err(ProtocolError::No(t)) if t == "authentication required")
+            );
+            c.authenticate(secret).unwrap();
+            assert_eq!(c.users().unwrap().len(), 2);
+        });
+        with_server(Some(secret), |c| {
+            assert!(c.authenticate(b"wrong-secret-of-16-bytes").is_err());
+        });
+    }
+
+    #[test]
+    fn stock_server_has_no_capabilities() {
+        // what backupcyrusd answers to "CAPABILITY <slot>"
+        let mut c = Client::new(&b"NO bad command\n"[..], Vec::new(), b"imap1");
+        assert_eq!(c.capabilities().unwrap(), None);
+        assert_eq!(c.out, b"CAPABILITY imap1\n");
+    }
+
+    #[test]
+    fn corrupted_payload_is_refused() {
+        let wire = b"OK\nDATA 1 3 0 0\nabcDONE 1 0000000000000000000000000000000000000000\nDONE FDATA u j\n";
+        let mut c = Client::new(&wire[..], Vec::new(), b"imap1");
+        let mut rx = Collect::default();
+        assert!(matches!(
+            c.fdata(b"bob", b"INBOX", &[1], &mut rx),
+            Err(ProtocolError::Sha1Mismatch { .. })
+        ));
+        assert!(rx.files.is_empty(), "a bad file is never reported done");
+    }
+}

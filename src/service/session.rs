@@ -1,0 +1,860 @@
+//! One client connection: read request lines, answer them as `backupcyrusd` would,
+//! plus cyrvault's announced extensions (CAPABILITY, AUTH, STATUS, SNAPSHOT).
+//!
+//! The session is written against the [`Spool`] and [`Folder`] traits: the real
+//! implementation reads Cyrus's files under Cyrus's locks (the lead's spool reader);
+//! the session decides *when* a folder is opened (its index lock taken), when the
+//! index lock is dropped and when the folder is closed, in upstream's order
+//! (doc/protocol.md, "Locks"). Syntax lives in `crate::protocol`.
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use sha1::{Digest, Sha1};
+
+use super::SessionSummary;
+use super::auth::{AuthOutcome, AuthPolicy, Authenticator, Secret};
+use crate::protocol::reply::synthetic_ino;
+use crate::protocol::token::c_atoi_u32;
+use crate::protocol::{
+    AuthStep, EXTENSION_VERSION, FileStat, LineReader, MAX_ITEMS, MAX_LINE, ProtocolError, Refusal,
+    ReplyWriter, Request, parse_request_line,
+};
+use crate::{Error, Result};
+
+/// A file ready to be sent: its `stat` and a reader at its first byte.
+pub struct OpenFile<'a> {
+    /// What `stat` said; exactly `stat.size` bytes will be read from `reader`.
+    pub stat: FileStat,
+    /// The file's bytes.
+    pub reader: Box<dyn Read + 'a>,
+}
+
+/// Outcome of opening a file, with upstream's two failure replies.
+pub enum Fetch<'a> {
+    /// `stat` failed: `NO no such file <name>` (or nothing, in a listing).
+    Missing,
+    /// `open` failed: `NO failed to open file <name>`.
+    OpenFailed,
+    /// Opened.
+    Open(OpenFile<'a>),
+}
+
+/// The per-user files of `META`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFile {
+    /// `<user>.seen` in the user's config directory.
+    Seen,
+    /// `<user>.sub`.
+    Sub,
+}
+
+/// The per-folder files of `FMETA`/`FMULTISTATUS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaFile {
+    /// `cyrus.header`
+    Header,
+    /// `cyrus.index`
+    Index,
+    /// `cyrus.annotations` (per-message annotations)
+    Annotations,
+}
+
+impl MetaFile {
+    /// The name on the wire.
+    pub fn wire_name(self) -> &'static [u8] {
+        match self {
+            MetaFile::Header => b"header",
+            MetaFile::Index => b"index",
+            MetaFile::Annotations => b"annotations",
+        }
+    }
+    const ALL: [MetaFile; 3] = [MetaFile::Header, MetaFile::Index, MetaFile::Annotations];
+}
+
+/// One folder as `FMULTISTATUS` lists it (read from the mailbox list without opening
+/// the mailbox, as upstream does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderEntry {
+    /// External name relative to the user (`INBOX`, `Sent`, ...).
+    pub name: Vec<u8>,
+    /// The mailbox uniqueid.
+    pub uniqueid: Vec<u8>,
+    /// The JMAP id; empty on Cyrus 3.6.
+    pub jmapid: Vec<u8>,
+    /// `stat` of cyrus.header (None: missing).
+    pub header: Option<FileStat>,
+    /// `stat` of cyrus.index.
+    pub index: Option<FileStat>,
+    /// `stat` of cyrus.annotations.
+    pub annotations: Option<FileStat>,
+    /// The synthetic `mailbox_annotations` JSON (None: the folder has none).
+    pub mailbox_annotations: Option<Vec<u8>>,
+}
+
+/// Result of opening a folder.
+pub enum FolderOpen<'a> {
+    /// Opened: name lock and index lock held until [`Folder::unlock_index`] / drop.
+    Open(Box<dyn Folder + 'a>),
+    /// No such folder; `intname` is the internal name `FMETA` reports.
+    Missing { intname: Vec<u8> },
+}
+
+/// What the base commands and SNAPSHOT need from a Cyrus spool.
+pub trait Spool {
+    /// All user ids, in mailbox-list order (`USERS`).
+    fn users(&self) -> Result<Vec<Vec<u8>>>;
+    /// `stat` of a per-user file, None if missing.
+    fn user_file_stat(&self, user: &[u8], which: UserFile) -> Result<Option<FileStat>>;
+    /// Open a per-user file.
+    fn open_user_file(&self, user: &[u8], which: UserFile) -> Result<Fetch<'_>>;
+    /// The user's folders including deleted ones (`FMULTISTATUS`).
+    fn folders(&self, user: &[u8]) -> Result<Vec<FolderEntry>>;
+    /// Open a folder by external name, taking Cyrus's shared locks.
+    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>>;
+    /// Names of the files in the user's sieve directory (SNAPSHOT).
+    fn sieve_scripts(&self, user: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// Open one of them.
+    fn open_sieve(&self, user: &[u8], name: &[u8]) -> Result<Fetch<'_>>;
+}
+
+/// An open folder. Dropping it releases every lock it holds.
+pub trait Folder {
+    /// The mailbox uniqueid (for `DONE FMETA`/`DONE FDATA`, `FOLDER`).
+    fn uniqueid(&self) -> &[u8];
+    /// The JMAP id; empty on Cyrus 3.6, which has none.
+    fn jmapid(&self) -> &[u8];
+    /// `stat` of a metadata file, None if missing.
+    fn meta_stat(&self, file: MetaFile) -> Option<FileStat>;
+    /// Open a metadata file (read under the index lock).
+    fn open_meta(&self, file: MetaFile) -> Fetch<'_>;
+    /// The synthetic annotations JSON, None if the folder has no annotations.
+    fn mailbox_annotations(&self) -> Result<Option<Vec<u8>>>;
+    /// The message file of `uid`, looked up in the index (index lock held).
+    fn message_file(&self, uid: u32) -> Option<PathBuf>;
+    /// Drop the index lock (and the user namespace lock); the name lock stays.
+    fn unlock_index(&mut self);
+    /// Open a message file found by [`Folder::message_file`].
+    fn open_message(&self, path: &Path) -> Fetch<'_>;
+    /// How long Cyrus's index (and namespace) locks were really held, when the
+    /// folder released them itself before the session's `unlock_index` (the real
+    /// spool does: it copies the meta files and lets go at once). None: the time
+    /// from open to `unlock_index` is the hold.
+    fn lock_hold(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// Counters for `STATUS`, shared by the sessions of one service process.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    sessions_total: AtomicU64,
+    sessions_active: AtomicU64,
+    locks_held: AtomicU64,
+    bytes_served: AtomicU64,
+    holds: Mutex<LockHolds>,
+}
+
+/// Index-lock hold times in power-of-two microsecond buckets.
+#[derive(Debug, Default)]
+struct LockHolds {
+    count: u64,
+    max_us: u64,
+    buckets: [u64; 32],
+}
+
+impl ServiceStats {
+    /// Record one index-lock hold.
+    pub fn record_lock_hold(&self, us: u64) {
+        if let Ok(mut h) = self.holds.lock() {
+            h.count += 1;
+            h.max_us = h.max_us.max(us);
+            let b = (64 - us.leading_zeros()) as usize;
+            if let Some(slot) = h.buckets.get_mut(b.min(31)) {
+                *slot += 1;
+            }
+        }
+    }
+
+    /// `(sessions_total, sessions_active, locks_held, bytes_served, max_us, p99_us)`;
+    /// p99 is the upper edge of the bucket holding the 99th percentile.
+    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
+        let (max_us, p99) = match self.holds.lock() {
+            Ok(h) => {
+                let want = h.count - h.count / 100;
+                let mut seen = 0;
+                let mut p99 = 0;
+                for (i, n) in h.buckets.iter().enumerate() {
+                    seen += n;
+                    if seen >= want && *n > 0 {
+                        p99 = if i == 0 { 0 } else { (1u64 << i) - 1 };
+                        break;
+                    }
+                }
+                (h.max_us, p99.min(h.max_us))
+            }
+            Err(_) => (0, 0),
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("sessions_total", get(&self.sessions_total)),
+            ("sessions_active", get(&self.sessions_active)),
+            ("locks_held", get(&self.locks_held)),
+            ("bytes_served", get(&self.bytes_served)),
+            ("lock_hold_max_us", max_us),
+            ("lock_hold_p99_us", p99),
+        ]
+    }
+}
+
+/// What a session needs besides the spool.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Cyrus's `servername`: the slot every command must name.
+    pub servername: Vec<u8>,
+    /// Configured shared secret: AUTH is then offered and required.
+    pub secret: Option<Secret>,
+    /// Delay and limit for failed AUTH answers.
+    pub auth_policy: AuthPolicy,
+    /// Most metadata bytes of one folder buffered so its locks are released before
+    /// sending ([`BUFFER_BUDGET`] is the usual value; 0 streams under the lock always).
+    pub buffer_budget: u64,
+    /// Peer description for log lines.
+    pub peer: String,
+}
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+/// Holds a folder and accounts for its index lock.
+struct Held<'a> {
+    folder: Box<dyn Folder + 'a>,
+    since: Option<Instant>,
+    stats: &'a ServiceStats,
+}
+
+impl<'a> Held<'a> {
+    fn new(folder: Box<dyn Folder + 'a>, stats: &'a ServiceStats) -> Self {
+        stats.locks_held.fetch_add(1, Ordering::Relaxed);
+        Held {
+            folder,
+            since: Some(Instant::now()),
+            stats,
+        }
+    }
+    fn unlock_index(&mut self) {
+        if let Some(t) = self.since.take() {
+            self.folder.unlock_index();
+            self.stats.locks_held.fetch_sub(1, Ordering::Relaxed);
+            let held = self.folder.lock_hold().unwrap_or_else(|| t.elapsed());
+            let us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+            self.stats.record_lock_hold(us);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.unlock_index();
+    }
+}
+
+/// One connection's state machine.
+pub struct Session<'a> {
+    cfg: &'a SessionConfig,
+    spool: &'a dyn Spool,
+    stats: &'a ServiceStats,
+    auth: Authenticator,
+    summary: SessionSummary,
+}
+
+type W<'w> = ReplyWriter<&'w mut dyn Write>;
+
+impl<'a> Session<'a> {
+    /// A new session; counts it in `stats` until it is dropped.
+    pub fn new(cfg: &'a SessionConfig, spool: &'a dyn Spool, stats: &'a ServiceStats) -> Self {
+        stats.sessions_total.fetch_add(1, Ordering::Relaxed);
+        stats.sessions_active.fetch_add(1, Ordering::Relaxed);
+        Session {
+            cfg,
+            spool,
+            stats,
+            auth: Authenticator::new(cfg.secret.clone(), cfg.auth_policy),
+            summary: SessionSummary::default(),
+        }
+    }
+
+    /// Serve until `QUIT`, end of stream, too many failed AUTH answers, or an error
+    /// that leaves the stream unusable (I/O, a file shorter than announced, a spool
+    /// failure after `OK` was sent: the client then sees a cut answer, never a
+    /// silently incomplete one).
+    pub fn run(mut self, input: &mut dyn Read, output: &mut dyn Write) -> Result<SessionSummary> {
+        let mut lines = LineReader::new(input, MAX_LINE);
+        let mut w: W<'_> = ReplyWriter::new(output);
+        let res = self.run_loop(&mut lines, &mut w);
+        self.summary.bytes_out = w.bytes_out();
+        self.stats
+            .bytes_served
+            .fetch_add(w.bytes_out(), Ordering::Relaxed);
+        log::info!(
+            target: "cyrvault::session",
+            "session end peer={} user={} folders={} bytes_in={} bytes_out={}{}",
+            self.cfg.peer,
+            self.summary.user.as_deref().unwrap_or("-"),
+            self.summary.folders,
+            lines.bytes_in(),
+            w.bytes_out(),
+            res.as_ref().err().map(|e| format!(" error={e}")).unwrap_or_default()
+        );
+        res.map(|()| self.summary.clone())
+    }
+
+    fn run_loop(&mut self, lines: &mut LineReader<&mut dyn Read>, w: &mut W<'_>) -> Result<()> {
+        loop {
+            let line = match lines.read_line() {
+                Ok(None) => return Ok(()),
+                Ok(Some(l)) => l,
+                Err(e @ ProtocolError::LineTooLong { .. }) => {
+                    w.no(e.to_string().as_bytes())?;
+                    w.flush()?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let flow = match parse_request_line(&line.bytes, line.terminated) {
+                Ok(req) => self.handle(req, w)?,
+                Err(e) => {
+                    w.no(e.to_string().as_bytes())?;
+                    Flow::Continue
+                }
+            };
+            w.flush()?;
+            if let Flow::Quit = flow {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle(&mut self, req: Request, w: &mut W<'_>) -> Result<Flow> {
+        match req {
+            Request::Quit => {
+                w.ok()?;
+                return Ok(Flow::Quit);
+            }
+            Request::Ping => {
+                w.ok()?;
+                w.done("PING", &[])?;
+                return Ok(Flow::Continue);
+            }
+            _ => {}
+        }
+        if !self.auth.may_proceed() && !req.allowed_before_auth() {
+            w.no(b"authentication required")?;
+            return Ok(Flow::Continue);
+        }
+        if req.slot() != Some(self.cfg.servername.as_slice()) {
+            let mut t = b"iam ".to_vec();
+            t.extend_from_slice(&self.cfg.servername);
+            w.no(&t)?;
+            return Ok(Flow::Continue);
+        }
+        match req {
+            Request::Users { .. } => self.users(w)?,
+            Request::Meta { user, items, .. } => self.meta(&user, items, w)?,
+            Request::FMultiStatus { user, .. } => self.fmultistatus(&user, w)?,
+            Request::FMeta {
+                user,
+                folder,
+                items,
+                ..
+            } => self.fmeta(&user, &folder, items, w)?,
+            Request::FData {
+                user,
+                folder,
+                items,
+                ..
+            } => self.fdata(&user, &folder, &items, w)?,
+            Request::Capability { .. } => self.capability(w)?,
+            Request::Auth { slot, step } => return self.auth_step(&slot, step, w),
+            Request::Status { .. } => self.status(w)?,
+            Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
+            Request::Refused { refusal, .. } => refuse(refusal, w)?,
+            Request::Quit | Request::Ping => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn note_user(&mut self, user: &[u8]) {
+        self.summary.user = Some(String::from_utf8_lossy(user).into_owned());
+    }
+
+    /// A spool failure before anything was written: `NO internal error`, logged.
+    fn spool_failed(&self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
+        log::error!(
+            target: "cyrvault::session",
+            "{what} for user {} from {}: {e}",
+            String::from_utf8_lossy(user),
+            self.cfg.peer
+        );
+        w.no(b"internal error")?;
+        Ok(())
+    }
+
+    fn users(&mut self, w: &mut W<'_>) -> Result<()> {
+        let users = match self.spool.users() {
+            Ok(u) => u,
+            Err(e) => return self.spool_failed("listing users", b"-", &e, w),
+        };
+        w.ok()?;
+        for u in &users {
+            w.user(u)?;
+        }
+        w.done("USERS", &[])?;
+        Ok(())
+    }
+
+    fn meta(&mut self, user: &[u8], items: Option<Vec<Vec<u8>>>, w: &mut W<'_>) -> Result<()> {
+        self.note_user(user);
+        let Some(items) = items else {
+            let mut stats = Vec::new();
+            for (which, name) in [(UserFile::Seen, &b"seen"[..]), (UserFile::Sub, b"sub")] {
+                match self.spool.user_file_stat(user, which) {
+                    Ok(st) => stats.push((name, st)),
+                    Err(e) => return self.spool_failed("stat of user file", user, &e, w),
+                }
+            }
+            w.ok()?;
+            for (name, st) in stats {
+                if let Some(st) = st {
+                    w.stat(None, name, st)?;
+                }
+            }
+            w.done("META", &[])?;
+            return Ok(());
+        };
+        w.ok()?;
+        for item in &items {
+            let which = match item.as_slice() {
+                b"seen" => UserFile::Seen,
+                b"sub" => UserFile::Sub,
+                _ => continue, // upstream ignores unknown items
+            };
+            let fetch = self.spool.open_user_file(user, which)?;
+            send_fetch(item, fetch, w)?;
+        }
+        w.done("META", &[])?;
+        Ok(())
+    }
+
+    fn fmultistatus(&mut self, user: &[u8], w: &mut W<'_>) -> Result<()> {
+        self.note_user(user);
+        let folders = match self.spool.folders(user) {
+            Ok(f) => f,
+            Err(e) => return self.spool_failed("listing folders", user, &e, w),
+        };
+        w.ok()?;
+        for f in &folders {
+            w.folder(&f.name, &f.uniqueid, &f.jmapid)?;
+            for (file, st) in MetaFile::ALL.iter().zip([f.header, f.index, f.annotations]) {
+                if let Some(st) = st {
+                    w.stat(Some(&f.name), file.wire_name(), st)?;
+                }
+            }
+            if let Some(json) = &f.mailbox_annotations {
+                w.stat(Some(&f.name), b"mailbox_annotations", annot_stat(json))?;
+            }
+        }
+        w.done("FMULTISTATUS", &[])?;
+        Ok(())
+    }
+
+    fn open(
+        &mut self,
+        user: &[u8],
+        folder: &[u8],
+        w: &mut W<'_>,
+    ) -> Result<Option<FolderOpen<'a>>> {
+        self.note_user(user);
+        match self.spool.open_folder(user, folder) {
+            Ok(o) => {
+                if let FolderOpen::Open(_) = o {
+                    self.summary.folders += 1;
+                }
+                Ok(Some(o))
+            }
+            Err(e) => {
+                self.spool_failed("opening folder", user, &e, w)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn fmeta(
+        &mut self,
+        user: &[u8],
+        folder: &[u8],
+        items: Option<Vec<Vec<u8>>>,
+        w: &mut W<'_>,
+    ) -> Result<()> {
+        let mut held = match self.open(user, folder, w)? {
+            None => return Ok(()),
+            Some(FolderOpen::Missing { intname }) => {
+                // FMETA names the internal name here, FDATA the name as given
+                w.no_name("no such folder", &intname)?;
+                return Ok(());
+            }
+            Some(FolderOpen::Open(f)) => Held::new(f, self.stats),
+        };
+        w.ok()?;
+        match items {
+            None => {
+                for file in MetaFile::ALL {
+                    if let Some(st) = held.folder.meta_stat(file) {
+                        w.stat(None, file.wire_name(), st)?;
+                    }
+                }
+                if let Some(json) = held.folder.mailbox_annotations()? {
+                    w.stat(None, b"mailbox_annotations", annot_stat(&json))?;
+                }
+            }
+            Some(items) => {
+                // unknown items are ignored, as upstream does
+                let wanted: Vec<Option<MetaFile>> = items
+                    .iter()
+                    .filter_map(|i| match i.as_slice() {
+                        b"header" => Some(Some(MetaFile::Header)),
+                        b"index" => Some(Some(MetaFile::Index)),
+                        b"annotations" => Some(Some(MetaFile::Annotations)),
+                        b"mailbox_annotations" => Some(None),
+                        _ => None,
+                    })
+                    .collect();
+                let files: Vec<MetaFile> = wanted.iter().flatten().copied().collect();
+                if fits_budget(held.folder.as_ref(), &files, self.cfg.buffer_budget) {
+                    // same bytes as upstream, but read into memory under the lock and
+                    // sent after every lock is released (doc/protocol.md, 1.7)
+                    let mut frames = Vec::with_capacity(wanted.len());
+                    for item in &wanted {
+                        frames.push(match item {
+                            Some(file) => {
+                                buffer_meta(held.folder.as_ref(), *file, self.cfg.buffer_budget)?
+                            }
+                            None => annotations_frame(held.folder.mailbox_annotations()?),
+                        });
+                    }
+                    let ids = [
+                        held.folder.uniqueid().to_vec(),
+                        held.folder.jmapid().to_vec(),
+                    ];
+                    held.unlock_index();
+                    drop(held);
+                    write_frames(frames, w)?;
+                    w.done("FMETA", &[&ids[0], &ids[1]])?;
+                    return Ok(());
+                }
+                // too big to buffer: stream under the index lock, as upstream does
+                for item in &wanted {
+                    match item {
+                        Some(file) => {
+                            send_fetch(file.wire_name(), held.folder.open_meta(*file), w)?
+                        }
+                        None => write_frames(
+                            vec![annotations_frame(held.folder.mailbox_annotations()?)],
+                            w,
+                        )?,
+                    }
+                }
+            }
+        }
+        w.done("FMETA", &[held.folder.uniqueid(), held.folder.jmapid()])?;
+        held.unlock_index();
+        Ok(())
+    }
+
+    fn fdata(
+        &mut self,
+        user: &[u8],
+        folder: &[u8],
+        items: &[Vec<u8>],
+        w: &mut W<'_>,
+    ) -> Result<()> {
+        let mut held = match self.open(user, folder, w)? {
+            None => return Ok(()),
+            Some(FolderOpen::Missing { .. }) => {
+                w.no_name("no such folder", folder)?;
+                return Ok(());
+            }
+            Some(FolderOpen::Open(f)) => Held::new(f, self.stats),
+        };
+        w.ok()?;
+        // resolve every UID under the index lock, then drop it before sending
+        let files: Vec<Option<PathBuf>> = items
+            .iter()
+            .map(|i| held.folder.message_file(c_atoi_u32(i)))
+            .collect();
+        held.unlock_index();
+        for (item, path) in items.iter().zip(files) {
+            let fetch = match &path {
+                Some(p) => held.folder.open_message(p),
+                None => Fetch::Missing,
+            };
+            send_fetch(item, fetch, w)?;
+        }
+        w.done("FDATA", &[held.folder.uniqueid(), held.folder.jmapid()])?;
+        Ok(())
+    }
+
+    fn capability(&mut self, w: &mut W<'_>) -> Result<()> {
+        w.ok()?;
+        w.cap("VERSION", Some(&EXTENSION_VERSION.to_string()))?;
+        if self.auth.required() {
+            w.cap("AUTH", Some("HMAC-SHA256"))?;
+        }
+        w.cap("STATUS", None)?;
+        w.cap("SNAPSHOT", None)?;
+        w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
+        w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
+        w.done("CAPABILITY", &[])?;
+        Ok(())
+    }
+
+    fn auth_step(&mut self, slot: &[u8], step: AuthStep, w: &mut W<'_>) -> Result<Flow> {
+        match step {
+            AuthStep::Begin => match self.auth.begin()? {
+                None => w.no(b"authentication not configured")?,
+                Some(nonce) => {
+                    w.ok()?;
+                    w.challenge(&nonce)?;
+                    w.done("AUTH", &[])?;
+                }
+            },
+            AuthStep::Answer(a) => match self.auth.answer(slot, &a, &self.cfg.peer) {
+                AuthOutcome::Accepted => {
+                    w.ok()?;
+                    w.done("AUTH", &[])?;
+                }
+                AuthOutcome::NotConfigured => w.no(b"authentication not configured")?,
+                AuthOutcome::NoChallenge => w.no(b"no challenge outstanding")?,
+                AuthOutcome::Rejected => w.no(b"authentication failed")?,
+                AuthOutcome::TooManyFailures => {
+                    w.no(b"too many authentication failures")?;
+                    return Ok(Flow::Quit);
+                }
+            },
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn status(&mut self, w: &mut W<'_>) -> Result<()> {
+        w.ok()?;
+        for (k, v) in self.stats.snapshot() {
+            w.status(k, v)?;
+        }
+        w.done("STATUS", &[])?;
+        Ok(())
+    }
+
+    fn snapshot(&mut self, user: &[u8], w: &mut W<'_>) -> Result<()> {
+        self.note_user(user);
+        let listed = self.spool.folders(user).and_then(|f| {
+            let s = self.spool.sieve_scripts(user)?;
+            Ok((f, s))
+        });
+        let (folders, scripts) = match listed {
+            Ok(x) => x,
+            Err(e) => return self.spool_failed("listing for snapshot", user, &e, w),
+        };
+        w.ok()?;
+        for (which, name) in [(UserFile::Seen, &b"seen"[..]), (UserFile::Sub, b"sub")] {
+            send_fetch(name, self.spool.open_user_file(user, which)?, w)?;
+        }
+        for s in &scripts {
+            let mut name = b"sieve/".to_vec();
+            name.extend_from_slice(s);
+            send_fetch(&name, self.spool.open_sieve(user, s)?, w)?;
+        }
+        let mut sent = 0u64;
+        for f in &folders {
+            // each folder under its own index lock, released before the next
+            let held = match self.open(user, &f.name, w)? {
+                None => return Err(Error::Other("spool failed during snapshot".into())),
+                Some(FolderOpen::Missing { .. }) => {
+                    w.no_name("no such folder", &f.name)?;
+                    continue;
+                }
+                Some(FolderOpen::Open(folder)) => Held::new(folder, self.stats),
+            };
+            let ids = [
+                held.folder.uniqueid().to_vec(),
+                held.folder.jmapid().to_vec(),
+            ];
+            if fits_budget(held.folder.as_ref(), &MetaFile::ALL, self.cfg.buffer_budget) {
+                let mut frames = Vec::with_capacity(4);
+                for file in MetaFile::ALL {
+                    frames.push(buffer_meta(
+                        held.folder.as_ref(),
+                        file,
+                        self.cfg.buffer_budget,
+                    )?);
+                }
+                if let Some(json) = held.folder.mailbox_annotations()? {
+                    frames.push(annotations_frame(Some(json)));
+                }
+                drop(held);
+                w.folder(&f.name, &ids[0], &ids[1])?;
+                write_frames(frames, w)?;
+            } else {
+                w.folder(&f.name, &ids[0], &ids[1])?;
+                for file in MetaFile::ALL {
+                    send_fetch(file.wire_name(), held.folder.open_meta(file), w)?;
+                }
+                if let Some(json) = held.folder.mailbox_annotations()? {
+                    write_frames(vec![annotations_frame(Some(json))], w)?;
+                }
+            }
+            sent += 1;
+        }
+        w.done("SNAPSHOT", &[sent.to_string().as_bytes()])?;
+        Ok(())
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.stats.sessions_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn refuse(refusal: Refusal, w: &mut W<'_>) -> Result<()> {
+    match refusal {
+        Refusal::BadCommand => w.no(b"bad command")?,
+        Refusal::Unknown(cmd) => {
+            let mut t = b"unknown command ".to_vec();
+            t.extend_from_slice(&cmd);
+            w.no(&t)?;
+        }
+        Refusal::MissingUser => w.no(b"missing user")?,
+        Refusal::Silent => {}
+        Refusal::Literal => w.no(b"literals are not supported")?,
+        Refusal::Invalid(e) => w.no(e.to_string().as_bytes())?,
+    }
+    Ok(())
+}
+
+/// `STAT` data of the synthetic annotations file: length, mtime 0, synthetic inode.
+fn annot_stat(json: &[u8]) -> FileStat {
+    let sha: [u8; 20] = Sha1::digest(json).into();
+    FileStat {
+        size: json.len() as u64,
+        mtime: 0,
+        ino: synthetic_ino(&sha),
+    }
+}
+
+/// Most bytes of metadata files one folder may have buffered in memory so that its
+/// locks can be released before the files are sent; bigger folders are streamed
+/// under the index lock, as upstream always does.
+pub const BUFFER_BUDGET: u64 = 32 << 20;
+
+/// One reply unit prepared under a lock and written after it is released.
+enum Frame {
+    Data {
+        name: &'static [u8],
+        stat: FileStat,
+        bytes: Vec<u8>,
+    },
+    /// `NO <prefix> <encoded name>`.
+    NoName(&'static str, &'static [u8]),
+    /// `NO <text>`.
+    No(&'static [u8]),
+}
+
+fn fits_budget(folder: &dyn Folder, files: &[MetaFile], budget: u64) -> bool {
+    files
+        .iter()
+        .filter_map(|f| folder.meta_stat(*f))
+        .try_fold(0u64, |acc, st| acc.checked_add(st.size))
+        .is_some_and(|total| total <= budget)
+}
+
+/// Read a metadata file completely (exactly the size its open `stat` reported).
+fn buffer_meta(folder: &dyn Folder, file: MetaFile, budget: u64) -> Result<Frame> {
+    let name = file.wire_name();
+    Ok(match folder.open_meta(file) {
+        Fetch::Missing => Frame::NoName("no such file", name),
+        Fetch::OpenFailed => Frame::NoName("failed to open file", name),
+        Fetch::Open(mut f) => {
+            if f.stat.size > budget {
+                return Err(Error::Protocol(format!(
+                    "{} grew past the buffer budget while being opened",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            let mut bytes = Vec::with_capacity(f.stat.size as usize);
+            let got = (&mut f.reader)
+                .take(f.stat.size)
+                .read_to_end(&mut bytes)
+                .map_err(|e| {
+                    Error::Protocol(format!("reading {}: {e}", String::from_utf8_lossy(name)))
+                })?;
+            if got as u64 != f.stat.size {
+                return Err(ProtocolError::ShortSource {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    announced: f.stat.size,
+                    got: got as u64,
+                }
+                .into());
+            }
+            Frame::Data {
+                name,
+                stat: f.stat,
+                bytes,
+            }
+        }
+    })
+}
+
+fn annotations_frame(json: Option<Vec<u8>>) -> Frame {
+    match json {
+        None => Frame::No(b"empty mailbox_annotations"),
+        Some(bytes) => Frame::Data {
+            name: b"mailbox_annotations",
+            stat: annot_stat(&bytes),
+            bytes,
+        },
+    }
+}
+
+fn write_frames(frames: Vec<Frame>, w: &mut W<'_>) -> Result<()> {
+    for f in frames {
+        match f {
+            Frame::Data { name, stat, bytes } => {
+                w.data(name, stat, &mut bytes.as_slice())?;
+            }
+            Frame::NoName(prefix, name) => w.no_name(prefix, name)?,
+            Frame::No(text) => w.no(text)?,
+        }
+    }
+    Ok(())
+}
+
+fn send_fetch(name: &[u8], fetch: Fetch<'_>, w: &mut W<'_>) -> Result<()> {
+    match fetch {
+        Fetch::Missing => w.no_name("no such file", name)?,
+        Fetch::OpenFailed => w.no_name("failed to open file", name)?,
+        Fetch::Open(mut f) => {
+            w.data(name, f.stat, &mut f.reader)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+pub(crate) mod tests;

@@ -1,0 +1,817 @@
+//! Protocol-level session tests over an in-memory [`Spool`].
+//!
+//! These test the session's own logic (dispatch order, exact reply bytes, auth, bounds,
+//! lock order against the trait); they do NOT test reading Cyrus files: that is the
+//! real spool's job, replayed against a real Cyrus by the lead (tests/transcripts/).
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::protocol::{Reply, ReplyReader};
+use crate::service::auth::answer;
+
+const SERVER: &str = "imap1";
+
+struct MemFolder {
+    name: &'static str,
+    uniqueid: &'static str,
+    jmapid: &'static str,
+    header: Option<Vec<u8>>,
+    index: Option<Vec<u8>>,
+    annotations: Option<Vec<u8>>,
+    annots_json: Option<Vec<u8>>,
+    messages: BTreeMap<u32, Vec<u8>>,
+}
+
+pub(crate) struct MemSpool {
+    user: &'static str,
+    seen: Option<Vec<u8>>,
+    sub: Option<Vec<u8>>,
+    folders: Vec<MemFolder>,
+    sieve: Vec<(&'static str, Vec<u8>)>,
+    events: std::sync::Mutex<Vec<String>>,
+}
+
+fn st(bytes: &[u8], ino: u64) -> FileStat {
+    FileStat {
+        size: bytes.len() as u64,
+        mtime: 1_700_000_000,
+        ino,
+    }
+}
+
+fn fetch(bytes: &Option<Vec<u8>>, ino: u64) -> Fetch<'_> {
+    match bytes {
+        None => Fetch::Missing,
+        Some(b) => Fetch::Open(OpenFile {
+            stat: st(b, ino),
+            reader: Box::new(b.as_slice()),
+        }),
+    }
+}
+
+struct MemOpen<'a> {
+    f: &'a MemFolder,
+    events: &'a std::sync::Mutex<Vec<String>>,
+}
+
+impl MemOpen<'_> {
+    fn ev(&self, e: String) {
+        self.events.lock().unwrap().push(e);
+    }
+}
+
+impl Folder for MemOpen<'_> {
+    fn uniqueid(&self) -> &[u8] {
+        self.f.uniqueid.as_bytes()
+    }
+    fn jmapid(&self) -> &[u8] {
+        self.f.jmapid.as_bytes()
+    }
+    fn meta_stat(&self, file: MetaFile) -> Option<FileStat> {
+        match file {
+            MetaFile::Header => self.f.header.as_deref().map(|b| st(b, 11)),
+            MetaFile::Index => self.f.index.as_deref().map(|b| st(b, 12)),
+            MetaFile::Annotations => self.f.annotations.as_deref().map(|b| st(b, 13)),
+        }
+    }
+    fn open_meta(&self, file: MetaFile) -> Fetch<'_> {
+        self.ev(format!(
+            "read {}",
+            String::from_utf8_lossy(file.wire_name())
+        ));
+        match file {
+            MetaFile::Header => fetch(&self.f.header, 11),
+            MetaFile::Index => fetch(&self.f.index, 12),
+            MetaFile::Annotations => fetch(&self.f.annotations, 13),
+        }
+    }
+    fn mailbox_annotations(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.f.annots_json.clone())
+    }
+    fn message_file(&self, uid: u32) -> Option<PathBuf> {
+        self.ev(format!("resolve {uid}"));
+        self.f
+            .messages
+            .contains_key(&uid)
+            .then(|| PathBuf::from(format!("{uid}.")))
+    }
+    fn unlock_index(&mut self) {
+        self.ev(format!("unlock {}", self.f.name));
+    }
+    fn open_message(&self, path: &Path) -> Fetch<'_> {
+        self.ev(format!("send {}", path.display()));
+        let uid: u32 = path
+            .to_string_lossy()
+            .trim_end_matches('.')
+            .parse()
+            .unwrap_or(0);
+        match self.f.messages.get(&uid) {
+            None => Fetch::Missing,
+            Some(b) => Fetch::Open(OpenFile {
+                stat: st(b, 100 + u64::from(uid)),
+                reader: Box::new(b.as_slice()),
+            }),
+        }
+    }
+}
+
+impl Drop for MemOpen<'_> {
+    fn drop(&mut self) {
+        self.ev(format!("close {}", self.f.name));
+    }
+}
+
+impl Spool for MemSpool {
+    fn users(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(vec![self.user.into(), b"carol".to_vec()])
+    }
+    fn user_file_stat(&self, user: &[u8], which: UserFile) -> Result<Option<FileStat>> {
+        if user != self.user.as_bytes() {
+            return Ok(None);
+        }
+        Ok(match which {
+            UserFile::Seen => self.seen.as_deref().map(|b| st(b, 1)),
+            UserFile::Sub => self.sub.as_deref().map(|b| st(b, 2)),
+        })
+    }
+    fn open_user_file(&self, user: &[u8], which: UserFile) -> Result<Fetch<'_>> {
+        if user != self.user.as_bytes() {
+            return Ok(Fetch::Missing);
+        }
+        Ok(match which {
+            UserFile::Seen => fetch(&self.seen, 1),
+            UserFile::Sub => fetch(&self.sub, 2),
+        })
+    }
+    fn folders(&self, user: &[u8]) -> Result<Vec<FolderEntry>> {
+        if user != self.user.as_bytes() {
+            return Ok(vec![]);
+        }
+        Ok(self
+            .folders
+            .iter()
+            .map(|f| FolderEntry {
+                name: f.name.into(),
+                uniqueid: f.uniqueid.into(),
+                jmapid: f.jmapid.into(),
+                header: f.header.as_deref().map(|b| st(b, 11)),
+                index: f.index.as_deref().map(|b| st(b, 12)),
+                annotations: f.annotations.as_deref().map(|b| st(b, 13)),
+                mailbox_annotations: f.annots_json.clone(),
+            })
+            .collect())
+    }
+    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
+        let found = (user == self.user.as_bytes())
+            .then(|| self.folders.iter().find(|f| f.name.as_bytes() == folder))
+            .flatten();
+        match found {
+            Some(f) => {
+                self.events.lock().unwrap().push(format!("lock {}", f.name));
+                Ok(FolderOpen::Open(Box::new(MemOpen {
+                    f,
+                    events: &self.events,
+                })))
+            }
+            None => {
+                let mut intname = b"user.".to_vec();
+                intname.extend_from_slice(user);
+                intname.push(b'.');
+                intname.extend_from_slice(folder);
+                Ok(FolderOpen::Missing { intname })
+            }
+        }
+    }
+    fn sieve_scripts(&self, _user: &[u8]) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .sieve
+            .iter()
+            .map(|(n, _)| n.as_bytes().to_vec())
+            .collect())
+    }
+    fn open_sieve(&self, _user: &[u8], name: &[u8]) -> Result<Fetch<'_>> {
+        Ok(self
+            .sieve
+            .iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .map_or(Fetch::Missing, |(_, b)| {
+                Fetch::Open(OpenFile {
+                    stat: st(b, 50),
+                    reader: Box::new(b.as_slice()),
+                })
+            }))
+    }
+}
+
+pub(crate) fn spool() -> MemSpool {
+    MemSpool {
+        user: "bob",
+        seen: Some(b"seen-db".to_vec()),
+        sub: None,
+        folders: vec![
+            MemFolder {
+                name: "INBOX",
+                uniqueid: "u-inbox",
+                jmapid: "Jinbox",
+                header: Some(b"HDR".to_vec()),
+                index: Some(b"IDX".to_vec()),
+                annotations: None,
+                annots_json: None,
+                messages: [(1, b"msg one".to_vec()), (2, b"msg two".to_vec())].into(),
+            },
+            MemFolder {
+                name: "Sent Items",
+                uniqueid: "u-sent",
+                jmapid: "Jsent",
+                header: Some(b"H2".to_vec()),
+                index: Some(b"I2".to_vec()),
+                annotations: Some(b"A2".to_vec()),
+                annots_json: Some(b"[[\"/comment\",\"\",\"x\"]]".to_vec()),
+                messages: BTreeMap::new(),
+            },
+        ],
+        sieve: vec![("main.script", b"keep;".to_vec())],
+        events: std::sync::Mutex::new(Vec::new()),
+    }
+}
+
+pub(crate) fn cfg(secret: Option<Secret>) -> SessionConfig {
+    SessionConfig {
+        servername: SERVER.into(),
+        secret,
+        auth_policy: AuthPolicy {
+            fail_delay: std::time::Duration::from_millis(1),
+            max_failures: 2,
+        },
+        peer: "test".into(),
+        buffer_budget: BUFFER_BUDGET,
+    }
+}
+
+fn run_with(sp: &MemSpool, c: &SessionConfig, stats: &ServiceStats, input: &[u8]) -> String {
+    let mut out = Vec::new();
+    Session::new(c, sp, stats)
+        .run(&mut &input[..], &mut out)
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn run(input: &str) -> String {
+    run_with(
+        &spool(),
+        &cfg(None),
+        &ServiceStats::default(),
+        input.as_bytes(),
+    )
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha1::digest(b))
+}
+
+fn data(name: &str, bytes: &[u8], mtime: u64, ino: u64) -> String {
+    format!(
+        "DATA {name} {} {mtime} {ino}\n{}DONE {name} {}\n",
+        bytes.len(),
+        String::from_utf8_lossy(bytes),
+        sha(bytes)
+    )
+}
+
+#[test]
+fn ping_quit_and_eof() {
+    assert_eq!(run("PING\nQUIT\nPING\n"), "OK\nDONE PING\nOK\n");
+    assert_eq!(run("ping"), "OK\nDONE PING\n");
+    assert_eq!(run(""), "");
+}
+
+#[test]
+fn slot_check_comes_first() {
+    assert_eq!(run("USERS imap2\n"), "NO iam imap1\n");
+    assert_eq!(run("NOPE other x\n"), "NO iam imap1\n");
+    assert_eq!(run("META\n\n\r\n"), "NO iam imap1\n".repeat(3));
+}
+
+#[test]
+fn upstream_refusal_texts() {
+    assert_eq!(run("META imap1\n"), "NO bad command\n");
+    assert_eq!(run("Nope imap1 x\n"), "NO unknown command Nope\n");
+    assert_eq!(run("FMETA imap1 bob\n"), "NO missing user\n");
+    assert_eq!(run("FDATA imap1 bob\n"), "NO missing user\n");
+    assert_eq!(run("META imap1  bob\nPING\n"), "OK\nDONE PING\n");
+    assert_eq!(run("FMETA imap1 {3}\n"), "NO literals are not supported\n");
+    assert_eq!(
+        run("META imap1 ..%2Fetc\n"),
+        "NO invalid user: contains '/'\n"
+    );
+}
+
+#[test]
+fn users_and_meta() {
+    assert_eq!(
+        run("USERS imap1\n"),
+        "OK\nUSER bob\nUSER carol\nDONE USERS\n"
+    );
+    assert_eq!(
+        run("META imap1 bob\n"),
+        "OK\nSTAT seen 7 1700000000 1\nDONE META\n"
+    );
+    assert_eq!(
+        run("META imap1 bob seen sub junk\n"),
+        format!(
+            "OK\n{}NO no such file sub\nDONE META\n",
+            data("seen", b"seen-db", 1_700_000_000, 1)
+        )
+    );
+    assert_eq!(run("META imap1 nobody\n"), "OK\nDONE META\n");
+}
+
+#[test]
+fn fmultistatus_lists_every_folder() {
+    let json = b"[[\"/comment\",\"\",\"x\"]]";
+    let ino = crate::protocol::reply::synthetic_ino(&Sha1::digest(json).into());
+    assert_eq!(
+        run("FMULTISTATUS imap1 bob\n"),
+        format!(
+            "OK\n\
+             FOLDER INBOX u-inbox Jinbox\n\
+             STAT INBOX header 3 1700000000 11\n\
+             STAT INBOX index 3 1700000000 12\n\
+             FOLDER Sent%20Items u-sent Jsent\n\
+             STAT Sent%20Items header 2 1700000000 11\n\
+             STAT Sent%20Items index 2 1700000000 12\n\
+             STAT Sent%20Items annotations 2 1700000000 13\n\
+             STAT Sent%20Items mailbox_annotations {} 0 {ino}\n\
+             DONE FMULTISTATUS\n",
+            json.len()
+        )
+    );
+}
+
+#[test]
+fn fmeta_listing_data_and_missing_folder() {
+    assert_eq!(
+        run("FMETA imap1 bob INBOX\n"),
+        "OK\nSTAT header 3 1700000000 11\nSTAT index 3 1700000000 12\nDONE FMETA u-inbox Jinbox\n"
+    );
+    assert_eq!(
+        run("FMETA imap1 bob INBOX header annotations mailbox_annotations bogus\n"),
+        format!(
+            "OK\n{}NO no such file annotations\nNO empty mailbox_annotations\nDONE FMETA u-inbox Jinbox\n",
+            data("header", b"HDR", 1_700_000_000, 11)
+        )
+    );
+    assert_eq!(
+        run("FMETA imap1 bob Nope\n"),
+        "NO no such folder user.bob.Nope\n"
+    );
+    let sp = spool();
+    run_with(
+        &sp,
+        &cfg(None),
+        &ServiceStats::default(),
+        b"FMETA imap1 bob INBOX index header\n",
+    );
+    // the index lock is held until the command's DONE: files are read under it
+    assert_eq!(
+        *sp.events.lock().unwrap(),
+        [
+            "lock INBOX",
+            "read index",
+            "read header",
+            "unlock INBOX",
+            "close INBOX"
+        ]
+    );
+}
+
+#[test]
+fn fdata_resolves_under_lock_then_sends_unlocked() {
+    let sp = spool();
+    let out = run_with(
+        &sp,
+        &cfg(None),
+        &ServiceStats::default(),
+        b"FDATA imap1 bob INBOX 2 99 abc 1\n",
+    );
+    assert_eq!(
+        out,
+        format!(
+            "OK\n{}NO no such file 99\nNO no such file abc\n{}DONE FDATA u-inbox Jinbox\n",
+            data("2", b"msg two", 1_700_000_000, 102),
+            data("1", b"msg one", 1_700_000_000, 101)
+        )
+    );
+    assert_eq!(
+        *sp.events.lock().unwrap(),
+        [
+            "lock INBOX",
+            "resolve 2",
+            "resolve 99",
+            "resolve 0",
+            "resolve 1",
+            "unlock INBOX",
+            "send 2.",
+            "send 1.",
+            "close INBOX"
+        ]
+    );
+    // FDATA names the folder as given, not the internal name
+    assert_eq!(
+        run("FDATA imap1 bob No%20pe 1\n"),
+        "NO no such folder No%20pe\n"
+    );
+}
+
+#[test]
+fn overlong_line_answers_no_and_resyncs() {
+    let mut input = vec![b'x'; MAX_LINE + 10];
+    input.extend_from_slice(b"\nPING\n");
+    let out = run_with(&spool(), &cfg(None), &ServiceStats::default(), &input);
+    assert_eq!(out, "NO line too long (limit 65536 bytes)\nOK\nDONE PING\n");
+}
+
+#[test]
+fn auth_gate_challenge_and_replay() {
+    let secret = Secret::from_bytes(b"a-shared-secret-for-tests").unwrap();
+    let c = cfg(Some(secret.clone()));
+    let sp = spool();
+    let stats = ServiceStats::default();
+    // everything but PING/QUIT/CAPABILITY/AUTH is refused
+    let out = run_with(&sp, &c, &stats, b"USERS imap1\nPING\nCAPABILITY imap1\n");
+    assert_eq!(
+        out,
+        "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
+         CAP STATUS\nCAP SNAPSHOT\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
+    );
+
+    // a real exchange over a socket pair: the client computes the answer
+    let (mut client, mut server) = std::os::unix::net::UnixStream::pair().unwrap();
+    let replay = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut input = server.try_clone().unwrap();
+            Session::new(&c, &sp, &stats).run(&mut input, &mut server)
+        });
+        let mut r = ReplyReader::new(client.try_clone().unwrap());
+        client.write_all(b"AUTH imap1 BEGIN\n").unwrap();
+        r.expect_ok().unwrap();
+        let Reply::Challenge(nonce) = r.next_reply().unwrap() else {
+            panic!("no challenge")
+        };
+        assert_eq!(r.next_reply().unwrap(), Reply::Done(vec![b"AUTH".to_vec()]));
+        let a = answer(&secret, &nonce, SERVER.as_bytes());
+        let line = format!("AUTH imap1 ANSWER {}\nUSERS imap1\nQUIT\n", hex::encode(a));
+        client.write_all(line.as_bytes()).unwrap();
+        r.expect_ok().unwrap();
+        assert_eq!(r.next_reply().unwrap(), Reply::Done(vec![b"AUTH".to_vec()]));
+        r.expect_ok().unwrap();
+        assert_eq!(r.next_reply().unwrap(), Reply::User(b"bob".to_vec()));
+        h.join().unwrap().unwrap();
+        line
+    });
+
+    // the same answer in a new session: the nonce is new, the old answer fails
+    let out = run_with(
+        &sp,
+        &c,
+        &stats,
+        format!("AUTH imap1 BEGIN\n{replay}").as_bytes(),
+    );
+    assert!(
+        out.contains("NO authentication failed\nNO authentication required\n"),
+        "{out}"
+    );
+    // an answer without a challenge, then the failure limit ends the session
+    let out = run_with(
+        &sp,
+        &c,
+        &stats,
+        format!(
+            "AUTH imap1 ANSWER {z}\nAUTH imap1 BEGIN\nAUTH imap1 ANSWER {z}\nAUTH imap1 BEGIN\nAUTH imap1 ANSWER {z}\nPING\n",
+            z = "00".repeat(32)
+        )
+        .as_bytes(),
+    );
+    assert!(
+        out.starts_with("NO no challenge outstanding\nOK\nCHALLENGE "),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("NO authentication failed\n").count(),
+        1,
+        "{out}"
+    );
+    // the session ended: the PING after the last failure is not answered
+    assert!(
+        out.ends_with("DONE AUTH\nNO too many authentication failures\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn without_secret_auth_is_not_offered() {
+    let out = run("CAPABILITY imap1\nAUTH imap1 BEGIN\n");
+    assert!(!out.contains("CAP AUTH"), "{out}");
+    assert!(out.ends_with("NO authentication not configured\n"), "{out}");
+}
+
+#[test]
+fn status_reports_sessions_locks_and_bytes() {
+    let sp = spool();
+    let stats = ServiceStats::default();
+    let first = run_with(&sp, &cfg(None), &stats, b"FMETA imap1 bob INBOX index\n");
+    let out = run_with(&sp, &cfg(None), &stats, b"STATUS imap1\n");
+    let mut r = ReplyReader::new(out.as_bytes());
+    r.expect_ok().unwrap();
+    let mut got = BTreeMap::new();
+    while let Reply::Status { key, value } = r.next_reply().unwrap() {
+        got.insert(String::from_utf8(key).unwrap(), value);
+    }
+    assert_eq!(got["sessions_total"], 2);
+    assert_eq!(got["sessions_active"], 1);
+    assert_eq!(got["locks_held"], 0);
+    assert_eq!(got["bytes_served"], first.len() as u64);
+    assert!(got["lock_hold_p99_us"] <= got["lock_hold_max_us"]);
+}
+
+#[test]
+fn snapshot_is_one_round_trip_with_verified_frames() {
+    let sp = spool();
+    let out = run_with(
+        &sp,
+        &cfg(None),
+        &ServiceStats::default(),
+        b"SNAPSHOT imap1 bob\n",
+    );
+    let mut r = ReplyReader::new(out.as_bytes());
+    r.expect_ok().unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match r.next_reply().unwrap() {
+            Reply::Data(h) => {
+                r.read_data(&h, &mut Vec::new()).unwrap();
+                seen.push(format!("data {}", String::from_utf8_lossy(&h.name)));
+            }
+            Reply::Folder { name, .. } => {
+                seen.push(format!("folder {}", String::from_utf8_lossy(&name)))
+            }
+            Reply::No(t) => seen.push(format!("no {}", String::from_utf8_lossy(&t))),
+            Reply::Done(w) => {
+                assert_eq!(w, [b"SNAPSHOT".to_vec(), b"2".to_vec()]);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "data seen",
+            "no no such file sub",
+            "data sieve/main.script",
+            "folder INBOX",
+            "data header",
+            "data index",
+            "no no such file annotations",
+            "folder Sent Items",
+            "data header",
+            "data index",
+            "data annotations",
+            "data mailbox_annotations",
+        ]
+    );
+    // one folder locked at a time
+    let ev = sp.events.lock().unwrap();
+    let locks: Vec<_> = ev
+        .iter()
+        .filter(|e| e.starts_with("lock") || e.starts_with("close"))
+        .collect();
+    assert_eq!(
+        locks,
+        [
+            "lock INBOX",
+            "close INBOX",
+            "lock Sent Items",
+            "close Sent Items"
+        ]
+    );
+}
+
+/// Seeded fuzz: random, mostly well-formed command lines pipelined into one session.
+/// The session must never fail or panic, and everything it writes must parse as a
+/// reply stream with valid DATA frames.
+#[test]
+fn fuzz_session_output_is_always_well_formed() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    const WORDS: &[&str] = &[
+        "PING",
+        "USERS",
+        "META",
+        "FMETA",
+        "FDATA",
+        "FMULTISTATUS",
+        "CAPABILITY",
+        "STATUS",
+        "SNAPSHOT",
+        "AUTH",
+        "BEGIN",
+        "imap1",
+        "imap1",
+        "imap1",
+        "bob",
+        "bob",
+        "INBOX",
+        "Sent%20Items",
+        "Nope",
+        "seen",
+        "sub",
+        "header",
+        "index",
+        "annotations",
+        "mailbox_annotations",
+        "1",
+        "2",
+        "7",
+        "abc",
+        "",
+        "\"bob\"",
+        "{3}",
+        "..",
+        "%00",
+        "\r",
+    ];
+    let mut rng = SmallRng::seed_from_u64(42);
+    let sp = spool();
+    let c = cfg(None);
+    let stats = ServiceStats::default();
+    let (mut frames, mut lines) = (0u32, 0u32);
+    for _ in 0..200 {
+        let mut input = Vec::new();
+        for _ in 0..100 {
+            let n = rng.gen_range(1..8);
+            let mut words: Vec<&str> = (0..n)
+                .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+                .collect();
+            if rng.gen_bool(0.5) {
+                // a well-formed prefix: command, slot, user, folder
+                let cmds = ["META", "FMETA", "FDATA", "SNAPSHOT", "FMULTISTATUS"];
+                let folders = ["INBOX", "Sent%20Items"];
+                let mut head = vec![cmds[rng.gen_range(0..cmds.len())], "imap1", "bob"];
+                if head[0].starts_with('F') {
+                    head.push(folders[rng.gen_range(0..2)]);
+                }
+                head.append(&mut words);
+                words = head;
+            }
+            input.extend_from_slice(words.join(" ").as_bytes());
+            input.push(b'\n');
+        }
+        let mut out = Vec::new();
+        Session::new(&c, &sp, &stats)
+            .run(&mut input.as_slice(), &mut out)
+            .unwrap();
+        let mut r = ReplyReader::new(out.as_slice());
+        loop {
+            match r.next_reply() {
+                Ok(Reply::Data(h)) => {
+                    r.read_data(&h, &mut std::io::sink()).unwrap();
+                    frames += 1;
+                }
+                Ok(_) => lines += 1,
+                Err(crate::protocol::ProtocolError::UnexpectedEof { .. }) => break,
+                Err(e) => panic!("bad reply stream: {e}\n{}", String::from_utf8_lossy(&out)),
+            }
+        }
+    }
+    assert_eq!(stats.snapshot()[2], ("locks_held", 0));
+    // the vocabulary must reach the file-sending paths, not only refusals
+    assert!(
+        frames > 100 && lines > 5000,
+        "frames={frames} lines={lines}"
+    );
+}
+
+/// Throughput of the DATA framing over a socket pair (debug build). Run with
+/// `cargo test --lib measure_data_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_data_throughput() {
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+    const SIZE: u64 = 64 << 20;
+    let (a, b) = UnixStream::pair().unwrap();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut w = ReplyWriter::new(std::io::BufWriter::new(a));
+            let st = FileStat {
+                size: SIZE,
+                mtime: 0,
+                ino: 0,
+            };
+            w.data(b"big", st, &mut std::io::repeat(b'x').take(SIZE))
+                .unwrap();
+            w.flush().unwrap();
+        });
+        let mut r = ReplyReader::new(b);
+        let Reply::Data(h) = r.next_reply().unwrap() else {
+            panic!("no data")
+        };
+        r.read_data(&h, &mut std::io::sink()).unwrap();
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "DATA frame: {} MiB in {secs:.2} s = {:.0} MiB/s (write+sha1 | read+sha1, debug)",
+        SIZE >> 20,
+        (SIZE >> 20) as f64 / secs
+    );
+}
+
+/// A writer that logs each write into the spool's event list, to see which locks are
+/// held while reply bytes go out.
+struct LoggingWriter<'a> {
+    events: &'a std::sync::Mutex<Vec<String>>,
+    out: Vec<u8>,
+}
+
+impl Write for LoggingWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut ev = self.events.lock().unwrap();
+        if ev.last().map(String::as_str) != Some("write") {
+            ev.push("write".into());
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged(sp: &MemSpool, budget: u64, input: &[u8]) -> (Vec<String>, Vec<u8>) {
+    let mut c = cfg(None);
+    c.buffer_budget = budget;
+    let stats = ServiceStats::default();
+    let mut w = LoggingWriter {
+        events: &sp.events,
+        out: Vec::new(),
+    };
+    Session::new(&c, sp, &stats)
+        .run(&mut &input[..], &mut w)
+        .unwrap();
+    let ev = sp.events.lock().unwrap().clone();
+    (ev, w.out)
+}
+
+#[test]
+fn fmeta_files_are_sent_after_locks_are_released_when_they_fit() {
+    let line = b"FMETA imap1 bob Sent%20Items index mailbox_annotations header\n";
+    let (ev, buffered) = logged(&spool(), BUFFER_BUDGET, line);
+    // OK is written under the lock (as upstream), the files only after close
+    assert_eq!(
+        ev,
+        [
+            "lock Sent Items",
+            "write",
+            "read index",
+            "read header",
+            "unlock Sent Items",
+            "close Sent Items",
+            "write"
+        ]
+    );
+    // over budget: streamed under the index lock, upstream's way; same bytes
+    let (ev, streamed) = logged(&spool(), 1, line);
+    assert_eq!(
+        ev,
+        [
+            "lock Sent Items",
+            "write",
+            "read index",
+            "write",
+            "read header",
+            "write",
+            "unlock Sent Items",
+            "close Sent Items"
+        ]
+    );
+    assert_eq!(buffered, streamed);
+}
+
+#[test]
+fn snapshot_sends_each_folder_after_its_locks_are_released() {
+    let (ev, buffered) = logged(&spool(), BUFFER_BUDGET, b"SNAPSHOT imap1 bob\n");
+    let closes: Vec<usize> = ev
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.starts_with("close"))
+        .map(|(i, _)| i)
+        .collect();
+    for i in closes {
+        assert_eq!(ev.get(i + 1).map(String::as_str), Some("write"), "{ev:?}");
+    }
+    let (_, streamed) = logged(&spool(), 0, b"SNAPSHOT imap1 bob\n");
+    assert_eq!(buffered, streamed);
+}

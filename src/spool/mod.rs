@@ -1,0 +1,433 @@
+//! One Cyrus server's files as seen from disk, read consistently under Cyrus's
+//! own locks: the engine of the service. It knows nothing about the network;
+//! `service` turns requests into calls here.
+//!
+//! * [`Spool::mboxlist`]: `mailboxes.db` copied under its shared lock.
+//! * [`Spool::users`], [`Spool::folders`], [`Spool::resolve_folder`],
+//!   [`Spool::stat_meta`]: what upstream `backupcyrusd` lists (USERS,
+//!   FMULTISTATUS), with upstream's folder names (`names.rs`).
+//! * [`Spool::open_folder`] (`folder.rs`): namespace → name → index locks, all
+//!   metadata read into memory and validated, index and namespace locks dropped
+//!   at once; only the shared name lock is kept while message files are
+//!   *opened*, then [`OpenFolder::release`] drops it before anything is streamed.
+//! * [`Spool::user_files`] / [`Spool::read_user_files`] (`user.rs`): seen, sub
+//!   and the sieve directory under the user's namespace lock.
+//!
+//! Why and how, with the Cyrus sources: `doc/cyrus-files.md`, "reading a
+//! mailbox consistently"; protocol contract: `doc/protocol.md` §5.
+#![forbid(unsafe_code)]
+
+mod copy;
+mod error;
+mod folder;
+mod names;
+mod user;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use copy::{FileCopy, FileStat};
+pub use error::{Damage, MailboxError};
+pub use folder::{MessageFile, OpenFolder};
+pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy};
+
+use crate::cyrus::annotations::{self, Annotation, AnnotationDb};
+use crate::cyrus::config::ImapdConf;
+use crate::cyrus::mboxlist::{MailboxEntry, MbName, Mboxlist, parse_mboxlist};
+use crate::cyrus::paths::{self, MetaFile};
+use crate::cyrus::twoskip;
+use crate::error::{Error, Result};
+use crate::lock::{LockStatsSnapshot, Locker};
+use names::Namespace;
+
+/// One Cyrus server's spool, configuration and locks.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    conf: ImapdConf,
+    locker: Locker,
+    ns: Namespace,
+}
+
+/// Where one mailbox's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderPaths {
+    /// `cyrus.header`.
+    pub header: PathBuf,
+    /// `cyrus.index`.
+    pub index: PathBuf,
+    /// `cyrus.cache`.
+    pub cache: PathBuf,
+    /// `cyrus.annotations` (per-message annotations).
+    pub annotations: PathBuf,
+    /// Message files of records without FLAG_INTERNAL_ARCHIVED.
+    pub data_dir: PathBuf,
+    /// Message files of archived records.
+    pub archive_dir: PathBuf,
+    /// The mailbox name lock: the uniqueid, or the name for legacy mailboxes.
+    pub lockname: String,
+}
+
+/// One of a user's folders, as FMULTISTATUS lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderRef {
+    /// The owner.
+    pub userid: String,
+    /// Upstream's external name relative to the owner (`INBOX`, `INBOX.Sent` or
+    /// `Sent`, `DELETED.user.bob.Old.5F3A1B2C`).
+    pub external: String,
+    /// The mailboxes.db entry.
+    pub entry: MailboxEntry,
+    /// Its files; None if they cannot be located (no partition, unknown
+    /// partition, no uniqueid).
+    pub paths: Option<FolderPaths>,
+}
+
+impl FolderRef {
+    /// Internal mailbox name.
+    pub fn internal(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// Uniqueid from mailboxes.db (empty if it has none).
+    pub fn uniqueid(&self) -> &str {
+        self.entry.uniqueid.as_deref().unwrap_or("")
+    }
+
+    /// Whether this is a delayed-delete (`DELETED.*`) mailbox.
+    pub fn is_deleted(&self) -> bool {
+        self.entry.deleted.is_some()
+    }
+}
+
+/// `stat` of a folder's metadata files (None: missing), taken without locks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaStat {
+    /// `cyrus.header`.
+    pub header: Option<FileStat>,
+    /// `cyrus.index`.
+    pub index: Option<FileStat>,
+    /// `cyrus.annotations`.
+    pub annotations: Option<FileStat>,
+}
+
+impl Spool {
+    /// A spool for this configuration; every lock request waits at most
+    /// `lock_timeout`. Refuses a `mboxlist_db` other than twoskip.
+    pub fn open(conf: ImapdConf, lock_timeout: Duration) -> Result<Spool> {
+        conf.mboxlist_db()?;
+        let locker = Locker::new(&conf, lock_timeout)?;
+        let ns = Namespace::new(&conf);
+        Ok(Spool { conf, locker, ns })
+    }
+
+    /// The configuration.
+    pub fn conf(&self) -> &ImapdConf {
+        &self.conf
+    }
+
+    /// The locker (its statistics cover every lock this spool took).
+    pub fn locker(&self) -> &Locker {
+        &self.locker
+    }
+
+    /// Lock hold statistics. The hold of a user namespace lock taken by
+    /// [`Spool::open_folder`] is the whole critical section (first lock taken →
+    /// index and namespace released).
+    pub fn lock_stats(&self) -> LockStatsSnapshot {
+        self.locker.stats()
+    }
+
+    /// `mailboxes.db`: shared lock with reopen-if-replaced, copy
+    /// `[0, current_size)`, release, then parse the copy.
+    pub fn mboxlist(&self) -> Result<Mboxlist> {
+        let path = self.conf.mboxlist_db_path();
+        let copy = copy::copy_twoskip(&self.locker, &path)?.ok_or_else(|| Error::NotFound {
+            what: "mailboxes.db",
+            name: path.display().to_string(),
+        })?;
+        let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
+        parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| Error::parse(&path, e))
+    }
+
+    /// The users upstream `USERS` lists: owners of every user INBOX that is
+    /// neither a tombstone, an intermediate nor a delayed-delete copy, in
+    /// mailboxes.db order (`mboxlist_alluser`).
+    pub fn users(&self) -> Result<Vec<String>> {
+        Ok(users_of(&self.mboxlist()?, self.conf.deletedprefix()))
+    }
+
+    /// A user's folders in upstream FMULTISTATUS order (`mboxlist_usermboxtree`
+    /// with `MBOXTREE_DELETED`): the INBOX, its children in key order, then the
+    /// user's delayed-delete folders; tombstones and intermediates left out.
+    pub fn folders(&self, mboxlist: &Mboxlist, userid: &str) -> Vec<FolderRef> {
+        let dp = self.conf.deletedprefix();
+        let (localpart, domain) = self.ns.user_parts(userid);
+        let inbox = MbName {
+            domain: domain.clone(),
+            localpart: Some(localpart),
+            ..MbName::default()
+        }
+        .to_dbname(dp);
+        let mut children = inbox.clone();
+        children.push(crate::cyrus::mboxlist::DB_HIERSEP);
+        // `<domain> GS DELETED US <rest of the INBOX dbname> US`, or without a
+        // domain `DELETED US <INBOX dbname> US`.
+        let mut deleted = Vec::new();
+        let rest = match &domain {
+            Some(d) => {
+                deleted.extend_from_slice(d.as_bytes());
+                deleted.push(crate::cyrus::mboxlist::DB_DOMAINSEP);
+                &inbox[d.len() + 1..]
+            }
+            None => &inbox[..],
+        };
+        deleted.extend_from_slice(dp.as_bytes());
+        deleted.push(crate::cyrus::mboxlist::DB_HIERSEP);
+        deleted.extend_from_slice(rest);
+        deleted.push(crate::cyrus::mboxlist::DB_HIERSEP);
+
+        let live =
+            |e: &&MailboxEntry| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate();
+        let entries = mboxlist.entries();
+        let root = with_prefix(entries, &inbox)
+            .iter()
+            .filter(|e| e.dbname == inbox);
+        let kids = with_prefix(entries, &children).iter();
+        let dels = with_prefix(entries, &deleted).iter();
+        root.chain(kids)
+            .chain(dels)
+            .filter(live)
+            .map(|e| self.folder_ref(userid, e))
+            .collect()
+    }
+
+    fn folder_ref(&self, userid: &str, e: &MailboxEntry) -> FolderRef {
+        let dp = self.conf.deletedprefix();
+        let external = match MbName::from_dbname(&e.dbname, dp) {
+            Ok(m) => self.ns.extname(&m),
+            Err(_) => e.name.clone(),
+        };
+        let paths = match self.folder_paths(e) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                log::debug!(target: "spool", "no paths for mailbox {}: {err}", e.name);
+                None
+            }
+        };
+        FolderRef {
+            userid: userid.to_string(),
+            external,
+            entry: e.clone(),
+            paths,
+        }
+    }
+
+    fn folder_paths(&self, e: &MailboxEntry) -> Result<FolderPaths> {
+        let part = e.partition.as_deref().ok_or_else(|| {
+            Error::Refused(format!(
+                "mailbox {} has no partition in mailboxes.db",
+                e.name
+            ))
+        })?;
+        let (name, id, legacy) = (&e.name, e.uniqueid.as_deref(), e.mbtype.is_legacy_dirs());
+        let meta = |f| paths::mailbox_meta_path(&self.conf, part, name, id, legacy, f);
+        Ok(FolderPaths {
+            header: meta(MetaFile::Header)?,
+            index: meta(MetaFile::Index)?,
+            cache: meta(MetaFile::Cache)?,
+            annotations: meta(MetaFile::Annotations)?,
+            data_dir: paths::mailbox_data_dir(&self.conf, part, name, id, legacy)?,
+            archive_dir: paths::mailbox_archive_dir(&self.conf, part, name, id, legacy)?,
+            lockname: paths::mailbox_lockname(name, id, legacy)?,
+        })
+    }
+
+    /// The user's folder that `external` names, as upstream resolves it
+    /// (`mbname_from_extname`), or by the exact name [`Spool::folders`] gives.
+    /// Only the user's own folders resolve (upstream would also open other
+    /// users' and shared mailboxes); tombstones and intermediates never do.
+    pub fn resolve_folder(
+        &self,
+        mboxlist: &Mboxlist,
+        userid: &str,
+        external: &str,
+    ) -> Option<FolderRef> {
+        let mut folders = self.folders(mboxlist, userid);
+        if let Some(i) = folders.iter().position(|f| f.external == external) {
+            return Some(folders.swap_remove(i));
+        }
+        let internal = self.ns.intname(external, userid)?;
+        folders.into_iter().find(|f| f.entry.name == internal)
+    }
+
+    /// The internal mailbox name upstream computes for `external` as seen by
+    /// `userid` (`mbname_from_extname`), e.g. for FMETA's `NO no such folder
+    /// <internal name>`; None if upstream could not parse it.
+    pub fn internal_name(&self, userid: &str, external: &str) -> Option<String> {
+        self.ns.intname(external, userid)
+    }
+
+    /// `stat` of the folder's header, index and annotations, without locks, as
+    /// upstream's FMULTISTATUS does.
+    pub fn stat_meta(&self, folder: &FolderRef) -> Result<MetaStat> {
+        let Some(p) = &folder.paths else {
+            return Ok(MetaStat::default());
+        };
+        Ok(MetaStat {
+            header: FileStat::stat(&p.header)?,
+            index: FileStat::stat(&p.index)?,
+            annotations: FileStat::stat(&p.annotations)?,
+        })
+    }
+
+    /// Every record of the global `annotations.db` (`annotation_db_path`),
+    /// copied under its shared lock; empty if the file does not exist.
+    pub fn global_annotations(&self) -> Result<Vec<Annotation>> {
+        let path = match self.conf.get("annotation_db_path") {
+            Some(p) => PathBuf::from(p),
+            None => self.conf.configdirectory().join("annotations.db"),
+        };
+        let Some(copy) = copy::copy_twoskip(&self.locker, &path)? else {
+            return Ok(Vec::new());
+        };
+        let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
+        annotations::parse_annotations(&records, AnnotationDb::Global)
+            .map_err(|e| Error::parse(&path, e))
+    }
+
+    /// Upstream's synthetic `mailbox_annotations` file of a folder, from
+    /// [`Spool::global_annotations`]; None if the folder has no annotations.
+    pub fn mailbox_annotations(&self, folder: &FolderRef, all: &[Annotation]) -> Option<Vec<u8>> {
+        let owner = folder.entry.userid.as_deref();
+        annotations::mailbox_annotations_json(all, folder.uniqueid(), owner)
+    }
+}
+
+/// The entries whose dbname starts with `prefix` (entries are in byte order of
+/// their keys, so this is one binary search and a contiguous run).
+fn with_prefix<'a>(entries: &'a [MailboxEntry], prefix: &[u8]) -> &'a [MailboxEntry] {
+    let start = entries.partition_point(|e| e.dbname.as_slice() < prefix);
+    let len = entries[start..]
+        .iter()
+        .take_while(|e| e.dbname.starts_with(prefix))
+        .count();
+    &entries[start..start + len]
+}
+
+/// [`Spool::users`] on an already read mailbox list.
+pub fn users_of(mboxlist: &Mboxlist, deletedprefix: &str) -> Vec<String> {
+    mboxlist
+        .entries()
+        .iter()
+        .filter(|e| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate())
+        .filter_map(|e| {
+            let m = MbName::from_dbname(&e.dbname, deletedprefix).ok()?;
+            if m.deleted.is_some() || !m.boxes.is_empty() {
+                return None;
+            }
+            m.userid()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cyrus::config::parse_imapd_conf;
+    use std::path::Path;
+
+    fn rec(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        (k.to_vec(), v.to_vec())
+    }
+
+    fn spool(extra: &str) -> Spool {
+        let text = format!(
+            "configdirectory: /nonexistent\npartition-p1: /nonexistent/p1\n\
+             altnamespace: no\nunixhierarchysep: no\n{extra}"
+        );
+        Spool::open(
+            parse_imapd_conf(&text, "t", None).unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[rustfmt::skip]
+    fn list() -> Mboxlist {
+        let recs = vec![
+            rec(b"NDELETED\x1fuser\x1fbob\x1fOld\x1f5F3A1B2C", b"%(T e I u9 P p1)"),
+            rec(b"NDELETED\x1fuser\x1fbobby\x1f5F3A1B2D", b"%(T e I u8 P p1)"),
+            rec(b"Nex.org\x1dDELETED\x1fuser\x1fbob\x1fX\x1f5F3A1B2E", b"%(T e I u7 P p1)"),
+            rec(b"Nex.org\x1duser\x1fbob", b"%(T e I u6 P p1)"),
+            rec(b"Nshared", b"%(T e I u5 P p1)"),
+            rec(b"Nuser\x1fbob", b"%(T e I u1 P p1)"),
+            rec(b"Nuser\x1fbob\x1fA", b"%(T e I u2 P p1)"),
+            rec(b"Nuser\x1fbob\x1fA\x1fB", b"%(T e I u3 P p1)"),
+            rec(b"Nuser\x1fbob\x1fGone", b"%(T ed I u4)"),
+            rec(b"Nuser\x1fbob\x1fMid", b"%(T ei I u10 P p1)"),
+            rec(b"Nuser\x1fbobby", b"%(T e I u11 P p1)"),
+            rec(b"Nuser\x1fghost\x1fKid", b"%(T e I u12 P p1)"),
+        ];
+        parse_mboxlist(&recs, "DELETED").unwrap()
+    }
+
+    #[test]
+    fn users_are_live_inboxes_in_key_order() {
+        let l = list();
+        assert_eq!(users_of(&l, "DELETED"), ["bob@ex.org", "bob", "bobby"]);
+    }
+
+    #[test]
+    fn folders_in_fmultistatus_order() {
+        let s = spool("");
+        let l = list();
+        let names: Vec<String> = s
+            .folders(&l, "bob")
+            .into_iter()
+            .map(|f| f.external)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "INBOX",
+                "INBOX.A",
+                "INBOX.A.B",
+                "DELETED.user.bob.Old.5F3A1B2C"
+            ]
+        );
+        let bobby: Vec<String> = s
+            .folders(&l, "bobby")
+            .into_iter()
+            .map(|f| f.entry.name)
+            .collect();
+        assert_eq!(bobby, ["user.bobby", "DELETED.user.bobby.5F3A1B2D"]);
+        // A user without INBOX still lists its folders, as upstream does.
+        assert_eq!(s.folders(&l, "ghost").len(), 1);
+        let r = s
+            .resolve_folder(&l, "bob", "DELETED.user.bob.Old.5F3A1B2C")
+            .unwrap();
+        assert_eq!(r.uniqueid(), "u9");
+        assert!(s.resolve_folder(&l, "bob", "INBOX.Gone").is_none());
+        assert!(s.resolve_folder(&l, "bob", "INBOX.Mid").is_none());
+        assert!(s.resolve_folder(&l, "bob", "shared").is_none());
+        assert_eq!(
+            s.internal_name("bob", "INBOX.Nope").as_deref(),
+            Some("user.bob.Nope")
+        );
+        let p = r.paths.unwrap();
+        assert_eq!(p.data_dir, Path::new("/nonexistent/p1/uuid/u/9/u9"));
+        assert_eq!(p.lockname, "u9");
+    }
+
+    #[test]
+    fn folders_of_a_domain_user() {
+        let s = spool("virtdomains: userid\n");
+        let l = list();
+        let f: Vec<String> = s
+            .folders(&l, "bob@ex.org")
+            .into_iter()
+            .map(|f| f.entry.name)
+            .collect();
+        assert_eq!(f, ["ex.org!user.bob", "ex.org!DELETED.user.bob.X.5F3A1B2E"]);
+    }
+}

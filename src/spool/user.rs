@@ -1,0 +1,163 @@
+//! A user's own files outside the mailboxes (reference §6.8-6.11, §9.6):
+//! `seen` (twoskip by default: shared lock, reopen-if-replaced, copy
+//! `[0, current_size)`), `sub` (flat by default: replaced only by rename, so a
+//! plain open + read is a consistent copy) and the sieve directory (`*.script`,
+//! `*.bc`, and `defaultbc`, the symlink naming the active script's bytecode).
+//! They are copied under the user's namespace lock SHARED, held only while
+//! copying: every Cyrus writer of this state takes it exclusively first.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+
+use super::Spool;
+use super::copy::{self, FileCopy, FileStat};
+use crate::cyrus::mboxlist::{MbName, Mboxlist};
+use crate::cyrus::paths;
+use crate::error::{Error, IoContext, Result};
+use crate::lock::LockMode;
+
+/// Where one per-user file is, and its `stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFile {
+    /// The path (`user_file_path`).
+    pub path: PathBuf,
+    /// Its `stat` when listed.
+    pub stat: FileStat,
+}
+
+/// A user's per-user files that exist (`META` lists seen and sub).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFiles {
+    /// The seen database.
+    pub seen: Option<UserFile>,
+    /// The subscriptions.
+    pub sub: Option<UserFile>,
+    /// The sieve script directory, if it exists.
+    pub sieve_dir: Option<PathBuf>,
+}
+
+/// One file of a sieve directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SieveFile {
+    /// File name, e.g. `main.script`, `main.bc`.
+    pub name: String,
+    /// Its bytes and `fstat`.
+    pub copy: FileCopy,
+}
+
+/// Consistent copies of a user's per-user files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilesCopy {
+    /// The seen database (twoskip: `[0, current_size)`).
+    pub seen: Option<FileCopy>,
+    /// The subscriptions.
+    pub sub: Option<FileCopy>,
+    /// `*.script` and `*.bc` files, by name.
+    pub sieve: Vec<SieveFile>,
+    /// The active script: the target of `defaultbc` (e.g. `main.bc`), if set.
+    pub active_sieve: Option<String>,
+}
+
+impl Spool {
+    /// Where `userid`'s seen and sub files and sieve directory are, with the
+    /// `stat` of those that exist (no lock, as upstream `META`). For a user whose
+    /// INBOX is UUID-based they are `seen.db`/`sub.db` under the INBOX uniqueid
+    /// directory, else the legacy `user/<h>/<userid>.<suffix>`.
+    pub fn user_files(&self, userid: &str, mboxlist: &Mboxlist) -> Result<UserFiles> {
+        let (localpart, domain) = self.ns.user_parts(userid);
+        let inbox = MbName {
+            domain,
+            localpart: Some(localpart),
+            ..MbName::default()
+        }
+        .to_internal(self.conf.deletedprefix());
+        let entry = mboxlist
+            .get(&inbox)
+            .filter(|e| !e.mbtype.is_deleted_tombstone());
+        let id = entry.and_then(|e| e.uniqueid.as_deref());
+        let legacy = entry.is_none_or(|e| e.mbtype.is_legacy_dirs());
+        let file = |suffix: &str| -> Result<Option<UserFile>> {
+            let path = paths::user_file_path(&self.conf, userid, id, legacy, suffix)?;
+            Ok(FileStat::stat(&path)?.map(|stat| UserFile { path, stat }))
+        };
+        let sieve = paths::user_sieve_dir(&self.conf, userid, id, legacy)?;
+        Ok(UserFiles {
+            seen: file("seen")?,
+            sub: file("sub")?,
+            sieve_dir: sieve.is_dir().then_some(sieve),
+        })
+    }
+
+    /// Copy the files [`Spool::user_files`] found, under the user's namespace
+    /// lock SHARED (released before returning). A file that vanished since the
+    /// listing is None.
+    pub fn read_user_files(&self, userid: &str, files: &UserFiles) -> Result<UserFilesCopy> {
+        let ns = self.locker.user_namespace(userid, LockMode::Shared)?;
+        let seen = match &files.seen {
+            Some(f) => self.copy_db(&f.path, self.conf.seenstate_db())?,
+            None => None,
+        };
+        let sub = match &files.sub {
+            Some(f) => self.copy_db(&f.path, self.conf.subscription_db())?,
+            None => None,
+        };
+        let (sieve, active_sieve) = match &files.sieve_dir {
+            Some(d) => read_sieve_dir(d)?,
+            None => (Vec::new(), None),
+        };
+        drop(ns);
+        Ok(UserFilesCopy {
+            seen,
+            sub,
+            sieve,
+            active_sieve,
+        })
+    }
+
+    /// twoskip: locked copy; flat (or anything replaced by rename): plain read.
+    fn copy_db(&self, path: &Path, backend: &str) -> Result<Option<FileCopy>> {
+        match backend {
+            "twoskip" => copy::copy_twoskip(&self.locker, path),
+            "flat" => copy::read_file(path),
+            other => Err(Error::Refused(format!(
+                "{}: database backend {other} is not supported (twoskip and flat are)",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// The scripts and bytecode of a sieve directory, and the active script.
+fn read_sieve_dir(dir: &Path) -> Result<(Vec<SieveFile>, Option<String>)> {
+    let mut files = Vec::new();
+    let mut active = None;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((files, None)),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    for ent in rd {
+        let ent = ent.at("listing", dir)?;
+        let Ok(name) = ent.file_name().into_string() else {
+            continue;
+        };
+        let path = ent.path();
+        if name == "defaultbc" {
+            let target = std::fs::read_link(&path).at("reading the link", &path)?;
+            active = target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string);
+            continue;
+        }
+        let is_file = ent.file_type().at("stat", &path)?.is_file();
+        if is_file
+            && (name.ends_with(".script") || name.ends_with(".bc"))
+            && let Some(copy) = copy::read_file(&path)?
+        {
+            files.push(SieveFile { name, copy });
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((files, active))
+}
