@@ -84,6 +84,8 @@ pub struct MemberInfo {
     pub compressed_len: u64,
     /// Uncompressed length (the tar bytes), a multiple of 512.
     pub uncompressed_len: u64,
+    /// CRC-32 of the uncompressed bytes, as in the member's gzip trailer.
+    pub crc32: u32,
     /// The entries in file order.
     pub entries: Vec<EntryLoc>,
 }
