@@ -95,4 +95,28 @@ impl MemberInfo {
     pub fn end(&self) -> u64 {
         self.offset.saturating_add(self.compressed_len)
     }
+
+    /// The catalog's location of one of this member's entries.
+    pub fn locate(&self, entry: &EntryLoc) -> crate::model::EntryLoc {
+        crate::model::EntryLoc {
+            member_offset: self.offset,
+            offset_in_member: entry.offset_in_member,
+            size: entry.size,
+        }
+    }
+}
+
+/// Read the entry the catalog located (see [`read_entry_at`]).
+pub fn read_located<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    path: &std::path::Path,
+    loc: &crate::model::EntryLoc,
+) -> crate::Result<Vec<u8>> {
+    read_entry_at(
+        reader,
+        path,
+        loc.member_offset,
+        loc.offset_in_member,
+        loc.size,
+    )
 }
