@@ -12,3 +12,4 @@ mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod protocol; // the wire protocol: transcripts of every base command, codec round trips
 mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator
 mod spool; // spool: listings, snapshots, locks, user files and annotations vs the real sandbox
+mod service; // cyrvaultd under the real master in a sandbox: snippet, load, lock hold, security, interop

@@ -321,6 +321,7 @@ impl<'a> Session<'a> {
                 Ok(None) => return Ok(()),
                 Ok(Some(l)) => l,
                 Err(e @ ProtocolError::LineTooLong { .. }) => {
+                    self.log_refusal(e.to_string().as_bytes());
                     w.no(e.to_string().as_bytes())?;
                     w.flush()?;
                     continue;
@@ -330,6 +331,7 @@ impl<'a> Session<'a> {
             let flow = match parse_request_line(&line.bytes, line.terminated) {
                 Ok(req) => self.handle(req, w)?,
                 Err(e) => {
+                    self.log_refusal(e.to_string().as_bytes());
                     w.no(e.to_string().as_bytes())?;
                     Flow::Continue
                 }
@@ -355,6 +357,7 @@ impl<'a> Session<'a> {
             _ => {}
         }
         if !self.auth.may_proceed() && !req.allowed_before_auth() {
+            self.log_refusal(b"authentication required");
             w.no(b"authentication required")?;
             return Ok(Flow::Continue);
         }
@@ -384,10 +387,30 @@ impl<'a> Session<'a> {
             Request::Auth { slot, step } => return self.auth_step(&slot, step, w),
             Request::Status { .. } => self.status(w)?,
             Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
-            Request::Refused { refusal, .. } => refuse(refusal, w)?,
+            Request::Refused { refusal, .. } => match refusal_text(refusal) {
+                Some(text) => {
+                    self.log_refusal(&text);
+                    w.no(&text)?;
+                }
+                None => self.log_refusal(b"(silently, as upstream) malformed argument"),
+            },
             Request::Quit | Request::Ping => {}
         }
         Ok(Flow::Continue)
+    }
+
+    /// One log line per refused request (client error: bad syntax, a bound, a name
+    /// rule, missing authentication), with the peer; the text is cut to 200 bytes.
+    fn log_refusal(&self, text: &[u8]) {
+        let cut: String = String::from_utf8_lossy(&text[..text.len().min(200)])
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        log::warn!(
+            target: "cyrvault::session",
+            "refused request from {}: {cut}",
+            self.cfg.peer,
+        );
     }
 
     fn note_user(&mut self, user: &[u8]) {
@@ -731,20 +754,20 @@ impl Drop for Session<'_> {
     }
 }
 
-fn refuse(refusal: Refusal, w: &mut W<'_>) -> Result<()> {
-    match refusal {
-        Refusal::BadCommand => w.no(b"bad command")?,
+/// The text of the `NO` line for a refusal; None for upstream's silent refusal.
+fn refusal_text(refusal: Refusal) -> Option<Vec<u8>> {
+    Some(match refusal {
+        Refusal::BadCommand => b"bad command".to_vec(),
         Refusal::Unknown(cmd) => {
             let mut t = b"unknown command ".to_vec();
             t.extend_from_slice(&cmd);
-            w.no(&t)?;
+            t
         }
-        Refusal::MissingUser => w.no(b"missing user")?,
-        Refusal::Silent => {}
-        Refusal::Literal => w.no(b"literals are not supported")?,
-        Refusal::Invalid(e) => w.no(e.to_string().as_bytes())?,
-    }
-    Ok(())
+        Refusal::MissingUser => b"missing user".to_vec(),
+        Refusal::Silent => return None,
+        Refusal::Literal => b"literals are not supported".to_vec(),
+        Refusal::Invalid(e) => e.to_string().into_bytes(),
+    })
 }
 
 /// `STAT` data of the synthetic annotations file: length, mtime 0, synthetic inode.
