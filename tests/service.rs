@@ -45,7 +45,9 @@ pub fn snippet_entry() -> (String, Vec<String>, String) {
         .map(str::trim)
         .find(|l| !l.starts_with('#') && l.starts_with("cyrvaultd"))
         .expect("a cyrvaultd line in cyrus.conf.snippet");
-    let (name, mut rest) = line.split_once(char::is_whitespace).expect("name then keys");
+    let (name, mut rest) = line
+        .split_once(char::is_whitespace)
+        .expect("name then keys");
     let mut cmd = None;
     let mut others = Vec::new();
     while !rest.trim_start().is_empty() {
@@ -159,7 +161,9 @@ impl Raw {
     /// One reply line without its `\n`; empty at EOF.
     pub fn line(&mut self) -> String {
         let mut buf = Vec::new();
-        self.reader.read_until(b'\n', &mut buf).expect("reading a reply line");
+        self.reader
+            .read_until(b'\n', &mut buf)
+            .expect("reading a reply line");
         if buf.last() == Some(&b'\n') {
             buf.pop();
         }
@@ -277,7 +281,8 @@ impl Receiver for ByUid {
         Ok(())
     }
     fn missing(&mut self, text: &[u8]) -> Result<(), ProtocolError> {
-        self.missing.push(String::from_utf8_lossy(text).into_owned());
+        self.missing
+            .push(String::from_utf8_lossy(text).into_owned());
         Ok(())
     }
     fn other(&mut self, reply: Reply) -> Result<(), ProtocolError> {

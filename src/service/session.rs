@@ -10,8 +10,8 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sha1::{Digest, Sha1};
@@ -237,15 +237,22 @@ struct Held<'a> {
     folder: Box<dyn Folder + 'a>,
     since: Option<Instant>,
     stats: &'a ServiceStats,
+    /// The session's longest hold so far (microseconds), for its log line.
+    session_max: Arc<AtomicU64>,
 }
 
 impl<'a> Held<'a> {
-    fn new(folder: Box<dyn Folder + 'a>, stats: &'a ServiceStats) -> Self {
+    fn new(
+        folder: Box<dyn Folder + 'a>,
+        stats: &'a ServiceStats,
+        session_max: &Arc<AtomicU64>,
+    ) -> Self {
         stats.locks_held.fetch_add(1, Ordering::Relaxed);
         Held {
             folder,
             since: Some(Instant::now()),
             stats,
+            session_max: Arc::clone(session_max),
         }
     }
     fn unlock_index(&mut self) {
@@ -255,6 +262,7 @@ impl<'a> Held<'a> {
             let held = self.folder.lock_hold().unwrap_or_else(|| t.elapsed());
             let us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
             self.stats.record_lock_hold(us);
+            self.session_max.fetch_max(us, Ordering::Relaxed);
         }
     }
 }
@@ -272,6 +280,7 @@ pub struct Session<'a> {
     stats: &'a ServiceStats,
     auth: Authenticator,
     summary: SessionSummary,
+    max_hold_us: Arc<AtomicU64>,
 }
 
 type W<'w> = ReplyWriter<&'w mut dyn Write>;
@@ -287,6 +296,7 @@ impl<'a> Session<'a> {
             stats,
             auth: Authenticator::new(cfg.secret.clone(), cfg.auth_policy),
             summary: SessionSummary::default(),
+            max_hold_us: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -299,6 +309,7 @@ impl<'a> Session<'a> {
         let mut w: W<'_> = ReplyWriter::new(output);
         let res = self.run_loop(&mut lines, &mut w);
         self.summary.bytes_out = w.bytes_out();
+        self.summary.max_lock_hold_us = self.max_hold_us.load(Ordering::Relaxed);
         self.stats
             .bytes_served
             .fetch_add(w.bytes_out(), Ordering::Relaxed);
@@ -532,7 +543,7 @@ impl<'a> Session<'a> {
                 w.no_name("no such folder", &intname)?;
                 return Ok(());
             }
-            Some(FolderOpen::Open(f)) => Held::new(f, self.stats),
+            Some(FolderOpen::Open(f)) => Held::new(f, self.stats, &self.max_hold_us),
         };
         w.ok()?;
         match items {
@@ -613,7 +624,7 @@ impl<'a> Session<'a> {
                 w.no_name("no such folder", folder)?;
                 return Ok(());
             }
-            Some(FolderOpen::Open(f)) => Held::new(f, self.stats),
+            Some(FolderOpen::Open(f)) => Held::new(f, self.stats, &self.max_hold_us),
         };
         w.ok()?;
         // resolve every UID under the index lock, then drop it before sending
@@ -711,7 +722,7 @@ impl<'a> Session<'a> {
                     w.no_name("no such folder", &f.name)?;
                     continue;
                 }
-                Some(FolderOpen::Open(folder)) => Held::new(folder, self.stats),
+                Some(FolderOpen::Open(folder)) => Held::new(folder, self.stats, &self.max_hold_us),
             };
             let ids = [
                 held.folder.uniqueid().to_vec(),

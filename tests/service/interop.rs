@@ -25,7 +25,13 @@ use crate::protocol::{Resolver, all_transcripts, render};
 /// Build the spool of tests/transcripts/README.md.
 fn readme_spool(sb: &Sandbox) {
     let mut admin = sb.admin().unwrap();
-    for m in ["user.alice", "user.alice.Sent", "user.alice.Work Stuff", "user.bob", "user.bob.Shared"] {
+    for m in [
+        "user.alice",
+        "user.alice.Sent",
+        "user.alice.Work Stuff",
+        "user.bob",
+        "user.bob.Shared",
+    ] {
         admin.create(m).unwrap();
     }
     let msg = |s: &str, b: &str| format!("Subject: {s}\r\n\r\n{b}\r\n").into_bytes();
@@ -39,14 +45,18 @@ fn readme_spool(sb: &Sandbox) {
         ("bob", None, "b1", "bob"),
         ("bob", Some("Shared"), "sh1", "shared"),
     ] {
-        sb.append(user, folder, &[], None, &msg(subj, body)).unwrap();
+        sb.append(user, folder, &[], None, &msg(subj, body))
+            .unwrap();
     }
     admin.setacl("user.bob.Shared", "alice", "lrs").unwrap();
     admin.logout().unwrap();
     let mut a = sb.login("alice").unwrap();
     a.subscribe("INBOX").unwrap();
     a.subscribe("INBOX.Sent").unwrap();
-    for (entry, value) in [("/shared/comment", "project notes"), ("/private/comment", "mine")] {
+    for (entry, value) in [
+        ("/shared/comment", "project notes"),
+        ("/private/comment", "mine"),
+    ] {
         a.run(&[
             Arg::Atom("SETMETADATA"),
             Arg::Str(b"INBOX.Work Stuff"),
@@ -79,7 +89,10 @@ fn read(path: &std::path::Path) -> Option<(FileStat, Vec<u8>)> {
 impl RealSpool {
     fn folder(&self, user: &str, name: &str) -> Option<cyrvault::spool::FolderRef> {
         let ml = self.spool.mboxlist().ok()?;
-        self.spool.folders(&ml, user).into_iter().find(|f| f.external == name)
+        self.spool
+            .folders(&ml, user)
+            .into_iter()
+            .find(|f| f.external == name)
     }
     fn decode(s: &str) -> Option<String> {
         String::from_utf8(decode_reply_token(s.as_bytes())).ok()
@@ -143,7 +156,11 @@ fn base_backup(c: &mut TcpClient, slot: &[u8], user: &[u8]) -> (Vec<(Guid, bool)
     let names: Vec<Vec<u8>> = meta.iter().map(|(n, _)| n.clone()).collect();
     let mut rx = Collect::default();
     c.fetch(
-        &Request::Meta { slot: slot.to_vec(), user: user.to_vec(), items: Some(names.clone()) },
+        &Request::Meta {
+            slot: slot.to_vec(),
+            user: user.to_vec(),
+            items: Some(names.clone()),
+        },
         &mut rx,
     )
     .unwrap();
@@ -180,7 +197,12 @@ fn base_backup(c: &mut TcpClient, slot: &[u8], user: &[u8]) -> (Vec<(Guid, bool)
             missing: rx.missing,
         };
         let index = check_folder(&snap);
-        let uids: Vec<u32> = index.records.iter().filter(|r| !r.is_unlinked()).map(|r| r.uid).collect();
+        let uids: Vec<u32> = index
+            .records
+            .iter()
+            .filter(|r| !r.is_unlinked())
+            .map(|r| r.uid)
+            .collect();
         for batch in uids.chunks(1024) {
             let mut rx = ByUid::default();
             c.fdata(user, &f.name, batch, &mut rx).unwrap();
@@ -251,12 +273,19 @@ fn transcripts_replay_and_a_base_client_backs_up_a_user() {
     // mbexamine (3.6) prints only records that are not EXPUNGED; the backup also
     // fetched the expunged ones whose files are still there (expunge_mode delayed).
     let expunged = guids.iter().filter(|(_, x)| *x).count();
-    assert!(expunged >= hist.expunged.len(), "expunged messages are backed up too");
+    assert!(
+        expunged >= hist.expunged.len(),
+        "expunged messages are backed up too"
+    );
     let live: Vec<Guid> = guids.iter().filter(|(_, x)| !x).map(|(g, _)| *g).collect();
     let (mut got_sorted, mut want_sorted) = (live, want.clone());
     got_sorted.sort_by_key(|g| g.to_hex());
     want_sorted.sort_by_key(|g| g.to_hex());
-    assert_eq!(got_sorted.len(), want_sorted.len(), "records fetched vs mbexamine");
+    assert_eq!(
+        got_sorted.len(),
+        want_sorted.len(),
+        "records fetched vs mbexamine"
+    );
     assert_eq!(got_sorted, want_sorted);
     let set: BTreeSet<String> = guids.iter().map(|(g, _)| g.to_hex()).collect();
     eprintln!(

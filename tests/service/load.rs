@@ -3,8 +3,8 @@
 //! service are each internally consistent, and every live record's message file
 //! hashes to its GUID or is reported gone.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cyrvault::cyrus::index::{Index, parse_index};
@@ -22,15 +22,28 @@ use super::*;
 /// the same lock). Returns the index.
 pub fn check_folder(f: &SnapFolder) -> Index {
     let name = String::from_utf8_lossy(&f.name);
-    let hbytes = f.files.get("header").unwrap_or_else(|| panic!("{name}: no header"));
-    let ibytes = f.files.get("index").unwrap_or_else(|| panic!("{name}: no index"));
+    let hbytes = f
+        .files
+        .get("header")
+        .unwrap_or_else(|| panic!("{name}: no header"));
+    let ibytes = f
+        .files
+        .get("index")
+        .unwrap_or_else(|| panic!("{name}: no index"));
     let h = header::parse_header(hbytes).unwrap_or_else(|e| panic!("{name}: header: {e}"));
-    assert_eq!(h.uniqueid.as_deref(), Some(f.uniqueid.as_str()), "{name}: uniqueid in cyrus.header");
+    assert_eq!(
+        h.uniqueid.as_deref(),
+        Some(f.uniqueid.as_str()),
+        "{name}: uniqueid in cyrus.header"
+    );
     let index = parse_index(ibytes).unwrap_or_else(|e| panic!("{name}: index: {e}"));
     let hd = &index.header;
     assert_eq!(index.records.len(), hd.num_records as usize, "{name}");
     let end = u64::from(hd.start_offset) + u64::from(hd.num_records) * u64::from(hd.record_size);
-    assert!(ibytes.len() as u64 >= end, "{name}: index shorter than its records");
+    assert!(
+        ibytes.len() as u64 >= end,
+        "{name}: index shorter than its records"
+    );
     assert_eq!(
         hd.header_file_crc,
         crc32(hbytes),
@@ -63,12 +76,20 @@ pub fn fetch_and_verify(
         for (uid, guid) in batch {
             match rx.files.get(uid) {
                 Some(bytes) => {
-                    assert_eq!(Guid::of(bytes), *guid, "uid {uid}: file does not hash to its GUID");
+                    assert_eq!(
+                        Guid::of(bytes),
+                        *guid,
+                        "uid {uid}: file does not hash to its GUID"
+                    );
                     ok += 1;
                 }
                 None => {
                     let want = format!("no such file {uid}");
-                    assert!(rx.missing.contains(&want), "uid {uid}: neither sent nor reported gone: {:?}", rx.missing);
+                    assert!(
+                        rx.missing.contains(&want),
+                        "uid {uid}: neither sent nor reported gone: {:?}",
+                        rx.missing
+                    );
                     gone += 1;
                 }
             }
@@ -85,12 +106,7 @@ struct Writers {
     errors: Mutex<Vec<String>>,
 }
 
-fn writer(
-    sb: &cyrvault::sandbox::Sandbox,
-    w: &Writers,
-    stop: &AtomicBool,
-    role: usize,
-) {
+fn writer(sb: &cyrvault::sandbox::Sandbox, w: &Writers, stop: &AtomicBool, role: usize) {
     let fail = |what: String| w.errors.lock().unwrap().push(what);
     let mut c = match sb.login("load") {
         Ok(c) => c,
@@ -98,29 +114,44 @@ fn writer(
     };
     let mut mg = MailGen::new(100 + role as u64).with_max_size(4096);
     let mut renamed = false;
-    if role == 1 || role == 2 {
-        if let Err(e) = c.select("INBOX") {
-            return fail(format!("select: {e}"));
-        }
+    if (role == 1 || role == 2)
+        && let Err(e) = c.select("INBOX")
+    {
+        return fail(format!("select: {e}"));
     }
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let r = match role {
-            0 => c.append("INBOX", &["\\Seen"], None, &mg.message().bytes).map(|_| ()),
+            0 => c
+                .append("INBOX", &["\\Seen"], None, &mg.message().bytes)
+                .map(|_| ()),
             1 => {
-                let op = if n % 2 == 0 { "+FLAGS" } else { "-FLAGS" };
+                let op = if n.is_multiple_of(2) {
+                    "+FLAGS"
+                } else {
+                    "-FLAGS"
+                };
                 c.uid_store("1:*", op, &["\\Flagged", "$Work"]).map(|_| ())
             }
             2 => c.select("INBOX").and_then(|info| {
                 if info.exists > 30 {
-                    c.run(&[Arg::Atom("STORE"), Arg::Atom("1:10"), Arg::Atom("+FLAGS.SILENT"), Arg::Atom("(\\Deleted)")])?;
+                    c.run(&[
+                        Arg::Atom("STORE"),
+                        Arg::Atom("1:10"),
+                        Arg::Atom("+FLAGS.SILENT"),
+                        Arg::Atom("(\\Deleted)"),
+                    ])?;
                     c.expunge()?;
                 }
                 Ok(())
             }),
             _ => {
-                let (from, to) = if renamed { ("INBOX.Ren2", "INBOX.Ren") } else { ("INBOX.Ren", "INBOX.Ren2") };
+                let (from, to) = if renamed {
+                    ("INBOX.Ren2", "INBOX.Ren")
+                } else {
+                    ("INBOX.Ren", "INBOX.Ren2")
+                };
                 renamed = !renamed;
                 c.rename(from, to)
             }
@@ -131,9 +162,8 @@ fn writer(
             }
             Err(e) => return fail(format!("writer {role} op {n}: {e}")),
         }
-        if role != 0 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // leave the two cores to Cyrus and the service now and then
+        std::thread::sleep(Duration::from_millis(if role == 0 { 5 } else { 10 }));
     }
     let _ = c.logout();
 }
@@ -172,8 +202,14 @@ fn snapshots_under_load_are_consistent() {
         let mut c = client(&sb, "cyrvaultd");
         for _ in 0..200 {
             let mut snap = Grouped::default();
-            c.fetch(&Request::Snapshot { slot: slot.clone(), user: b"load".to_vec() }, &mut snap)
-                .expect("SNAPSHOT");
+            c.fetch(
+                &Request::Snapshot {
+                    slot: slot.clone(),
+                    user: b"load".to_vec(),
+                },
+                &mut snap,
+            )
+            .expect("SNAPSHOT");
             snaps += 1;
             for f in &snap.folders {
                 if f.missing.iter().any(|m| m.starts_with("no such folder")) {
@@ -186,7 +222,9 @@ fn snapshots_under_load_are_consistent() {
                         verified += o;
                         gone += g;
                     }
-                    Err(ProtocolError::No(t)) if t.starts_with("no such folder") => folder_races += 1,
+                    Err(ProtocolError::No(t)) if t.starts_with("no such folder") => {
+                        folder_races += 1
+                    }
                     Err(e) => panic!("FDATA {}: {e}", String::from_utf8_lossy(&f.name)),
                 }
             }
@@ -202,6 +240,9 @@ fn snapshots_under_load_are_consistent() {
     );
     assert!(errors.is_empty(), "IMAP clients saw errors: {errors:?}");
     assert_eq!(snaps, 200);
-    assert!(writers.ops.load(Ordering::Relaxed) > 200, "the writers barely ran");
+    assert!(
+        writers.ops.load(Ordering::Relaxed) > 200,
+        "the writers barely ran"
+    );
     assert!(!sb.syslog().contains("IOERROR"), "{}", sb.syslog_tail(4000));
 }

@@ -119,7 +119,10 @@ fn master_runs_the_snippet_and_survives_killed_children() {
     eprintln!("APPEND right after kill -9 mid-FDATA: {took:?}");
 
     let mut r = Raw::new(addr(&sb, "cyrvaultd"));
-    let line = format!("FMETA {} alice INBOX header index annotations\n", sb.servername);
+    let line = format!(
+        "FMETA {} alice INBOX header index annotations\n",
+        sb.servername
+    );
     r.send(line.repeat(200).as_bytes());
     assert_eq!(r.line(), "OK");
     let pid = server_pid(&r.stream).expect("the child serving us");
@@ -132,9 +135,5 @@ fn master_runs_the_snippet_and_survives_killed_children() {
     let mut c = client(&sb, "cyrvaultd");
     c.ping().unwrap();
     assert_eq!(c.users().unwrap().len(), 2);
-    assert!(
-        !sb.syslog().contains("IOERROR"),
-        "{}",
-        sb.syslog_tail(4000)
-    );
+    assert!(!sb.syslog().contains("IOERROR"), "{}", sb.syslog_tail(4000));
 }

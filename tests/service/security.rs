@@ -86,9 +86,13 @@ fn secret_bounds_names_logs_and_allowlist() {
         ],
         vec![service_line(Some("cvworld")), service_line(Some("cvdeny"))],
     );
-    assert!(sb.syslog_captured(), "these checks read the service's syslog");
+    assert!(
+        sb.syslog_captured(),
+        "these checks read the service's syslog"
+    );
     sb.create_user("alice", None).unwrap();
-    sb.append("alice", None, &[], None, b"Subject: s\r\n\r\nx\r\n").unwrap();
+    sb.append("alice", None, &[], None, b"Subject: s\r\n\r\nx\r\n")
+        .unwrap();
     let slot = sb.servername.clone();
     let svc = addr(&sb, "cyrvaultd");
 
@@ -104,17 +108,31 @@ fn secret_bounds_names_logs_and_allowlist() {
     ] {
         assert_eq!(r.ask(&cmd), "NO authentication required", "{cmd}");
     }
-    assert!(logged(&sb, "authentication required"), "{}", sb.syslog_tail(3000));
+    assert!(
+        logged(&sb, "authentication required"),
+        "{}",
+        sb.syslog_tail(3000)
+    );
 
     // A wrong answer: refused after the delay, logged.
     let _ = begin(&mut r, &slot);
     let t = Instant::now();
-    assert_eq!(r.ask(&answer_line(&slot, &[0u8; 32])), "NO authentication failed");
+    assert_eq!(
+        r.ask(&answer_line(&slot, &[0u8; 32])),
+        "NO authentication failed"
+    );
     let delay = t.elapsed();
     assert!(delay >= Duration::from_millis(1500), "no delay: {delay:?}");
-    assert!(logged(&sb, "auth failed from 127.0.0.1"), "{}", sb.syslog_tail(3000));
+    assert!(
+        logged(&sb, "auth failed from 127.0.0.1"),
+        "{}",
+        sb.syslog_tail(3000)
+    );
     // ... and still not authenticated
-    assert_eq!(r.ask(&format!("USERS {slot}")), "NO authentication required");
+    assert_eq!(
+        r.ask(&format!("USERS {slot}")),
+        "NO authentication required"
+    );
 
     // A right answer works once; recorded and replayed it fails, in the same
     // session (nonce used up) and in a new one (new nonce).
@@ -126,11 +144,20 @@ fn secret_bounds_names_logs_and_allowlist() {
     assert_eq!(a.ask(&format!("USERS {slot}")), "OK");
     assert_eq!(a.line(), "USER alice");
     assert_eq!(a.line(), "DONE USERS");
-    assert_eq!(a.ask(&answer_line(&slot, &recorded)), "NO no challenge outstanding");
+    assert_eq!(
+        a.ask(&answer_line(&slot, &recorded)),
+        "NO no challenge outstanding"
+    );
     let mut b = Raw::new(svc);
     let _ = begin(&mut b, &slot);
-    assert_eq!(b.ask(&answer_line(&slot, &recorded)), "NO authentication failed");
-    assert_eq!(b.ask(&format!("USERS {slot}")), "NO authentication required");
+    assert_eq!(
+        b.ask(&answer_line(&slot, &recorded)),
+        "NO authentication failed"
+    );
+    assert_eq!(
+        b.ask(&format!("USERS {slot}")),
+        "NO authentication required"
+    );
 
     // Authenticated session `a`: bounds and names. Each gets NO, the session goes
     // on (PING after each), and each is logged.
@@ -138,20 +165,49 @@ fn secret_bounds_names_logs_and_allowlist() {
     let cases: Vec<(String, &str)> = vec![
         (format!("USERS {slot} {long}"), "NO line too long"),
         (format!("FROB {slot} x"), "NO unknown command FROB"),
-        (format!("FMETA {slot} ..%2F..%2Fetc INBOX header"), "NO invalid user"),
+        (
+            format!("FMETA {slot} ..%2F..%2Fetc INBOX header"),
+            "NO invalid user",
+        ),
         (format!("FMETA {slot} ../x INBOX header"), "NO invalid user"),
-        (format!("FMETA {slot} al%00ice INBOX header"), "NO invalid user"),
-        (format!("FDATA {slot} alice INBOX%00x 1"), "NO invalid folder"),
-        (format!("FMETA {slot} alice INBOX/../../x header"), "NO invalid folder"),
-        (format!("FMETA {slot} alice INBOX.%2E%2E%2F%2E%2E header"), "NO invalid folder"),
-        (format!("META {slot} {}", "u".repeat(300)), "NO user too long"),
-        (format!("FMETA {slot} alice {} header", "f".repeat(10 * 1024)), "NO "),
+        (
+            format!("FMETA {slot} al%00ice INBOX header"),
+            "NO invalid user",
+        ),
+        (
+            format!("FDATA {slot} alice INBOX%00x 1"),
+            "NO invalid folder",
+        ),
+        (
+            format!("FMETA {slot} alice INBOX/../../x header"),
+            "NO invalid folder",
+        ),
+        (
+            format!("FMETA {slot} alice INBOX.%2E%2E%2F%2E%2E header"),
+            "NO invalid folder",
+        ),
+        (
+            format!("META {slot} {}", "u".repeat(300)),
+            "NO user too long",
+        ),
+        (
+            format!("FMETA {slot} alice {} header", "f".repeat(2000)),
+            "NO folder too long",
+        ),
+        (
+            format!("FMETA {slot} alice {} header", "f".repeat(10 * 1024)),
+            "NO ",
+        ),
         (format!("META {slot} {}", "u".repeat(10 * 1024)), "NO "),
     ];
     let mut answers = Vec::new();
     for (line, want) in &cases {
         let got = a.ask(line);
-        assert!(got.starts_with(want), "{}...: {got}", &line[..line.len().min(60)]);
+        assert!(
+            got.starts_with(want),
+            "{}...: {got}",
+            &line[..line.len().min(60)]
+        );
         assert_eq!(a.ask("PING"), "OK", "after {got}");
         assert_eq!(a.line(), "DONE PING");
         answers.push(got);
@@ -159,13 +215,27 @@ fn secret_bounds_names_logs_and_allowlist() {
     for got in &answers {
         let text = got.strip_prefix("NO ").unwrap();
         let head = &text[..text.len().min(40)];
-        assert!(logged(&sb, head), "not logged: {got}\n{}", sb.syslog_tail(3000));
+        assert!(
+            logged(&sb, head),
+            "not logged: {got}\n{}",
+            sb.syslog_tail(3000)
+        );
     }
     eprintln!("refusals: {answers:#?}");
 
     // Seeded random lines: never a crash, a hang or a closed session.
     let mut rng = StdRng::seed_from_u64(3);
-    let words = ["USERS", "META", "FMETA", "FDATA", "FMULTISTATUS", "SNAPSHOT", "AUTH", "STATUS", "CAPABILITY"];
+    let words = [
+        "USERS",
+        "META",
+        "FMETA",
+        "FDATA",
+        "FMULTISTATUS",
+        "SNAPSHOT",
+        "AUTH",
+        "STATUS",
+        "CAPABILITY",
+    ];
     for _ in 0..300 {
         let mut line = Vec::new();
         if rng.gen_bool(0.7) {
@@ -198,17 +268,26 @@ fn secret_bounds_names_logs_and_allowlist() {
             if l == "DONE PING" {
                 break;
             }
-            assert!(!l.is_empty(), "session closed after {:?}", String::from_utf8_lossy(&line));
+            assert!(
+                !l.is_empty(),
+                "session closed after {:?}",
+                String::from_utf8_lossy(&line)
+            );
         }
     }
 
     // A world-readable secret: the child refuses to start, a client gets no session.
     let mut w = Raw::new(addr(&sb, "cvworld"));
-    w.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    w.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let _ = std::io::Write::write_all(&mut w.stream, b"PING\n");
     let mut got = Vec::new();
     let _ = std::io::Read::read_to_end(&mut w.reader, &mut got);
-    assert!(got.is_empty(), "a session with a world-readable secret: {got:?}");
+    assert!(
+        got.is_empty(),
+        "a session with a world-readable secret: {got:?}"
+    );
     assert!(logged(&sb, "chmod 600"), "{}", sb.syslog_tail(4000));
     let log = sb.syslog();
     let why = log.lines().find(|l| l.contains("chmod 600")).unwrap_or("");
@@ -221,6 +300,10 @@ fn secret_bounds_names_logs_and_allowlist() {
     let mut after = Vec::new();
     let _ = std::io::Read::read_to_end(&mut d.reader, &mut after);
     assert!(after.is_empty(), "{after:?}");
-    assert!(logged(&sb, "not in cyrvaultd_allow"), "{}", sb.syslog_tail(3000));
+    assert!(
+        logged(&sb, "not in cyrvaultd_allow"),
+        "{}",
+        sb.syslog_tail(3000)
+    );
     drop(secrets);
 }
