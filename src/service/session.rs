@@ -375,6 +375,7 @@ impl<'a> Session<'a> {
         if req.slot() != Some(self.cfg.servername.as_slice()) {
             let mut t = b"iam ".to_vec();
             t.extend_from_slice(&self.cfg.servername);
+            self.log_refusal(b"wrong slot (not this servername)");
             w.no(&t)?;
             return Ok(Flow::Continue);
         }
