@@ -28,6 +28,10 @@ pub struct Hold {
     pub service_p99_us: u64,
     /// The spool's own hold per open, sorted, microseconds.
     pub spool_us: Vec<u64>,
+    /// How long the shared mailbox NAME lock was held per open (it stays while the
+    /// copies are parsed and checked; it blocks only exclusive name lockers: rename,
+    /// delete, repack), sorted, microseconds.
+    pub name_us: Vec<u64>,
 }
 
 /// `count` distinct messages of about `size` bytes: one body, a numbered header.
@@ -94,21 +98,24 @@ fn measure(
         .into_iter()
         .find(|f| f.external == "INBOX")
         .unwrap();
-    let mut spool_us: Vec<u64> = (0..opens)
+    let (mut spool_us, mut name_us): (Vec<u64>, Vec<u64>) = (0..opens)
         .map(|_| {
             let o = spool.open_folder(&f, false).unwrap();
             let us = o.hold_time().as_micros() as u64;
+            let name = o.name_lock_held_for();
             o.release();
-            us
+            (us, name.as_micros() as u64)
         })
-        .collect();
+        .unzip();
     spool_us.sort_unstable();
+    name_us.sort_unstable();
     Hold {
         label: format!("{count} x {}", human(size)),
         messages: count,
         service_max_us: st["lock_hold_max_us"],
         service_p99_us: st["lock_hold_p99_us"],
         spool_us,
+        name_us,
     }
 }
 
@@ -124,19 +131,21 @@ fn human(size: usize) -> String {
 
 fn table(rows: &[Hold]) -> String {
     let mut out = String::from(
-        "folder              | service max | service p99 (bucket) | spool p50 | spool p90 | spool p99 | spool max  (us)\n",
+        "folder              | service max | service p99 (bucket) | spool p50 | spool p90 | spool p99 | spool max | name lock p50 | name lock max  (us)\n",
     );
     for r in rows {
         let s = &r.spool_us;
         out.push_str(&format!(
-            "{:<19} | {:>11} | {:>20} | {:>9} | {:>9} | {:>9} | {:>9}\n",
+            "{:<19} | {:>11} | {:>20} | {:>9} | {:>9} | {:>9} | {:>9} | {:>13} | {:>13}\n",
             r.label,
             r.service_max_us,
             r.service_p99_us,
             percentile(s, 50),
             percentile(s, 90),
             percentile(s, 99),
-            s.last().copied().unwrap_or(0)
+            s.last().copied().unwrap_or(0),
+            percentile(&r.name_us, 50),
+            r.name_us.last().copied().unwrap_or(0),
         ));
     }
     out
