@@ -13,4 +13,5 @@ mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiti
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod protocol; // the wire protocol: transcripts of every base command, codec round trips
 mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator
+mod service; // cyrvaultd under the real master from the shipped snippet: load, lock hold, security, interop
 mod spool; // spool: listings, snapshots, locks, user files and annotations vs the real sandbox
