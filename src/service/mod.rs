@@ -175,7 +175,12 @@ pub fn serve(
     let before = ctx.spool.spool().lock_stats();
     let mut cfg = ctx.session.clone();
     cfg.peer = peer_text.clone();
-    let result = Session::new(&cfg, &ctx.spool, stats()).run(input, output);
+    // Replies are assembled in a buffer and flushed once per command (the session
+    // flushes): writing each reply line with its own write(2) on a TCP socket meets
+    // Nagle and the client's delayed ACK, a 40 ms stall per command.
+    let mut output = std::io::BufWriter::with_capacity(64 * 1024, output);
+    let result = Session::new(&cfg, &ctx.spool, stats()).run(input, &mut output);
+    let _ = output.flush();
     let after = ctx.spool.spool().lock_stats();
     let (summary, hold, outcome) = match &result {
         Ok(s) => (s.clone(), s.max_lock_hold_us.to_string(), "ok".to_string()),

@@ -85,23 +85,50 @@ fn master_runs_the_snippet_and_survives_killed_children() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .expect("-U <n> in the snippet");
-    let mut seen = Vec::new();
-    let mut recycled = false;
-    for _ in 0..(3 * uses) {
-        let mut c = client(&sb, "cyrvaultd");
+    // Master may run more than one child (it forks another when a connection
+    // arrives before the last child said AVAILABLE), so follow children by pid.
+    let mut served: std::collections::BTreeMap<i32, u64> = Default::default();
+    let mut retired = None;
+    for _ in 0..(4 * uses) {
+        let s = tcp(addr(&sb, "cyrvaultd"));
+        let mut c = Client::new(
+            std::io::BufReader::new(s.try_clone().unwrap()),
+            s.try_clone().unwrap(),
+            sb.servername.as_bytes(),
+        );
         let n = status(&mut c, &slot)["sessions_total"];
+        let pid = server_pid(&s).expect("the child serving this connection");
         c.quit().unwrap();
-        assert!(n <= uses, "a child served {n} > {uses} sessions");
-        if seen.last() == Some(&uses) {
-            assert_eq!(n, 1, "after {uses} uses a fresh child answers");
-            recycled = true;
+        assert!(n <= uses, "child {pid} served {n} > {uses} sessions");
+        served.insert(pid, n);
+        if n == uses {
+            retired = Some(pid);
             break;
         }
-        seen.push(n);
         // let the child report AVAILABLE before the next connection
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(recycled, "no child reached -U {uses}: {seen:?}");
+    let retired = retired.unwrap_or_else(|| panic!("no child reached -U {uses}: {served:?}"));
+    // The child that reached -U exits, and the service goes on with another one.
+    let gone = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        !std::path::Path::new(&format!("/proc/{retired}")).exists()
+            || std::fs::read_to_string(format!("/proc/{retired}/stat"))
+                .map(|st| st.contains(") Z "))
+                .unwrap_or(true)
+    });
+    assert!(gone, "child {retired} still running after {uses} sessions");
+    let s = tcp(addr(&sb, "cyrvaultd"));
+    let mut c = Client::new(
+        std::io::BufReader::new(s.try_clone().unwrap()),
+        s.try_clone().unwrap(),
+        sb.servername.as_bytes(),
+    );
+    let n = status(&mut c, &slot)["sessions_total"];
+    let pid = server_pid(&s).expect("the child serving this connection");
+    c.quit().unwrap();
+    assert_ne!(pid, retired, "a retired child answered");
+    assert!(n <= uses);
 
     // kill -9 a child while it streams a 6 MB FDATA; then one while it works
     // through a burst of pipelined FMETAs (it takes and drops the locks 200 times).
