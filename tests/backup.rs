@@ -522,7 +522,7 @@ fn kill_9_at_random_instants() {
     );
     let mut window = t.elapsed();
     eprintln!("full run of the binary: {window:?}");
-    let mut gen_ = MailGen::new(77).with_max_size(64 * 1024);
+    let mut gen_ = MailGen::new(77).with_max_size(128 * 1024);
     let mut mid_run = 0;
     for i in 0..20 {
         let before: HashSet<Guid> = match Vault::open(&e.vault).unwrap().user("crash").unwrap() {
@@ -567,7 +567,7 @@ fn kill_9_at_random_instants() {
         assert!(cp.success());
         let t = Instant::now();
         let rep = e.backup_in(&copy, "crash");
-        window = window.max(t.elapsed());
+        let took = t.elapsed();
         let (cat, archive) = e.catalog(&copy, "crash");
         let after = all_guids(&cat);
         let lost: Vec<_> = before.difference(&after).collect();
@@ -585,14 +585,16 @@ fn kill_9_at_random_instants() {
         );
         drop(cat);
         std::fs::remove_dir_all(&copy).unwrap();
-        // Give the next attempt new work now and then.
-        if i % 4 == 3 {
-            for k in 0..15 {
-                let m = gen_.message().bytes;
-                e.sb.append("crash", None, &[], None, &m).unwrap();
-                let _ = k;
-            }
+        // Give the next attempt new work: fresh mail and a flag change.
+        let mut c = e.sb.login("crash").unwrap();
+        for _ in 0..40 {
+            let m = gen_.message().bytes;
+            c.append("INBOX", &[], None, &m).unwrap();
         }
+        c.logout().unwrap();
+        // The next kill lands anywhere in a run like the one just measured (plus
+        // process start-up).
+        window = took * 3 / 2 + Duration::from_millis(40);
     }
     assert!(mid_run >= 10, "only {mid_run} kills landed mid-run");
     // Finally the real vault completes and holds everything Cyrus has.
