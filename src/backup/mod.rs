@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use recover::replay_archive;
 pub use run::backup_user;
 pub use server::{ConnectOptions, Server};
 
