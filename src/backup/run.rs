@@ -222,7 +222,21 @@ pub fn backup_user(
     let len_before = open.len;
 
     let last = catalog.last_run()?;
-    let run = last.as_ref().map_or(1, |r| r.run + 1);
+    // A crashed attempt may have written `folders/<uid>/<run>/...` under the number
+    // this run would take; its members are adopted, so skip past every run number they
+    // use: entry names never collide (runs may be numbered with gaps).
+    let used = adopted
+        .iter()
+        .flat_map(|m| m.entries.iter())
+        .filter_map(|e| match parse_entry_name(&e.name) {
+            EntryName::Folder { run, .. }
+            | EntryName::User { run, .. }
+            | EntryName::RunManifest { run } => run.parse::<u64>().ok(),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let run = last.as_ref().map_or(0, |r| r.run).max(used) + 1;
     let prev_ext = ext::read_ext(&ua.archive, last.as_ref().and_then(|r| r.manifest));
     let live_before: HashMap<String, FolderAt> = match &last {
         Some(l) => catalog
