@@ -672,6 +672,12 @@ fn base_protocol_lock_and_short_archive() {
     assert!(rep.user_state_stored);
     check_against_cyrus(&e, "carol", 1);
     assert_eq!(s.users().unwrap(), ["carol"]);
+    // vault.json is derived: rebuilt from the archives' manifests.
+    let before = v.user("carol").unwrap().unwrap();
+    std::fs::remove_file(e.vault.join(cyrvault::vault::INDEX_FILE)).unwrap();
+    assert!(v.user("carol").unwrap().is_none());
+    assert_eq!(v.rebuild_index().unwrap(), 1);
+    assert_eq!(v.user("carol").unwrap(), Some(before));
 
     // An unknown user is a clear failure; the others go on.
     let res = backup::backup_users(
