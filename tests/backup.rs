@@ -730,4 +730,39 @@ fn base_protocol_lock_and_short_archive() {
     assert_eq!(std::fs::metadata(&ua.archive).unwrap().len(), len - 100);
     let out = e.cli(&e.vault, "carol").output().unwrap();
     assert_eq!(out.status.code(), Some(65), "{out:?}");
+
+    // Spool damage: a message file whose bytes no longer hash to its GUID is named
+    // (user, folder, UID), not stored, and the run goes on.
+    let file = e.sb.mbpath("user.carol").unwrap().join("1.");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let fresh = Vault::open(&e.dir.join("vault2")).unwrap();
+    let rep = backup::backup_user(&mut s, &fresh, "carol", &BackupOptions::default()).unwrap();
+    assert_eq!(rep.damage.len(), 1, "{rep:?}");
+    let d = &rep.damage[0];
+    assert_eq!(
+        (d.user.as_str(), d.folder.as_str(), d.uid),
+        ("carol", "INBOX", 1)
+    );
+    assert_eq!(d.got, Guid::of(&bytes).to_hex());
+    let (cat, archive) = e.catalog(&e.dir.join("vault2"), "carol");
+    let expected = Guid::from_hex(&d.expected).unwrap();
+    // The damaged bytes are stored under no name; the GUID is stored only if another
+    // folder held an intact copy (populate appends some messages twice).
+    assert!(!cat.has_message(&Guid::of(&bytes)).unwrap());
+    if cat.has_message(&expected).unwrap() {
+        assert_eq!(Guid::of(&read_message(&cat, &archive, &expected)), expected);
+    }
+    let sc = scan(&archive).unwrap();
+    assert!(sc.misnamed().is_empty());
+    assert!(rep.messages_fetched > 0);
+    let out = e.cli(&e.dir.join("vault3"), "carol").output().unwrap();
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spool damage: user carol folder INBOX uid 1"),
+        "{err}"
+    );
 }
