@@ -38,6 +38,10 @@ impl Drop for Env {
 }
 
 fn env(name: &str, with_secret: bool) -> Env {
+    env_with(name, with_secret, Vec::new())
+}
+
+fn env_with(name: &str, with_secret: bool, extra: Vec<(String, String)>) -> Env {
     let dir = std::env::temp_dir().join(format!(
         "cyrvault-bk-{name}-{}-{}",
         std::process::id(),
@@ -46,7 +50,7 @@ fn env(name: &str, with_secret: bool) -> Env {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut conf = Vec::new();
+    let mut conf = extra;
     let secret = with_secret.then(|| {
         let p = dir.join("secret");
         std::fs::write(&p, b"backup-test-secret-0123456789\n").unwrap();
@@ -765,4 +769,54 @@ fn base_protocol_lock_and_short_archive() {
         err.contains("spool damage: user carol folder INBOX uid 1"),
         "{err}"
     );
+}
+
+#[test]
+fn renamed_user_keeps_its_archive_and_missing_archive_is_refused() {
+    let e = env_with("bkren", true, vec![("allowusermoves".into(), "yes".into())]);
+    populate(
+        &e.sb,
+        &PopulatePlan {
+            users: vec!["erin".into()],
+            messages: 40,
+            fixtures: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r1 = e.backup("erin");
+    let v = Vault::open(&e.vault).unwrap();
+    let ua = v.user("erin").unwrap().unwrap();
+    // The admin renames the user: Cyrus keeps the INBOX UniqueID.
+    let mut admin = e.sb.admin().unwrap();
+    admin.rename("user.erin", "user.frank").unwrap();
+    admin.logout().unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let r2 = e.backup("frank");
+    assert_eq!(r2.inbox_uniqueid, r1.inbox_uniqueid);
+    assert_eq!(r2.archive, ua.archive);
+    assert_eq!(r2.run, 2);
+    assert_eq!(r2.messages_fetched, 0, "{r2:?}");
+    assert!(v.user("erin").unwrap().is_none());
+    assert_eq!(v.user("frank").unwrap(), Some(ua.clone()));
+    let (cat, _) = e.catalog(&e.vault, "frank");
+    let users: Vec<String> = cat.runs().unwrap().into_iter().map(|r| r.user).collect();
+    assert_eq!(users, ["erin", "frank"]);
+    let inbox = cat.folder_by_name_at("INBOX", 2).unwrap().unwrap();
+    assert_eq!(inbox.internal_name, "user.frank");
+    check_against_cyrus(&e, "frank", 2);
+    drop(cat);
+
+    // The archive is gone while the catalog has runs: refused, nothing created.
+    std::fs::rename(&ua.archive, e.dir.join("moved.tar.gz")).unwrap();
+    let mut s = e.server();
+    let err = backup::backup_user(&mut s, &v, "frank", &BackupOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            cyrvault::Error::Backup(backup::BackupError::ArchiveMissing { .. })
+        ),
+        "{err}"
+    );
+    assert!(!ua.archive.exists());
 }
