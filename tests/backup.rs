@@ -712,6 +712,29 @@ fn base_protocol_lock_and_short_archive() {
     drop(held);
     let out = e.cli(&e.vault, "carol").output().unwrap();
     assert!(out.status.success(), "{out:?}");
+    let js: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(js[0]["user"], "carol");
+    assert_eq!(js[0]["ok"], true);
+    assert_eq!(js[0]["report"]["bytes_fetched"], 0);
+    // --all (USERS) and the human table.
+    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        .args(["backup", "--all", "--base-protocol", "--server", &e.addr])
+        .arg("--vault")
+        .arg(&e.vault)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut lines = table.lines();
+    assert!(
+        lines.next().unwrap().starts_with("user  run  folders"),
+        "{table}"
+    );
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("carol") && row.trim_end().ends_with("ok"),
+        "{table}"
+    );
 
     // An archive shorter than its catalog is reported, never wiped or restarted.
     let len = std::fs::metadata(&ua.archive).unwrap().len();
