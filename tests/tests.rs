@@ -1,6 +1,7 @@
 //! Integration tests: one crate (see STYLE.md). Each module tests one noun against
 //! real Cyrus: its files, its tools, its running server.
 
+mod admin; // list/show/ls/cat/verify/reindex/stats on archives of a real spool: reindex equality, damage, tar, one-member cat
 mod archive; // the per-user tar.gz: stock tools, crashes, damage, locks, short reads
 mod catalog; // the SQLite catalog: history per run, reindex equality, schema checks, records_from_meta vs mbexamine
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -43,6 +44,9 @@ pub struct AffectedUse {
 pub struct AffectedMessage {
     pub guid: Guid,
     pub uses: Vec<AffectedUse>,
+    /// The message's own bytes still inflate and hash to its GUID (the damage lies
+    /// after it in the member): `cat` can still read it, a restore can use it.
+    pub readable: bool,
 }
 
 /// A meta entry lost with a damaged member.
@@ -110,6 +114,7 @@ fn runs_between(all: &[u64], from: u64, to: Option<u64>) -> Vec<u64> {
 
 /// What the catalog says lives in the damaged region `[offset, offset + len)`.
 fn affected(
+    ua: &UserArchive,
     cat: &Catalog,
     member_offsets: &[u64],
     all_runs: &[u64],
@@ -151,7 +156,27 @@ fn affected(
                     runs: r,
                 });
             }
-            messages.push(AffectedMessage { guid: m.guid, uses });
+            let readable = match cat.message_loc(&m.guid)? {
+                Some(l) => File::open(&ua.archive)
+                    .ok()
+                    .and_then(|mut f| {
+                        archive::read_entry_at(
+                            &mut f,
+                            &ua.archive,
+                            l.member_offset,
+                            l.offset_in_member,
+                            l.size,
+                        )
+                        .ok()
+                    })
+                    .is_some_and(|b| Guid::of(&b) == m.guid),
+                None => false,
+            };
+            messages.push(AffectedMessage {
+                guid: m.guid,
+                uses,
+                readable,
+            });
         }
         for m in cat.meta_in_member(o)? {
             runs.extend(m.runs.iter().copied());
@@ -218,7 +243,7 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
         }
     };
     if let Some(cat) = &cat {
-        check_catalog(cat, &scan, &mut report)?;
+        check_catalog(ua, cat, &scan, &mut report)?;
     } else {
         for d in &scan.damage {
             report.damaged.push(DamagedMember {
@@ -236,7 +261,12 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
     Ok(report)
 }
 
-fn check_catalog(cat: &Catalog, scan: &Scan, report: &mut VerifyReport) -> Result<()> {
+fn check_catalog(
+    ua: &UserArchive,
+    cat: &Catalog,
+    scan: &Scan,
+    report: &mut VerifyReport,
+) -> Result<()> {
     for c in cat.integrity_check()? {
         report.mismatches.push(CatalogMismatch {
             member_offset: None,
@@ -248,6 +278,7 @@ fn check_catalog(cat: &Catalog, scan: &Scan, report: &mut VerifyReport) -> Resul
     let member_offsets: Vec<u64> = loc.members.iter().map(|m| m.offset).collect();
     for d in &scan.damage {
         report.damaged.push(affected(
+            ua,
             cat,
             &member_offsets,
             &runs,

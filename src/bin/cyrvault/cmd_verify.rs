@@ -85,7 +85,12 @@ fn print_human(r: &VerifyReport) {
                     format!("{} uid {} (runs {})", u.folder, u.uid, runs.join(","))
                 })
                 .collect();
-            println!("    message {}: {}", m.guid, uses.join("; "));
+            let state = if m.readable {
+                " (its own bytes still read back)"
+            } else {
+                ""
+            };
+            println!("    message {}{state}: {}", m.guid, uses.join("; "));
         }
         for m in &d.meta {
             println!("    {}", meta_line(m));
