@@ -2,12 +2,13 @@
 //! real Cyrus: its files, its tools, its running server.
 
 mod admin; // list/show/ls/cat/verify/reindex/stats on archives of a real spool: reindex equality, damage, tar, one-member cat
-mod archive; // the per-user tar.gz: stock tools, crashes, damage, locks, short reads
+mod archive; // the per-user tar.gz: stock tools, crashes, damage, locks, short reads, kill -9
 mod catalog; // the SQLite catalog: history per run, reindex equality, schema checks, records_from_meta vs mbexamine
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
 mod cyrus_paths; // cyrus::paths vs the real `mbpath -j`; the Scratch Cyrus config helper
 mod ffi_c; // the C harness: include/cyrvault.h + libcyrvault.a driven over a socketpair
+mod foundation; // issue 2 end to end: inspect vs mbexamine/ctl_mboxlist, write-back, lock interop, damage
 mod header; // committed include/cyrvault.h == what cbindgen generates
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat

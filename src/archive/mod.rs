@@ -13,10 +13,14 @@
 //! - an entry never spans two members, so one entry is read back by inflating one member
 //!   ([`read_entry_at`]).
 //!
-//! Files: `gzip.rs` (member framing, inflate with member boundaries), `tarfmt.rs` (tar
-//! headers and the streaming entry parser), `write.rs` (the writer, lock, tail repair),
-//! `read.rs` (member iteration, single-entry reads, scan with resync), `names.rs` (entry
-//! naming).
+//! Files: `names.rs` (entry naming), `gzip.rs` (member framing, inflate with member
+//! boundaries), `tarfmt.rs` (tar headers and the streaming entry parser), `compress.rs`
+//! (text/binary lanes and the deflate settings), `write.rs` (the writer: lock, tail
+//! repair, second-thread compression, fsync order), `read.rs` (member iteration,
+//! single-entry reads, scan with resync, the crash-leftover rule), `error.rs`.
+//!
+//! Offsets are `u64` everywhere (archives pass 4 GiB); the gzip ISIZE field is the
+//! only 32-bit quantity and is compared modulo 2^32.
 #![forbid(unsafe_code)]
 
 mod compress;
@@ -80,6 +84,8 @@ pub struct MemberInfo {
     pub compressed_len: u64,
     /// Uncompressed length (the tar bytes), a multiple of 512.
     pub uncompressed_len: u64,
+    /// CRC-32 of the uncompressed bytes, as in the member's gzip trailer.
+    pub crc32: u32,
     /// The entries in file order.
     pub entries: Vec<EntryLoc>,
 }
@@ -89,4 +95,28 @@ impl MemberInfo {
     pub fn end(&self) -> u64 {
         self.offset.saturating_add(self.compressed_len)
     }
+
+    /// The catalog's location of one of this member's entries.
+    pub fn locate(&self, entry: &EntryLoc) -> crate::model::EntryLoc {
+        crate::model::EntryLoc {
+            member_offset: self.offset,
+            offset_in_member: entry.offset_in_member,
+            size: entry.size,
+        }
+    }
+}
+
+/// Read the entry the catalog located (see [`read_entry_at`]).
+pub fn read_located<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    path: &std::path::Path,
+    loc: &crate::model::EntryLoc,
+) -> crate::Result<Vec<u8>> {
+    read_entry_at(
+        reader,
+        path,
+        loc.member_offset,
+        loc.offset_in_member,
+        loc.size,
+    )
 }

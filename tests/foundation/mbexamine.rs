@@ -1,0 +1,219 @@
+//! Cyrus's `mbexamine` and `unexpunge -l` output, parsed for the oracle test.
+//!
+//! mbexamine (`imap/mbexamine.c`, 3.6.1) shows only the non-expunged records,
+//! prints times as decimal seconds, the four user-flag words last-first, and after
+//! each record its cache items as ` Name>{len}` followed by len raw bytes (8-bit
+//! included, so it is parsed as bytes). `unexpunge -l` lists the expunged records
+//! with ctime() dates (run it with TZ=UTC).
+
+use std::collections::BTreeMap;
+
+/// One mailbox as mbexamine prints it.
+#[derive(Debug, Default)]
+pub struct Ex {
+    pub path: String,
+    pub acl: Vec<(String, String)>,
+    pub uniqueid: String,
+    pub user_flags: Vec<String>,
+    /// Header numbers by our `IndexHeader` field name.
+    pub header: BTreeMap<&'static str, u64>,
+    pub records: Vec<ExRecord>,
+}
+
+/// One record: numeric fields by their mbexamine label (`UID:`, `INT_DATE:`, ...).
+#[derive(Debug, Default)]
+pub struct ExRecord {
+    pub nums: BTreeMap<&'static str, u64>,
+    pub sysflags: u32,
+    pub guid: String,
+    pub thrid: Option<u64>,
+    pub internal_flags: Vec<String>,
+    pub system_flags: Vec<String>,
+    /// In word order (flag i is bit i%32 of word i/32), un-reversed.
+    pub user_flags: [u32; 4],
+    /// Cache items by name (`Envel`, `From`, `Subjct`, ...).
+    pub cache: BTreeMap<String, Vec<u8>>,
+}
+
+/// The decimal number after `key` in `line` (after optional spaces and `(`).
+fn num(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
+        + key.len();
+    let digits: String = line[at..]
+        .trim_start_matches([' ', '('])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {key} in {line:?}"))
+}
+
+/// The whitespace-delimited word after `key` in `line`.
+fn word<'a>(line: &'a str, key: &str) -> &'a str {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
+        + key.len();
+    line[at..].split_whitespace().next().unwrap_or("")
+}
+
+/// Parse the raw stdout of `mbexamine <mailbox>`.
+pub fn parse_mbexamine(out: &[u8]) -> Ex {
+    let mut ex = Ex::default();
+    let mut pos = 0usize;
+    let line_at = |pos: &mut usize| -> Option<String> {
+        if *pos >= out.len() {
+            return None;
+        }
+        let end = out[*pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(out.len(), |i| *pos + i);
+        let l = String::from_utf8_lossy(&out[*pos..end]).into_owned();
+        *pos = end + 1;
+        Some(l)
+    };
+    const HEADER_KEYS: &[(&str, &str, &str)] = &[
+        ("  Generation Number:", "Number:", "generation_no"),
+        ("  Minor Version:", "Version:", "minor_version"),
+        ("  Header Size:", "Header Size:", "start_offset"),
+        ("  Header Size:", "Record Size:", "record_size"),
+        ("  Number of Messages:", "Messages:", "exists"),
+        (
+            "  Number of Messages:",
+            "Mailbox Size:",
+            "quota_mailbox_used",
+        ),
+        (
+            "  Number of Messages:",
+            "Annotations Size:",
+            "quota_annot_used",
+        ),
+        ("  Last Append Date:", "Date:", "last_appenddate"),
+        ("  UIDValidity:", "UIDValidity:", "uidvalidity"),
+        ("  UIDValidity:", "Last UID:", "last_uid"),
+        ("  Deleted:", "Deleted:", "deleted"),
+        ("  Deleted:", "Answered:", "answered"),
+        ("  Deleted:", "Flagged:", "flagged"),
+        ("  Last POP3 Login:", "Login:", "pop3_last_login"),
+        ("  Highest Mod Sequence:", "Sequence:", "highestmodseq"),
+    ];
+    while let Some(line) = line_at(&mut pos) {
+        if let Some(p) = line.split_once("Path to mailbox: ") {
+            ex.path = p.1.trim().to_string();
+        } else if let Some(acl) = line.strip_prefix("  Mailbox ACL: ") {
+            let parts: Vec<&str> = acl.split('\t').filter(|s| !s.is_empty()).collect();
+            ex.acl = parts
+                .chunks(2)
+                .map(|c| (c[0].to_string(), c.get(1).unwrap_or(&"").to_string()))
+                .collect();
+        } else if let Some(id) = line.strip_prefix("  Unique ID: ") {
+            ex.uniqueid = id.trim().to_string();
+        } else if let Some(names) = line.strip_prefix("  User Flags: ") {
+            if names.trim() != "[none]" {
+                ex.user_flags = names.split_whitespace().map(str::to_string).collect();
+            }
+        } else if line.contains("> UID:") {
+            let mut r = ExRecord::default();
+            for k in ["UID:", "INT_DATE:", "SENTDATE:", "SAVEDATE:", "SIZE:"] {
+                r.nums.insert(k, num(&line, k));
+            }
+            let l2 = line_at(&mut pos).unwrap();
+            for k in ["HDRSIZE:", "LASTUPD :", "CACHEVER:", "MODSEQ:"] {
+                r.nums.insert(k, num(&l2, k));
+            }
+            r.sysflags = u32::from_str_radix(word(&l2, "SYSFLAGS:"), 16).unwrap();
+            r.guid = word(&l2, "GUID:").to_string();
+            if l2.contains("THRID:") {
+                r.thrid = Some(u64::from_str_radix(word(&l2, "THRID:"), 16).unwrap());
+            }
+            let l3 = line_at(&mut pos).unwrap();
+            let (int, sys) = l3.split_once("> SYSTEMFLAGS:").unwrap();
+            r.internal_flags = int
+                .split_once("INTERNALFLAGS:")
+                .unwrap()
+                .1
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            r.system_flags = sys.split_whitespace().map(str::to_string).collect();
+            let l4 = line_at(&mut pos).unwrap();
+            let w: Vec<u32> = l4
+                .split_once("USERFLAGS:")
+                .unwrap()
+                .1
+                .split_whitespace()
+                .map(|w| u32::from_str_radix(w, 16).unwrap())
+                .collect();
+            r.user_flags = [w[3], w[2], w[1], w[0]];
+            // cache items: " Name>{len}" + len bytes + "\n", as long as they come
+            while out.get(pos) == Some(&b' ') {
+                let Some(gt) = out[pos..].iter().position(|&b| b == b'>').map(|i| pos + i) else {
+                    break;
+                };
+                if out.get(gt + 1) != Some(&b'{') {
+                    break;
+                }
+                let close = out[gt..].iter().position(|&b| b == b'}').unwrap() + gt;
+                let len: usize = std::str::from_utf8(&out[gt + 2..close])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let name = String::from_utf8_lossy(&out[pos + 1..gt]).into_owned();
+                r.cache
+                    .insert(name, out[close + 1..close + 1 + len].to_vec());
+                pos = close + 1 + len;
+                assert_eq!(out[pos], b'\n');
+                pos += 1;
+            }
+            ex.records.push(r);
+        } else {
+            for &(prefix, key, field) in HEADER_KEYS {
+                if line.starts_with(prefix) {
+                    ex.header.insert(field, num(&line, key));
+                }
+            }
+        }
+    }
+    ex
+}
+
+/// `unexpunge -l` (with TZ=UTC): (uid, size, sent, recv, expunged) per record.
+pub fn parse_unexpunge(out: &str) -> Vec<[u64; 5]> {
+    let mut v = Vec::new();
+    let mut lines = out.lines();
+    while let Some(l) = lines.next() {
+        if let Some(uid) = l.strip_prefix("UID: ") {
+            let mut get = |key: &str| {
+                let l = lines.next().unwrap();
+                l.trim_start().strip_prefix(key).unwrap().trim().to_string()
+            };
+            let size = get("Size:").parse().unwrap();
+            let sent = ctime_secs(&get("Sent:"));
+            let recv = ctime_secs(&get("Recv:"));
+            let expg = ctime_secs(&get("Expg:"));
+            v.push([uid.parse().unwrap(), size, sent, recv, expg]);
+        }
+    }
+    v
+}
+
+/// "Wed Nov 15 00:00:00 2023" (UTC) -> epoch seconds.
+fn ctime_secs(s: &str) -> u64 {
+    let f: Vec<&str> = s.split_whitespace().collect();
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = MONTHS.iter().position(|&x| x == f[1]).unwrap() as i64 + 1;
+    let (d, y): (i64, i64) = (f[2].parse().unwrap(), f[4].parse().unwrap());
+    let hms: Vec<i64> = f[3].split(':').map(|x| x.parse().unwrap()).collect();
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    (days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]) as u64
+}
