@@ -37,6 +37,8 @@ pub enum Command {
     Reindex(TargetsArgs),
     /// Raw vs unique vs stored bytes, dedup and compression ratios, runs.
     Stats(StatsArgs),
+    /// Pull users' mail from a cyrvaultd (or stock backupcyrusd) into the vault.
+    Backup(BackupArgs),
 }
 
 impl Command {
@@ -51,6 +53,7 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Reindex(_) => "reindex",
             Command::Stats(_) => "stats",
+            Command::Backup(_) => "backup",
         }
     }
 }
@@ -170,4 +173,31 @@ pub struct StatsArgs {
     pub opts: AdminOpts,
     /// One user (default: every user, with totals).
     pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Users to back up (or --all).
+    pub users: Vec<String>,
+    /// The service to pull from, HOST:PORT.
+    #[arg(long)]
+    pub server: String,
+    /// File holding the shared secret (cyrvaultd_secret_file on the server).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// The server's `servername` (the protocol's slot); learned from the server if not given.
+    #[arg(long)]
+    pub servername: Option<String>,
+    /// The vault directory (archives, catalogs, vault.json).
+    #[arg(long, default_value = "/var/lib/cyrvault")]
+    pub vault: PathBuf,
+    /// Back up every user the server lists (USERS).
+    #[arg(long)]
+    pub all: bool,
+    /// Speak only the base protocol (stock backupcyrusd): no CAPABILITY, AUTH, SNAPSHOT.
+    #[arg(long)]
+    pub base_protocol: bool,
+    /// Machine-readable JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -2,6 +2,7 @@
 //! argv → options → one library call → output and exit status.
 
 mod args;
+mod cmd_backup;
 mod cmd_cat;
 mod cmd_inspect;
 mod cmd_list;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         args::Command::Verify(a) => cmd_verify::run(a, cli.quiet),
         args::Command::Reindex(a) => cmd_reindex::run(a, cli.quiet),
         args::Command::Stats(a) => cmd_stats::run(a),
+        args::Command::Backup(a) => cmd_backup::run(a),
     };
     match result {
         Ok(code) => code,
