@@ -19,6 +19,7 @@ mod reindex;
 mod verify;
 mod when;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,12 @@ impl UserArchive {
     /// The archive at `archive` (a `<stem>.tar.gz` path) with its catalog beside it;
     /// `user` is read from the catalog's last run when the catalog exists.
     pub fn from_archive_path(archive: &Path) -> UserArchive {
+        Self::named(archive, None)
+    }
+
+    /// As [`UserArchive::from_archive_path`]; `index_name` is the vault index's name
+    /// for the archive, used when no catalog says (a catalog's last run is newer).
+    fn named(archive: &Path, index_name: Option<&str>) -> UserArchive {
         let name = archive
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -73,7 +80,9 @@ impl UserArchive {
             .and_then(|c| c.last_run())
             .ok()
             .flatten()
-            .map_or_else(|| id.clone(), |r| r.user);
+            .map(|r| r.user)
+            .or_else(|| index_name.map(str::to_string))
+            .unwrap_or_else(|| id.clone());
         UserArchive {
             user,
             id,
@@ -96,6 +105,7 @@ impl UserArchive {
 /// Every archive in the vault directory `vault`: `<vault>/<g0g1>/<id>.tar.gz` (and, for
 /// hand-made vaults, `<vault>/<id>.tar.gz`), sorted by user name then id.
 pub fn vault_archives(vault: &Path) -> Result<Vec<UserArchive>> {
+    let names = index_names(vault)?;
     let mut found = Vec::new();
     let mut dirs = vec![vault.to_path_buf()];
     let top = std::fs::read_dir(vault).at("listing", vault)?;
@@ -114,7 +124,8 @@ pub fn vault_archives(vault: &Path) -> Result<Vec<UserArchive>> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.ends_with(ARCHIVE_SUFFIX) && n.len() > ARCHIVE_SUFFIX.len());
             if is_archive && p.is_file() {
-                found.push(UserArchive::from_archive_path(&p));
+                let by_index = names.get(p.as_path()).map(String::as_str);
+                found.push(UserArchive::named(&p, by_index));
             }
         }
     }
@@ -122,12 +133,32 @@ pub fn vault_archives(vault: &Path) -> Result<Vec<UserArchive>> {
     Ok(found)
 }
 
-/// Find `who` in the vault: a path to a `.tar.gz` is taken as is; otherwise the user
-/// whose latest run has that name, or the archive whose id (INBOX UniqueID) it is.
+/// The vault index (`vault.json`, written by the backup): archive path → user name.
+/// Empty when the vault has none.
+fn index_names(vault: &Path) -> Result<HashMap<PathBuf, String>> {
+    if !vault.join(crate::vault::INDEX_FILE).is_file() {
+        return Ok(HashMap::new());
+    }
+    let v = crate::vault::Vault::open(vault)?;
+    Ok(v.users()?
+        .into_iter()
+        .map(|(user, ua)| (ua.archive, user))
+        .collect())
+}
+
+/// Find `who` in the vault: a path to a `.tar.gz` is taken as is; then the vault index
+/// (`vault.json`: user → INBOX UniqueID); then the archive whose catalog's latest run
+/// has that user name, or whose id (INBOX UniqueID) it is.
 pub fn find_user(vault: &Path, who: &str) -> Result<UserArchive> {
     let p = Path::new(who);
     if who.ends_with(ARCHIVE_SUFFIX) && p.is_file() {
         return Ok(UserArchive::from_archive_path(p));
+    }
+    if vault.join(crate::vault::INDEX_FILE).is_file()
+        && let Some(ua) = crate::vault::Vault::open(vault)?.user(who)?
+        && ua.archive.is_file()
+    {
+        return Ok(UserArchive::named(&ua.archive, Some(who)));
     }
     let all = vault_archives(vault)?;
     let mut hits: Vec<UserArchive> = all.iter().filter(|a| a.user == who).cloned().collect();
