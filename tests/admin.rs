@@ -1118,3 +1118,91 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
     drop(sb);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A crash between the archive's fsync and the catalog commit leaves a run in the
+/// archive that the catalog lacks, maybe with half a member after it: `verify` passes
+/// with notes, `reindex` picks the run up. An archive *shorter* than its catalog (cut
+/// behind our back) fails `verify`, naming the run.
+#[test]
+fn verify_tells_a_crash_leftover_from_a_short_archive() {
+    let mut fx = Fixture::new("crash", 16 << 20);
+    for n in 0..3 {
+        fx.append(None, &[], n, 2000);
+    }
+    fx.backup(&["INBOX"]);
+    fx.append(None, &[], 3, 2000);
+    fx.backup(&["INBOX"]);
+    let v = fx.vault.to_str().unwrap();
+
+    // Run 3's manifest reaches the archive; the process dies before the catalog commit.
+    let cat = Catalog::open_existing(&fx.catalog).unwrap();
+    let m2 = cat.runs().unwrap()[1].manifest.unwrap();
+    let mut f = std::fs::File::open(&fx.archive).unwrap();
+    let bytes = archive::read_entry_at(
+        &mut f,
+        &fx.archive,
+        m2.member_offset,
+        m2.offset_in_member,
+        m2.size,
+    )
+    .unwrap();
+    drop(cat);
+    let mut m3 = model::parse_manifest(&bytes).unwrap();
+    m3.run = 3;
+    m3.started += 1000;
+    m3.finished += 1000;
+    m3.members = vec![];
+    let mut w = ArchiveWriter::open_with(
+        &fx.archive,
+        WriterOptions {
+            committed_len: Some(fx.end),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.add(
+        &run_manifest_entry(&run_id(3)).unwrap(),
+        &serde_json::to_vec(&m3).unwrap(),
+        0,
+    )
+    .unwrap();
+    let mm = w.finish_member().unwrap();
+    drop(w);
+    let m3_offset = mm[0].offset;
+    // ... and half of a next member (a crash while appending it).
+    let whole = read(&fx.archive);
+    let member = whole[m3_offset as usize..].to_vec();
+    let mut with_tail = whole.clone();
+    with_tail.extend_from_slice(&member[..member.len() / 2]);
+    std::fs::write(&fx.archive, &with_tail).unwrap();
+
+    let j = json(&["verify", "--vault", v, USER]);
+    let u = &j["users"][0];
+    assert_eq!(u["ok"], true, "{u}");
+    let notes = u["notes"].to_string();
+    assert!(
+        notes.contains("run 3 is committed in the archive"),
+        "{notes}"
+    );
+    assert!(notes.contains("truncated member"), "{notes}");
+
+    let r = json(&["reindex", "--vault", v, USER]);
+    assert_eq!(
+        r["users"][0]["runs_indexed"],
+        serde_json::json!([1, 2, 3]),
+        "{r}"
+    );
+    assert!(r["users"][0]["truncated_tail"].is_array());
+    assert_eq!(json(&["verify", "--vault", v, USER])["ok"], true);
+    assert_eq!(json(&["ls", "--vault", v, USER, "INBOX"])["run"], 3);
+
+    // Now the archive is cut behind our back, before run 3's member.
+    std::fs::write(&fx.archive, &whole[..m3_offset as usize]).unwrap();
+    let o = cyrvault(&["verify", "--vault", v, USER, "--json"]);
+    assert_eq!(o.status.code(), Some(65));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mism = j["users"][0]["mismatches"].to_string();
+    assert!(mism.contains("run 3"), "{mism}");
+    assert!(mism.contains("runs/000003.json"), "{mism}");
+    std::fs::remove_dir_all(&fx.vault).unwrap();
+}
