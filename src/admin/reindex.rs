@@ -158,6 +158,47 @@ fn manifests(
     Ok(out)
 }
 
+/// Read and interpret one folder snapshot (`folders/<uniqueid>/<run>/...`) found in
+/// `names`; `Err` says why it cannot be used.
+fn read_snapshot(
+    file: &mut File,
+    ua: &UserArchive,
+    names: &HashMap<String, EntryLoc>,
+    uniqueid: &str,
+    run_id: &str,
+) -> std::result::Result<(FolderMeta, Vec<RecordState>), String> {
+    let at = |f: &str| {
+        archive::folder_entry(uniqueid, run_id, f)
+            .ok()
+            .and_then(|n| names.get(&n).copied())
+    };
+    let meta = FolderMeta {
+        header: at("cyrus.header"),
+        index: at("cyrus.index"),
+        annotations: at("cyrus.annotations"),
+        state: at("state.json"),
+    };
+    let (Some(h), Some(i)) = (meta.header, meta.index) else {
+        return Err(format!(
+            "its cyrus.header/cyrus.index of run {run_id} are not in an intact member"
+        ));
+    };
+    let mut read = |l: EntryLoc| {
+        archive::read_entry_at(
+            file,
+            &ua.archive,
+            l.member_offset,
+            l.offset_in_member,
+            l.size,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let hb = read(h)?;
+    let ib = read(i)?;
+    let (_, records) = model::records_from_meta(&hb, &ib).map_err(|e| e.to_string())?;
+    Ok((meta, records))
+}
+
 /// Rebuild `ua`'s catalog from its archive and put it in place.
 pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
     let _lock = lock_archive(ua)?;
@@ -192,6 +233,9 @@ pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
     let mut names: HashMap<String, EntryLoc> = HashMap::new();
     let mut applied: HashSet<u64> = HashSet::new();
     let mut guids: HashSet<Guid> = HashSet::new();
+    // Folders the new catalog holds as live (so "unchanged" can carry them forward).
+    let mut known: HashSet<String> = HashSet::new();
+    let mut missing_reported: HashSet<String> = HashSet::new();
     for f in &found {
         let m = &f.manifest;
         let problem = |what: String, lost: bool| RunProblem {
@@ -235,53 +279,65 @@ pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
         }
         let run_id = archive::run_id(m.run);
         let mut snapshots: HashMap<String, (FolderMeta, Vec<RecordState>)> = HashMap::new();
+        // Folders whose snapshot of this run cannot be read (damaged member, bad bytes).
+        let mut unreadable: HashMap<String, String> = HashMap::new();
         for folder in m
             .folders
             .iter()
             .filter(|x| !x.deleted && x.snapshot_run == m.run)
         {
-            let at = |file: &str| {
-                archive::folder_entry(&folder.uniqueid, &run_id, file)
-                    .ok()
-                    .and_then(|n| names.get(&n).copied())
-            };
-            let meta = FolderMeta {
-                header: at("cyrus.header"),
-                index: at("cyrus.index"),
-                annotations: at("cyrus.annotations"),
-                state: at("state.json"),
-            };
-            let (Some(h), Some(i)) = (meta.header, meta.index) else {
-                report.problems.push(problem(
-                    format!(
-                        "folder {} ({}): its cyrus.header/cyrus.index of this run are not in \
-                         an intact member",
-                        folder.name, folder.uniqueid
-                    ),
-                    true,
-                ));
-                continue;
-            };
-            let read = |file: &mut File, l: EntryLoc| {
-                archive::read_entry_at(
-                    file,
-                    &ua.archive,
-                    l.member_offset,
-                    l.offset_in_member,
-                    l.size,
-                )
-            };
-            let hb = read(&mut file, h)?;
-            let ib = read(&mut file, i)?;
-            match model::records_from_meta(&hb, &ib) {
-                Ok((_, records)) => {
-                    snapshots.insert(folder.uniqueid.clone(), (meta, records));
+            match read_snapshot(&mut file, ua, &names, &folder.uniqueid, &run_id) {
+                Ok(snap) => {
+                    snapshots.insert(folder.uniqueid.clone(), snap);
                 }
-                Err(e) => report.problems.push(problem(
-                    format!("folder {} ({}): {e}", folder.name, folder.uniqueid),
-                    true,
-                )),
+                Err(why) => {
+                    unreadable.insert(folder.uniqueid.clone(), why);
+                }
             }
+        }
+        // Write what can be written: a folder whose snapshot is lost keeps its previous
+        // state (if the catalog has one) or is left out until its next readable
+        // snapshot, so one damaged member does not cost the runs after it.
+        let run = m.run;
+        let mut m = m.clone();
+        let mut degraded = Vec::new();
+        m.folders.retain_mut(|folder| {
+            let uid = folder.uniqueid.clone();
+            if folder.deleted {
+                return known.contains(&uid);
+            }
+            if let Some(why) = unreadable.get(&uid) {
+                if known.contains(&uid) {
+                    degraded.push(format!(
+                        "folder {} ({uid}): {why}; its records at this run are those of its \
+                         previous snapshot",
+                        folder.name
+                    ));
+                    // Any earlier run: write_run then carries the last state forward.
+                    folder.snapshot_run = run - 1;
+                    return true;
+                }
+                degraded.push(format!(
+                    "folder {} ({uid}): {why}; first seen in this run, it is left out \
+                     until its next readable snapshot",
+                    folder.name
+                ));
+                return false;
+            }
+            if folder.snapshot_run < run && !known.contains(&uid) {
+                if missing_reported.insert(uid.clone()) {
+                    degraded.push(format!(
+                        "folder {} ({uid}): no readable snapshot yet; left out of this and \
+                         later runs until it has one",
+                        folder.name
+                    ));
+                }
+                return false;
+            }
+            true
+        });
+        for d in degraded {
+            report.problems.push(problem(d, false));
         }
         let mut user_files: Vec<(UserFile, EntryLoc)> = Vec::new();
         if let Some(us) = &m.user_state {
@@ -308,8 +364,15 @@ pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
             snapshots: &snapshots,
             user_files: &user_files,
         };
-        match cat.write_run(m, &parts) {
+        match cat.write_run(&m, &parts) {
             Ok(()) => {
+                for folder in &m.folders {
+                    if folder.deleted {
+                        known.remove(&folder.uniqueid);
+                    } else {
+                        known.insert(folder.uniqueid.clone());
+                    }
+                }
                 applied.extend(rows.iter().map(|r| r.offset));
                 guids.extend(messages.iter().map(|(g, _)| *g));
                 report.runs_indexed.push(m.run);

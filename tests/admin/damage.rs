@@ -263,3 +263,78 @@ fn verify_tells_a_crash_leftover_from_a_short_archive() {
     assert!(mism.contains("runs/000003.json"), "{mism}");
     std::fs::remove_dir_all(&fx.vault).unwrap();
 }
+
+/// A flipped byte in the member holding run 2's folder snapshots: `verify` names the
+/// snapshots and the runs that need them; `reindex` still indexes every run (the
+/// folders keep their run-1 state where run 2's is lost) and every message.
+#[test]
+fn a_damaged_snapshot_costs_only_its_folder_state() {
+    let fx = history_fixture("meta", 12 << 10);
+    let v = fx.vault.to_str().unwrap();
+    let scan = archive::scan(&fx.archive).unwrap();
+    let victim = scan
+        .members
+        .iter()
+        .find(|m| {
+            m.entries.iter().any(|e| {
+                matches!(archive::parse_entry_name(&e.name),
+                    EntryName::Folder { run, file, .. } if run == "000002" && file == "cyrus.index")
+            }) && !m.entries.iter().any(|e| {
+                matches!(
+                    archive::parse_entry_name(&e.name),
+                    EntryName::RunManifest { .. } | EntryName::Message(_)
+                )
+            })
+        })
+        .expect("a member holding only run 2's snapshots");
+    let ls1 = json(&["ls", "--vault", v, USER, "INBOX", "--run", "1"]);
+    let guids: Vec<String> = scan
+        .members
+        .iter()
+        .flat_map(|m| &m.entries)
+        .filter_map(|e| match archive::parse_entry_name(&e.name) {
+            EntryName::Message(g) => Some(g.to_hex()),
+            _ => None,
+        })
+        .collect();
+    let mut bytes = read(&fx.archive);
+    bytes[(victim.offset + victim.compressed_len / 2) as usize] ^= 0x20;
+    std::fs::write(&fx.archive, &bytes).unwrap();
+
+    let o = cyrvault(&["verify", "--vault", v, USER, "--json"]);
+    assert_eq!(o.status.code(), Some(65));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = &j["users"][0]["damaged"][0];
+    assert_eq!(d["offset"], victim.offset);
+    assert_eq!(d["messages"], serde_json::json!([]));
+    let meta = d["meta"].as_array().unwrap();
+    assert!(
+        meta.iter().any(|m| m["entry"].get("folder_index").is_some()
+            && m["snapshot_run"] == 2
+            && m["runs"] == serde_json::json!([2, 3])),
+        "{d}"
+    );
+    assert_eq!(d["runs"], serde_json::json!([2, 3]));
+
+    let o = cyrvault(&["reindex", "--vault", v, USER, "--json"]);
+    assert_eq!(o.status.code(), Some(65));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &j["users"][0];
+    assert_eq!(r["runs_indexed"], serde_json::json!([1, 2, 3]), "{r}");
+    assert!(
+        r["problems"].to_string().contains("previous snapshot"),
+        "{r}"
+    );
+    // Run 1 is untouched; at runs 2 and 3 INBOX shows its run-1 records.
+    assert_eq!(
+        json(&["ls", "--vault", v, USER, "INBOX", "--run", "1"]),
+        ls1
+    );
+    let ls3 = json(&["ls", "--vault", v, USER, "INBOX", "--run", "3"]);
+    assert_eq!(ls3["messages"], ls1["messages"]);
+    for g in &guids {
+        let o = cyrvault(&["cat", "--vault", v, USER, g]);
+        assert!(o.status.success(), "cat {g}");
+    }
+    std::fs::remove_dir_all(&fx.vault).unwrap();
+}
