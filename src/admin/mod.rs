@@ -220,3 +220,39 @@ impl RunSel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("cyrvault-admin-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("ab")).unwrap();
+        d
+    }
+
+    #[test]
+    fn archives_are_found_by_path_and_id_and_unknown_users_are_not() {
+        let d = tmp("find");
+        let a = d.join("ab").join("Ab12-cd.tar.gz");
+        std::fs::write(&a, b"").unwrap();
+        std::fs::write(d.join("ab").join("notes.txt"), b"").unwrap();
+        let all = vault_archives(&d).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].id, "Ab12-cd");
+        assert_eq!(
+            all[0].user, "Ab12-cd",
+            "no catalog: the id stands in for the name"
+        );
+        assert_eq!(all[0].catalog, d.join("ab").join("Ab12-cd.catalog.sqlite"));
+        assert_eq!(find_user(&d, "Ab12-cd").unwrap(), all[0]);
+        assert_eq!(find_user(&d, a.to_str().unwrap()).unwrap(), all[0]);
+        let e = find_user(&d, "bob").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound, "{e}");
+        // No catalog: read-only commands say so instead of creating one.
+        assert!(all[0].open_catalog().is_err());
+        assert!(!all[0].catalog.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

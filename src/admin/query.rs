@@ -272,14 +272,23 @@ fn ls_message(r: &RecordState) -> LsMessage {
     }
 }
 
-/// The folder called `name` at `run`, and the run whose records describe it.
+/// The folder called `name` at `run`, and the run whose records describe it. Names are
+/// as the backup recorded them; `Work` also finds `INBOX.Work` / `INBOX/Work` (the
+/// user's own view of a folder under INBOX) when no folder is called `Work`.
 fn folder_at(cat: &Catalog, name: &str, run: u64) -> Result<FolderLine> {
-    let f = cat
-        .folder_by_name_at(name, run)?
-        .ok_or_else(|| Error::NotFound {
-            what: "folder",
-            name: format!("{name} at run {run}"),
-        })?;
+    let mut found = cat.folder_by_name_at(name, run)?;
+    if found.is_none() && name != "INBOX" && !name.starts_with("INBOX") {
+        for sep in ['.', '/'] {
+            found = cat.folder_by_name_at(&format!("INBOX{sep}{name}"), run)?;
+            if found.is_some() {
+                break;
+            }
+        }
+    }
+    let f = found.ok_or_else(|| Error::NotFound {
+        what: "folder",
+        name: format!("{name} at run {run}"),
+    })?;
     Ok(FolderLine {
         shown_run: if f.deleted { f.last_run } else { run },
         name: f.name,
@@ -491,4 +500,34 @@ pub fn stats(users: &[UserArchive]) -> Result<StatsReport> {
         total: user_stats("(all)".into(), String::new(), sum, sum_archive),
         errors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_imap_names_then_keywords() {
+        let r = RecordState {
+            uid: 9,
+            guid: Guid::of(b"m"),
+            system_flags: 1 | 16 | crate::cyrus::index::FLAG_INTERNAL_EXPUNGED,
+            keywords: vec!["$Label1".into(), "NonJunk".into()],
+            internaldate: 5,
+            size: 1,
+            modseq: 3,
+            last_updated: 0,
+            savedate: 0,
+        };
+        let m = ls_message(&r);
+        assert_eq!(m.flags, ["\\Answered", "\\Seen", "$Label1", "NonJunk"]);
+        assert!(m.expunged);
+        assert_eq!((m.uid, m.size, m.modseq, m.internaldate), (9, 1, 3, 5));
+    }
+
+    #[test]
+    fn ratios_of_zero_are_zero() {
+        assert_eq!(ratio(5, 0), 0.0);
+        assert_eq!(ratio(3, 2), 1.5);
+    }
 }

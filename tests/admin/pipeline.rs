@@ -205,6 +205,11 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
         projects["names"][0]["name"],
         sb.user_mailbox_name(Some("Work")).as_str()
     );
+    // The user's short name for a folder under INBOX finds it too.
+    assert_eq!(
+        json(&["ls", "--vault", v, "alice", "Projects"])["folder"]["name"],
+        sb.user_mailbox_name(Some("Projects")).as_str()
+    );
     let o = cyrvault(&["cat", "--vault", v, "alice", "INBOX", "2", "--run", "1"]);
     assert!(o.status.success());
     assert_eq!(o.stdout, message(3, 2500 + 900));
