@@ -253,6 +253,23 @@ fn verify_tells_a_crash_leftover_from_a_short_archive() {
     assert_eq!(json(&["verify", "--vault", v, USER])["ok"], true);
     assert_eq!(json(&["ls", "--vault", v, USER, "INBOX"])["run"], 3);
 
+    // While a backup holds the archive's lock, reindex is refused as temporary (75);
+    // readers take no lock, so verify still runs.
+    let w = ArchiveWriter::open(&fx.archive).unwrap();
+    let o = cyrvault(&["reindex", "--vault", v, USER]);
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "reindex of a locked archive: try later"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(json(&["verify", "--vault", v, USER])["ok"], true);
+    drop(w);
+
     // Now the archive is cut behind our back, before run 3's member.
     std::fs::write(&fx.archive, &whole[..m3_offset as usize]).unwrap();
     let o = cyrvault(&["verify", "--vault", v, USER, "--json"]);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use cyrvault::admin::{self, ReindexReport};
 
 use crate::args::TargetsArgs;
-use crate::cmd_verify::{progress, targets};
+use crate::cmd_verify::{done, progress, targets};
 use crate::output;
 
 #[derive(Serialize)]
@@ -51,9 +51,11 @@ fn print_human(r: &ReindexReport) {
 
 pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
     let users = targets(a)?;
-    let pb = progress(users.len(), quiet, "reindex");
+    let pb = progress(&users, quiet, "reindex");
     let mut reports = Vec::new();
     let mut errors = Vec::new();
+    // Only temporary failures (an archive locked by a running backup): retry later.
+    let mut all_temporary = true;
     for ua in &users {
         pb.set_message(ua.user.clone());
         match admin::reindex(ua) {
@@ -65,10 +67,11 @@ pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
             }
             Err(e) => {
                 pb.suspend(|| eprintln!("cyrvault reindex: {}: {e}", ua.user));
+                all_temporary &= e.is_temporary();
                 errors.push((ua.user.clone(), e.to_string()));
             }
         }
-        pb.inc(1);
+        done(&pb, ua);
     }
     pb.finish_and_clear();
     let ok = errors.is_empty() && reports.iter().all(|r| !r.failed());
@@ -79,8 +82,11 @@ pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
             errors,
         }))?;
     }
+    let reports_ok = reports.iter().all(|r| !r.failed());
     Ok(if ok {
         ExitCode::SUCCESS
+    } else if reports_ok && all_temporary {
+        ExitCode::from(cyrvault::error::EX_TEMPFAIL as u8)
     } else {
         ExitCode::from(cyrvault::error::EX_DATAERR as u8)
     })

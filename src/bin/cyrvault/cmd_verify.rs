@@ -25,21 +25,32 @@ pub fn targets(a: &TargetsArgs) -> Result<Vec<UserArchive>, cyrvault::Error> {
         .collect()
 }
 
-/// A progress bar over `n` archives on stderr, only when stderr is a terminal (and not
-/// `--quiet`). It ticks on its own: one archive can take minutes to inflate.
-pub fn progress(n: usize, quiet: bool, verb: &str) -> ProgressBar {
+/// A progress bar over `users`' archives on stderr, measured in archive bytes, only
+/// when stderr is a terminal (and not `--quiet`). It ticks on its own: one archive can
+/// take minutes to inflate. Advance it with [`done`] after each archive.
+pub fn progress(users: &[UserArchive], quiet: bool, verb: &str) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let pb = ProgressBar::new(n as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-    {
+    let total: u64 = users.iter().map(archive_len).sum();
+    let pb = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ({elapsed}, {eta} left)",
+    ) {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_prefix(verb.to_string());
     pb.enable_steady_tick(Duration::from_millis(150));
     pb
+}
+
+fn archive_len(ua: &UserArchive) -> u64 {
+    std::fs::metadata(&ua.archive).map_or(0, |m| m.len())
+}
+
+/// Advance the bar past `ua`'s archive.
+pub fn done(pb: &ProgressBar, ua: &UserArchive) {
+    pb.inc(archive_len(ua));
 }
 
 #[derive(Serialize)]
@@ -109,7 +120,7 @@ fn print_human(r: &VerifyReport) {
 
 pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
     let users = targets(a)?;
-    let pb = progress(users.len(), quiet, "verify");
+    let pb = progress(&users, quiet, "verify");
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for ua in &users {
@@ -126,7 +137,7 @@ pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
                 errors.push((ua.user.clone(), e.to_string()));
             }
         }
-        pb.inc(1);
+        done(&pb, ua);
     }
     pb.finish_and_clear();
     let ok = errors.is_empty() && reports.iter().all(|r| r.ok);
