@@ -251,3 +251,114 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
     drop(sb);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The damage must-show on an archive written by the real pipeline (small members, via
+/// `BackupOptions::writer`): a byte flipped in a middle member; `verify` names that
+/// member and exactly the messages in it with their folders/UIDs, exits 65, and every
+/// message outside it still reads back with `cat`.
+#[test]
+fn real_backup_with_a_flipped_byte() {
+    use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server};
+    use cyrvault::vault::Vault;
+
+    let dir = scratch("pipedamage");
+    let vault = dir.join("vault");
+    let sb = Sandbox::start(SandboxOptions {
+        name_hint: "admin-pipedamage".into(),
+        extra_services: vec![cyrvault::sandbox::ServiceLine::tcp(
+            "cyrvaultd",
+            env!("CARGO_BIN_EXE_cyrvaultd"),
+        )],
+        ..Default::default()
+    })
+    .unwrap();
+    let addr = sb.service_addrs["cyrvaultd"].to_string();
+    sb.create_user("carol", None).unwrap();
+    sb.create_folder("carol", "Work", None).unwrap();
+    let mut c = sb.login("carol").unwrap();
+    for n in 0..40u32 {
+        let folder = sb.user_mailbox_name((n % 2 == 1).then_some("Work"));
+        c.append(&folder, &[], Some(1_700_000_000), &message(100 + n, 9000))
+            .unwrap();
+    }
+    c.logout().unwrap();
+    let v = Vault::open(&vault).unwrap();
+    let mut s = Server::connect(&addr, &ConnectOptions::default()).unwrap();
+    let opts = BackupOptions {
+        writer: Some(WriterOptions {
+            member_target: 32 << 10,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    backup::backup_user(&mut s, &v, "carol", &opts).unwrap();
+    drop(s);
+    let ua = admin::find_user(&vault, "carol").unwrap();
+    let scan = archive::scan(&ua.archive).unwrap();
+    let only_messages: Vec<&MemberInfo> = scan
+        .members
+        .iter()
+        .filter(|m| {
+            m.entries
+                .iter()
+                .all(|e| matches!(archive::parse_entry_name(&e.name), EntryName::Message(_)))
+        })
+        .collect();
+    assert!(only_messages.len() >= 5, "{} members", only_messages.len());
+    let victim = only_messages[only_messages.len() / 2];
+    let mut lost: Vec<String> = victim
+        .entries
+        .iter()
+        .filter_map(|e| match archive::parse_entry_name(&e.name) {
+            EntryName::Message(g) => Some(g.to_hex()),
+            _ => None,
+        })
+        .collect();
+    lost.sort();
+    let others: Vec<String> = scan
+        .members
+        .iter()
+        .flat_map(|m| &m.entries)
+        .filter_map(|e| match archive::parse_entry_name(&e.name) {
+            EntryName::Message(g) if !lost.contains(&g.to_hex()) => Some(g.to_hex()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost.len() + others.len(), 40);
+    let mut bytes = read(&ua.archive);
+    bytes[(victim.offset + victim.compressed_len / 2) as usize] ^= 0x01;
+    std::fs::write(&ua.archive, &bytes).unwrap();
+
+    let vs = vault.to_str().unwrap();
+    let o = cyrvault(&["verify", "--vault", vs, "--all", "--json"]);
+    assert_eq!(o.status.code(), Some(65));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let u = &j["users"][0];
+    assert_eq!(u["user"], "carol");
+    let d = u["damaged"].as_array().unwrap();
+    assert_eq!(d.len(), 1, "{u}");
+    assert_eq!(d[0]["offset"], victim.offset);
+    let mut named: Vec<String> = d[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let uses = m["uses"].as_array().unwrap();
+            assert_eq!(uses.len(), 1, "{m}");
+            assert!(uses[0]["folder"].as_str().unwrap().starts_with("INBOX"));
+            assert_eq!(uses[0]["runs"], serde_json::json!([1]));
+            m["guid"].as_str().unwrap().to_string()
+        })
+        .collect();
+    named.sort();
+    assert_eq!(named, lost);
+    assert_eq!(d[0]["runs"], serde_json::json!([1]));
+    assert_eq!(u["mismatches"], serde_json::json!([]));
+    for g in &others {
+        let o = cyrvault(&["cat", "--vault", vs, "carol", g]);
+        assert!(o.status.success(), "cat {g}");
+        assert_eq!(Guid::of(&o.stdout).to_hex(), *g);
+    }
+    drop(sb);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
