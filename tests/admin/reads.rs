@@ -3,16 +3,15 @@
 
 use super::*;
 
-#[test]
-fn stock_tar_extracts_messages_that_hash_to_their_names() {
-    let fx = history_fixture("tar", 12 << 10);
-    let out = fx.vault.join("x");
-    std::fs::create_dir_all(&out).unwrap();
+/// `tar -xzf ARCHIVE -C OUT`, then every `messages/<g0g1>/<guid>` file must hash to its
+/// name and sit in its shard; returns how many there are.
+pub(super) fn extract_and_check(archive: &Path, out: &Path) -> u64 {
+    std::fs::create_dir_all(out).unwrap();
     let o = Command::new("tar")
         .arg("-xzf")
-        .arg(&fx.archive)
+        .arg(archive)
         .arg("-C")
-        .arg(&out)
+        .arg(out)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -27,12 +26,19 @@ fn stock_tar_extracts_messages_that_hash_to_their_names() {
             n += 1;
         }
     }
+    n
+}
+
+#[test]
+fn stock_tar_extracts_messages_that_hash_to_their_names() {
+    let fx = history_fixture("tar", 12 << 10);
+    let n = extract_and_check(&fx.archive, &fx.vault.join("x"));
     let stats = Catalog::open_existing(&fx.catalog)
         .unwrap()
         .stats()
         .unwrap();
     assert_eq!(n, stats.messages, "every stored message extracted");
-    assert!(out.join("runs/000003.json").is_file());
+    assert!(fx.vault.join("x/runs/000003.json").is_file());
     std::fs::remove_dir_all(&fx.vault).unwrap();
 }
 
