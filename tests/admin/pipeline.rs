@@ -136,6 +136,9 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
     c.uid_store("1", "+FLAGS", &["\\Flagged"]).unwrap();
     c.uid_store("2", "+FLAGS", &["\\Deleted"]).unwrap();
     c.expunge().unwrap();
+    // A subscription: user-level state the archive keeps (user/<run>/subscriptions).
+    c.subscribe(&sb.user_mailbox_name(Some("Lists/cyrus")))
+        .unwrap();
     c.rename(
         &sb.user_mailbox_name(Some("Work")),
         &sb.user_mailbox_name(Some("Projects")),
@@ -237,6 +240,16 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
             let _ = std::fs::remove_file(p);
         }
     }
+    let user_files = dumps[0].split("[user_files]").nth(1).map_or(0, |t| {
+        t.lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with('['))
+            .count()
+    });
+    assert!(
+        user_files > 0,
+        "the user-level files are part of the comparison"
+    );
     let r = json(&["reindex", "--vault", v, "--all"]);
     assert_eq!(r["ok"], true, "{r}");
     for (a, d) in archives.iter().zip(&dumps) {
