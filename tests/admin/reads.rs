@@ -197,3 +197,110 @@ fn measure_admin_commands() {
         eprintln!("vault kept: {}", fx.vault.display());
     }
 }
+
+/// `show` and `stats` on a large catalog (200,000 messages and records in one folder,
+/// 3 runs), built with the catalog API: `show` reads the catalog's locations through
+/// `dump_canonical`, so this is its cost at scale. Ignored: timing only.
+#[test]
+#[ignore]
+fn measure_show_on_a_large_catalog() {
+    use std::time::Instant;
+    let dir = scratch("bigcat");
+    let archive = dir.join("big.tar.gz");
+    std::fs::write(&archive, b"").unwrap();
+    let ua = UserArchive::from_archive_path(&archive);
+    let mut cat = Catalog::open(&ua.catalog).unwrap();
+    let n = 200_000u32;
+    let records: Vec<RecordState> = (1..=n)
+        .map(|uid| RecordState {
+            uid,
+            guid: Guid::of(&uid.to_le_bytes()),
+            system_flags: 16,
+            keywords: vec![],
+            internaldate: 1_700_000_000,
+            size: 10_000,
+            modseq: u64::from(uid),
+            last_updated: 1_700_000_000,
+            savedate: 0,
+        })
+        .collect();
+    let messages: Vec<(Guid, EntryLoc)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.guid,
+                EntryLoc {
+                    member_offset: u64::from(r.uid / 1000) * 1_000_000,
+                    offset_in_member: u64::from(r.uid % 1000) * 10_752,
+                    size: 10_000,
+                },
+            )
+        })
+        .collect();
+    let rows: Vec<MemberRow> = (0..=n / 1000)
+        .map(|i| MemberRow {
+            offset: u64::from(i) * 1_000_000,
+            compressed_len: 1_000_000,
+            uncompressed_len: 10_752_000,
+            crc32: None,
+        })
+        .collect();
+    for run in 1..=3u64 {
+        let m = RunManifest {
+            format: MANIFEST_FORMAT,
+            run,
+            user: "big".into(),
+            started: 1_700_000_000 + run as i64,
+            finished: 1_700_000_000 + run as i64,
+            server: "s".into(),
+            tool_version: "t".into(),
+            folders: vec![FolderInRun {
+                uniqueid: "big-inbox".into(),
+                name: "INBOX".into(),
+                internal_name: "user.big".into(),
+                deleted: false,
+                state: Default::default(),
+                snapshot_run: 1,
+            }],
+            user_state: None,
+            members: vec![],
+        };
+        let mut snaps = HashMap::new();
+        snaps.insert(
+            "big-inbox".to_string(),
+            (FolderMeta::default(), records.clone()),
+        );
+        let first = run == 1;
+        cat.write_run(
+            &m,
+            &RunParts {
+                manifest_loc: None,
+                members: if first { &rows } else { &[] },
+                messages: if first { &messages } else { &[] },
+                snapshots: &snaps,
+                user_files: &[],
+            },
+        )
+        .unwrap();
+    }
+    drop(cat);
+    let t = Instant::now();
+    let s = admin::show(&ua).unwrap();
+    eprintln!("show: {:?} ({} runs)", t.elapsed(), s.runs.len());
+    assert_eq!(s.runs[0].messages_added, u64::from(n));
+    let t = Instant::now();
+    let st = admin::stats(std::slice::from_ref(&ua)).unwrap();
+    eprintln!(
+        "stats: {:?} (raw {} bytes)",
+        t.elapsed(),
+        st.total.totals.raw_bytes
+    );
+    let t = Instant::now();
+    let dump = ua.open_catalog().unwrap().dump_canonical().unwrap();
+    eprintln!(
+        "dump_canonical alone: {:?}, {} bytes",
+        t.elapsed(),
+        dump.len()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
