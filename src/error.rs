@@ -44,6 +44,13 @@ pub enum Error {
     /// A mailbox's files are damaged (names user, mailbox, file and offset).
     #[error(transparent)]
     Mailbox(#[from] Box<crate::spool::MailboxError>),
+    /// A per-user archive is locked, damaged or not what we expected.
+    #[error("archive {}: {source}", path.display())]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: crate::archive::ArchiveError,
+    },
     /// A mailbox or user does not exist.
     #[error("{what} not found: {name}")]
     NotFound { what: &'static str, name: String },
@@ -83,6 +90,8 @@ impl Error {
             Error::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
             Error::Lock(_) => ErrorKind::Io,
             Error::Catalog(e) => e.kind(),
+            Error::Archive { source, .. } if source.is_temporary() => ErrorKind::Temporary,
+            Error::Archive { .. } => ErrorKind::Data,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
             Error::Refused(_) => ErrorKind::Usage,
@@ -113,6 +122,22 @@ impl Error {
         Error::Parse {
             path: path.into(),
             source,
+        }
+    }
+
+    /// Wrap an archive error with the archive it is about.
+    pub fn archive(path: impl Into<PathBuf>, source: crate::archive::ArchiveError) -> Self {
+        Error::Archive {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The archive error inside, if this is one (for callers that match on it).
+    pub fn as_archive(&self) -> Option<&crate::archive::ArchiveError> {
+        match self {
+            Error::Archive { source, .. } => Some(source),
+            _ => None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests: one crate (see STYLE.md). Each module tests one noun against
 //! real Cyrus: its files, its tools, its running server.
 
+mod archive; // the per-user tar.gz: stock tools, crashes, damage, locks, short reads
 mod catalog; // the SQLite catalog: history per run, reindex equality, schema checks, records_from_meta vs mbexamine
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d

@@ -1,0 +1,150 @@
+//! Typed archive errors: what went wrong, and at which file offset.
+//!
+//! Callers match on these (a `Locked` archive is retried later, a `Damaged` member is
+//! reported by `verify` with the entries it holds). The crate `Error` wraps them with
+//! the archive path (`Error::Archive`).
+
+use std::fmt;
+
+/// What is wrong inside one gzip member (or the bytes where one should start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// The bytes do not start with the gzip magic `1f 8b 08`.
+    BadMagic,
+    /// The gzip header is malformed; the text says which field.
+    BadHeader(&'static str),
+    /// The deflate data does not decode; zlib's message.
+    Deflate(&'static str),
+    /// The member ends before its trailer (a crash leftover when at the tail).
+    Truncated,
+    /// The trailer's CRC-32 does not match the inflated data.
+    BadCrc { stored: u32, computed: u32 },
+    /// The trailer's ISIZE does not match the inflated length (mod 2^32).
+    BadSize { stored: u32, computed: u32 },
+    /// The tar stream inside the member is malformed at this uncompressed offset.
+    BadTar {
+        offset_in_member: u64,
+        what: &'static str,
+    },
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::BadMagic => f.write_str("no gzip magic"),
+            Damage::BadHeader(what) => write!(f, "bad gzip header: {what}"),
+            Damage::Deflate(msg) => write!(f, "deflate data does not decode: {msg}"),
+            Damage::Truncated => f.write_str("member is truncated (no complete trailer)"),
+            Damage::BadCrc { stored, computed } => write!(
+                f,
+                "crc32 mismatch (trailer {stored:08x}, data {computed:08x})"
+            ),
+            Damage::BadSize { stored, computed } => {
+                write!(f, "isize mismatch (trailer {stored}, data {computed})")
+            }
+            Damage::BadTar {
+                offset_in_member,
+                what,
+            } => write!(
+                f,
+                "bad tar data at uncompressed offset {offset_in_member}: {what}"
+            ),
+        }
+    }
+}
+
+/// An archive-level failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveError {
+    /// Another writer holds the archive's lock.
+    Locked,
+    /// The archive is shorter than the length the caller had committed: it was cut or
+    /// replaced behind our back. Never repaired by the writer.
+    ShorterThanCommitted { len: u64, committed: u64 },
+    /// The committed length does not fall on a member boundary.
+    NotMemberBoundary { offset: u64 },
+    /// The member starting at `offset` is damaged.
+    Damaged { offset: u64, damage: Damage },
+    /// The bytes past the last complete member are not a crash leftover (not a
+    /// truncated member): refusing to cut them.
+    TailNotLeftover {
+        offset: u64,
+        len: u64,
+        damage: Damage,
+    },
+    /// The first member does not start with a `cyrvault/FORMAT` entry.
+    NotAnArchive,
+    /// The archive's format version is newer than this program reads.
+    UnsupportedVersion { found: u32, supported: u32 },
+    /// An entry name the format does not allow.
+    BadName { name: String, why: &'static str },
+    /// `read_entry_at` asked for bytes past the end of the member.
+    OutOfRange {
+        member_offset: u64,
+        offset_in_member: u64,
+        size: u64,
+    },
+    /// The writer hit an earlier I/O error; reopen the archive to continue.
+    Poisoned,
+}
+
+impl fmt::Display for ArchiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArchiveError::Locked => f.write_str("locked by another writer"),
+            ArchiveError::ShorterThanCommitted { len, committed } => write!(
+                f,
+                "archive is {len} bytes, shorter than the {committed} bytes committed; not touching it"
+            ),
+            ArchiveError::NotMemberBoundary { offset } => {
+                write!(f, "committed length {offset} is not a member boundary")
+            }
+            ArchiveError::Damaged { offset, damage } => {
+                write!(f, "member at offset {offset}: {damage}")
+            }
+            ArchiveError::TailNotLeftover {
+                offset,
+                len,
+                damage,
+            } => write!(
+                f,
+                "{len} bytes at offset {offset} past the last complete member are not a truncated member ({damage}); not cutting them"
+            ),
+            ArchiveError::NotAnArchive => f.write_str("first member does not hold cyrvault/FORMAT"),
+            ArchiveError::UnsupportedVersion { found, supported } => write!(
+                f,
+                "archive format version {found} is newer than supported ({supported})"
+            ),
+            ArchiveError::BadName { name, why } => write!(f, "entry name {name:?}: {why}"),
+            ArchiveError::OutOfRange {
+                member_offset,
+                offset_in_member,
+                size,
+            } => write!(
+                f,
+                "member at offset {member_offset} has no {size} bytes at uncompressed offset {offset_in_member}"
+            ),
+            ArchiveError::Poisoned => f.write_str("an earlier write failed; reopen the archive"),
+        }
+    }
+}
+
+impl std::error::Error for ArchiveError {}
+
+impl ArchiveError {
+    /// Whether trying again later may succeed (another writer may finish).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, ArchiveError::Locked)
+    }
+
+    /// The file offset this error is about, when it names one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            ArchiveError::Damaged { offset, .. }
+            | ArchiveError::TailNotLeftover { offset, .. }
+            | ArchiveError::NotMemberBoundary { offset } => Some(*offset),
+            ArchiveError::OutOfRange { member_offset, .. } => Some(*member_offset),
+            _ => None,
+        }
+    }
+}

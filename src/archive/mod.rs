@@ -1,0 +1,92 @@
+//! The per-user archive: one append-only `.tar.gz` made of whole gzip members.
+//!
+//! This module owns the bytes of the archive and the durability order (member written,
+//! file fsynced, directory fsynced for a new file, and only then does the caller commit
+//! its catalog). It does not decide *what* is stored: the backup logic names entries
+//! with the helpers below and hands their bytes to [`ArchiveWriter`].
+//!
+//! The format is written down for operators in `doc/archive-format.md`:
+//! - every member is a complete gzip member (RFC 1952) holding whole tar entries, padded
+//!   to 512-byte blocks, with no end-of-archive zero blocks, so the concatenation is one
+//!   gzip stream and one tar stream (`tar -xzf ARCHIVE` works);
+//! - the first member of an archive holds `cyrvault/FORMAT` ([`FORMAT_VERSION`]);
+//! - an entry never spans two members, so one entry is read back by inflating one member
+//!   ([`read_entry_at`]).
+//!
+//! Files: `gzip.rs` (member framing, inflate with member boundaries), `tarfmt.rs` (tar
+//! headers and the streaming entry parser), `write.rs` (the writer, lock, tail repair),
+//! `read.rs` (member iteration, single-entry reads, scan with resync), `names.rs` (entry
+//! naming).
+#![forbid(unsafe_code)]
+
+mod compress;
+mod error;
+mod gzip;
+mod names;
+mod read;
+mod tarfmt;
+mod write;
+
+pub use compress::{Lane, Level, classify};
+pub use error::{ArchiveError, Damage};
+pub use names::{
+    EntryName, FORMAT_ENTRY, MAX_COMPONENT, MAX_NAME, decode_component, encode_component,
+    folder_entry, message_entry, parse_entry_name, run_id, run_manifest_entry, user_entry,
+    valid_run_id,
+};
+pub use read::{
+    Members, Scan, ScanDamage, find_entry, read_entry_at, read_member_at, scan, scan_from,
+};
+pub use write::{ArchiveWriter, DEFAULT_MEMBER_TARGET, OpenReport, WriterOptions};
+
+use crate::cyrus::Guid;
+
+/// The archive format version written in `cyrvault/FORMAT`. Readers refuse archives
+/// whose first member names a higher version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The exact content of the `cyrvault/FORMAT` entry for [`FORMAT_VERSION`].
+pub fn format_entry_content() -> Vec<u8> {
+    format!("cyrvault archive format {FORMAT_VERSION}\n").into_bytes()
+}
+
+/// Parse the content of a `cyrvault/FORMAT` entry into its version.
+pub fn parse_format_entry(bytes: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let rest = text.strip_prefix("cyrvault archive format ")?;
+    rest.trim_end_matches('\n').parse().ok()
+}
+
+/// Where one tar entry lives: inflate the member at [`MemberInfo::offset`], skip
+/// `offset_in_member` uncompressed bytes, read `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EntryLoc {
+    /// The entry's path inside the tar stream (see `names.rs`).
+    pub name: String,
+    /// Uncompressed offset of the entry's data (after its header blocks) in the member.
+    pub offset_in_member: u64,
+    /// Size of the entry's data in bytes.
+    pub size: u64,
+    /// SHA-1 of the entry's data (for a message entry, its GUID).
+    pub sha1: Guid,
+}
+
+/// One complete gzip member of an archive.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberInfo {
+    /// File offset of the member's first byte (the gzip magic).
+    pub offset: u64,
+    /// Length of the member in the file, gzip header and trailer included.
+    pub compressed_len: u64,
+    /// Uncompressed length (the tar bytes), a multiple of 512.
+    pub uncompressed_len: u64,
+    /// The entries in file order.
+    pub entries: Vec<EntryLoc>,
+}
+
+impl MemberInfo {
+    /// File offset just past this member (where the next one starts).
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.compressed_len)
+    }
+}
