@@ -13,10 +13,14 @@
 //! - an entry never spans two members, so one entry is read back by inflating one member
 //!   ([`read_entry_at`]).
 //!
-//! Files: `gzip.rs` (member framing, inflate with member boundaries), `tarfmt.rs` (tar
-//! headers and the streaming entry parser), `write.rs` (the writer, lock, tail repair),
-//! `read.rs` (member iteration, single-entry reads, scan with resync), `names.rs` (entry
-//! naming).
+//! Files: `names.rs` (entry naming), `gzip.rs` (member framing, inflate with member
+//! boundaries), `tarfmt.rs` (tar headers and the streaming entry parser), `compress.rs`
+//! (text/binary lanes and the deflate settings), `write.rs` (the writer: lock, tail
+//! repair, second-thread compression, fsync order), `read.rs` (member iteration,
+//! single-entry reads, scan with resync, the crash-leftover rule), `error.rs`.
+//!
+//! Offsets are `u64` everywhere (archives pass 4 GiB); the gzip ISIZE field is the
+//! only 32-bit quantity and is compared modulo 2^32.
 #![forbid(unsafe_code)]
 
 mod compress;
