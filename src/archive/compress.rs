@@ -88,8 +88,9 @@ impl Lane {
     }
 }
 
-/// Compress `tar` into one complete gzip member (header, deflate, trailer).
-pub(crate) fn gzip_member(tar: &[u8], level: Level) -> Vec<u8> {
+/// Compress `tar` into one complete gzip member (header, deflate, trailer); also
+/// returns the CRC-32 of `tar` (the trailer's).
+pub(crate) fn gzip_member(tar: &[u8], level: Level) -> (Vec<u8>, u32) {
     let (lvl, strategy) = match level {
         Level::Huffman => (1, Strategy::HuffmanOnly),
         Level::Deflate(l) => (i32::from(l.clamp(1, 9)), Strategy::Default),
@@ -121,8 +122,9 @@ pub(crate) fn gzip_member(tar: &[u8], level: Level) -> Vec<u8> {
         }
     }
     out.truncate(written);
-    out.extend_from_slice(&gzip::trailer(crc32fast::hash(tar), tar.len() as u64));
-    out
+    let crc = crc32fast::hash(tar);
+    out.extend_from_slice(&gzip::trailer(crc, tar.len() as u64));
+    (out, crc)
 }
 
 #[cfg(test)]
@@ -149,7 +151,7 @@ mod tests {
             Level::Deflate(6),
             Level::Store,
         ] {
-            let member = gzip_member(&data, level);
+            let (member, crc) = gzip_member(&data, level);
             let mut input = Input::new(&member[..], 0);
             let mut got = Vec::new();
             let ended = read_member(&mut input, &mut |c| {
@@ -157,7 +159,13 @@ mod tests {
                 Ok(true)
             })
             .unwrap();
-            assert_eq!(ended, Ended::Complete(data.len() as u64));
+            assert_eq!(
+                ended,
+                Ended::Complete {
+                    len: data.len() as u64,
+                    crc32: crc
+                }
+            );
             assert_eq!(got, data);
             assert_eq!(input.pos, member.len() as u64);
         }

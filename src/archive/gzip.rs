@@ -191,8 +191,8 @@ impl From<io::Error> for Fail {
 /// How a member read ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// Trailer read and checked; the uncompressed length.
-    Complete(u64),
+    /// Trailer read and checked: the uncompressed length and its CRC-32.
+    Complete { len: u64, crc32: u32 },
     /// The sink asked to stop early (the trailer was not checked).
     Stopped,
 }
@@ -274,7 +274,10 @@ pub(crate) fn read_member<R: Read>(
         }
         .into());
     }
-    Ok(Ended::Complete(total))
+    Ok(Ended::Complete {
+        len: total,
+        crc32: computed,
+    })
 }
 
 /// Skip forward to the next byte sequence that looks like a member header (magic and

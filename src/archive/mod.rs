@@ -84,6 +84,8 @@ pub struct MemberInfo {
     pub compressed_len: u64,
     /// Uncompressed length (the tar bytes), a multiple of 512.
     pub uncompressed_len: u64,
+    /// CRC-32 of the uncompressed bytes, as in the member's gzip trailer.
+    pub crc32: u32,
     /// The entries in file order.
     pub entries: Vec<EntryLoc>,
 }
@@ -93,4 +95,28 @@ impl MemberInfo {
     pub fn end(&self) -> u64 {
         self.offset.saturating_add(self.compressed_len)
     }
+
+    /// The catalog's location of one of this member's entries.
+    pub fn locate(&self, entry: &EntryLoc) -> crate::model::EntryLoc {
+        crate::model::EntryLoc {
+            member_offset: self.offset,
+            offset_in_member: entry.offset_in_member,
+            size: entry.size,
+        }
+    }
+}
+
+/// Read the entry the catalog located (see [`read_entry_at`]).
+pub fn read_located<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    path: &std::path::Path,
+    loc: &crate::model::EntryLoc,
+) -> crate::Result<Vec<u8>> {
+    read_entry_at(
+        reader,
+        path,
+        loc.member_offset,
+        loc.offset_in_member,
+        loc.size,
+    )
 }

@@ -68,7 +68,9 @@ impl<R: Read> Iterator for Members<R> {
         let mut parser = TarParser::new();
         let result = gzip::read_member(input, &mut |chunk| parser.feed(chunk).map(|()| true));
         let outcome = match result {
-            Ok(Ended::Complete(len)) => parser.finish().map(|entries| (len, entries)),
+            Ok(Ended::Complete { len, crc32 }) => {
+                parser.finish().map(|entries| (len, crc32, entries))
+            }
             Ok(Ended::Stopped) => Err(Damage::Truncated),
             Err(Fail::Damage(d)) => Err(d),
             Err(Fail::Io(e)) => {
@@ -77,10 +79,11 @@ impl<R: Read> Iterator for Members<R> {
             }
         };
         match outcome {
-            Ok((uncompressed_len, entries)) => Some(Ok(MemberInfo {
+            Ok((uncompressed_len, crc32, entries)) => Some(Ok(MemberInfo {
                 offset: start,
                 compressed_len: input.pos - start,
                 uncompressed_len,
+                crc32,
                 entries,
             })),
             Err(damage) => {
@@ -314,8 +317,8 @@ pub fn read_entry_at<R: Read + Seek>(
     });
     match result {
         Ok(Ended::Stopped) => Ok(out),
-        Ok(Ended::Complete(_)) if out.len() as u64 == size => Ok(out),
-        Ok(Ended::Complete(_)) => Err(out_of_range()),
+        Ok(Ended::Complete { .. }) if out.len() as u64 == size => Ok(out),
+        Ok(Ended::Complete { .. }) => Err(out_of_range()),
         Err(Fail::Io(e)) => Err(Error::io("reading", path, e)),
         Err(Fail::Damage(damage)) => Err(Error::archive(
             path,

@@ -340,12 +340,13 @@ fn spawn_worker(mut file: File, path: &Path, mut end: u64) -> Result<WorkerParts
                         entries,
                         level,
                     } => {
-                        let gz = gzip_member(&tar, level);
+                        let (gz, crc32) = gzip_member(&tar, level);
                         file.write_all(&gz).map(|()| {
                             let m = MemberInfo {
                                 offset: end,
                                 compressed_len: gz.len() as u64,
                                 uncompressed_len: tar.len() as u64,
+                                crc32,
                                 entries,
                             };
                             end += gz.len() as u64;
@@ -480,7 +481,7 @@ mod tests {
             tar.extend_from_slice(data);
             tar.resize(padded(tar.len() as u64).unwrap() as usize, 0);
         }
-        gzip_member(&tar, Level::Deflate(6))
+        gzip_member(&tar, Level::Deflate(6)).0
     }
 
     fn scratch(name: &str) -> PathBuf {
