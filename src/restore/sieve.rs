@@ -3,8 +3,8 @@
 //! "PLAIN"` as the admin acting for the user, `PUTSCRIPT`, `SETACTIVE`, `LISTSCRIPTS`.
 //!
 //! The backup keeps the sieve directory's files: `<name>.script` (the source) and
-//! `<name>.bc` (bytecode Cyrus compiles from it). Only sources are uploaded; the
-//! server compiles them again. Names without either suffix are taken as script names.
+//! `<name>.bc` (bytecode Cyrus compiles from it), `defaultbc` (the link to the active
+//! one's bytecode). Only sources are uploaded; the server compiles them again. Names without either suffix are taken as script names.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -153,7 +153,7 @@ impl SieveClient {
 
 /// The script name for a backed-up sieve file, or `None` for compiled bytecode.
 pub fn script_name(file: &str) -> Option<&str> {
-    if file.ends_with(".bc") {
+    if file.ends_with(".bc") || file == "defaultbc" {
         return None;
     }
     Some(file.strip_suffix(".script").unwrap_or(file))
@@ -217,6 +217,7 @@ mod tests {
     fn names_and_quoting() {
         assert_eq!(script_name("vacation.script"), Some("vacation"));
         assert_eq!(script_name("vacation.bc"), None);
+        assert_eq!(script_name("defaultbc"), None);
         assert_eq!(script_name("plain"), Some("plain"));
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
     }

@@ -4,6 +4,7 @@
 mod args;
 mod cmd_backup;
 mod cmd_inspect;
+mod cmd_restore;
 mod output;
 
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         args::Command::Inspect(a) => cmd_inspect::run(a),
         args::Command::Backup(a) => cmd_backup::run(a),
+        args::Command::Restore(a) => cmd_restore::run(a),
     };
     match result {
         Ok(code) => code,
