@@ -3,14 +3,15 @@
 //! * **mbox** (`--to-mbox PATH`): mboxrd — each message after a `From ` line, lines that
 //!   match `^>*From ` quoted with one more `>`, and an empty line after each message.
 //!   One folder: PATH is the file; several: PATH is a directory with `<folder>.mbox`
-//!   files (`Archive/2023.mbox`). The message bytes are otherwise untouched (CRLF as
+//!   files (`INBOX.mbox`, `Archive/2023.mbox`). The message bytes are otherwise untouched (CRLF as
 //!   Cyrus stores them), so flags are not written into headers.
 //! * **Maildir** (`--to-maildir DIR`): Maildir++ — INBOX is `DIR` itself, folder
-//!   `A/B` is `DIR/.A.B`; every message in `cur/` named
+//!   `INBOX.A.B` is `DIR/.A.B`; every message in `cur/` named
 //!   `<internaldate>.<guid>.cyrvault:2,<flags>` with the flags `D` (\Draft), `F`
 //!   (\Flagged), `P` ($Forwarded), `R` (\Answered), `S` (\Seen), `T` (\Deleted) in
 //!   ASCII order, and its mtime set to the internal date.
-//! * **eml** (`--to-eml DIR`): one `DIR/<folder path>/<uid>.eml` per message.
+//! * **eml** (`--to-eml DIR`): one `DIR/<folder path>/<uid>.eml` per message
+//!   (`DIR/INBOX/17.eml`, `DIR/Archive/2023/4.eml`).
 //!
 //! Sieve scripts go beside them with mbox/eml exports under `sieve/` (and a file
 //! `sieve/ACTIVE` naming the active script).
@@ -110,46 +111,38 @@ pub fn from_line(internaldate: i64) -> String {
     )
 }
 
-/// A folder name's path components, refusing ones that could leave the directory.
-fn safe_parts(name: &str) -> Option<Vec<&str>> {
-    let parts: Vec<&str> = name.split('/').collect();
-    parts
-        .iter()
-        .all(|p| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\0'))
-        .then_some(parts)
+/// Whether a path component cannot leave the directory it is joined to.
+fn safe_part(p: &str) -> bool {
+    !p.is_empty() && p != "." && p != ".." && !p.contains(['/', '\0'])
 }
 
 /// Where a folder's messages go for this kind of export (file for mbox, directory
-/// otherwise).
-fn folder_path(kind: ExportKind, root: &Path, name: &str, single: bool) -> Option<PathBuf> {
-    let parts = safe_parts(name)?;
+/// otherwise). The INBOX is `INBOX` (mbox, eml) or the Maildir root.
+fn folder_path(kind: ExportKind, root: &Path, parts: &[String], single: bool) -> Option<PathBuf> {
+    if !parts.iter().all(|p| safe_part(p)) {
+        return None;
+    }
+    let inbox = ["INBOX".to_string()];
+    let named: &[String] = if parts.is_empty() { &inbox } else { parts };
+    let mut nested = root.to_path_buf();
+    for x in named {
+        nested.push(x);
+    }
     Some(match kind {
         ExportKind::Mbox if single => root.to_path_buf(),
         ExportKind::Mbox => {
-            let mut p = root.to_path_buf();
-            for x in &parts {
-                p.push(x);
-            }
-            p.set_extension(match p.extension() {
-                Some(e) => format!("{}.mbox", e.to_string_lossy()),
-                None => "mbox".into(),
-            });
-            p
+            let mut s = nested.into_os_string();
+            s.push(".mbox");
+            PathBuf::from(s)
         }
-        ExportKind::Maildir if name == "INBOX" => root.to_path_buf(),
+        ExportKind::Maildir if parts.is_empty() => root.to_path_buf(),
         ExportKind::Maildir => {
             if parts.iter().any(|p| p.contains('.')) {
                 return None;
             }
             root.join(format!(".{}", parts.join(".")))
         }
-        ExportKind::Eml => {
-            let mut p = root.to_path_buf();
-            for x in &parts {
-                p.push(x);
-            }
-            p
-        }
+        ExportKind::Eml => nested,
     })
 }
 
@@ -181,7 +174,7 @@ pub fn export(
     // Per folder: its path, or None (reported).
     let mut dest: Vec<Option<PathBuf>> = Vec::new();
     for f in &plan.folders {
-        let Some(p) = folder_path(kind, path, &f.name, single) else {
+        let Some(p) = folder_path(kind, path, &f.parts, single) else {
             sum.fail(&f.name, None, "the name cannot be a file name here".into());
             dest.push(None);
             continue;
@@ -193,13 +186,13 @@ pub fn export(
                 }
                 File::create(&p).at("creating", &p)?;
             }
-            ExportKind::Maildir => create_maildir(&p, f.name != "INBOX")?,
+            ExportKind::Maildir => create_maildir(&p, !f.parts.is_empty())?,
             ExportKind::Eml => fs::create_dir_all(&p).at("creating", &p)?,
         }
         sum.created += 1;
         dest.push(Some(p));
     }
-    if kind == ExportKind::Maildir && !plan.folders.iter().any(|f| f.name == "INBOX") {
+    if kind == ExportKind::Maildir && !plan.folders.iter().any(|f| f.parts.is_empty()) {
         create_maildir(path, false)?;
     }
     let mut jobs: Vec<(usize, &RecordState)> = Vec::new();
@@ -311,7 +304,7 @@ fn write_sieve(plan: &Plan, path: &Path, beside_file: bool) -> Result<()> {
     };
     fs::create_dir_all(&base).at("creating", &base)?;
     for (name, bytes) in &plan.sieve {
-        if safe_parts(name).is_none_or(|p| p.len() != 1) {
+        if !safe_part(name) {
             continue;
         }
         let p = base.join(name);
@@ -375,15 +368,24 @@ mod tests {
     #[test]
     fn paths_stay_inside() {
         let r = Path::new("/x");
+        let p = |s: &str| crate::restore::name_parts(s);
         assert_eq!(
-            folder_path(ExportKind::Maildir, r, "Archive/2023", false).unwrap(),
+            folder_path(ExportKind::Maildir, r, &p("INBOX.Archive.2023"), false).unwrap(),
             PathBuf::from("/x/.Archive.2023")
         );
         assert_eq!(
-            folder_path(ExportKind::Mbox, r, "Archive/2023", false).unwrap(),
+            folder_path(ExportKind::Maildir, r, &p("INBOX"), false).unwrap(),
+            PathBuf::from("/x")
+        );
+        assert_eq!(
+            folder_path(ExportKind::Mbox, r, &p("INBOX.Archive.2023"), false).unwrap(),
             PathBuf::from("/x/Archive/2023.mbox")
         );
-        assert!(folder_path(ExportKind::Eml, r, "../etc", false).is_none());
-        assert!(folder_path(ExportKind::Maildir, r, "a.b", false).is_none());
+        assert_eq!(
+            folder_path(ExportKind::Eml, r, &p("INBOX"), false).unwrap(),
+            PathBuf::from("/x/INBOX")
+        );
+        assert!(folder_path(ExportKind::Eml, r, &p("INBOX/../etc"), false).is_none());
+        assert!(folder_path(ExportKind::Maildir, r, &p("INBOX/a.b"), false).is_none());
     }
 }

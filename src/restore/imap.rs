@@ -92,22 +92,23 @@ fn connection_lost(e: &ImapError) -> bool {
     )
 }
 
-/// The name the user sees for a backed-up folder: `INBOX`, `INBOX<sep>Work<sep>Sub`,
-/// or under `into`. `None` if a level holds the separator (no such folder can exist).
-pub fn target_name(backed_up: &str, into: Option<&str>, sep: char) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
+/// The name the user sees for a backed-up folder (by its levels below the INBOX):
+/// `INBOX`, `INBOX<sep>Work<sep>Sub`, or under `into` (`Restored/2026-11-28`, where the
+/// INBOX itself becomes `.../INBOX`). `None` if a level holds the separator.
+pub fn target_name(parts: &[String], into: Option<&str>, sep: char) -> Option<String> {
+    let mut all: Vec<&str> = Vec::new();
     if let Some(i) = into {
-        parts.extend(i.split('/').filter(|p| !p.is_empty()));
+        all.extend(i.split('/').filter(|p| !p.is_empty()));
+        if parts.is_empty() {
+            all.push("INBOX");
+        }
     }
-    if into.is_none() && backed_up == "INBOX" {
-        return Some("INBOX".into());
-    }
-    parts.extend(backed_up.split('/'));
-    if parts.iter().any(|p| p.is_empty() || p.contains(sep)) {
+    all.extend(parts.iter().map(String::as_str));
+    if all.iter().any(|p| p.is_empty() || p.contains(sep)) {
         return None;
     }
     let mut name = String::from("INBOX");
-    for p in parts {
+    for p in all {
         name.push(sep);
         name.push_str(p);
     }
@@ -224,7 +225,7 @@ pub fn restore_to_imap(
     }
     let mut jobs: Vec<Job> = Vec::new();
     for f in &plan.folders {
-        let Some(name) = target_name(&f.name, opts.into.as_deref(), sep) else {
+        let Some(name) = target_name(&f.parts, opts.into.as_deref(), sep) else {
             sum.fail(
                 &f.name,
                 None,
@@ -392,7 +393,7 @@ fn subscribe(
         let name = match sub {
             Subscription::Own(n) => {
                 // Only folders this restore covers (a partial restore leaves the rest).
-                if !plan.folders.iter().any(|f| &f.name == n) {
+                if !plan.folders.iter().any(|f| &f.parts == n) {
                     continue;
                 }
                 match target_name(n, opts.into.as_deref(), sep) {
@@ -420,7 +421,7 @@ fn subscribe(
 /// Whether the plan restores the user's whole tree (then foreign subscriptions go back
 /// too).
 fn plan_is_whole(plan: &Plan) -> bool {
-    plan.folders.iter().any(|f| f.name == "INBOX")
+    plan.folders.iter().any(|f| f.parts.is_empty())
 }
 
 #[cfg(test)]
@@ -429,20 +430,21 @@ mod tests {
 
     #[test]
     fn names_on_the_target() {
-        assert_eq!(target_name("INBOX", None, '.').unwrap(), "INBOX");
+        let p = |s: &str| crate::restore::name_parts(s);
+        assert_eq!(target_name(&p("INBOX"), None, '.').unwrap(), "INBOX");
         assert_eq!(
-            target_name("Work/Sub", None, '.').unwrap(),
+            target_name(&p("INBOX.Work.Sub"), None, '.').unwrap(),
             "INBOX.Work.Sub"
         );
         assert_eq!(
-            target_name("INBOX", Some("Restored/2026-11-28"), '.').unwrap(),
+            target_name(&p("INBOX"), Some("Restored/2026-11-28"), '.').unwrap(),
             "INBOX.Restored.2026-11-28.INBOX"
         );
         assert_eq!(
-            target_name("Sent Items", Some("R"), '/').unwrap(),
+            target_name(&p("INBOX.Sent Items"), Some("R"), '/').unwrap(),
             "INBOX/R/Sent Items"
         );
-        assert!(target_name("a.b", None, '.').is_none());
+        assert!(target_name(&p("INBOX/a.b"), None, '.').is_none());
         assert_eq!(admin_name("INBOX.Work", "bob", '.'), "user.bob.Work");
         assert_eq!(admin_name("INBOX", "bob@ex.org", '.'), "user.bob@ex.org");
         assert_eq!(admin_inbox("bob", '/'), "user/bob");

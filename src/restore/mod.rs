@@ -40,8 +40,9 @@ pub enum When {
 /// What to restore.
 #[derive(Debug, Clone)]
 pub struct Selection {
-    /// Folders by their backed-up name (`INBOX`, `Work`, `Archive/2023`); empty: all.
-    /// A folder's subfolders come with it.
+    /// Folders by their backed-up name (`INBOX.Work`, also `Work` or `Work/Sub`);
+    /// empty: all. A folder's subfolders come with it, except for `INBOX`, which
+    /// means the INBOX alone.
     pub folders: Vec<String>,
     /// Which run.
     pub when: When,
@@ -77,8 +78,10 @@ impl Default for Selection {
 pub struct FolderPlan {
     /// The folder's UniqueID in the backup (never reused on the target).
     pub uniqueid: String,
-    /// Its backed-up name relative to the user, `/` between levels.
+    /// Its backed-up name as the user saw it (`INBOX`, `INBOX.Lists.cyrus`).
     pub name: String,
+    /// Its levels below the INBOX (`[]` for the INBOX, `["Lists", "cyrus"]`).
+    pub parts: Vec<String>,
     /// It was deleted at or before the run; its content is as of `source_run`.
     pub deleted: bool,
     /// The run its records are from.
@@ -98,8 +101,8 @@ pub struct Plan {
     pub run: u64,
     /// Folders in name order (parents before children).
     pub folders: Vec<FolderPlan>,
-    /// Subscriptions: the user's own folders by backed-up name (`/` between levels),
-    /// others by the internal name as stored.
+    /// Subscriptions: the user's own folders by their levels below the INBOX, others
+    /// by the internal name as stored.
     pub subscriptions: Vec<Subscription>,
     /// Sieve scripts (name, bytes), and which one was active.
     pub sieve: Vec<(String, Vec<u8>)>,
@@ -110,8 +113,8 @@ pub struct Plan {
 /// One subscription from the backed-up subscriptions database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Subscription {
-    /// One of the user's folders, by backed-up name (`INBOX`, `Work/Sub`).
-    Own(String),
+    /// One of the user's folders, by its levels below the INBOX (`[]`, `[Work, Sub]`).
+    Own(Vec<String>),
     /// Anything else (other users', shared), internal name as stored.
     Other(String),
 }
@@ -272,11 +275,36 @@ pub fn resolve_run(src: &Source, when: When) -> Result<u64> {
     }
 }
 
-/// Whether the backed-up folder `name` is selected by `wanted` (itself or a parent).
-pub fn folder_selected(name: &str, wanted: &[String]) -> bool {
+/// The levels below the INBOX of a backed-up folder name: `INBOX` → `[]`,
+/// `INBOX.Work.Sub` or `INBOX/Work/Sub` → `[Work, Sub]`; a name without the `INBOX`
+/// prefix (alternate namespace, or typed by a person) is split at `/` if it has one,
+/// else at `.`.
+pub fn name_parts(name: &str) -> Vec<String> {
+    if name.eq_ignore_ascii_case("INBOX") {
+        return Vec::new();
+    }
+    let rest = match name.get(..6) {
+        Some(p) if p.eq_ignore_ascii_case("INBOX.") || p.eq_ignore_ascii_case("INBOX/") => {
+            let sep = p.as_bytes()[5] as char;
+            return name[6..].split(sep).map(str::to_string).collect();
+        }
+        _ => name,
+    };
+    let sep = if rest.contains('/') { '/' } else { '.' };
+    rest.split(sep).map(str::to_string).collect()
+}
+
+/// Whether the backed-up folder with levels `parts` is selected by `wanted`: itself
+/// or a parent; `INBOX` selects the INBOX alone.
+pub fn folder_selected(parts: &[String], wanted: &[String]) -> bool {
     wanted.is_empty()
         || wanted.iter().any(|w| {
-            name == w || (name.starts_with(w.as_str()) && name[w.len()..].starts_with('/'))
+            let w = name_parts(w);
+            if w.is_empty() {
+                parts.is_empty()
+            } else {
+                parts.starts_with(&w)
+            }
         })
 }
 
@@ -292,7 +320,8 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         .unwrap_or_default();
     let mut folders = Vec::new();
     for f in src.catalog.folders_at(run)? {
-        if !folder_selected(&f.name, &sel.folders) {
+        let parts = name_parts(&f.name);
+        if !folder_selected(&parts, &sel.folders) {
             continue;
         }
         if f.deleted && !sel.include_expunged {
@@ -339,6 +368,7 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         folders.push(FolderPlan {
             uniqueid: f.uniqueid,
             name: f.name,
+            parts,
             deleted: f.deleted,
             source_run,
             acl,
@@ -407,7 +437,7 @@ pub fn subscriptions(bytes: &[u8], user: &str) -> Result<Vec<Subscription>> {
         Some((l, d)) => (l, Some(d)),
         None => (user, None),
     };
-    let inbox = format!("user.{}", local.replace('.', "^"));
+    let inbox = format!("user.{local}");
     let mut out = Vec::new();
     for (k, _) in recs {
         let Ok(name) = String::from_utf8(k) else {
@@ -421,15 +451,12 @@ pub fn subscriptions(bytes: &[u8], user: &str) -> Result<Vec<Subscription>> {
         let own = kdom == domain && (rest == inbox || rest.starts_with(&format!("{inbox}.")));
         if own {
             let tail = rest[inbox.len()..].trim_start_matches('.');
-            let ext = if tail.is_empty() {
-                "INBOX".to_string()
+            let parts = if tail.is_empty() {
+                Vec::new()
             } else {
-                tail.split('.')
-                    .map(|p| p.replace('^', "."))
-                    .collect::<Vec<_>>()
-                    .join("/")
+                tail.split('.').map(|p| p.replace('^', ".")).collect()
             };
-            out.push(Subscription::Own(ext));
+            out.push(Subscription::Own(parts));
         } else {
             out.push(Subscription::Other(name));
         }
@@ -441,13 +468,26 @@ pub fn subscriptions(bytes: &[u8], user: &str) -> Result<Vec<Subscription>> {
 mod tests {
     use super::*;
 
+    fn v(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn selection_takes_subfolders() {
-        let w = vec!["Archive".to_string()];
-        assert!(folder_selected("Archive", &w));
-        assert!(folder_selected("Archive/2023", &w));
-        assert!(!folder_selected("Archived", &w));
-        assert!(folder_selected("anything", &[]));
+    fn names_and_selection() {
+        assert_eq!(name_parts("INBOX"), v(&[]));
+        assert_eq!(name_parts("INBOX.Archive.2023"), v(&["Archive", "2023"]));
+        assert_eq!(name_parts("INBOX/a.b/c"), v(&["a.b", "c"]));
+        assert_eq!(name_parts("Archive/2023"), v(&["Archive", "2023"]));
+        assert_eq!(name_parts("Sent Items"), v(&["Sent Items"]));
+        let w = vec!["INBOX.Archive".to_string()];
+        assert!(folder_selected(&v(&["Archive"]), &w));
+        assert!(folder_selected(&v(&["Archive", "2023"]), &w));
+        assert!(!folder_selected(&v(&["Archived"]), &w));
+        assert!(!folder_selected(&v(&[]), &w));
+        let inbox = vec!["INBOX".to_string()];
+        assert!(folder_selected(&v(&[]), &inbox));
+        assert!(!folder_selected(&v(&["Work"]), &inbox));
+        assert!(folder_selected(&v(&["x"]), &[]));
     }
 
     #[test]
@@ -478,9 +518,9 @@ mod tests {
         let mut s = subscriptions(&db, "bob").unwrap();
         s.sort_by_key(|x| format!("{x:?}"));
         let mut want = vec![
-            Subscription::Own("INBOX".into()),
-            Subscription::Own("Lists/cyrus".into()),
-            Subscription::Own("a.b".into()),
+            Subscription::Own(v(&[])),
+            Subscription::Own(v(&["Lists", "cyrus"])),
+            Subscription::Own(v(&["a.b"])),
             Subscription::Other("user.bobby.X".into()),
             Subscription::Other("shared.news".into()),
         ];
