@@ -168,6 +168,8 @@ pub fn export(
 ) -> Result<Summary> {
     let mut sum = Summary {
         run: plan.run,
+        failed: plan.problems.len() as u64,
+        failures: plan.problems.clone(),
         ..Summary::default()
     };
     let single = plan.folders.len() == 1;

@@ -203,6 +203,8 @@ pub fn restore_to_imap(
 ) -> Result<Summary> {
     let mut sum = Summary {
         run: plan.run,
+        failed: plan.problems.len() as u64,
+        failures: plan.problems.clone(),
         ..Summary::default()
     };
     let mut s = Sessions::open(target)?;

@@ -108,6 +108,10 @@ pub struct Plan {
     pub sieve: Vec<(String, Vec<u8>)>,
     /// The active sieve script's name.
     pub active_sieve: Option<String>,
+    /// Meta that could not be read (a damaged member): the restore goes on without
+    /// it (e.g. a folder is created without its backed-up ACL) and reports these as
+    /// failures.
+    pub problems: Vec<Failure>,
 }
 
 /// One subscription from the backed-up subscriptions database.
@@ -294,6 +298,14 @@ pub fn name_parts(name: &str) -> Vec<String> {
     rest.split(sep).map(str::to_string).collect()
 }
 
+/// Whether a folder is one of Cyrus's own (a level starting with `#`: `#sieve`, where
+/// Cyrus 3.6 keeps sieve scripts, `#calendars`, `#jmap`, ...). Users cannot see or
+/// APPEND to them; their content comes back through its own protocol (sieve scripts
+/// through ManageSieve), so restore leaves them out.
+pub fn is_cyrus_internal(parts: &[String]) -> bool {
+    parts.iter().any(|p| p.starts_with('#'))
+}
+
 /// Whether the backed-up folder with levels `parts` is selected by `wanted`: itself
 /// or a parent; `INBOX` selects the INBOX alone.
 pub fn folder_selected(parts: &[String], wanted: &[String]) -> bool {
@@ -319,9 +331,14 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         .map(|r| r.user)
         .unwrap_or_default();
     let mut folders = Vec::new();
+    let mut problems = Vec::new();
+    let mut sieve_folder = None;
     for f in src.catalog.folders_at(run)? {
         let parts = name_parts(&f.name);
-        if !folder_selected(&parts, &sel.folders) {
+        if !f.deleted && parts.len() == 1 && parts[0].eq_ignore_ascii_case("#sieve") {
+            sieve_folder = Some(f.uniqueid.clone());
+        }
+        if !folder_selected(&parts, &sel.folders) || is_cyrus_internal(&parts) {
             continue;
         }
         if f.deleted && !sel.include_expunged {
@@ -332,17 +349,17 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
             continue;
         }
         let source_run = if f.deleted { f.last_run } else { run };
-        let acl = match src.catalog.folder_snapshot_at(&f.uniqueid, source_run)? {
-            Some(s) => match s.meta.header {
-                Some(loc) => {
-                    let bytes = src.read_entry(&loc)?;
-                    parse_header(&bytes)
-                        .map_err(|e| Error::parse(format!("cyrus.header of {}", f.name), e))?
-                        .acl
-                }
-                None => Vec::new(),
-            },
-            None => Vec::new(),
+        let acl = match folder_acl(src, &f.uniqueid, source_run) {
+            Ok(acl) => acl,
+            Err(e) => {
+                problems.push(Failure {
+                    folder: f.name.clone(),
+                    guid: None,
+                    uid: None,
+                    reason: format!("backed-up ACL not restored: {e}"),
+                });
+                Vec::new()
+            }
         };
         let mut records = Vec::new();
         for mut r in src.catalog.records_at(&f.uniqueid, source_run)? {
@@ -389,28 +406,88 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         subscriptions: Vec::new(),
         sieve: Vec::new(),
         active_sieve: None,
+        problems,
     };
     user_files(src, run, sel, &mut plan)?;
+    let have_sources = plan
+        .sieve
+        .iter()
+        .any(|(n, _)| sieve::script_name(n).is_some());
+    if let (false, Some(id)) = (have_sources, sieve_folder) {
+        sieve_from_folder(src, &id, run, &mut plan)?;
+    }
     Ok(plan)
 }
 
-/// Subscriptions, sieve scripts and (with `seen_db`) the seen database of `run`.
+/// Cyrus 3.6 keeps each sieve script as a message in the user's `#sieve` folder
+/// (`imap/sieve_db.c`, `store_script`): `Subject:` is the script's name, the body is
+/// the script, `\Flagged` marks the active one; replaced scripts are expunged. Read
+/// the live ones into the plan as `<name>.script`.
+fn sieve_from_folder(src: &mut Source, uniqueid: &str, run: u64, plan: &mut Plan) -> Result<()> {
+    let mut scripts = Vec::new();
+    for r in src.catalog.records_at(uniqueid, run)? {
+        if r.is_expunged() || r.system_flags & 4 != 0 {
+            continue;
+        }
+        let parsed = src
+            .read_message(&r.guid)
+            .and_then(|m| sieve::script_from_message(&m));
+        match parsed {
+            Ok((name, body)) => {
+                let file = format!("{name}.script");
+                if r.system_flags & 2 != 0 {
+                    plan.active_sieve = Some(file.clone());
+                }
+                scripts.push((file, body));
+            }
+            Err(e) => plan.problems.push(Failure {
+                folder: "sieve".into(),
+                guid: Some(r.guid.to_hex()),
+                uid: Some(r.uid),
+                reason: format!("sieve script not restored: {e}"),
+            }),
+        }
+    }
+    plan.sieve.extend(scripts);
+    Ok(())
+}
+
+/// The folder's ACL from its archived `cyrus.header` at `run` (empty if none stored).
+fn folder_acl(src: &mut Source, uniqueid: &str, run: u64) -> Result<Vec<(String, String)>> {
+    let Some(loc) = src
+        .catalog
+        .folder_snapshot_at(uniqueid, run)?
+        .and_then(|s| s.meta.header)
+    else {
+        return Ok(Vec::new());
+    };
+    let bytes = src.read_entry(&loc)?;
+    Ok(parse_header(&bytes)
+        .map_err(|e| Error::parse(format!("cyrus.header of folder {uniqueid}"), e))?
+        .acl)
+}
+
+/// Subscriptions, sieve scripts and (with `seen_db`) the seen database of `run`. A
+/// file that cannot be read or parsed becomes a problem of the plan.
 fn user_files(src: &mut Source, run: u64, sel: &Selection, plan: &mut Plan) -> Result<()> {
     for (_, file, loc) in src.catalog.user_files_at(run)? {
-        match file.kind {
+        if file.kind == UserFileKind::Seen && !sel.seen_db {
+            continue;
+        }
+        let name = format!("{}:{}", file.kind.as_str(), file.name);
+        let r = src.read_entry(&loc).and_then(|bytes| match file.kind {
             UserFileKind::Subs => {
-                let bytes = src.read_entry(&loc)?;
                 plan.subscriptions = subscriptions(&bytes, &plan.user)?;
+                Ok(())
             }
             UserFileKind::Sieve => {
-                let bytes = src.read_entry(&loc)?;
                 if file.active {
                     plan.active_sieve = Some(file.name.clone());
                 }
-                plan.sieve.push((file.name, bytes));
+                plan.sieve.push((file.name.clone(), bytes));
+                Ok(())
             }
-            UserFileKind::Seen if sel.seen_db => {
-                let bytes = src.read_entry(&loc)?;
+            UserFileKind::Seen => {
                 let db = seen::parse_seen_db(&bytes)?;
                 for f in &mut plan.folders {
                     if let Some(uids) = db.get(&f.uniqueid) {
@@ -421,47 +498,77 @@ fn user_files(src: &mut Source, run: u64, sel: &Selection, plan: &mut Plan) -> R
                         }
                     }
                 }
+                Ok(())
             }
-            UserFileKind::Seen => {}
+        });
+        if let Err(e) = r {
+            plan.problems.push(Failure {
+                folder: name,
+                guid: None,
+                uid: None,
+                reason: format!("not restored: {e}"),
+            });
         }
     }
     Ok(())
 }
 
-/// The subscriptions database (flat: one internal name per line) as [`Subscription`]s.
-/// Internal names use `.` between levels; the user's own start `user.<localpart>`.
+/// The subscriptions database as [`Subscription`]s. Cyrus 3.6 (version record
+/// `US VER US`) keys each subscription `N` + the mailbox's dbname (levels separated by
+/// 0x1F) with the user's own `user US <localpart>` abbreviated to `INBOX`; older files
+/// hold plain internal names (`user.bob.Work`). Values are empty either way.
 pub fn subscriptions(bytes: &[u8], user: &str) -> Result<Vec<Subscription>> {
+    const US: char = '\u{1f}';
     let recs = crate::cyrus::flat::parse_flat(bytes)
         .map_err(|e| Error::parse("subscriptions database", e))?;
+    let v2 = recs.iter().any(|(k, _)| k.as_slice() == b"\x1fVER\x1f");
+    let mut out = Vec::new();
+    for (k, _) in recs {
+        let Ok(key) = String::from_utf8(k) else {
+            continue;
+        };
+        if key == "\u{1f}VER\u{1f}" {
+            continue;
+        }
+        if v2 {
+            let Some(dbname) = key.strip_prefix('N') else {
+                continue;
+            };
+            let levels: Vec<&str> = dbname.split(US).collect();
+            match levels.split_first() {
+                Some((&"INBOX", rest)) => out.push(Subscription::Own(
+                    rest.iter().map(|s| s.to_string()).collect(),
+                )),
+                _ => out.push(Subscription::Other(levels.join("."))),
+            }
+            continue;
+        }
+        out.push(old_format_subscription(&key, user));
+    }
+    Ok(out)
+}
+
+/// One pre-3.6 subscription key: an internal name, `domain!` first with virtual
+/// domains; the user's own start `user.<localpart>`.
+fn old_format_subscription(name: &str, user: &str) -> Subscription {
     let (local, domain) = match user.split_once('@') {
         Some((l, d)) => (l, Some(d)),
         None => (user, None),
     };
     let inbox = format!("user.{local}");
-    let mut out = Vec::new();
-    for (k, _) in recs {
-        let Ok(name) = String::from_utf8(k) else {
-            continue;
-        };
-        // With virtual domains the key is `domain!user.x...`.
-        let (kdom, rest) = match name.split_once('!') {
-            Some((d, r)) => (Some(d), r.to_string()),
-            None => (None, name.clone()),
-        };
-        let own = kdom == domain && (rest == inbox || rest.starts_with(&format!("{inbox}.")));
-        if own {
-            let tail = rest[inbox.len()..].trim_start_matches('.');
-            let parts = if tail.is_empty() {
-                Vec::new()
-            } else {
-                tail.split('.').map(|p| p.replace('^', ".")).collect()
-            };
-            out.push(Subscription::Own(parts));
-        } else {
-            out.push(Subscription::Other(name));
-        }
+    let (kdom, rest) = match name.split_once('!') {
+        Some((d, r)) => (Some(d), r),
+        None => (None, name),
+    };
+    let own = kdom == domain && (rest == inbox || rest.starts_with(&format!("{inbox}.")));
+    if !own {
+        return Subscription::Other(name.to_string());
     }
-    Ok(out)
+    let tail = rest[inbox.len()..].trim_start_matches('.');
+    if tail.is_empty() {
+        return Subscription::Own(Vec::new());
+    }
+    Subscription::Own(tail.split('.').map(|p| p.replace('^', ".")).collect())
 }
 
 #[cfg(test)]
@@ -504,6 +611,25 @@ mod tests {
             savedate: 0,
         };
         assert_eq!(imap_flags(&r), ["\\Flagged", "\\Seen", "$Forwarded"]);
+    }
+
+    #[test]
+    fn subscriptions_version_2() {
+        let db = crate::cyrus::flat::write_flat(&[
+            (b"\x1fVER\x1f".to_vec(), b"2".to_vec()),
+            (b"NINBOX".to_vec(), Vec::new()),
+            (b"NINBOX\x1fArchive\x1f2023".to_vec(), Vec::new()),
+            (b"Nuser\x1falice\x1fShared".to_vec(), Vec::new()),
+        ]);
+        let mut s = subscriptions(&db, "bob").unwrap();
+        s.sort_by_key(|x| format!("{x:?}"));
+        let mut want = vec![
+            Subscription::Own(v(&[])),
+            Subscription::Own(v(&["Archive", "2023"])),
+            Subscription::Other("user.alice.Shared".into()),
+        ];
+        want.sort_by_key(|x| format!("{x:?}"));
+        assert_eq!(s, want);
     }
 
     #[test]

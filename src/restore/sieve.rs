@@ -1,6 +1,7 @@
 //! Sieve scripts back into Cyrus over ManageSieve (RFC 5804; Cyrus's `timsieved`, the
 //! `sieve` service), and the smallest client that needs: greeting, `AUTHENTICATE
-//! "PLAIN"` as the admin acting for the user, `PUTSCRIPT`, `SETACTIVE`, `LISTSCRIPTS`.
+//! "PLAIN"` as the admin acting for the user, `PUTSCRIPT`, `SETACTIVE`, `LISTSCRIPTS`,
+//! `GETSCRIPT`.
 //!
 //! The backup keeps the sieve directory's files: `<name>.script` (the source) and
 //! `<name>.bc` (bytecode Cyrus compiles from it), `defaultbc` (the link to the active
@@ -76,17 +77,23 @@ impl SieveClient {
                 return Err(err(&self.server, format!("{what}: connection closed")));
             }
             let line = line.trim_end().to_string();
-            // A literal in a response ({n} at the end): read it and keep it as text.
-            if let Some(len) = line
+            // A literal in a response (`{n}` at the end): the text before it, then
+            // its bytes, make one element.
+            if let Some((before, len)) = line
                 .strip_suffix('}')
                 .and_then(|l| l.rsplit_once('{'))
-                .and_then(|(_, n)| n.trim_end_matches('+').parse::<usize>().ok())
+                .and_then(|(b, n)| Some((b, n.trim_end_matches('+').parse::<usize>().ok()?)))
             {
-                let mut buf = vec![0; len.min(1 << 20)];
+                let mut buf = vec![0; len.min(16 << 20)];
                 self.reader
                     .read_exact(&mut buf)
                     .map_err(|e| err(&self.server, format!("{what}: reading: {e}")))?;
-                lines.push(format!("{line} {}", String::from_utf8_lossy(&buf)));
+                lines.push(format!("{before}{}", String::from_utf8_lossy(&buf)));
+                // The CRLF that ends the line the literal is in.
+                let mut rest = String::new();
+                self.reader
+                    .read_line(&mut rest)
+                    .map_err(|e| err(&self.server, format!("{what}: reading: {e}")))?;
                 continue;
             }
             let up = line.to_ascii_uppercase();
@@ -145,6 +152,13 @@ impl SieveClient {
             .collect())
     }
 
+    /// A script's content.
+    pub fn getscript(&mut self, name: &str) -> Result<String> {
+        let cmd = format!("GETSCRIPT {}\r\n", quoted(name));
+        let lines = self.send(cmd.as_bytes(), "getscript")?;
+        Ok(lines.into_iter().next().unwrap_or_default())
+    }
+
     /// `LOGOUT`.
     pub fn logout(mut self) -> Result<()> {
         self.send(b"LOGOUT\r\n", "logout").map(drop)
@@ -157,6 +171,30 @@ pub fn script_name(file: &str) -> Option<&str> {
         return None;
     }
     Some(file.strip_suffix(".script").unwrap_or(file))
+}
+
+/// A script stored as a message of Cyrus 3.6's `#sieve` folder: (name from
+/// `Subject:`, body after the header). A MIME-encoded subject (`=?...?=`) is refused
+/// rather than guessed.
+pub fn script_from_message(msg: &[u8]) -> Result<(String, Vec<u8>)> {
+    let bad = |what: &str| Error::Other(format!("sieve folder message: {what}"));
+    let split = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of header"))?;
+    let header = std::str::from_utf8(&msg[..split]).map_err(|_| bad("header not UTF-8"))?;
+    let name = header
+        .split("\r\n")
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("subject")
+                .then(|| v.trim().to_string())
+        })
+        .ok_or_else(|| bad("no Subject"))?;
+    if name.is_empty() || name.contains("=?") || name.contains(['/', '\0']) {
+        return Err(bad(&format!("script name {name:?} not usable")));
+    }
+    Ok((name, msg[split + 4..].to_vec()))
 }
 
 /// Upload the plan's sieve scripts as the user and activate the active one. Failures
@@ -212,6 +250,15 @@ pub fn restore_scripts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scripts_from_the_sieve_folder() {
+        let m = b"From: <bob@x>\r\nSubject: filters\r\nContent-Type: application/sieve\r\n\r\nkeep;\r\n";
+        let (n, b) = script_from_message(m).unwrap();
+        assert_eq!((n.as_str(), b.as_slice()), ("filters", &b"keep;\r\n"[..]));
+        assert!(script_from_message(b"Subject: =?utf-8?q?x?=\r\n\r\nkeep;").is_err());
+        assert!(script_from_message(b"Subject: x").is_err());
+    }
 
     #[test]
     fn names_and_quoting() {
