@@ -506,6 +506,8 @@ fn round_trip_point_in_time_and_interrupted() {
         v["appended"],
         t.elapsed()
     );
+    assert_eq!(v["sieve_scripts"], sieve3.len() as u64, "{v}");
+    assert_eq!(v["subscribed"], subs3.len() as u64, "{v}");
     assert_same(&live(&e.sb, "bob", None), &content3, "round trip");
     assert_eq!(lsub(&e.sb, "bob"), subs3);
     assert_eq!(sieve_state(&e, "bob"), sieve3);
@@ -645,11 +647,18 @@ fn exports_damage_and_single_message() {
         .collect();
     w.sort();
     assert_eq!(got, w, "mbox of {work}");
+    // Every folder but the large one (which only makes the archive big).
+    let mut want_small = want.clone();
+    want_small.remove("INBOX.Big");
+    let small_names: Vec<&str> = want_small.keys().map(String::as_str).collect();
     let md = e.dir.join("maildir");
-    e.restore_ok("carol", &["--to-maildir", md.to_str().unwrap()]);
+    e.restore_ok(
+        "carol",
+        &[&small_names[..], &["--to-maildir", md.to_str().unwrap()]].concat(),
+    );
     let got = python("maildir", &md);
     let mut w: Vec<(String, String, String)> = Vec::new();
-    for (folder, msgs) in &want {
+    for (folder, msgs) in &want_small {
         let name = folder.strip_prefix("INBOX.").unwrap_or("").to_string();
         for m in msgs {
             let rec_flags = &m.1;
@@ -670,7 +679,7 @@ fn exports_damage_and_single_message() {
         }
     }
     w.sort();
-    assert_eq!(got.len(), count(&want));
+    assert_eq!(got.len(), count(&want_small));
     assert_eq!(got, w, "maildir");
     assert!(
         w.iter().any(|x| x.2.len() >= 2),
@@ -747,11 +756,15 @@ fn exports_damage_and_single_message() {
     let (out, v) = e.restore(
         "carol",
         &[
-            "--archive",
-            dmg_archive.to_str().unwrap(),
-            "--into",
-            "Restored/dmg",
-        ],
+            &small_names[..],
+            &[
+                "--archive",
+                dmg_archive.to_str().unwrap(),
+                "--into",
+                "Restored/dmg",
+            ],
+        ]
+        .concat(),
     );
     assert_eq!(out.status.code(), Some(65), "{v}");
     // Message failures; a folder-level one (an ACL in the same member) may come too.
@@ -774,7 +787,8 @@ fn exports_damage_and_single_message() {
     }
     let got = live(&e.sb, "carol", Some("Restored.dmg"));
     let mut missing = 0;
-    for (folder, msgs) in &want {
+    assert_eq!(got.len(), want_small.len());
+    for (folder, msgs) in &want_small {
         let have = got.get(folder).cloned().unwrap_or_default();
         let mut wanted = msgs.clone();
         wanted.retain(|m| !failed.contains_key(&m.0));
@@ -786,6 +800,6 @@ fn exports_damage_and_single_message() {
         "damaged member at {}: {} of {} messages failed, the rest restored",
         loc.member_offset,
         failures.len(),
-        count(&want)
+        count(&want_small)
     );
 }

@@ -3,8 +3,9 @@
 //! The session is the admin acting as the user (SASL PLAIN with authorization id =
 //! the user, authentication id = the admin), so every flag lands as the owner's own:
 //! in Cyrus 3.6 the owner's `\Seen` lives in the index record, a non-owner's in the
-//! seen database. A second session, the admin's own, creates a missing INBOX and sets
-//! the backed-up ACL on every folder the restore creates.
+//! seen database. A second session, the admin's own (PLAIN without an authorization
+//! id), creates a missing INBOX and sets the backed-up ACL on every folder the restore
+//! creates.
 //!
 //! Idempotent: before appending to a folder, its messages' GUIDs are read
 //! (`UID FETCH 1:* (DIGEST.SHA1)`; Cyrus's digest is the SHA-1 of the message file,
@@ -69,7 +70,7 @@ impl<'a> Sessions<'a> {
     fn admin(&mut self) -> Result<&mut Client> {
         if self.admin.is_none() {
             let mut c = Client::connect(self.target.addr.as_str())?;
-            c.login(&self.target.admin, &self.target.password)?;
+            c.authenticate_plain("", &self.target.admin, &self.target.password)?;
             self.admin = Some(c);
         }
         self.admin
