@@ -195,18 +195,7 @@ pub fn backup_user(
 
     // Catalog, then the archive at the catalog's committed length.
     let mut catalog = Catalog::open(&ua.catalog)?;
-    let committed = match catalog.last_run()? {
-        Some(_) => catalog.stats()?.stored_compressed_bytes,
-        None => 0,
-    };
-    if committed > 0 && !ua.archive.exists() {
-        return Err(BackupError::ArchiveMissing {
-            user: userid.to_string(),
-            archive: ua.archive.clone(),
-            committed,
-        }
-        .into());
-    }
+    let committed = committed_len(&catalog, userid, &ua.archive)?;
     let wopts = WriterOptions {
         committed_len: Some(committed),
         ..opts.writer.clone().unwrap_or_default()
@@ -298,6 +287,13 @@ pub fn backup_user(
             ctx.rep.folders_unchanged += 1;
             continue;
         }
+        log::debug!(
+            target: "cyrvault::backup",
+            "user {userid} folder {}: changed (before: {:?}, now: {:?})",
+            f.name,
+            prev_ext.folders.get(&f.uniqueid),
+            f.stats
+        );
         let Some(taken) = ctx.take_folder(f)? else {
             continue;
         };
@@ -413,6 +409,60 @@ pub fn backup_user(
     Ok(rep)
 }
 
+/// The archive length the catalog has committed: the end of the last run's manifest
+/// member (the manifest is written last, alone in its member), read from the archive
+/// itself; a catalog without a manifest location falls back to the members table.
+/// A missing or short archive is a typed error and nothing is touched.
+fn committed_len(catalog: &Catalog, user: &str, archive: &Path) -> Result<u64> {
+    let Some(last) = catalog.last_run()? else {
+        return Ok(0);
+    };
+    let Some(loc) = last.manifest else {
+        return Ok(catalog.stats()?.stored_compressed_bytes);
+    };
+    let len = match std::fs::metadata(archive) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(BackupError::ArchiveMissing {
+                user: user.to_string(),
+                archive: archive.to_path_buf(),
+                committed: loc.member_offset,
+            }
+            .into());
+        }
+        Err(e) => return Err(Error::io("reading metadata of", archive, e)),
+    };
+    let short = |committed| -> Error {
+        BackupError::ShorterThanCatalog {
+            user: user.to_string(),
+            archive: archive.to_path_buf(),
+            len,
+            committed,
+        }
+        .into()
+    };
+    if len <= loc.member_offset {
+        return Err(short(loc.member_offset.saturating_add(1)));
+    }
+    let mut f = File::open(archive).at("opening", archive)?;
+    match read_member_at(&mut f, archive, loc.member_offset) {
+        Ok(m) => Ok(m.end()),
+        Err(e) => match e.as_archive() {
+            Some(ArchiveError::Damaged {
+                damage: crate::archive::Damage::Truncated,
+                ..
+            }) => Err(short(len.saturating_add(1))),
+            Some(_) => Err(BackupError::NeedsRepair {
+                user: user.to_string(),
+                archive: archive.to_path_buf(),
+                what: format!("the last committed run's manifest member does not read: {e}"),
+            }
+            .into()),
+            None => Err(e),
+        },
+    }
+}
+
 /// Every message entry written must hash to its name (the writer hashed what it
 /// stored); anything else is a bug, and nothing is committed.
 fn check_message_names(members: &[MemberInfo], archive: &Path) -> Result<()> {
@@ -498,7 +548,7 @@ impl RunCtx<'_> {
         for (h, bytes) in rx.files {
             let s = stat3(&h.stat);
             stats.set(&h.name, s);
-            if h.name != b"mailbox_annotations" && h.stat.mtime.saturating_add(RACY_SECS) >= now {
+            if h.name != b"mailbox_annotations" && h.stat.mtime.saturating_add(RACY_SECS) > now {
                 stats.racy = true;
             }
             self.rep.meta_bytes_fetched += bytes.len() as u64;
