@@ -141,10 +141,26 @@ impl Source {
                     }
                 }
                 Err(_) => {
+                    // One by one: entries before the damage still inflate. Once one
+                    // fails to inflate, every later entry of the member would too.
+                    let mut broken: Option<String> = None;
                     for (off, size, i) in wanted {
-                        let r = read_entry_at(&mut self.file, &self.archive, member, off, size)
-                            .and_then(|b| check_guid(&guids[i], &b).map(|()| b));
-                        each(i, r);
+                        if let Some(why) = &broken {
+                            each(
+                                i,
+                                Err(Error::Other(format!(
+                                    "member {member} unreadable before this entry: {why}"
+                                ))),
+                            );
+                            continue;
+                        }
+                        match read_entry_at(&mut self.file, &self.archive, member, off, size) {
+                            Ok(b) => each(i, check_guid(&guids[i], &b).map(|()| b)),
+                            Err(e) => {
+                                broken = Some(e.to_string());
+                                each(i, Err(e));
+                            }
+                        }
                     }
                 }
             }
