@@ -427,6 +427,26 @@ fn round_trip_point_in_time_and_interrupted() {
     assert_eq!(got.keys().collect::<Vec<_>>(), ["INBOX"]);
     assert_eq!(got["INBOX"], with["INBOX"]);
 
+    // The window selects by expunge time: none was expunged after 2100.
+    let v = e.restore_ok(
+        "bob",
+        &[
+            "--run",
+            "2",
+            "--include-expunged",
+            "--expunged-since",
+            "2100-01-01",
+            "INBOX",
+            "--into",
+            "Restored/exp2",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(
+        v["actions"].as_array().unwrap().len(),
+        1 + without["INBOX"].len()
+    );
+
     // Interrupted: kill the restore halfway, run it again.
     let want3 = expected(&cat, 3, false);
     let total = count(&want3);
@@ -500,7 +520,10 @@ fn round_trip_point_in_time_and_interrupted() {
     admin.logout().unwrap();
     assert!(live(&e.sb, "bob", None).is_empty());
     let t = Instant::now();
-    let v = e.restore_ok("bob", &["--subscriptions", "--sieve", &e.sieve_addr()]);
+    let v = e.restore_ok(
+        "bob",
+        &["--subscriptions", "--sieve", &e.sieve_addr(), "--seen"],
+    );
     println!(
         "round trip: {} messages restored in {:?}",
         v["appended"],
@@ -726,23 +749,15 @@ fn exports_damage_and_single_message() {
         .message_loc(&Guid::from_hex(&small.0).unwrap())
         .unwrap()
         .unwrap();
-    let member_len = {
-        let mut members: Vec<u64> = Vec::new();
-        for msgs in want.values() {
-            for m in msgs {
-                let l = cat
-                    .message_loc(&Guid::from_hex(&m.0).unwrap())
-                    .unwrap()
-                    .unwrap();
-                members.push(l.member_offset);
-            }
-        }
-        members.push(archive_len);
-        members.sort();
-        members.dedup();
-        let next = members.iter().find(|&&o| o > loc.member_offset).unwrap();
-        next - loc.member_offset
-    };
+    // The member's compressed length, from a scan of the (intact) archive.
+    let member_len = cyrvault::archive::scan(&archive)
+        .unwrap()
+        .members
+        .iter()
+        .find(|m| m.offset == loc.member_offset)
+        .unwrap()
+        .compressed_len;
+    let in_member = cat.messages_in_member(loc.member_offset).unwrap().len();
     let dmg = e.dir.join("dmg");
     fs::create_dir_all(&dmg).unwrap();
     let dmg_archive = dmg.join("carol.tar.gz");
@@ -752,7 +767,8 @@ fn exports_damage_and_single_message() {
         cyrvault::restore::catalog_path_for(&dmg_archive),
     )
     .unwrap();
-    flip_byte(&dmg_archive, loc.member_offset, member_len.min(4096));
+    // In the middle: the entries before the flip still inflate and are restored.
+    flip_byte(&dmg_archive, loc.member_offset, member_len);
     let (out, v) = e.restore(
         "carol",
         &[
@@ -796,8 +812,13 @@ fn exports_damage_and_single_message() {
         assert_eq!(have, wanted, "{folder}");
     }
     assert_eq!(missing, failures.len());
+    assert!(
+        failures.len() < in_member,
+        "messages before the damage are restored ({} of {in_member} failed)",
+        failures.len()
+    );
     println!(
-        "damaged member at {}: {} of {} messages failed, the rest restored",
+        "damaged member at {} ({member_len} bytes, {in_member} messages): {} of {} messages failed, the rest restored",
         loc.member_offset,
         failures.len(),
         count(&want_small)
