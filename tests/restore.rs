@@ -3,8 +3,8 @@
 //! real `timsieved` for sieve scripts.
 //!
 //! * `round_trip_point_in_time_and_interrupted` — ~1,100 messages over six folders,
-//!   three runs with changes between; each run restored into `Restored/runN` equals the
-//!   catalog's records at that run per folder; expunged messages come back with
+//!   three runs with changes between; each run restored into `Restored/runN` equals
+//!   what `cyrvault ls USER [FOLDER] --run N` says (and the catalog's records_at); expunged messages come back with
 //!   `--include-expunged`; a restore killed halfway and run again ends exact (no
 //!   duplicate, nothing missing); `--dry-run` says exactly what the real run does;
 //!   then the user is DELETEd and restored: same folders, GUIDs, flags, keywords,
@@ -266,6 +266,57 @@ fn assert_same(got: &Content, want: &Content, what: &str) {
     panic!("{what}: contents differ:\n{}", d.join("\n"));
 }
 
+/// What `cyrvault ls USER --run N` and `ls USER FOLDER --run N` (the admin commands)
+/// say the user held at run `run`: live folders, non-expunged messages.
+fn expected_ls(e: &Env, user: &str, run: u64) -> Content {
+    let ls = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+            .arg("ls")
+            .arg(user)
+            .args(args)
+            .args(["--run", &run.to_string(), "--json", "--vault"])
+            .arg(&e.vault)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let mut out = Content::new();
+    for f in ls(&[])["folders"].as_array().unwrap() {
+        let name = f["name"].as_str().unwrap();
+        if f["deleted"] == true || name.contains(".#") {
+            continue;
+        }
+        let mut v: Vec<Msg> = ls(&[name])["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["expunged"] == false)
+            .map(|m| {
+                let mut flags: Vec<String> = m["flags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.as_str().unwrap().to_string())
+                    .collect();
+                flags.sort();
+                (
+                    m["guid"].as_str().unwrap().to_string(),
+                    flags,
+                    m["internaldate"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        out.insert(name.to_string(), v);
+    }
+    out
+}
+
 fn count(c: &Content) -> usize {
     c.values().map(Vec::len).sum()
 }
@@ -392,7 +443,9 @@ fn round_trip_point_in_time_and_interrupted() {
         let mut args: Vec<&str> = when.iter().map(String::as_str).collect();
         args.extend(["--into", &into]);
         let v = e.restore_ok("bob", &args);
-        let want = expected(&cat, n, false);
+        // What the admin's `ls --run N` says, which is the catalog's view.
+        let want = expected_ls(&e, "bob", n);
+        assert_same(&want, &expected(&cat, n, false), "ls vs catalog");
         assert_eq!(v["run"], n);
         assert_eq!(v["appended"], count(&want) as u64, "{v}");
         assert_eq!(v["created"], want.len() as u64, "{v}");
