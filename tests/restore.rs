@@ -2,11 +2,12 @@
 //! Cyrus's real master for the backups, Cyrus's real imapd for the restores and its
 //! real `timsieved` for sieve scripts.
 //!
-//! * `round_trip_point_in_time_and_interrupted` — ~1,100 messages over six folders,
-//!   three runs with changes between; each run restored into `Restored/runN` equals
-//!   what `cyrvault ls USER [FOLDER] --run N` says (and the catalog's records_at); expunged messages come back with
-//!   `--include-expunged`; a restore killed halfway and run again ends exact (no
-//!   duplicate, nothing missing); `--dry-run` says exactly what the real run does;
+//! * `round_trip_point_in_time_and_interrupted` — ~1,100 messages over seven folders
+//!   (one with a space, one with a modified-UTF-7 name), three runs with changes
+//!   between; each run restored into `Restored/runN` equals what `cyrvault ls USER
+//!   [FOLDER] --run N` says (and the catalog's `records_at`); expunged messages come
+//!   back with `--include-expunged`; a restore killed halfway and run again ends exact
+//!   (no duplicate, nothing missing); `--dry-run` says exactly what the real run does;
 //!   then the user is DELETEd and restored: same folders, GUIDs, flags, keywords,
 //!   internal dates, seen state, subscriptions, sieve scripts and active script, and a
 //!   new INBOX identity.
@@ -358,7 +359,7 @@ fn round_trip_point_in_time_and_interrupted() {
     let e = env("rt");
     let plan = PopulatePlan {
         users: vec!["bob".into()],
-        folders_per_user: 5,
+        folders_per_user: 6,
         messages: 1100,
         seed: 5,
         partitions: false,
