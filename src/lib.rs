@@ -24,6 +24,7 @@ pub mod lock;
 pub mod log;
 pub mod model;
 pub mod protocol;
+pub mod restore;
 pub mod sandbox;
 pub mod service;
 pub mod spool;

@@ -14,6 +14,7 @@ mod header; // committed include/cyrvault.h == what cbindgen generates
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod protocol; // the wire protocol: transcripts of every base command, codec round trips
+mod restore; // cyrvault restore vs real Cyrus: round trip, point in time, kill and rerun, exports read by Python, damage, single message
 mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator
 mod service; // cyrvaultd under the real master from the shipped snippet: load, lock hold, security, interop
 mod spool; // spool: listings, snapshots, locks, user files and annotations vs the real sandbox

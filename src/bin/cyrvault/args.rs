@@ -39,6 +39,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Pull users' mail from a cyrvaultd (or stock backupcyrusd) into the vault.
     Backup(BackupArgs),
+    /// Restore a user, folders or messages from the vault into IMAP or to files.
+    Restore(Box<RestoreArgs>),
 }
 
 impl Command {
@@ -54,6 +56,7 @@ impl Command {
             Command::Reindex(_) => "reindex",
             Command::Stats(_) => "stats",
             Command::Backup(_) => "backup",
+            Command::Restore(_) => "restore",
         }
     }
 }
@@ -197,6 +200,81 @@ pub struct BackupArgs {
     /// Speak only the base protocol (stock backupcyrusd): no CAPABILITY, AUTH, SNAPSHOT.
     #[arg(long)]
     pub base_protocol: bool,
+    /// Machine-readable JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backed-up user.
+    pub user: String,
+    /// Folders by their backed-up name (INBOX, Work, Archive/2023; subfolders come
+    /// along). None: every folder.
+    pub folders: Vec<String>,
+    /// The vault directory.
+    #[arg(long, default_value = "/var/lib/cyrvault")]
+    pub vault: PathBuf,
+    /// Read this archive (its catalog beside it) instead of the vault's.
+    #[arg(long)]
+    pub archive: Option<PathBuf>,
+    /// Restore the state of the newest run that started at or before TIME (Unix
+    /// seconds, or YYYY-MM-DD[THH:MM[:SS]] in UTC).
+    #[arg(long, conflicts_with = "run")]
+    pub at: Option<String>,
+    /// Restore the state of this run.
+    #[arg(long)]
+    pub run: Option<u64>,
+    /// Only these messages (GUIDs, 40 hex digits).
+    #[arg(long = "message", value_name = "GUID")]
+    pub messages: Vec<String>,
+    /// The IMAP server to restore into, HOST:PORT.
+    #[arg(long, required_unless_present_any = ["to_mbox", "to_maildir", "to_eml"])]
+    pub imap: Option<String>,
+    /// The IMAP admin to act as the user with.
+    #[arg(long, default_value = "cyrus")]
+    pub admin: String,
+    /// File holding the admin's password (else env CYRVAULT_IMAP_PASSWORD).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Restore into this user instead of the backed-up one.
+    #[arg(long)]
+    pub to_user: Option<String>,
+    /// Restore under this new folder tree ("Restored/2026-11-28") instead of the
+    /// original names.
+    #[arg(long)]
+    pub into: Option<String>,
+    /// Also bring back expunged messages and deleted folders still in the backup.
+    #[arg(long)]
+    pub include_expunged: bool,
+    /// With --include-expunged: only what was expunged at or after TIME.
+    #[arg(long, requires = "include_expunged")]
+    pub expunged_since: Option<String>,
+    /// With --include-expunged: only what was expunged at or before TIME.
+    #[arg(long, requires = "include_expunged")]
+    pub expunged_until: Option<String>,
+    /// Merge the backed-up seen database into the `\Seen` flags.
+    #[arg(long)]
+    pub seen: bool,
+    /// Subscribe the user to the restored folders that were subscribed.
+    #[arg(long)]
+    pub subscriptions: bool,
+    /// Upload the sieve scripts over ManageSieve (HOST:PORT; default: the IMAP host,
+    /// port 4190) and activate the active one.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub sieve: Option<String>,
+    /// Print what would be created, appended and skipped; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write an mbox (one folder) or a directory of mboxes instead.
+    #[arg(long, conflicts_with_all = ["imap", "to_maildir", "to_eml"])]
+    pub to_mbox: Option<PathBuf>,
+    /// Write a Maildir++ tree instead.
+    #[arg(long, conflicts_with_all = ["imap", "to_eml"])]
+    pub to_maildir: Option<PathBuf>,
+    /// Write one .eml file per message instead.
+    #[arg(long, conflicts_with = "imap")]
+    pub to_eml: Option<PathBuf>,
     /// Machine-readable JSON summary on stdout.
     #[arg(long)]
     pub json: bool,

@@ -8,6 +8,7 @@ mod cmd_inspect;
 mod cmd_list;
 mod cmd_ls;
 mod cmd_reindex;
+mod cmd_restore;
 mod cmd_show;
 mod cmd_stats;
 mod cmd_verify;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         args::Command::Reindex(a) => cmd_reindex::run(a, cli.quiet),
         args::Command::Stats(a) => cmd_stats::run(a),
         args::Command::Backup(a) => cmd_backup::run(a),
+        args::Command::Restore(a) => cmd_restore::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,254 @@
+//! `cyrvault restore USER [FOLDER...] [--at TIME | --run N] [--message GUID...]
+//! (--imap HOST:PORT [--admin NAME] [--password-file F] | --to-mbox F | --to-maildir D |
+//! --to-eml D) [--into TREE] [--include-expunged ...] [--seen] [--subscriptions]
+//! [--sieve [HOST:PORT]] [--dry-run] [--json]`: find the user's archive in the vault,
+//! plan (`restore::plan`), carry it out (`restore::imap` or `restore::export`), print
+//! the dry-run steps, a summary or JSON, and exit non-zero (65) if anything failed.
+//! The admin's password comes from a file or `CYRVAULT_IMAP_PASSWORD`, never argv.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cyrvault::cyrus::Guid;
+use cyrvault::error::{EX_DATAERR, EX_USAGE, Error, IoContext};
+use cyrvault::restore::export::{ExportKind, export};
+use cyrvault::restore::imap::{ImapOptions, ImapTarget, restore_to_imap};
+use cyrvault::restore::{NoProgress, Progress, Selection, Source, When, catalog_path_for, plan};
+use cyrvault::vault::Vault;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::args::RestoreArgs;
+use crate::output;
+
+/// The progress bar on stderr.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn total(&mut self, n: u64) {
+        self.0.set_length(n);
+    }
+    fn tick(&mut self) {
+        self.0.inc(1);
+    }
+}
+
+/// Unix seconds from `1764300000` or `YYYY-MM-DD[THH:MM[:SS]]` (UTC).
+pub fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    let (date, time) = match s.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
+        None => (s, None),
+    };
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [y, m, day] = d[..] else { return None };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let t: Vec<i64> = match time {
+        Some(t) => t
+            .split(':')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?,
+        None => Vec::new(),
+    };
+    let (hh, mm, ss) = match t[..] {
+        [] => (0, 0, 0),
+        [h, m] => (h, m, 0),
+        [h, m, s] => (h, m, s),
+        _ => return None,
+    };
+    // days from civil (Howard Hinnant)
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+fn usage(msg: String) -> Error {
+    Error::Refused(msg)
+}
+
+fn password(a: &RestoreArgs) -> Result<String, Error> {
+    if let Some(p) = &a.password_file {
+        let s = std::fs::read_to_string(p).at("reading the password file", p)?;
+        return Ok(s.trim_end_matches(['\n', '\r']).to_string());
+    }
+    std::env::var("CYRVAULT_IMAP_PASSWORD").map_err(|_| {
+        usage("give the admin's password with --password-file F or CYRVAULT_IMAP_PASSWORD".into())
+    })
+}
+
+pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
+    let (archive, catalog) = match &a.archive {
+        Some(p) => (p.clone(), catalog_path_for(p)),
+        None => {
+            let ua = Vault::open(&a.vault)?
+                .user(&a.user)?
+                .ok_or_else(|| Error::NotFound {
+                    what: "user in the vault",
+                    name: a.user.clone(),
+                })?;
+            (ua.archive, ua.catalog)
+        }
+    };
+    let time = |s: &Option<String>| -> Result<Option<i64>, Error> {
+        s.as_deref()
+            .map(|t| parse_time(t).ok_or_else(|| usage(format!("{t:?} is not a time"))))
+            .transpose()
+    };
+    let when = match (a.run, time(&a.at)?) {
+        (Some(n), _) => When::Run(n),
+        (None, Some(t)) => When::At(t),
+        (None, None) => When::Latest,
+    };
+    let messages = a
+        .messages
+        .iter()
+        .map(|g| Guid::from_hex(g).ok_or_else(|| usage(format!("{g:?} is not a GUID"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sel = Selection {
+        folders: a.folders.clone(),
+        when,
+        messages,
+        include_expunged: a.include_expunged,
+        expunged_since: time(&a.expunged_since)?,
+        expunged_until: time(&a.expunged_until)?,
+        seen_db: a.seen,
+    };
+    let mut src = Source::open(&archive, &catalog)?;
+    let plan = plan(&mut src, &sel)?;
+    if !sel.messages.is_empty() {
+        let found: usize = plan.folders.iter().map(|f| f.records.len()).sum();
+        if found == 0 {
+            return Err(Error::NotFound {
+                what: "message in any selected folder at that run",
+                name: a.messages.join(", "),
+            });
+        }
+    }
+    let mut bar = (std::io::stderr().is_terminal() && !a.json && !a.dry_run).then(|| {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} messages, {per_sec}, eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Bar(pb)
+    });
+    let mut none = NoProgress;
+    let progress: &mut dyn Progress = match &mut bar {
+        Some(b) => b,
+        None => &mut none,
+    };
+    let export_to: Option<(ExportKind, &PathBuf)> = a
+        .to_mbox
+        .as_ref()
+        .map(|p| (ExportKind::Mbox, p))
+        .or(a.to_maildir.as_ref().map(|p| (ExportKind::Maildir, p)))
+        .or(a.to_eml.as_ref().map(|p| (ExportKind::Eml, p)));
+    let summary = match (export_to, &a.imap) {
+        (Some((kind, path)), _) => {
+            if a.dry_run {
+                return Err(usage("--dry-run is for IMAP restores".into()));
+            }
+            export(&mut src, &plan, kind, path, progress)?
+        }
+        (None, Some(addr)) => {
+            let target = ImapTarget {
+                addr: addr.clone(),
+                admin: a.admin.clone(),
+                password: password(a)?,
+                user: a.to_user.clone().unwrap_or_else(|| a.user.clone()),
+            };
+            let sieve = a.sieve.as_ref().map(|s| {
+                if s.is_empty() {
+                    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+                    format!("{host}:4190")
+                } else {
+                    s.clone()
+                }
+            });
+            let opts = ImapOptions {
+                into: a.into.clone(),
+                dry_run: a.dry_run,
+                subscriptions: a.subscriptions,
+                sieve,
+            };
+            restore_to_imap(&mut src, &plan, &target, &opts, progress)?
+        }
+        (None, None) => {
+            eprintln!(
+                "cyrvault restore: give --imap HOST:PORT or one of --to-mbox/--to-maildir/--to-eml"
+            );
+            return Ok(ExitCode::from(EX_USAGE as u8));
+        }
+    };
+    if let Some(b) = &bar {
+        b.0.finish_and_clear();
+    }
+    let printed = if a.json {
+        output::json(&summary)
+    } else {
+        let mut out = String::new();
+        for act in &summary.actions {
+            out.push_str(&format!("{act}\n"));
+        }
+        for f in &summary.failures {
+            eprintln!(
+                "cyrvault restore: FAILED {}{}{}: {}",
+                f.folder,
+                f.uid.map(|u| format!(" uid {u}")).unwrap_or_default(),
+                f.guid
+                    .as_deref()
+                    .map(|g| format!(" {g}"))
+                    .unwrap_or_default(),
+                f.reason
+            );
+        }
+        out.push_str(&format!(
+            "run {}: {} created, {} appended, {} skipped, {} failed{}\n",
+            summary.run,
+            summary.created,
+            summary.appended,
+            summary.skipped,
+            summary.failed,
+            if a.dry_run {
+                " (dry run: nothing changed)"
+            } else {
+                ""
+            }
+        ));
+        use std::io::Write;
+        std::io::stdout().lock().write_all(out.as_bytes())
+    };
+    output::io_result(printed)?;
+    Ok(if summary.failed > 0 {
+        ExitCode::from(EX_DATAERR as u8)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("1764300000"), Some(1_764_300_000));
+        assert_eq!(parse_time("1970-01-01"), Some(0));
+        assert_eq!(parse_time("2026-11-28T13:05:09Z"), Some(1_795_871_109));
+        assert_eq!(parse_time("2026-11-28 13:05"), Some(1_795_871_100));
+        assert_eq!(parse_time("2026-13-01"), None);
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}

@@ -1,0 +1,393 @@
+//! Restore out to files, for people and other systems.
+//!
+//! * **mbox** (`--to-mbox PATH`): mboxrd — each message after a `From ` line, lines that
+//!   match `^>*From ` quoted with one more `>`, and an empty line after each message.
+//!   One folder: PATH is the file; several: PATH is a directory with `<folder>.mbox`
+//!   files (`INBOX.mbox`, `Archive/2023.mbox`). The message bytes are otherwise untouched (CRLF as
+//!   Cyrus stores them), so flags are not written into headers.
+//! * **Maildir** (`--to-maildir DIR`): Maildir++ — INBOX is `DIR` itself, folder
+//!   `INBOX.A.B` is `DIR/.A.B`; every message in `cur/` named
+//!   `<internaldate>.<guid>.cyrvault:2,<flags>` with the flags `D` (\Draft), `F`
+//!   (\Flagged), `P` ($Forwarded), `R` (\Answered), `S` (\Seen), `T` (\Deleted) in
+//!   ASCII order, and its mtime set to the internal date.
+//! * **eml** (`--to-eml DIR`): one `DIR/<folder path>/<uid>.eml` per message
+//!   (`DIR/INBOX/17.eml`, `DIR/Archive/2023/4.eml`).
+//!
+//! Sieve scripts go beside them with mbox/eml exports under `sieve/` (and a file
+//! `sieve/ACTIVE` naming the active script).
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Plan, Progress, Source, Summary};
+use crate::cyrus::Guid;
+use crate::error::{Error, IoContext, Result};
+use crate::model::RecordState;
+
+/// The kind of export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    /// mboxrd file(s).
+    Mbox,
+    /// Maildir++ tree.
+    Maildir,
+    /// One `.eml` file per message.
+    Eml,
+}
+
+/// The Maildir info flags of a record, in ASCII order (`DFPRST`).
+pub fn maildir_flags(r: &RecordState) -> String {
+    let mut f = String::new();
+    let has = |bit: u32| r.system_flags & bit != 0;
+    if has(8) {
+        f.push('D');
+    }
+    if has(2) {
+        f.push('F');
+    }
+    if r.keywords
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case("$Forwarded"))
+    {
+        f.push('P');
+    }
+    if has(1) {
+        f.push('R');
+    }
+    if has(16) {
+        f.push('S');
+    }
+    if has(4) {
+        f.push('T');
+    }
+    f
+}
+
+/// mboxrd quoting of one message: `From ` lines after `>`s get one more `>`; ends
+/// with a newline.
+pub fn mboxrd_body(msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len() + 64);
+    for line in msg.split_inclusive(|&b| b == b'\n') {
+        let body = line.iter().position(|&b| b != b'>').unwrap_or(line.len());
+        if line[body..].starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    if !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The `From ` separator line for a message: `From MAILER-DAEMON <asctime UTC>`.
+pub fn from_line(internaldate: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = internaldate.div_euclid(86_400);
+    let secs = internaldate.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let wd = DAYS[days.rem_euclid(7) as usize];
+    let mon = MONTHS[(m - 1).clamp(0, 11) as usize];
+    format!(
+        "From MAILER-DAEMON {wd} {mon} {d:2} {:02}:{:02}:{:02} {y}\n",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Whether a path component cannot leave the directory it is joined to.
+fn safe_part(p: &str) -> bool {
+    !p.is_empty() && p != "." && p != ".." && !p.contains(['/', '\0'])
+}
+
+/// Where a folder's messages go for this kind of export (file for mbox, directory
+/// otherwise). The INBOX is `INBOX` (mbox, eml) or the Maildir root.
+fn folder_path(kind: ExportKind, root: &Path, parts: &[String], single: bool) -> Option<PathBuf> {
+    if !parts.iter().all(|p| safe_part(p)) {
+        return None;
+    }
+    let inbox = ["INBOX".to_string()];
+    let named: &[String] = if parts.is_empty() { &inbox } else { parts };
+    let mut nested = root.to_path_buf();
+    for x in named {
+        nested.push(x);
+    }
+    Some(match kind {
+        ExportKind::Mbox if single => root.to_path_buf(),
+        ExportKind::Mbox => {
+            let mut s = nested.into_os_string();
+            s.push(".mbox");
+            PathBuf::from(s)
+        }
+        ExportKind::Maildir if parts.is_empty() => root.to_path_buf(),
+        ExportKind::Maildir => {
+            if parts.iter().any(|p| p.contains('.')) {
+                return None;
+            }
+            root.join(format!(".{}", parts.join(".")))
+        }
+        ExportKind::Eml => nested,
+    })
+}
+
+fn create_maildir(dir: &Path, sub: bool) -> Result<()> {
+    for d in ["cur", "new", "tmp"] {
+        let p = dir.join(d);
+        fs::create_dir_all(&p).at("creating", &p)?;
+    }
+    if sub {
+        let p = dir.join("maildirfolder");
+        File::create(&p).at("creating", &p)?;
+    }
+    Ok(())
+}
+
+/// Write the plan's messages to files under `path`.
+pub fn export(
+    src: &mut Source,
+    plan: &Plan,
+    kind: ExportKind,
+    path: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Summary> {
+    let mut sum = Summary {
+        run: plan.run,
+        failed: plan.problems.len() as u64,
+        failures: plan.problems.clone(),
+        ..Summary::default()
+    };
+    let single = plan.folders.len() == 1;
+    // Per folder: its path, or None (reported).
+    let mut dest: Vec<Option<PathBuf>> = Vec::new();
+    for f in &plan.folders {
+        let Some(p) = folder_path(kind, path, &f.parts, single) else {
+            sum.fail(&f.name, None, "the name cannot be a file name here".into());
+            dest.push(None);
+            continue;
+        };
+        match kind {
+            ExportKind::Mbox => {
+                if let Some(dir) = p.parent() {
+                    fs::create_dir_all(dir).at("creating", dir)?;
+                }
+                File::create(&p).at("creating", &p)?;
+            }
+            ExportKind::Maildir => create_maildir(&p, !f.parts.is_empty())?,
+            ExportKind::Eml => fs::create_dir_all(&p).at("creating", &p)?,
+        }
+        sum.created += 1;
+        dest.push(Some(p));
+    }
+    if kind == ExportKind::Maildir && !plan.folders.iter().any(|f| f.parts.is_empty()) {
+        create_maildir(path, false)?;
+    }
+    let mut jobs: Vec<(usize, &RecordState)> = Vec::new();
+    for (i, f) in plan.folders.iter().enumerate() {
+        if dest[i].is_some() {
+            jobs.extend(f.records.iter().map(|r| (i, r)));
+        }
+    }
+    progress.total(jobs.len() as u64);
+    let guids: Vec<Guid> = jobs.iter().map(|(_, r)| r.guid).collect();
+    let mut mboxes: HashMap<usize, BufWriter<File>> = HashMap::new();
+    let mut io_err: Option<Error> = None;
+    src.read_batch(&guids, |j, bytes| {
+        progress.tick();
+        let Some(&(fi, rec)) = jobs.get(j) else {
+            return;
+        };
+        let (Some(Some(dir)), Some(folder)) = (dest.get(fi), plan.folders.get(fi)) else {
+            return;
+        };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                sum.fail(&folder.name, Some(rec), e.to_string());
+                return;
+            }
+        };
+        let r = write_one(kind, dir, fi, rec, &bytes, &mut mboxes);
+        match r {
+            Ok(()) => sum.appended += 1,
+            Err(e) => {
+                sum.fail(&folder.name, Some(rec), e.to_string());
+                if io_err.is_none() {
+                    io_err = Some(e);
+                }
+            }
+        }
+    })?;
+    for (_, mut w) in mboxes {
+        w.flush().map_err(|e| Error::io("writing", path, e))?;
+    }
+    if kind != ExportKind::Maildir && !plan.sieve.is_empty() {
+        write_sieve(plan, path, single && kind == ExportKind::Mbox)?;
+    }
+    Ok(sum)
+}
+
+fn write_one(
+    kind: ExportKind,
+    dir: &Path,
+    fi: usize,
+    rec: &RecordState,
+    bytes: &[u8],
+    mboxes: &mut HashMap<usize, BufWriter<File>>,
+) -> Result<()> {
+    match kind {
+        ExportKind::Mbox => {
+            let w = match mboxes.entry(fi) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let f = OpenOptions::new()
+                        .append(true)
+                        .open(dir)
+                        .at("opening", dir)?;
+                    v.insert(BufWriter::new(f))
+                }
+            };
+            w.write_all(from_line(rec.internaldate).as_bytes())
+                .and_then(|()| w.write_all(&mboxrd_body(bytes)))
+                .and_then(|()| w.write_all(b"\n"))
+                .at("writing", dir)
+        }
+        ExportKind::Maildir => {
+            let name = format!(
+                "{}.{}.cyrvault:2,{}",
+                rec.internaldate,
+                rec.guid.to_hex(),
+                maildir_flags(rec)
+            );
+            let p = dir.join("cur").join(&name);
+            let tmp = dir
+                .join("tmp")
+                .join(format!("{}.{}", rec.internaldate, rec.guid.to_hex()));
+            fs::write(&tmp, bytes).at("writing", &tmp)?;
+            let t = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(rec.internaldate).unwrap_or(0));
+            File::options()
+                .write(true)
+                .open(&tmp)
+                .and_then(|f| f.set_modified(t))
+                .at("setting the time of", &tmp)?;
+            fs::rename(&tmp, &p).at("moving into cur/", &p)
+        }
+        ExportKind::Eml => {
+            let p = dir.join(format!("{}.eml", rec.uid));
+            fs::write(&p, bytes).at("writing", &p)
+        }
+    }
+}
+
+/// Sieve scripts beside the export: `<base>/sieve/<name>` and `sieve/ACTIVE`.
+fn write_sieve(plan: &Plan, path: &Path, beside_file: bool) -> Result<()> {
+    let base = if beside_file {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".sieve");
+        PathBuf::from(s)
+    } else {
+        path.join("sieve")
+    };
+    fs::create_dir_all(&base).at("creating", &base)?;
+    for (name, bytes) in &plan.sieve {
+        if !safe_part(name) {
+            continue;
+        }
+        let p = base.join(name);
+        fs::write(&p, bytes).at("writing", &p)?;
+    }
+    if let Some(a) = &plan.active_sieve {
+        let p = base.join("ACTIVE");
+        fs::write(&p, format!("{a}\n")).at("writing", &p)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(flags: u32, kw: &[&str]) -> RecordState {
+        RecordState {
+            uid: 1,
+            guid: Guid([0; 20]),
+            system_flags: flags,
+            keywords: kw.iter().map(|s| s.to_string()).collect(),
+            internaldate: 0,
+            size: 0,
+            modseq: 0,
+            last_updated: 0,
+            savedate: 0,
+        }
+    }
+
+    #[test]
+    fn maildir_flags_sorted() {
+        assert_eq!(maildir_flags(&rec(31, &["$Forwarded"])), "DFPRST");
+        assert_eq!(maildir_flags(&rec(16 | 2, &["Work"])), "FS");
+        assert_eq!(maildir_flags(&rec(0, &[])), "");
+    }
+
+    #[test]
+    fn mboxrd_quotes_from_lines() {
+        let m = b"Subject: x\r\n\r\nFrom here\r\n>From there\r\nnot From\r\n";
+        assert_eq!(
+            mboxrd_body(m),
+            b"Subject: x\r\n\r\n>From here\r\n>>From there\r\nnot From\r\n".to_vec()
+        );
+        assert_eq!(mboxrd_body(b"x"), b"x\n".to_vec());
+    }
+
+    #[test]
+    fn from_lines() {
+        assert_eq!(
+            from_line(0),
+            "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\n"
+        );
+        // 2026-11-28 13:05:09 UTC, a Saturday
+        assert_eq!(
+            from_line(1_795_871_109),
+            "From MAILER-DAEMON Sat Nov 28 13:05:09 2026\n"
+        );
+    }
+
+    #[test]
+    fn paths_stay_inside() {
+        let r = Path::new("/x");
+        let p = |s: &str| crate::restore::name_parts(s);
+        assert_eq!(
+            folder_path(ExportKind::Maildir, r, &p("INBOX.Archive.2023"), false).unwrap(),
+            PathBuf::from("/x/.Archive.2023")
+        );
+        assert_eq!(
+            folder_path(ExportKind::Maildir, r, &p("INBOX"), false).unwrap(),
+            PathBuf::from("/x")
+        );
+        assert_eq!(
+            folder_path(ExportKind::Mbox, r, &p("INBOX.Archive.2023"), false).unwrap(),
+            PathBuf::from("/x/Archive/2023.mbox")
+        );
+        assert_eq!(
+            folder_path(ExportKind::Eml, r, &p("INBOX"), false).unwrap(),
+            PathBuf::from("/x/INBOX")
+        );
+        assert!(folder_path(ExportKind::Eml, r, &p("INBOX/../etc"), false).is_none());
+        assert!(folder_path(ExportKind::Maildir, r, &p("INBOX/a.b"), false).is_none());
+    }
+}
