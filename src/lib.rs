@@ -15,6 +15,7 @@ pub mod archive;
 pub mod catalog;
 pub mod cyrus;
 pub mod error;
+pub mod fleet;
 pub mod ffi;
 pub mod imap;
 pub mod inspect;
