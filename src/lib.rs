@@ -12,6 +12,7 @@
 //! See `doc/design.md`.
 
 pub mod archive;
+pub mod backup;
 pub mod catalog;
 pub mod cyrus;
 pub mod error;
@@ -26,5 +27,6 @@ pub mod protocol;
 pub mod sandbox;
 pub mod service;
 pub mod spool;
+pub mod vault;
 
 pub use error::{Error, ErrorKind, Result};

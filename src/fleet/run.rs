@@ -86,9 +86,10 @@ fn spawn(opts: &RunOptions, round: i64, index: usize, tx: &mpsc::Sender<(usize, 
 
 /// This host's name (for lease owners `host:pid`).
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
 

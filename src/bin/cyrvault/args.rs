@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Print what cyrvault's parsers read from a Cyrus file.
     Inspect(InspectArgs),
+    /// Pull users' mail from a cyrvaultd (or stock backupcyrusd) into the vault.
+    Backup(BackupArgs),
 }
 
 impl Command {
@@ -30,6 +32,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Inspect(_) => "inspect",
+            Command::Backup(_) => "backup",
         }
     }
 }
@@ -66,4 +69,31 @@ pub enum InspectWhat {
         #[arg(long)]
         ctl_mboxlist: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Users to back up (or --all).
+    pub users: Vec<String>,
+    /// The service to pull from, HOST:PORT.
+    #[arg(long)]
+    pub server: String,
+    /// File holding the shared secret (cyrvaultd_secret_file on the server).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// The server's `servername` (the protocol's slot); learned from the server if not given.
+    #[arg(long)]
+    pub servername: Option<String>,
+    /// The vault directory (archives, catalogs, vault.json).
+    #[arg(long, default_value = "/var/lib/cyrvault")]
+    pub vault: PathBuf,
+    /// Back up every user the server lists (USERS).
+    #[arg(long)]
+    pub all: bool,
+    /// Speak only the base protocol (stock backupcyrusd): no CAPABILITY, AUTH, SNAPSHOT.
+    #[arg(long)]
+    pub base_protocol: bool,
+    /// Machine-readable JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

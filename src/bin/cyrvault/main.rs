@@ -2,6 +2,7 @@
 //! argv → options → one library call → output and exit status.
 
 mod args;
+mod cmd_backup;
 mod cmd_inspect;
 mod output;
 
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     cyrvault::log::init_stderr(level);
     let result = match &cli.command {
         args::Command::Inspect(a) => cmd_inspect::run(a),
+        args::Command::Backup(a) => cmd_backup::run(a),
     };
     match result {
         Ok(code) => code,
