@@ -25,6 +25,15 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Pull users' mail from a cyrvaultd (or stock backupcyrusd) into the vault.
     Backup(BackupArgs),
+    /// Fill the fleet's user directory from every server in cyrvault.conf.
+    Discover(crate::cmd_discover::DiscoverArgs),
+    /// Back up the whole fleet with N worker processes.
+    Run(crate::cmd_run::RunArgs),
+    /// Per-server, per-drive-unit summary of the last fleet run; stale users.
+    FleetStatus(crate::cmd_run::FleetStatusArgs),
+    /// One worker process of `cyrvault run` (started by it).
+    #[command(hide = true)]
+    Worker(crate::cmd_discover::WorkerArgs),
 }
 
 impl Command {
@@ -33,6 +42,10 @@ impl Command {
         match self {
             Command::Inspect(_) => "inspect",
             Command::Backup(_) => "backup",
+            Command::Discover(_) => "discover",
+            Command::Run(_) => "run",
+            Command::FleetStatus(_) => "fleet-status",
+            Command::Worker(_) => "worker",
         }
     }
 }

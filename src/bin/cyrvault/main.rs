@@ -3,7 +3,9 @@
 
 mod args;
 mod cmd_backup;
+mod cmd_discover;
 mod cmd_inspect;
+mod cmd_run;
 mod output;
 
 use std::process::ExitCode;
@@ -22,6 +24,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         args::Command::Inspect(a) => cmd_inspect::run(a),
         args::Command::Backup(a) => cmd_backup::run(a),
+        args::Command::Discover(a) => cmd_discover::run(a),
+        args::Command::Run(a) => cmd_run::run(a),
+        args::Command::FleetStatus(a) => cmd_run::status(a),
+        args::Command::Worker(a) => cmd_discover::worker(a),
     };
     match result {
         Ok(code) => code,
