@@ -159,7 +159,11 @@ fn write_conf(f: &Fleet, dir: &Path, o: &ConfOpts<'_>) -> PathBuf {
             c += &format!("{s}_unit_p1: disk1\n{s}_unit_p2: disk2\n");
         }
     }
-    c += &format!("vault: {} {}\n", dir.join("vault-a").display(), dir.join("vault-b").display());
+    c += &format!(
+        "vault: {} {}\n",
+        dir.join("vault-a").display(),
+        dir.join("vault-b").display()
+    );
     if let Some(db) = o.database {
         c += &format!("database: {db}\n");
     }
@@ -194,7 +198,8 @@ fn parse_events(stdout: &str) -> (Vec<Event>, serde_json::Value) {
     let mut events = Vec::new();
     let mut summary = serde_json::Value::Null;
     for line in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         if v["event"] == "summary" {
             summary = v;
         } else {
@@ -252,7 +257,11 @@ fn check_archives(f: &Fleet, dir: &Path) -> HashMap<String, usize> {
             assert!(!s.members.is_empty(), "{user}: empty archive");
             let cat = Catalog::open_existing(&ua.catalog).unwrap();
             assert!(cat.integrity_check().unwrap().is_empty());
-            assert!(runs.insert(user.clone(), cat.runs().unwrap().len()).is_none(), "{user} in two vaults");
+            assert!(
+                runs.insert(user.clone(), cat.runs().unwrap().len())
+                    .is_none(),
+                "{user} in two vaults"
+            );
         }
     }
     runs
@@ -264,7 +273,14 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     let dir = scratch("sqlite");
     // 1. Without overrides: one unit per server, named after the partitions' real
     //    device (both sandbox partitions sit on one filesystem).
-    let conf = write_conf(f, &dir, &ConfOpts { overrides: false, ..Default::default() });
+    let conf = write_conf(
+        f,
+        &dir,
+        &ConfOpts {
+            overrides: false,
+            ..Default::default()
+        },
+    );
     let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
     let found: serde_json::Value = serde_json::from_str(&out).unwrap();
     for (i, sb) in f.sbs.iter().enumerate() {
@@ -272,9 +288,13 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
         assert_eq!(d["server"], format!("s{}", i + 1));
         assert_eq!(d["counts"]["users"], USERS_PER_SERVER);
         assert_eq!(d["counts"]["new"], USERS_PER_SERVER);
-        let dev = std::fs::metadata(sb.partition_dir("p1").unwrap()).unwrap().dev();
+        let dev = std::fs::metadata(sb.partition_dir("p1").unwrap())
+            .unwrap()
+            .dev();
         assert_eq!(
-            std::fs::metadata(sb.partition_dir("p2").unwrap()).unwrap().dev(),
+            std::fs::metadata(sb.partition_dir("p2").unwrap())
+                .unwrap()
+                .dev(),
             dev
         );
         let units = d["units"].as_object().unwrap();
@@ -325,7 +345,9 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
             continue;
         };
         match ev {
-            Event::Claim { worker, pid, users, .. } if users >= 3 => {
+            Event::Claim {
+                worker, pid, users, ..
+            } if users >= 3 => {
                 claimed.insert(worker, (pid, 0));
             }
             Event::Done { worker, .. } => {
@@ -351,10 +373,16 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     let killed = killed.expect("no worker was killed");
     let (events, summary) = parse_events(&lines);
     assert!(
-        events.iter().any(|e| matches!(e, Event::WorkerDied { worker, .. } if *worker == killed)),
+        events
+            .iter()
+            .any(|e| matches!(e, Event::WorkerDied { worker, .. } if *worker == killed)),
         "the parent saw the worker die"
     );
-    assert_eq!(summary["failures"].as_array().unwrap().len(), 0, "{summary}");
+    assert_eq!(
+        summary["failures"].as_array().unwrap().len(),
+        0,
+        "{summary}"
+    );
     let round = summary["round"].as_i64().unwrap();
     let mut d = directory(&conf);
     // every user backed up in this round, the killed worker's batch by others
@@ -370,13 +398,20 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     assert_eq!(dead.len(), 1, "the killed worker had one claim");
     let dead_unit = dead[0].1.clone();
     assert!(
-        claims.iter().any(|c| c.1 == dead_unit && c.2 >= dead[0].3 && c.0 != killed),
+        claims
+            .iter()
+            .any(|c| c.1 == dead_unit && c.2 >= dead[0].3 && c.0 != killed),
         "another worker took the unit after the lease ran out"
     );
     let (per_unit, parallel) = claim_concurrency(&claims);
     assert_eq!(per_unit.len(), 6, "{per_unit:?}");
     for (unit, n) in &per_unit {
-        assert_eq!(*n, 1, "unit {unit} had {n} workers at once");
+        assert_eq!(
+            *n,
+            1,
+            "unit {unit} had {n} workers at once (killed {killed}): {:#?}\n{stderr}",
+            claims.iter().filter(|c| &c.1 == unit).collect::<Vec<_>>()
+        );
     }
     assert!(parallel, "units worked in parallel");
     let workers: BTreeSet<&str> = claims.iter().map(|c| c.0.as_str()).collect();
@@ -394,16 +429,30 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     let held = ArchiveWriter::open(&ua.archive).unwrap();
     let out = cli(&["run", "--workers", "6"], &conf).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(75), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(&format!("FAILED {lserver}/{luser}")), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("FAILED {lserver}/{luser}")),
+        "{text}"
+    );
     assert!(text.contains("locked"), "{text}");
     let round2 = round + 1;
     let fails = d.failures(round2).unwrap();
     assert_eq!(fails.len(), 1, "{fails:?}");
     assert_eq!(d.successes(round2).unwrap().len(), 299);
     let status = ok(cli(&["fleet-status"], &conf).output().unwrap());
-    assert!(status.contains(&format!("FAILED {lserver}/{luser}")), "{status}");
-    assert!(status.contains("disk1") && status.contains("disk2"), "{status}");
+    assert!(
+        status.contains(&format!("FAILED {lserver}/{luser}")),
+        "{status}"
+    );
+    assert!(
+        status.contains("disk1") && status.contains("disk2"),
+        "{status}"
+    );
     drop(held);
 
     // 5. The next run retries it.
@@ -412,12 +461,18 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     let runs = check_archives(f, &dir);
     assert_eq!(runs[&luser], 2, "the locked user: rounds 1 and 3");
     assert_eq!(runs["u1x000"], 3);
-    let stale = ok(cli(&["fleet-status", "--stale", "1h"], &conf).output().unwrap());
+    let stale = ok(cli(&["fleet-status", "--stale", "1h"], &conf)
+        .output()
+        .unwrap());
     assert!(!stale.contains("STALE"), "{stale}");
 
     // 6. A deleted user is marked gone, not forgotten.
     let sb = &f.sbs[2];
-    sb.admin().unwrap().delete(&sb.mailbox_name("u3x099", None)).unwrap();
+    let mut admin = sb.admin().unwrap();
+    let mbox = sb.mailbox_name("u3x099", None);
+    admin.setacl(&mbox, "cyrus", "lrswipkxtecda").unwrap();
+    admin.delete(&mbox).unwrap();
+    admin.logout().unwrap();
     let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
     let found: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(found[2]["counts"]["gone"], 1, "{out}");
@@ -484,7 +539,10 @@ fn sqlite_two_runs_split_the_round() {
     let f = shared_fleet();
     let dir = scratch("sqlite2");
     two_runs(f, &dir, None);
-    assert!(dir.join("vault-a/fleet.db").exists(), "the default database");
+    assert!(
+        dir.join("vault-a/fleet.db").exists(),
+        "the default database"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -519,11 +577,23 @@ impl Postgres {
                 .stdin(Stdio::null())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{prog}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{prog}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         as_pg(
             "initdb",
-            &["-D", data.to_str()?, "-A", "trust", "-U", "postgres", "--no-sync"],
+            &[
+                "-D",
+                data.to_str()?,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
         );
         as_pg(
             "pg_ctl",
@@ -541,7 +611,12 @@ impl Postgres {
                 "start",
             ],
         );
-        Some(Postgres { bin, data, root, port })
+        Some(Postgres {
+            bin,
+            data,
+            root,
+            port,
+        })
     }
 
     fn url(&self) -> String {
@@ -575,7 +650,10 @@ fn postgres_two_runs_split_the_round() {
     let f = shared_fleet();
     let dir = scratch("pg-vault");
     two_runs(f, &dir, Some(&pg.url()));
-    assert!(!dir.join("vault-a/fleet.db").exists(), "no SQLite file beside the vault");
+    assert!(
+        !dir.join("vault-a/fleet.db").exists(),
+        "no SQLite file beside the vault"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -600,7 +678,16 @@ fn bench_fleet() {
     println!("|---:|---:|---:|---:|---:|---:|");
     for w in [1usize, 2, 4, 12] {
         let dir = scratch("bench");
-        let conf = write_conf(&f, &dir, &ConfOpts { batch: 50, lease: 600, workers: w, ..Default::default() });
+        let conf = write_conf(
+            &f,
+            &dir,
+            &ConfOpts {
+                batch: 50,
+                lease: 600,
+                workers: w,
+                ..Default::default()
+            },
+        );
         ok(cli(&["discover"], &conf).output().unwrap());
         let t0 = Instant::now();
         let out = ok(cli(&["run", "--json"], &conf).output().unwrap());

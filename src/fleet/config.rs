@@ -84,10 +84,18 @@ fn entries(text: &str, file: &str) -> Result<Vec<(String, String, usize)>> {
             continue;
         }
         let Some((k, v)) = line.split_once(':') else {
-            return Err(bad(file, i + 1, format!("expected `key: value`, got {line:?}")));
+            return Err(bad(
+                file,
+                i + 1,
+                format!("expected `key: value`, got {line:?}"),
+            ));
         };
         let k = k.trim().to_ascii_lowercase();
-        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(bad(file, i + 1, format!("bad key {k:?}")));
         }
         // a trailing `# comment` after whitespace is not part of the value
@@ -143,20 +151,40 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
     if let Some((v, l)) = get("retry_backoff") {
         conf.retry_backoff_secs = number(file, l, "retry_backoff", v)?;
     }
-    for (key, min) in [("workers", conf.workers), ("batch", conf.batch), ("unit_limit", conf.unit_limit)] {
+    for (key, min) in [
+        ("workers", conf.workers),
+        ("batch", conf.batch),
+        ("unit_limit", conf.unit_limit),
+    ] {
         if min == 0 {
-            return Err(bad(file, get(key).map_or(0, |x| x.1), format!("{key} must be at least 1")));
+            return Err(bad(
+                file,
+                get(key).map_or(0, |x| x.1),
+                format!("{key} must be at least 1"),
+            ));
         }
     }
     if conf.lease_secs == 0 {
-        return Err(bad(file, get("lease").map_or(0, |x| x.1), "lease must be at least 1".into()));
+        return Err(bad(
+            file,
+            get("lease").map_or(0, |x| x.1),
+            "lease must be at least 1".into(),
+        ));
     }
     let Some((vaults, _)) = get("vault") else {
-        return Err(bad(file, 0, "no `vault:` line (where archives live)".into()));
+        return Err(bad(
+            file,
+            0,
+            "no `vault:` line (where archives live)".into(),
+        ));
     };
     conf.vaults = vaults.split_whitespace().map(PathBuf::from).collect();
     if conf.vaults.is_empty() {
-        return Err(bad(file, get("vault").map_or(0, |x| x.1), "`vault:` names no directory".into()));
+        return Err(bad(
+            file,
+            get("vault").map_or(0, |x| x.1),
+            "`vault:` names no directory".into(),
+        ));
     }
     conf.database = match get("database") {
         Some((v, _)) => v.to_string(),
@@ -168,7 +196,11 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
     for name in names.split_whitespace() {
         let name = name.to_ascii_lowercase();
         let Some((address, _)) = get(&format!("{name}_address")) else {
-            return Err(bad(file, sl, format!("server {name} has no `{name}_address:` line")));
+            return Err(bad(
+                file,
+                sl,
+                format!("server {name} has no `{name}_address:` line"),
+            ));
         };
         let prefix = format!("{name}_unit_");
         let units = map
@@ -247,18 +279,27 @@ mod tests {
         assert_eq!(c.servers[1].servername.as_deref(), Some("other"));
         assert_eq!(c.vaults, [PathBuf::from("/v1"), PathBuf::from("/v2")]);
         assert_eq!(c.database, "sqlite:/v1/fleet.db");
-        assert_eq!((c.workers, c.batch, c.unit_limit, c.server_limit), (4, 7, 2, 3));
+        assert_eq!(
+            (c.workers, c.batch, c.unit_limit, c.server_limit),
+            (4, 7, 2, 3)
+        );
         assert_eq!((c.lease_secs, c.retry_backoff_secs), (30, 5));
     }
 
     #[test]
     fn defaults_and_errors_name_the_line() {
         let c = parse_fleet_conf("servers: a\na_address: x:1\nvault: /v\n", "f").unwrap();
-        assert_eq!((c.workers, c.batch, c.unit_limit, c.server_limit), (12, 50, 1, 0));
+        assert_eq!(
+            (c.workers, c.batch, c.unit_limit, c.server_limit),
+            (12, 50, 1, 0)
+        );
         let e = parse_fleet_conf("servers: a\nvault: /v\n", "f").unwrap_err();
-        assert!(e.to_string().contains("f:1: server a has no `a_address:`"), "{e}");
-        let e = parse_fleet_conf("servers: a\na_address: x\nvault: /v\nbatch: x\n", "f")
-            .unwrap_err();
+        assert!(
+            e.to_string().contains("f:1: server a has no `a_address:`"),
+            "{e}"
+        );
+        let e =
+            parse_fleet_conf("servers: a\na_address: x\nvault: /v\nbatch: x\n", "f").unwrap_err();
         assert!(e.to_string().contains("f:4: batch"), "{e}");
         assert!(parse_fleet_conf("nonsense\n", "f").is_err());
         assert!(parse_fleet_conf("servers: a\na_address: x\n", "f").is_err());

@@ -122,6 +122,7 @@ pub struct Failure {
 /// The directory over one connection.
 pub struct Directory {
     db: Box<dyn Sql>,
+    clock: Box<dyn Fn() -> i64 + Send>,
 }
 
 impl Directory {
@@ -132,7 +133,16 @@ impl Directory {
             Dialect::Sqlite => SCHEMA_SQLITE,
             Dialect::Postgres => SCHEMA_PG,
         })?;
-        Ok(Directory { db })
+        Ok(Directory {
+            db,
+            clock: Box::new(super::now_ms),
+        })
+    }
+
+    /// Replace the clock (ms since the epoch) claims, results and releases are
+    /// stamped with (tests).
+    pub fn set_clock(&mut self, clock: Box<dyn Fn() -> i64 + Send>) {
+        self.clock = clock;
     }
 
     /// Which database is underneath.
@@ -141,8 +151,16 @@ impl Directory {
     }
 
     fn tx<T>(&mut self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
+        self.tx_at(|db, _| f(db))
+    }
+
+    /// A transaction whose time is read once the database's lock is held, so the
+    /// claim trace orders as the database did (a claim that waited for the writer
+    /// lock is not stamped before the release it waited for).
+    fn tx_at<T>(&mut self, f: impl FnOnce(&mut dyn Sql, i64) -> Result<T>) -> Result<T> {
         self.db.begin()?;
-        match f(self.db.as_mut()) {
+        let now = (self.clock)();
+        match f(self.db.as_mut(), now) {
             Ok(v) => {
                 self.db.commit()?;
                 Ok(v)
@@ -304,9 +322,9 @@ impl Directory {
     /// LOCKED` (two hosts never count one unit's workers at the same time), the
     /// server row `FOR UPDATE` when a server limit is set, the user rows `FOR UPDATE
     /// SKIP LOCKED`. Leases expire after `lease_ms`; expired leases count for nobody.
-    pub fn claim(&mut self, worker: &str, round: i64, lim: Limits, now: i64) -> Result<Option<Batch>> {
+    pub fn claim(&mut self, worker: &str, round: i64, lim: Limits) -> Result<Option<Batch>> {
         let pg = self.dialect() == Dialect::Postgres;
-        self.tx(|db| {
+        self.tx_at(|db, now| {
             let candidates = db.query(
                 &format!(
                     "SELECT unit, server, MIN(COALESCE(last_success, 0)) AS oldest FROM users \
@@ -415,9 +433,8 @@ impl Directory {
         backoff_ms: i64,
         lease_ms: i64,
         started: i64,
-        now: i64,
     ) -> Result<bool> {
-        self.tx(|db| {
+        self.tx_at(|db, now| {
             let key = [b.server.as_str().into(), userid.into(), worker.into()];
             let held = db.query(
                 "SELECT failures FROM users WHERE server = ? AND userid = ? AND lease_owner = ?",
@@ -494,9 +511,26 @@ impl Directory {
         })
     }
 
+    /// Push out the lease of everything `worker` holds (its heartbeat, so a live
+    /// worker in a long backup never loses its batch; only a dead one does).
+    pub fn renew(&mut self, worker: &str, lease_ms: i64) -> Result<()> {
+        self.tx_at(|db, now| {
+            let expires = now.saturating_add(lease_ms);
+            db.exec(
+                "UPDATE users SET lease_expires = ? WHERE lease_owner = ?",
+                &[expires.into(), worker.into()],
+            )?;
+            db.exec(
+                "UPDATE claims SET expires_at = ? WHERE worker = ? AND released_at IS NULL",
+                &[expires.into(), worker.into()],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Give back what is left of a batch.
-    pub fn release(&mut self, worker: &str, b: &Batch, now: i64) -> Result<()> {
-        self.tx(|db| {
+    pub fn release(&mut self, worker: &str, b: &Batch) -> Result<()> {
+        self.tx_at(|db, now| {
             db.exec(
                 "UPDATE users SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?",
                 &[worker.into()],
@@ -602,9 +636,22 @@ impl Directory {
 mod tests {
     use super::*;
     use crate::fleet::sql::Lite;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
 
-    fn dir_with(units: &[(&str, &[&str])]) -> Directory {
+    type Clock = Arc<AtomicI64>;
+
+    /// Set the fake clock to `t` and hand the directory on.
+    fn at<'a>(c: &Clock, t: i64, d: &'a mut Directory) -> &'a mut Directory {
+        c.store(t, Ordering::SeqCst);
+        d
+    }
+
+    fn dir_with(units: &[(&str, &[&str])]) -> (Directory, Clock) {
         let mut d = Directory::open(Box::new(Lite::open(":memory:").unwrap())).unwrap();
+        let clk: Clock = Arc::new(AtomicI64::new(0));
+        let c2 = clk.clone();
+        d.set_clock(Box::new(move || c2.load(Ordering::SeqCst)));
         let mut us = Vec::new();
         for (unit, users) in units {
             for u in *users {
@@ -621,7 +668,7 @@ mod tests {
             .collect();
         d.record_discovery("s1", "h:1", &un, &us, &|_| "/v".into(), 1)
             .unwrap();
-        d
+        (d, clk)
     }
 
     const LIM: Limits = Limits {
@@ -633,43 +680,66 @@ mod tests {
 
     #[test]
     fn claims_respect_the_unit_limit_and_leases_expire() {
-        let mut d = dir_with(&[("a", &["u1", "u2", "u3"]), ("b", &["v1"])]);
+        let (mut d, clk) = dir_with(&[("a", &["u1", "u2", "u3"]), ("b", &["v1"])]);
         let r = d.join_round(10).unwrap();
-        let b1 = d.claim("w1", r, LIM, 10).unwrap().unwrap();
+        let b1 = at(&clk, 10, &mut d).claim("w1", r, LIM).unwrap().unwrap();
         assert_eq!(b1.users.len(), 2);
-        let b2 = d.claim("w2", r, LIM, 10).unwrap().unwrap();
+        let b2 = at(&clk, 10, &mut d).claim("w2", r, LIM).unwrap().unwrap();
         assert_ne!(b1.unit, b2.unit, "one worker per unit");
-        assert!(d.claim("w3", r, LIM, 10).unwrap().is_none(), "both units busy");
+        assert!(
+            at(&clk, 10, &mut d).claim("w3", r, LIM).unwrap().is_none(),
+            "both units busy"
+        );
         // w1 dies: after the lease its users go to w3
-        let b3 = d.claim("w3", r, LIM, 2000).unwrap().unwrap();
+        let b3 = at(&clk, 2000, &mut d).claim("w3", r, LIM).unwrap().unwrap();
         assert_eq!(b3.unit, b1.unit);
-        assert!(!d.record("w1", r, &b1, "u1", &Ok(5), 0, 1000, 10, 2001).unwrap());
+        assert!(
+            !at(&clk, 2001, &mut d)
+                .record("w1", r, &b1, "u1", &Ok(5), 0, 1000, 10)
+                .unwrap()
+        );
         for (u, _) in &b3.users {
-            assert!(d.record("w3", r, &b3, u, &Ok(5), 0, 1000, 2000, 2001).unwrap());
+            assert!(
+                at(&clk, 2001, &mut d)
+                    .record("w3", r, &b3, u, &Ok(5), 0, 1000, 2000)
+                    .unwrap()
+            );
         }
-        d.release("w3", &b3, 2002).unwrap();
-        assert_eq!(d.remaining(r, 2003).unwrap(), 2, "u3 and v1 left (v1 leased by w2)");
+        at(&clk, 2002, &mut d).release("w3", &b3).unwrap();
+        assert_eq!(
+            d.remaining(r, 2003).unwrap(),
+            2,
+            "u3 and v1 left (v1 leased by w2)"
+        );
     }
 
     #[test]
     fn failures_back_off_and_gone_users_are_kept() {
-        let mut d = dir_with(&[("a", &["u1"])]);
+        let (mut d, clk) = dir_with(&[("a", &["u1"])]);
         let r = d.join_round(10).unwrap();
-        let b = d.claim("w", r, LIM, 10).unwrap().unwrap();
-        d.record("w", r, &b, "u1", &Err("down".into()), 100, 1000, 10, 20)
+        let b = at(&clk, 10, &mut d).claim("w", r, LIM).unwrap().unwrap();
+        at(&clk, 20, &mut d)
+            .record("w", r, &b, "u1", &Err("down".into()), 100, 1000, 10)
             .unwrap();
-        d.release("w", &b, 21).unwrap();
+        at(&clk, 21, &mut d).release("w", &b).unwrap();
         assert_eq!(d.failures(r).unwrap()[0].error, "down");
         assert_eq!(d.remaining(r, 22).unwrap(), 0);
         d.finish_round(r, 23).unwrap();
         let r2 = d.join_round(24).unwrap();
         assert_eq!(r2, r + 1);
-        assert!(d.claim("w", r2, LIM, 50).unwrap().is_none(), "in backoff until 120");
-        assert!(d.claim("w", r2, LIM, 130).unwrap().is_some());
+        assert!(
+            at(&clk, 50, &mut d).claim("w", r2, LIM).unwrap().is_none(),
+            "in backoff until 120"
+        );
+        assert!(at(&clk, 130, &mut d).claim("w", r2, LIM).unwrap().is_some());
         let c = d
             .record_discovery("s1", "h:1", &[], &[], &|_| "/v".into(), 200)
             .unwrap();
         assert_eq!(c.gone, 1);
-        assert_eq!(d.stale(i64::MAX).unwrap().len(), 0, "gone users are not stale");
+        assert_eq!(
+            d.stale(i64::MAX).unwrap().len(),
+            0,
+            "gone users are not stale"
+        );
     }
 }

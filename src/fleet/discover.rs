@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::config::{FleetConf, ServerConf};
-use super::directory::{DiscoverCounts, Directory, SeenUser};
+use super::directory::{Directory, DiscoverCounts, SeenUser};
 use crate::backup::{ConnectOptions, Server};
 use crate::error::{Error, Result};
 

@@ -57,7 +57,12 @@ struct Slot {
     child: Child,
 }
 
-fn spawn(opts: &RunOptions, round: i64, index: usize, tx: &mpsc::Sender<(usize, String)>) -> Result<Slot> {
+fn spawn(
+    opts: &RunOptions,
+    round: i64,
+    index: usize,
+    tx: &mpsc::Sender<(usize, String)>,
+) -> Result<Slot> {
     let mut cmd = Command::new(&opts.exe);
     cmd.arg("worker")
         .arg("--config")
@@ -95,7 +100,11 @@ pub fn hostname() -> String {
 
 /// Run the fleet: see the module docs. `on_event` sees every worker event (and
 /// `WorkerDied` from here) as it comes.
-pub fn run_fleet(conf: &FleetConf, opts: &RunOptions, on_event: &mut dyn FnMut(&Event)) -> Result<RunSummary> {
+pub fn run_fleet(
+    conf: &FleetConf,
+    opts: &RunOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<RunSummary> {
     let t0 = Instant::now();
     let mut dir = open_directory(conf)?;
     let round = dir.join_round(now_ms())?;
@@ -139,7 +148,9 @@ pub fn run_fleet(conf: &FleetConf, opts: &RunOptions, on_event: &mut dyn FnMut(&
         }
         let mut alive = 0;
         for i in 0..slots.len() {
-            let Some(slot) = slots[i].as_mut() else { continue };
+            let Some(slot) = slots[i].as_mut() else {
+                continue;
+            };
             match slot.child.try_wait() {
                 Ok(None) => alive += 1,
                 Ok(Some(st)) => {
@@ -151,13 +162,20 @@ pub fn run_fleet(conf: &FleetConf, opts: &RunOptions, on_event: &mut dyn FnMut(&
                             worker: name,
                             status: st.to_string(),
                         });
-                        if sum.workers_died <= max_respawn as u64 && dir.remaining(round, now_ms())? > 0 {
+                        if sum.workers_died <= max_respawn as u64
+                            && dir.remaining(round, now_ms())? > 0
+                        {
                             slots[i] = Some(spawn(opts, round, i, &tx)?);
                             alive += 1;
                         }
                     }
                 }
-                Err(e) => return Err(Error::Other(format!("waiting for worker {}: {e}", slot.name))),
+                Err(e) => {
+                    return Err(Error::Other(format!(
+                        "waiting for worker {}: {e}",
+                        slot.name
+                    )));
+                }
             }
         }
         if alive == 0 {

@@ -186,7 +186,9 @@ impl Sql for Lite {
             .map_err(|e| db_err("BEGIN IMMEDIATE", e))
     }
     fn commit(&mut self) -> Result<()> {
-        self.0.execute_batch("COMMIT").map_err(|e| db_err("COMMIT", e))
+        self.0
+            .execute_batch("COMMIT")
+            .map_err(|e| db_err("COMMIT", e))
     }
     fn rollback(&mut self) {
         let _ = self.0.execute_batch("ROLLBACK");
@@ -259,7 +261,9 @@ impl Sql for Pg {
         let owned = pg_params(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             owned.iter().map(|b| b.as_ref()).collect();
-        self.0.execute(q.as_str(), &refs).map_err(|e| db_err(sql, e))
+        self.0
+            .execute(q.as_str(), &refs)
+            .map_err(|e| db_err(sql, e))
     }
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
         use postgres::types::Type;
@@ -267,19 +271,24 @@ impl Sql for Pg {
         let owned = pg_params(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             owned.iter().map(|b| b.as_ref()).collect();
-        let rows = self.0.query(q.as_str(), &refs).map_err(|e| db_err(sql, e))?;
+        let rows = self
+            .0
+            .query(q.as_str(), &refs)
+            .map_err(|e| db_err(sql, e))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let mut row = Vec::with_capacity(r.len());
             for (i, col) in r.columns().iter().enumerate() {
                 let t = col.type_();
                 let v = if *t == Type::INT8 {
-                    r.try_get::<_, Option<i64>>(i).map(|o| o.map_or(Val::Null, Val::I))
+                    r.try_get::<_, Option<i64>>(i)
+                        .map(|o| o.map_or(Val::Null, Val::I))
                 } else if *t == Type::INT4 {
                     r.try_get::<_, Option<i32>>(i)
                         .map(|o| o.map_or(Val::Null, |n| Val::I(i64::from(n))))
                 } else {
-                    r.try_get::<_, Option<String>>(i).map(|o| o.map_or(Val::Null, Val::T))
+                    r.try_get::<_, Option<String>>(i)
+                        .map(|o| o.map_or(Val::Null, Val::T))
                 };
                 row.push(v.map_err(|e| db_err(sql, e))?);
             }
@@ -288,10 +297,14 @@ impl Sql for Pg {
         Ok(out)
     }
     fn begin(&mut self) -> Result<()> {
-        self.0.batch_execute("BEGIN").map_err(|e| db_err("BEGIN", e))
+        self.0
+            .batch_execute("BEGIN")
+            .map_err(|e| db_err("BEGIN", e))
     }
     fn commit(&mut self) -> Result<()> {
-        self.0.batch_execute("COMMIT").map_err(|e| db_err("COMMIT", e))
+        self.0
+            .batch_execute("COMMIT")
+            .map_err(|e| db_err("COMMIT", e))
     }
     fn rollback(&mut self) {
         let _ = self.0.batch_execute("ROLLBACK");
@@ -305,7 +318,10 @@ mod tests {
     #[test]
     fn placeholders_and_redaction() {
         assert_eq!(number_placeholders("a=? AND b=?"), "a=$1 AND b=$2");
-        assert_eq!(redact("postgresql://u:pw@h:5/db"), "postgresql://u:***@h:5/db");
+        assert_eq!(
+            redact("postgresql://u:pw@h:5/db"),
+            "postgresql://u:***@h:5/db"
+        );
         assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
     }
 
@@ -320,6 +336,9 @@ mod tests {
             .unwrap();
         l.commit().unwrap();
         let rows = l.query("SELECT a, b FROM t ORDER BY a", &[]).unwrap();
-        assert_eq!(rows, vec![vec![Val::I(3), Val::from("x")], vec![Val::I(4), Val::Null]]);
+        assert_eq!(
+            rows,
+            vec![vec![Val::I(3), Val::from("x")], vec![Val::I(4), Val::Null]]
+        );
     }
 }

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +39,11 @@ pub enum Event {
         users: usize,
     },
     /// A user's backup starts.
-    Start { worker: String, server: String, user: String },
+    Start {
+        worker: String,
+        server: String,
+        user: String,
+    },
     /// A user's backup ended.
     Done {
         worker: String,
@@ -50,7 +56,11 @@ pub enum Event {
         error: Option<String>,
     },
     /// The lease was lost (expired and taken over); the rest of the batch is dropped.
-    LeaseLost { worker: String, claim: i64, user: String },
+    LeaseLost {
+        worker: String,
+        claim: i64,
+        user: String,
+    },
     /// The batch was released.
     Release { worker: String, claim: i64 },
     /// The worker has nothing left to do.
@@ -61,7 +71,9 @@ pub enum Event {
 
 fn connect(conf: &FleetConf, server: &str) -> Result<Server> {
     let s = conf.server(server).ok_or_else(|| {
-        crate::Error::Other(format!("server {server} is in the directory but not in the config"))
+        crate::Error::Other(format!(
+            "server {server} is in the directory but not in the config"
+        ))
     })?;
     super::discover::connect(s)
 }
@@ -76,13 +88,15 @@ pub fn work(
     emit: &mut dyn FnMut(Event),
 ) -> Result<u64> {
     let lim = limits(conf);
-    let backoff_ms = i64::try_from(conf.retry_backoff_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let backoff_ms =
+        i64::try_from(conf.retry_backoff_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let _heartbeat = Heartbeat::start(conf, owner, lim.lease_ms)?;
     let mut servers: HashMap<String, Server> = HashMap::new();
     let mut vaults: HashMap<String, Vault> = HashMap::new();
     let mut done = 0u64;
     let opts = BackupOptions::default();
     loop {
-        let Some(batch) = dir.claim(owner, round, lim, now_ms())? else {
+        let Some(batch) = dir.claim(owner, round, lim)? else {
             if dir.remaining(round, now_ms())? == 0 {
                 emit(Event::Exit {
                     worker: owner.to_string(),
@@ -108,8 +122,16 @@ pub fn work(
             });
             let t0 = Instant::now();
             let started = now_ms();
-            let result = backup_one(conf, &mut servers, &mut vaults, &batch.server, vault_root, user, &opts);
-            let outcome = result.map(|n| n).map_err(|e| e.to_string());
+            let result = backup_one(
+                conf,
+                &mut servers,
+                &mut vaults,
+                &batch.server,
+                vault_root,
+                user,
+                &opts,
+            );
+            let outcome = result.map_err(|e| e.to_string());
             if outcome.is_err() {
                 // the protocol stream may be out of step: start afresh next time
                 servers.remove(&batch.server);
@@ -123,7 +145,6 @@ pub fn work(
                 backoff_ms,
                 lim.lease_ms,
                 started,
-                now_ms(),
             )?;
             if !kept {
                 emit(Event::LeaseLost {
@@ -144,11 +165,53 @@ pub fn work(
                 error: outcome.err(),
             });
         }
-        dir.release(owner, &batch, now_ms())?;
+        dir.release(owner, &batch)?;
         emit(Event::Release {
             worker: owner.to_string(),
             claim: batch.claim,
         });
+    }
+}
+
+/// Renews the worker's leases every third of a lease on its own connection, until
+/// dropped. A worker killed -9 stops renewing with it.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(conf: &FleetConf, owner: &str, lease_ms: i64) -> Result<Heartbeat> {
+        let mut dir = super::open_directory(conf)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let owner = owner.to_string();
+        let every = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1000).max(100));
+        let thread = std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= every {
+                    last = Instant::now();
+                    if let Err(e) = dir.renew(&owner, lease_ms) {
+                        log::warn!(target: "cyrvault::fleet", "{owner}: renewing the lease: {e}");
+                    }
+                }
+            }
+        });
+        Ok(Heartbeat {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

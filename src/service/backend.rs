@@ -24,9 +24,9 @@ use super::session::{
     Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap, Spool, UserFile,
 };
 use crate::cyrus::mboxlist::{MbName, Mboxlist};
+use crate::error::IoContext;
 use crate::protocol::FileStat;
 use crate::spool::{self, FileCopy, MessageFile, OpenFolder};
-use crate::error::IoContext;
 use crate::{Error, Result};
 
 /// Most message descriptors one `FDATA` opens before it falls back to holding the
@@ -124,7 +124,6 @@ impl Spool for CyrusSpool {
         }
         Ok(map)
     }
-
 
     fn users(&self) -> Result<Vec<Vec<u8>>> {
         Ok(self

@@ -132,7 +132,10 @@ impl Spool for MemSpool {
                 (b"p1".to_vec(), b"/srv/p 1".to_vec(), 2049),
                 (b"p2".to_vec(), b"/srv/p2".to_vec(), 2065),
             ],
-            users: vec![(self.user.into(), b"p2".to_vec()), (b"carol".to_vec(), b"p1".to_vec())],
+            users: vec![
+                (self.user.into(), b"p2".to_vec()),
+                (b"carol".to_vec(), b"p1".to_vec()),
+            ],
         })
     }
     fn user_file_stat(&self, user: &[u8], which: UserFile) -> Result<Option<FileStat>> {

@@ -68,7 +68,15 @@ pub fn run(a: &DiscoverArgs) -> Result<ExitCode, cyrvault::Error> {
             })
             .collect();
         output::table(
-            &["server", "users", "new", "moved", "gone", "units (partitions)", "status"],
+            &[
+                "server",
+                "users",
+                "new",
+                "moved",
+                "gone",
+                "units (partitions)",
+                "status",
+            ],
             &rows,
         )
     };

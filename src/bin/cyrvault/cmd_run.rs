@@ -109,7 +109,11 @@ impl Live {
 
     fn event(&mut self, ev: &Event, t0: Instant) {
         match ev {
-            Event::Start { worker, server, user } => {
+            Event::Start {
+                worker,
+                server,
+                user,
+            } => {
                 self.worker(worker).set_message(format!("{server}/{user}"));
             }
             Event::Done { bytes, .. } => {
@@ -126,7 +130,8 @@ impl Live {
                 self.worker(worker).finish_with_message("done");
             }
             Event::WorkerDied { worker, status } => {
-                self.worker(worker).abandon_with_message(format!("died: {status}"));
+                self.worker(worker)
+                    .abandon_with_message(format!("died: {status}"));
             }
             _ => {}
         }
@@ -156,11 +161,18 @@ fn log_line(ev: &Event, done: &mut u64, total: u64) {
                 ),
             }
         }
-        Event::Claim { worker, unit, users, .. } => {
+        Event::Claim {
+            worker,
+            unit,
+            users,
+            ..
+        } => {
             log::info!(target: "cyrvault::fleet", "{worker} claimed {users} users on {unit}");
         }
         Event::WorkerDied { worker, status } => {
-            eprintln!("cyrvault run: worker {worker} died ({status}); its batch goes to the others after its lease");
+            eprintln!(
+                "cyrvault run: worker {worker} died ({status}); its batch goes to the others after its lease"
+            );
         }
         Event::LeaseLost { worker, user, .. } => {
             eprintln!("cyrvault run: {worker} lost its lease at {user}; batch dropped");
@@ -269,7 +281,16 @@ fn print_units(sum: &RunSummary) -> Result<ExitCode, cyrvault::Error> {
         })
         .collect();
     output::io_result(output::table(
-        &["server", "drive unit", "users", "tried", "ok", "failed", "MB", "seconds"],
+        &[
+            "server",
+            "drive unit",
+            "users",
+            "tried",
+            "ok",
+            "failed",
+            "MB",
+            "seconds",
+        ],
         &rows,
     ))?;
     for f in &sum.failures {
@@ -309,7 +330,8 @@ pub fn status(a: &FleetStatusArgs) -> Result<ExitCode, cyrvault::Error> {
     };
     let stale = match stale_secs {
         Some(s) => {
-            let cutoff = fleet::now_ms().saturating_sub(i64::try_from(s * 1000).unwrap_or(i64::MAX));
+            let cutoff =
+                fleet::now_ms().saturating_sub(i64::try_from(s * 1000).unwrap_or(i64::MAX));
             dir.stale(cutoff)?
         }
         None => Vec::new(),
@@ -333,7 +355,10 @@ pub fn status(a: &FleetStatusArgs) -> Result<ExitCode, cyrvault::Error> {
     print_units(&sum)?;
     for (server, user, last) in &stale {
         match last {
-            Some(ms) => println!("STALE {server}/{user} last good backup at {} (unix)", ms / 1000),
+            Some(ms) => println!(
+                "STALE {server}/{user} last good backup at {} (unix)",
+                ms / 1000
+            ),
             None => println!("STALE {server}/{user} never backed up"),
         }
     }
