@@ -466,24 +466,44 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
         .unwrap());
     assert!(!stale.contains("STALE"), "{stale}");
 
-    // 6. A deleted user is marked gone, not forgotten.
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A user deleted from Cyrus is marked gone by the next discover, not forgotten (a
+/// fleet of its own: the shared one must keep its 300 users).
+#[test]
+fn discover_marks_deleted_users_gone() {
+    let f = start_fleet(3, 1, 300);
+    let dir = scratch("gone");
+    let conf = write_conf(&f, &dir, &ConfOpts::default());
+    let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
+    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found[2]["counts"]["users"], 3, "{out}");
     let sb = &f.sbs[2];
     let mut admin = sb.admin().unwrap();
-    let mbox = sb.mailbox_name("u3x099", None);
+    let mbox = sb.mailbox_name("u3x002", None);
     admin.setacl(&mbox, "cyrus", "lrswipkxtecda").unwrap();
     admin.delete(&mbox).unwrap();
     admin.logout().unwrap();
     let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
     let found: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(found[2]["counts"]["gone"], 1, "{out}");
+    assert_eq!(found[2]["counts"]["users"], 2, "{out}");
+    let db = rusqlite::Connection::open(dir.join("vault-a/fleet.db")).unwrap();
     let gone: Option<i64> = db
         .query_row(
-            "SELECT gone_since FROM users WHERE server = 's3' AND userid = 'u3x099'",
+            "SELECT gone_since FROM users WHERE server = 's3' AND userid = 'u3x002'",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert!(gone.is_some());
+    assert!(gone.is_some(), "kept, marked gone");
+    // a run does not try it
+    let out = ok(cli(&["run", "--workers", "2", "--json"], &conf)
+        .output()
+        .unwrap());
+    let (_, s) = parse_events(&out);
+    assert_eq!(s["ok"], 8, "{s}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -510,8 +530,14 @@ fn two_runs(f: &Fleet, dir: &Path, database: Option<&str>) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (ea, sa) = parse_events(&ok(a.wait_with_output().unwrap()));
-    let (eb, sb) = parse_events(&ok(b.wait_with_output().unwrap()));
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let errs = format!(
+        "{}\n---\n{}",
+        String::from_utf8_lossy(&oa.stderr),
+        String::from_utf8_lossy(&ob.stderr)
+    );
+    let (ea, sa) = parse_events(&ok(oa));
+    let (eb, sb) = parse_events(&ok(ob));
     assert_eq!(sa["round"], sb["round"], "both runs worked on one round");
     let done = |ev: &[Event]| {
         ev.iter()
@@ -519,7 +545,7 @@ fn two_runs(f: &Fleet, dir: &Path, database: Option<&str>) {
             .count()
     };
     let (na, nb) = (done(&ea), done(&eb));
-    assert!(na > 0 && nb > 0, "both did work: {na} + {nb}");
+    assert!(na > 0 && nb > 0, "both did work: {na} + {nb}\n{errs}");
     assert_eq!(na + nb, 300, "{na} + {nb}");
     let runs = check_archives(f, dir);
     assert_eq!(runs.len(), 300);

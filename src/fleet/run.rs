@@ -46,6 +46,8 @@ pub struct RunSummary {
     pub seconds: f64,
     /// Worker processes that died abnormally (and were replaced).
     pub workers_died: u64,
+    /// Users of the round nobody tried (every worker gave up: see their errors).
+    pub untried: i64,
     /// Per server and drive unit, over the whole round (all hosts).
     pub units: Vec<UnitSummary>,
     /// Users whose attempt in this round failed (all hosts).
@@ -122,6 +124,7 @@ pub fn run_fleet(
         bytes: 0,
         seconds: 0.0,
         workers_died: 0,
+        untried: 0,
         units: Vec::new(),
         failures: Vec::new(),
     };
@@ -197,7 +200,8 @@ pub fn run_fleet(
             on_event(&ev);
         }
     }
-    if dir.remaining(round, now_ms())? == 0 {
+    sum.untried = dir.remaining(round, now_ms())?;
+    if sum.untried == 0 {
         dir.finish_round(round, now_ms())?;
     }
     sum.units = dir.summary(round)?;

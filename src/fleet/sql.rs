@@ -237,13 +237,21 @@ fn number_placeholders(sql: &str) -> String {
     out
 }
 
-fn pg_params(p: &[Val]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+fn pg_params(
+    p: &[Val],
+    types: &[postgres::types::Type],
+) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
     p.iter()
-        .map(|v| -> Box<dyn postgres::types::ToSql + Sync> {
+        .enumerate()
+        .map(|(i, v)| -> Box<dyn postgres::types::ToSql + Sync> {
             match v {
                 Val::I(i) => Box::new(*i),
                 Val::T(s) => Box::new(s.clone()),
-                Val::Null => Box::new(Option::<i64>::None),
+                // a NULL must still carry the parameter's type
+                Val::Null if types.get(i) == Some(&postgres::types::Type::INT8) => {
+                    Box::new(Option::<i64>::None)
+                }
+                Val::Null => Box::new(Option::<String>::None),
             }
         })
         .collect()
@@ -258,23 +266,20 @@ impl Sql for Pg {
     }
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
         let q = number_placeholders(sql);
-        let owned = pg_params(params);
+        let st = self.0.prepare(&q).map_err(|e| db_err(sql, e))?;
+        let owned = pg_params(params, st.params());
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             owned.iter().map(|b| b.as_ref()).collect();
-        self.0
-            .execute(q.as_str(), &refs)
-            .map_err(|e| db_err(sql, e))
+        self.0.execute(&st, &refs).map_err(|e| db_err(sql, e))
     }
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
         use postgres::types::Type;
         let q = number_placeholders(sql);
-        let owned = pg_params(params);
+        let st = self.0.prepare(&q).map_err(|e| db_err(sql, e))?;
+        let owned = pg_params(params, st.params());
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             owned.iter().map(|b| b.as_ref()).collect();
-        let rows = self
-            .0
-            .query(q.as_str(), &refs)
-            .map_err(|e| db_err(sql, e))?;
+        let rows = self.0.query(&st, &refs).map_err(|e| db_err(sql, e))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let mut row = Vec::with_capacity(r.len());

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use cyrvault::error::{EX_TEMPFAIL, EX_USAGE};
+use cyrvault::error::{EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
 use cyrvault::fleet::{self, Event, RunOptions, RunSummary};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -223,6 +223,13 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, cyrvault::Error> {
         let _ = l.multi.clear();
     }
     print_summary(&sum, json)?;
+    if sum.untried > 0 {
+        eprintln!(
+            "cyrvault run: {} users of round {} were not tried (the workers failed; see above)",
+            sum.untried, sum.round
+        );
+        return Ok(ExitCode::from(EX_SOFTWARE as u8));
+    }
     Ok(if sum.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -325,6 +332,7 @@ pub fn status(a: &FleetStatusArgs) -> Result<ExitCode, cyrvault::Error> {
         bytes: 0,
         seconds: 0.0,
         workers_died: 0,
+        untried: 0,
         units: dir.summary(round)?,
         failures: dir.failures(round)?,
     };
