@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS attempts (
   id INTEGER PRIMARY KEY, round BIGINT NOT NULL, server TEXT NOT NULL, userid TEXT NOT NULL,
   unit TEXT NOT NULL, worker TEXT NOT NULL, started BIGINT NOT NULL, finished BIGINT NOT NULL,
   ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT);
+CREATE INDEX IF NOT EXISTS claims_open ON claims (unit, released_at);
 ";
 const SCHEMA_PG: &str = "
 CREATE TABLE IF NOT EXISTS claims (
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS attempts (
   id BIGSERIAL PRIMARY KEY, round BIGINT NOT NULL, server TEXT NOT NULL, userid TEXT NOT NULL,
   unit TEXT NOT NULL, worker TEXT NOT NULL, started BIGINT NOT NULL, finished BIGINT NOT NULL,
   ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT);
+CREATE INDEX IF NOT EXISTS claims_open ON claims (unit, released_at);
 ";
 
 /// A user not yet tried in `round`, not in backoff, not leased (or its lease ran out).
@@ -315,7 +317,8 @@ impl Directory {
     }
 
     /// Claim a batch for `worker`: up to `batch` eligible users of ONE drive unit
-    /// that has fewer than `unit_limit` workers (and whose server has fewer than
+    /// that has fewer than `unit_limit` workers (open, unexpired claims: a unit stays
+    /// taken until its worker released the batch, not just until its last user) (and whose server has fewer than
     /// `server_limit`), the unit whose oldest backup is oldest first, its users
     /// oldest backup first. SQLite: the whole claim runs under `BEGIN IMMEDIATE`
     /// (one writer at a time). PostgreSQL: the unit row is locked `FOR UPDATE SKIP
@@ -324,7 +327,30 @@ impl Directory {
     /// SKIP LOCKED`. Leases expire after `lease_ms`; expired leases count for nobody.
     pub fn claim(&mut self, worker: &str, round: i64, lim: Limits) -> Result<Option<Batch>> {
         let pg = self.dialect() == Dialect::Postgres;
-        self.tx_at(|db, now| {
+        self.db.begin()?;
+        let r = Self::claim_in(self.db.as_mut(), &self.clock, pg, worker, round, lim);
+        match r {
+            Ok(v) => {
+                self.db.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.db.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn claim_in(
+        db: &mut dyn Sql,
+        clock: &dyn Fn() -> i64,
+        pg: bool,
+        worker: &str,
+        round: i64,
+        lim: Limits,
+    ) -> Result<Option<Batch>> {
+        let now = clock();
+        {
             let candidates = db.query(
                 &format!(
                     "SELECT unit, server, MIN(COALESCE(last_success, 0)) AS oldest FROM users \
@@ -344,8 +370,8 @@ impl Directory {
                     }
                 }
                 let busy = db.query(
-                    "SELECT COUNT(DISTINCT lease_owner) FROM users WHERE unit = ? \
-                     AND lease_owner IS NOT NULL AND lease_expires >= ? AND lease_owner <> ?",
+                    "SELECT COUNT(DISTINCT worker) FROM claims WHERE unit = ? \
+                     AND released_at IS NULL AND expires_at >= ? AND worker <> ?",
                     &[unit.as_str().into(), now.into(), worker.into()],
                 )?;
                 if busy.first().map_or(0, |r| r[0].int()) >= lim.unit_limit as i64 {
@@ -359,8 +385,8 @@ impl Directory {
                         )?;
                     }
                     let busy = db.query(
-                        "SELECT COUNT(DISTINCT lease_owner) FROM users WHERE server = ? \
-                         AND lease_owner IS NOT NULL AND lease_expires >= ? AND lease_owner <> ?",
+                        "SELECT COUNT(DISTINCT worker) FROM claims WHERE server = ? \
+                         AND released_at IS NULL AND expires_at >= ? AND worker <> ?",
                         &[server.as_str().into(), now.into(), worker.into()],
                     )?;
                     if busy.first().map_or(0, |r| r[0].int()) >= lim.server_limit as i64 {
@@ -384,6 +410,9 @@ impl Directory {
                 if rows.is_empty() {
                     continue;
                 }
+                // stamped after the unit's lock and count: later than any release
+                // or expiry the count relied on (PostgreSQL's BEGIN locks nothing)
+                let now = clock().max(now);
                 let expires = now.saturating_add(lim.lease_ms);
                 let mut users = Vec::with_capacity(rows.len());
                 for r in rows {
@@ -391,7 +420,12 @@ impl Directory {
                     db.exec(
                         "UPDATE users SET lease_owner = ?, lease_expires = ? \
                          WHERE server = ? AND userid = ?",
-                        &[worker.into(), expires.into(), server.as_str().into(), u.as_str().into()],
+                        &[
+                            worker.into(),
+                            expires.into(),
+                            server.as_str().into(),
+                            u.as_str().into(),
+                        ],
                     )?;
                     users.push((u, v));
                 }
@@ -416,7 +450,7 @@ impl Directory {
                 }));
             }
             Ok(None)
-        })
+        }
     }
 
     /// Record one user's attempt and push the lease of the rest of the batch out.
