@@ -150,34 +150,34 @@ pub fn run_fleet(
             Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }
         let mut alive = 0;
-        for i in 0..slots.len() {
-            let Some(slot) = slots[i].as_mut() else {
+        for (i, entry) in slots.iter_mut().enumerate() {
+            let Some(slot) = entry.as_mut() else {
                 continue;
             };
-            match slot.child.try_wait() {
-                Ok(None) => alive += 1,
-                Ok(Some(st)) => {
-                    let name = slot.name.clone();
-                    slots[i] = None;
-                    if !st.success() {
-                        sum.workers_died += 1;
-                        on_event(&Event::WorkerDied {
-                            worker: name,
-                            status: st.to_string(),
-                        });
-                        if sum.workers_died <= max_respawn as u64
-                            && dir.remaining(round, now_ms())? > 0
-                        {
-                            slots[i] = Some(spawn(opts, round, i, &tx)?);
-                            alive += 1;
-                        }
-                    }
+            let st = match slot.child.try_wait() {
+                Ok(None) => {
+                    alive += 1;
+                    continue;
                 }
+                Ok(Some(st)) => st,
                 Err(e) => {
                     return Err(Error::Other(format!(
                         "waiting for worker {}: {e}",
                         slot.name
                     )));
+                }
+            };
+            let name = slot.name.clone();
+            *entry = None;
+            if !st.success() {
+                sum.workers_died += 1;
+                on_event(&Event::WorkerDied {
+                    worker: name,
+                    status: st.to_string(),
+                });
+                if sum.workers_died <= max_respawn as u64 && dir.remaining(round, now_ms())? > 0 {
+                    *entry = Some(spawn(opts, round, i, &tx)?);
+                    alive += 1;
                 }
             }
         }
