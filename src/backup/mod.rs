@@ -13,14 +13,17 @@
 //! a manifest.
 //!
 //! Files: `server.rs` (connection, servername, AUTH), `run.rs` (one user's run),
-//! `recover.rs` (roll forward, adoption), `ext.rs` (what a run remembers for the next
+//! `folder.rs` (a changed folder: FMETA, FDATA, GUID checks), `user.rs` (seen, subs,
+//! sieve), `recover.rs` (roll forward, adoption), `ext.rs` (what a run remembers for the next
 //! one, inside its manifest).
 #![forbid(unsafe_code)]
 
 mod ext;
+mod folder;
 mod recover;
 mod run;
 mod server;
+mod user;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -28,6 +31,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use recover::replay_archive;
 pub use run::backup_user;
 pub use server::{ConnectOptions, Server};
 
@@ -37,9 +41,10 @@ use crate::vault::Vault;
 /// Most UIDs per `FDATA` request (what the Perl client sends; the service allows 4096).
 pub const FDATA_BATCH: usize = 1024;
 
-/// A folder whose metadata files changed less than this many seconds before they were
-/// read is fetched again next run: `stat` times are whole seconds, so a second change
-/// within the same second would look unchanged ("racy" stat, as git calls it).
+/// A folder whose metadata files were modified in the second they were read, or in the
+/// `RACY_SECS - 1` seconds before (slack for clock skew between the hosts), is fetched
+/// again next run: `stat` times are whole seconds, so a second change within the same
+/// second would look unchanged ("racy" stat, as git calls it).
 pub const RACY_SECS: u64 = 2;
 
 /// Told about progress while a run goes (the CLI draws a progress bar with it).
