@@ -700,7 +700,7 @@ fn bench_fleet() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(8000);
     let f = start_fleet(users, msgs, size);
-    println!("| workers | users | MB fetched | seconds | users/hour | MB/s |");
+    println!("\n| workers | users | MB fetched | seconds | users/hour | MB/s |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for w in [1usize, 2, 4, 12] {
         let dir = scratch("bench");
