@@ -504,6 +504,23 @@ fn discover_marks_deleted_users_gone() {
         .unwrap());
     let (_, s) = parse_events(&out);
     assert_eq!(s["ok"], 8, "{s}");
+    // on a terminal (util-linux `script` gives it one): the live display, then the table
+    let cmd = format!(
+        "{} run --workers 2 --config {}",
+        env!("CARGO_BIN_EXE_cyrvault"),
+        conf.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output();
+    if let Ok(tty) = tty {
+        let text = String::from_utf8_lossy(&tty.stdout);
+        assert!(tty.status.success(), "{text}");
+        assert!(text.contains("8/8 users"), "the bar reached 8 of 8: {text}");
+        assert!(text.contains("8 ok, 0 failed"), "{text}");
+        assert!(text.contains("disk1") && text.contains("s3"), "{text}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
