@@ -16,6 +16,7 @@
 //! server_limit: 0                   # 0: no limit
 //! lease: 900                        # seconds
 //! retry_backoff: 300                # seconds, doubled per consecutive failure
+//! round_window: 43200               # seconds an open round is joined (else closed)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -60,6 +61,9 @@ pub struct FleetConf {
     pub lease_secs: u64,
     /// Seconds before a failed user is retried (doubled per further failure).
     pub retry_backoff_secs: u64,
+    /// Seconds during which a started round is joined by another `cyrvault run`
+    /// (another host, or a restart); an older open round is closed instead.
+    pub round_window_secs: u64,
 }
 
 /// Default `workers`.
@@ -70,6 +74,8 @@ pub const DEFAULT_BATCH: usize = 50;
 pub const DEFAULT_LEASE: u64 = 900;
 /// Default `retry_backoff` in seconds.
 pub const DEFAULT_BACKOFF: u64 = 300;
+/// Default `round_window` in seconds.
+pub const DEFAULT_ROUND_WINDOW: u64 = 12 * 3600;
 
 fn bad(file: &str, line: usize, msg: String) -> Error {
     Error::Other(format!("{file}:{line}: {msg}"))
@@ -132,6 +138,7 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
         server_limit: 0,
         lease_secs: DEFAULT_LEASE,
         retry_backoff_secs: DEFAULT_BACKOFF,
+        round_window_secs: DEFAULT_ROUND_WINDOW,
     };
     if let Some((v, l)) = get("workers") {
         conf.workers = number(file, l, "workers", v)?;
@@ -150,6 +157,9 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
     }
     if let Some((v, l)) = get("retry_backoff") {
         conf.retry_backoff_secs = number(file, l, "retry_backoff", v)?;
+    }
+    if let Some((v, l)) = get("round_window") {
+        conf.round_window_secs = number(file, l, "round_window", v)?;
     }
     for (key, min) in [
         ("workers", conf.workers),

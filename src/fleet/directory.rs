@@ -72,6 +72,7 @@ pub struct Limits {
 pub struct Batch {
     /// The claims row.
     pub claim: i64,
+    /// The server the unit belongs to.
     pub server: String,
     /// Unit id `server/unit`.
     pub unit: String,
@@ -82,7 +83,9 @@ pub struct Batch {
 /// One user as discovery saw it.
 #[derive(Debug, Clone)]
 pub struct SeenUser {
+    /// The userid as `USERS` lists it.
     pub userid: String,
+    /// Its INBOX's partition.
     pub partition: String,
     /// Unit name (without the server).
     pub unit: String,
@@ -91,22 +94,34 @@ pub struct SeenUser {
 /// What discovery changed for one server.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DiscoverCounts {
+    /// Users the server listed.
     pub users: usize,
+    /// Of those, not in the directory before.
     pub new: usize,
+    /// Of those, on another drive unit than before.
     pub moved: usize,
+    /// Users in the directory the server no longer lists (now marked gone).
     pub gone: usize,
+    /// Drive units of the server.
     pub units: usize,
 }
 
 /// A row of the per-server/per-unit summary of a round.
 #[derive(Debug, Clone, Serialize)]
 pub struct UnitSummary {
+    /// Server name.
     pub server: String,
+    /// Unit id `server/unit`.
     pub unit: String,
+    /// Users on the unit (not gone).
     pub users: i64,
+    /// Of those, tried in the round.
     pub tried: i64,
+    /// Of those, backed up.
     pub ok: i64,
+    /// Of those, failed (their last attempt in the round).
     pub failed: i64,
+    /// Message bytes fetched.
     pub bytes: i64,
     /// Wall time from the unit's first claim to its last result, ms.
     pub span_ms: i64,
@@ -115,9 +130,13 @@ pub struct UnitSummary {
 /// A user whose last attempt failed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
+    /// Server name.
     pub server: String,
+    /// The user.
     pub userid: String,
+    /// What went wrong.
     pub error: String,
+    /// Failures in a row.
     pub failures: i64,
 }
 
@@ -268,18 +287,26 @@ impl Directory {
     }
 
     /// Join the open round (another host's `run` may have started it) or start one.
-    pub fn join_round(&mut self, now: i64) -> Result<i64> {
+    /// An open round started more than `window_ms` ago (a run that was stopped) is
+    /// closed instead of joined, so the next night backs everyone up again.
+    pub fn join_round(&mut self, now: i64, window_ms: i64) -> Result<i64> {
         let pg = self.dialect() == Dialect::Postgres;
         self.tx(|db| {
             if pg {
                 db.batch("LOCK TABLE rounds IN EXCLUSIVE MODE")?;
             }
             let open = db.query(
-                "SELECT id FROM rounds WHERE finished IS NULL ORDER BY id DESC LIMIT 1",
+                "SELECT id, started FROM rounds WHERE finished IS NULL ORDER BY id DESC LIMIT 1",
                 &[],
             )?;
             if let Some(r) = open.first() {
-                return Ok(r[0].int());
+                if r[1].int() >= now.saturating_sub(window_ms) {
+                    return Ok(r[0].int());
+                }
+                db.exec(
+                    "UPDATE rounds SET finished = ? WHERE finished IS NULL",
+                    &[now.into()],
+                )?;
             }
             let next = db.query("SELECT COALESCE(MAX(id), 0) + 1 FROM rounds", &[])?;
             let id = next.first().map_or(1, |r| r[0].int());
@@ -715,7 +742,7 @@ mod tests {
     #[test]
     fn claims_respect_the_unit_limit_and_leases_expire() {
         let (mut d, clk) = dir_with(&[("a", &["u1", "u2", "u3"]), ("b", &["v1"])]);
-        let r = d.join_round(10).unwrap();
+        let r = d.join_round(10, 1000).unwrap();
         let b1 = at(&clk, 10, &mut d).claim("w1", r, LIM).unwrap().unwrap();
         assert_eq!(b1.users.len(), 2);
         let b2 = at(&clk, 10, &mut d).claim("w2", r, LIM).unwrap().unwrap();
@@ -750,7 +777,7 @@ mod tests {
     #[test]
     fn failures_back_off_and_gone_users_are_kept() {
         let (mut d, clk) = dir_with(&[("a", &["u1"])]);
-        let r = d.join_round(10).unwrap();
+        let r = d.join_round(10, 1000).unwrap();
         let b = at(&clk, 10, &mut d).claim("w", r, LIM).unwrap().unwrap();
         at(&clk, 20, &mut d)
             .record("w", r, &b, "u1", &Err("down".into()), 100, 1000, 10)
@@ -759,8 +786,18 @@ mod tests {
         assert_eq!(d.failures(r).unwrap()[0].error, "down");
         assert_eq!(d.remaining(r, 22).unwrap(), 0);
         d.finish_round(r, 23).unwrap();
-        let r2 = d.join_round(24).unwrap();
+        let r2 = d.join_round(24, 1000).unwrap();
         assert_eq!(r2, r + 1);
+        assert_eq!(
+            d.join_round(25, 1000).unwrap(),
+            r2,
+            "an open round is joined"
+        );
+        assert_eq!(
+            d.join_round(5000, 1000).unwrap(),
+            r2 + 1,
+            "a stale open round is closed, not joined"
+        );
         assert!(
             at(&clk, 50, &mut d).claim("w", r2, LIM).unwrap().is_none(),
             "in backoff until 120"

@@ -16,9 +16,11 @@ use crate::error::{Error, Result};
 /// What discovery found on one server (or why it could not ask).
 #[derive(Debug, Serialize)]
 pub struct ServerDiscovery {
+    /// The server's name in the config.
     pub server: String,
     /// Drive unit → its partitions.
     pub units: BTreeMap<String, Vec<String>>,
+    /// What changed in the directory.
     pub counts: DiscoverCounts,
     /// The error, when the server could not be asked (its users are left as they were).
     pub error: Option<String>,

@@ -40,6 +40,11 @@ pub fn open_directory(conf: &FleetConf) -> Result<Directory> {
     Directory::open(sql::connect(&conf.database)?)
 }
 
+/// `round_window` in ms.
+pub fn round_window_ms(conf: &FleetConf) -> i64 {
+    i64::try_from(conf.round_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 /// The scheduler limits of `conf`.
 pub fn limits(conf: &FleetConf) -> Limits {
     Limits {

@@ -37,12 +37,17 @@ pub struct RunOptions {
 /// The end of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
+    /// The round this run worked on.
     pub round: i64,
-    /// Users this run's workers tried / backed up / failed.
+    /// Users this run's workers tried.
     pub tried: u64,
+    /// Of those, backed up.
     pub ok: u64,
+    /// Of those, failed.
     pub failed: u64,
+    /// Message bytes this run's workers fetched.
     pub bytes: u64,
+    /// Wall time of the run.
     pub seconds: f64,
     /// Worker processes that died abnormally (and were replaced).
     pub workers_died: u64,
@@ -109,7 +114,7 @@ pub fn run_fleet(
 ) -> Result<RunSummary> {
     let t0 = Instant::now();
     let mut dir = open_directory(conf)?;
-    let round = dir.join_round(now_ms())?;
+    let round = dir.join_round(now_ms(), super::round_window_ms(conf))?;
     let n = opts.workers.unwrap_or(conf.workers).max(1);
     let (tx, rx) = mpsc::channel::<(usize, String)>();
     let mut slots: Vec<Option<Slot>> = Vec::with_capacity(n);

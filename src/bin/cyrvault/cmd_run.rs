@@ -187,7 +187,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, cyrvault::Error> {
     }
     let total = {
         let mut dir = fleet::open_directory(&conf)?;
-        let round = dir.join_round(fleet::now_ms())?;
+        let round = dir.join_round(fleet::now_ms(), fleet::round_window_ms(&conf))?;
         dir.remaining(round, fleet::now_ms())?
     };
     let exe = std::env::current_exe()
@@ -199,6 +199,12 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, cyrvault::Error> {
         worker_args: Vec::new(),
     };
     let total = u64::try_from(total).unwrap_or(0);
+    if total == 0 {
+        eprintln!(
+            "cyrvault run: no user to back up in this round (none discovered yet? run \
+             `cyrvault discover`; or all are in retry backoff)"
+        );
+    }
     let t0 = Instant::now();
     let mut live = (!a.json && std::io::stderr().is_terminal()).then(|| Live::new(total));
     let mut done = 0u64;
