@@ -3,6 +3,7 @@
 //! - `config.rs`: `cyrvault.conf` (servers, vaults, database, limits);
 //! - `sql.rs`: the SQL trait and its SQLite and PostgreSQL backends;
 //! - `directory.rs`: servers, drive units, users, rounds, claims (leases), attempts;
+//! - `report.rs`: the round's summary per server and unit, failures, claim trace;
 //! - `discover.rs`: asks each server's `cyrvaultd` (`USERS`, `PARTITIONS`) which
 //!   users it has, on which partition, on which filesystem device (drive unit);
 //! - `worker.rs`: one worker process: claim a batch on one unit, back each user up
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod directory;
 pub mod discover;
+pub mod report;
 pub mod run;
 pub mod sql;
 pub mod worker;
