@@ -7,7 +7,9 @@
 //!   partitions, then overrides), `run --workers 12` with one worker killed -9 in the
 //!   middle of a batch, the claim trace (never more than one worker per unit, units in
 //!   parallel), every archive scanned clean; a locked archive fails one user, the rest
-//!   completes, exit 75, the next run retries it; a deleted user is marked gone.
+//!   completes, exit 75, the next run retries it.
+//! - `discover_gone_users_terminal_and_server_down` (a small fleet of its own): a
+//!   deleted user is marked gone; the live display on a terminal; a server down.
 //! - `postgres_two_runs_split_the_round` / `sqlite_two_runs_split_the_round`: two
 //!   `cyrvault run` at once on one directory: every user backed up exactly once (its
 //!   catalog has one run), both processes did work, unit limit kept.
@@ -469,11 +471,12 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A user deleted from Cyrus is marked gone by the next discover, not forgotten (a
-/// fleet of its own: the shared one must keep its 300 users).
+/// A user deleted from Cyrus is marked gone by the next discover, not forgotten; the
+/// live display on a terminal; a server that is down (a fleet of its own: the shared
+/// one must keep its 300 users and its servers).
 #[test]
-fn discover_marks_deleted_users_gone() {
-    let f = start_fleet(3, 1, 300);
+fn discover_gone_users_terminal_and_server_down() {
+    let mut f = start_fleet(3, 1, 300);
     let dir = scratch("gone");
     let conf = write_conf(&f, &dir, &ConfOpts::default());
     let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
@@ -521,6 +524,19 @@ fn discover_marks_deleted_users_gone() {
         assert!(text.contains("8 ok, 0 failed"), "{text}");
         assert!(text.contains("disk1") && text.contains("s3"), "{text}");
     }
+    // a server that is down: its users fail and are reported, the rest completes,
+    // exit 75; discover says it could not ask that server
+    f.sbs[1].stop().unwrap();
+    let out = cli(&["run", "--workers", "2"], &conf).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(text.contains("5 ok, 3 failed"), "{text}");
+    for u in ["u2x000", "u2x001", "u2x002"] {
+        assert!(text.contains(&format!("FAILED s2/{u}")), "{text}");
+    }
+    let out = cli(&["discover"], &conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(75));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s2:"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
