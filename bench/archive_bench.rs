@@ -78,10 +78,11 @@ fn write_archive(path: &Path, msgs: &[Vec<u8>], copies: usize, text: Level, bina
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| a != "--bench")
+        .filter(|a| !a.starts_with('-'))
         .collect();
-    // `cargo test --all-targets` runs this without arguments: nothing to measure then.
-    let Some(corpus) = args.first().map(PathBuf::from) else {
+    // `cargo test --all-targets` runs this without a corpus (maybe with test-harness
+    // options such as --test-threads): nothing to measure then.
+    let Some(corpus) = args.first().map(PathBuf::from).filter(|p| p.is_dir()) else {
         println!("usage: archive_bench CORPUS_DIR [WORK_DIR] (no corpus given: nothing measured)");
         return;
     };

@@ -6,7 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cyrvault::sandbox::{PopulatePlan, Sandbox, SandboxOptions, ServiceLine, populate};
+use std::os::unix::fs::{PermissionsExt, chown};
+
+use cyrvault::sandbox::{
+    PopulatePlan, Sandbox, SandboxOptions, ServiceLine, make_history, populate,
+};
 
 fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CYRVAULT_BIN_DIR") {
@@ -45,9 +49,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cyrvault = bins.join("cyrvault");
     let cyrvaultd = bins.join("cyrvaultd");
 
+    // The shared secret the backup host proves it knows (it never crosses the wire):
+    // mode 0600, owned by the cyrus user, as the service insists.
+    let work = std::env::temp_dir().join(format!("cyrvault-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let secret = work.join("cyrvault.secret");
+    std::fs::write(&secret, b"demo secret: use 32 random bytes in real life\n")?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    if let Ok(Some(u)) = nix::unistd::User::from_name("cyrus") {
+        chown(&secret, Some(u.uid.as_raw()), Some(u.gid.as_raw()))?;
+    }
+    let secret = secret.display().to_string();
+    let vault = work.join("vault").display().to_string();
+
     step("starting a private Cyrus (real master, imapd, lmtpd, and cyrvaultd) on 127.0.0.1");
     let mut opts = SandboxOptions {
         name_hint: "demo".into(),
+        extra_imapd_conf: vec![("cyrvaultd_secret_file".into(), secret.clone())],
         ..SandboxOptions::default()
     };
     opts.extra_services.push(ServiceLine::tcp(
@@ -59,7 +77,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service_addrs
         .get("cyrvaultd")
         .copied()
-        .ok_or("no cyrvaultd address")?;
+        .ok_or("no cyrvaultd address")?
+        .to_string();
     println!(
         "sandbox {} (servername {})",
         sb.root.display(),
@@ -91,15 +110,86 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     step("what cyrvault reads from Cyrus's own files");
-    let mboxdb = sb.config_dir().join("mailboxes.db");
-    let mboxdb = mboxdb.display().to_string();
-    let ok = run(&cyrvault, &["inspect", "mailboxes", &mboxdb]);
+    let mboxdb = sb.config_dir().join("mailboxes.db").display().to_string();
+    let mut ok = run(&cyrvault, &["inspect", "mailboxes", &mboxdb]);
+
+    let backup_args = [
+        "backup",
+        "--all",
+        "--server",
+        &service,
+        "--secret-file",
+        &secret,
+        "--vault",
+        &vault,
+    ];
+    step("run 1: full backup of every user (authenticated; Cyrus locks held for milliseconds)");
+    ok &= run(&cyrvault, &backup_args);
+
+    step("the users change their mail: flags, expunges, a renamed and a deleted folder");
+    let h = make_history(&sb, &pop, 7)?;
+    println!(
+        "{} flag changes, {} expunged, renamed {:?}, deleted {:?}",
+        h.flag_changes,
+        h.expunged.len(),
+        h.renamed,
+        h.deleted
+    );
+
+    step(
+        "run 2: incremental backup (unchanged folders cost one status line, known messages are not fetched)",
+    );
+    ok &= run(&cyrvault, &backup_args);
+
+    step("what the vault holds");
+    ok &= run(&cyrvault, &["list", "--vault", &vault]);
+    ok &= run(&cyrvault, &["show", "alice", "--vault", &vault]);
+    ok &= run(&cyrvault, &["ls", "alice", "--vault", &vault]);
+    ok &= run(
+        &cyrvault,
+        &["ls", "alice", "INBOX", "--run", "1", "--vault", &vault],
+    );
+    ok &= run(&cyrvault, &["stats", "--vault", &vault]);
+
+    step(
+        "verify: every member inflates, every message hashes to its GUID, catalog and archive agree",
+    );
+    ok &= run(&cyrvault, &["verify", "--all", "--vault", &vault]);
+
+    step("the catalog is derived data: rebuild it from the archive alone");
+    ok &= run(&cyrvault, &["reindex", "--all", "--vault", &vault]);
+
+    step("stock tools read the archive");
+    if let Some(a) = find_archive(Path::new(&vault)) {
+        println!("$ tar -tzf {} | head -5", a.display());
+        let out = Command::new("tar").arg("-tzf").arg(&a).output()?;
+        ok &= out.status.success();
+        for l in String::from_utf8_lossy(&out.stdout).lines().take(5) {
+            println!("{l}");
+        }
+    }
 
     println!("\nThe sandbox is stopped and removed now (set CYRVAULT_KEEP_SANDBOX=1 to keep it).");
     drop(sb);
+    let _ = std::fs::remove_dir_all(&work);
     if ok {
         Ok(())
     } else {
         Err("a demo step failed".into())
     }
+}
+
+/// The first `.tar.gz` under the vault's shard directories.
+fn find_archive(vault: &Path) -> Option<PathBuf> {
+    let shards = std::fs::read_dir(vault).ok()?.filter_map(|e| e.ok());
+    shards
+        .filter(|d| d.path().is_dir())
+        .flat_map(|d| {
+            std::fs::read_dir(d.path())
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+        })
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
 }

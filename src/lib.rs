@@ -11,6 +11,7 @@
 //! test sandbox), `sandbox` starts a private real Cyrus for tests and demos.
 //! See `doc/design.md`.
 
+pub mod admin;
 pub mod archive;
 pub mod backup;
 pub mod catalog;

@@ -1,6 +1,7 @@
 //! Integration tests: one crate (see STYLE.md). Each module tests one noun against
 //! real Cyrus: its files, its tools, its running server.
 
+mod admin; // list/show/ls/cat/verify/reindex/stats on archives of a real spool: reindex equality, damage, tar, one-member cat
 mod archive; // the per-user tar.gz: stock tools, crashes, damage, locks, short reads, kill -9
 mod backup; // cyrvault backup vs real Cyrus + cyrvaultd under master: round trip, history, dedup, incremental, kill -9
 mod catalog; // the SQLite catalog: history per run, reindex equality, schema checks, records_from_meta vs mbexamine
@@ -15,4 +16,5 @@ mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiti
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod protocol; // the wire protocol: transcripts of every base command, codec round trips
 mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator
+mod service; // cyrvaultd under the real master from the shipped snippet: load, lock hold, security, interop
 mod spool; // spool: listings, snapshots, locks, user files and annotations vs the real sandbox

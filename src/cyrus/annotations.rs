@@ -13,9 +13,9 @@
 //! "modifiedsince", the u64 big-endian modseq and one flags byte (bit 0: deleted,
 //! a tombstone). Old records may end after the value or the content type.
 //!
-//! [`mailbox_annotations_json`] reproduces `read_annot` in `imap/backupcyrusd.c`
-//! (cyrus-imapd master) byte for byte: jansson's `json_dumps(JSON_INDENT(2))` of
-//! an array of `[entry, userid, value]`. Pure: no I/O. See `doc/cyrus-files.md`,
+//! [`mailbox_annotation_rows`] selects what `read_annot` in `imap/backupcyrusd.c`
+//! (cyrus-imapd master) puts in its synthetic `mailbox_annotations` file; the
+//! JSON itself is printed by `protocol::annotations`. Pure: no I/O. See `doc/cyrus-files.md`,
 //! "annotations", and reference §5.1.
 #![forbid(unsafe_code)]
 
@@ -191,23 +191,23 @@ pub fn parse_annotations(
     Ok(out)
 }
 
-/// The `mailbox_annotations` synthetic file of upstream `backupcyrusd` for the
-/// mailbox `uniqueid` owned by `owner` (None for a shared mailbox): every live
-/// annotation of that mailbox in the global db, in key order, as jansson prints
-/// `[[entry, userid, value], ...]` with `JSON_INDENT(2)`, no trailing newline.
-/// None when there is none (upstream then leaves the `STAT` line out).
+/// The rows of upstream's synthetic `mailbox_annotations` file for the mailbox
+/// `uniqueid` owned by `owner` (None for a shared mailbox): every live
+/// annotation of that mailbox in the global db, in key order, as
+/// `[entry, userid, value]`. `protocol::annotations::mailbox_annotations_json`
+/// prints them as upstream does; no rows means upstream has no file.
 ///
 /// Upstream details kept: the owner token becomes `owner` (a shared mailbox's
 /// owner-token rows are dropped, as `json_pack` fails on a NULL string); a value
 /// is cut at its first NUL (`buf_cstring`); rows whose strings are not valid
 /// UTF-8 are dropped (`json_pack` refuses them); keys without a userid part are
 /// skipped (`find_p`).
-pub fn mailbox_annotations_json(
+pub fn mailbox_annotation_rows(
     annotations: &[Annotation],
     uniqueid: &str,
     owner: Option<&str>,
-) -> Option<Vec<u8>> {
-    let mut rows: Vec<[&str; 3]> = Vec::new();
+) -> Vec<[Vec<u8>; 3]> {
+    let mut rows = Vec::new();
     for a in annotations {
         if a.uid != 0 || a.mailbox_id != uniqueid.as_bytes() || a.is_tombstone() {
             continue;
@@ -217,67 +217,21 @@ pub fn mailbox_annotations_json(
             Some(i) => &a.value[..i],
             None => &a.value[..],
         };
-        let userid = if userid == OWNER_TOKEN.as_bytes() {
+        let userid: &[u8] = if userid == OWNER_TOKEN.as_bytes() {
             match owner {
-                Some(o) => o,
+                Some(o) => o.as_bytes(),
                 None => continue,
             }
         } else {
-            match std::str::from_utf8(userid) {
-                Ok(u) => u,
-                Err(_) => continue,
-            }
+            userid
         };
-        let (Ok(entry), Ok(value)) = (std::str::from_utf8(&a.entry), std::str::from_utf8(value))
-        else {
+        let row = [a.entry.to_vec(), userid.to_vec(), value.to_vec()];
+        if row.iter().any(|f| std::str::from_utf8(f).is_err()) {
             continue;
-        };
-        rows.push([entry, userid, value]);
-    }
-    if rows.is_empty() {
-        return None;
-    }
-    let mut out = Vec::new();
-    out.extend_from_slice(b"[");
-    for (i, row) in rows.iter().enumerate() {
-        out.extend_from_slice(if i == 0 { b"\n  [" } else { b",\n  [" });
-        for (j, s) in row.iter().enumerate() {
-            out.extend_from_slice(if j == 0 { b"\n    " } else { b",\n    " });
-            jansson_string(&mut out, s);
         }
-        out.extend_from_slice(b"\n  ]");
+        rows.push(row);
     }
-    out.extend_from_slice(b"\n]");
-    Some(out)
-}
-
-/// A JSON string as jansson's `dump_string` writes it without
-/// `JSON_ENSURE_ASCII`/`JSON_ESCAPE_SLASH`: `"` and `\` escaped, the C escapes
-/// for BS/FF/LF/CR/TAB, other control bytes as `\u00XX` (upper-case hex), all
-/// else (UTF-8, DEL, `/`) as is.
-fn jansson_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            c if c < 0x20 => out.extend_from_slice(format!("\\u{:04X}", c).as_bytes()),
-            c => out.push(c),
-        }
-    }
-    out.push(b'"');
-}
-
-/// The inode upstream reports for `mailbox_annotations`: the first two bytes of
-/// the SHA-1 of the JSON read as a native (x86: little-endian) `uint16_t`.
-pub fn mailbox_annotations_inode(json: &[u8]) -> u64 {
-    let g = super::Guid::of(json);
-    u64::from(u16::from_le_bytes([g.0[0], g.0[1]]))
+    rows
 }
 
 #[cfg(test)]
@@ -381,45 +335,36 @@ mod tests {
     }
 
     #[test]
-    fn json_matches_jansson_indent_2() {
+    fn rows_select_owner_and_skip_tombstones() {
         let recs = vec![
-            (
-                key("abc", "/comment", ""),
-                entry(b"a \"q\" \\ /\n\x01\x7f\xc3\xa9", 1, 0),
-            ),
+            (key("abc", "/comment", ""), entry(b"a \"q\"", 1, 0)),
             (key("abc", "/private", OWNER_TOKEN), entry(b"mine", 1, 0)),
             (key("abc", "/x", "carol"), entry(b"gone", 1, FLAG_DELETED)),
             (key("abd", "/other", ""), entry(b"o", 1, 0)),
         ];
         let a = parse_annotations(&recs, AnnotationDb::Global).unwrap();
-        let j = mailbox_annotations_json(&a, "abc", Some("bob")).unwrap();
-        let want = "[\n  [\n    \"/comment\",\n    \"\",\n    \
-                    \"a \\\"q\\\" \\\\ /\\n\\u0001\x7f\u{e9}\"\n  ],\n  [\n    \
-                    \"/private\",\n    \"bob\",\n    \"mine\"\n  ]\n]";
-        assert_eq!(String::from_utf8(j.clone()).unwrap(), want);
-        // serde_json agrees on the data.
-        let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
-        assert_eq!(v[1][1], "bob");
-        assert_eq!(mailbox_annotations_json(&a, "zzz", Some("bob")), None);
+        let rows = mailbox_annotation_rows(&a, "abc", Some("bob"));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[1],
+            [b"/private".to_vec(), b"bob".to_vec(), b"mine".to_vec()]
+        );
+        assert!(mailbox_annotation_rows(&a, "zzz", Some("bob")).is_empty());
         // Shared mailbox: owner rows dropped.
-        let s = mailbox_annotations_json(&a, "abc", None).unwrap();
-        assert!(!String::from_utf8(s).unwrap().contains("mine"));
+        assert_eq!(mailbox_annotation_rows(&a, "abc", None).len(), 1);
     }
 
     #[test]
-    fn json_cuts_at_nul_and_drops_invalid_utf8() {
+    fn rows_cut_at_nul_and_drop_invalid_utf8() {
         let recs = vec![
             (key("m", "/a", ""), entry(b"before\0after", 1, 0)),
             (key("m", "/b", ""), entry(b"\xff", 1, 0)),
         ];
         let a = parse_annotations(&recs, AnnotationDb::Global).unwrap();
-        let j = String::from_utf8(mailbox_annotations_json(&a, "m", None).unwrap()).unwrap();
-        assert_eq!(j, "[\n  [\n    \"/a\",\n    \"\",\n    \"before\"\n  ]\n]");
-    }
-
-    #[test]
-    fn inode_is_le_u16_of_sha1() {
-        // SHA-1("hello") = aaf4c6...: bytes aa f4 -> 0xf4aa.
-        assert_eq!(mailbox_annotations_inode(b"hello"), 0xf4aa);
+        let rows = mailbox_annotation_rows(&a, "m", None);
+        assert_eq!(
+            rows,
+            vec![[b"/a".to_vec(), b"".to_vec(), b"before".to_vec()]]
+        );
     }
 }

@@ -10,8 +10,8 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sha1::{Digest, Sha1};
@@ -243,15 +243,22 @@ struct Held<'a> {
     folder: Box<dyn Folder + 'a>,
     since: Option<Instant>,
     stats: &'a ServiceStats,
+    /// The session's longest hold so far (microseconds), for its log line.
+    session_max: Arc<AtomicU64>,
 }
 
 impl<'a> Held<'a> {
-    fn new(folder: Box<dyn Folder + 'a>, stats: &'a ServiceStats) -> Self {
+    fn new(
+        folder: Box<dyn Folder + 'a>,
+        stats: &'a ServiceStats,
+        session_max: &Arc<AtomicU64>,
+    ) -> Self {
         stats.locks_held.fetch_add(1, Ordering::Relaxed);
         Held {
             folder,
             since: Some(Instant::now()),
             stats,
+            session_max: Arc::clone(session_max),
         }
     }
     fn unlock_index(&mut self) {
@@ -261,6 +268,7 @@ impl<'a> Held<'a> {
             let held = self.folder.lock_hold().unwrap_or_else(|| t.elapsed());
             let us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
             self.stats.record_lock_hold(us);
+            self.session_max.fetch_max(us, Ordering::Relaxed);
         }
     }
 }
@@ -278,6 +286,7 @@ pub struct Session<'a> {
     stats: &'a ServiceStats,
     auth: Authenticator,
     summary: SessionSummary,
+    max_hold_us: Arc<AtomicU64>,
 }
 
 type W<'w> = ReplyWriter<&'w mut dyn Write>;
@@ -293,6 +302,7 @@ impl<'a> Session<'a> {
             stats,
             auth: Authenticator::new(cfg.secret.clone(), cfg.auth_policy),
             summary: SessionSummary::default(),
+            max_hold_us: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -305,6 +315,7 @@ impl<'a> Session<'a> {
         let mut w: W<'_> = ReplyWriter::new(output);
         let res = self.run_loop(&mut lines, &mut w);
         self.summary.bytes_out = w.bytes_out();
+        self.summary.max_lock_hold_us = self.max_hold_us.load(Ordering::Relaxed);
         self.stats
             .bytes_served
             .fetch_add(w.bytes_out(), Ordering::Relaxed);
@@ -327,6 +338,7 @@ impl<'a> Session<'a> {
                 Ok(None) => return Ok(()),
                 Ok(Some(l)) => l,
                 Err(e @ ProtocolError::LineTooLong { .. }) => {
+                    self.log_refusal(e.to_string().as_bytes());
                     w.no(e.to_string().as_bytes())?;
                     w.flush()?;
                     continue;
@@ -336,6 +348,7 @@ impl<'a> Session<'a> {
             let flow = match parse_request_line(&line.bytes, line.terminated) {
                 Ok(req) => self.handle(req, w)?,
                 Err(e) => {
+                    self.log_refusal(e.to_string().as_bytes());
                     w.no(e.to_string().as_bytes())?;
                     Flow::Continue
                 }
@@ -361,12 +374,14 @@ impl<'a> Session<'a> {
             _ => {}
         }
         if !self.auth.may_proceed() && !req.allowed_before_auth() {
+            self.log_refusal(b"authentication required");
             w.no(b"authentication required")?;
             return Ok(Flow::Continue);
         }
         if req.slot() != Some(self.cfg.servername.as_slice()) {
             let mut t = b"iam ".to_vec();
             t.extend_from_slice(&self.cfg.servername);
+            self.log_refusal(b"wrong slot (not this servername)");
             w.no(&t)?;
             return Ok(Flow::Continue);
         }
@@ -391,10 +406,30 @@ impl<'a> Session<'a> {
             Request::Status { .. } => self.status(w)?,
             Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
             Request::Partitions { .. } => self.partitions(w)?,
-            Request::Refused { refusal, .. } => refuse(refusal, w)?,
+            Request::Refused { refusal, .. } => match refusal_text(refusal) {
+                Some(text) => {
+                    self.log_refusal(&text);
+                    w.no(&text)?;
+                }
+                None => self.log_refusal(b"(silently, as upstream) malformed argument"),
+            },
             Request::Quit | Request::Ping => {}
         }
         Ok(Flow::Continue)
+    }
+
+    /// One log line per refused request (client error: bad syntax, a bound, a name
+    /// rule, missing authentication), with the peer; the text is cut to 200 bytes.
+    fn log_refusal(&self, text: &[u8]) {
+        let cut: String = String::from_utf8_lossy(&text[..text.len().min(200)])
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        log::warn!(
+            target: "cyrvault::session",
+            "refused request from {}: {cut}",
+            self.cfg.peer,
+        );
     }
 
     fn note_user(&mut self, user: &[u8]) {
@@ -516,7 +551,7 @@ impl<'a> Session<'a> {
                 w.no_name("no such folder", &intname)?;
                 return Ok(());
             }
-            Some(FolderOpen::Open(f)) => Held::new(f, self.stats),
+            Some(FolderOpen::Open(f)) => Held::new(f, self.stats, &self.max_hold_us),
         };
         w.ok()?;
         match items {
@@ -597,7 +632,7 @@ impl<'a> Session<'a> {
                 w.no_name("no such folder", folder)?;
                 return Ok(());
             }
-            Some(FolderOpen::Open(f)) => Held::new(f, self.stats),
+            Some(FolderOpen::Open(f)) => Held::new(f, self.stats, &self.max_hold_us),
         };
         w.ok()?;
         // resolve every UID under the index lock, then drop it before sending
@@ -712,7 +747,7 @@ impl<'a> Session<'a> {
                     w.no_name("no such folder", &f.name)?;
                     continue;
                 }
-                Some(FolderOpen::Open(folder)) => Held::new(folder, self.stats),
+                Some(FolderOpen::Open(folder)) => Held::new(folder, self.stats, &self.max_hold_us),
             };
             let ids = [
                 held.folder.uniqueid().to_vec(),
@@ -755,20 +790,20 @@ impl Drop for Session<'_> {
     }
 }
 
-fn refuse(refusal: Refusal, w: &mut W<'_>) -> Result<()> {
-    match refusal {
-        Refusal::BadCommand => w.no(b"bad command")?,
+/// The text of the `NO` line for a refusal; None for upstream's silent refusal.
+fn refusal_text(refusal: Refusal) -> Option<Vec<u8>> {
+    Some(match refusal {
+        Refusal::BadCommand => b"bad command".to_vec(),
         Refusal::Unknown(cmd) => {
             let mut t = b"unknown command ".to_vec();
             t.extend_from_slice(&cmd);
-            w.no(&t)?;
+            t
         }
-        Refusal::MissingUser => w.no(b"missing user")?,
-        Refusal::Silent => {}
-        Refusal::Literal => w.no(b"literals are not supported")?,
-        Refusal::Invalid(e) => w.no(e.to_string().as_bytes())?,
-    }
-    Ok(())
+        Refusal::MissingUser => b"missing user".to_vec(),
+        Refusal::Silent => return None,
+        Refusal::Literal => b"literals are not supported".to_vec(),
+        Refusal::Invalid(e) => e.to_string().into_bytes(),
+    })
 }
 
 /// `STAT` data of the synthetic annotations file: length, mtime 0, synthetic inode.

@@ -299,7 +299,18 @@ impl Spool {
     /// [`Spool::global_annotations`]; None if the folder has no annotations.
     pub fn mailbox_annotations(&self, folder: &FolderRef, all: &[Annotation]) -> Option<Vec<u8>> {
         let owner = folder.entry.userid.as_deref();
-        annotations::mailbox_annotations_json(all, folder.uniqueid(), owner)
+        let rows = annotations::mailbox_annotation_rows(all, folder.uniqueid(), owner);
+        let rows: Vec<crate::protocol::annotations::Annotation<'_>> = rows
+            .iter()
+            .map(
+                |[entry, userid, value]| crate::protocol::annotations::Annotation {
+                    entry,
+                    userid,
+                    value,
+                },
+            )
+            .collect();
+        crate::protocol::annotations::mailbox_annotations_json(&rows)
     }
 }
 
