@@ -6,7 +6,7 @@
 //! - `sqlite_fleet_kill9_locked_archive_and_retry`: discover (devices from the real
 //!   partitions, then overrides), `run --workers 12` with one worker killed -9 in the
 //!   middle of a batch, the claim trace (never more than one worker per unit, units in
-//!   parallel), every archive scanned clean; a locked archive fails one user, the rest
+//!   parallel), `verify --all` green, every archive scanned clean; a locked archive fails one user, the rest
 //!   completes, exit 75, the next run retries it.
 //! - `discover_gone_users_terminal_and_server_down` (a small fleet of its own): a
 //!   deleted user is marked gone; the live display on a terminal; a server down.
@@ -240,7 +240,8 @@ fn directory(conf: &Path) -> fleet::Directory {
     fleet::open_directory(&fleet::load_fleet_conf(conf).unwrap()).unwrap()
 }
 
-/// Each user's archive: scanned clean; its catalog's number of runs.
+/// Each vault root passes `cyrvault verify --all`; each user's archive scans clean and
+/// its catalog passes SQLite's integrity check. Returns each user's number of runs.
 fn check_archives(f: &Fleet, dir: &Path) -> HashMap<String, usize> {
     let mut runs = HashMap::new();
     for v in ["vault-a", "vault-b"] {
@@ -248,6 +249,20 @@ fn check_archives(f: &Fleet, dir: &Path) -> HashMap<String, usize> {
         if !root.exists() {
             continue;
         }
+        // the admin's `verify --all` over the vault root: green
+        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+            .args(["verify", "--all", "--quiet", "--vault"])
+            .arg(&root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "verify --all {}: {}\n{}",
+            root.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let vault = Vault::open(&root).unwrap();
         for (_, user, _) in &f.users {
             let Some(ua) = vault.user(user).unwrap() else {
