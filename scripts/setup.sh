@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install what cyrvault's tests and demo need on a fresh Debian 12 machine:
 # the real Cyrus IMAP (the tests start private instances of it), a C compiler
-# (the C harness for the static library), and the Rust toolchain's fmt/clippy.
+# (the C harness for the static library), PostgreSQL (the fleet tests), and the
+# Rust toolchain's fmt/clippy.
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 
-pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev)
+# postgresql: the fleet tests start a private cluster (initdb + pg_ctl) on loopback.
+pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod cyrus;
 pub mod error;
 pub mod ffi;
+pub mod fleet;
 pub mod imap;
 pub mod inspect;
 pub mod lock;

@@ -64,6 +64,15 @@ pub type Capability = (Vec<u8>, Option<Vec<u8>>);
 /// A file name with its stat, from a `STAT` line.
 pub type NamedStat = (Vec<u8>, FileStat);
 
+/// The answer to `PARTITIONS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionMap {
+    /// `(name, path, st_dev)` per partition.
+    pub partitions: Vec<(Vec<u8>, Vec<u8>, u64)>,
+    /// `(userid, INBOX partition)` per user.
+    pub users: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// A `STAT` listing and the words of its closing `DONE` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
@@ -208,6 +217,28 @@ impl<R: Read, W: Write> Client<R, W> {
             other => Err(unexpected("USER", &other)),
         })?;
         Ok(users)
+    }
+
+    /// Extension `PARTITIONS`: every partition `(name, path, st_dev)` and every
+    /// user's INBOX partition `(userid, partition)`.
+    pub fn partitions(&mut self) -> Result<PartitionMap, ProtocolError> {
+        self.send(&Request::Partitions {
+            slot: self.slot.clone(),
+        })?;
+        self.replies.expect_ok()?;
+        let mut map = PartitionMap::default();
+        self.listing(|r| match r {
+            Reply::Partition { name, path, dev } => {
+                map.partitions.push((name, path, dev));
+                Ok(())
+            }
+            Reply::UserPart { user, partition } => {
+                map.users.push((user, partition));
+                Ok(())
+            }
+            other => Err(unexpected("PARTITION or USERPART", &other)),
+        })?;
+        Ok(map)
     }
 
     fn stats(&mut self, req: Request) -> Result<Listing, ProtocolError> {

@@ -87,6 +87,14 @@ pub enum Reply {
     Challenge([u8; AUTH_LEN]),
     /// Extension: `STATUS <key> <value>`.
     Status { key: Vec<u8>, value: u64 },
+    /// Extension: `PARTITION <name> <path> <st_dev>` (answer to `PARTITIONS`).
+    Partition {
+        name: Vec<u8>,
+        path: Vec<u8>,
+        dev: u64,
+    },
+    /// Extension: `USERPART <userid> <partition>`: the user's INBOX partition.
+    UserPart { user: Vec<u8>, partition: Vec<u8> },
 }
 
 fn num(w: &[u8], what: &'static str) -> Result<u64, ProtocolError> {
@@ -160,6 +168,15 @@ pub fn parse_reply(line: &[u8]) -> Result<Reply, ProtocolError> {
         [b"STATUS", k, v] => Ok(Reply::Status {
             key: d(k),
             value: num(v, "status value")?,
+        }),
+        [b"PARTITION", n, p, v] => Ok(Reply::Partition {
+            name: d(n),
+            path: d(p),
+            dev: num(v, "partition device")?,
+        }),
+        [b"USERPART", u, p] => Ok(Reply::UserPart {
+            user: d(u),
+            partition: d(p),
         }),
         _ => bad("unknown reply line"),
     }
@@ -343,6 +360,17 @@ impl<W: Write> ReplyWriter<W> {
     /// Extension: `STATUS <key> <value>`.
     pub fn status(&mut self, key: &str, value: u64) -> Result<(), ProtocolError> {
         self.raw(format!("STATUS {key} {value}\n").as_bytes())
+    }
+
+    /// Extension: `PARTITION <name> <path> <st_dev>`.
+    pub fn partition(&mut self, name: &[u8], path: &[u8], dev: u64) -> Result<(), ProtocolError> {
+        let dev = dev.to_string();
+        self.words(b"PARTITION", &[name, path, dev.as_bytes()], None)
+    }
+
+    /// Extension: `USERPART <userid> <partition>`.
+    pub fn userpart(&mut self, user: &[u8], partition: &[u8]) -> Result<(), ProtocolError> {
+        self.words(b"USERPART", &[user, partition], None)
     }
 }
 

@@ -79,6 +79,9 @@ pub enum Request {
     Status { slot: Vec<u8> },
     /// Extension: `SNAPSHOT <slot> <user>`.
     Snapshot { slot: Vec<u8>, user: Vec<u8> },
+    /// Extension: `PARTITIONS <slot>`: each partition's device and each user's
+    /// INBOX partition (the fleet's drive units, doc/protocol.md 2).
+    Partitions { slot: Vec<u8> },
     /// A line answered by a fixed reply after the slot check.
     Refused {
         slot: Vec<u8>,
@@ -102,6 +105,7 @@ impl Request {
             | Auth { slot, .. }
             | Status { slot }
             | Snapshot { slot, .. }
+            | Partitions { slot }
             | Refused { slot, .. } => Some(slot),
         }
     }
@@ -160,6 +164,9 @@ pub fn parse_request_line(line: &[u8], terminated: bool) -> Result<Request, Prot
     }
     if is(b"STATUS") {
         return Ok(Request::Status { slot });
+    }
+    if is(b"PARTITIONS") {
+        return Ok(Request::Partitions { slot });
     }
     let body = if !st.is_space() {
         Err(Refusal::BadCommand)
@@ -441,6 +448,7 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, ProtocolError> {
         Auth { slot, .. } => (b"AUTH", slot),
         Status { slot } => (b"STATUS", slot),
         Snapshot { slot, .. } => (b"SNAPSHOT", slot),
+        Partitions { slot } => (b"PARTITIONS", slot),
         Refused { .. } => return Err(ProtocolError::NotEncodable),
     };
     out.extend_from_slice(name);

@@ -20,7 +20,11 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::session::{Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, Spool, UserFile};
+use super::session::{
+    Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap, Spool, UserFile,
+};
+use crate::cyrus::mboxlist::{MbName, Mboxlist};
+use crate::error::IoContext;
 use crate::protocol::FileStat;
 use crate::spool::{self, FileCopy, MessageFile, OpenFolder};
 use crate::{Error, Result};
@@ -79,7 +83,48 @@ fn owned_fetch(stat: spool::FileStat, bytes: Vec<u8>) -> Fetch<'static> {
     })
 }
 
+/// Each user's INBOX partition, in mailboxes.db order: the same users `USERS` lists
+/// (`spool::users_of`), an entry without a partition falling back to `default`.
+pub fn user_partitions(ml: &Mboxlist, deletedprefix: &str, default: &str) -> Vec<(String, String)> {
+    ml.entries()
+        .iter()
+        .filter(|e| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate())
+        .filter_map(|e| {
+            let m = MbName::from_dbname(&e.dbname, deletedprefix).ok()?;
+            if m.deleted.is_some() || !m.boxes.is_empty() {
+                return None;
+            }
+            let part = e.partition.clone().unwrap_or_else(|| default.to_string());
+            Some((m.userid()?, part))
+        })
+        .collect()
+}
+
 impl Spool for CyrusSpool {
+    fn partitions(&self) -> Result<PartitionMap> {
+        use std::os::unix::fs::MetadataExt;
+        let conf = self.spool.conf();
+        let parts = conf.partitions();
+        let mut map = PartitionMap::default();
+        for (name, path) in &parts {
+            let md = std::fs::metadata(path).at("stat of partition", path)?;
+            map.partitions.push((
+                name.clone().into_bytes(),
+                path.as_os_str().as_encoded_bytes().to_vec(),
+                md.dev(),
+            ));
+        }
+        let default = conf
+            .defaultpartition()
+            .or_else(|| parts.keys().next().cloned())
+            .unwrap_or_default();
+        let ml = self.spool.mboxlist()?;
+        for (u, p) in user_partitions(&ml, conf.deletedprefix(), &default) {
+            map.users.push((u.into_bytes(), p.into_bytes()));
+        }
+        Ok(map)
+    }
+
     fn users(&self) -> Result<Vec<Vec<u8>>> {
         Ok(self
             .spool

@@ -18,6 +18,7 @@ use sha1::{Digest, Sha1};
 
 use super::SessionSummary;
 use super::auth::{AuthOutcome, AuthPolicy, Authenticator, Secret};
+pub use crate::protocol::client::PartitionMap;
 use crate::protocol::reply::synthetic_ino;
 use crate::protocol::token::c_atoi_u32;
 use crate::protocol::{
@@ -120,6 +121,11 @@ pub trait Spool {
     fn sieve_scripts(&self, user: &[u8]) -> Result<Vec<Vec<u8>>>;
     /// Open one of them.
     fn open_sieve(&self, user: &[u8], name: &[u8]) -> Result<Fetch<'_>>;
+    /// `PARTITIONS`: every partition with its path and filesystem device, and every
+    /// user's INBOX partition. A spool that cannot tell refuses.
+    fn partitions(&self) -> Result<PartitionMap> {
+        Err(Error::Refused("this spool does not list partitions".into()))
+    }
 }
 
 /// An open folder. Dropping it releases every lock it holds.
@@ -399,6 +405,7 @@ impl<'a> Session<'a> {
             Request::Auth { slot, step } => return self.auth_step(&slot, step, w),
             Request::Status { .. } => self.status(w)?,
             Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
+            Request::Partitions { .. } => self.partitions(w)?,
             Request::Refused { refusal, .. } => match refusal_text(refusal) {
                 Some(text) => {
                     self.log_refusal(&text);
@@ -653,6 +660,7 @@ impl<'a> Session<'a> {
         }
         w.cap("STATUS", None)?;
         w.cap("SNAPSHOT", None)?;
+        w.cap("PARTITIONS", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
         w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
         w.done("CAPABILITY", &[])?;
@@ -692,6 +700,22 @@ impl<'a> Session<'a> {
             w.status(k, v)?;
         }
         w.done("STATUS", &[])?;
+        Ok(())
+    }
+
+    fn partitions(&mut self, w: &mut W<'_>) -> Result<()> {
+        let map = match self.spool.partitions() {
+            Ok(m) => m,
+            Err(e) => return self.spool_failed("listing partitions", b"-", &e, w),
+        };
+        w.ok()?;
+        for (name, path, dev) in &map.partitions {
+            w.partition(name, path, *dev)?;
+        }
+        for (user, part) in &map.users {
+            w.userpart(user, part)?;
+        }
+        w.done("PARTITIONS", &[])?;
         Ok(())
     }
 

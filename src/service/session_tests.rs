@@ -126,6 +126,18 @@ impl Spool for MemSpool {
     fn users(&self) -> Result<Vec<Vec<u8>>> {
         Ok(vec![self.user.into(), b"carol".to_vec()])
     }
+    fn partitions(&self) -> Result<crate::service::session::PartitionMap> {
+        Ok(crate::service::session::PartitionMap {
+            partitions: vec![
+                (b"p1".to_vec(), b"/srv/p 1".to_vec(), 2049),
+                (b"p2".to_vec(), b"/srv/p2".to_vec(), 2065),
+            ],
+            users: vec![
+                (self.user.into(), b"p2".to_vec()),
+                (b"carol".to_vec(), b"p1".to_vec()),
+            ],
+        })
+    }
     fn user_file_stat(&self, user: &[u8], which: UserFile) -> Result<Option<FileStat>> {
         if user != self.user.as_bytes() {
             return Ok(None);
@@ -443,7 +455,7 @@ fn auth_gate_challenge_and_replay() {
     assert_eq!(
         out,
         "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
-         CAP STATUS\nCAP SNAPSHOT\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
+         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
     );
 
     // a real exchange over a socket pair: the client computes the answer
@@ -814,4 +826,23 @@ fn snapshot_sends_each_folder_after_its_locks_are_released() {
     }
     let (_, streamed) = logged(&spool(), 0, b"SNAPSHOT imap1 bob\n");
     assert_eq!(buffered, streamed);
+}
+
+#[test]
+fn partitions_lists_devices_then_user_partitions() {
+    assert_eq!(
+        run("PARTITIONS imap1\n"),
+        "OK\nPARTITION p1 %2Fsrv%2Fp%201 2049\nPARTITION p2 %2Fsrv%2Fp2 2065\n\
+         USERPART bob p2\nUSERPART carol p1\nDONE PARTITIONS\n"
+    );
+    assert_eq!(run("PARTITIONS imap2\n"), "NO iam imap1\n");
+    let r = crate::protocol::reply::parse_reply(b"PARTITION p1 %2Fsrv%2Fp%201 2049").unwrap();
+    assert_eq!(
+        r,
+        crate::protocol::reply::Reply::Partition {
+            name: b"p1".to_vec(),
+            path: b"/srv/p 1".to_vec(),
+            dev: 2049
+        }
+    );
 }

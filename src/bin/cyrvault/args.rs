@@ -41,6 +41,15 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a user, folders or messages from the vault into IMAP or to files.
     Restore(Box<RestoreArgs>),
+    /// Fill the fleet's user directory from every server in cyrvault.conf.
+    Discover(crate::cmd_discover::DiscoverArgs),
+    /// Back up the whole fleet with N worker processes.
+    Run(crate::cmd_run::RunArgs),
+    /// Per-server, per-drive-unit summary of the last fleet run; stale users.
+    FleetStatus(crate::cmd_run::FleetStatusArgs),
+    /// One worker process of `cyrvault run` (started by it).
+    #[command(hide = true)]
+    Worker(crate::cmd_discover::WorkerArgs),
 }
 
 impl Command {
@@ -57,6 +66,10 @@ impl Command {
             Command::Stats(_) => "stats",
             Command::Backup(_) => "backup",
             Command::Restore(_) => "restore",
+            Command::Discover(_) => "discover",
+            Command::Run(_) => "run",
+            Command::FleetStatus(_) => "fleet-status",
+            Command::Worker(_) => "worker",
         }
     }
 }

@@ -4,11 +4,13 @@
 mod args;
 mod cmd_backup;
 mod cmd_cat;
+mod cmd_discover;
 mod cmd_inspect;
 mod cmd_list;
 mod cmd_ls;
 mod cmd_reindex;
 mod cmd_restore;
+mod cmd_run;
 mod cmd_show;
 mod cmd_stats;
 mod cmd_verify;
@@ -38,6 +40,10 @@ fn main() -> ExitCode {
         args::Command::Stats(a) => cmd_stats::run(a),
         args::Command::Backup(a) => cmd_backup::run(a),
         args::Command::Restore(a) => cmd_restore::run(a),
+        args::Command::Discover(a) => cmd_discover::run(a),
+        args::Command::Run(a) => cmd_run::run(a),
+        args::Command::FleetStatus(a) => cmd_run::status(a),
+        args::Command::Worker(a) => cmd_discover::worker(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,104 @@
+//! `cyrvault discover [--config F] [--json]`: fill the fleet's user directory from
+//! every server in `cyrvault.conf` (users, partitions, drive units); and
+//! `cyrvault worker` (hidden): one worker process of `cyrvault run`, printing its
+//! events as JSON lines on stdout.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use cyrvault::error::EX_TEMPFAIL;
+use cyrvault::fleet::{self, Event};
+
+use crate::output;
+
+/// Where `cyrvault.conf` is unless `--config` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/cyrvault.conf";
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// The fleet configuration (imapd.conf syntax).
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The fleet configuration.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The round to work on (the parent's).
+    #[arg(long)]
+    pub round: i64,
+}
+
+pub fn run(a: &DiscoverArgs) -> Result<ExitCode, cyrvault::Error> {
+    let conf = fleet::load_fleet_conf(&a.config)?;
+    let mut dir = fleet::open_directory(&conf)?;
+    let found = fleet::discover(&mut dir, &conf);
+    let failed = found.iter().any(|d| d.error.is_some());
+    for d in &found {
+        if let Some(e) = &d.error {
+            eprintln!("cyrvault discover: {}: {e}", d.server);
+        }
+    }
+    let printed = if a.json {
+        output::json(&found)
+    } else {
+        let rows: Vec<Vec<String>> = found
+            .iter()
+            .map(|d| {
+                vec![
+                    d.server.clone(),
+                    d.counts.users.to_string(),
+                    d.counts.new.to_string(),
+                    d.counts.moved.to_string(),
+                    d.counts.gone.to_string(),
+                    d.units
+                        .iter()
+                        .map(|(u, p)| format!("{u}={}", p.join(",")))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    if d.error.is_some() { "FAILED" } else { "ok" }.to_string(),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "server",
+                "users",
+                "new",
+                "moved",
+                "gone",
+                "units (partitions)",
+                "status",
+            ],
+            &rows,
+        )
+    };
+    output::io_result(printed)?;
+    Ok(if failed {
+        ExitCode::from(EX_TEMPFAIL as u8)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn worker(a: &WorkerArgs) -> Result<ExitCode, cyrvault::Error> {
+    let conf = fleet::load_fleet_conf(&a.config)?;
+    let mut dir = fleet::open_directory(&conf)?;
+    let owner = format!("{}:{}", fleet::run::hostname(), std::process::id());
+    let mut emit = |ev: Event| {
+        if let Ok(line) = serde_json::to_string(&ev) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    };
+    fleet::work(&conf, &mut dir, a.round, &owner, &mut emit)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,317 @@
+//! `cyrvault.conf`: the backup host's configuration, in imapd.conf syntax
+//! (`key: value` lines, `#` comments). It names the servers, the vault roots, the
+//! user directory's database and the scheduler's limits. See `doc/fleet.md`.
+//!
+//! ```text
+//! servers: imap1 imap2
+//! imap1_address: imap1.example.org:4190
+//! imap1_secret_file: /etc/cyrvault/imap1.secret
+//! imap1_servername: imap1            # the slot; learnt from the server if absent
+//! imap1_unit_p2: disk-b             # drive unit override for partition p2
+//! vault: /srv/vault1 /srv/vault2
+//! database: sqlite:/srv/vault1/fleet.db      # or postgresql://user@host/db
+//! workers: 12
+//! batch: 50
+//! unit_limit: 1
+//! server_limit: 0                   # 0: no limit
+//! lease: 900                        # seconds
+//! retry_backoff: 300                # seconds, doubled per consecutive failure
+//! round_window: 43200               # seconds an open round is joined (else closed)
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// One IMAP server the fleet backs up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConf {
+    /// The name used in the directory and in config keys.
+    pub name: String,
+    /// `host:port` of its cyrvaultd.
+    pub address: String,
+    /// File holding the shared secret for `AUTH`.
+    pub secret_file: Option<PathBuf>,
+    /// The slot (`servername`); None: learnt from the server.
+    pub servername: Option<String>,
+    /// Drive unit overrides: partition name → unit name.
+    pub units: BTreeMap<String, String>,
+}
+
+/// The whole `cyrvault.conf`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConf {
+    /// Servers in the order `servers:` names them.
+    pub servers: Vec<ServerConf>,
+    /// Vault roots; a user's archive lives in one of them (chosen at discovery).
+    pub vaults: Vec<PathBuf>,
+    /// `sqlite:PATH` or `postgresql://...`.
+    pub database: String,
+    /// Worker processes per `cyrvault run`.
+    pub workers: usize,
+    /// Most users per claim.
+    pub batch: usize,
+    /// Most workers on one drive unit at once.
+    pub unit_limit: usize,
+    /// Most workers on one server at once (0: no limit).
+    pub server_limit: usize,
+    /// Seconds a claim stays valid without renewal.
+    pub lease_secs: u64,
+    /// Seconds before a failed user is retried (doubled per further failure).
+    pub retry_backoff_secs: u64,
+    /// Seconds during which a started round is joined by another `cyrvault run`
+    /// (another host, or a restart); an older open round is closed instead.
+    pub round_window_secs: u64,
+}
+
+/// Default `workers`.
+pub const DEFAULT_WORKERS: usize = 12;
+/// Default `batch`.
+pub const DEFAULT_BATCH: usize = 50;
+/// Default `lease` in seconds.
+pub const DEFAULT_LEASE: u64 = 900;
+/// Default `retry_backoff` in seconds.
+pub const DEFAULT_BACKOFF: u64 = 300;
+/// Default `round_window` in seconds.
+pub const DEFAULT_ROUND_WINDOW: u64 = 12 * 3600;
+
+fn bad(file: &str, line: usize, msg: String) -> Error {
+    Error::Other(format!("{file}:{line}: {msg}"))
+}
+
+/// Split imapd.conf-style text into `(key, value, line)`; keys lowercased.
+fn entries(text: &str, file: &str) -> Result<Vec<(String, String, usize)>> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once(':') else {
+            return Err(bad(
+                file,
+                i + 1,
+                format!("expected `key: value`, got {line:?}"),
+            ));
+        };
+        let k = k.trim().to_ascii_lowercase();
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(bad(file, i + 1, format!("bad key {k:?}")));
+        }
+        // a trailing `# comment` after whitespace is not part of the value
+        let v = match v.find(" #") {
+            Some(at) => &v[..at],
+            None => v,
+        };
+        out.push((k, v.trim().to_string(), i + 1));
+    }
+    Ok(out)
+}
+
+fn number<T: std::str::FromStr>(file: &str, line: usize, key: &str, v: &str) -> Result<T> {
+    v.parse()
+        .map_err(|_| bad(file, line, format!("{key}: {v:?} is not a number")))
+}
+
+/// Parse the text of a `cyrvault.conf`; `file` names it in errors. `database`
+/// defaults to `sqlite:<first vault>/fleet.db`.
+pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
+    let all = entries(text, file)?;
+    let mut map: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    for (k, v, l) in all {
+        map.insert(k, (v, l));
+    }
+    let get = |k: &str| map.get(k).map(|(v, l)| (v.as_str(), *l));
+    let mut conf = FleetConf {
+        servers: Vec::new(),
+        vaults: Vec::new(),
+        database: String::new(),
+        workers: DEFAULT_WORKERS,
+        batch: DEFAULT_BATCH,
+        unit_limit: 1,
+        server_limit: 0,
+        lease_secs: DEFAULT_LEASE,
+        retry_backoff_secs: DEFAULT_BACKOFF,
+        round_window_secs: DEFAULT_ROUND_WINDOW,
+    };
+    if let Some((v, l)) = get("workers") {
+        conf.workers = number(file, l, "workers", v)?;
+    }
+    if let Some((v, l)) = get("batch") {
+        conf.batch = number(file, l, "batch", v)?;
+    }
+    if let Some((v, l)) = get("unit_limit") {
+        conf.unit_limit = number(file, l, "unit_limit", v)?;
+    }
+    if let Some((v, l)) = get("server_limit") {
+        conf.server_limit = number(file, l, "server_limit", v)?;
+    }
+    if let Some((v, l)) = get("lease") {
+        conf.lease_secs = number(file, l, "lease", v)?;
+    }
+    if let Some((v, l)) = get("retry_backoff") {
+        conf.retry_backoff_secs = number(file, l, "retry_backoff", v)?;
+    }
+    if let Some((v, l)) = get("round_window") {
+        conf.round_window_secs = number(file, l, "round_window", v)?;
+    }
+    for (key, min) in [
+        ("workers", conf.workers),
+        ("batch", conf.batch),
+        ("unit_limit", conf.unit_limit),
+    ] {
+        if min == 0 {
+            return Err(bad(
+                file,
+                get(key).map_or(0, |x| x.1),
+                format!("{key} must be at least 1"),
+            ));
+        }
+    }
+    if conf.lease_secs == 0 {
+        return Err(bad(
+            file,
+            get("lease").map_or(0, |x| x.1),
+            "lease must be at least 1".into(),
+        ));
+    }
+    let Some((vaults, _)) = get("vault") else {
+        return Err(bad(
+            file,
+            0,
+            "no `vault:` line (where archives live)".into(),
+        ));
+    };
+    conf.vaults = vaults.split_whitespace().map(PathBuf::from).collect();
+    if conf.vaults.is_empty() {
+        return Err(bad(
+            file,
+            get("vault").map_or(0, |x| x.1),
+            "`vault:` names no directory".into(),
+        ));
+    }
+    conf.database = match get("database") {
+        Some((v, _)) => v.to_string(),
+        None => format!("sqlite:{}", conf.vaults[0].join("fleet.db").display()),
+    };
+    let Some((names, sl)) = get("servers") else {
+        return Err(bad(file, 0, "no `servers:` line".into()));
+    };
+    for name in names.split_whitespace() {
+        let name = name.to_ascii_lowercase();
+        let Some((address, _)) = get(&format!("{name}_address")) else {
+            return Err(bad(
+                file,
+                sl,
+                format!("server {name} has no `{name}_address:` line"),
+            ));
+        };
+        let prefix = format!("{name}_unit_");
+        let units = map
+            .iter()
+            .filter_map(|(k, (v, _))| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
+            .collect();
+        conf.servers.push(ServerConf {
+            address: address.to_string(),
+            secret_file: get(&format!("{name}_secret_file")).map(|(v, _)| PathBuf::from(v)),
+            servername: get(&format!("{name}_servername")).map(|(v, _)| v.to_string()),
+            units,
+            name,
+        });
+    }
+    if conf.servers.is_empty() {
+        return Err(bad(file, sl, "`servers:` names no server".into()));
+    }
+    Ok(conf)
+}
+
+/// Read and parse `path`.
+pub fn load_fleet_conf(path: &Path) -> Result<FleetConf> {
+    let text = std::fs::read_to_string(path).at("reading", path)?;
+    parse_fleet_conf(&text, &path.display().to_string())
+}
+
+impl FleetConf {
+    /// The server called `name`.
+    pub fn server(&self, name: &str) -> Option<&ServerConf> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+impl ServerConf {
+    /// The secret from `secret_file`, trailing newline removed.
+    pub fn secret(&self) -> Result<Option<Vec<u8>>> {
+        let Some(p) = &self.secret_file else {
+            return Ok(None);
+        };
+        let mut s = std::fs::read(p).at("reading the secret file", p)?;
+        while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            s.pop();
+        }
+        Ok(Some(s))
+    }
+
+    /// The drive unit of partition `part` whose filesystem device is `dev`: the
+    /// override if configured, else `dev<st_dev>` (two partitions on one device
+    /// are one unit).
+    pub fn unit_of(&self, part: &str, dev: u64) -> String {
+        match self.units.get(part) {
+            Some(u) => u.clone(),
+            None => format!("dev{dev}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "# fleet\nservers: imap1 IMAP2\nimap1_address: 127.0.0.1:1\n\
+        imap1_secret_file: /s1\nimap1_unit_p2: diskb  # override\nimap2_address: h:2\n\
+        imap2_servername: other\nvault: /v1 /v2\nworkers: 4\nbatch: 7\nunit_limit: 2\n\
+        server_limit: 3\nlease: 30\nretry_backoff: 5\n";
+
+    #[test]
+    fn parses_servers_limits_and_overrides() {
+        let c = parse_fleet_conf(SAMPLE, "t.conf").unwrap();
+        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.servers[0].name, "imap1");
+        assert_eq!(c.servers[0].secret_file.as_deref(), Some(Path::new("/s1")));
+        assert_eq!(c.servers[0].unit_of("p2", 9), "diskb");
+        assert_eq!(c.servers[0].unit_of("p1", 9), "dev9");
+        assert_eq!(c.servers[1].name, "imap2");
+        assert_eq!(c.servers[1].servername.as_deref(), Some("other"));
+        assert_eq!(c.vaults, [PathBuf::from("/v1"), PathBuf::from("/v2")]);
+        assert_eq!(c.database, "sqlite:/v1/fleet.db");
+        assert_eq!(
+            (c.workers, c.batch, c.unit_limit, c.server_limit),
+            (4, 7, 2, 3)
+        );
+        assert_eq!((c.lease_secs, c.retry_backoff_secs), (30, 5));
+    }
+
+    #[test]
+    fn defaults_and_errors_name_the_line() {
+        let c = parse_fleet_conf("servers: a\na_address: x:1\nvault: /v\n", "f").unwrap();
+        assert_eq!(
+            (c.workers, c.batch, c.unit_limit, c.server_limit),
+            (12, 50, 1, 0)
+        );
+        let e = parse_fleet_conf("servers: a\nvault: /v\n", "f").unwrap_err();
+        assert!(
+            e.to_string().contains("f:1: server a has no `a_address:`"),
+            "{e}"
+        );
+        let e =
+            parse_fleet_conf("servers: a\na_address: x\nvault: /v\nbatch: x\n", "f").unwrap_err();
+        assert!(e.to_string().contains("f:4: batch"), "{e}");
+        assert!(parse_fleet_conf("nonsense\n", "f").is_err());
+        assert!(parse_fleet_conf("servers: a\na_address: x\n", "f").is_err());
+    }
+}

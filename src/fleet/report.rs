@@ -1,0 +1,133 @@
+//! What the user directory tells about a round: the per-server/per-unit summary,
+//! the failures, the claim trace, the successes, and stale users (`cyrvault run`'s
+//! closing table, `cyrvault fleet-status`, the tests' checks).
+#![forbid(unsafe_code)]
+
+use serde::Serialize;
+
+use super::directory::Directory;
+use crate::error::Result;
+
+/// A row of the per-server/per-unit summary of a round.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitSummary {
+    /// Server name.
+    pub server: String,
+    /// Unit id `server/unit`.
+    pub unit: String,
+    /// Users on the unit (not gone).
+    pub users: i64,
+    /// Of those, tried in the round.
+    pub tried: i64,
+    /// Of those, backed up.
+    pub ok: i64,
+    /// Of those, failed (their last attempt in the round).
+    pub failed: i64,
+    /// Message bytes fetched.
+    pub bytes: i64,
+    /// Wall time from the unit's first claim to its last result, ms.
+    pub span_ms: i64,
+}
+
+/// A user whose last attempt failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// Server name.
+    pub server: String,
+    /// The user.
+    pub userid: String,
+    /// What went wrong.
+    pub error: String,
+    /// Failures in a row.
+    pub failures: i64,
+}
+
+impl Directory {
+    /// Per server and drive unit: users, and what `round` did to them.
+    pub fn summary(&mut self, round: i64) -> Result<Vec<UnitSummary>> {
+        let rows = self.db.query(
+            "SELECT u.server, u.unit, COUNT(*), \
+             COALESCE(CAST(SUM(CASE WHEN a.userid IS NULL THEN 0 ELSE 1 END) AS BIGINT), 0), \
+             COALESCE(CAST(SUM(CASE WHEN a.ok = 1 THEN 1 ELSE 0 END) AS BIGINT), 0), \
+             COALESCE(CAST(SUM(CASE WHEN a.ok = 0 THEN 1 ELSE 0 END) AS BIGINT), 0), \
+             COALESCE(CAST(SUM(a.bytes) AS BIGINT), 0), \
+             COALESCE(MAX(a.finished), 0) - COALESCE(MIN(a.started), 0) \
+             FROM users u LEFT JOIN (SELECT server, userid, MAX(id) AS id FROM attempts \
+               WHERE round = ? GROUP BY server, userid) l \
+               ON l.server = u.server AND l.userid = u.userid \
+             LEFT JOIN attempts a ON a.id = l.id \
+             WHERE u.gone_since IS NULL GROUP BY u.server, u.unit ORDER BY u.server, u.unit",
+            &[round.into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UnitSummary {
+                server: r[0].text(),
+                unit: r[1].text(),
+                users: r[2].int(),
+                tried: r[3].int(),
+                ok: r[4].int(),
+                failed: r[5].int(),
+                bytes: r[6].int(),
+                span_ms: r[7].int(),
+            })
+            .collect())
+    }
+
+    /// Users whose last attempt in `round` failed.
+    pub fn failures(&mut self, round: i64) -> Result<Vec<Failure>> {
+        let rows = self.db.query(
+            "SELECT server, userid, COALESCE(last_error, ''), failures FROM users \
+             WHERE last_round = ? AND last_result = 'failed' ORDER BY server, userid",
+            &[round.into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Failure {
+                server: r[0].text(),
+                userid: r[1].text(),
+                error: r[2].text(),
+                failures: r[3].int(),
+            })
+            .collect())
+    }
+
+    /// Every claim of `round`: `(worker, unit, claimed_at, end)` where end is the
+    /// release time, or the lease expiry for a claim never released (its worker died).
+    pub fn claims(&mut self, round: i64) -> Result<Vec<(String, String, i64, i64)>> {
+        let rows = self.db.query(
+            "SELECT worker, unit, claimed_at, COALESCE(released_at, expires_at) FROM claims \
+             WHERE round = ? ORDER BY claimed_at",
+            &[round.into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r[0].text(), r[1].text(), r[2].int(), r[3].int()))
+            .collect())
+    }
+
+    /// Every successful attempt of `round`: `(server, userid, worker)`.
+    pub fn successes(&mut self, round: i64) -> Result<Vec<(String, String, String)>> {
+        let rows = self.db.query(
+            "SELECT server, userid, worker FROM attempts WHERE round = ? AND ok = 1 ORDER BY id",
+            &[round.into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r[0].text(), r[1].text(), r[2].text()))
+            .collect())
+    }
+
+    /// Users not backed up successfully since `cutoff` (ms), not gone.
+    pub fn stale(&mut self, cutoff: i64) -> Result<Vec<(String, String, Option<i64>)>> {
+        let rows = self.db.query(
+            "SELECT server, userid, last_success FROM users WHERE gone_since IS NULL \
+             AND COALESCE(last_success, 0) < ? ORDER BY server, userid",
+            &[cutoff.into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r[0].text(), r[1].text(), r[2].opt_int()))
+            .collect())
+    }
+}

@@ -1,0 +1,246 @@
+//! One worker process of `cyrvault run`: claim a batch (users of one drive unit),
+//! back each user up one after another with `backup::backup_user`, record each
+//! result (a failure is recorded and the batch goes on), release the batch, claim
+//! again. When nothing can be claimed it waits while other workers still hold users
+//! of the round (their leases may run out), and stops when none is left.
+//!
+//! Events go to a callback; the `cyrvault worker` subcommand prints them as JSON
+//! lines for the parent (`run.rs`).
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::FleetConf;
+use super::directory::Directory;
+use super::{limits, now_ms};
+use crate::backup::{self, BackupOptions, Server};
+use crate::error::Result;
+use crate::vault::Vault;
+
+/// How long an idle worker sleeps before it tries to claim again.
+const IDLE_POLL: Duration = Duration::from_millis(300);
+
+/// What a worker reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A batch was claimed.
+    Claim {
+        worker: String,
+        pid: u32,
+        claim: i64,
+        unit: String,
+        users: usize,
+    },
+    /// A user's backup starts.
+    Start {
+        worker: String,
+        server: String,
+        user: String,
+    },
+    /// A user's backup ended.
+    Done {
+        worker: String,
+        server: String,
+        user: String,
+        ok: bool,
+        bytes: u64,
+        ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The lease was lost (expired and taken over); the rest of the batch is dropped.
+    LeaseLost {
+        worker: String,
+        claim: i64,
+        user: String,
+    },
+    /// The batch was released.
+    Release { worker: String, claim: i64 },
+    /// The worker has nothing left to do.
+    Exit { worker: String, users: u64 },
+    /// (from the parent) a worker process ended abnormally.
+    WorkerDied { worker: String, status: String },
+}
+
+fn connect(conf: &FleetConf, server: &str) -> Result<Server> {
+    let s = conf.server(server).ok_or_else(|| {
+        crate::Error::Other(format!(
+            "server {server} is in the directory but not in the config"
+        ))
+    })?;
+    super::discover::connect(s)
+}
+
+/// Run one worker until the round has nothing left for it. `owner` must be unique
+/// across every worker of every host (`host:pid`).
+pub fn work(
+    conf: &FleetConf,
+    dir: &mut Directory,
+    round: i64,
+    owner: &str,
+    emit: &mut dyn FnMut(Event),
+) -> Result<u64> {
+    let lim = limits(conf);
+    let backoff_ms =
+        i64::try_from(conf.retry_backoff_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let _heartbeat = Heartbeat::start(conf, owner, lim.lease_ms)?;
+    let mut servers: HashMap<String, Server> = HashMap::new();
+    let mut vaults: HashMap<String, Vault> = HashMap::new();
+    let mut done = 0u64;
+    let opts = BackupOptions::default();
+    loop {
+        let Some(batch) = dir.claim(owner, round, lim)? else {
+            if dir.remaining(round, now_ms())? == 0 {
+                emit(Event::Exit {
+                    worker: owner.to_string(),
+                    users: done,
+                });
+                return Ok(done);
+            }
+            std::thread::sleep(IDLE_POLL);
+            continue;
+        };
+        emit(Event::Claim {
+            worker: owner.to_string(),
+            pid: std::process::id(),
+            claim: batch.claim,
+            unit: batch.unit.clone(),
+            users: batch.users.len(),
+        });
+        for (user, vault_root) in &batch.users {
+            emit(Event::Start {
+                worker: owner.to_string(),
+                server: batch.server.clone(),
+                user: user.clone(),
+            });
+            let t0 = Instant::now();
+            let started = now_ms();
+            let result = backup_one(
+                conf,
+                &mut servers,
+                &mut vaults,
+                &batch.server,
+                vault_root,
+                user,
+                &opts,
+            );
+            let outcome = result.map_err(|e| e.to_string());
+            if outcome.is_err() {
+                // the protocol stream may be out of step: start afresh next time
+                servers.remove(&batch.server);
+            }
+            let kept = dir.record(
+                owner,
+                round,
+                &batch,
+                user,
+                &outcome,
+                backoff_ms,
+                lim.lease_ms,
+                started,
+            )?;
+            if !kept {
+                emit(Event::LeaseLost {
+                    worker: owner.to_string(),
+                    claim: batch.claim,
+                    user: user.clone(),
+                });
+                break;
+            }
+            done += 1;
+            emit(Event::Done {
+                worker: owner.to_string(),
+                server: batch.server.clone(),
+                user: user.clone(),
+                ok: outcome.is_ok(),
+                bytes: *outcome.as_ref().unwrap_or(&0),
+                ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                error: outcome.err(),
+            });
+        }
+        dir.release(owner, &batch)?;
+        emit(Event::Release {
+            worker: owner.to_string(),
+            claim: batch.claim,
+        });
+    }
+}
+
+/// Renews the worker's leases every third of a lease on its own connection, until
+/// dropped. A worker killed -9 stops renewing with it.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(conf: &FleetConf, owner: &str, lease_ms: i64) -> Result<Heartbeat> {
+        let mut dir = super::open_directory(conf)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let owner = owner.to_string();
+        let every = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1000).max(100));
+        let thread = std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= every {
+                    last = Instant::now();
+                    if let Err(e) = dir.renew(&owner, lease_ms) {
+                        log::warn!(target: "cyrvault::fleet", "{owner}: renewing the lease: {e}");
+                    }
+                }
+            }
+        });
+        Ok(Heartbeat {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn backup_one(
+    conf: &FleetConf,
+    servers: &mut HashMap<String, Server>,
+    vaults: &mut HashMap<String, Vault>,
+    server: &str,
+    vault_root: &str,
+    user: &str,
+    opts: &BackupOptions,
+) -> Result<u64> {
+    if !servers.contains_key(server) {
+        let s = connect(conf, server)?;
+        servers.insert(server.to_string(), s);
+    }
+    if !vaults.contains_key(vault_root) {
+        vaults.insert(vault_root.to_string(), Vault::open(Path::new(vault_root))?);
+    }
+    let (Some(s), Some(v)) = (servers.get_mut(server), vaults.get(vault_root)) else {
+        return Err(crate::Error::Other("connection cache lost an entry".into()));
+    };
+    let rep = backup::backup_user(s, v, user, opts)?;
+    if rep.has_problems() {
+        return Err(crate::Error::Other(format!(
+            "{user}: backed up with spool damage ({} damaged, {} missing messages)",
+            rep.damage.len(),
+            rep.missing.len()
+        )));
+    }
+    Ok(rep.bytes_fetched)
+}
