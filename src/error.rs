@@ -51,6 +51,9 @@ pub enum Error {
         #[source]
         source: crate::archive::ArchiveError,
     },
+    /// A backup run refused or failed in a way the admin must act on.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     /// A mailbox or user does not exist.
     #[error("{what} not found: {name}")]
     NotFound { what: &'static str, name: String },
@@ -92,6 +95,7 @@ impl Error {
             Error::Catalog(e) => e.kind(),
             Error::Archive { source, .. } if source.is_temporary() => ErrorKind::Temporary,
             Error::Archive { .. } => ErrorKind::Data,
+            Error::Backup(e) => e.kind(),
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
             Error::Refused(_) => ErrorKind::Usage,

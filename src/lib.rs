@@ -11,7 +11,9 @@
 //! test sandbox), `sandbox` starts a private real Cyrus for tests and demos.
 //! See `doc/design.md`.
 
+pub mod admin;
 pub mod archive;
+pub mod backup;
 pub mod catalog;
 pub mod cyrus;
 pub mod error;
@@ -25,5 +27,6 @@ pub mod protocol;
 pub mod sandbox;
 pub mod service;
 pub mod spool;
+pub mod vault;
 
 pub use error::{Error, ErrorKind, Result};

@@ -2,7 +2,15 @@
 //! argv → options → one library call → output and exit status.
 
 mod args;
+mod cmd_backup;
+mod cmd_cat;
 mod cmd_inspect;
+mod cmd_list;
+mod cmd_ls;
+mod cmd_reindex;
+mod cmd_show;
+mod cmd_stats;
+mod cmd_verify;
 mod output;
 
 use std::process::ExitCode;
@@ -20,6 +28,14 @@ fn main() -> ExitCode {
     cyrvault::log::init_stderr(level);
     let result = match &cli.command {
         args::Command::Inspect(a) => cmd_inspect::run(a),
+        args::Command::List(a) => cmd_list::run(a),
+        args::Command::Show(a) => cmd_show::run(a),
+        args::Command::Ls(a) => cmd_ls::run(a),
+        args::Command::Cat(a) => cmd_cat::run(a),
+        args::Command::Verify(a) => cmd_verify::run(a, cli.quiet),
+        args::Command::Reindex(a) => cmd_reindex::run(a, cli.quiet),
+        args::Command::Stats(a) => cmd_stats::run(a),
+        args::Command::Backup(a) => cmd_backup::run(a),
     };
     match result {
         Ok(code) => code,

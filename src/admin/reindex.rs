@@ -1,0 +1,399 @@
+//! `reindex`: rebuild a user's catalog from the archive alone.
+//!
+//! The archive is scanned end to end (every member inflated and checked); the run
+//! manifests (`runs/<run>.json`) are read and applied in run order with
+//! `Catalog::write_run`, the same call sequence the backup makes, with each changed
+//! folder's records from `model::records_from_meta` of the stored `cyrus.header` and
+//! `cyrus.index` — so the rebuilt catalog equals the incremental one
+//! (`doc/catalog.md`, "reindex rules"). The new catalog is built beside the old one and
+//! renamed over it only when complete (`Catalog::create_fresh` / `install`), under the
+//! archive's writer lock so no backup appends meanwhile.
+//!
+//! A damaged member costs its own entries: they are skipped and reported, and every
+//! run that does not need them is indexed.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{File, TryLockError};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::UserArchive;
+use super::dump::user_file_entry;
+use crate::archive::{self, ArchiveError, EntryName, MemberInfo};
+use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
+use crate::cyrus::Guid;
+use crate::error::{Error, IoContext, Result};
+use crate::model::{self, EntryLoc, RecordState, RunManifest, UserFile};
+
+/// Something reindex could not use, and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunProblem {
+    /// The run concerned, if one is.
+    pub run: Option<u64>,
+    /// What was wrong.
+    pub what: String,
+    /// Whether the run was left out of the catalog because of it.
+    pub run_lost: bool,
+}
+
+/// A damaged region of the archive, skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedRegion {
+    pub offset: u64,
+    pub len: u64,
+    pub error: String,
+}
+
+/// The answer of `reindex`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReindexReport {
+    pub user: String,
+    pub id: String,
+    pub archive: PathBuf,
+    pub catalog: PathBuf,
+    /// Members that inflated cleanly.
+    pub members_scanned: u64,
+    /// Runs written into the new catalog.
+    pub runs_indexed: Vec<u64>,
+    /// Distinct messages located.
+    pub messages: u64,
+    /// Damaged regions whose entries were skipped.
+    pub damaged: Vec<SkippedRegion>,
+    /// A truncated member at the end (a crash leftover the next backup cuts).
+    pub truncated_tail: Option<(u64, u64)>,
+    /// Complete members no manifest lists (a crashed run's; a later run may adopt them).
+    pub unindexed_members: Vec<u64>,
+    pub problems: Vec<RunProblem>,
+}
+
+impl ReindexReport {
+    /// Whether anything was skipped or lost.
+    pub fn failed(&self) -> bool {
+        !self.damaged.is_empty() || !self.problems.is_empty()
+    }
+}
+
+/// A manifest found in the archive.
+struct Found {
+    manifest: RunManifest,
+    member: u64,
+    loc: EntryLoc,
+}
+
+fn model_loc(member: u64, e: &archive::EntryLoc) -> EntryLoc {
+    EntryLoc {
+        member_offset: member,
+        offset_in_member: e.offset_in_member,
+        size: e.size,
+    }
+}
+
+/// Take the archive's writer lock (the same `flock` `ArchiveWriter` takes), so no
+/// backup appends while the catalog is rebuilt. Held until the returned file drops.
+fn lock_archive(ua: &UserArchive) -> Result<File> {
+    let f = File::open(&ua.archive).at("opening", &ua.archive)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(TryLockError::WouldBlock) => Err(Error::archive(&ua.archive, ArchiveError::Locked)),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", &ua.archive, e)),
+    }
+}
+
+/// Read the manifests of every intact member, in run order (the first copy of a run
+/// number, in file order, wins; later ones are reported).
+fn manifests(
+    file: &mut File,
+    ua: &UserArchive,
+    members: &[MemberInfo],
+    problems: &mut Vec<RunProblem>,
+) -> Result<Vec<Found>> {
+    let mut out: Vec<Found> = Vec::new();
+    for m in members {
+        for e in &m.entries {
+            let EntryName::RunManifest { run } = archive::parse_entry_name(&e.name) else {
+                continue;
+            };
+            let bytes =
+                archive::read_entry_at(file, &ua.archive, m.offset, e.offset_in_member, e.size)?;
+            let manifest = match model::parse_manifest(&bytes) {
+                Ok(x) => x,
+                Err(err) => {
+                    problems.push(RunProblem {
+                        run: run.parse().ok(),
+                        what: format!("{} in the member at {}: {err}", e.name, m.offset),
+                        run_lost: true,
+                    });
+                    continue;
+                }
+            };
+            if run.parse::<u64>().ok() != Some(manifest.run) {
+                problems.push(RunProblem {
+                    run: Some(manifest.run),
+                    what: format!("{} says it is run {}", e.name, manifest.run),
+                    run_lost: true,
+                });
+                continue;
+            }
+            if out.iter().any(|f| f.manifest.run == manifest.run) {
+                problems.push(RunProblem {
+                    run: Some(manifest.run),
+                    what: format!(
+                        "a second {} in the member at {} (ignored)",
+                        e.name, m.offset
+                    ),
+                    run_lost: false,
+                });
+                continue;
+            }
+            out.push(Found {
+                loc: model_loc(m.offset, e),
+                member: m.offset,
+                manifest,
+            });
+        }
+    }
+    out.sort_by_key(|f| f.manifest.run);
+    Ok(out)
+}
+
+/// Read and interpret one folder snapshot (`folders/<uniqueid>/<run>/...`) found in
+/// `names`; `Err` says why it cannot be used.
+fn read_snapshot(
+    file: &mut File,
+    ua: &UserArchive,
+    names: &HashMap<String, EntryLoc>,
+    uniqueid: &str,
+    run_id: &str,
+) -> std::result::Result<(FolderMeta, Vec<RecordState>), String> {
+    let at = |f: &str| {
+        archive::folder_entry(uniqueid, run_id, f)
+            .ok()
+            .and_then(|n| names.get(&n).copied())
+    };
+    let meta = FolderMeta {
+        header: at("cyrus.header"),
+        index: at("cyrus.index"),
+        annotations: at("cyrus.annotations"),
+        state: at("state.json"),
+    };
+    let (Some(h), Some(i)) = (meta.header, meta.index) else {
+        return Err(format!(
+            "its cyrus.header/cyrus.index of run {run_id} are not in an intact member"
+        ));
+    };
+    let mut read = |l: EntryLoc| {
+        archive::read_entry_at(
+            file,
+            &ua.archive,
+            l.member_offset,
+            l.offset_in_member,
+            l.size,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let hb = read(h)?;
+    let ib = read(i)?;
+    let (_, records) = model::records_from_meta(&hb, &ib).map_err(|e| e.to_string())?;
+    Ok((meta, records))
+}
+
+/// Rebuild `ua`'s catalog from its archive and put it in place.
+pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
+    let _lock = lock_archive(ua)?;
+    let scan = archive::scan(&ua.archive)?;
+    let mut file = ua.open_archive()?;
+    let mut report = ReindexReport {
+        user: ua.user.clone(),
+        id: ua.id.clone(),
+        archive: ua.archive.clone(),
+        catalog: ua.catalog.clone(),
+        members_scanned: scan.members.len() as u64,
+        runs_indexed: Vec::new(),
+        messages: 0,
+        damaged: scan
+            .damage
+            .iter()
+            .map(|d| SkippedRegion {
+                offset: d.offset,
+                len: d.len,
+                error: d.error.to_string(),
+            })
+            .collect(),
+        truncated_tail: scan.truncated_tail,
+        unindexed_members: Vec::new(),
+        problems: Vec::new(),
+    };
+    let by_offset: HashMap<u64, &MemberInfo> = scan.members.iter().map(|m| (m.offset, m)).collect();
+    let found = manifests(&mut file, ua, &scan.members, &mut report.problems)?;
+
+    let mut cat = Catalog::create_fresh(&ua.catalog)?;
+    // First location of every entry name in the members of the runs applied so far.
+    let mut names: HashMap<String, EntryLoc> = HashMap::new();
+    let mut applied: HashSet<u64> = HashSet::new();
+    let mut guids: HashSet<Guid> = HashSet::new();
+    // Folders the new catalog holds as live (so "unchanged" can carry them forward).
+    let mut known: HashSet<String> = HashSet::new();
+    let mut missing_reported: HashSet<String> = HashSet::new();
+    for f in &found {
+        let m = &f.manifest;
+        let problem = |what: String, lost: bool| RunProblem {
+            run: Some(m.run),
+            what,
+            run_lost: lost,
+        };
+        let mut offsets: BTreeSet<u64> = m.members.iter().copied().collect();
+        offsets.insert(f.member);
+        let mut rows = Vec::new();
+        let mut messages: Vec<(Guid, EntryLoc)> = Vec::new();
+        // Names this run adds to `names`; taken back if the run cannot be written.
+        let mut added: Vec<String> = Vec::new();
+        for off in offsets {
+            if applied.contains(&off) {
+                continue;
+            }
+            let Some(mi) = by_offset.get(&off) else {
+                report.problems.push(problem(
+                    format!("member at {off} listed by the manifest is damaged or missing"),
+                    false,
+                ));
+                continue;
+            };
+            rows.push(MemberRow {
+                offset: mi.offset,
+                compressed_len: mi.compressed_len,
+                uncompressed_len: mi.uncompressed_len,
+                crc32: None,
+            });
+            for e in &mi.entries {
+                let loc = model_loc(mi.offset, e);
+                if !names.contains_key(&e.name) {
+                    names.insert(e.name.clone(), loc);
+                    added.push(e.name.clone());
+                }
+                if let EntryName::Message(g) = archive::parse_entry_name(&e.name) {
+                    messages.push((g, loc));
+                }
+            }
+        }
+        let run_id = archive::run_id(m.run);
+        let mut snapshots: HashMap<String, (FolderMeta, Vec<RecordState>)> = HashMap::new();
+        // Folders whose snapshot of this run cannot be read (damaged member, bad bytes).
+        let mut unreadable: HashMap<String, String> = HashMap::new();
+        for folder in m
+            .folders
+            .iter()
+            .filter(|x| !x.deleted && x.snapshot_run == m.run)
+        {
+            match read_snapshot(&mut file, ua, &names, &folder.uniqueid, &run_id) {
+                Ok(snap) => {
+                    snapshots.insert(folder.uniqueid.clone(), snap);
+                }
+                Err(why) => {
+                    unreadable.insert(folder.uniqueid.clone(), why);
+                }
+            }
+        }
+        // Write what can be written: a folder whose snapshot is lost keeps its previous
+        // state (if the catalog has one) or is left out until its next readable
+        // snapshot, so one damaged member does not cost the runs after it.
+        let run = m.run;
+        let mut m = m.clone();
+        let mut degraded = Vec::new();
+        m.folders.retain_mut(|folder| {
+            let uid = folder.uniqueid.clone();
+            if folder.deleted {
+                return known.contains(&uid);
+            }
+            if let Some(why) = unreadable.get(&uid) {
+                if known.contains(&uid) {
+                    degraded.push(format!(
+                        "folder {} ({uid}): {why}; its records at this run are those of its \
+                         previous snapshot",
+                        folder.name
+                    ));
+                    // Any earlier run: write_run then carries the last state forward.
+                    folder.snapshot_run = run - 1;
+                    return true;
+                }
+                degraded.push(format!(
+                    "folder {} ({uid}): {why}; first seen in this run, it is left out \
+                     until its next readable snapshot",
+                    folder.name
+                ));
+                return false;
+            }
+            if folder.snapshot_run < run && !known.contains(&uid) {
+                if missing_reported.insert(uid.clone()) {
+                    degraded.push(format!(
+                        "folder {} ({uid}): no readable snapshot yet; left out of this and \
+                         later runs until it has one",
+                        folder.name
+                    ));
+                }
+                return false;
+            }
+            true
+        });
+        for d in degraded {
+            report.problems.push(problem(d, false));
+        }
+        let mut user_files: Vec<(UserFile, EntryLoc)> = Vec::new();
+        if let Some(us) = &m.user_state {
+            for uf in &us.files {
+                let entry = user_file_entry(us.snapshot_run, uf.kind.as_str(), &uf.name);
+                match entry.and_then(|n| names.get(&n).copied()) {
+                    Some(loc) => user_files.push((uf.clone(), loc)),
+                    None => report.problems.push(problem(
+                        format!(
+                            "user file {} {:?} of run {} is not in an intact member",
+                            uf.kind.as_str(),
+                            uf.name,
+                            us.snapshot_run
+                        ),
+                        false,
+                    )),
+                }
+            }
+        }
+        let parts = RunParts {
+            manifest_loc: Some(f.loc),
+            members: &rows,
+            messages: &messages,
+            snapshots: &snapshots,
+            user_files: &user_files,
+        };
+        match cat.write_run(&m, &parts) {
+            Ok(()) => {
+                for folder in &m.folders {
+                    if folder.deleted {
+                        known.remove(&folder.uniqueid);
+                    } else {
+                        known.insert(folder.uniqueid.clone());
+                    }
+                }
+                applied.extend(rows.iter().map(|r| r.offset));
+                guids.extend(messages.iter().map(|(g, _)| *g));
+                report.runs_indexed.push(m.run);
+            }
+            Err(e) => {
+                for n in &added {
+                    names.remove(n);
+                }
+                report.problems.push(problem(e.to_string(), true));
+            }
+        }
+    }
+    cat.install()?;
+    report.messages = guids.len() as u64;
+    report.unindexed_members = scan
+        .members
+        .iter()
+        .filter(|m| !applied.contains(&m.offset))
+        // The format marker member belongs to no run.
+        .filter(|m| !m.entries.iter().all(|e| e.name == archive::FORMAT_ENTRY))
+        .map(|m| m.offset)
+        .collect();
+    Ok(report)
+}

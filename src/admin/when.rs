@@ -1,0 +1,251 @@
+//! Times and durations on the admin command line: `--at 2026-11-29 14:30`,
+//! `--at 2026-11-29T14:30:00Z`, `--stale 26h`, and RFC 3339 UTC in every report.
+//!
+//! Times with `Z` or a numeric offset are converted here. A time without one is local
+//! time: the machine's zone rules are applied by GNU `date -d` (the one place we need
+//! them, and a pure-Rust reader of `/etc/localtime` is not worth its weight here).
+#![forbid(unsafe_code)]
+
+use crate::error::{Error, Result};
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date of a day number (inverse of [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+/// Unix seconds as RFC 3339 in UTC: `2026-11-29T21:51:56Z`.
+pub fn format_time(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let s = t.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn bad_time(s: &str) -> Error {
+    Error::Refused(format!(
+        "time {s:?}: use RFC 3339 (2026-11-29T14:30:00Z) or YYYY-MM-DD[ HH:MM[:SS]] \
+         (local time, or with Z / +HH:MM)"
+    ))
+}
+
+fn num(s: &str, len: usize) -> Option<i64> {
+    (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// Parse a time for `--at`: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` or
+/// `YYYY-MM-DDTHH:MM[:SS]`, followed by `Z`, `+HH:MM`/`-HH:MM`, or nothing (local time).
+pub fn parse_time(s: &str) -> Result<i64> {
+    let t = s.trim();
+    let (body, zone) = split_zone(t);
+    let (date, clock) = match body.find(['T', 't', ' ']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let mut dp = date.split('-');
+    let (Some(y), Some(mo), Some(d), None) = (dp.next(), dp.next(), dp.next(), dp.next()) else {
+        return Err(bad_time(s));
+    };
+    let (y, mo, d) = match (num(y, 4), num(mo, 2), num(d, 2)) {
+        (Some(y), Some(mo), Some(d)) if (1..=12).contains(&mo) && (1..=31).contains(&d) => {
+            (y, mo, d)
+        }
+        _ => return Err(bad_time(s)),
+    };
+    let (mut h, mut mi, mut se) = (0, 0, 0);
+    if let Some(c) = clock {
+        // Fractional seconds are dropped: runs are whole seconds.
+        let c = c.split('.').next().unwrap_or(c);
+        let parts: Vec<&str> = c.split(':').collect();
+        let ok = match parts.as_slice() {
+            [hh, mm] => num(hh, 2).zip(num(mm, 2)).map(|(a, b)| (a, b, 0)),
+            [hh, mm, ss] => match (num(hh, 2), num(mm, 2), num(ss, 2)) {
+                (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((a, b, c)) = ok.filter(|&(a, b, c)| a < 24 && b < 60 && c < 61) else {
+            return Err(bad_time(s));
+        };
+        (h, mi, se) = (a, b, c);
+    }
+    let naive = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se;
+    match zone {
+        Some(offset) => Ok(naive - offset.ok_or_else(|| bad_time(s))?),
+        None => local_to_unix(&format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{se:02}"))
+            .ok_or_else(|| bad_time(s)),
+    }
+}
+
+/// Split a trailing zone off: `Some(Some(offset seconds))` for `Z`/`±HH:MM`/`±HHMM`,
+/// `Some(None)` for a malformed one, `None` when there is none.
+fn split_zone(t: &str) -> (&str, Option<Option<i64>>) {
+    if let Some(b) = t.strip_suffix(['Z', 'z']) {
+        return (b, Some(Some(0)));
+    }
+    // A sign after the date part (position 10 and later) starts an offset.
+    let Some(i) = t.rfind(['+', '-']).filter(|&i| i >= 10) else {
+        return (t, None);
+    };
+    let (body, z) = t.split_at(i);
+    let sign = if z.starts_with('-') { -1 } else { 1 };
+    let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
+    let off = num(&digits, 4).map(|v| sign * ((v / 100) * 3600 + (v % 100) * 60));
+    (body.trim_end(), Some(off))
+}
+
+/// Local civil time → Unix seconds, by the machine's zone rules (GNU `date`).
+fn local_to_unix(civil: &str) -> Option<i64> {
+    let out = std::process::Command::new("date")
+        .args(["-d", civil, "+%s"])
+        .env("LC_ALL", "C")
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    std::str::from_utf8(&out.stdout).ok()?.trim().parse().ok()
+}
+
+/// Parse a duration for `--stale`: a number with a unit `s`, `m`, `h`, `d` or `w`, or
+/// several (`1d12h`). A bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::Refused(format!(
+            "duration {s:?}: use e.g. 26h, 90m, 2d, 1d12h (units s m h d w)"
+        ))
+    };
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(v) = t.parse::<u64>() {
+        return Ok(v);
+    }
+    let mut total: u64 = 0;
+    let mut n: Option<u64> = None;
+    for c in t.chars() {
+        if let Some(d) = c.to_digit(10) {
+            n = Some(
+                n.unwrap_or(0)
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(u64::from(d)))
+                    .ok_or_else(bad)?,
+            );
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let v = n.take().ok_or_else(bad)?;
+        total = v
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+    }
+    if n.is_some() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_through_utc() {
+        for t in [0, 1_764_450_000, 951_782_400 /* 2000-02-29 */, -86_400] {
+            assert_eq!(
+                parse_time(&format_time(t)).unwrap(),
+                t,
+                "{}",
+                format_time(t)
+            );
+        }
+        assert_eq!(format_time(1_764_450_000), "2025-11-29T21:00:00Z");
+        assert_eq!(parse_time("2025-11-29 21:00Z").unwrap(), 1_764_450_000);
+        assert_eq!(
+            parse_time("2025-11-29T22:00:00+01:00").unwrap(),
+            1_764_450_000
+        );
+        assert_eq!(parse_time("2025-11-29T16:00-0500").unwrap(), 1_764_450_000);
+    }
+
+    #[test]
+    fn local_times_follow_the_zone_rules() {
+        // Whatever the zone, a local time is within 14 h of the same time in UTC.
+        let utc = parse_time("2025-06-01 12:00Z").unwrap();
+        let local = parse_time("2025-06-01 12:00").unwrap();
+        assert!((utc - local).abs() <= 14 * 3600, "{utc} vs {local}");
+        assert_eq!(
+            parse_time("2025-06-01").unwrap() + 12 * 3600,
+            local,
+            "midnight and noon of one local day (no DST switch on June 1)"
+        );
+    }
+
+    #[test]
+    fn bad_times_are_refused() {
+        for s in [
+            "",
+            "2025-13-01",
+            "2025-1-01",
+            "yesterday",
+            "2025-06-01 25:00",
+            "2025-06-01Z+1",
+        ] {
+            assert!(parse_time(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("26h").unwrap(), 26 * 3600);
+        assert_eq!(parse_duration("1d12h").unwrap(), 36 * 3600);
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("2w").unwrap(), 14 * 86_400);
+        for s in ["", "h", "5x", "12h5", "99999999999999999999d"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+    }
+}

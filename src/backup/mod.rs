@@ -1,0 +1,263 @@
+//! The backup: pull one user's mail from a server (`cyrvaultd` or a stock
+//! `backupcyrusd`) into the user's archive and catalog in the vault.
+//!
+//! This module owns the ORDER of a run (doc/backup.md): one `FMULTISTATUS`; unchanged
+//! folders cost nothing more; changed folders get `FMETA`, their records
+//! (`model::records_from_meta`, the same function reindex uses), and `FDATA` for the
+//! GUIDs the archive lacks, each message's SHA-1 checked against its GUID before it is
+//! stored; user state when it changed; then the archive members are written and
+//! fsynced, the run manifest is written last in its own member, and only then is the
+//! catalog committed, in one transaction, through `Catalog::write_run` (the same call
+//! reindex makes). Recovery after a crash (`recover.rs`) replays runs whose manifest
+//! reached the archive but not the catalog, and adopts members of runs that never got
+//! a manifest.
+//!
+//! Files: `server.rs` (connection, servername, AUTH), `run.rs` (one user's run),
+//! `recover.rs` (roll forward, adoption), `ext.rs` (what a run remembers for the next
+//! one, inside its manifest).
+#![forbid(unsafe_code)]
+
+mod ext;
+mod recover;
+mod run;
+mod server;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use run::backup_user;
+pub use server::{ConnectOptions, Server};
+
+use crate::error::{ErrorKind, Result};
+use crate::vault::Vault;
+
+/// Most UIDs per `FDATA` request (what the Perl client sends; the service allows 4096).
+pub const FDATA_BATCH: usize = 1024;
+
+/// A folder whose metadata files were modified in the second they were read, or in the
+/// `RACY_SECS - 1` seconds before (slack for clock skew between the hosts), is fetched
+/// again next run: `stat` times are whole seconds, so a second change within the same
+/// second would look unchanged ("racy" stat, as git calls it).
+pub const RACY_SECS: u64 = 2;
+
+/// Told about progress while a run goes (the CLI draws a progress bar with it).
+pub trait Progress: Send + Sync {
+    /// A user's run starts; `folders` is how many folders the server listed.
+    fn user_started(&self, user: &str, folders: usize);
+    /// A folder is being looked at.
+    fn folder(&self, user: &str, name: &str);
+    /// Message bytes arrived.
+    fn bytes(&self, n: u64);
+}
+
+/// How to run a backup.
+#[derive(Clone, Default)]
+pub struct BackupOptions {
+    /// Progress callbacks (none by default).
+    pub progress: Option<Arc<dyn Progress>>,
+    /// Archive writer tuning (member size, levels); `committed_len` is set by the run.
+    pub writer: Option<crate::archive::WriterOptions>,
+}
+
+impl fmt::Debug for BackupOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackupOptions")
+            .field("progress", &self.progress.is_some())
+            .field("writer", &self.writer)
+            .finish()
+    }
+}
+
+/// A message whose bytes do not hash to the GUID Cyrus's index gives it: damage in the
+/// server's spool. It is reported and not stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpoolDamage {
+    pub user: String,
+    pub folder: String,
+    pub uid: u32,
+    /// The GUID in `cyrus.index`.
+    pub expected: String,
+    /// SHA-1 of the bytes the server sent.
+    pub got: String,
+}
+
+impl fmt::Display for SpoolDamage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spool damage: user {} folder {} uid {}: message file hashes to {}, the index says {}",
+            self.user, self.folder, self.uid, self.got, self.expected
+        )
+    }
+}
+
+/// What a crash left behind and what the run did about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// Bytes of an incomplete member cut from the tail: `(offset, len)`.
+    pub cut: Option<(u64, u64)>,
+    /// Runs whose manifest was in the archive but not in the catalog, now replayed.
+    pub rolled_forward: Vec<u64>,
+    /// Complete members of a run that never got its manifest, adopted by this run.
+    pub adopted_members: usize,
+    /// Messages in those members, reused instead of fetched again.
+    pub adopted_messages: usize,
+}
+
+/// What one user's run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserReport {
+    pub user: String,
+    pub inbox_uniqueid: String,
+    /// The archive written.
+    pub archive: PathBuf,
+    /// The run number committed.
+    pub run: u64,
+    /// Live folders the server listed.
+    pub folders_seen: usize,
+    /// Folders snapshotted (new or changed).
+    pub folders_changed: usize,
+    /// Folders that cost nothing but the status line.
+    pub folders_unchanged: usize,
+    /// Folders the catalog had that the server no longer lists (kept in the archive).
+    pub folders_gone: usize,
+    /// Delayed-delete (`DELETED.*`) folders listed by the server; not backed up (their
+    /// content was taken while they were live).
+    pub folders_delayed_delete: usize,
+    /// Folders skipped this run (vanished or replaced between listing and reading);
+    /// the catalog carries their last state forward.
+    pub folders_skipped: Vec<String>,
+    /// Messages fetched and stored.
+    pub messages_fetched: u64,
+    /// Message bytes fetched.
+    pub bytes_fetched: u64,
+    /// Metadata bytes fetched (index, header, annotations, user files).
+    pub meta_bytes_fetched: u64,
+    /// How much the archive grew.
+    pub bytes_written: u64,
+    /// Whether user-level state (seen, subscriptions, sieve) was stored anew.
+    pub user_state_stored: bool,
+    /// Messages that did not hash to their GUID (not stored).
+    pub damage: Vec<SpoolDamage>,
+    /// `(folder, uid)` whose file the server no longer had when asked.
+    pub missing: Vec<(String, u32)>,
+    pub recovery: Recovery,
+    /// Wall-clock time of the run.
+    pub duration_ms: u64,
+}
+
+impl UserReport {
+    /// Whether the run found problems worth a non-zero exit (spool damage).
+    pub fn has_problems(&self) -> bool {
+        !self.damage.is_empty()
+    }
+}
+
+/// Backup failures the admin must act on (the crate `Error::Backup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupError {
+    /// Another process is writing this user's archive.
+    Locked { user: String, archive: PathBuf },
+    /// The archive is shorter than its catalog says was committed. Never wiped or
+    /// restarted: `cyrvault verify` and `cyrvault reindex` deal with it.
+    ShorterThanCatalog {
+        user: String,
+        archive: PathBuf,
+        len: u64,
+        committed: u64,
+    },
+    /// The catalog has committed runs but the archive file is gone.
+    ArchiveMissing {
+        user: String,
+        archive: PathBuf,
+        committed: u64,
+    },
+    /// The server lists no folder for the user (unknown user).
+    NoSuchUser { user: String },
+    /// The archive's tail or a run in it is not what a crash leaves: verify/reindex.
+    NeedsRepair {
+        user: String,
+        archive: PathBuf,
+        what: String,
+    },
+}
+
+impl fmt::Display for BackupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackupError::Locked { user, archive } => write!(
+                f,
+                "user {user}: archive {} is locked by another cyrvault writer (a backup of this user is already running); try again later",
+                archive.display()
+            ),
+            BackupError::ShorterThanCatalog {
+                user,
+                archive,
+                len,
+                committed,
+            } => write!(
+                f,
+                "user {user}: archive {} is {len} bytes but its catalog has {committed} bytes committed; it was cut or replaced. Nothing was changed: run `cyrvault verify {user}` and `cyrvault reindex {user}`",
+                archive.display()
+            ),
+            BackupError::ArchiveMissing {
+                user,
+                archive,
+                committed,
+            } => write!(
+                f,
+                "user {user}: archive {} is missing but its catalog has {committed} bytes committed. Nothing was created: restore the file or run `cyrvault verify {user}`",
+                archive.display()
+            ),
+            BackupError::NoSuchUser { user } => {
+                write!(f, "user {user}: the server lists no folders for this user")
+            }
+            BackupError::NeedsRepair {
+                user,
+                archive,
+                what,
+            } => write!(
+                f,
+                "user {user}: archive {}: {what}. Nothing was changed: run `cyrvault verify {user}` and `cyrvault reindex {user}`",
+                archive.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BackupError {}
+
+impl BackupError {
+    /// The error class (exit status) of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BackupError::Locked { .. } => ErrorKind::Temporary,
+            BackupError::NoSuchUser { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::Data,
+        }
+    }
+}
+
+/// Back up `users` one after the other. One user's failure is reported in its slot and
+/// the rest go on (after a failure the connection is reopened, in case the protocol
+/// stream was left out of step).
+pub fn backup_users(
+    server: &mut Server,
+    vault: &Vault,
+    users: &[String],
+    opts: &BackupOptions,
+) -> Vec<(String, Result<UserReport>)> {
+    let mut out = Vec::with_capacity(users.len());
+    for u in users {
+        let r = backup_user(server, vault, u, opts);
+        let failed = r.is_err();
+        out.push((u.clone(), r));
+        if failed && let Err(e) = server.reconnect() {
+            log::error!(target: "cyrvault::backup", "reconnecting to {}: {e}", server.addr);
+        }
+    }
+    out
+}

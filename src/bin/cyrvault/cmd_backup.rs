@@ -1,0 +1,177 @@
+//! `cyrvault backup USER... --server HOST:PORT [--secret-file F] [--servername NAME]
+//! [--vault DIR] [--all] [--base-protocol] [--json]`: one library call per user
+//! (`backup::backup_users`), a progress bar on a terminal, a summary table or JSON, and
+//! an exit status that is non-zero if any user failed (the first failure's sysexits
+//! code) or had spool damage (65).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cyrvault::backup::{self, BackupOptions, ConnectOptions, Progress, Server, UserReport};
+use cyrvault::error::{EX_DATAERR, EX_USAGE, IoContext};
+use cyrvault::vault::Vault;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::args::BackupArgs;
+use crate::output;
+
+/// Progress bar on stderr: current user and folder, bytes fetched, rate.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn user_started(&self, user: &str, folders: usize) {
+        self.0.set_message(format!("{user}: {folders} folders"));
+    }
+    fn folder(&self, user: &str, name: &str) {
+        self.0.set_message(format!("{user}: {name}"));
+    }
+    fn bytes(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+#[derive(Serialize)]
+struct JsonUser<'a> {
+    user: &'a str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<&'a UserReport>,
+}
+
+pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
+    if a.users.is_empty() && !a.all {
+        eprintln!("cyrvault backup: name at least one USER, or --all");
+        return Ok(ExitCode::from(EX_USAGE as u8));
+    }
+    let secret = match &a.secret_file {
+        Some(p) => {
+            let mut s = std::fs::read(p).at("reading the secret file", p)?;
+            while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                s.pop();
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let copts = ConnectOptions {
+        servername: a.servername.clone(),
+        secret,
+        base_only: a.base_protocol,
+        timeout: None,
+    };
+    let mut server = Server::connect(&a.server, &copts)?;
+    let vault = Vault::open(&a.vault)?;
+    let mut users = a.users.clone();
+    if a.all {
+        for u in server.users()? {
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+    }
+    let bar = if std::io::stderr().is_terminal() && !a.json {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg:40} {bytes} fetched, {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        Some(Arc::new(Bar(pb)))
+    } else {
+        None
+    };
+    let opts = BackupOptions {
+        progress: bar.clone().map(|b| b as Arc<dyn Progress>),
+        writer: None,
+    };
+    let results = backup::backup_users(&mut server, &vault, &users, &opts);
+    if let Some(b) = &bar {
+        b.0.finish_and_clear();
+    }
+    let mut code: Option<i32> = None;
+    for (u, r) in &results {
+        match r {
+            Err(e) => {
+                eprintln!("cyrvault backup: {u}: {e}");
+                code.get_or_insert(e.exit_code());
+            }
+            Ok(rep) if rep.has_problems() => {
+                for d in &rep.damage {
+                    eprintln!("cyrvault backup: {d}");
+                }
+                code.get_or_insert(EX_DATAERR);
+            }
+            Ok(_) => {}
+        }
+    }
+    let printed = if a.json {
+        let rows: Vec<JsonUser<'_>> = results
+            .iter()
+            .map(|(u, r)| JsonUser {
+                user: u,
+                ok: r.is_ok(),
+                error: r.as_ref().err().map(|e| e.to_string()),
+                report: r.as_ref().ok(),
+            })
+            .collect();
+        output::json(&rows)
+    } else {
+        output::table(
+            &[
+                "user",
+                "run",
+                "folders",
+                "changed",
+                "unchanged",
+                "gone",
+                "messages",
+                "MB fetched",
+                "MB written",
+                "seconds",
+                "status",
+            ],
+            &results.iter().map(|(u, r)| row(u, r)).collect::<Vec<_>>(),
+        )
+    };
+    output::io_result(printed)?;
+    Ok(match code {
+        None => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+    })
+}
+
+fn mb(n: u64) -> String {
+    format!("{:.1}", n as f64 / 1e6)
+}
+
+fn row(user: &str, r: &Result<UserReport, cyrvault::Error>) -> Vec<String> {
+    match r {
+        Ok(rep) => vec![
+            user.to_string(),
+            rep.run.to_string(),
+            rep.folders_seen.to_string(),
+            rep.folders_changed.to_string(),
+            rep.folders_unchanged.to_string(),
+            rep.folders_gone.to_string(),
+            rep.messages_fetched.to_string(),
+            mb(rep.bytes_fetched),
+            mb(rep.bytes_written),
+            format!("{:.2}", rep.duration_ms as f64 / 1000.0),
+            if rep.has_problems() {
+                format!("{} damaged", rep.damage.len())
+            } else {
+                "ok".into()
+            },
+        ],
+        Err(e) => {
+            let mut v = vec![user.to_string()];
+            v.extend(std::iter::repeat_n("-".to_string(), 9));
+            v.push(format!("FAILED: {e}"));
+            v
+        }
+    }
+}

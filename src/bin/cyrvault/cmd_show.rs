@@ -1,0 +1,76 @@
+//! `cyrvault show USER [--json]`: runs and folders with their name history.
+
+use std::process::ExitCode;
+
+use cyrvault::admin;
+
+use crate::args::ShowArgs;
+use crate::cmd_list::size;
+use crate::output;
+
+pub fn run(a: &ShowArgs) -> Result<ExitCode, cyrvault::Error> {
+    let ua = admin::find_user(&a.opts.vault, &a.user)?;
+    let r = admin::show(&ua)?;
+    if a.opts.json {
+        return output::io_result(output::json(&r));
+    }
+    println!("user {} (archive {})", r.user, ua.archive.display());
+    let rows: Vec<Vec<String>> = r
+        .runs
+        .iter()
+        .map(|x| {
+            vec![
+                x.run.to_string(),
+                admin::format_time(x.started),
+                format!("{}s", x.finished.saturating_sub(x.started)),
+                x.server.clone(),
+                x.user.clone(),
+                x.messages_added.to_string(),
+                size(x.bytes_added),
+                size(x.stored_bytes),
+            ]
+        })
+        .collect();
+    output::io_result(output::table(
+        &[
+            "RUN",
+            "STARTED",
+            "TOOK",
+            "SERVER",
+            "AS USER",
+            "NEW MSGS",
+            "NEW BYTES",
+            "STORED",
+        ],
+        &rows,
+    ))?;
+    println!();
+    let rows: Vec<Vec<String>> = r
+        .folders
+        .iter()
+        .map(|f| {
+            let names: Vec<String> = f
+                .names
+                .iter()
+                .map(|n| match n.to_run {
+                    Some(t) => format!("{} (runs {}-{})", n.name, n.from_run, t - 1),
+                    None => format!("{} (runs {}-)", n.name, n.from_run),
+                })
+                .collect();
+            vec![
+                f.name.clone(),
+                if f.deleted {
+                    format!("deleted after run {}", f.last_run)
+                } else {
+                    "live".into()
+                },
+                f.uniqueid.clone(),
+                names.join(", "),
+            ]
+        })
+        .collect();
+    output::io_result(output::table(
+        &["FOLDER", "STATE", "UNIQUEID", "NAMES"],
+        &rows,
+    ))
+}

@@ -1,0 +1,156 @@
+//! `cyrvault verify USER...|--all [--json]`: every member inflates, every message hashes
+//! to its name, archive and catalog agree. Exit status 65 (EX_DATAERR) when anything
+//! is damaged or disagrees; damage names the member and what it takes with it.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use cyrvault::admin::{self, MetaAffected, UserArchive, VerifyReport};
+
+use crate::args::TargetsArgs;
+use crate::output;
+
+/// The archives named on the command line (or all of the vault's).
+pub fn targets(a: &TargetsArgs) -> Result<Vec<UserArchive>, cyrvault::Error> {
+    if a.all {
+        return admin::vault_archives(&a.opts.vault);
+    }
+    a.users
+        .iter()
+        .map(|u| admin::find_user(&a.opts.vault, u))
+        .collect()
+}
+
+/// A progress bar over `users`' archives on stderr, measured in archive bytes, only
+/// when stderr is a terminal (and not `--quiet`). It ticks on its own: one archive can
+/// take minutes to inflate. Advance it with [`done`] after each archive.
+pub fn progress(users: &[UserArchive], quiet: bool, verb: &str) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let total: u64 = users.iter().map(archive_len).sum();
+    let pb = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ({elapsed}, {eta} left)",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(verb.to_string());
+    pb.enable_steady_tick(Duration::from_millis(150));
+    pb
+}
+
+fn archive_len(ua: &UserArchive) -> u64 {
+    std::fs::metadata(&ua.archive).map_or(0, |m| m.len())
+}
+
+/// Advance the bar past `ua`'s archive.
+pub fn done(pb: &ProgressBar, ua: &UserArchive) {
+    pb.inc(archive_len(ua));
+}
+
+#[derive(Serialize)]
+struct All<'a> {
+    ok: bool,
+    users: &'a [VerifyReport],
+    /// Archives that could not be read at all.
+    errors: Vec<(String, String)>,
+}
+
+fn meta_line(m: &MetaAffected) -> String {
+    let what = serde_json::to_string(&m.entry).unwrap_or_default();
+    let runs: Vec<String> = m.runs.iter().map(u64::to_string).collect();
+    format!(
+        "{what} written by run {} (needed by runs {})",
+        m.snapshot_run,
+        runs.join(",")
+    )
+}
+
+fn print_human(r: &VerifyReport) {
+    println!(
+        "{}: {} ({} members, {} messages hashed, {} bytes)",
+        r.user,
+        if r.ok { "ok" } else { "FAILED" },
+        r.members_checked,
+        r.messages_checked,
+        r.archive_bytes
+    );
+    for d in &r.damaged {
+        let runs: Vec<String> = d.runs.iter().map(u64::to_string).collect();
+        println!(
+            "  damaged member at offset {} ({} bytes): {}",
+            d.offset, d.len, d.error
+        );
+        println!("    runs affected: {}", runs.join(","));
+        for m in &d.messages {
+            let uses: Vec<String> = m
+                .uses
+                .iter()
+                .map(|u| {
+                    let runs: Vec<String> = u.runs.iter().map(u64::to_string).collect();
+                    format!("{} uid {} (runs {})", u.folder, u.uid, runs.join(","))
+                })
+                .collect();
+            let state = if m.readable {
+                " (its own bytes still read back)"
+            } else {
+                ""
+            };
+            println!("    message {}{state}: {}", m.guid, uses.join("; "));
+        }
+        for m in &d.meta {
+            println!("    {}", meta_line(m));
+        }
+    }
+    for m in &r.mismatches {
+        match m.member_offset {
+            Some(o) => println!("  mismatch (member at {o}): {}", m.what),
+            None => println!("  mismatch: {}", m.what),
+        }
+    }
+    for n in &r.notes {
+        println!("  note: {n}");
+    }
+}
+
+pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
+    let users = targets(a)?;
+    let pb = progress(&users, quiet, "verify");
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    for ua in &users {
+        pb.set_message(ua.user.clone());
+        match admin::verify(ua) {
+            Ok(r) => {
+                if !a.opts.json {
+                    pb.suspend(|| print_human(&r));
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                pb.suspend(|| eprintln!("cyrvault verify: {}: {e}", ua.user));
+                errors.push((ua.user.clone(), e.to_string()));
+            }
+        }
+        done(&pb, ua);
+    }
+    pb.finish_and_clear();
+    let ok = errors.is_empty() && reports.iter().all(|r| r.ok);
+    if a.opts.json {
+        output::io_result(output::json(&All {
+            ok,
+            users: &reports,
+            errors,
+        }))?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(cyrvault::error::EX_DATAERR as u8)
+    })
+}

@@ -1,0 +1,296 @@
+//! Where the archives live on the backup host: the vault directory.
+//!
+//! One archive per user, named by the user's INBOX UniqueID (Cyrus keeps it when a user
+//! is renamed, so the archive follows the user): `<root>/<g0g1>/<inbox-uniqueid>.tar.gz`
+//! with its catalog beside it, `<...>.catalog.sqlite`. `<g0g1>` is the first two
+//! characters of the UniqueID, lower-cased (256 shard directories for hex ids).
+//!
+//! A small index, `<root>/vault.json`, maps user ids to INBOX UniqueIDs so that the
+//! admin commands find a user's archive by name. It is DERIVED data: the archives'
+//! manifests say which user each archive belonged to at each run, and
+//! [`Vault::rebuild_index`] rebuilds the index from them (the user of each archive's
+//! last run). The index is replaced atomically (write a temporary file, fsync, rename,
+//! fsync the directory) under an exclusive lock on `<root>/vault.lock`, so concurrent
+//! backups of different users do not lose each other's entries.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// File name of the vault index inside the root.
+pub const INDEX_FILE: &str = "vault.json";
+/// File name of the lock that serialises index updates.
+pub const LOCK_FILE: &str = "vault.lock";
+/// Version of the index JSON.
+pub const INDEX_FORMAT: u32 = 1;
+
+/// A vault directory.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    root: PathBuf,
+}
+
+/// One user's archive and catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserArchive {
+    /// The user's INBOX UniqueID: the archive's key.
+    pub inbox_uniqueid: String,
+    /// `<root>/<g0g1>/<inbox-uniqueid>.tar.gz`.
+    pub archive: PathBuf,
+    /// `<root>/<g0g1>/<inbox-uniqueid>.catalog.sqlite`.
+    pub catalog: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct IndexFile {
+    format: u32,
+    /// userid -> INBOX UniqueID.
+    users: BTreeMap<String, String>,
+}
+
+/// Whether `id` can name an archive file: 1-64 of `[A-Za-z0-9-]` (as archive entry
+/// names require of UniqueIDs), so no path can be smuggled in.
+pub fn valid_uniqueid(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+impl Vault {
+    /// Open the vault at `root`, creating the directory if needed.
+    pub fn open(root: &Path) -> Result<Vault> {
+        fs::create_dir_all(root).at("creating the vault directory", root)?;
+        Ok(Vault {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The vault directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the archive and catalog keyed by `inbox_uniqueid` are (whether or not they
+    /// exist yet). Refuses a UniqueID that is not a safe file name.
+    pub fn archive_for(&self, inbox_uniqueid: &str) -> Result<UserArchive> {
+        if !valid_uniqueid(inbox_uniqueid) {
+            return Err(Error::Refused(format!(
+                "INBOX uniqueid {inbox_uniqueid:?} is not 1-64 of [A-Za-z0-9-]"
+            )));
+        }
+        let shard: String = inbox_uniqueid
+            .chars()
+            .take(2)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let dir = self.root.join(shard);
+        Ok(UserArchive {
+            inbox_uniqueid: inbox_uniqueid.to_string(),
+            archive: dir.join(format!("{inbox_uniqueid}.tar.gz")),
+            catalog: dir.join(format!("{inbox_uniqueid}.catalog.sqlite")),
+        })
+    }
+
+    /// The archive of `userid`, if the index knows the user.
+    pub fn user(&self, userid: &str) -> Result<Option<UserArchive>> {
+        let idx = self.read_index()?;
+        match idx.users.get(userid) {
+            Some(id) => Ok(Some(self.archive_for(id)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every user in the index, by user id.
+    pub fn users(&self) -> Result<Vec<(String, UserArchive)>> {
+        let idx = self.read_index()?;
+        idx.users
+            .iter()
+            .map(|(u, id)| Ok((u.clone(), self.archive_for(id)?)))
+            .collect()
+    }
+
+    /// Record that `userid`'s INBOX has `inbox_uniqueid`. Any other user id mapped to the
+    /// same UniqueID is dropped: the user was renamed on the server and the archive
+    /// follows the new name. Creates the shard directory of the archive.
+    pub fn set_user(&self, userid: &str, inbox_uniqueid: &str) -> Result<UserArchive> {
+        let ua = self.archive_for(inbox_uniqueid)?;
+        if let Some(dir) = ua.archive.parent() {
+            fs::create_dir_all(dir).at("creating", dir)?;
+        }
+        let _lock = self.lock()?;
+        let mut idx = self.read_index()?;
+        if idx.users.get(userid).map(String::as_str) == Some(inbox_uniqueid) {
+            return Ok(ua);
+        }
+        idx.users.retain(|_, id| id != inbox_uniqueid);
+        idx.users
+            .insert(userid.to_string(), inbox_uniqueid.to_string());
+        self.write_index(&idx)?;
+        Ok(ua)
+    }
+
+    /// Rebuild the index from the archives alone: for every `<shard>/<id>.tar.gz`, the
+    /// user named by the archive's last run manifest. Returns how many users it found.
+    /// Archives without a committed run are skipped.
+    pub fn rebuild_index(&self) -> Result<usize> {
+        let _lock = self.lock()?;
+        let mut idx = IndexFile {
+            format: INDEX_FORMAT,
+            users: BTreeMap::new(),
+        };
+        let mut found: Vec<(u64, String, String)> = Vec::new();
+        for shard in fs::read_dir(&self.root).at("listing", &self.root)? {
+            let shard = shard.at("listing", &self.root)?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&shard).at("listing", &shard)? {
+                let p = f.at("listing", &shard)?.path();
+                let Some(id) = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".tar.gz"))
+                    .filter(|id| valid_uniqueid(id))
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                if let Some((run, user)) = last_manifest_user(&p)? {
+                    found.push((run, user, id));
+                }
+            }
+        }
+        // Should two archives name the same user, the one with more runs wins.
+        found.sort();
+        for (_, user, id) in found {
+            idx.users.insert(user, id);
+        }
+        let n = idx.users.len();
+        self.write_index(&idx)?;
+        Ok(n)
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join(INDEX_FILE)
+    }
+
+    fn lock(&self) -> Result<File> {
+        let p = self.root.join(LOCK_FILE);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .at("opening", &p)?;
+        f.lock().at("locking", &p)?;
+        Ok(f)
+    }
+
+    fn read_index(&self) -> Result<IndexFile> {
+        let p = self.index_path();
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(IndexFile {
+                    format: INDEX_FORMAT,
+                    users: BTreeMap::new(),
+                });
+            }
+            Err(e) => return Err(Error::io("reading", &p, e)),
+        };
+        let idx: IndexFile = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Refused(format!(
+                "{}: not a vault index ({e}); rebuild it with `cyrvault` from the archives",
+                p.display()
+            ))
+        })?;
+        if idx.format > INDEX_FORMAT {
+            return Err(Error::Refused(format!(
+                "{}: index format {} is newer than this cyrvault ({INDEX_FORMAT})",
+                p.display(),
+                idx.format
+            )));
+        }
+        Ok(idx)
+    }
+
+    fn write_index(&self, idx: &IndexFile) -> Result<()> {
+        let p = self.index_path();
+        let tmp = self.root.join(format!("{INDEX_FILE}.tmp"));
+        let mut bytes = serde_json::to_vec_pretty(idx)
+            .map_err(|e| Error::Other(format!("encoding the vault index: {e}")))?;
+        bytes.push(b'\n');
+        let mut f = File::create(&tmp).at("creating", &tmp)?;
+        f.write_all(&bytes).at("writing", &tmp)?;
+        f.sync_all().at("syncing", &tmp)?;
+        fs::rename(&tmp, &p).at("renaming into place", &p)?;
+        File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .at("syncing", &self.root)?;
+        Ok(())
+    }
+}
+
+/// The (run, user) of the last run manifest in an archive, scanning it end to end.
+fn last_manifest_user(path: &Path) -> Result<Option<(u64, String)>> {
+    use crate::archive::{EntryName, parse_entry_name, read_entry_at};
+    let scan = crate::archive::scan(path)?;
+    let mut last: Option<(u64, u64, u64)> = None;
+    for m in &scan.members {
+        for e in &m.entries {
+            if let EntryName::RunManifest { run } = parse_entry_name(&e.name)
+                && let Ok(run) = run.parse::<u64>()
+                && last.is_none_or(|(r, _, _)| run > r)
+            {
+                last = Some((run, m.offset, e.offset_in_member));
+            }
+        }
+    }
+    let Some((run, member, off)) = last else {
+        return Ok(None);
+    };
+    let entry = scan
+        .members
+        .iter()
+        .find(|m| m.offset == member)
+        .and_then(|m| m.entries.iter().find(|e| e.offset_in_member == off))
+        .map(|e| e.size)
+        .unwrap_or(0);
+    let mut f = File::open(path).at("opening", path)?;
+    let bytes = read_entry_at(&mut f, path, member, off, entry)?;
+    let m = crate::model::parse_manifest(&bytes).map_err(|e| Error::parse(path, e))?;
+    Ok(Some((run, m.user)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_index_and_renames() {
+        let dir = std::env::temp_dir().join(format!("cyrvault-vault-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let v = Vault::open(&dir).unwrap();
+        assert!(v.user("bob").unwrap().is_none());
+        let a = v.set_user("bob", "Ab12-cd").unwrap();
+        assert_eq!(a.archive, dir.join("ab").join("Ab12-cd.tar.gz"));
+        assert_eq!(a.catalog, dir.join("ab").join("Ab12-cd.catalog.sqlite"));
+        assert_eq!(v.user("bob").unwrap(), Some(a.clone()));
+        // the user is renamed: same INBOX uniqueid, the archive follows the new name
+        v.set_user("robert", "Ab12-cd").unwrap();
+        assert!(v.user("bob").unwrap().is_none());
+        assert_eq!(v.user("robert").unwrap(), Some(a));
+        v.set_user("carol", "ff00").unwrap();
+        let users: Vec<String> = v.users().unwrap().into_iter().map(|(u, _)| u).collect();
+        assert_eq!(users, ["carol", "robert"]);
+        assert!(v.archive_for("../x").is_err());
+        assert!(v.archive_for("").is_err());
+        // no archives hold manifests here: the rebuilt index is empty
+        assert_eq!(v.rebuild_index().unwrap(), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
