@@ -38,6 +38,10 @@ impl Drop for Env {
 }
 
 fn env(name: &str, with_secret: bool) -> Env {
+    env_with(name, with_secret, Vec::new())
+}
+
+fn env_with(name: &str, with_secret: bool, extra: Vec<(String, String)>) -> Env {
     let dir = std::env::temp_dir().join(format!(
         "cyrvault-bk-{name}-{}-{}",
         std::process::id(),
@@ -46,7 +50,7 @@ fn env(name: &str, with_secret: bool) -> Env {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut conf = Vec::new();
+    let mut conf = extra;
     let secret = with_secret.then(|| {
         let p = dir.join("secret");
         std::fs::write(&p, b"backup-test-secret-0123456789\n").unwrap();
@@ -246,6 +250,21 @@ fn all_guids(cat: &Catalog) -> HashSet<Guid> {
     out
 }
 
+/// The two catalogs answer alike: their canonical dumps are equal (the first
+/// differing lines are shown, not megabytes of dump).
+fn same_dump(replayed: &Catalog, incremental: &Catalog) {
+    let a = replayed.dump_canonical().unwrap();
+    let b = incremental.dump_canonical().unwrap();
+    if a != b {
+        let (la, lb): (HashSet<&str>, HashSet<&str>) = (a.lines().collect(), b.lines().collect());
+        let only_a: Vec<&&str> = la.difference(&lb).take(8).collect();
+        let only_b: Vec<&&str> = lb.difference(&la).take(8).collect();
+        panic!(
+            "replayed catalog differs:\nonly replayed: {only_a:#?}\nonly incremental: {only_b:#?}"
+        );
+    }
+}
+
 #[test]
 fn round_trip_history_and_stock_tools() {
     let e = env("bkrt", true);
@@ -411,6 +430,15 @@ fn round_trip_history_and_stock_tools() {
     }
     let (cat, _) = e.catalog(&e.vault, "alice");
     assert_eq!(n as u64, cat.stats().unwrap().messages);
+
+    // The archive alone gives the same catalog (what reindex relies on).
+    let replayed = e.dir.join("replay.sqlite");
+    assert_eq!(
+        backup::replay_archive(&archive, &replayed).unwrap(),
+        [1, 2, 3]
+    );
+    let again = Catalog::open_existing(&replayed).unwrap();
+    same_dump(&again, &cat);
 }
 
 #[test]
@@ -522,7 +550,7 @@ fn kill_9_at_random_instants() {
     );
     let mut window = t.elapsed();
     eprintln!("full run of the binary: {window:?}");
-    let mut gen_ = MailGen::new(77).with_max_size(64 * 1024);
+    let mut gen_ = MailGen::new(77).with_max_size(128 * 1024);
     let mut mid_run = 0;
     for i in 0..20 {
         let before: HashSet<Guid> = match Vault::open(&e.vault).unwrap().user("crash").unwrap() {
@@ -567,7 +595,7 @@ fn kill_9_at_random_instants() {
         assert!(cp.success());
         let t = Instant::now();
         let rep = e.backup_in(&copy, "crash");
-        window = window.max(t.elapsed());
+        let took = t.elapsed();
         let (cat, archive) = e.catalog(&copy, "crash");
         let after = all_guids(&cat);
         let lost: Vec<_> = before.difference(&after).collect();
@@ -585,22 +613,37 @@ fn kill_9_at_random_instants() {
         );
         drop(cat);
         std::fs::remove_dir_all(&copy).unwrap();
-        // Give the next attempt new work now and then.
-        if i % 4 == 3 {
-            for k in 0..15 {
-                let m = gen_.message().bytes;
-                e.sb.append("crash", None, &[], None, &m).unwrap();
-                let _ = k;
-            }
+        // Give the next attempt new work: fresh mail and a flag change.
+        let mut c = e.sb.login("crash").unwrap();
+        for _ in 0..40 {
+            let m = gen_.message().bytes;
+            c.append("INBOX", &[], None, &m).unwrap();
         }
+        c.logout().unwrap();
+        // The next kill lands anywhere in a run like the one just measured (plus
+        // process start-up).
+        window = took * 3 / 2 + Duration::from_millis(40);
     }
     assert!(mid_run >= 10, "only {mid_run} kills landed mid-run");
     // Finally the real vault completes and holds everything Cyrus has.
     std::thread::sleep(Duration::from_millis(2100));
     let rep = e.backup("crash");
-    let (cat, _) = e.catalog(&e.vault, "crash");
-    drop(cat);
     check_against_cyrus(&e, "crash", rep.run);
+    // Adopted members and replayed runs included, the archive alone gives the same
+    // catalog.
+    let (cat, archive) = e.catalog(&e.vault, "crash");
+    let replayed = e.dir.join("replay.sqlite");
+    let runs = backup::replay_archive(&archive, &replayed).unwrap();
+    assert_eq!(
+        runs,
+        cat.runs()
+            .unwrap()
+            .iter()
+            .map(|r| r.run)
+            .collect::<Vec<_>>()
+    );
+    let again = Catalog::open_existing(&replayed).unwrap();
+    same_dump(&again, &cat);
 }
 
 #[test]
@@ -633,6 +676,12 @@ fn base_protocol_lock_and_short_archive() {
     assert!(rep.user_state_stored);
     check_against_cyrus(&e, "carol", 1);
     assert_eq!(s.users().unwrap(), ["carol"]);
+    // vault.json is derived: rebuilt from the archives' manifests.
+    let before = v.user("carol").unwrap().unwrap();
+    std::fs::remove_file(e.vault.join(cyrvault::vault::INDEX_FILE)).unwrap();
+    assert!(v.user("carol").unwrap().is_none());
+    assert_eq!(v.rebuild_index().unwrap(), 1);
+    assert_eq!(v.user("carol").unwrap(), Some(before));
 
     // An unknown user is a clear failure; the others go on.
     let res = backup::backup_users(
@@ -663,6 +712,27 @@ fn base_protocol_lock_and_short_archive() {
     drop(held);
     let out = e.cli(&e.vault, "carol").output().unwrap();
     assert!(out.status.success(), "{out:?}");
+    let js: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(js[0]["user"], "carol");
+    assert_eq!(js[0]["ok"], true);
+    assert_eq!(js[0]["report"]["bytes_fetched"], 0);
+    // --all (USERS) and the human table.
+    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        .args(["backup", "--all", "--base-protocol", "--server", &e.addr])
+        .arg("--vault")
+        .arg(&e.vault)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header[..3], ["user", "run", "folders"], "{table}");
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("carol") && row.trim_end().ends_with("ok"),
+        "{table}"
+    );
 
     // An archive shorter than its catalog is reported, never wiped or restarted.
     let len = std::fs::metadata(&ua.archive).unwrap().len();
@@ -685,4 +755,89 @@ fn base_protocol_lock_and_short_archive() {
     assert_eq!(std::fs::metadata(&ua.archive).unwrap().len(), len - 100);
     let out = e.cli(&e.vault, "carol").output().unwrap();
     assert_eq!(out.status.code(), Some(65), "{out:?}");
+
+    // Spool damage: a message file whose bytes no longer hash to its GUID is named
+    // (user, folder, UID), not stored, and the run goes on.
+    let file = e.sb.mbpath("user.carol").unwrap().join("1.");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let fresh = Vault::open(&e.dir.join("vault2")).unwrap();
+    let rep = backup::backup_user(&mut s, &fresh, "carol", &BackupOptions::default()).unwrap();
+    assert_eq!(rep.damage.len(), 1, "{rep:?}");
+    let d = &rep.damage[0];
+    assert_eq!(
+        (d.user.as_str(), d.folder.as_str(), d.uid),
+        ("carol", "INBOX", 1)
+    );
+    assert_eq!(d.got, Guid::of(&bytes).to_hex());
+    let (cat, archive) = e.catalog(&e.dir.join("vault2"), "carol");
+    let expected = Guid::from_hex(&d.expected).unwrap();
+    // The damaged bytes are stored under no name; the GUID is stored only if another
+    // folder held an intact copy (populate appends some messages twice).
+    assert!(!cat.has_message(&Guid::of(&bytes)).unwrap());
+    if cat.has_message(&expected).unwrap() {
+        assert_eq!(Guid::of(&read_message(&cat, &archive, &expected)), expected);
+    }
+    let sc = scan(&archive).unwrap();
+    assert!(sc.misnamed().is_empty());
+    assert!(rep.messages_fetched > 0);
+    let out = e.cli(&e.dir.join("vault3"), "carol").output().unwrap();
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spool damage: user carol folder INBOX uid 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn renamed_user_keeps_its_archive_and_missing_archive_is_refused() {
+    let e = env_with("bkren", true, vec![("allowusermoves".into(), "yes".into())]);
+    populate(
+        &e.sb,
+        &PopulatePlan {
+            users: vec!["erin".into()],
+            messages: 40,
+            fixtures: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r1 = e.backup("erin");
+    let v = Vault::open(&e.vault).unwrap();
+    let ua = v.user("erin").unwrap().unwrap();
+    // The admin renames the user: Cyrus keeps the INBOX UniqueID.
+    let mut admin = e.sb.admin().unwrap();
+    admin.rename("user.erin", "user.frank").unwrap();
+    admin.logout().unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let r2 = e.backup("frank");
+    assert_eq!(r2.inbox_uniqueid, r1.inbox_uniqueid);
+    assert_eq!(r2.archive, ua.archive);
+    assert_eq!(r2.run, 2);
+    assert_eq!(r2.messages_fetched, 0, "{r2:?}");
+    assert!(v.user("erin").unwrap().is_none());
+    assert_eq!(v.user("frank").unwrap(), Some(ua.clone()));
+    let (cat, _) = e.catalog(&e.vault, "frank");
+    let users: Vec<String> = cat.runs().unwrap().into_iter().map(|r| r.user).collect();
+    assert_eq!(users, ["erin", "frank"]);
+    let inbox = cat.folder_by_name_at("INBOX", 2).unwrap().unwrap();
+    assert_eq!(inbox.internal_name, "user.frank");
+    check_against_cyrus(&e, "frank", 2);
+    drop(cat);
+
+    // The archive is gone while the catalog has runs: refused, nothing created.
+    std::fs::rename(&ua.archive, e.dir.join("moved.tar.gz")).unwrap();
+    let mut s = e.server();
+    let err = backup::backup_user(&mut s, &v, "frank", &BackupOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            cyrvault::Error::Backup(backup::BackupError::ArchiveMissing { .. })
+        ),
+        "{err}"
+    );
+    assert!(!ua.archive.exists());
 }

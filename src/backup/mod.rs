@@ -13,14 +13,17 @@
 //! a manifest.
 //!
 //! Files: `server.rs` (connection, servername, AUTH), `run.rs` (one user's run),
-//! `recover.rs` (roll forward, adoption), `ext.rs` (what a run remembers for the next
+//! `folder.rs` (a changed folder: FMETA, FDATA, GUID checks), `user.rs` (seen, subs,
+//! sieve), `recover.rs` (roll forward, adoption), `ext.rs` (what a run remembers for the next
 //! one, inside its manifest).
 #![forbid(unsafe_code)]
 
 mod ext;
+mod folder;
 mod recover;
 mod run;
 mod server;
+mod user;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -28,6 +31,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use recover::replay_archive;
 pub use run::backup_user;
 pub use server::{ConnectOptions, Server};
 

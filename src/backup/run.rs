@@ -16,50 +16,45 @@
 //! 5. Folders the catalog had and the server no longer lists → deleted in this run.
 //! 6. `finish_member` (fsync), the manifest alone in the last member (fsync), then
 //!    `Catalog::write_run` commits the run in one transaction.
+//!
+//! Steps 3 and 4 are in `folder.rs` and `user.rs` (methods of [`RunCtx`]).
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use super::ext::{self, BackupExt, FolderStats, UserStats, stat3};
-use super::recover::{
-    self, folder_meta, member_rows, message_locs, user_file_entry, user_file_locs,
-};
+use super::ext::{self, BackupExt, FolderStats, stat3};
+use super::recover::{self, folder_meta, member_rows, message_locs, user_file_locs};
 use super::server::Server;
-use super::{BackupError, BackupOptions, FDATA_BATCH, RACY_SECS, SpoolDamage, UserReport};
+use super::{BackupError, BackupOptions, UserReport};
 use crate::archive::{
-    ArchiveError, ArchiveWriter, EntryName, MemberInfo, WriterOptions, folder_entry, message_entry,
-    parse_entry_name, read_member_at, run_id, run_manifest_entry,
+    ArchiveError, ArchiveWriter, EntryName, MemberInfo, WriterOptions, parse_entry_name,
+    read_member_at, run_id, run_manifest_entry,
 };
 use crate::catalog::{Catalog, FolderAt, FolderMeta, RunParts};
 use crate::cyrus::Guid;
 use crate::error::{Error, IoContext, Result};
-use crate::model::{
-    FileStat, FolderInRun, FolderState, MANIFEST_FORMAT, RecordState, RunManifest, UserFile,
-    UserFileKind, UserStateRef, records_from_meta,
-};
-use crate::protocol::client::{Collect, Receiver};
-use crate::protocol::{DataHeader, ProtocolError, Reply, Request};
+use crate::model::{FileStat, FolderInRun, MANIFEST_FORMAT, RecordState, RunManifest};
+use crate::protocol::ProtocolError;
 use crate::vault::Vault;
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn proto(server: &Server, what: &str, e: ProtocolError) -> Error {
+pub(super) fn proto(server: &Server, what: &str, e: ProtocolError) -> Error {
     Error::Protocol(format!("{}: {what}: {e}", server.addr))
 }
 
 /// A folder as FMULTISTATUS listed it.
-struct Listed {
-    name: String,
-    uniqueid: String,
-    stats: FolderStats,
+pub(super) struct Listed {
+    pub(super) name: String,
+    pub(super) uniqueid: String,
+    pub(super) stats: FolderStats,
 }
 
 /// Whether an external name is a delayed-delete folder (`DELETED.user.bob.Old.5F3A1B2C`
@@ -222,7 +217,21 @@ pub fn backup_user(
     let len_before = open.len;
 
     let last = catalog.last_run()?;
-    let run = last.as_ref().map_or(1, |r| r.run + 1);
+    // A crashed attempt may have written `folders/<uid>/<run>/...` under the number
+    // this run would take; its members are adopted, so skip past every run number they
+    // use: entry names never collide (runs may be numbered with gaps).
+    let used = adopted
+        .iter()
+        .flat_map(|m| m.entries.iter())
+        .filter_map(|e| match parse_entry_name(&e.name) {
+            EntryName::Folder { run, .. }
+            | EntryName::User { run, .. }
+            | EntryName::RunManifest { run } => run.parse::<u64>().ok(),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let run = last.as_ref().map_or(0, |r| r.run).max(used) + 1;
     let prev_ext = ext::read_ext(&ua.archive, last.as_ref().and_then(|r| r.manifest));
     let live_before: HashMap<String, FolderAt> = match &last {
         Some(l) => catalog
@@ -484,27 +493,20 @@ fn check_message_names(members: &[MemberInfo], archive: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What a changed folder gave.
-struct Taken {
-    state: FolderState,
-    records: Vec<RecordState>,
-    stats: FolderStats,
-}
-
-struct RunCtx<'a> {
-    server: &'a mut Server,
-    writer: &'a mut ArchiveWriter,
-    catalog: &'a Catalog,
-    userid: &'a str,
-    run: u64,
+pub(super) struct RunCtx<'a> {
+    pub(super) server: &'a mut Server,
+    pub(super) writer: &'a mut ArchiveWriter,
+    pub(super) catalog: &'a Catalog,
+    pub(super) userid: &'a str,
+    pub(super) run: u64,
     /// GUIDs stored (in committed runs, adopted members, or this run).
-    have: &'a mut HashSet<Guid>,
-    rep: &'a mut UserReport,
-    opts: &'a BackupOptions,
+    pub(super) have: &'a mut HashSet<Guid>,
+    pub(super) rep: &'a mut UserReport,
+    pub(super) opts: &'a BackupOptions,
 }
 
 impl RunCtx<'_> {
-    fn skip(&mut self, f: &Listed, why: String) {
+    pub(super) fn skip(&mut self, f: &Listed, why: String) {
         log::warn!(
             target: "cyrvault::backup",
             "user {} folder {}: skipped this run: {why}",
@@ -512,468 +514,6 @@ impl RunCtx<'_> {
             f.name
         );
         self.rep.folders_skipped.push(f.name.clone());
-    }
-
-    /// FMETA, records, missing messages by FDATA, and the folder's entries.
-    fn take_folder(&mut self, f: &Listed) -> Result<Option<Taken>> {
-        let items: Vec<Vec<u8>> = ["header", "index", "annotations", "mailbox_annotations"]
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
-        let req = Request::FMeta {
-            slot: self.server.slot(),
-            user: self.userid.as_bytes().to_vec(),
-            folder: f.name.as_bytes().to_vec(),
-            items: Some(items),
-        };
-        let mut rx = Collect::default();
-        let done = match self.server.client.fetch(&req, &mut rx) {
-            Ok(d) => d,
-            Err(ProtocolError::No(t)) => {
-                self.skip(f, format!("FMETA answered NO {t}"));
-                return Ok(None);
-            }
-            Err(e) => return Err(proto(self.server, "FMETA", e)),
-        };
-        if done.get(1).map(|u| u.as_slice()) != Some(f.uniqueid.as_bytes()) {
-            self.skip(
-                f,
-                "the folder was replaced between listing and reading".into(),
-            );
-            return Ok(None);
-        }
-        let now = now_secs();
-        let mut stats = FolderStats::default();
-        let mut files: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        for (h, bytes) in rx.files {
-            let s = stat3(&h.stat);
-            stats.set(&h.name, s);
-            if h.name != b"mailbox_annotations" && h.stat.mtime.saturating_add(RACY_SECS) > now {
-                stats.racy = true;
-            }
-            self.rep.meta_bytes_fetched += bytes.len() as u64;
-            files.insert(h.name, bytes);
-        }
-        let (Some(header), Some(index)) = (files.get(&b"header"[..]), files.get(&b"index"[..]))
-        else {
-            self.skip(f, "cyrus.header or cyrus.index missing".into());
-            return Ok(None);
-        };
-        let (mut state, records) = match records_from_meta(header, index) {
-            Ok(x) => x,
-            Err(e) => {
-                self.skip(f, format!("metadata does not parse: {e}"));
-                return Ok(None);
-            }
-        };
-        state.index_file_stat = stats.index.map(|[size, mtime, inode]| FileStat {
-            size,
-            mtime: i64::try_from(mtime).unwrap_or(i64::MAX),
-            inode,
-        });
-        let runid = run_id(self.run);
-        let entry = |file: &str| {
-            folder_entry(&f.uniqueid, &runid, file).map_err(|e| Error::archive("(entry)", e))
-        };
-        for (proto_name, file) in [
-            (&b"header"[..], "cyrus.header"),
-            (b"index", "cyrus.index"),
-            (b"annotations", "cyrus.annotations"),
-            (b"mailbox_annotations", "mailbox_annotations.json"),
-        ] {
-            if let Some(bytes) = files.get(proto_name) {
-                self.writer.add(&entry(file)?, bytes, now)?;
-            }
-        }
-        let mut summary = serde_json::to_value(&state)
-            .map_err(|e| Error::Other(format!("encoding state.json: {e}")))?;
-        if let serde_json::Value::Object(m) = &mut summary {
-            m.insert("name".into(), f.name.clone().into());
-            m.insert(
-                "internal_name".into(),
-                internal_name(self.userid, &f.name).into(),
-            );
-            m.insert("uniqueid".into(), f.uniqueid.clone().into());
-            m.insert("records".into(), records.len().into());
-        }
-        let summary = serde_json::to_vec_pretty(&summary)
-            .map_err(|e| Error::Other(format!("encoding state.json: {e}")))?;
-        self.writer.add(&entry("state.json")?, &summary, now)?;
-        self.fetch_messages(f, &records)?;
-        Ok(Some(Taken {
-            state,
-            records,
-            stats,
-        }))
-    }
-
-    /// FDATA for the records whose GUID the archive does not have yet.
-    fn fetch_messages(&mut self, f: &Listed, records: &[RecordState]) -> Result<()> {
-        let mut want: Vec<(u32, Guid, i64)> = Vec::new();
-        let mut seen: HashSet<Guid> = HashSet::new();
-        for r in records {
-            if r.guid.0 == [0u8; 20] {
-                log::warn!(
-                    target: "cyrvault::backup",
-                    "user {} folder {} uid {}: record has no GUID; not fetched",
-                    self.userid, f.name, r.uid
-                );
-                continue;
-            }
-            if !self.have.contains(&r.guid) && seen.insert(r.guid) {
-                want.push((r.uid, r.guid, r.internaldate));
-            }
-        }
-        if want.is_empty() {
-            return Ok(());
-        }
-        let guids: Vec<Guid> = want.iter().map(|w| w.1).collect();
-        let missing: HashSet<Guid> = self.catalog.missing_guids(&guids)?.into_iter().collect();
-        for (_, g, _) in &want {
-            if !missing.contains(g) {
-                self.have.insert(*g);
-            }
-        }
-        want.retain(|w| missing.contains(&w.1));
-        for batch in want.chunks(FDATA_BATCH) {
-            let expected: HashMap<u32, (Guid, i64)> =
-                batch.iter().map(|(u, g, d)| (*u, (*g, *d))).collect();
-            let uids: Vec<u32> = batch.iter().map(|w| w.0).collect();
-            let mut rx = MessageRx {
-                writer: &mut *self.writer,
-                expected: &expected,
-                buf: Vec::new(),
-                user: self.userid,
-                folder: &f.name,
-                stored: Vec::new(),
-                bytes: 0,
-                damage: Vec::new(),
-                missing: Vec::new(),
-                err: None,
-                progress: self.opts.progress.as_deref(),
-            };
-            let r =
-                self.server
-                    .client
-                    .fdata(self.userid.as_bytes(), f.name.as_bytes(), &uids, &mut rx);
-            if let Some(e) = rx.err.take() {
-                return Err(e);
-            }
-            let (stored, bytes, damage, missing) = (rx.stored, rx.bytes, rx.damage, rx.missing);
-            match r {
-                Ok(_) => {}
-                Err(ProtocolError::No(t)) => {
-                    self.skip(f, format!("FDATA answered NO {t}"));
-                }
-                Err(e) => return Err(proto(self.server, "FDATA", e)),
-            }
-            let rx = (stored, bytes, damage, missing);
-            self.rep.messages_fetched += rx.0.len() as u64;
-            self.rep.bytes_fetched += rx.1;
-            self.have.extend(rx.0.iter().copied());
-            self.rep.damage.extend(rx.2);
-            self.rep
-                .missing
-                .extend(rx.3.into_iter().map(|u| (f.name.clone(), u)));
-        }
-        Ok(())
-    }
-
-    /// User-level files: fetched when the first run, when `META`'s stats changed, or
-    /// (with `SNAPSHOT`, for the sieve files) when any folder changed; stored anew only
-    /// when their bytes differ from the last stored ones.
-    fn user_state(
-        &mut self,
-        last_run: Option<u64>,
-        prev: &BackupExt,
-    ) -> Result<(Option<UserStateRef>, Option<UserStats>)> {
-        let listing = self
-            .server
-            .client
-            .meta_listing(self.userid.as_bytes())
-            .map_err(|e| proto(self.server, "META", e))?;
-        let mut seen = None;
-        let mut sub = None;
-        for (n, s) in &listing {
-            match n.as_slice() {
-                b"seen" => seen = Some(stat3(s)),
-                b"sub" => sub = Some(stat3(s)),
-                _ => {}
-            }
-        }
-        let snapshot = self.server.has("SNAPSHOT");
-        let prev_files: Vec<(u64, UserFile)> = match last_run {
-            Some(l) => self
-                .catalog
-                .user_files_at(l)?
-                .into_iter()
-                .map(|(r, f, _)| (r, f))
-                .collect(),
-            None => Vec::new(),
-        };
-        let this_run = self.run;
-        let carried = |prev_user: &UserStats| {
-            let snapshot_run = prev_files.first().map_or(this_run, |(r, _)| *r);
-            let files = prev_files.iter().map(|(_, f)| f.clone()).collect();
-            (
-                Some(UserStateRef {
-                    snapshot_run,
-                    files,
-                }),
-                Some(prev_user.clone()),
-            )
-        };
-        let changed_folders = self.rep.folders_changed + self.rep.folders_gone > 0;
-        if let Some(p) = &prev.user
-            && last_run.is_some()
-            && p.seen == seen
-            && p.sub == sub
-            && !(snapshot && changed_folders)
-        {
-            return Ok(carried(p));
-        }
-        let files = if snapshot {
-            self.snapshot_user_files()?
-        } else {
-            self.meta_user_files()?
-        };
-        let mut sha1 = std::collections::BTreeMap::new();
-        for (f, bytes) in &files {
-            let key = user_file_entry(0, f)?
-                .trim_start_matches("user/000000/")
-                .to_string();
-            sha1.insert(key, Guid::of(bytes).to_hex());
-        }
-        let stats = UserStats { seen, sub, sha1 };
-        if let Some(p) = &prev.user
-            && last_run.is_some()
-            && p.sha1 == stats.sha1
-        {
-            let (r, _) = carried(p);
-            return Ok((r, Some(stats)));
-        }
-        let now = now_secs();
-        for (f, bytes) in &files {
-            self.writer
-                .add(&user_file_entry(self.run, f)?, bytes, now)?;
-        }
-        self.rep.user_state_stored = true;
-        Ok((
-            Some(UserStateRef {
-                snapshot_run: self.run,
-                files: files.into_iter().map(|(f, _)| f).collect(),
-            }),
-            Some(stats),
-        ))
-    }
-
-    fn meta_user_files(&mut self) -> Result<Vec<(UserFile, Vec<u8>)>> {
-        let req = Request::Meta {
-            slot: self.server.slot(),
-            user: self.userid.as_bytes().to_vec(),
-            items: Some(vec![b"seen".to_vec(), b"sub".to_vec()]),
-        };
-        let mut rx = Collect::default();
-        self.server
-            .client
-            .fetch(&req, &mut rx)
-            .map_err(|e| proto(self.server, "META", e))?;
-        let mut out = Vec::new();
-        for (h, bytes) in rx.files {
-            self.rep.meta_bytes_fetched += bytes.len() as u64;
-            let kind = match h.name.as_slice() {
-                b"seen" => UserFileKind::Seen,
-                b"sub" => UserFileKind::Subs,
-                _ => continue,
-            };
-            out.push((
-                UserFile {
-                    kind,
-                    name: String::from_utf8_lossy(&h.name).into_owned(),
-                    active: false,
-                },
-                bytes,
-            ));
-        }
-        Ok(out)
-    }
-
-    fn snapshot_user_files(&mut self) -> Result<Vec<(UserFile, Vec<u8>)>> {
-        let req = Request::Snapshot {
-            slot: self.server.slot(),
-            user: self.userid.as_bytes().to_vec(),
-        };
-        let mut rx = SnapshotRx::default();
-        self.server
-            .client
-            .fetch(&req, &mut rx)
-            .map_err(|e| proto(self.server, "SNAPSHOT", e))?;
-        self.rep.meta_bytes_fetched += rx.bytes;
-        let mut out = Vec::new();
-        // The active script: Cyrus's `defaultbc` is a link to the active `<name>.bc`.
-        let active_bc = rx
-            .files
-            .iter()
-            .find(|(n, _)| n == "sieve/defaultbc")
-            .map(|(_, b)| Guid::of(b));
-        let active: Option<String> = active_bc.and_then(|g| {
-            rx.files.iter().find_map(|(n, b)| {
-                let s = n.strip_prefix("sieve/")?.strip_suffix(".bc")?;
-                (Guid::of(b) == g).then(|| format!("{s}.script"))
-            })
-        });
-        for (name, bytes) in rx.files {
-            let (kind, fname) = match name.as_str() {
-                "seen" => (UserFileKind::Seen, name.clone()),
-                "sub" => (UserFileKind::Subs, name.clone()),
-                n => match n.strip_prefix("sieve/") {
-                    Some(s) if !s.is_empty() => (UserFileKind::Sieve, s.to_string()),
-                    _ => continue,
-                },
-            };
-            let is_active = kind == UserFileKind::Sieve && active.as_deref() == Some(&fname);
-            out.push((
-                UserFile {
-                    kind,
-                    name: fname,
-                    active: is_active,
-                },
-                bytes,
-            ));
-        }
-        Ok(out)
-    }
-}
-
-/// FDATA files: each checked against its GUID, then stored.
-struct MessageRx<'a> {
-    writer: &'a mut ArchiveWriter,
-    expected: &'a HashMap<u32, (Guid, i64)>,
-    buf: Vec<u8>,
-    user: &'a str,
-    folder: &'a str,
-    stored: Vec<Guid>,
-    bytes: u64,
-    damage: Vec<SpoolDamage>,
-    missing: Vec<u32>,
-    err: Option<Error>,
-    progress: Option<&'a dyn super::Progress>,
-}
-
-impl Receiver for MessageRx<'_> {
-    fn file(&mut self, _header: &DataHeader) -> std::result::Result<&mut dyn Write, ProtocolError> {
-        self.buf.clear();
-        Ok(&mut self.buf)
-    }
-
-    fn file_done(
-        &mut self,
-        header: &DataHeader,
-        sha1: &[u8; 20],
-    ) -> std::result::Result<(), ProtocolError> {
-        let uid: Option<u32> = std::str::from_utf8(&header.name)
-            .ok()
-            .and_then(|s| s.parse().ok());
-        let Some((uid, (guid, internaldate))) =
-            uid.and_then(|u| self.expected.get(&u).map(|e| (u, *e)))
-        else {
-            return Err(ProtocolError::MalformedReply {
-                what: "FDATA sent a file that was not asked for",
-            });
-        };
-        // The protocol checked the transfer; this checks the spool: the bytes must be
-        // the message Cyrus's index names.
-        if *sha1 != guid.0 {
-            self.damage.push(SpoolDamage {
-                user: self.user.to_string(),
-                folder: self.folder.to_string(),
-                uid,
-                expected: guid.to_hex(),
-                got: Guid(*sha1).to_hex(),
-            });
-            return Ok(());
-        }
-        let mtime = u64::try_from(internaldate).unwrap_or(0);
-        if let Err(e) = self.writer.add(&message_entry(&guid), &self.buf, mtime) {
-            self.err = Some(e);
-            return Err(ProtocolError::MalformedReply {
-                what: "archive write failed",
-            });
-        }
-        self.stored.push(guid);
-        self.bytes += self.buf.len() as u64;
-        if let Some(p) = self.progress {
-            p.bytes(self.buf.len() as u64);
-        }
-        Ok(())
-    }
-
-    fn missing(&mut self, text: &[u8]) -> std::result::Result<(), ProtocolError> {
-        let t = String::from_utf8_lossy(text);
-        if let Some(uid) = t
-            .strip_prefix("no such file ")
-            .or_else(|| t.strip_prefix("failed to open file "))
-            .and_then(|u| u.trim().parse().ok())
-        {
-            log::warn!(
-                target: "cyrvault::backup",
-                "user {} folder {} uid {uid}: the server has no file for it ({t})",
-                self.user, self.folder
-            );
-            self.missing.push(uid);
-        }
-        Ok(())
-    }
-
-    fn other(&mut self, reply: Reply) -> std::result::Result<(), ProtocolError> {
-        log::debug!(target: "cyrvault::backup", "FDATA: unexpected line {reply:?}");
-        Ok(())
-    }
-}
-
-/// SNAPSHOT: keep the user files (before the first FOLDER line), drop folder files.
-#[derive(Default)]
-struct SnapshotRx {
-    in_folders: bool,
-    files: Vec<(String, Vec<u8>)>,
-    cur: Vec<u8>,
-    sink: std::io::Sink,
-    bytes: u64,
-}
-
-impl Receiver for SnapshotRx {
-    fn file(&mut self, _h: &DataHeader) -> std::result::Result<&mut dyn Write, ProtocolError> {
-        if self.in_folders {
-            return Ok(&mut self.sink);
-        }
-        self.cur.clear();
-        Ok(&mut self.cur)
-    }
-
-    fn file_done(
-        &mut self,
-        h: &DataHeader,
-        _sha1: &[u8; 20],
-    ) -> std::result::Result<(), ProtocolError> {
-        self.bytes += h.stat.size;
-        if !self.in_folders {
-            self.files.push((
-                String::from_utf8_lossy(&h.name).into_owned(),
-                std::mem::take(&mut self.cur),
-            ));
-        }
-        Ok(())
-    }
-
-    fn missing(&mut self, _text: &[u8]) -> std::result::Result<(), ProtocolError> {
-        Ok(())
-    }
-
-    fn other(&mut self, reply: Reply) -> std::result::Result<(), ProtocolError> {
-        if matches!(reply, Reply::Folder { .. }) {
-            self.in_folders = true;
-        }
-        Ok(())
     }
 }
 
