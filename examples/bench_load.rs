@@ -183,7 +183,9 @@ fn main() -> Result<(), BoxError> {
     }
     let corpus = PathBuf::from(&args[1]);
     let work = PathBuf::from(&args[2]);
-    let daemon = &args[3];
+    // Cyrus's master runs the service from its own working directory: an absolute path.
+    let daemon = fs::canonicalize(&args[3]).map_err(|e| format!("{}: {e}", args[3]))?;
+    let daemon = daemon.to_str().ok_or("cyrvaultd path is not UTF-8")?;
     let hold_every: usize = args.get(4).map_or(Ok(100), |s| s.parse())?;
 
     fs::create_dir_all(&work)?;
