@@ -108,6 +108,8 @@ pub struct ArchiveWriter {
     written: Vec<MemberInfo>,
     /// The directory must be fsynced at the next `finish_member` (new file).
     sync_dir: bool,
+    /// Members were handed to the compressor since the last fsync.
+    unsynced: bool,
     poisoned: bool,
     report: OpenReport,
 }
@@ -157,6 +159,7 @@ impl ArchiveWriter {
             in_flight: 0,
             written: Vec::new(),
             sync_dir: !existed,
+            unsynced: false,
             poisoned: false,
             report: OpenReport::default(),
         };
@@ -245,9 +248,14 @@ impl ArchiveWriter {
     /// this returns, the members are durable and the caller may commit its catalog.
     pub fn finish_member(&mut self) -> Result<Vec<MemberInfo>> {
         self.begin_member()?;
-        self.send(Job::Sync)?;
-        while let Done::Member(m) = self.receive()? {
-            self.written.push(m);
+        // Nothing written since the last fsync (a run where nothing changed): no
+        // fsync to pay for.
+        if self.unsynced {
+            self.send(Job::Sync)?;
+            while let Done::Member(m) = self.receive()? {
+                self.written.push(m);
+            }
+            self.unsynced = false;
         }
         if self.sync_dir {
             sync_dir(&self.path)?;
@@ -270,6 +278,7 @@ impl ArchiveWriter {
             entries: buf.entries,
             level,
         })?;
+        self.unsynced = true;
         // Collect finished members without blocking, to keep the queue short.
         while self.in_flight > 1 {
             if let Done::Member(m) = self.receive()? {
