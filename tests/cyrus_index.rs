@@ -14,6 +14,7 @@ use cyrvault::cyrus::index::{
     write_record,
 };
 use cyrvault::cyrus::{Guid, ParseErrorKind, crc32};
+use cyrvault::time::{MONTHS, unix_from_civil};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -257,22 +258,11 @@ struct Expunged {
 /// "Wed Nov 15 00:00:00 2023" -> seconds since the epoch (UTC).
 fn ctime_to_secs(s: &str) -> u64 {
     let f: Vec<&str> = s.split_whitespace().collect();
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = months.iter().position(|&x| x == f[1]).unwrap() as i64 + 1;
+    let m = MONTHS.iter().position(|&x| x == f[1]).unwrap() as i64 + 1;
     let d: i64 = f[2].parse().unwrap();
     let y: i64 = f[4].parse().unwrap();
     let hms: Vec<i64> = f[3].split(':').map(|x| x.parse().unwrap()).collect();
-    // days from civil (Howard Hinnant's algorithm)
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    (days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]) as u64
+    unix_from_civil(y, m, d, hms[0], hms[1], hms[2]) as u64
 }
 
 fn parse_unexpunge(out: &str) -> Vec<Expunged> {

@@ -204,16 +204,12 @@ pub fn parse_unexpunge(out: &str) -> Vec<[u64; 5]> {
 /// "Wed Nov 15 00:00:00 2023" (UTC) -> epoch seconds.
 fn ctime_secs(s: &str) -> u64 {
     let f: Vec<&str> = s.split_whitespace().collect();
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = MONTHS.iter().position(|&x| x == f[1]).unwrap() as i64 + 1;
+    let m = cyrvault::time::MONTHS
+        .iter()
+        .position(|&x| x == f[1])
+        .unwrap() as i64
+        + 1;
     let (d, y): (i64, i64) = (f[2].parse().unwrap(), f[4].parse().unwrap());
     let hms: Vec<i64> = f[3].split(':').map(|x| x.parse().unwrap()).collect();
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    (days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]) as u64
+    cyrvault::time::unix_from_civil(y, m, d, hms[0], hms[1], hms[2]) as u64
 }
