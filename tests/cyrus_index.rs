@@ -14,9 +14,10 @@ use cyrvault::cyrus::index::{
     write_record,
 };
 use cyrvault::cyrus::{Guid, ParseErrorKind, crc32};
-use cyrvault::time::{MONTHS, unix_from_civil};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+use crate::mbexamine::{num_after, word_after};
 
 fn fixture(name: &str) -> Vec<u8> {
     let p: PathBuf = [
@@ -119,30 +120,6 @@ struct ExRecord {
     user_flags: [u32; 4],
     /// Envel, BdyStr, Body, CacHdr, From, To, Cc, Bcc, Subjct
     cache_items: Vec<Vec<u8>>,
-}
-
-/// The number after `key` (decimal), up to the next non-digit.
-fn num_after(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
-        + key.len();
-    let digits: String = line[at..]
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no number after {key} in {line:?}"))
-}
-
-fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
-        + key.len();
-    line[at..].split_whitespace().next().unwrap_or("")
 }
 
 fn parse_mbexamine(out: &[u8]) -> (ExHeader, Vec<ExRecord>) {
@@ -255,45 +232,17 @@ struct Expunged {
     expg: u64,
 }
 
-/// "Wed Nov 15 00:00:00 2023" -> seconds since the epoch (UTC).
-fn ctime_to_secs(s: &str) -> u64 {
-    let f: Vec<&str> = s.split_whitespace().collect();
-    let m = MONTHS.iter().position(|&x| x == f[1]).unwrap() as i64 + 1;
-    let d: i64 = f[2].parse().unwrap();
-    let y: i64 = f[4].parse().unwrap();
-    let hms: Vec<i64> = f[3].split(':').map(|x| x.parse().unwrap()).collect();
-    unix_from_civil(y, m, d, hms[0], hms[1], hms[2]) as u64
-}
-
 fn parse_unexpunge(out: &str) -> Vec<Expunged> {
-    let mut v = Vec::new();
-    let mut lines = out.lines();
-    while let Some(l) = lines.next() {
-        if let Some(uid) = l.strip_prefix("UID: ") {
-            let mut get = |key: &str| {
-                let l = lines.next().unwrap();
-                l.trim_start().strip_prefix(key).unwrap().trim().to_string()
-            };
-            let size = get("Size:").parse().unwrap();
-            let sent = ctime_to_secs(&get("Sent:"));
-            let recv = ctime_to_secs(&get("Recv:"));
-            let expg = ctime_to_secs(&get("Expg:"));
-            v.push(Expunged {
-                uid: uid.parse().unwrap(),
-                size,
-                sent,
-                recv,
-                expg,
-            });
-        }
-    }
-    v
-}
-
-#[test]
-fn ctime_parser_is_right() {
-    assert_eq!(ctime_to_secs("Thu Jan  1 00:00:00 1970"), 0);
-    assert_eq!(ctime_to_secs("Mon Nov 20 12:00:00 2023"), 1_700_481_600);
+    crate::mbexamine::parse_unexpunge(out)
+        .into_iter()
+        .map(|[uid, size, sent, recv, expg]| Expunged {
+            uid: uid as u32,
+            size,
+            sent,
+            recv,
+            expg,
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
