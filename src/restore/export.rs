@@ -153,12 +153,7 @@ pub fn export(
     path: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Summary> {
-    let mut sum = Summary {
-        run: plan.run,
-        failed: plan.problems.len() as u64,
-        failures: plan.problems.clone(),
-        ..Summary::default()
-    };
+    let mut sum = Summary::for_plan(plan);
     let single = plan.folders.len() == 1;
     // Per folder: its path, or None (reported).
     let mut dest: Vec<Option<PathBuf>> = Vec::new();
