@@ -270,15 +270,7 @@ fn real_backup_with_a_flipped_byte() {
     drop(s);
     let ua = admin::find_user(&vault, "carol").unwrap();
     let scan = archive::scan(&ua.archive).unwrap();
-    let only_messages: Vec<&MemberInfo> = scan
-        .members
-        .iter()
-        .filter(|m| {
-            m.entries
-                .iter()
-                .all(|e| matches!(archive::parse_entry_name(&e.name), EntryName::Message(_)))
-        })
-        .collect();
+    let only_messages = message_members(&scan);
     assert!(only_messages.len() >= 5, "{} members", only_messages.len());
     let victim = only_messages[only_messages.len() / 2];
     let mut lost: Vec<String> = victim
