@@ -17,7 +17,8 @@ use cyrvault::cyrus::{Guid, ParseErrorKind, crc32};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-fn fixture(name: &str) -> Vec<u8> {
+/// A file of tests/fixtures/cyrus-index (also read by the catalog's tests).
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let p: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
         "tests/fixtures/cyrus-index",

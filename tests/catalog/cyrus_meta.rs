@@ -1,26 +1,13 @@
 //! `model::records_from_meta` against real Cyrus 3.6.1 files
 //! (tests/fixtures/cyrus-index, v12..v17), with `mbexamine` and `unexpunge -l` output
 //! saved beside them as the oracle; then those record states through the catalog.
-
-use std::path::PathBuf;
-
 use cyrvault::catalog::{Catalog, FolderMeta, FolderRef, RunHeader};
 use cyrvault::cyrus::Guid;
 use cyrvault::model::{RecordState, records_from_meta};
 
 use super::scratch;
+use crate::cyrus_index::fixture;
 use crate::mbexamine::{parse_unexpunge, record_states};
-
-fn fixture(name: &str) -> Vec<u8> {
-    let p: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests/fixtures/cyrus-index",
-        name,
-    ]
-    .iter()
-    .collect();
-    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-}
 
 /// `unexpunge -l`: (uid, size) of the expunged records.
 fn unexpunged(text: &str) -> Vec<(u32, u64)> {
