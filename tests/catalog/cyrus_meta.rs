@@ -1,6 +1,7 @@
 //! `model::records_from_meta` against real Cyrus 3.6.1 files
 //! (tests/fixtures/cyrus-index, v12..v17), with `mbexamine` and `unexpunge -l` output
 //! saved beside them as the oracle; then those record states through the catalog.
+
 use cyrvault::catalog::{Catalog, FolderMeta, FolderRef, RunHeader};
 use cyrvault::cyrus::Guid;
 use cyrvault::model::{RecordState, records_from_meta};
