@@ -29,6 +29,7 @@ pub mod restore;
 pub mod sandbox;
 pub mod service;
 pub mod spool;
+pub mod time;
 pub mod vault;
 
 pub use error::{Error, ErrorKind, Result};

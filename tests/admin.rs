@@ -83,6 +83,19 @@ fn message(n: u32, size: usize) -> Vec<u8> {
     m
 }
 
+/// The members of a scanned archive that hold messages only (a byte flipped in one of
+/// them costs messages and nothing else).
+fn message_members(scan: &archive::Scan) -> Vec<&MemberInfo> {
+    scan.members
+        .iter()
+        .filter(|m| {
+            m.entries
+                .iter()
+                .all(|e| matches!(archive::parse_entry_name(&e.name), EntryName::Message(_)))
+        })
+        .collect()
+}
+
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }

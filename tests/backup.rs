@@ -125,66 +125,13 @@ impl Env {
     }
 }
 
-fn num_after(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key} in {line:?}"))
-        + key.len();
-    line[at..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
-fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
-    let at = line.find(key).unwrap() + key.len();
-    line[at..].split_whitespace().next().unwrap_or("")
-}
-
-/// `mbexamine`'s records (uid, guid, flags, keywords, internal date, ...).
+/// `mbexamine`'s records (uid, guid, flags, keywords, internal date, ...), system
+/// flags cut to the ones we keep.
 fn mbexamine(sb: &Sandbox, mailbox: &str) -> Vec<RecordState> {
     let text = sb.mbexamine(mailbox).unwrap();
-    let mut names: Vec<String> = Vec::new();
-    let mut recs = Vec::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some(n) = line.strip_prefix("  User Flags:") {
-            if n.trim() != "[none]" {
-                names = n.split_whitespace().map(str::to_string).collect();
-            }
-        } else if line.contains("> UID:") {
-            let l2 = lines.next().unwrap();
-            let _l3 = lines.next().unwrap();
-            let l4 = lines.next().unwrap();
-            let words: Vec<u32> = l4
-                .split_once("USERFLAGS:")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|w| u32::from_str_radix(w, 16).unwrap())
-                .collect();
-            let uf = [words[3], words[2], words[1], words[0]];
-            let mut keywords: Vec<String> = (0..128usize)
-                .filter(|i| uf[i / 32] & (1 << (i % 32)) != 0)
-                .map(|i| names[i].clone())
-                .collect();
-            keywords.sort();
-            recs.push(RecordState {
-                uid: num_after(line, "UID:") as u32,
-                guid: Guid::from_hex(word_after(l2, "GUID:")).unwrap(),
-                system_flags: u32::from_str_radix(word_after(l2, "SYSFLAGS:"), 16).unwrap()
-                    & KEPT_FLAG_BITS,
-                keywords,
-                internaldate: num_after(line, "INT_DATE:") as i64,
-                size: num_after(line, "SIZE:"),
-                modseq: num_after(l2, "MODSEQ:"),
-                last_updated: num_after(l2, "LASTUPD :") as i64,
-                savedate: num_after(line, "SAVEDATE:") as i64,
-            });
-        }
+    let (_, mut recs) = crate::mbexamine::record_states(&text);
+    for r in &mut recs {
+        r.system_flags &= KEPT_FLAG_BITS;
     }
     recs
 }

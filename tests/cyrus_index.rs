@@ -17,7 +17,8 @@ use cyrvault::cyrus::{Guid, ParseErrorKind, crc32};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-fn fixture(name: &str) -> Vec<u8> {
+/// A file of tests/fixtures/cyrus-index (also read by the catalog's tests).
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let p: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
         "tests/fixtures/cyrus-index",
@@ -120,125 +121,64 @@ struct ExRecord {
     cache_items: Vec<Vec<u8>>,
 }
 
-/// The number after `key` (decimal), up to the next non-digit.
-fn num_after(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
-        + key.len();
-    let digits: String = line[at..]
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no number after {key} in {line:?}"))
-}
-
-fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
-        + key.len();
-    line[at..].split_whitespace().next().unwrap_or("")
-}
-
+/// The shared oracle's parse of mbexamine output, in this test's typed shape.
 fn parse_mbexamine(out: &[u8]) -> (ExHeader, Vec<ExRecord>) {
-    let mut h = ExHeader::default();
-    let mut recs = Vec::new();
-    let mut pos = 0;
-    let next_line = |pos: &mut usize| -> Option<String> {
-        if *pos >= out.len() {
-            return None;
-        }
-        let end = out[*pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(out.len(), |i| *pos + i);
-        let line = String::from_utf8_lossy(&out[*pos..end]).into_owned();
-        *pos = end + 1;
-        Some(line)
+    let ex = crate::mbexamine::parse_mbexamine(out);
+    let hd = |k: &str| -> u64 { *ex.header.get(k).unwrap_or_else(|| panic!("no {k}")) };
+    let h = ExHeader {
+        generation: hd("generation_no") as u32,
+        version: hd("minor_version") as u32,
+        header_size: hd("start_offset") as u32,
+        record_size: hd("record_size") as u32,
+        exists: hd("exists") as u32,
+        mailbox_size: hd("quota_mailbox_used"),
+        annot_size: hd("quota_annot_used"),
+        last_appenddate: hd("last_appenddate"),
+        uidvalidity: hd("uidvalidity") as u32,
+        last_uid: hd("last_uid") as u32,
+        deleted: hd("deleted") as u32,
+        answered: hd("answered") as u32,
+        flagged: hd("flagged") as u32,
+        pop3_last_login: hd("pop3_last_login"),
+        highestmodseq: hd("highestmodseq"),
+        user_flags: ex.user_flags.clone(),
     };
-    while let Some(line) = next_line(&mut pos) {
-        if let Some(names) = line.strip_prefix("  User Flags:") {
-            let names = names.trim();
-            if names != "[none]" {
-                h.user_flags = names.split(' ').map(str::to_string).collect();
+    let recs = ex
+        .records
+        .into_iter()
+        .map(|r| {
+            let n = |k: &str| -> u64 { *r.nums.get(k).unwrap_or_else(|| panic!("no {k}")) };
+            ExRecord {
+                uid: n("UID:") as u32,
+                internaldate: n("INT_DATE:"),
+                sentdate: n("SENTDATE:"),
+                savedate: n("SAVEDATE:"),
+                size: n("SIZE:"),
+                header_size: n("HDRSIZE:") as u32,
+                last_updated: n("LASTUPD :"),
+                sysflags: r.sysflags,
+                cache_version: n("CACHEVER:") as u16,
+                guid: r.guid.clone(),
+                modseq: n("MODSEQ:"),
+                thrid: r.thrid,
+                internal_flags: r.internal_flags.clone(),
+                system_flags: r.system_flags.clone(),
+                user_flags: r.user_flags,
+                // the nine items mbexamine prints, in its order
+                cache_items: [
+                    "Envel", "BdyStr", "Body", "CacHdr", "From", "To", "Cc", "Bcc", "Subjct",
+                ]
+                .iter()
+                .map(|k| {
+                    r.cache
+                        .get(*k)
+                        .unwrap_or_else(|| panic!("no cache {k}"))
+                        .clone()
+                })
+                .collect(),
             }
-        } else if line.starts_with("  Generation Number:") {
-            h.generation = num_after(&line, "Number:") as u32;
-        } else if line.starts_with("  Minor Version:") {
-            h.version = num_after(&line, "Version:") as u32;
-        } else if line.starts_with("  Header Size:") {
-            h.header_size = num_after(&line, "Header Size:") as u32;
-            h.record_size = num_after(&line, "Record Size:") as u32;
-        } else if line.starts_with("  Number of Messages:") {
-            h.exists = num_after(&line, "Messages:") as u32;
-            h.mailbox_size = num_after(&line, "Mailbox Size:");
-            h.annot_size = num_after(&line, "Annotations Size:");
-        } else if line.starts_with("  Last Append Date:") {
-            h.last_appenddate = num_after(&line, "(");
-        } else if line.starts_with("  UIDValidity:") {
-            h.uidvalidity = num_after(&line, "UIDValidity:") as u32;
-            h.last_uid = num_after(&line, "Last UID:") as u32;
-        } else if line.starts_with("  Deleted:") {
-            h.deleted = num_after(&line, "Deleted:") as u32;
-            h.answered = num_after(&line, "Answered:") as u32;
-            h.flagged = num_after(&line, "Flagged:") as u32;
-        } else if line.starts_with("  Last POP3 Login:") {
-            h.pop3_last_login = num_after(&line, "(");
-        } else if line.starts_with("  Highest Mod Sequence:") {
-            h.highestmodseq = num_after(&line, "Sequence:");
-        } else if line.contains("> UID:") {
-            let mut r = ExRecord {
-                uid: num_after(&line, "UID:") as u32,
-                internaldate: num_after(&line, "INT_DATE:"),
-                sentdate: num_after(&line, "SENTDATE:"),
-                savedate: num_after(&line, "SAVEDATE:"),
-                size: num_after(&line, "SIZE:"),
-                ..Default::default()
-            };
-            let l2 = next_line(&mut pos).unwrap();
-            r.header_size = num_after(&l2, "HDRSIZE:") as u32;
-            r.last_updated = num_after(&l2, "LASTUPD :");
-            r.sysflags = u32::from_str_radix(word_after(&l2, "SYSFLAGS:"), 16).unwrap();
-            r.cache_version = num_after(&l2, "CACHEVER:") as u16;
-            r.guid = word_after(&l2, "GUID:").to_string();
-            r.modseq = num_after(&l2, "MODSEQ:");
-            if l2.contains("THRID:") {
-                r.thrid = Some(u64::from_str_radix(word_after(&l2, "THRID:"), 16).unwrap());
-            }
-            let l3 = next_line(&mut pos).unwrap();
-            let (int, sys) = l3.split_once("> SYSTEMFLAGS:").unwrap();
-            let int = int.split_once("INTERNALFLAGS:").unwrap().1;
-            r.internal_flags = int.split_whitespace().map(str::to_string).collect();
-            r.system_flags = sys.split_whitespace().map(str::to_string).collect();
-            let l4 = next_line(&mut pos).unwrap();
-            let words: Vec<u32> = l4
-                .split_once("USERFLAGS:")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|w| u32::from_str_radix(w, 16).unwrap())
-                .collect();
-            r.user_flags = [words[3], words[2], words[1], words[0]];
-            // nine cache items: " Name>{len}" then exactly len bytes then LF
-            for _ in 0..9 {
-                let gt = out[pos..].iter().position(|&b| b == b'{').unwrap() + pos;
-                let close = out[gt..].iter().position(|&b| b == b'}').unwrap() + gt;
-                let len: usize = std::str::from_utf8(&out[gt + 1..close])
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                r.cache_items.push(out[close + 1..close + 1 + len].to_vec());
-                pos = close + 1 + len;
-                assert_eq!(out[pos], b'\n');
-                pos += 1;
-            }
-            recs.push(r);
-        }
-    }
+        })
+        .collect();
     (h, recs)
 }
 
@@ -254,56 +194,17 @@ struct Expunged {
     expg: u64,
 }
 
-/// "Wed Nov 15 00:00:00 2023" -> seconds since the epoch (UTC).
-fn ctime_to_secs(s: &str) -> u64 {
-    let f: Vec<&str> = s.split_whitespace().collect();
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = months.iter().position(|&x| x == f[1]).unwrap() as i64 + 1;
-    let d: i64 = f[2].parse().unwrap();
-    let y: i64 = f[4].parse().unwrap();
-    let hms: Vec<i64> = f[3].split(':').map(|x| x.parse().unwrap()).collect();
-    // days from civil (Howard Hinnant's algorithm)
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    (days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]) as u64
-}
-
 fn parse_unexpunge(out: &str) -> Vec<Expunged> {
-    let mut v = Vec::new();
-    let mut lines = out.lines();
-    while let Some(l) = lines.next() {
-        if let Some(uid) = l.strip_prefix("UID: ") {
-            let mut get = |key: &str| {
-                let l = lines.next().unwrap();
-                l.trim_start().strip_prefix(key).unwrap().trim().to_string()
-            };
-            let size = get("Size:").parse().unwrap();
-            let sent = ctime_to_secs(&get("Sent:"));
-            let recv = ctime_to_secs(&get("Recv:"));
-            let expg = ctime_to_secs(&get("Expg:"));
-            v.push(Expunged {
-                uid: uid.parse().unwrap(),
-                size,
-                sent,
-                recv,
-                expg,
-            });
-        }
-    }
-    v
-}
-
-#[test]
-fn ctime_parser_is_right() {
-    assert_eq!(ctime_to_secs("Thu Jan  1 00:00:00 1970"), 0);
-    assert_eq!(ctime_to_secs("Mon Nov 20 12:00:00 2023"), 1_700_481_600);
+    crate::mbexamine::parse_unexpunge(out)
+        .into_iter()
+        .map(|[uid, size, sent, recv, expg]| Expunged {
+            uid: uid as u32,
+            size,
+            sent,
+            recv,
+            expg,
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

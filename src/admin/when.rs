@@ -7,43 +7,11 @@
 #![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
-
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day number (inverse of [`days_from_civil`]).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
+use crate::time::{civil_from_days, split_unix, unix_from_civil};
 
 /// Unix seconds as RFC 3339 in UTC: `2026-11-29T21:51:56Z`.
 pub fn format_time(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let s = t.rem_euclid(86_400);
+    let (days, s) = split_unix(t);
     let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
@@ -103,7 +71,7 @@ pub fn parse_time(s: &str) -> Result<i64> {
         };
         (h, mi, se) = (a, b, c);
     }
-    let naive = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se;
+    let naive = unix_from_civil(y, mo, d, h, mi, se);
     match zone {
         Some(offset) => Ok(naive - offset.ok_or_else(|| bad_time(s))?),
         None => local_to_unix(&format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{se:02}"))

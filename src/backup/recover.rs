@@ -132,6 +132,31 @@ pub(crate) fn user_file_locs(
         .collect())
 }
 
+/// Commit one run to the catalog from its members (in file order), its manifest and
+/// where that manifest is, and its folder snapshots: what a backup does at its end and
+/// what recovery does for a run the catalog missed.
+pub(crate) fn commit_run(
+    catalog: &mut Catalog,
+    m: &RunManifest,
+    manifest_loc: EntryLoc,
+    members: &[MemberInfo],
+    snapshots: &HashMap<String, (FolderMeta, Vec<RecordState>)>,
+) -> Result<()> {
+    let user_files = user_file_locs(catalog, members, m)?;
+    let rows = member_rows(members);
+    let messages = message_locs(members);
+    catalog.write_run(
+        m,
+        &RunParts {
+            manifest_loc: Some(manifest_loc),
+            members: &rows,
+            messages: &messages,
+            snapshots,
+            user_files: &user_files,
+        },
+    )
+}
+
 /// What recovery did.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
@@ -217,19 +242,7 @@ pub(crate) fn recover(
             let (_, records) = records_from_meta(&hb, &ib)?;
             snapshots.insert(fr.uniqueid.clone(), (meta, records));
         }
-        let user_files = user_file_locs(catalog, &members, &m)?;
-        let rows = member_rows(&members);
-        let messages = message_locs(&members);
-        catalog.write_run(
-            &m,
-            &RunParts {
-                manifest_loc: Some(manifest_loc),
-                members: &rows,
-                messages: &messages,
-                snapshots: &snapshots,
-                user_files: &user_files,
-            },
-        )?;
+        commit_run(catalog, &m, manifest_loc, &members, &snapshots)?;
         log::warn!(
             target: "cyrvault::backup",
             "{}: run {} was in the archive but not in the catalog (crash before commit): replayed",

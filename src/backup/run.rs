@@ -26,14 +26,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::ext::{self, BackupExt, FolderStats, stat3};
-use super::recover::{self, folder_meta, member_rows, message_locs, user_file_locs};
+use super::recover::{self, folder_meta, message_locs};
 use super::server::Server;
 use super::{BackupError, BackupOptions, UserReport};
 use crate::archive::{
     ArchiveError, ArchiveWriter, EntryName, MemberInfo, WriterOptions, parse_entry_name,
     read_member_at, run_id, run_manifest_entry,
 };
-use crate::catalog::{Catalog, FolderAt, FolderMeta, RunParts};
+use crate::catalog::{Catalog, FolderAt, FolderMeta};
 use crate::cyrus::Guid;
 use crate::error::{Error, IoContext, Result};
 use crate::model::{FileStat, FolderInRun, MANIFEST_FORMAT, RecordState, RunManifest};
@@ -396,19 +396,7 @@ pub fn backup_user(
         let meta = folder_meta(&all, &uid, run)?;
         snapshots.insert(uid, (meta, recs));
     }
-    let user_files = user_file_locs(&catalog, &all, &manifest)?;
-    let rows = member_rows(&all);
-    let messages = message_locs(&all);
-    catalog.write_run(
-        &manifest,
-        &RunParts {
-            manifest_loc: Some(manifest_loc),
-            members: &rows,
-            messages: &messages,
-            snapshots: &snapshots,
-            user_files: &user_files,
-        },
-    )?;
+    recover::commit_run(&mut catalog, &manifest, manifest_loc, &all, &snapshots)?;
     rep.run = run;
     rep.bytes_written = end.saturating_sub(len_before);
     rep.duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);

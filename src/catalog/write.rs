@@ -259,15 +259,7 @@ impl RunTx<'_> {
 
     fn folder_gone_inner(&mut self, uniqueid: &str) -> Result<()> {
         self.touch(uniqueid)?;
-        let live: Option<Option<u64>> = self
-            .tx
-            .query_row(
-                "SELECT deleted_run FROM folders WHERE uniqueid = ?1",
-                [uniqueid],
-                |r| r.get(0),
-            )
-            .optional()
-            .db("reading a folder", self.path)?;
+        let live = self.folder_deleted_run(uniqueid)?;
         match live {
             None => {
                 return Err(misuse(
@@ -493,17 +485,22 @@ impl RunTx<'_> {
         Ok(())
     }
 
-    /// Copy the folder's latest `folder_runs` row to this run (same snapshot_run).
-    fn carry_forward(&mut self, uniqueid: &str) -> Result<()> {
-        let deleted: Option<Option<u64>> = self
-            .tx
+    /// A folder's `deleted_run`: `None` if the catalog never saw it, `Some(None)` while
+    /// it is live, `Some(Some(run))` once deleted.
+    fn folder_deleted_run(&self, uniqueid: &str) -> Result<Option<Option<u64>>> {
+        self.tx
             .query_row(
                 "SELECT deleted_run FROM folders WHERE uniqueid = ?1",
                 [uniqueid],
                 |r| r.get(0),
             )
             .optional()
-            .db("reading a folder", self.path)?;
+            .db("reading a folder", self.path)
+    }
+
+    /// Copy the folder's latest `folder_runs` row to this run (same snapshot_run).
+    fn carry_forward(&mut self, uniqueid: &str) -> Result<()> {
+        let deleted = self.folder_deleted_run(uniqueid)?;
         match deleted {
             None => {
                 return Err(misuse(

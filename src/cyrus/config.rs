@@ -340,11 +340,13 @@ fn finish(b: Builder, file: &str, service: Option<&str>) -> Result<ImapdConf, Co
 mod tests {
     use super::*;
 
-    fn parse(t: &str) -> Result<ImapdConf, ConfigError> {
+    /// Parse `t` as a whole imapd.conf (no service prefix); shared with the getters' tests.
+    pub(super) fn parse(t: &str) -> Result<ImapdConf, ConfigError> {
         parse_imapd_conf(t, "test.conf", None)
     }
 
-    const BASE: &str = "configdirectory: /var/lib/cyrus\n";
+    /// The one line every config needs.
+    pub(super) const BASE: &str = "configdirectory: /var/lib/cyrus\n";
 
     #[test]
     fn basic_lines_comments_and_case() {

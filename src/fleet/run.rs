@@ -59,6 +59,37 @@ pub struct RunSummary {
     pub failures: Vec<Failure>,
 }
 
+impl RunSummary {
+    /// Nothing done yet in `round`: every count zero, no units, no failures.
+    pub fn empty(round: i64) -> Self {
+        RunSummary {
+            round,
+            tried: 0,
+            ok: 0,
+            failed: 0,
+            bytes: 0,
+            seconds: 0.0,
+            workers_died: 0,
+            untried: 0,
+            units: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Count a worker's `Done` event (other events count nothing).
+    fn count(&mut self, ev: &Event) {
+        if let Event::Done { ok, bytes, .. } = ev {
+            self.tried += 1;
+            if *ok {
+                self.ok += 1;
+                self.bytes = self.bytes.saturating_add(*bytes);
+            } else {
+                self.failed += 1;
+            }
+        }
+    }
+}
+
 struct Slot {
     name: String,
     child: Child,
@@ -121,32 +152,13 @@ pub fn run_fleet(
     for i in 0..n {
         slots.push(Some(spawn(opts, round, i, &tx)?));
     }
-    let mut sum = RunSummary {
-        round,
-        tried: 0,
-        ok: 0,
-        failed: 0,
-        bytes: 0,
-        seconds: 0.0,
-        workers_died: 0,
-        untried: 0,
-        units: Vec::new(),
-        failures: Vec::new(),
-    };
+    let mut sum = RunSummary::empty(round);
     let max_respawn = n.saturating_mul(4);
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok((_, line)) => match serde_json::from_str::<Event>(&line) {
                 Ok(ev) => {
-                    if let Event::Done { ok, bytes, .. } = &ev {
-                        sum.tried += 1;
-                        if *ok {
-                            sum.ok += 1;
-                            sum.bytes = sum.bytes.saturating_add(*bytes);
-                        } else {
-                            sum.failed += 1;
-                        }
-                    }
+                    sum.count(&ev);
                     on_event(&ev);
                 }
                 Err(_) => log::warn!(target: "cyrvault::fleet", "worker said: {line}"),
@@ -193,15 +205,7 @@ pub fn run_fleet(
     // the readers may still hold the last lines
     while let Ok((_, line)) = rx.recv_timeout(Duration::from_millis(50)) {
         if let Ok(ev) = serde_json::from_str::<Event>(&line) {
-            if let Event::Done { ok, bytes, .. } = &ev {
-                sum.tried += 1;
-                if *ok {
-                    sum.ok += 1;
-                    sum.bytes = sum.bytes.saturating_add(*bytes);
-                } else {
-                    sum.failed += 1;
-                }
-            }
+            sum.count(&ev);
             on_event(&ev);
         }
     }

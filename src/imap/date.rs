@@ -1,45 +1,16 @@
 //! IMAP internal dates (`date-time` of RFC 3501: `"dd-Mon-yyyy hh:mm:ss +zzzz"`),
-//! to and from Unix seconds. Pure; the civil-date arithmetic is the usual
-//! days-from-civil algorithm on the proleptic Gregorian calendar.
+//! to and from Unix seconds. Pure; the civil-date arithmetic is in [`crate::time`].
 #![forbid(unsafe_code)]
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Days since 1970-01-01 of a civil date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-/// Civil date (year, month 1-12, day 1-31) of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+use crate::time::{MONTHS, civil_from_days, month_abbr, split_unix, unix_from_civil};
 
 /// Format Unix seconds as an IMAP date-time in the zone `tz_minutes` east of UTC
 /// (without the surrounding quotes), e.g. `01-Jan-2020 10:00:00 +0100`.
 pub fn format_internaldate(unix: i64, tz_minutes: i32) -> String {
     let local = unix + i64::from(tz_minutes) * 60;
-    let days = local.div_euclid(86400);
-    let secs = local.rem_euclid(86400);
+    let (days, secs) = split_unix(local);
     let (y, m, d) = civil_from_days(days);
-    let month = MONTHS[usize::try_from(m - 1).unwrap_or(0).min(11)];
+    let month = month_abbr(m);
     let sign = if tz_minutes < 0 { '-' } else { '+' };
     let tz = tz_minutes.unsigned_abs();
     format!(
@@ -81,7 +52,7 @@ pub fn parse_internaldate(s: &[u8]) -> Option<(i64, i32)> {
     let zh: i32 = zone[1..3].parse().ok()?;
     let zm: i32 = zone[3..5].parse().ok()?;
     let tz = (zh * 60 + zm) * if zb[0] == b'-' { -1 } else { 1 };
-    let local = days_from_civil(year, month, day) * 86400 + h * 3600 + mi * 60 + se;
+    let local = unix_from_civil(year, month, day, h, mi, se);
     Some((local - i64::from(tz) * 60, tz))
 }
 

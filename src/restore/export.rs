@@ -26,6 +26,7 @@ use super::{Plan, Progress, Source, Summary};
 use crate::cyrus::Guid;
 use crate::error::{Error, IoContext, Result};
 use crate::model::RecordState;
+use crate::time::{civil_from_days, month_abbr, split_unix, weekday};
 
 /// The kind of export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,24 +86,10 @@ pub fn mboxrd_body(msg: &[u8]) -> Vec<u8> {
 
 /// The `From ` separator line for a message: `From MAILER-DAEMON <asctime UTC>`.
 pub fn from_line(internaldate: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = internaldate.div_euclid(86_400);
-    let secs = internaldate.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let wd = DAYS[days.rem_euclid(7) as usize];
-    let mon = MONTHS[(m - 1).clamp(0, 11) as usize];
+    let (days, secs) = split_unix(internaldate);
+    let (y, m, d) = civil_from_days(days);
+    let wd = weekday(days);
+    let mon = month_abbr(m);
     format!(
         "From MAILER-DAEMON {wd} {mon} {d:2} {:02}:{:02}:{:02} {y}\n",
         secs / 3600,
@@ -166,12 +153,7 @@ pub fn export(
     path: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Summary> {
-    let mut sum = Summary {
-        run: plan.run,
-        failed: plan.problems.len() as u64,
-        failures: plan.problems.clone(),
-        ..Summary::default()
-    };
+    let mut sum = Summary::for_plan(plan);
     let single = plan.folders.len() == 1;
     // Per folder: its path, or None (reported).
     let mut dest: Vec<Option<PathBuf>> = Vec::new();

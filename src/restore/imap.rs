@@ -202,12 +202,7 @@ pub fn restore_to_imap(
     opts: &ImapOptions,
     progress: &mut dyn Progress,
 ) -> Result<Summary> {
-    let mut sum = Summary {
-        run: plan.run,
-        failed: plan.problems.len() as u64,
-        failures: plan.problems.clone(),
-        ..Summary::default()
-    };
+    let mut sum = Summary::for_plan(plan);
     let mut s = Sessions::open(target)?;
     let sep = s
         .user

@@ -205,6 +205,17 @@ impl std::fmt::Display for Action {
 }
 
 impl Summary {
+    /// The summary a restore of `plan` starts from: its run, and the problems found
+    /// while planning already counted as failures.
+    pub(crate) fn for_plan(plan: &Plan) -> Self {
+        Summary {
+            run: plan.run,
+            failed: plan.problems.len() as u64,
+            failures: plan.problems.clone(),
+            ..Summary::default()
+        }
+    }
+
     /// Record a failure.
     pub fn fail(&mut self, folder: &str, rec: Option<&RecordState>, reason: String) {
         self.failed += 1;

@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
 use crate::imap::base64;
+use crate::time;
 
 /// A generated message.
 #[derive(Debug, Clone)]
@@ -94,21 +95,17 @@ const UNICODE_SUBJECTS: &[&str] = &[
     "会議の議事録",
     "¿Dónde está el informe?",
 ];
-const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
 
 /// RFC 5322 date text for Unix seconds in zone `tz_minutes` east of UTC.
 pub fn rfc5322_date(unix: i64, tz_minutes: i32) -> String {
     let internal = crate::imap::format_internaldate(unix, tz_minutes);
     // "dd-Mon-yyyy hh:mm:ss +zzzz" -> "Www, dd Mon yyyy hh:mm:ss +zzzz"
-    let local_days = (unix + i64::from(tz_minutes) * 60).div_euclid(86400);
-    let dow = DAYS[usize::try_from(local_days.rem_euclid(7)).unwrap_or(0)];
+    let (local_days, _) = time::split_unix(unix + i64::from(tz_minutes) * 60);
+    let dow = time::weekday(local_days);
     let (date, rest) = internal.split_once(' ').unwrap_or((&internal, ""));
     let parts: Vec<&str> = date.split('-').collect();
     match parts.as_slice() {
-        [d, m, y] if MONTHS.contains(m) => format!("{dow}, {d} {m} {y} {rest}"),
+        [d, m, y] if time::MONTHS.contains(m) => format!("{dow}, {d} {m} {y} {rest}"),
         _ => internal.clone(),
     }
 }

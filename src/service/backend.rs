@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::session::{
     Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap, Spool, UserFile,
 };
-use crate::cyrus::mboxlist::{MbName, Mboxlist};
+use crate::cyrus::mboxlist::Mboxlist;
 use crate::error::IoContext;
 use crate::protocol::FileStat;
 use crate::spool::{self, FileCopy, MessageFile, OpenFolder};
@@ -86,16 +86,10 @@ fn owned_fetch(stat: spool::FileStat, bytes: Vec<u8>) -> Fetch<'static> {
 /// Each user's INBOX partition, in mailboxes.db order: the same users `USERS` lists
 /// (`spool::users_of`), an entry without a partition falling back to `default`.
 pub fn user_partitions(ml: &Mboxlist, deletedprefix: &str, default: &str) -> Vec<(String, String)> {
-    ml.entries()
-        .iter()
-        .filter(|e| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate())
-        .filter_map(|e| {
-            let m = MbName::from_dbname(&e.dbname, deletedprefix).ok()?;
-            if m.deleted.is_some() || !m.boxes.is_empty() {
-                return None;
-            }
+    spool::user_inboxes(ml, deletedprefix)
+        .map(|(user, e)| {
             let part = e.partition.clone().unwrap_or_else(|| default.to_string());
-            Some((m.userid()?, part))
+            (user, part)
         })
         .collect()
 }

@@ -327,18 +327,28 @@ fn with_prefix<'a>(entries: &'a [MailboxEntry], prefix: &[u8]) -> &'a [MailboxEn
 
 /// [`Spool::users`] on an already read mailbox list.
 pub fn users_of(mboxlist: &Mboxlist, deletedprefix: &str) -> Vec<String> {
+    user_inboxes(mboxlist, deletedprefix)
+        .map(|(user, _)| user)
+        .collect()
+}
+
+/// Every user's INBOX entry with its userid, in mailboxes.db order: live, not
+/// intermediate, not a deleted copy, no sub-folder.
+pub fn user_inboxes<'a>(
+    mboxlist: &'a Mboxlist,
+    deletedprefix: &'a str,
+) -> impl Iterator<Item = (String, &'a MailboxEntry)> + 'a {
     mboxlist
         .entries()
         .iter()
         .filter(|e| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate())
-        .filter_map(|e| {
+        .filter_map(move |e| {
             let m = MbName::from_dbname(&e.dbname, deletedprefix).ok()?;
             if m.deleted.is_some() || !m.boxes.is_empty() {
                 return None;
             }
-            m.userid()
+            Some((m.userid()?, e))
         })
-        .collect()
 }
 
 #[cfg(test)]

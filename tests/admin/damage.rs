@@ -12,15 +12,7 @@ fn a_flipped_byte_is_named_with_exactly_what_it_costs() {
     let v = fx.vault.to_str().unwrap();
     let scan = archive::scan(&fx.archive).unwrap();
     assert!(scan.damage.is_empty());
-    let with_messages: Vec<&MemberInfo> = scan
-        .members
-        .iter()
-        .filter(|m| {
-            m.entries
-                .iter()
-                .all(|e| matches!(archive::parse_entry_name(&e.name), EntryName::Message(_)))
-        })
-        .collect();
+    let with_messages = message_members(&scan);
     assert!(with_messages.len() >= 5, "{} members", with_messages.len());
     let victim = with_messages[with_messages.len() / 2];
     let lost: Vec<Guid> = victim

@@ -6,38 +6,10 @@ use super::*;
 /// `mbexamine`'s live records of a mailbox: (uid, guid, IMAP flags, internaldate, size).
 fn mbexamine(sb: &Sandbox, mailbox: &str) -> Vec<(u64, String, Vec<String>, i64, u64)> {
     let text = sb.mbexamine(mailbox).unwrap();
-    let after = |line: &str, key: &str| -> String {
-        let at = line
-            .find(key)
-            .unwrap_or_else(|| panic!("{key} in {line:?}"))
-            + key.len();
-        line[at..]
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut names: Vec<String> = Vec::new();
-    let mut out = Vec::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some(n) = line.strip_prefix("  User Flags:") {
-            if n.trim() != "[none]" {
-                names = n.split_whitespace().map(str::to_string).collect();
-            }
-        } else if line.contains("> UID:") {
-            let l2 = lines.next().unwrap();
-            let _l3 = lines.next().unwrap();
-            let l4 = lines.next().unwrap();
-            let words: Vec<u32> = l4
-                .split_once("USERFLAGS:")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|w| u32::from_str_radix(w, 16).unwrap())
-                .collect();
-            let uf = [words[3], words[2], words[1], words[0]];
-            let sys = u32::from_str_radix(&after(l2, "SYSFLAGS:"), 16).unwrap();
+    let (_, recs) = crate::mbexamine::record_states(&text);
+    recs.into_iter()
+        .map(|r| {
+            let sys = r.system_flags;
             let mut flags: Vec<String> = [
                 (1, "\\Answered"),
                 (2, "\\Flagged"),
@@ -49,32 +21,16 @@ fn mbexamine(sb: &Sandbox, mailbox: &str) -> Vec<(u64, String, Vec<String>, i64,
             .filter(|(b, _)| sys & b != 0)
             .map(|(_, n)| n.to_string())
             .collect();
-            let mut kw: Vec<String> = (0..128usize)
-                .filter(|i| uf[i / 32] & (1 << (i % 32)) != 0)
-                .map(|i| names[i].clone())
-                .collect();
-            kw.sort();
-            flags.extend(kw);
-            let num = |l: &str, k: &str| -> u64 {
-                let at = l.find(k).unwrap() + k.len();
-                l[at..]
-                    .trim_start()
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect::<String>()
-                    .parse()
-                    .unwrap()
-            };
-            out.push((
-                num(line, "UID:"),
-                after(l2, "GUID:"),
+            flags.extend(r.keywords);
+            (
+                u64::from(r.uid),
+                r.guid.to_hex(),
                 flags,
-                num(line, "INT_DATE:") as i64,
-                num(line, "SIZE:"),
-            ));
-        }
-    }
-    out
+                r.internaldate,
+                r.size,
+            )
+        })
+        .collect()
 }
 
 /// The real pipeline: `cyrvault backup` from `cyrvaultd` under Cyrus's master, then the
@@ -314,15 +270,7 @@ fn real_backup_with_a_flipped_byte() {
     drop(s);
     let ua = admin::find_user(&vault, "carol").unwrap();
     let scan = archive::scan(&ua.archive).unwrap();
-    let only_messages: Vec<&MemberInfo> = scan
-        .members
-        .iter()
-        .filter(|m| {
-            m.entries
-                .iter()
-                .all(|e| matches!(archive::parse_entry_name(&e.name), EntryName::Message(_)))
-        })
-        .collect();
+    let only_messages = message_members(&scan);
     assert!(only_messages.len() >= 5, "{} members", only_messages.len());
     let victim = only_messages[only_messages.len() / 2];
     let mut lost: Vec<String> = victim

@@ -2,111 +2,20 @@
 //! (tests/fixtures/cyrus-index, v12..v17), with `mbexamine` and `unexpunge -l` output
 //! saved beside them as the oracle; then those record states through the catalog.
 
-use std::path::PathBuf;
-
 use cyrvault::catalog::{Catalog, FolderMeta, FolderRef, RunHeader};
 use cyrvault::cyrus::Guid;
-use cyrvault::model::{FolderState, RecordState, records_from_meta};
+use cyrvault::model::{RecordState, records_from_meta};
 
 use super::scratch;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let p: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests/fixtures/cyrus-index",
-        name,
-    ]
-    .iter()
-    .collect();
-    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-}
-
-fn num_after(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key} in {line:?}"))
-        + key.len();
-    line[at..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
-fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
-    let at = line.find(key).unwrap() + key.len();
-    line[at..].split_whitespace().next().unwrap_or("")
-}
-
-/// mbexamine's view: (uidvalidity, highestmodseq, last_uid, exists, generation,
-/// records as RecordState). Keywords come from the `User Flags:` slot list.
-fn mbexamine(text: &str) -> (FolderState, Vec<RecordState>) {
-    let mut st = FolderState::default();
-    let mut names: Vec<String> = Vec::new();
-    let mut recs = Vec::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some(n) = line.strip_prefix("  User Flags:") {
-            if n.trim() != "[none]" {
-                names = n.split_whitespace().map(str::to_string).collect();
-            }
-        } else if line.starts_with("  Generation Number:") {
-            st.generation_no = num_after(line, "Number:") as u32;
-        } else if line.starts_with("  Minor Version:") {
-            st.minor_version = num_after(line, "Version:") as u32;
-        } else if line.starts_with("  Number of Messages:") {
-            st.exists = num_after(line, "Messages:") as u32;
-        } else if line.starts_with("  UIDValidity:") {
-            st.uidvalidity = num_after(line, "UIDValidity:") as u32;
-            st.last_uid = num_after(line, "Last UID:") as u32;
-        } else if line.starts_with("  Highest Mod Sequence:") {
-            st.highestmodseq = num_after(line, "Sequence:");
-        } else if line.contains("> UID:") {
-            let l2 = lines.next().unwrap();
-            let _l3 = lines.next().unwrap();
-            let l4 = lines.next().unwrap();
-            let words: Vec<u32> = l4
-                .split_once("USERFLAGS:")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|w| u32::from_str_radix(w, 16).unwrap())
-                .collect();
-            let uf = [words[3], words[2], words[1], words[0]];
-            let mut keywords: Vec<String> = (0..128usize)
-                .filter(|i| uf[i / 32] & (1 << (i % 32)) != 0)
-                .map(|i| names[i].clone())
-                .collect();
-            keywords.sort();
-            recs.push(RecordState {
-                uid: num_after(line, "UID:") as u32,
-                guid: Guid::from_hex(word_after(l2, "GUID:")).unwrap(),
-                system_flags: u32::from_str_radix(word_after(l2, "SYSFLAGS:"), 16).unwrap(),
-                keywords,
-                internaldate: num_after(line, "INT_DATE:") as i64,
-                size: num_after(line, "SIZE:"),
-                modseq: num_after(l2, "MODSEQ:"),
-                last_updated: num_after(l2, "LASTUPD :") as i64,
-                savedate: num_after(line, "SAVEDATE:") as i64,
-            });
-        }
-    }
-    (st, recs)
-}
+use crate::cyrus_index::fixture;
+use crate::mbexamine::{parse_unexpunge, record_states};
 
 /// `unexpunge -l`: (uid, size) of the expunged records.
 fn unexpunged(text: &str) -> Vec<(u32, u64)> {
-    let mut out = Vec::new();
-    let mut lines = text.lines();
-    while let Some(l) = lines.next() {
-        if let Some(uid) = l.strip_prefix("UID: ") {
-            let size = lines.next().unwrap().trim().strip_prefix("Size:").unwrap();
-            out.push((uid.parse().unwrap(), size.trim().parse().unwrap()));
-        }
-    }
-    out
+    parse_unexpunge(text)
+        .into_iter()
+        .map(|[uid, size, ..]| (uid as u32, size))
+        .collect()
 }
 
 #[test]
@@ -116,7 +25,7 @@ fn records_from_meta_matches_mbexamine_on_cyrus_3_6_files() {
         let header = fixture(&format!("{p}.cyrus.header"));
         let index = fixture(&format!("{p}.cyrus.index"));
         let (state, recs) = records_from_meta(&header, &index).unwrap();
-        let (ex_state, ex_recs) = mbexamine(&String::from_utf8_lossy(&fixture(&format!(
+        let (ex_state, ex_recs) = record_states(&String::from_utf8_lossy(&fixture(&format!(
             "{p}.mbexamine.txt"
         ))));
         assert_eq!(state.uidvalidity, ex_state.uidvalidity, "{p}");

@@ -8,7 +8,6 @@
 
 mod damage; // 4. damaged copies of live files: typed errors, never a panic
 mod locks; // 3. our locks make imapd's APPEND wait
-mod mbexamine; // parsers for mbexamine and unexpunge -l output
 mod oracle; // 1. inspect vs mbexamine / unexpunge / ctl_mboxlist on every mailbox
 mod writeback; // 2. an index written back into a live mailbox
 

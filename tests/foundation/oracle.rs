@@ -11,8 +11,8 @@ use cyrvault::cyrus::paths;
 use cyrvault::sandbox::{PopulatePlan, Sandbox, SandboxOptions, make_history, populate};
 use serde_json::Value;
 
-use super::mbexamine::{parse_mbexamine, parse_unexpunge};
 use super::{conf, cyrvault, cyrvault_json, start, strs, tool_utc, u};
+use crate::mbexamine::{parse_mbexamine, parse_unexpunge};
 
 /// Our view of one mailbox (binary, JSON) against mbexamine's and unexpunge's.
 /// Returns (records compared with mbexamine, expunged records compared).

@@ -8,7 +8,7 @@ use serde::Serialize;
 use cyrvault::admin::{self, ReindexReport};
 
 use crate::args::TargetsArgs;
-use crate::cmd_verify::{done, progress, targets};
+use crate::cmd_verify::{Gathered, each_archive};
 use crate::output;
 
 #[derive(Serialize)]
@@ -50,30 +50,12 @@ fn print_human(r: &ReindexReport) {
 }
 
 pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
-    let users = targets(a)?;
-    let pb = progress(&users, quiet, "reindex");
-    let mut reports = Vec::new();
-    let mut errors = Vec::new();
     // Only temporary failures (an archive locked by a running backup): retry later.
-    let mut all_temporary = true;
-    for ua in &users {
-        pb.set_message(ua.user.clone());
-        match admin::reindex(ua) {
-            Ok(r) => {
-                if !a.opts.json {
-                    pb.suspend(|| print_human(&r));
-                }
-                reports.push(r);
-            }
-            Err(e) => {
-                pb.suspend(|| eprintln!("cyrvault reindex: {}: {e}", ua.user));
-                all_temporary &= e.is_temporary();
-                errors.push((ua.user.clone(), e.to_string()));
-            }
-        }
-        done(&pb, ua);
-    }
-    pb.finish_and_clear();
+    let Gathered {
+        reports,
+        errors,
+        all_temporary,
+    } = each_archive(a, quiet, "reindex", admin::reindex, print_human)?;
     let ok = errors.is_empty() && reports.iter().all(|r| !r.failed());
     if a.opts.json {
         output::io_result(output::json(&All {

@@ -63,15 +63,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
         [h, m, s] => (h, m, s),
         _ => return None,
     };
-    // days from civil (Howard Hinnant)
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    Some(cyrvault::time::unix_from_civil(y, m, day, hh, mm, ss))
 }
 
 fn usage(msg: String) -> Error {

@@ -329,16 +329,9 @@ pub fn status(a: &FleetStatusArgs) -> Result<ExitCode, cyrvault::Error> {
         return Ok(ExitCode::SUCCESS);
     };
     let sum = RunSummary {
-        round,
-        tried: 0,
-        ok: 0,
-        failed: 0,
-        bytes: 0,
-        seconds: 0.0,
-        workers_died: 0,
-        untried: 0,
         units: dir.summary(round)?,
         failures: dir.failures(round)?,
+        ..RunSummary::empty(round)
     };
     let stale = match stale_secs {
         Some(s) => {

@@ -53,6 +53,53 @@ pub fn done(pb: &ProgressBar, ua: &UserArchive) {
     pb.inc(archive_len(ua));
 }
 
+/// What [`each_archive`] gathered: the reports, `(user, error)` for each archive that
+/// could not be processed, and whether every such error was temporary (an archive
+/// locked by a running backup: retry later).
+pub struct Gathered<R> {
+    pub reports: Vec<R>,
+    pub errors: Vec<(String, String)>,
+    pub all_temporary: bool,
+}
+
+/// The command-line's archives in turn, under a progress bar: `op` on each, `print` of
+/// its report unless `--json`, `cyrvault VERB: USER: error` on stderr for one that
+/// fails.
+pub fn each_archive<R>(
+    a: &TargetsArgs,
+    quiet: bool,
+    verb: &str,
+    op: impl Fn(&UserArchive) -> cyrvault::Result<R>,
+    print: impl Fn(&R),
+) -> Result<Gathered<R>, cyrvault::Error> {
+    let users = targets(a)?;
+    let pb = progress(&users, quiet, verb);
+    let mut g = Gathered {
+        reports: Vec::new(),
+        errors: Vec::new(),
+        all_temporary: true,
+    };
+    for ua in &users {
+        pb.set_message(ua.user.clone());
+        match op(ua) {
+            Ok(r) => {
+                if !a.opts.json {
+                    pb.suspend(|| print(&r));
+                }
+                g.reports.push(r);
+            }
+            Err(e) => {
+                pb.suspend(|| eprintln!("cyrvault {verb}: {}: {e}", ua.user));
+                g.all_temporary &= e.is_temporary();
+                g.errors.push((ua.user.clone(), e.to_string()));
+            }
+        }
+        done(&pb, ua);
+    }
+    pb.finish_and_clear();
+    Ok(g)
+}
+
 #[derive(Serialize)]
 struct All<'a> {
     ok: bool,
@@ -119,27 +166,9 @@ fn print_human(r: &VerifyReport) {
 }
 
 pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
-    let users = targets(a)?;
-    let pb = progress(&users, quiet, "verify");
-    let mut reports = Vec::new();
-    let mut errors = Vec::new();
-    for ua in &users {
-        pb.set_message(ua.user.clone());
-        match admin::verify(ua) {
-            Ok(r) => {
-                if !a.opts.json {
-                    pb.suspend(|| print_human(&r));
-                }
-                reports.push(r);
-            }
-            Err(e) => {
-                pb.suspend(|| eprintln!("cyrvault verify: {}: {e}", ua.user));
-                errors.push((ua.user.clone(), e.to_string()));
-            }
-        }
-        done(&pb, ua);
-    }
-    pb.finish_and_clear();
+    let Gathered {
+        reports, errors, ..
+    } = each_archive(a, quiet, "verify", admin::verify, print_human)?;
     let ok = errors.is_empty() && reports.iter().all(|r| r.ok);
     if a.opts.json {
         output::io_result(output::json(&All {

@@ -346,13 +346,8 @@ impl ImapdConf {
 #[cfg(test)]
 mod tests {
     use super::super::parse_imapd_conf;
+    use super::super::tests::{BASE, parse};
     use super::*;
-
-    fn parse(t: &str) -> Result<ImapdConf, ConfigError> {
-        parse_imapd_conf(t, "test.conf", None)
-    }
-
-    const BASE: &str = "configdirectory: /var/lib/cyrus\n";
 
     #[test]
     fn service_prefixed_partition() {

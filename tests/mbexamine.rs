@@ -1,4 +1,5 @@
-//! Cyrus's `mbexamine` and `unexpunge -l` output, parsed for the oracle test.
+//! Cyrus's `mbexamine` and `unexpunge -l` output, parsed: the oracle every integration
+//! test compares our readers against (foundation, cyrus_index, catalog, backup, admin).
 //!
 //! mbexamine (`imap/mbexamine.c`, 3.6.1) shows only the non-expunged records,
 //! prints times as decimal seconds, the four user-flag words last-first, and after
@@ -7,6 +8,9 @@
 //! with ctime() dates (run it with TZ=UTC).
 
 use std::collections::BTreeMap;
+
+use cyrvault::cyrus::Guid;
+use cyrvault::model::{FolderState, RecordState};
 
 /// One mailbox as mbexamine prints it.
 #[derive(Debug, Default)]
@@ -36,7 +40,7 @@ pub struct ExRecord {
 }
 
 /// The decimal number after `key` in `line` (after optional spaces and `(`).
-fn num(line: &str, key: &str) -> u64 {
+pub fn num_after(line: &str, key: &str) -> u64 {
     let at = line
         .find(key)
         .unwrap_or_else(|| panic!("{key} not in {line:?}"))
@@ -52,7 +56,7 @@ fn num(line: &str, key: &str) -> u64 {
 }
 
 /// The whitespace-delimited word after `key` in `line`.
-fn word<'a>(line: &'a str, key: &str) -> &'a str {
+pub fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
     let at = line
         .find(key)
         .unwrap_or_else(|| panic!("{key} not in {line:?}"))
@@ -119,16 +123,16 @@ pub fn parse_mbexamine(out: &[u8]) -> Ex {
         } else if line.contains("> UID:") {
             let mut r = ExRecord::default();
             for k in ["UID:", "INT_DATE:", "SENTDATE:", "SAVEDATE:", "SIZE:"] {
-                r.nums.insert(k, num(&line, k));
+                r.nums.insert(k, num_after(&line, k));
             }
             let l2 = line_at(&mut pos).unwrap();
             for k in ["HDRSIZE:", "LASTUPD :", "CACHEVER:", "MODSEQ:"] {
-                r.nums.insert(k, num(&l2, k));
+                r.nums.insert(k, num_after(&l2, k));
             }
-            r.sysflags = u32::from_str_radix(word(&l2, "SYSFLAGS:"), 16).unwrap();
-            r.guid = word(&l2, "GUID:").to_string();
+            r.sysflags = u32::from_str_radix(word_after(&l2, "SYSFLAGS:"), 16).unwrap();
+            r.guid = word_after(&l2, "GUID:").to_string();
             if l2.contains("THRID:") {
-                r.thrid = Some(u64::from_str_radix(word(&l2, "THRID:"), 16).unwrap());
+                r.thrid = Some(u64::from_str_radix(word_after(&l2, "THRID:"), 16).unwrap());
             }
             let l3 = line_at(&mut pos).unwrap();
             let (int, sys) = l3.split_once("> SYSTEMFLAGS:").unwrap();
@@ -173,7 +177,7 @@ pub fn parse_mbexamine(out: &[u8]) -> Ex {
         } else {
             for &(prefix, key, field) in HEADER_KEYS {
                 if line.starts_with(prefix) {
-                    ex.header.insert(field, num(&line, key));
+                    ex.header.insert(field, num_after(&line, key));
                 }
             }
         }
@@ -202,18 +206,84 @@ pub fn parse_unexpunge(out: &str) -> Vec<[u64; 5]> {
 }
 
 /// "Wed Nov 15 00:00:00 2023" (UTC) -> epoch seconds.
-fn ctime_secs(s: &str) -> u64 {
+pub fn ctime_secs(s: &str) -> u64 {
     let f: Vec<&str> = s.split_whitespace().collect();
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = MONTHS.iter().position(|&x| x == f[1]).unwrap() as i64 + 1;
+    let m = cyrvault::time::MONTHS
+        .iter()
+        .position(|&x| x == f[1])
+        .unwrap() as i64
+        + 1;
     let (d, y): (i64, i64) = (f[2].parse().unwrap(), f[4].parse().unwrap());
     let hms: Vec<i64> = f[3].split(':').map(|x| x.parse().unwrap()).collect();
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    (days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]) as u64
+    cyrvault::time::unix_from_civil(y, m, d, hms[0], hms[1], hms[2]) as u64
+}
+
+/// The keywords set in a record's four user-flag words (flag i is bit i%32 of word
+/// i/32), by the mailbox's `User Flags:` slot names, sorted.
+pub fn keywords(names: &[String], uf: [u32; 4]) -> Vec<String> {
+    let mut kw: Vec<String> = (0..128usize)
+        .filter(|i| uf[i / 32] & (1 << (i % 32)) != 0)
+        .map(|i| names[i].clone())
+        .collect();
+    kw.sort();
+    kw
+}
+
+/// mbexamine's text as our model: the folder state (uidvalidity, highestmodseq, last_uid,
+/// exists, generation, minor version) and the live records as `RecordState` (system
+/// flags as Cyrus stores them, keywords from the `User Flags:` slot list). Line-based:
+/// cache items are passed over, so lossily decoded text is fine.
+pub fn record_states(text: &str) -> (FolderState, Vec<RecordState>) {
+    let mut st = FolderState::default();
+    let mut names: Vec<String> = Vec::new();
+    let mut recs = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(n) = line.strip_prefix("  User Flags:") {
+            if n.trim() != "[none]" {
+                names = n.split_whitespace().map(str::to_string).collect();
+            }
+        } else if line.starts_with("  Generation Number:") {
+            st.generation_no = num_after(line, "Number:") as u32;
+        } else if line.starts_with("  Minor Version:") {
+            st.minor_version = num_after(line, "Version:") as u32;
+        } else if line.starts_with("  Number of Messages:") {
+            st.exists = num_after(line, "Messages:") as u32;
+        } else if line.starts_with("  UIDValidity:") {
+            st.uidvalidity = num_after(line, "UIDValidity:") as u32;
+            st.last_uid = num_after(line, "Last UID:") as u32;
+        } else if line.starts_with("  Highest Mod Sequence:") {
+            st.highestmodseq = num_after(line, "Sequence:");
+        } else if line.contains("> UID:") {
+            let l2 = lines.next().unwrap();
+            let _l3 = lines.next().unwrap();
+            let l4 = lines.next().unwrap();
+            let words: Vec<u32> = l4
+                .split_once("USERFLAGS:")
+                .unwrap()
+                .1
+                .split_whitespace()
+                .map(|w| u32::from_str_radix(w, 16).unwrap())
+                .collect();
+            let uf = [words[3], words[2], words[1], words[0]];
+            recs.push(RecordState {
+                uid: num_after(line, "UID:") as u32,
+                guid: Guid::from_hex(word_after(l2, "GUID:")).unwrap(),
+                system_flags: u32::from_str_radix(word_after(l2, "SYSFLAGS:"), 16).unwrap(),
+                keywords: keywords(&names, uf),
+                internaldate: num_after(line, "INT_DATE:") as i64,
+                size: num_after(line, "SIZE:"),
+                modseq: num_after(l2, "MODSEQ:"),
+                last_updated: num_after(l2, "LASTUPD :") as i64,
+                savedate: num_after(line, "SAVEDATE:") as i64,
+            });
+        }
+    }
+    (st, recs)
+}
+
+#[test]
+fn ctime_parser_is_right() {
+    assert_eq!(ctime_secs("Thu Jan  1 00:00:00 1970"), 0);
+    assert_eq!(ctime_secs("Mon Nov 20 12:00:00 2023"), 1_700_481_600);
 }
