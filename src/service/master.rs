@@ -265,8 +265,11 @@ impl AcceptLock {
         Ok(AcceptLock { file, path })
     }
 
-    /// Blocking lock (or unlock); an interrupting signal returns `Interrupted`.
-    fn set(&self, lock: bool) -> io::Result<()> {
+    /// Take the lock without waiting (`Ok(false)`: another child holds it), or
+    /// release it. Never blocks: a blocking wait could miss a signal that lands just
+    /// before it (the flag is checked, then the wait starts) and sleep forever, which
+    /// keeps master's shutdown waiting.
+    fn set(&self, lock: bool) -> io::Result<bool> {
         let kind = if lock { libc::F_WRLCK } else { libc::F_UNLCK };
         let flock = libc::flock {
             l_type: kind as libc::c_short,
@@ -275,9 +278,11 @@ impl AcceptLock {
             l_len: 0,
             l_pid: 0,
         };
-        fcntl(self.file.as_raw_fd(), FcntlArg::F_SETLKW(&flock))
-            .map(|_| ())
-            .map_err(io::Error::from)
+        match fcntl(self.file.as_raw_fd(), FcntlArg::F_SETLK(&flock)) {
+            Ok(_) => Ok(true),
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EACCES) => Ok(false),
+            Err(e) => Err(io::Error::from(e)),
+        }
     }
 }
 
@@ -519,6 +524,11 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
     }
 }
 
+/// How often an idle child waiting for the accept lock tries again.
+const IDLE_WAKEUP_LOCK: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long (ms) an idle child sleeps in poll() before it looks at its signal flags.
+const IDLE_WAKEUP_POLL_MS: u16 = 1000;
+
 /// Take the accept lock, wait for a client, accept it, release the lock. `None` when a
 /// signal (SIGHUP, SIGALRM, shutdown) or a changed binary says to stop instead.
 fn accept_one(
@@ -528,13 +538,13 @@ fn accept_one(
 ) -> io::Result<Option<Conn>> {
     if let Some(lock) = lock {
         loop {
+            if signals::pending().is_some() {
+                return Ok(None);
+            }
             match lock.set(true) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if signals::pending().is_some() {
-                        return Ok(None);
-                    }
-                }
+                Ok(true) => break,
+                Ok(false) => std::thread::sleep(IDLE_WAKEUP_LOCK),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(io::Error::new(
                         e.kind(),
@@ -566,7 +576,10 @@ fn wait_and_accept(
             return Ok(None);
         }
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
+        // A bounded wait: a signal that lands between the check above and poll()
+        // would otherwise be noticed only at the next connection.
+        match poll(&mut fds, PollTimeout::from(IDLE_WAKEUP_POLL_MS)) {
+            Ok(0) => continue,
             Ok(_) => {}
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(e.into()),
