@@ -634,8 +634,8 @@ mod tests {
             let _g = l.user_namespace("bob", LockMode::Shared).unwrap();
         }
         let per = t.elapsed() / n;
+        // A figure to read, not a target: speed targets live in benchmarks.
         eprintln!("uncontended namespace lock+unlock: {per:?} each");
-        assert!(per < Duration::from_millis(2), "{per:?}");
         assert_eq!(l.stats().count, u64::from(n) + 1);
         std::fs::remove_dir_all(&d).unwrap();
     }
