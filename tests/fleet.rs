@@ -55,6 +55,15 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // The secret's scratch directory (the sandboxes clean up after themselves).
+        if let Some(dir) = self.secret.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 fn start_fleet(users_per_server: usize, messages: usize, size: usize) -> Fleet {
     let dir = scratch("secret");
     let secret = dir.join("secret");

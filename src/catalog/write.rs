@@ -661,12 +661,38 @@ mod tests {
         }
     }
 
-    fn catalog(name: &str) -> Catalog {
+    /// A catalog in its own scratch directory, removed when the test is done.
+    struct Scratch {
+        catalog: Catalog,
+        dir: std::path::PathBuf,
+    }
+
+    impl std::ops::Deref for Scratch {
+        type Target = Catalog;
+        fn deref(&self) -> &Catalog {
+            &self.catalog
+        }
+    }
+
+    impl std::ops::DerefMut for Scratch {
+        fn deref_mut(&mut self) -> &mut Catalog {
+            &mut self.catalog
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn catalog(name: &str) -> Scratch {
         let dir =
             std::env::temp_dir().join(format!("cyrvault-write-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Catalog::open(&dir.join("c.sqlite")).unwrap()
+        let catalog = Catalog::open(&dir.join("c.sqlite")).unwrap();
+        Scratch { catalog, dir }
     }
 
     fn misuse_text(e: Error) -> String {
