@@ -32,22 +32,9 @@ pub struct ConnectOptions {
     pub timeout: Option<Duration>,
 }
 
-/// The socket's read side, re-arming `TCP_QUICKACK` after every read: the service
-/// writes a reply line by line, so with Nagle on its side and delayed ACKs on ours
-/// every multi-line reply would wait ~40 ms for our ACK of its first segment.
-pub(crate) struct QuickAck(TcpStream);
-
-impl Read for QuickAck {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.0.read(buf)?;
-        let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
-        Ok(n)
-    }
-}
-
 /// A connected, authenticated session.
 pub struct Server {
-    pub(crate) client: Client<QuickAck, TcpStream>,
+    pub(crate) client: Client<TcpStream, TcpStream>,
     /// `host:port` as given.
     pub addr: String,
     /// The slot in use.
@@ -73,8 +60,7 @@ impl Server {
         let reader = stream
             .try_clone()
             .map_err(|e| Error::Protocol(format!("{addr}: cloning the socket: {e}")))?;
-        let _ = socket2::SockRef::from(&reader).set_tcp_quickack(true);
-        let mut client = Client::new(QuickAck(reader), stream, servername.as_bytes());
+        let mut client = Client::new(reader, stream, servername.as_bytes());
         let mut extensions = None;
         if !opts.base_only {
             extensions = client
