@@ -25,7 +25,7 @@ use cyrvault::imap::{Arg, Client};
 use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 
 /// The secret cyrvaultd and `cyrvault backup` share in the benchmark.
-const SECRET: &[u8] = b"bench-secret-0123456789abcdef\n";
+const SECRET: &[u8] = b"bench-secret-0123456789abcdefghijklm\n";
 /// Flush a MULTIAPPEND command once it carries this many message bytes...
 const BATCH_BYTES: usize = 16 << 20;
 /// ...or this many messages.

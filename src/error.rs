@@ -60,6 +60,11 @@ pub enum Error {
     /// An IMAP server answered something we did not expect.
     #[error("imap {server}: {message}")]
     Imap { server: String, message: String },
+    /// The peer is not the one configured, or turns our credentials down: a wrong
+    /// servername, secret, certificate or pin, or no TLS where it was asked for.
+    /// Trying again cannot help (doc/security.md).
+    #[error("{peer}: {message}")]
+    Trust { peer: String, message: String },
     /// The peer broke the wire protocol.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -98,6 +103,7 @@ impl Error {
             Error::Backup(e) => e.kind(),
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
+            Error::Trust { .. } => ErrorKind::Config,
             Error::Refused(_) => ErrorKind::Usage,
             Error::Other(_) => ErrorKind::Software,
         }

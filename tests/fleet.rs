@@ -31,7 +31,7 @@ use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine, lmtp};
 use cyrvault::vault::Vault;
 
 const USERS_PER_SERVER: usize = 100;
-const SECRET: &str = "fleet-test-secret-0123456789";
+const SECRET: &str = "fleet-test-secret-0123456789abcdefgh";
 
 static N: AtomicU32 = AtomicU32::new(0);
 

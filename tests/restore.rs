@@ -85,7 +85,11 @@ impl Env {
     fn backup(&self, user: &str) -> u64 {
         let v = Vault::open(&self.vault).unwrap();
         let addr = self.sb.service_addrs["cyrvaultd"].to_string();
-        let mut s = Server::connect(&addr, &ConnectOptions::default()).unwrap();
+        let opts = ConnectOptions {
+            secret: Some(self.sb.cyrvaultd_secret().unwrap()),
+            ..Default::default()
+        };
+        let mut s = Server::connect(&addr, &opts).unwrap();
         backup::backup_user(&mut s, &v, user, &BackupOptions::default())
             .unwrap_or_else(|e| panic!("backing up {user}: {e}"))
             .run

@@ -80,6 +80,12 @@ impl BorrowedStdio {
     }
 }
 
+impl std::os::fd::AsFd for BorrowedStdio {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 impl Read for BorrowedStdio {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.file.read(buf)

@@ -78,25 +78,23 @@ pub fn serve_stdio() -> c_int {
 pub fn serve_stdio_with(ctx: &ServiceContext) -> c_int {
     let peer = args::stdin_peer();
     let code = match (args::BorrowedStdio::stdin(), args::BorrowedStdio::stdout()) {
-        (Ok(mut input), Ok(mut output)) => {
-            match service::serve(ctx, &mut input, &mut output, peer) {
-                Ok(summary) => {
-                    log::info!(
-                        "session done: peer={} user={} folders={} bytes_out={}",
-                        peer.map(|p| p.to_string())
-                            .unwrap_or_else(|| "[local]".into()),
-                        summary.user.as_deref().unwrap_or("-"),
-                        summary.folders,
-                        summary.bytes_out
-                    );
-                    0
-                }
-                Err(err) => {
-                    log::error!("session failed: {err}");
-                    guard::exit_code(&err)
-                }
+        (Ok(input), Ok(output)) => match service::serve(ctx, input, output, peer) {
+            Ok(summary) => {
+                log::info!(
+                    "session done: peer={} user={} folders={} bytes_out={}",
+                    peer.map(|p| p.to_string())
+                        .unwrap_or_else(|| "[local]".into()),
+                    summary.user.as_deref().unwrap_or("-"),
+                    summary.folders,
+                    summary.bytes_out
+                );
+                0
             }
-        }
+            Err(err) => {
+                log::error!("session failed: {err}");
+                guard::exit_code(&err)
+            }
+        },
         (Err(err), _) | (_, Err(err)) => {
             log::error!("service_main: client descriptors: {err}");
             EX_SOFTWARE

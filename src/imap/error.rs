@@ -21,6 +21,9 @@ pub enum ImapErrorKind {
     Bad,
     /// The server ended the session with an untagged BYE.
     Bye,
+    /// TLS was asked for and could not be had: the server offers none, or its
+    /// certificate does not verify. Trying again cannot help.
+    Tls,
 }
 
 /// An IMAP failure, with context.
@@ -79,9 +82,15 @@ impl std::error::Error for ImapError {}
 
 impl From<ImapError> for crate::Error {
     fn from(e: ImapError) -> Self {
-        crate::Error::Imap {
-            server: e.server.clone(),
-            message: e.to_string(),
+        match e.kind {
+            ImapErrorKind::Tls => crate::Error::Trust {
+                peer: format!("imap {}", e.server),
+                message: e.to_string(),
+            },
+            _ => crate::Error::Imap {
+                server: e.server.clone(),
+                message: e.to_string(),
+            },
         }
     }
 }

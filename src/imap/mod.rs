@@ -1,5 +1,6 @@
-//! A small synchronous IMAP4rev1 client over plain TCP (no TLS), used by restore and by
-//! the test sandbox to talk to a real Cyrus.
+//! A small synchronous IMAP4rev1 client, over plain TCP, STARTTLS or implicit TLS
+//! (the server's certificate checked, `tls::client`), used by restore and by the test
+//! sandbox to talk to a real Cyrus.
 //!
 //! It owns the connection: tags, command serialisation (quoted strings, `{N}` literals
 //! with continuation, LITERAL+ `{N+}` when announced), and reading whole responses
@@ -18,6 +19,9 @@ pub mod types;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use crate::tls::client::ClientOptions;
+use crate::tls::{Half, Shared, Stream};
 
 pub use date::{format_internaldate, parse_internaldate};
 pub use error::{ImapError, ImapErrorKind};
@@ -64,10 +68,29 @@ impl Reply {
     }
 }
 
+/// How to get TLS on an IMAP (or ManageSieve) connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `STARTTLS` after the greeting (port 143; ManageSieve's 4190).
+    StartTls,
+    /// TLS from the first byte (imaps, port 993).
+    Implicit,
+}
+
+/// TLS for a connection: how, and how to trust the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub mode: TlsMode,
+    pub trust: ClientOptions,
+}
+
 /// A connected IMAP session.
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Half<TcpStream>>,
+    writer: Half<TcpStream>,
+    stream: Shared<TcpStream>,
+    /// The address as given (its host names the certificate to expect).
+    given: String,
     server: String,
     next_tag: u32,
     caps: Vec<String>,
@@ -77,9 +100,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connect, read the greeting (OK or PREAUTH; BYE is an error) and learn the
-    /// capabilities (from the greeting's code, or by asking).
+    /// Connect in plaintext, read the greeting (OK or PREAUTH; BYE is an error) and
+    /// learn the capabilities (from the greeting's code, or by asking).
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Client> {
+        Client::open(addr, String::new(), None)
+    }
+
+    /// Connect as `tls` says (None: plaintext). With TLS asked for, a server that
+    /// does not offer it, or whose certificate does not verify, is an error of kind
+    /// [`ImapErrorKind::Tls`]: nothing (no password) is ever sent in plaintext.
+    pub fn connect_with(addr: &str, tls: Option<&Tls>) -> Result<Client> {
+        Client::open(addr, addr.to_string(), tls)
+    }
+
+    /// `given`: the address as the user wrote it (its host is what the certificate
+    /// must name), or empty.
+    fn open(addr: impl ToSocketAddrs, given: String, tls: Option<&Tls>) -> Result<Client> {
         let connect_err = |server: &str, text: String| ImapError {
             server: server.to_string(),
             command: String::new(),
@@ -101,16 +137,25 @@ impl Client {
         stream.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
         stream.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
         stream.set_nodelay(true).map_err(io_err)?;
-        let writer = stream.try_clone().map_err(io_err)?;
+        let shared = Shared::new(Stream::plain(stream));
         let mut client = Client {
-            reader: BufReader::with_capacity(64 * 1024, stream),
-            writer,
+            reader: BufReader::with_capacity(64 * 1024, shared.half()),
+            writer: shared.half(),
+            stream: shared,
+            given: if given.is_empty() {
+                server.clone()
+            } else {
+                given
+            },
             server,
             next_tag: 1,
             caps: Vec::new(),
             greeting: String::new(),
             command: "greeting".into(),
         };
+        if let Some(t) = tls.filter(|t| t.mode == TlsMode::Implicit) {
+            client.handshake(t)?;
+        }
         match client.read_response()? {
             Response::UntaggedStatus(st) if matches!(st.status, Status::Ok | Status::PreAuth) => {
                 client.greeting = st.text.clone();
@@ -128,7 +173,62 @@ impl Client {
                 ));
             }
         }
+        if let Some(t) = tls.filter(|t| t.mode == TlsMode::StartTls) {
+            client.starttls(t)?;
+        }
         Ok(client)
+    }
+
+    /// `STARTTLS` (RFC 3501 6.2.1), the handshake, and the capabilities again (what
+    /// was announced in plaintext is not to be trusted).
+    fn starttls(&mut self, t: &Tls) -> Result<()> {
+        if !self.has_capability("STARTTLS") {
+            return Err(self.err(
+                ImapErrorKind::Tls,
+                "TLS was asked for, and the server does not announce STARTTLS".into(),
+            ));
+        }
+        let reply = self.execute(&[Arg::Atom("STARTTLS")])?;
+        if reply.status.status != Status::Ok {
+            return Err(self.err(
+                ImapErrorKind::Tls,
+                format!("STARTTLS refused: {}", reply.status.text),
+            ));
+        }
+        if !self.reader.buffer().is_empty() {
+            return Err(self.err(
+                ImapErrorKind::Tls,
+                "the server sent data after STARTTLS before the TLS handshake".into(),
+            ));
+        }
+        self.handshake(t)?;
+        self.caps.clear();
+        self.capability()?;
+        Ok(())
+    }
+
+    /// The client side of the TLS handshake on this connection.
+    fn handshake(&mut self, t: &Tls) -> Result<()> {
+        self.command = "TLS handshake".into();
+        let tls_err = |c: &Client, text: String| c.err(ImapErrorKind::Tls, text);
+        let config =
+            crate::tls::client::config(&t.trust).map_err(|e| tls_err(self, e.to_string()))?;
+        let name = crate::tls::client::server_name(&t.trust, &self.given)
+            .map_err(|e| tls_err(self, e.to_string()))?;
+        let res = self.stream.lock().start_client(config, name);
+        res.map_err(|e| {
+            let kind = if crate::tls::is_tls_verdict(&e) {
+                ImapErrorKind::Tls
+            } else {
+                ImapErrorKind::Io
+            };
+            self.err(kind, format!("TLS: {e}"))
+        })
+    }
+
+    /// Whether the session runs in TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.lock().is_tls()
     }
 
     /// The server address, as used in error messages.
@@ -258,6 +358,7 @@ impl Client {
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         self.writer
             .write_all(bytes)
+            .and_then(|()| self.writer.flush())
             .map_err(|e| self.err(ImapErrorKind::Io, format!("sending command: {e}")))
     }
 

@@ -35,6 +35,8 @@ pub struct ImapTarget {
     pub password: String,
     /// The user to restore into (usually the backed-up user).
     pub user: String,
+    /// TLS for the IMAP connections (and STARTTLS for ManageSieve); None: plaintext.
+    pub tls: Option<crate::imap::Tls>,
 }
 
 /// How to restore.
@@ -69,7 +71,7 @@ impl<'a> Sessions<'a> {
 
     fn admin(&mut self) -> Result<&mut Client> {
         if self.admin.is_none() {
-            let mut c = Client::connect(self.target.addr.as_str())?;
+            let mut c = Client::connect_with(&self.target.addr, self.target.tls.as_ref())?;
             c.authenticate_plain("", &self.target.admin, &self.target.password)?;
             self.admin = Some(c);
         }
@@ -80,7 +82,7 @@ impl<'a> Sessions<'a> {
 }
 
 fn connect_as_user(t: &ImapTarget) -> Result<Client> {
-    let mut c = Client::connect(t.addr.as_str())?;
+    let mut c = Client::connect_with(&t.addr, t.tls.as_ref())?;
     c.authenticate_plain(&t.user, &t.admin, &t.password)?;
     Ok(c)
 }

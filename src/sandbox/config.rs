@@ -65,6 +65,8 @@ pub struct Layout {
     pub hashimapspool: bool,
     pub unixhierarchysep: bool,
     pub legacy_dirs: bool,
+    /// The secret file every cyrvaultd service of the sandbox is configured with.
+    pub cyrvaultd_secret_file: PathBuf,
     /// User overrides and additions, applied last (a key given here replaces ours).
     pub extra: Vec<(String, String)>,
 }
@@ -119,6 +121,9 @@ pub fn imapd_conf(l: &Layout) -> String {
     // would silently drop the second copy into the same mailbox).
     put("duplicatesuppression", "no".into());
     put("conversations", "no".into());
+    // cyrvaultd refuses every request without a secret (or an explicit
+    // cyrvaultd_allow_unauthenticated): every sandbox has one (doc/security.md)
+    put("cyrvaultd_secret_file", p(&l.cyrvaultd_secret_file));
     for (k, v) in &l.extra {
         let key = k.to_ascii_lowercase();
         kv.retain(|(existing, _)| *existing != key);
@@ -212,6 +217,7 @@ mod tests {
             hashimapspool: true,
             unixhierarchysep: false,
             legacy_dirs: false,
+            cyrvaultd_secret_file: root.join("etc/cyrvaultd.secret"),
             extra: vec![
                 ("Delete_Mode".into(), "immediate".into()),
                 ("foo_bar".into(), "1".into()),

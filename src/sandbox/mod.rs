@@ -108,6 +108,9 @@ pub struct Sandbox {
     pub partitions: Vec<(String, PathBuf)>,
     /// The options it was started with.
     pub options: SandboxOptions,
+    /// The secret file `cyrvaultd_secret_file` names (random, owned by cyrus, mode
+    /// 0600), unless `extra_imapd_conf` names another.
+    pub cyrvaultd_secret_file: PathBuf,
     master: Option<Child>,
     watchdog: Option<Child>,
     syslog: Option<syslog::SyslogSink>,
@@ -120,6 +123,17 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 fn other(msg: String) -> Error {
     Error::Other(msg)
 }
+/// A fresh random secret (64 hex digits) at `path`, owned by cyrus, mode 0600.
+fn write_secret(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut raw = [0u8; 32];
+    getrandom::getrandom(&mut raw).map_err(|e| other(format!("random secret: {e}")))?;
+    fs::write(path, format!("{}\n", hex::encode(raw))).at("writing", path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).at("chmod", path)?;
+    chown(path, Some(uid), Some(gid))
+        .map_err(|e| other(format!("chown cyrus:mail {}: {e}", path.display())))
+}
+
 /// Removes a directory tree when dropped, unless emptied.
 struct RemoveOnDrop(Option<PathBuf>);
 
@@ -241,6 +255,7 @@ impl Sandbox {
             hashimapspool: opts.hashimapspool,
             unixhierarchysep: opts.unixhierarchysep,
             legacy_dirs: opts.legacy_dirs,
+            cyrvaultd_secret_file: root.join("etc/cyrvaultd.secret"),
             extra: opts.extra_imapd_conf.clone(),
         };
         let mut extra = Vec::new();
@@ -295,6 +310,7 @@ impl Sandbox {
             chown(d, Some(uid), Some(gid))
                 .map_err(|e| other(format!("chown cyrus:mail {}: {e}", d.display())))?;
         }
+        write_secret(&layout.cyrvaultd_secret_file, uid, gid)?;
         let cyrus_conf = root.join("etc/cyrus.conf");
         fs::write(&layout.imapd_conf, config::imapd_conf(&layout))
             .at("writing", &layout.imapd_conf)?;
@@ -310,6 +326,7 @@ impl Sandbox {
             service_sockets,
             servername,
             partitions,
+            cyrvaultd_secret_file: layout.cyrvaultd_secret_file.clone(),
             options: opts.clone(),
             master: None,
             watchdog: None,
@@ -572,6 +589,12 @@ impl Sandbox {
     /// Cyrus's `configdirectory`.
     pub fn config_dir(&self) -> PathBuf {
         self.root.join("conf")
+    }
+
+    /// The sandbox's cyrvaultd secret, as a client loads it (checked like
+    /// `--secret-file`).
+    pub fn cyrvaultd_secret(&self) -> Result<crate::secret::Secret> {
+        crate::secret::Secret::load(&self.cyrvaultd_secret_file, "sandbox cyrvaultd_secret_file")
     }
 }
 

@@ -507,6 +507,11 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
         if code != 0 {
             log::debug!("session ended with code {code}");
         }
+        if let Some(text) = ctx.session.shutdown.as_ref().and_then(|s| s.check()) {
+            // Cyrus's shutdown file: no more sessions from this process
+            log::info!("shutdown file present ({text}); exiting");
+            return Ok(0);
+        }
         if uses >= options.max_use {
             log::debug!(
                 "served {uses} connections (-U {}); exiting",

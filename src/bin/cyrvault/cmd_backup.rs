@@ -1,5 +1,6 @@
 //! `cyrvault backup USER... --server HOST:PORT [--secret-file F] [--servername NAME]
-//! [--vault DIR] [--all] [--base-protocol] [--json]`: one library call per user
+//! [--tls] [--tls-ca-file F] [--tls-pin SHA256] [--vault DIR] [--all] [--base-protocol]
+//! [--json]`: one library call per user
 //! (`backup::backup_users`), a progress bar on a terminal, a summary table or JSON, and
 //! an exit status that is non-zero if any user failed (the first failure's sysexits
 //! code) or had spool damage (65).
@@ -9,12 +10,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cyrvault::backup::{self, BackupOptions, ConnectOptions, Progress, Server, UserReport};
-use cyrvault::error::{EX_DATAERR, EX_USAGE, IoContext};
+use cyrvault::error::{EX_DATAERR, EX_USAGE};
+use cyrvault::secret::Secret;
+use cyrvault::tls::client::{ClientOptions, parse_pin};
 use cyrvault::vault::Vault;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::args::BackupArgs;
+use crate::args::{BackupArgs, TlsArgs};
 use crate::output;
 
 /// Progress bar on stderr: current user and folder, bytes fetched, rate.
@@ -47,14 +50,9 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         eprintln!("cyrvault backup: name at least one USER, or --all");
         return Ok(ExitCode::from(EX_USAGE as u8));
     }
+    // checked as the service checks its own: mode 0600, at least 32 bytes
     let secret = match &a.secret_file {
-        Some(p) => {
-            let mut s = std::fs::read(p).at("reading the secret file", p)?;
-            while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                s.pop();
-            }
-            Some(s)
-        }
+        Some(p) => Some(Secret::load(p, "--secret-file")?),
         None => None,
     };
     let copts = ConnectOptions {
@@ -62,6 +60,7 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         secret,
         base_only: a.base_protocol,
         timeout: None,
+        tls: tls_options(&a.tls)?,
     };
     let mut server = Server::connect(&a.server, &copts)?;
     let vault = Vault::open(&a.vault)?;
@@ -142,6 +141,24 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         None => ExitCode::SUCCESS,
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
     })
+}
+
+/// The TLS options the flags ask for; None: plaintext.
+pub(crate) fn tls_options(t: &TlsArgs) -> Result<Option<ClientOptions>, cyrvault::Error> {
+    let pin = match &t.tls_pin {
+        None => None,
+        Some(p) => {
+            Some(parse_pin(p).map_err(|m| cyrvault::Error::Refused(format!("--tls-pin: {m}")))?)
+        }
+    };
+    if !t.tls && t.tls_ca_file.is_none() && pin.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ClientOptions {
+        ca_file: t.tls_ca_file.clone(),
+        pin,
+        server_name: t.tls_server_name.clone(),
+    }))
 }
 
 fn mb(n: u64) -> String {

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use cyrvault::cyrus::Guid;
 use cyrvault::error::{EX_DATAERR, EX_USAGE, Error, IoContext};
+use cyrvault::imap::{Tls, TlsMode};
 use cyrvault::restore::export::{ExportKind, export};
 use cyrvault::restore::imap::{ImapOptions, ImapTarget, restore_to_imap};
 use cyrvault::restore::{NoProgress, Progress, Selection, Source, When, catalog_path_for, plan};
@@ -160,6 +161,16 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 admin: a.admin.clone(),
                 password: password(a)?,
                 user: a.to_user.clone().unwrap_or_else(|| a.user.clone()),
+                tls: crate::cmd_backup::tls_options(&a.tls)?
+                    .or_else(|| a.tls_implicit.then(Default::default))
+                    .map(|trust| Tls {
+                        mode: if a.tls_implicit {
+                            TlsMode::Implicit
+                        } else {
+                            TlsMode::StartTls
+                        },
+                        trust,
+                    }),
             };
             let sieve = a.sieve.as_ref().map(|s| {
                 if s.is_empty() {
