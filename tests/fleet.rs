@@ -163,9 +163,13 @@ fn write_conf(f: &Fleet, dir: &Path, o: &ConfOpts<'_>) -> PathBuf {
     for (i, sb) in f.sbs.iter().enumerate() {
         let s = format!("s{}", i + 1);
         c += &format!("{s}_address: {}\n", sb.service_addrs["cyrvaultd"]);
-        if i == 0 {
-            c += &format!("{s}_secret_file: {}\n", f.secret.display());
-        }
+        // s1 shares the test's secret; s2 and s3 each have their sandbox's own
+        let secret = if i == 0 {
+            f.secret.clone()
+        } else {
+            sb.cyrvaultd_secret_file.clone()
+        };
+        c += &format!("{s}_secret_file: {}\n", secret.display());
         if o.overrides {
             c += &format!("{s}_unit_p1: disk1\n{s}_unit_p2: disk2\n");
         }

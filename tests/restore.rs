@@ -34,6 +34,7 @@ use cyrvault::sandbox::{
 use cyrvault::vault::Vault;
 
 mod exports; // mbox/Maildir read back by Python, a damaged member, one message from a big archive
+mod tls; // restore over IMAP STARTTLS / imaps and ManageSieve STARTTLS, certificates checked
 
 static N: AtomicU32 = AtomicU32::new(0);
 

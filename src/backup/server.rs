@@ -95,6 +95,10 @@ fn refused(addr: &str, what: &str, slot: &str, e: ProtocolError) -> Error {
             "the server refuses unauthenticated requests: give the shared secret (--secret-file)"
                 .into(),
         ),
+        ProtocolError::No(t) if t.starts_with("TLS required") => trust(
+            addr,
+            "the server accepts AUTH only inside TLS: connect with --tls (and --tls-ca-file or --tls-pin)".into(),
+        ),
         ProtocolError::No(t) if t == "authentication failed" => trust(
             addr,
             "authentication failed: the secret is not one the server accepts".into(),

@@ -68,6 +68,9 @@ pub struct SandboxOptions {
     pub legacy_dirs: bool,
     /// How long to wait for the first IMAP greeting.
     pub start_timeout: Duration,
+    /// Configure cyrvaultd with the sandbox's random secret (`cyrvaultd_secret_file`;
+    /// the default). Off: no such line, the service's closed default.
+    pub cyrvaultd_secret: bool,
 }
 
 impl Default for SandboxOptions {
@@ -81,6 +84,7 @@ impl Default for SandboxOptions {
             unixhierarchysep: false,
             legacy_dirs: false,
             start_timeout: Duration::from_secs(30),
+            cyrvaultd_secret: true,
         }
     }
 }
@@ -255,7 +259,9 @@ impl Sandbox {
             hashimapspool: opts.hashimapspool,
             unixhierarchysep: opts.unixhierarchysep,
             legacy_dirs: opts.legacy_dirs,
-            cyrvaultd_secret_file: root.join("etc/cyrvaultd.secret"),
+            cyrvaultd_secret_file: opts
+                .cyrvaultd_secret
+                .then(|| root.join("etc/cyrvaultd.secret")),
             extra: opts.extra_imapd_conf.clone(),
         };
         let mut extra = Vec::new();
@@ -310,7 +316,8 @@ impl Sandbox {
             chown(d, Some(uid), Some(gid))
                 .map_err(|e| other(format!("chown cyrus:mail {}: {e}", d.display())))?;
         }
-        write_secret(&layout.cyrvaultd_secret_file, uid, gid)?;
+        let secret_file = root.join("etc/cyrvaultd.secret");
+        write_secret(&secret_file, uid, gid)?;
         let cyrus_conf = root.join("etc/cyrus.conf");
         fs::write(&layout.imapd_conf, config::imapd_conf(&layout))
             .at("writing", &layout.imapd_conf)?;
@@ -326,7 +333,7 @@ impl Sandbox {
             service_sockets,
             servername,
             partitions,
-            cyrvaultd_secret_file: layout.cyrvaultd_secret_file.clone(),
+            cyrvaultd_secret_file: secret_file,
             options: opts.clone(),
             master: None,
             watchdog: None,

@@ -102,9 +102,7 @@ pub fn init(
     let file = conf.file().to_string();
     let mut secrets = Vec::new();
     for name in ["secret_file", "secret_file_next"] {
-        // an empty value is no secret (a service-specific empty line undoes a
-        // global one)
-        if let Some(p) = option(&conf, name).filter(|p| !p.trim().is_empty()) {
+        if let Some(p) = option(&conf, name) {
             secrets.push(Secret::load(Path::new(p), &format!("cyrvaultd_{name}"))?);
         }
     }
