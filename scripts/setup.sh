@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what cyrvault's tests and demo need on a fresh Debian 12 machine:
 # the real Cyrus IMAP (the tests start private instances of it), a C compiler
-# (the C harness for the static library), PostgreSQL (the fleet tests), and the
-# Rust toolchain's fmt/clippy.
+# (the C harness for the static library), PostgreSQL (the fleet tests), AFL++ and
+# cargo-afl (the fuzz smoke run, fuzz/run.sh), and the Rust toolchain's fmt/clippy.
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 
 # postgresql: the fleet tests start a private cluster (initdb + pg_ctl) on loopback.
-pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql)
+# afl++: AFL++'s tools and the clang they build with (fuzz/).
+pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql afl++)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -32,3 +33,9 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
+
+# cargo-afl builds the fuzz targets with AFL++'s instrumentation on the stable
+# toolchain and brings the matching afl-fuzz (it builds AFL++ from the copy it ships).
+if ! cargo afl --version >/dev/null 2>&1; then
+  cargo install cargo-afl --version 0.18.2 --locked
+fi

@@ -141,6 +141,13 @@ impl Server {
             start_tls(addr, &servername, &stream, &mut client, tls)?;
         }
         let mut extensions = None;
+        if opts.base_only && opts.servername.is_some() {
+            // the base protocol has no CAPABILITY: check a given slot with a request
+            // that costs the server nothing (an unknown user's META listing)
+            client
+                .meta_listing(b"cyrvault-slot-check")
+                .map_err(|e| refused(addr, "META", &servername, e))?;
+        }
         if !opts.base_only {
             extensions = client
                 .capabilities()

@@ -167,14 +167,19 @@ impl<R: Read, W: Write> Client<R, W> {
         self.replies.buffered()
     }
 
-    /// `CAPABILITY`: `None` from a stock `backupcyrusd` (it answers `NO`), else the
-    /// announced `(name, value)` pairs.
+    /// `CAPABILITY`: `None` from a stock `backupcyrusd` (it answers `NO bad
+    /// command`), else the announced `(name, value)` pairs. `NO iam <servername>` (a
+    /// wrong slot) is an error.
     pub fn capabilities(&mut self) -> Result<Option<Vec<Capability>>, ProtocolError> {
         self.send(&Request::Capability {
             slot: self.slot.clone(),
         })?;
         match self.replies.next_reply()? {
             Reply::Ok => {}
+            // a wrong slot, on either server: not a sign of a stock server
+            Reply::No(t) if t.starts_with(b"iam ") => {
+                return Err(ProtocolError::No(String::from_utf8_lossy(&t).into_owned()));
+            }
             Reply::No(_) => return Ok(None),
             other => return Err(unexpected("OK or NO", &other)),
         }

@@ -443,6 +443,16 @@ fn tls_against_a_relay() {
     let (code, err) = backup_cli(&sb, &dir.join("v7"), tls_svc, &[]);
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("--tls"), "{err}");
+
+    // 7. A wrong --servername is the configuration's fault, not "try again later".
+    let (code, err) = backup_cli(
+        &sb,
+        &dir.join("v8"),
+        plain,
+        &["--servername", "not-this-server"],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains(&format!("servername is \"{slot}\"")), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
