@@ -17,6 +17,7 @@ pub mod guard;
 pub mod signals;
 
 use std::ffi::{OsString, c_char, c_int};
+use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
 use crate::error::{EX_SOFTWARE, EX_TEMPFAIL};
@@ -70,15 +71,16 @@ pub fn serve_stdio() -> c_int {
         log::error!("service_main called before a successful service_init");
         return EX_SOFTWARE;
     };
-    serve_stdio_with(ctx)
+    serve_stdio_with(ctx, args::listener())
 }
 
 /// Serve one client on fds 0/1 with `ctx` (used by `cyrvaultd`, which keeps its own
-/// context), then reset fds 0/1 to /dev/null so the client sees the end.
-pub fn serve_stdio_with(ctx: &ServiceContext) -> c_int {
+/// context), then reset fds 0/1 to /dev/null so the client sees the end. `listener`:
+/// the service's listening socket (master's fd 4), if there is one.
+pub fn serve_stdio_with(ctx: &ServiceContext, listener: Option<BorrowedFd<'_>>) -> c_int {
     let peer = args::stdin_peer();
     let code = match (args::BorrowedStdio::stdin(), args::BorrowedStdio::stdout()) {
-        (Ok(input), Ok(output)) => match service::serve(ctx, input, output, peer) {
+        (Ok(input), Ok(output)) => match service::serve(ctx, input, output, peer, listener) {
             Ok(summary) => {
                 log::info!(
                     "session done: peer={} user={} folders={} bytes_out={}",

@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -223,12 +223,15 @@ fn raise_fd_limit() {
 
 /// Serve one client on `input`/`output` (the socket's descriptors) until it quits
 /// or disconnects or a time limit ends it, and log one line for the session
-/// (client, user, folders, bytes, duration, max lock hold).
+/// (client, user, folders, bytes, duration, max lock hold). `listener` is the
+/// service's listening socket when known: an unauthenticated client gives its
+/// process up when others wait there (service::transport).
 pub fn serve<R, W>(
     ctx: &ServiceContext,
     input: R,
     mut output: W,
     peer: Option<SocketAddr>,
+    listener: Option<BorrowedFd<'_>>,
 ) -> Result<SessionSummary>
 where
     R: Read + AsFd,
@@ -255,7 +258,8 @@ where
     cfg.peer = peer_text.clone();
     cfg.peer_addr = peer.map(|p| p.ip());
     cfg.deadline = transport::Deadline::default();
-    let timed = transport::Timed::new(input, output, Some(ctx.timeout), cfg.deadline.clone());
+    let timed = transport::Timed::new(input, output, Some(ctx.timeout), cfg.deadline.clone())
+        .yield_to(listener);
     let shared = Shared::new(Stream::plain(timed));
     let result = Session::new(&cfg, &ctx.spool, stats()).run_channel(&shared);
     shared.lock().close_notify();
