@@ -300,6 +300,20 @@ fn secret_bounds_names_logs_and_allowlist() {
         }
     }
 
+    // 300 refusals in one session: logged at a bounded rate, the rest counted.
+    assert_eq!(a.ask("QUIT"), "OK");
+    assert!(
+        logged(&sb, "were not logged (rate limit)"),
+        "{}",
+        sb.syslog_tail(3000)
+    );
+    let refusal_lines = sb.syslog().matches("refused request from").count();
+    assert!(
+        refusal_lines < 150,
+        "{refusal_lines} refusal lines for ~320 refusals"
+    );
+    eprintln!("~320 refusals in one session: {refusal_lines} syslog lines");
+
     // A world-readable secret: the child refuses to start, a client gets no session.
     let mut w = Raw::new(addr(&sb, "cvworld"));
     w.stream
