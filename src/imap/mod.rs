@@ -14,18 +14,19 @@
 pub mod date;
 pub mod error;
 pub mod parse;
+mod tls;
 pub mod types;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::tls::client::ClientOptions;
 use crate::tls::{Half, Shared, Stream};
 
 pub use date::{format_internaldate, parse_internaldate};
 pub use error::{ImapError, ImapErrorKind};
 pub use parse::{Response, Status, StatusText, Value};
+pub use tls::{Tls, TlsMode};
 pub use types::{FetchItem, ListEntry, SelectInfo};
 
 /// Results of the client.
@@ -66,22 +67,6 @@ impl Reply {
             _ => None,
         })
     }
-}
-
-/// How to get TLS on an IMAP (or ManageSieve) connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// `STARTTLS` after the greeting (port 143; ManageSieve's 4190).
-    StartTls,
-    /// TLS from the first byte (imaps, port 993).
-    Implicit,
-}
-
-/// TLS for a connection: how, and how to trust the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tls {
-    pub mode: TlsMode,
-    pub trust: ClientOptions,
 }
 
 /// A connected IMAP session.
@@ -177,58 +162,6 @@ impl Client {
             client.starttls(t)?;
         }
         Ok(client)
-    }
-
-    /// `STARTTLS` (RFC 3501 6.2.1), the handshake, and the capabilities again (what
-    /// was announced in plaintext is not to be trusted).
-    fn starttls(&mut self, t: &Tls) -> Result<()> {
-        if !self.has_capability("STARTTLS") {
-            return Err(self.err(
-                ImapErrorKind::Tls,
-                "TLS was asked for, and the server does not announce STARTTLS".into(),
-            ));
-        }
-        let reply = self.execute(&[Arg::Atom("STARTTLS")])?;
-        if reply.status.status != Status::Ok {
-            return Err(self.err(
-                ImapErrorKind::Tls,
-                format!("STARTTLS refused: {}", reply.status.text),
-            ));
-        }
-        if !self.reader.buffer().is_empty() {
-            return Err(self.err(
-                ImapErrorKind::Tls,
-                "the server sent data after STARTTLS before the TLS handshake".into(),
-            ));
-        }
-        self.handshake(t)?;
-        self.caps.clear();
-        self.capability()?;
-        Ok(())
-    }
-
-    /// The client side of the TLS handshake on this connection.
-    fn handshake(&mut self, t: &Tls) -> Result<()> {
-        self.command = "TLS handshake".into();
-        let tls_err = |c: &Client, text: String| c.err(ImapErrorKind::Tls, text);
-        let config =
-            crate::tls::client::config(&t.trust).map_err(|e| tls_err(self, e.to_string()))?;
-        let name = crate::tls::client::server_name(&t.trust, &self.given)
-            .map_err(|e| tls_err(self, e.to_string()))?;
-        let res = self.stream.lock().start_client(config, name);
-        res.map_err(|e| {
-            let kind = if crate::tls::is_tls_verdict(&e) {
-                ImapErrorKind::Tls
-            } else {
-                ImapErrorKind::Io
-            };
-            self.err(kind, format!("TLS: {e}"))
-        })
-    }
-
-    /// Whether the session runs in TLS.
-    pub fn is_tls(&self) -> bool {
-        self.stream.lock().is_tls()
     }
 
     /// The server address, as used in error messages.

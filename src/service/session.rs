@@ -26,8 +26,8 @@ pub use crate::protocol::client::PartitionMap;
 use crate::protocol::reply::synthetic_ino;
 use crate::protocol::token::c_atoi_u32;
 use crate::protocol::{
-    AuthStep, EXTENSION_VERSION, FileStat, LineReader, MAX_ITEMS, MAX_LINE, ProtocolError, Refusal,
-    ReplyWriter, Request, parse_request_line,
+    FileStat, LineReader, MAX_LINE, ProtocolError, Refusal, ReplyWriter, Request,
+    parse_request_line,
 };
 use crate::tls::Shared;
 use crate::{Error, Result};
@@ -439,35 +439,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Refuse the connection before anything else, without holding this process:
-    /// `NO <text>`, then read for a moment what the client may already have sent
-    /// (closing on unread bytes would reset the connection, and the client would
-    /// never see the reason), then end.
-    fn turn_away(
-        &mut self,
-        text: &[u8],
-        lines: &mut LineReader<&mut dyn Read>,
-        w: &mut W<'_>,
-    ) -> Result<()> {
-        self.log_refusal(text);
-        w.no(text)?;
-        w.flush()?;
-        self.cfg
-            .deadline
-            .set_in(std::time::Duration::from_millis(TURN_AWAY_DRAIN_MS));
-        let _ = lines.read_line();
-        Ok(())
-    }
-
-    /// Answer `NO <text>` for a refusal verdict, and log it (rate-limited).
-    fn refuse(&mut self, v: &Verdict, w: &mut W<'_>) -> Result<()> {
-        if let Verdict::Refuse(text) | Verdict::End(text) = v {
-            self.log_refusal(text);
-            w.no(text)?;
-        }
-        Ok(())
-    }
-
     fn handle(
         &mut self,
         req: Request,
@@ -769,63 +740,6 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn capability(&mut self, w: &mut W<'_>, chan: &dyn Channel) -> Result<()> {
-        w.ok()?;
-        w.cap("VERSION", Some(&EXTENSION_VERSION.to_string()))?;
-        for (name, value) in self.access.capabilities(chan.is_tls()) {
-            w.cap(name, value)?;
-        }
-        w.cap("STATUS", None)?;
-        w.cap("SNAPSHOT", None)?;
-        w.cap("PARTITIONS", None)?;
-        w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
-        w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
-        w.done("CAPABILITY", &[])?;
-        Ok(())
-    }
-
-    fn auth_step(
-        &mut self,
-        slot: &[u8],
-        step: AuthStep,
-        w: &mut W<'_>,
-        chan: &dyn Channel,
-    ) -> Result<Flow> {
-        let v = match step {
-            AuthStep::Begin(client_nonce) => self.access.begin(client_nonce, chan.is_tls(), w)?,
-            AuthStep::Answer(a) => {
-                let binding = chan.binding();
-                let peer = self.cfg.peer.clone();
-                self.access.answer(slot, binding.as_ref(), &a, &peer, w)?
-            }
-        };
-        self.refuse(&v, w)?;
-        Ok(end_flow(v))
-    }
-
-    /// `STARTTLS`: `OK`, then the handshake on the same connection. Bytes the client
-    /// sent after `STARTTLS` and before the handshake would be read as if they had
-    /// come through TLS (command injection): they end the session.
-    fn starttls(&mut self, w: &mut W<'_>, chan: &dyn Channel, buffered: usize) -> Result<Flow> {
-        let mut v = self.access.starttls(chan.is_tls(), chan.can_tls());
-        if v == Verdict::Run && buffered > 0 {
-            v = Verdict::End(b"data after STARTTLS before the TLS handshake".to_vec());
-        }
-        let config = match (v, self.access.tls()) {
-            (Verdict::Run, Some(c)) => c,
-            (v, _) => {
-                self.refuse(&v, w)?;
-                return Ok(end_flow(v));
-            }
-        };
-        w.ok()?;
-        w.flush()?;
-        chan.start_tls(config)
-            .map_err(|e| Error::Protocol(format!("TLS handshake with {}: {e}", self.cfg.peer)))?;
-        log::debug!(target: "cyrvault::session", "TLS started with {}", self.cfg.peer);
-        Ok(Flow::Continue)
-    }
-
     fn status(&mut self, w: &mut W<'_>) -> Result<()> {
         w.ok()?;
         for (k, v) in self.stats.snapshot() {
@@ -1048,6 +962,11 @@ fn send_fetch(name: &[u8], fetch: Fetch<'_>, w: &mut W<'_>) -> Result<()> {
     }
     Ok(())
 }
+
+// The handshake half of the session (refusals, CAPABILITY, AUTH, STARTTLS): a child
+// module, so it sees the session's fields.
+#[path = "session_handshake.rs"]
+mod handshake;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]
