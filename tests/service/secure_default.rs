@@ -339,8 +339,11 @@ fn tls_against_a_relay() {
         &[
             ("cvtls_tls_server_cert", &cert),
             ("cvtls_tls_server_key", &key),
+            ("cvopen_tls_server_cert", &cert),
+            ("cvopen_tls_server_key", &key),
+            ("cvopen_cyrvaultd_allow_unauthenticated", "yes"),
         ],
-        vec![service_line(Some("cvtls"))],
+        vec![service_line(Some("cvtls")), service_line(Some("cvopen"))],
     );
     mail_for_alice(&sb, 12);
     let slot = sb.servername.clone();
@@ -444,7 +447,17 @@ fn tls_against_a_relay() {
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("--tls"), "{err}");
 
-    // 7. A wrong --servername is the configuration's fault, not "try again later".
+    // 7. The stock Perl client beside TLS: where unauthenticated plaintext is allowed
+    // it still works on the same port (STARTTLS is offered, not imposed on it).
+    let mut r = Raw::new(addr(&sb, "cvopen"));
+    assert_eq!(r.ask(&format!("USERS {slot}")), "OK");
+    assert_eq!(r.line(), "USER alice");
+    let mut r = Raw::new(addr(&sb, "cvopen"));
+    assert_eq!(r.ask(&format!("CAPABILITY {slot}")), "OK");
+    let caps: Vec<String> = (0..4).map(|_| r.line()).collect();
+    assert!(caps.contains(&"CAP STARTTLS".to_string()), "{caps:?}");
+
+    // 8. A wrong --servername is the configuration's fault, not "try again later".
     let (code, err) = backup_cli(
         &sb,
         &dir.join("v8"),
@@ -553,6 +566,18 @@ fn idle_connections_are_dropped() {
     );
     let rep = backup_alice(&sb, svc, &dir.join("vault"));
     assert_eq!(rep.messages_fetched, 0, "nothing new");
+
+    // Cyrus's shutdown file: the next command is refused with its first line and the
+    // process exits; without it the service works again.
+    let msg = sb.config_dir().join("msg");
+    std::fs::create_dir_all(&msg).unwrap();
+    std::fs::write(msg.join("shutdown"), "down for maintenance\nsecond line\n").unwrap();
+    let mut r = Raw::new(svc);
+    assert_eq!(r.ask("PING"), "NO shutdown: down for maintenance");
+    assert!(r.rest().is_empty(), "the session ends");
+    std::fs::remove_file(msg.join("shutdown")).unwrap();
+    let mut r = Raw::new(svc);
+    assert_eq!(r.ask("PING"), "OK");
     assert!(
         sb.syslog().contains("cyrvaultd_timeout") || !sb.syslog_captured(),
         "{}",

@@ -25,8 +25,9 @@ struct Secrets {
 }
 
 impl Secrets {
-    fn new() -> Secrets {
-        let dir = std::env::temp_dir().join(format!("cyrvault-svcsec-{}", std::process::id()));
+    fn new(tag: &str) -> Secrets {
+        let dir =
+            std::env::temp_dir().join(format!("cyrvault-svcsec-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -92,7 +93,7 @@ fn logged(sb: &Sandbox, needle: &str) -> bool {
 
 #[test]
 fn secret_bounds_names_logs_and_allowlist() {
-    let secrets = Secrets::new();
+    let secrets = Secrets::new("bounds");
     let good = secrets.path("good.secret");
     let world = secrets.path("world.secret");
     let sb = start(
@@ -342,6 +343,44 @@ fn secret_bounds_names_logs_and_allowlist() {
         logged(&sb, "not in cyrvaultd_allow"),
         "{}",
         sb.syslog_tail(3000)
+    );
+    drop(secrets);
+}
+
+/// Secret rotation (doc/security.md 4): with `cyrvaultd_secret_file_next` the
+/// service accepts both secrets, and proves itself with the one the client used.
+#[test]
+fn rotation_accepts_either_secret_and_proves_with_it() {
+    use cyrvault::secret::Secret;
+    let secrets = Secrets::new("rotation");
+    const NEXT: &[u8] = b"svctest-next-secret-ZYXWVUTSRQPONMLK";
+    let next = secrets.dir.join("next.secret");
+    std::fs::write(&next, NEXT).unwrap();
+    let cyrus = User::from_name("cyrus").unwrap().expect("user cyrus");
+    chown(&next, Some(cyrus.uid), Some(cyrus.gid)).unwrap();
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let good = secrets.path("good.secret");
+    let next_path = next.display().to_string();
+    let sb = start(
+        "svcrot",
+        &[
+            ("cyrvaultd_secret_file", &good),
+            ("cyrvaultd_secret_file_next", &next_path),
+        ],
+        vec![],
+    );
+    sb.create_user("alice", None).unwrap();
+    for key in [SECRET, NEXT] {
+        let mut c = unauthenticated(&sb, tcp(addr(&sb, "cyrvaultd")));
+        let s = Secret::from_bytes(key).unwrap();
+        c.authenticate(s.bytes(), None)
+            .expect("either secret of the rotation authenticates (and the proof verifies)");
+        assert_eq!(c.users().unwrap(), [b"alice".to_vec()]);
+    }
+    let mut c = unauthenticated(&sb, tcp(addr(&sb, "cyrvaultd")));
+    assert!(
+        c.authenticate(b"a-third-secret-nobody-configured-0123", None)
+            .is_err()
     );
     drop(secrets);
 }
