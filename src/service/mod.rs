@@ -130,6 +130,8 @@ pub fn init(
     };
     raise_fd_limit();
     let spool = crate::spool::Spool::open(conf, Duration::from_secs(timeout as u64))?;
+    // Which Cyrus this is decides how the user namespace lock is named: say it once.
+    spool.detection().log();
     Ok(ServiceContext {
         service_name: service_name.to_string(),
         config_path,
