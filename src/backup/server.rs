@@ -45,7 +45,11 @@ pub struct Server {
 }
 
 fn proto(addr: &str, what: &str, e: ProtocolError) -> Error {
-    Error::Protocol(format!("{addr}: {what}: {e}"))
+    match e {
+        // a refusal that retrying cannot fix gets its own class (error.rs)
+        ProtocolError::No(text) => Error::from_server_no(&format!("{addr}: {what}"), &text),
+        e => Error::Protocol(format!("{addr}: {what}: {e}")),
+    }
 }
 
 impl Server {

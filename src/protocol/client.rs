@@ -160,6 +160,10 @@ impl<R: Read, W: Write> Client<R, W> {
         })?;
         match self.replies.next_reply()? {
             Reply::Ok => {}
+            // not "no extensions": the server refuses us (allowlist) before anything
+            Reply::No(t) if t == b"access denied" => {
+                return Err(ProtocolError::No("access denied".into()));
+            }
             Reply::No(_) => return Ok(None),
             other => return Err(unexpected("OK or NO", &other)),
         }

@@ -161,6 +161,7 @@ impl From<ProtocolError> for crate::Error {
             ProtocolError::InvalidName { .. } | ProtocolError::BadArgument { .. } => {
                 crate::Error::Refused(e.to_string())
             }
+            ProtocolError::No(text) => crate::Error::from_server_no("", &text),
             other => crate::Error::Protocol(other.to_string()),
         }
     }
