@@ -1,15 +1,19 @@
-//! Issue #11, item 2: failures that retrying cannot fix (a file format this cyrvault
-//! does not read, a wrong servername, a refused secret) end `cyrvault backup` with
-//! their own sysexits code (65, 78, 77), never 75 ("try again later"), and the
-//! message names the file, what was found and what to do. A failure that may pass
-//! (another backup holds the user's archive) still exits 75. Real Cyrus 3.6 with
-//! cyrvaultd under its master.
+//! Issue #11, items 2 and 3: failures that retrying cannot fix (a file format this
+//! cyrvault does not read, a wrong servername, a refused secret) end `cyrvault
+//! backup` with their own sysexits code (65, 78, 77), never 75 ("try again
+//! later"), and the message names the file, what was found and what to do; the
+//! service's session line counts the failed request instead of saying `ok`. Real
+//! Cyrus 3.6 with cyrvaultd under its master.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cyrvault::Error;
 use cyrvault::cyrus::index::parse_header;
+use cyrvault::error::EX_DATAERR;
+use cyrvault::protocol::ProtocolError;
+use cyrvault::protocol::client::Client;
 use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 
 const SECRET: &str = "exit-code-test-secret-0123456789";
@@ -51,6 +55,7 @@ fn env() -> Env {
 }
 
 impl Env {
+    /// `cyrvault backup <user>` (or `--all`) with the secret file `secret`.
     fn backup(&self, user: &str, secret: &str, extra: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_cyrvault"))
             .args(["backup", user, "--server"])
@@ -106,8 +111,9 @@ fn permanent_failures_exit_with_their_class_not_tempfail() {
         "{text}"
     );
 
-    // An index written by a newer Cyrus (minor version 21): 65, the file, the
-    // version found, and "upgrade cyrvault" (not "reconstruct").
+    // An index written by a newer Cyrus (minor version 21): the service's answer
+    // to a cyrvault client names the class, the file, the version found and what
+    // to do ("upgrade cyrvault", not "reconstruct"), and it maps to 65.
     let index = e.sb.mbpath("user.vic").unwrap().join("cyrus.index");
     assert_eq!(
         parse_header(&std::fs::read(&index).unwrap())
@@ -116,26 +122,63 @@ fn permanent_failures_exit_with_their_class_not_tempfail() {
         17
     );
     set_index_version(&index, 21);
-    let (code, text) = code_and_text(&e.backup("vic", "right", &[]));
-    assert_eq!(code, Some(65), "{text}");
+    let s = std::net::TcpStream::connect(e.sb.service_addrs["cyrvaultd"]).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut c = Client::new(s.try_clone().unwrap(), s, e.sb.servername.as_bytes());
+    assert!(c.capabilities().unwrap().is_some());
+    c.authenticate(SECRET.as_bytes()).unwrap();
+    let Err(ProtocolError::No(text)) = c.fmeta_listing(b"vic", b"INBOX") else {
+        panic!("FMETA of a v21 index succeeded");
+    };
+    assert!(text.starts_with("internal error [DATAERR] "), "{text}");
     assert!(text.contains(&index.display().to_string()), "{text}");
     assert!(text.contains("unsupported version 21"), "{text}");
-    assert!(text.contains("upgrade cyrvault"), "{text}");
-    assert!(!text.contains("needs reconstruct"), "{text}");
-    // The service's session line says the request failed, not ok.
-    let log = e.sb.syslog();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| {
-            l.contains("cyrvaultd[") && l.contains("session client=") && l.contains("user=vic")
-        })
-        .unwrap_or_else(|| panic!("no session line:\n{}", e.sb.syslog_tail(4000)));
     assert!(
-        line.contains("failed=1") && line.contains("failed (1 of"),
-        "{line}"
+        text.contains("upgrade cyrvault") && !text.contains("needs reconstruct"),
+        "{text}"
     );
+    assert_eq!(Error::from_server_no("x", &text).exit_code(), EX_DATAERR);
+    c.quit().unwrap();
+    // The service's session line says the request failed, not ok.
+    let want = "requests=5 failed=1 refused=0"; // CAPABILITY, AUTH x2, FMETA, QUIT
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        let log = e.sb.syslog();
+        if let Some(l) = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("session client=") && l.contains(want))
+        {
+            break l.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session line with {want}:\n{}",
+            e.sb.syslog_tail(4000)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(line.ends_with("failed (1 of 5 requests)"), "{line}");
     set_index_version(&index, 17);
-    let (code, text) = code_and_text(&e.backup("vic", "right", &[]));
-    assert_eq!(code, Some(0), "{text}");
+
+    // mailboxes.db holding an entry of a type no Cyrus writes: USERS cannot be
+    // answered, and `backup --all` exits 65 naming the file and the record.
+    let db = e.sb.config_dir().join("mailboxes.db");
+    e.sb.tool_ok(
+        "cyr_dbtool",
+        &[
+            db.to_str().unwrap(),
+            "twoskip",
+            "set",
+            "Nuser\u{1f}zz",
+            "%(T q I zz P p1)",
+        ],
+    )
+    .unwrap();
+    let (code, text) = code_and_text(&e.backup("--all", "right", &[]));
+    assert_eq!(code, Some(65), "{text}");
+    assert!(text.contains(&db.display().to_string()), "{text}");
+    assert!(text.contains("unknown mbtype \"q\""), "{text}");
+    assert!(!text.contains("ctl_cyrusdb"), "{text}");
 }

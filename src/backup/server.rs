@@ -45,11 +45,7 @@ pub struct Server {
 }
 
 fn proto(addr: &str, what: &str, e: ProtocolError) -> Error {
-    match e {
-        // a refusal that retrying cannot fix gets its own class (error.rs)
-        ProtocolError::No(text) => Error::from_server_no(&format!("{addr}: {what}"), &text),
-        e => Error::Protocol(format!("{addr}: {what}: {e}")),
-    }
+    e.in_context(&format!("{addr}: {what}"))
 }
 
 impl Server {
