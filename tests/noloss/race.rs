@@ -5,7 +5,8 @@
 //! recorded that the archive does not hold, and the next run must back it up whole.
 //! The same for `FMETA` answering `NO` (renamed between listing and reading), for a
 //! message file gone from the spool (the command's exit status and `--json`), with
-//! cyrvaultd's extensions and with the base protocol a stock `backupcyrusd` speaks.
+//! cyrvaultd's extensions and with the base protocol a stock `backupcyrusd` speaks;
+//! and for the connection dropped at that point (the whole run fails, nothing commits).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,4 +181,97 @@ fn rename_between_fmeta_and_fdata_fails_the_folder_and_loses_nothing() {
 #[test]
 fn rename_race_with_the_base_protocol() {
     rename_race(true);
+}
+
+/// Kills the cyrvaultd process serving the run's connection (the one established
+/// connection to the service's port, found through /proc) when `at` has been read.
+struct KillServerWhenRead {
+    port: u16,
+    at: String,
+    fired: AtomicBool,
+}
+
+/// The pid owning the server end of the established TCP connection on local `port`.
+fn server_pid(port: u16) -> Option<i32> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = tcp.lines().skip(1).find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let local = u16::from_str_radix(w.get(1)?.rsplit(':').next()?, 16).ok()?;
+        (local == port && *w.get(3)? == "01").then(|| w.get(9).map(|s| s.to_string()))?
+    })?;
+    let want = format!("socket:[{inode}]");
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == want) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+impl Progress for KillServerWhenRead {
+    fn user_started(&self, _user: &str, _folders: usize) {}
+    fn folder(&self, _user: &str, _name: &str) {}
+    fn bytes(&self, _n: u64) {}
+    fn folder_read(&self, _user: &str, name: &str) {
+        if name != self.at || self.fired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let pid = server_pid(self.port).expect("the cyrvaultd serving this run");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+}
+
+/// The connection dies between a folder's FMETA and FDATA: the run fails as a whole
+/// (temporary), commits nothing, and the next run completes; nothing is lost.
+#[test]
+fn a_connection_dropped_mid_folder_commits_nothing() {
+    let e = env("drop", false);
+    let user = "dora";
+    e.sb.create_user(user, None).unwrap();
+    e.sb.create_folder(user, "Race", None).unwrap();
+    let mut mail = MailGen::new(11);
+    append(&e, user, None, &mut mail, 2);
+    append(&e, user, Some("Race"), &mut mail, 4);
+    assert!(!e.backup(user).has_problems());
+    append(&e, user, None, &mut mail, 2);
+    append(&e, user, Some("Race"), &mut mail, 3);
+    let port: u16 = e.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let hook = Arc::new(KillServerWhenRead {
+        port,
+        at: "INBOX.Race".into(),
+        fired: AtomicBool::new(false),
+    });
+    let v = cyrvault::vault::Vault::open(&e.vault).unwrap();
+    let mut s = e.server();
+    let opts = cyrvault::backup::BackupOptions {
+        progress: Some(hook.clone()),
+        ..Default::default()
+    };
+    let err = cyrvault::backup::backup_user(&mut s, &v, user, &opts).unwrap_err();
+    assert!(hook.fired.load(Ordering::SeqCst));
+    assert!(err.is_temporary(), "{err}");
+    assert_eq!(err.exit_code(), 75);
+    let cat = e.catalog(user);
+    assert_eq!(cat.last_run().unwrap().unwrap().run, 1, "nothing committed");
+    drop(cat);
+    nothing_lost(&e, user, 2);
+    let r = e.backup(user);
+    assert!(!r.has_problems(), "{r:#?}");
+    let cat = e.catalog(user);
+    let race = cat.folder_by_name_at("INBOX.Race", r.run).unwrap().unwrap();
+    assert_eq!(guid_set(&cat, &race.uniqueid, r.run).len(), 7);
+    drop(cat);
+    nothing_lost(&e, user, 2);
 }
