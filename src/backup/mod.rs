@@ -173,7 +173,12 @@ impl UserReport {
     /// that finds a folder it cannot back up calls this; the run then carries the
     /// folder's previous state forward and its exit status is non-zero.
     pub fn fail_folder(&mut self, f: FolderFailure) {
-        log::warn!(target: "cyrvault::backup", "{f}");
+        // Whether its state is carried forward is known at commit; not said here.
+        log::warn!(
+            target: "cyrvault::backup",
+            "user {} folder {}: FAILED ({}): {}",
+            f.user, f.folder, f.class, f.reason
+        );
         self.folders_failed.push(f);
     }
 

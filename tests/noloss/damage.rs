@@ -158,7 +158,7 @@ fn verify_catches_catalog_damage_and_never_writes() {
         "nolocation",
         "UPDATE folder_runs SET index_member = NULL, index_offset = NULL, index_size = NULL
          WHERE run = 1;",
-        "cyrus.index of run 1: the catalog has no location for it",
+        "/000001/cyrus.index): the catalog has no location for it",
     );
     // members rows: past the end of the archive; a negative length.
     damaged_catalog(
