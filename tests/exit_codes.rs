@@ -160,6 +160,15 @@ fn permanent_failures_exit_with_their_class_not_tempfail() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert!(line.ends_with("failed (1 of 5 requests)"), "{line}");
+    // ... and `cyrvault backup` reports the folder failed as damaged: 65, the file,
+    // the version and what to do (not 75: the next run would meet it again).
+    let (code, text) = code_and_text(&e.backup("vic", "right", &[]));
+    assert_eq!(code, Some(65), "{text}");
+    assert!(text.contains(&index.display().to_string()), "{text}");
+    assert!(
+        text.contains("unsupported version 21") && text.contains("upgrade cyrvault"),
+        "{text}"
+    );
     set_index_version(&index, 17);
 
     // mailboxes.db holding an entry of a type no Cyrus writes: USERS cannot be
