@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::ProtocolError;
 use crate::protocol::client::{Capability, Client};
 use crate::secret::Secret;
@@ -61,47 +61,33 @@ pub struct Server {
 }
 
 fn proto(addr: &str, what: &str, e: ProtocolError) -> Error {
-    Error::Protocol(format!("{addr}: {what}: {e}"))
+    e.in_context(&format!("{addr}: {what}"))
 }
 
+/// The server cannot be trusted or does not trust us (secret, certificate, pin, TLS
+/// asked for and not offered): exit 77, trying again cannot help.
 fn trust(addr: &str, message: String) -> Error {
-    Error::Trust {
-        peer: addr.to_string(),
-        message,
+    Error::Server {
+        kind: ErrorKind::Permission,
+        message: format!("{addr}: {message}"),
     }
 }
 
 /// The server turned the connection away for now (too many of our connections
 /// authenticating at once, or an AUTH failure from this address a moment ago).
 fn busy(e: &Error) -> bool {
-    let text = e.to_string();
-    text.contains("too many unauthenticated connections")
-        || text.contains("authentication failed recently")
+    busy_text(&e.to_string())
 }
 
-/// Map a refusal at connection time to what it means: a wrong servername or missing
-/// credentials are the configuration's fault (trying again cannot help).
-fn refused(addr: &str, what: &str, slot: &str, e: ProtocolError) -> Error {
+/// Map a refusal at connection time to what it means: a wrong servername (78) or
+/// credentials refused or unproven (77) are the configuration's fault; the other
+/// answers are classified as everywhere (`Error::from_server_no`).
+fn refused(addr: &str, what: &str, e: ProtocolError) -> Error {
     match &e {
-        ProtocolError::No(t) if t.starts_with("iam ") => trust(
-            addr,
-            format!(
-                "the server's servername is {:?}, not {slot:?}: fix --servername (or <server>_servername)",
-                &t[4..]
-            ),
-        ),
-        ProtocolError::No(t) if t == "authentication required" => trust(
-            addr,
-            "the server refuses unauthenticated requests: give the shared secret (--secret-file)"
-                .into(),
-        ),
         ProtocolError::No(t) if t.starts_with("TLS required") => trust(
             addr,
-            "the server accepts AUTH only inside TLS: connect with --tls (and --tls-ca-file or --tls-pin)".into(),
-        ),
-        ProtocolError::No(t) if t == "authentication failed" => trust(
-            addr,
-            "authentication failed: the secret is not one the server accepts".into(),
+            "the server accepts AUTH only inside TLS: connect with --tls (and --tls-ca-file or --tls-pin)"
+                .into(),
         ),
         ProtocolError::ServerNotProven => trust(addr, e.to_string()),
         _ => proto(addr, what, e),
@@ -138,7 +124,7 @@ impl Server {
         };
         let mut client = Client::new(stream.half(), stream.half(), servername.as_bytes());
         if let Some(tls) = &opts.tls {
-            start_tls(addr, &servername, &stream, &mut client, tls)?;
+            start_tls(addr, &stream, &mut client, tls)?;
         }
         let mut extensions = None;
         if opts.base_only && opts.servername.is_some() {
@@ -146,12 +132,12 @@ impl Server {
             // that costs the server nothing (an unknown user's META listing)
             client
                 .meta_listing(b"cyrvault-slot-check")
-                .map_err(|e| refused(addr, "META", &servername, e))?;
+                .map_err(|e| refused(addr, "META", e))?;
         }
         if !opts.base_only {
             extensions = client
                 .capabilities()
-                .map_err(|e| refused(addr, "CAPABILITY", &servername, e))?;
+                .map_err(|e| refused(addr, "CAPABILITY", e))?;
             let auth = extensions
                 .as_ref()
                 .is_some_and(|c| c.iter().any(|(n, _)| n == b"AUTH"));
@@ -160,7 +146,7 @@ impl Server {
                     let binding = stream.lock().binding();
                     client
                         .authenticate(secret.bytes(), binding.as_ref())
-                        .map_err(|e| refused(addr, "AUTH", &servername, e))?;
+                        .map_err(|e| refused(addr, "AUTH", e))?;
                 }
                 (None, true) if has(&extensions, "UNAUTHENTICATED") => {}
                 (None, true) => {
@@ -244,7 +230,6 @@ fn backoff(tries: u32) -> Duration {
 /// `STARTTLS <slot>`, then the handshake; anything but TLS is refused.
 fn start_tls(
     addr: &str,
-    slot: &str,
     stream: &Shared<TcpStream>,
     client: &mut Client<Conn, Conn>,
     opts: &ClientOptions,
@@ -254,7 +239,7 @@ fn start_tls(
     match client.starttls() {
         Ok(()) => {}
         Err(ProtocolError::No(t)) if t.starts_with("iam ") || busy_text(&t) => {
-            return Err(refused(addr, "STARTTLS", slot, ProtocolError::No(t)));
+            return Err(refused(addr, "STARTTLS", ProtocolError::No(t)));
         }
         Err(ProtocolError::No(t)) => {
             return Err(trust(
@@ -334,28 +319,21 @@ mod tests {
 
     #[test]
     fn wrong_servername_and_credentials_are_permanent() {
-        let e = refused(
-            "h:1",
-            "CAPABILITY",
-            "imap9",
-            ProtocolError::No("iam imap1".into()),
-        );
-        assert!(!e.is_temporary(), "{e}");
-        assert!(e.to_string().contains("\"imap1\", not \"imap9\""), "{e}");
-        for t in ["authentication required", "authentication failed"] {
-            assert!(!refused("h:1", "AUTH", "s", ProtocolError::No(t.into())).is_temporary());
+        let e = refused("h:1", "CAPABILITY", ProtocolError::No("iam imap1".into()));
+        assert_eq!(e.exit_code(), crate::error::EX_CONFIG, "{e}");
+        assert!(e.to_string().contains("\"imap1\""), "{e}");
+        for t in [
+            "authentication required",
+            "authentication failed",
+            "TLS required: send STARTTLS before AUTH",
+        ] {
+            let e = refused("h:1", "AUTH", ProtocolError::No(t.into()));
+            assert_eq!(e.kind(), ErrorKind::Permission, "{t}: {e}");
         }
-        assert!(!refused("h:1", "AUTH", "s", ProtocolError::ServerNotProven).is_temporary());
+        let e = refused("h:1", "AUTH", ProtocolError::ServerNotProven);
+        assert_eq!(e.kind(), ErrorKind::Permission, "{e}");
         // a server busy or shutting down is worth trying again later
-        assert!(
-            refused(
-                "h:1",
-                "X",
-                "s",
-                ProtocolError::No("shutdown: upgrade".into())
-            )
-            .is_temporary()
-        );
+        assert!(refused("h:1", "X", ProtocolError::No("shutdown: upgrade".into())).is_temporary());
         assert!(busy(&Error::Protocol(
             "h:1: too many unauthenticated connections from this address".into()
         )));

@@ -83,12 +83,13 @@ pub fn serve_stdio_with(ctx: &ServiceContext, listener: Option<BorrowedFd<'_>>) 
         (Ok(input), Ok(output)) => match service::serve(ctx, input, output, peer, listener) {
             Ok(summary) => {
                 log::info!(
-                    "session done: peer={} user={} folders={} bytes_out={}",
+                    "session done: peer={} user={} folders={} bytes_out={} {}",
                     peer.map(|p| p.to_string())
                         .unwrap_or_else(|| "[local]".into()),
                     summary.user.as_deref().unwrap_or("-"),
                     summary.folders,
-                    summary.bytes_out
+                    summary.bytes_out,
+                    summary.outcome()
                 );
                 0
             }

@@ -83,9 +83,10 @@ impl std::error::Error for ImapError {}
 impl From<ImapError> for crate::Error {
     fn from(e: ImapError) -> Self {
         match e.kind {
-            ImapErrorKind::Tls => crate::Error::Trust {
-                peer: format!("imap {}", e.server),
-                message: e.to_string(),
+            // the server cannot be trusted (or offers no TLS): exit 77, not "later"
+            ImapErrorKind::Tls => crate::Error::Server {
+                kind: crate::ErrorKind::Permission,
+                message: format!("imap {}: {e}", e.server),
             },
             _ => crate::Error::Imap {
                 server: e.server.clone(),

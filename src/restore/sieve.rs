@@ -80,9 +80,9 @@ impl SieveClient {
     }
 
     fn starttls(&mut self, t: &Tls) -> Result<()> {
-        let refuse = |server: &str, message: String| Error::Trust {
-            peer: format!("sieve {server}"),
-            message,
+        let refuse = |server: &str, message: String| Error::Server {
+            kind: crate::ErrorKind::Permission,
+            message: format!("sieve {server}: {message}"),
         };
         if !self
             .caps

@@ -42,6 +42,7 @@ impl Session<'_> {
     }
 
     pub(super) fn capability(&mut self, w: &mut W<'_>, chan: &dyn Channel) -> Result<()> {
+        self.extended = true;
         w.ok()?;
         w.cap("VERSION", Some(&EXTENSION_VERSION.to_string()))?;
         for (name, value) in self.access.capabilities(chan.is_tls()) {
@@ -50,6 +51,7 @@ impl Session<'_> {
         w.cap("STATUS", None)?;
         w.cap("SNAPSHOT", None)?;
         w.cap("PARTITIONS", None)?;
+        w.cap("SERVERTIME", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
         w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
         w.done("CAPABILITY", &[])?;
