@@ -136,7 +136,7 @@ fn restore_over_starttls_and_implicit_tls_checks_the_certificate() {
         let mut args = vec!["--tls-ca-file", other.as_str()];
         args.extend(extra);
         let (code, out, err) = restore(addr, "Restored/untrusted", &args);
-        assert_eq!(code, 78, "{out}\n{err}");
+        assert_eq!(code, 77, "{out}\n{err}");
         assert!(err.contains("certificate"), "{err}");
         eprintln!(
             "restore to an untrusted server: exit {code}: {}",

@@ -427,24 +427,24 @@ fn tls_against_a_relay() {
     // 4. The client refuses a certificate it cannot trust, and a wrong pin; a
     // right pin alone is enough.
     let (code, err) = backup_cli(&sb, &dir.join("v4"), tls_svc, &["--tls-ca-file", &other]);
-    assert_eq!(code, 78, "wrong CA: {err}");
+    assert_eq!(code, 77, "wrong CA: {err}");
     assert!(err.contains("certificate"), "{err}");
     eprintln!("untrusted certificate: exit {code}: {}", err.trim());
     let wrong_pin = "00".repeat(32);
     let (code, err) = backup_cli(&sb, &dir.join("v4"), tls_svc, &["--tls-pin", &wrong_pin]);
-    assert_eq!(code, 78, "wrong pin: {err}");
+    assert_eq!(code, 77, "wrong pin: {err}");
     let (code, err) = backup_cli(&sb, &dir.join("v5"), tls_svc, &["--tls-pin", &pki.pin]);
     assert_eq!(code, 0, "right pin: {err}");
 
     // 5. TLS asked for, a server without it: refused, never plaintext.
     let plain = addr(&sb, "cyrvaultd");
     let (code, err) = backup_cli(&sb, &dir.join("v6"), plain, &["--tls-ca-file", &ca]);
-    assert_eq!(code, 78, "{err}");
+    assert_eq!(code, 77, "{err}");
     assert!(err.contains("does not offer"), "{err}");
 
     // 6. Without --tls against the TLS service: AUTH is refused outside TLS.
     let (code, err) = backup_cli(&sb, &dir.join("v7"), tls_svc, &[]);
-    assert_eq!(code, 78, "{err}");
+    assert_eq!(code, 77, "{err}");
     assert!(err.contains("--tls"), "{err}");
 
     // 7. The stock Perl client beside TLS: where unauthenticated plaintext is allowed
