@@ -20,6 +20,7 @@
 
 mod ext;
 mod folder;
+mod listing;
 mod recover;
 mod run;
 mod server;
@@ -128,8 +129,9 @@ pub struct UserReport {
     pub folders_unchanged: usize,
     /// Folders the catalog had that the server no longer lists (kept in the archive).
     pub folders_gone: usize,
-    /// Delayed-delete (`DELETED.*`) folders listed by the server; not backed up (their
-    /// content was taken while they were live).
+    /// Delayed-delete (`DELETED.*`) folders the server listed: backed up as deleted
+    /// folders (their former name, deletion time and content), not counted in
+    /// `folders_seen`.
     pub folders_delayed_delete: usize,
     /// Folders skipped this run (vanished or replaced between listing and reading);
     /// the catalog carries their last state forward.
@@ -154,9 +156,12 @@ pub struct UserReport {
 }
 
 impl UserReport {
-    /// Whether the run found problems worth a non-zero exit (spool damage).
+    /// Whether the run found problems worth a non-zero exit: spool damage, or a
+    /// folder the server listed that this run could not back up (issue 9: a folder
+    /// is backed up or the run says so). Interim (h9b): `folders_skipped` stands in
+    /// for the per-folder failure report of issue 9 item 1.
     pub fn has_problems(&self) -> bool {
-        !self.damage.is_empty()
+        !self.damage.is_empty() || !self.folders_skipped.is_empty()
     }
 }
 

@@ -237,9 +237,15 @@ fn backup_one(
     let rep = backup::backup_user(s, v, user, opts)?;
     if rep.has_problems() {
         return Err(crate::Error::Other(format!(
-            "{user}: backed up with spool damage ({} damaged, {} missing messages)",
+            "{user}: backed up with problems ({} damaged, {} missing messages, folders not \
+             backed up: {})",
             rep.damage.len(),
-            rep.missing.len()
+            rep.missing.len(),
+            if rep.folders_skipped.is_empty() {
+                "none".to_string()
+            } else {
+                rep.folders_skipped.join(", ")
+            }
         )));
     }
     Ok(rep.bytes_fetched)

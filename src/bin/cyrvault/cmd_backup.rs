@@ -67,7 +67,9 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
     let vault = Vault::open(&a.vault)?;
     let mut users = a.users.clone();
     if a.all {
-        for u in server.users()? {
+        // every user, then every top-level shared hierarchy (`%shared`, its own archive)
+        let shared = server.shared_owners()?.into_iter().map(|(o, _)| o);
+        for u in server.users()?.into_iter().chain(shared) {
             if !users.contains(&u) {
                 users.push(u);
             }
@@ -102,6 +104,10 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
             Ok(rep) if rep.has_problems() => {
                 for d in &rep.damage {
                     eprintln!("cyrvault backup: {d}");
+                }
+                // interim (h9b) until the per-folder failure report of issue 9 item 1
+                for f in &rep.folders_skipped {
+                    eprintln!("cyrvault backup: {u}: folder {f}: not backed up in this run");
                 }
                 code.get_or_insert(EX_DATAERR);
             }
@@ -161,7 +167,9 @@ fn row(user: &str, r: &Result<UserReport, cyrvault::Error>) -> Vec<String> {
             mb(rep.bytes_fetched),
             mb(rep.bytes_written),
             format!("{:.2}", rep.duration_ms as f64 / 1000.0),
-            if rep.has_problems() {
+            if !rep.folders_skipped.is_empty() {
+                format!("{} folders failed", rep.folders_skipped.len())
+            } else if rep.has_problems() {
                 format!("{} damaged", rep.damage.len())
             } else {
                 "ok".into()
