@@ -320,6 +320,20 @@ fn dot_dot_folders_backed_up_and_restored() {
         }
         drop(cat);
 
+        // Userids Cyrus accepts with `/` as separator (`a..b`, `.x`) are backed up too.
+        for u in ["a..b", ".x"] {
+            e.sb.create_user(u, None).unwrap();
+            e.sb.create_folder(u, "..", None).unwrap();
+            e.sb.append(u, None, &[], None, &msg(u, 0)).unwrap();
+            e.sb.append(u, Some(".."), &[], None, &msg(u, 1)).unwrap();
+            let rep = e.backup_ok(u);
+            assert_eq!(rep["messages_fetched"], 2, "{u}: {rep:#}");
+            let (cat, _) = e.catalog(u);
+            for f in cat.folders_at(1).unwrap() {
+                e.same_as_cyrus(&cat, &f, 1, &f.internal_name);
+            }
+        }
+
         // Into IMAP, under a new tree: every message of every folder comes back.
         e.restore_ok(user, &["--into", "R1"]);
         let mut c = e.sb.login(user).unwrap();

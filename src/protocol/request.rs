@@ -378,8 +378,12 @@ fn control_bytes(name: &[u8], what: &'static str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// A user id may be used to build file paths (seen, sub, sieve): no separators, no
-/// `..`, no control bytes, bounded.
+/// A user id (or a shared hierarchy's owner id, `%shared`): bounded, no control
+/// bytes, no `/` (never in a Cyrus userid: it is the hierarchy separator with
+/// `unixhierarchysep`, and not a legal mailbox name character without). Nothing
+/// else: with `unixhierarchysep` Cyrus accepts userids such as `a..b`, `.x` and even
+/// `..` (issue 9), and every path built from a userid (seen, sub, sieve) checks each
+/// component itself (`cyrus::paths`).
 pub fn valid_user(user: Vec<u8>) -> Result<Vec<u8>, Refusal> {
     if user.is_empty() {
         return Err(name_rule("user", "empty"));
@@ -393,9 +397,6 @@ pub fn valid_user(user: Vec<u8>) -> Result<Vec<u8>, Refusal> {
     control_bytes(&user, "user")?;
     if user.contains(&b'/') {
         return Err(name_rule("user", "contains '/'"));
-    }
-    if user.windows(2).any(|w| w == b"..") || user.starts_with(b".") {
-        return Err(name_rule("user", "contains '..' or starts with '.'"));
     }
     Ok(user)
 }
