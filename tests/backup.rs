@@ -296,7 +296,10 @@ fn round_trip_history_and_stock_tools() {
         .filter(|f| f.deleted)
         .collect();
     assert_eq!(deleted.len(), 1);
-    assert!(deleted[0].deleted_at.is_some() && deleted[0].present(2), "{deleted:?}");
+    assert!(
+        deleted[0].deleted_at.is_some() && deleted[0].present(2),
+        "{deleted:?}"
+    );
     assert!(!cat.records_at(&deleted[0].uniqueid, 1).unwrap().is_empty());
     drop(cat);
 

@@ -223,7 +223,8 @@ fn folder_names_in_the_alternate_namespace_with_slash() {
     let all = sp.folders(&ml, "dora");
     let gone = all.iter().find(|f| f.is_deleted()).unwrap();
     assert!(
-        gone.external.starts_with("Shared Folders/DELETED/user/dora/Gone/"),
+        gone.external
+            .starts_with("Shared Folders/DELETED/user/dora/Gone/"),
         "{}",
         gone.external
     );
