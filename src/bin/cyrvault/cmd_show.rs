@@ -53,9 +53,17 @@ pub fn run(a: &ShowArgs) -> Result<ExitCode, cyrvault::Error> {
             let names: Vec<String> = f
                 .names
                 .iter()
-                .map(|n| match n.to_run {
-                    Some(t) => format!("{} (runs {}-{})", n.name, n.from_run, t - 1),
-                    None => format!("{} (runs {}-)", n.name, n.from_run),
+                .map(|n| {
+                    // a span in Cyrus's delayed-delete area keeps the former name
+                    let del = if n.deleted_at.is_some() {
+                        "deleted, "
+                    } else {
+                        ""
+                    };
+                    match n.to_run {
+                        Some(t) => format!("{} ({del}runs {}-{})", n.name, n.from_run, t - 1),
+                        None => format!("{} ({del}runs {}-)", n.name, n.from_run),
+                    }
                 })
                 .collect();
             vec![
