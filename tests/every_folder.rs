@@ -296,7 +296,7 @@ fn dot_dot_folders_backed_up_and_restored() {
         let rep = e.backup_ok(user);
         assert_eq!(rep["folders_seen"], folders.len() + 1, "{rep:#}");
         assert_eq!(rep["messages_fetched"], total, "{rep:#}");
-        assert_eq!(rep["folders_skipped"], serde_json::json!([]), "{rep:#}");
+        assert_eq!(rep["folders_failed"], serde_json::json!([]), "{rep:#}");
 
         // Every folder, by the name Cyrus gives it, equals mbexamine.
         let (cat, _) = e.catalog(user);
@@ -382,7 +382,8 @@ fn dot_dot_folders_backed_up_and_restored() {
             continue;
         }
         // A folder whose index is damaged: the run still commits the others, exits
-        // 65 and names the folder (with the service's reason).
+        // 65 and names the folder as failed, class damaged, with the service's reason;
+        // its last backup is carried forward.
         e.sb.append(user, Some("Work"), &[], None, &msg("late", 0))
             .unwrap();
         let index = e.sb.mbpath("user/dots/dots").unwrap().join("cyrus.index");
@@ -393,10 +394,16 @@ fn dot_dot_folders_backed_up_and_restored() {
         let (code, v, stderr) = e.backup(&[user], &[]);
         assert_eq!(code, Some(65), "{v:#}\n{stderr}");
         let rep = &v[0]["report"];
-        assert_eq!(
-            rep["folders_skipped"],
-            serde_json::json!(["INBOX/dots"]),
-            "{rep:#}"
+        assert_eq!(v[0]["ok"], false, "{v:#}");
+        let failed = rep["folders_failed"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{rep:#}");
+        assert_eq!(failed[0]["folder"], "INBOX/dots");
+        assert_eq!(failed[0]["class"], "damaged");
+        assert_eq!(failed[0]["carried_forward"], true);
+        let reason = failed[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("damaged mailbox user.dots.dots") && reason.contains("cyrus.index"),
+            "{reason}"
         );
         assert!(
             stderr.contains("INBOX/dots") && stderr.contains("damaged mailbox user.dots.dots"),
@@ -407,6 +414,13 @@ fn dot_dot_folders_backed_up_and_restored() {
             "the other folders went on: {rep:#}"
         );
         let (cat, _) = e.catalog(user);
+        let dots = cat.folder_by_name_at("INBOX/dots", 2).unwrap().unwrap();
+        assert!(!dots.deleted);
+        assert_eq!(
+            cat.records_at(&dots.uniqueid, 2).unwrap(),
+            cat.records_at(&dots.uniqueid, 1).unwrap(),
+            "carried forward"
+        );
         let work = cat.folder_by_name_at("INBOX/Work", 2).unwrap().unwrap();
         e.same_as_cyrus(&cat, &work, 2, "user.dots.Work");
     }

@@ -12,7 +12,9 @@
 //!    more traffic. Otherwise `FMETA` header/index/annotations/mailbox_annotations,
 //!    `records_from_meta`, `missing_guids`, `FDATA` (≤ 1024 UIDs per request) for what
 //!    the archive lacks; each message's SHA-1 must equal its GUID or it is reported as
-//!    spool damage and not stored.
+//!    spool damage and not stored. A folder whose records name a message that is not
+//!    held then is FAILED (`folder.rs`): left out of the manifest, so the catalog
+//!    carries its previous state forward.
 //! 4. User state (`META` seen/sub, `SNAPSHOT`'s sieve files) when it changed.
 //! 5. Folders the catalog had and the server no longer lists → deleted in this run.
 //! 6. `finish_member` (fsync), the manifest alone in the last member (fsync), then
@@ -27,6 +29,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::ext::{self, BackupExt};
+use super::folder::ClockFloor;
 use super::listing::{self, Listed};
 use super::recover::{self, folder_meta, message_locs};
 use super::server::Server;
@@ -99,6 +102,17 @@ pub fn backup_user(
     };
     let listing = listing::list_owner(server, userid)?;
     let mut live: Vec<Listed> = listing.folders;
+    // A lower bound of the server's clock: the newest mtime it listed (the racy rule
+    // without SERVERTIME, doc/backup.md).
+    let mut clock = ClockFloor::default();
+    for f in &live {
+        for s in [f.stats.header, f.stats.index, f.stats.annotations]
+            .into_iter()
+            .flatten()
+        {
+            clock.saw_mtime(s[1]);
+        }
+    }
     rep.folders_delayed_delete = live.iter().filter(|f| f.deleted.is_some()).count();
     rep.folders_seen = live.len() - rep.folders_delayed_delete;
     rep.inbox_uniqueid = listing.root.clone();
@@ -184,6 +198,7 @@ pub fn backup_user(
         have: &mut have,
         rep: &mut rep,
         opts,
+        clock,
     };
     let mut folders: Vec<FolderInRun> = Vec::new();
     let mut records: HashMap<String, Vec<RecordState>> = HashMap::new();
@@ -282,6 +297,15 @@ pub fn backup_user(
 
     let (user_state, user_stats) = ctx.user_state(last.as_ref().map(|l| l.run), &prev_ext)?;
     new_ext.user = user_stats;
+    // A failed folder keeps the state the catalog has for it (carried forward at
+    // commit), if it has one.
+    for f in &mut rep.folders_failed {
+        f.carried_forward = f
+            .uniqueid
+            .as_ref()
+            .is_some_and(|u| live_before.contains_key(u));
+    }
+    new_ext.failed = rep.folders_failed.clone();
 
     // Durable members first, then the manifest alone in the last member, then commit.
     let content = writer.finish_member()?;
@@ -427,16 +451,6 @@ pub(super) struct RunCtx<'a> {
     pub(super) have: &'a mut HashSet<Guid>,
     pub(super) rep: &'a mut UserReport,
     pub(super) opts: &'a BackupOptions,
-}
-
-impl RunCtx<'_> {
-    pub(super) fn skip(&mut self, f: &Listed, why: String) {
-        log::warn!(
-            target: "cyrvault::backup",
-            "user {} folder {}: skipped this run: {why}",
-            self.userid,
-            f.name
-        );
-        self.rep.folders_skipped.push(f.name.clone());
-    }
+    /// A lower bound of the server's clock (for a server without `SERVERTIME`).
+    pub(super) clock: ClockFloor,
 }

@@ -60,7 +60,7 @@ fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Resul
         unit_of.insert(name, unit);
     }
     // Users, then every top-level shared hierarchy (owner `%shared`, backed up into
-    // an archive of its own like a user; doc/protocol.md 2.6).
+    // an archive of its own like a user; doc/protocol.md 2.7).
     let mut owners: Vec<(String, String)> = map
         .users
         .iter()
