@@ -131,6 +131,9 @@ impl Catalog {
         conn.busy_timeout(BUSY_TIMEOUT)
             .db("setting busy_timeout", path)?;
         match schema::inspect(&conn).db("reading the schema version", path)? {
+            Found::Version(v)
+                if v < SCHEMA_VERSION
+                    && schema::read_as_current(&conn, v).db("reading an older schema", path)? => {}
             Found::Version(v) => check_version(path, v)?,
             Found::Empty | Found::Foreign => {
                 return Err(Error::Catalog(CatalogError::NotACatalog {

@@ -164,6 +164,23 @@ pub(crate) fn migrate(conn: &mut Connection, found: i64) -> rusqlite::Result<boo
     Ok(true)
 }
 
+/// Let a read-only connection to a catalog of an older schema version answer every
+/// query of [`SCHEMA_VERSION`] without writing to the file: a `TEMP` view shadows each
+/// table the newer version changed (SQLite looks in the temp schema first), with the
+/// columns the older version cannot have held as NULL. Returns whether `found` is
+/// handled so.
+pub(crate) fn read_as_current(conn: &Connection, found: i64) -> rusqlite::Result<bool> {
+    if found != 1 {
+        return Ok(false);
+    }
+    conn.execute_batch(
+        "CREATE TEMP VIEW folder_names AS
+             SELECT uniqueid, name, internal_name, from_run, to_run, NULL AS deleted_at
+             FROM main.folder_names;",
+    )?;
+    Ok(true)
+}
+
 /// What an opened database is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Found {
@@ -241,6 +258,50 @@ mod tests {
         )
         .unwrap();
         assert!(!migrate(&mut c, SCHEMA_VERSION).unwrap());
+    }
+
+    #[test]
+    fn version_1_is_read_as_current_without_writing() {
+        let dir = std::env::temp_dir().join(format!("cyrvault-schema1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&DDL.replace("    deleted_at     INTEGER,\n", ""))
+                .unwrap();
+            c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete')",
+                [],
+            )
+            .unwrap();
+            c.execute("INSERT INTO folders VALUES ('f', 1, 1, NULL)", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO folder_names VALUES ('f', 'INBOX', 'user.u', 1, NULL)",
+                [],
+            )
+            .unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let cat = crate::catalog::Catalog::open_read_only(&path).unwrap();
+        let f = cat.folders_at(1).unwrap();
+        assert_eq!((f[0].name.as_str(), f[0].deleted_at), ("INBOX", None));
+        assert_eq!(cat.folder_history("f").unwrap()[0].deleted_at, None);
+        drop(cat);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not written");
+        // a writer migrates it in place
+        let cat = crate::catalog::Catalog::open(&path).unwrap();
+        assert_eq!(cat.folders_at(1).unwrap()[0].deleted_at, None);
+        drop(cat);
+        let c = Connection::open(&path).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
