@@ -1,5 +1,6 @@
 //! Issue 9, "no silent loss": every folder Cyrus holds is backed up, or the run says
-//! it was not. Real Cyrus 3.6 sandboxes with the real `cyrvaultd` under master; the
+//! it was not. Real Cyrus 3.6 and 3.10 sandboxes (`per_cyrus!`) with the real
+//! `cyrvaultd` under master; the
 //! `cyrvault` binary; `mbexamine`, `cyr_expire` and IMAP as the oracles.
 //!
 //! - `dot_dot_folders_backed_up_and_restored`: with `unixhierarchysep: yes` Cyrus lets a
@@ -26,7 +27,7 @@ use cyrvault::backup;
 use cyrvault::catalog::{Catalog, FolderAt};
 use cyrvault::cyrus::Guid;
 use cyrvault::model::{KEPT_FLAG_BITS, RecordState};
-use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
+use cyrvault::sandbox::{CyrusInstall, Sandbox, SandboxOptions, ServiceLine};
 use cyrvault::vault::Vault;
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -48,7 +49,7 @@ impl Drop for Env {
     }
 }
 
-fn env(name: &str, unixhs: bool, legacy: bool) -> Env {
+fn env(cyrus: &CyrusInstall, name: &str, unixhs: bool, legacy: bool) -> Env {
     let dir = std::env::temp_dir().join(format!(
         "cyrvault-ef-{name}-{}-{}",
         std::process::id(),
@@ -59,8 +60,8 @@ fn env(name: &str, unixhs: bool, legacy: bool) -> Env {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let secret = dir.join("secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
-    let cyrus = nix::unistd::User::from_name("cyrus").unwrap().unwrap();
-    nix::unistd::chown(&secret, Some(cyrus.uid), Some(cyrus.gid)).unwrap();
+    let owner = nix::unistd::User::from_name("cyrus").unwrap().unwrap();
+    nix::unistd::chown(&secret, Some(owner.uid), Some(owner.gid)).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let password = dir.join("password");
     std::fs::write(&password, "secret\n").unwrap();
@@ -76,6 +77,7 @@ fn env(name: &str, unixhs: bool, legacy: bool) -> Env {
             "cyrvaultd_secret_file".to_string(),
             secret.display().to_string(),
         )],
+        cyrus: Some(cyrus.clone()),
         ..Default::default()
     })
     .unwrap();
@@ -264,10 +266,9 @@ fn replay_equal(e: &Env, owner: &str) {
     );
 }
 
-#[test]
-fn dot_dot_folders_backed_up_and_restored() {
+fn dot_dot_folders_backed_up_and_restored(cyrus: &CyrusInstall) {
     for legacy in [false, true] {
-        let e = env(if legacy { "efdotl" } else { "efdot" }, true, legacy);
+        let e = env(cyrus, if legacy { "efdotl" } else { "efdot" }, true, legacy);
         let user = "dots";
         e.sb.create_user(user, None).unwrap();
         // Levels with `/` between them; `..` is a folder name Cyrus accepts here.
@@ -434,9 +435,8 @@ fn folder(cat: &Catalog, run: u64, name: &str) -> FolderAt {
     hits.pop().unwrap()
 }
 
-#[test]
-fn delayed_delete_folders_captured() {
-    let e = env("efdel", false, false);
+fn delayed_delete_folders_captured(cyrus: &CyrusInstall) {
+    let e = env(cyrus, "efdel", false, false);
     let user = "dd";
     e.sb.create_user(user, None).unwrap();
     for i in 0..2 {
@@ -642,9 +642,8 @@ fn delayed_delete_folders_captured() {
     replay_equal(&e, user);
 }
 
-#[test]
-fn shared_hierarchies_backed_up_and_restored() {
-    let e = env("efshared", false, false);
+fn shared_hierarchies_backed_up_and_restored(cyrus: &CyrusInstall) {
+    let e = env(cyrus, "efshared", false, false);
     e.sb.create_user("sam", None).unwrap();
     e.sb.append("sam", None, &[], None, &msg("sam", 0)).unwrap();
     let mut admin = e.sb.admin().unwrap();
@@ -783,3 +782,9 @@ fn shared_hierarchies_backed_up_and_restored() {
         .unwrap();
     e.same_as_cyrus(&cat, &ann, 1, "shared.Announcements");
 }
+
+crate::per_cyrus!(
+    dot_dot_folders_backed_up_and_restored,
+    delayed_delete_folders_captured,
+    shared_hierarchies_backed_up_and_restored,
+);

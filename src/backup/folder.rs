@@ -22,7 +22,7 @@ use super::run::{RunCtx, now_secs, proto};
 use super::{FDATA_BATCH, FailureClass, FolderFailure, RACY_SECS, SpoolDamage};
 use crate::archive::{ArchiveWriter, folder_entry, message_entry, run_id};
 use crate::cyrus::Guid;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{FileStat, FolderState, RecordState, records_from_meta};
 use crate::protocol::client::{Collect, Receiver};
 use crate::protocol::{DataHeader, ProtocolError, Reply, Request};
@@ -40,27 +40,6 @@ const META_ITEMS: [&str; 4] = ["header", "index", "annotations", "mailbox_annota
 /// The `FMETA` item of the `SERVERTIME` extension (doc/protocol.md 2.6): the server's
 /// clock while it held the folder's lock. A stock server ignores unknown items.
 pub(crate) const SERVERTIME_ITEM: &str = "servertime";
-
-/// What an `FMETA` refusal of a listed folder means. cyrvaultd says why it could not
-/// open a folder (doc/protocol.md 4.5): a damaged mailbox stays failed until an admin
-/// runs `reconstruct`; a lock timeout, or a folder renamed or deleted since it was
-/// listed (`no such folder`, also a stock server's answer to anything), is tried
-/// again by the next run; a name the server refuses stays failed.
-fn fmeta_refusal(text: &str) -> (FailureClass, String) {
-    let class = if text.starts_with("damaged mailbox") {
-        FailureClass::Damaged
-    } else if text.starts_with("invalid ") || text.ends_with("too long") {
-        FailureClass::Refused
-    } else {
-        FailureClass::Temporary
-    };
-    let why = if text.starts_with("no such folder") {
-        format!("FMETA answered NO {text} (renamed or deleted since it was listed)")
-    } else {
-        format!("FMETA answered NO {text}")
-    };
-    (class, why)
-}
 
 /// Whether a file with this mtime, read while the server's clock said `clock`, may
 /// change again within the same second without its stat moving (see [`RACY_SECS`]).
@@ -120,7 +99,8 @@ impl RunCtx<'_> {
         let done = match self.server.client.fetch(&req, &mut rx) {
             Ok(d) => d,
             Err(ProtocolError::No(t)) => {
-                let (class, why) = fmeta_refusal(&t);
+                let (class, why) =
+                    no_answer_class(&t, "FMETA", "renamed or deleted since it was listed");
                 self.fail(f, class, why);
                 return Ok(None);
             }
@@ -328,13 +308,9 @@ impl RunCtx<'_> {
             match r {
                 Ok(_) => {}
                 Err(ProtocolError::No(t)) => {
-                    return Ok(Fetched::Failed(
-                        FailureClass::Temporary,
-                        format!(
-                            "FDATA answered NO {} (renamed or deleted between FMETA and FDATA)",
-                            t
-                        ),
-                    ));
+                    let (class, why) =
+                        no_answer_class(&t, "FDATA", "renamed or deleted between FMETA and FDATA");
+                    return Ok(Fetched::Failed(class, why));
                 }
                 Err(e) => return Err(proto(self.server, "FDATA", e)),
             }
@@ -478,6 +454,22 @@ impl Receiver for MessageRx<'_> {
     fn other(&mut self, reply: Reply) -> std::result::Result<(), ProtocolError> {
         log::debug!(target: "cyrvault::backup", "FDATA: unexpected line {reply:?}");
         Ok(())
+    }
+}
+
+/// A folder's `NO` answer as a failure class: a cyrvaultd says when retrying
+/// cannot fix it (`NO internal error [DATAERR] ...`, `Error::from_server_no`): a
+/// file it cannot read is Damaged (65); anything else (the folder went away
+/// between two requests) is Temporary, as `usual` says.
+fn no_answer_class(text: &str, what: &str, usual: &str) -> (FailureClass, String) {
+    let e = Error::from_server_no("", text);
+    match e.kind() {
+        ErrorKind::Temporary => (
+            FailureClass::Temporary,
+            format!("{what} answered NO {text} ({usual})"),
+        ),
+        ErrorKind::Data => (FailureClass::Damaged, format!("{what}: {e}")),
+        _ => (FailureClass::Refused, format!("{what}: {e}")),
     }
 }
 

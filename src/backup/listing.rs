@@ -1,7 +1,7 @@
 //! Which folders a run backs up: the owner's `FMULTISTATUS` listing, every folder in
 //! it, each either backed up or reported as failed by the run (issue 9: nothing is
 //! set aside). An owner is a user (`bob`) or a top-level shared hierarchy (`%shared`,
-//! doc/protocol.md 2.7).
+//! doc/protocol.md 2.8).
 //!
 //! Delayed-delete folders (`DELETED.user.bob.Old.5F3A1B2C`, Cyrus's `delete_mode:
 //! delayed`) are listed too and backed up as *deleted folders*: the name they had, the

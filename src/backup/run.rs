@@ -52,7 +52,7 @@ pub(super) fn now_secs() -> u64 {
 }
 
 pub(super) fn proto(server: &Server, what: &str, e: ProtocolError) -> Error {
-    Error::Protocol(format!("{}: {what}: {e}", server.addr))
+    e.in_context(&format!("{}: {what}", server.addr))
 }
 
 fn map_open_error(e: Error, user: &str, archive: &Path) -> Error {

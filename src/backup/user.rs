@@ -25,7 +25,7 @@ impl RunCtx<'_> {
         prev: &BackupExt,
     ) -> Result<(Option<UserStateRef>, Option<UserStats>)> {
         if self.userid.starts_with('%') {
-            // A shared hierarchy (doc/protocol.md 2.7) has no seen, subscriptions or
+            // A shared hierarchy (doc/protocol.md 2.8) has no seen, subscriptions or
             // sieve of its own: nothing to ask for.
             return Ok((None, None));
         }

@@ -50,7 +50,7 @@ fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Resul
     let map = server
         .client
         .partitions()
-        .map_err(|e| Error::Protocol(format!("{}: PARTITIONS: {e}", s.address)))?;
+        .map_err(|e| e.in_context(&format!("{}: PARTITIONS", s.address)))?;
     let mut unit_of: BTreeMap<String, String> = BTreeMap::new();
     let mut units: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, _path, dev) in &map.partitions {
@@ -60,7 +60,7 @@ fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Resul
         unit_of.insert(name, unit);
     }
     // Users, then every top-level shared hierarchy (owner `%shared`, backed up into
-    // an archive of its own like a user; doc/protocol.md 2.7).
+    // an archive of its own like a user; doc/protocol.md 2.8).
     let mut owners: Vec<(String, String)> = map
         .users
         .iter()
