@@ -31,8 +31,8 @@ pub mod transport;
 pub use crate::secret::Secret;
 pub use access::AccessPolicy;
 pub use session::{
-    Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, ServiceStats, Session,
-    SessionConfig, Spool, UserFile,
+    DeletedAs, Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, ServiceStats, Session,
+    SessionConfig, SharedEntry, Spool, UserFile,
 };
 
 /// What `init` learned once per process: the configuration, the spool and the

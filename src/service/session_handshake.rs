@@ -52,6 +52,8 @@ impl Session<'_> {
         w.cap("SNAPSHOT", None)?;
         w.cap("PARTITIONS", None)?;
         w.cap("SERVERTIME", None)?;
+        w.cap("SHARED", None)?;
+        w.cap("FDELETED", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
         w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
         w.done("CAPABILITY", &[])?;
