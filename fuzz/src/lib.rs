@@ -126,6 +126,7 @@ impl Spool for MemSpool {
             index: Some(stat(3, 12)),
             annotations: None,
             mailbox_annotations: None,
+            deleted: None,
         }])
     }
     fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
