@@ -98,7 +98,17 @@ fi
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
 
 # cargo-afl builds the fuzz targets with AFL++'s instrumentation on the stable
-# toolchain and brings the matching afl-fuzz (it builds AFL++ from the copy it ships).
+# toolchain and brings the matching afl-fuzz: `cargo afl config --build` builds
+# AFL++'s afl-fuzz and runtime (no LLVM plugins) from the copy it ships, with the
+# make and cc that Debian's afl++ package depends on (about 20 s of CPU), once per Rust
+# version, under ~/.local/share/afl.rs. It refuses to run again once built: that
+# answer is success here.
 if ! cargo afl --version >/dev/null 2>&1; then
   cargo install cargo-afl --version 0.18.2 --locked
+fi
+if ! out=$(cargo afl config --build 2>&1); then
+  case "$out" in
+    *"already built"*) ;;
+    *) echo "setup: cargo afl config --build failed:" >&2; echo "$out" >&2; exit 1 ;;
+  esac
 fi
