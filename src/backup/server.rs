@@ -288,7 +288,7 @@ fn start_tls(
         .lock()
         .start_client(config, name)
         .map_err(|e| match crate::tls::is_tls_verdict(&e) {
-            true => trust(addr, format!("TLS: {e}")),
+            true => trust(addr, format!("TLS: {}", crate::tls::describe(&e))),
             false => Error::Protocol(format!("{addr}: TLS handshake: {e}")),
         })
 }

@@ -66,7 +66,7 @@ impl Client {
             } else {
                 ImapErrorKind::Io
             };
-            self.err(kind, format!("TLS: {e}"))
+            self.err(kind, format!("TLS: {}", crate::tls::describe(&e)))
         })
     }
 

@@ -105,7 +105,7 @@ impl SieveClient {
         let name = crate::tls::client::server_name(&t.trust, &self.server)?;
         let res = self.stream.lock().start_client(config, name);
         res.map_err(|e| match crate::tls::is_tls_verdict(&e) {
-            true => refuse(&self.server, format!("TLS: {e}")),
+            true => refuse(&self.server, format!("TLS: {}", crate::tls::describe(&e))),
             false => err(&self.server, format!("TLS handshake: {e}")),
         })?;
         // the server says its capabilities again, now under TLS

@@ -124,6 +124,25 @@ pub fn config(opts: &ClientOptions) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
+/// The server's certificate is not the pinned one; says which one it is (the pin an
+/// admin would check, or set after a planned change of certificate).
+#[derive(Debug)]
+struct PinMismatch {
+    got: [u8; 32],
+}
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server's certificate is not the pinned one (its SHA-256 is {})",
+            hex::encode_upper(self.got)
+        )
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
 /// Chain and name through webpki (when a CA is configured), and the pin (when one
 /// is); the handshake signature always, with the provider's algorithms.
 #[derive(Debug)]
@@ -145,12 +164,15 @@ impl ServerCertVerifier for Verifier {
         if let Some(w) = &self.webpki {
             w.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
         }
-        if let Some(pin) = &self.pin
-            && fingerprint(end_entity) != *pin
-        {
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ));
+        if let Some(pin) = &self.pin {
+            let got = fingerprint(end_entity);
+            if got != *pin {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
+                        got,
+                    }))),
+                ));
+            }
         }
         Ok(ServerCertVerified::assertion())
     }

@@ -36,3 +36,16 @@ pub fn is_tls_verdict(e: &std::io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
+
+/// The text of a TLS handshake error for a person: rustls's own, except that a
+/// certificate our verifier refused with a reason of its own (a pin that does not
+/// match) says that reason rather than rustls's debug form of it.
+pub fn describe(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::Other(why))) => {
+            format!("invalid peer certificate: {why}")
+        }
+        _ => e.to_string(),
+    }
+}
