@@ -9,6 +9,7 @@
 //! * `security`: secret, replay, bounds, names, logs, world-readable secret, allowlist.
 //! * `secure_default` (issue #13): nothing without AUTH by default, TLS against a MITM
 //!   relay, idle connections dropped, hostile connections beside a backup.
+//! * `fleet_tls`: cyrvault.conf's `tls`, `tls_ca_file`, `<server>_tls_pin` (#13).
 //! * `interop`: the transcripts replayed on a real spool; a base-protocol-only
 //!   client backs a user up completely (GUIDs == mbexamine's).
 //!
@@ -28,6 +29,7 @@ use cyrvault::protocol::reply::{DataHeader, Reply};
 use cyrvault::protocol::request::Request;
 use cyrvault::sandbox::{Listen, Sandbox, SandboxOptions, ServiceLine};
 
+mod fleet_tls;
 mod interop;
 mod load;
 mod lock_hold;
