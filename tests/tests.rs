@@ -12,6 +12,7 @@ mod ffi_c; // the C harness: include/cyrvault.h + libcyrvault.a driven over a so
 mod fleet; // issue 6: discover, run with N worker processes (kill -9, locks, retry), SQLite and a real PostgreSQL
 mod foundation; // issue 2 end to end: inspect vs mbexamine/ctl_mboxlist, write-back, lock interop, damage
 mod header; // committed include/cyrvault.h == what cbindgen generates
+mod listing; // issue 10: the service's per-owner range reads of mailboxes.db/annotations.db vs whole-file parses, repack, cache
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod mbexamine; // shared oracle: parsers for mbexamine and unexpunge -l output

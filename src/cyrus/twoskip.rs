@@ -55,8 +55,11 @@ const COMMIT: u8 = b'$';
 /// two CRCs.
 const MAX_HEAD: usize = 8 + 16 + 8 * (MAX_LEVEL as usize + 1) + 8;
 
+/// One record: key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Key/value pairs in key order, as [`read_all`] returns them.
-pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Records = Vec<KeyValue>;
 
 /// Random access to the bytes of a twoskip file.
 ///

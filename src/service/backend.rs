@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::session::{
@@ -26,7 +27,7 @@ use super::session::{
 use crate::cyrus::mboxlist::Mboxlist;
 use crate::error::IoContext;
 use crate::protocol::FileStat;
-use crate::spool::{self, FileCopy, MessageFile, OpenFolder};
+use crate::spool::{self, FileCopy, MessageFile, OpenFolder, Owner};
 use crate::{Error, Result};
 
 /// Most message descriptors one `FDATA` opens before it falls back to holding the
@@ -52,6 +53,11 @@ impl CyrusSpool {
 
     fn user(user: &[u8]) -> Result<&str> {
         std::str::from_utf8(user).map_err(|_| Error::Refused("user id is not UTF-8".into()))
+    }
+
+    /// The user's own entries of mailboxes.db (a range read, cached per session).
+    fn list(&self, user: &str) -> Result<Arc<Mboxlist>> {
+        self.spool.owner_mboxlist(Owner::User(user))
     }
 }
 
@@ -83,17 +89,6 @@ fn owned_fetch(stat: spool::FileStat, bytes: Vec<u8>) -> Fetch<'static> {
     })
 }
 
-/// Each user's INBOX partition, in mailboxes.db order: the same users `USERS` lists
-/// (`spool::users_of`), an entry without a partition falling back to `default`.
-pub fn user_partitions(ml: &Mboxlist, deletedprefix: &str, default: &str) -> Vec<(String, String)> {
-    spool::user_inboxes(ml, deletedprefix)
-        .map(|(user, e)| {
-            let part = e.partition.clone().unwrap_or_else(|| default.to_string());
-            (user, part)
-        })
-        .collect()
-}
-
 impl Spool for CyrusSpool {
     fn partitions(&self) -> Result<PartitionMap> {
         use std::os::unix::fs::MetadataExt;
@@ -112,10 +107,11 @@ impl Spool for CyrusSpool {
             .defaultpartition()
             .or_else(|| parts.keys().next().cloned())
             .unwrap_or_default();
-        let ml = self.spool.mboxlist()?;
-        for (u, p) in user_partitions(&ml, conf.deletedprefix(), &default) {
-            map.users.push((u.into_bytes(), p.into_bytes()));
-        }
+        // The same users `USERS` lists; an INBOX without a partition is on the default.
+        self.spool.each_user_inbox(|u, e| {
+            let part = e.partition.as_deref().unwrap_or(&default);
+            map.users.push((u.into_bytes(), part.as_bytes().to_vec()));
+        })?;
         Ok(map)
     }
 
@@ -129,8 +125,8 @@ impl Spool for CyrusSpool {
     }
 
     fn user_file_stat(&self, user: &[u8], which: UserFile) -> Result<Option<FileStat>> {
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(Self::user(user)?, &ml)?;
+        let user = Self::user(user)?;
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let f = match which {
             UserFile::Seen => files.seen,
             UserFile::Sub => files.sub,
@@ -140,8 +136,7 @@ impl Spool for CyrusSpool {
 
     fn open_user_file(&self, user: &[u8], which: UserFile) -> Result<Fetch<'_>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(user, &ml)?;
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let copy = self.spool.read_user_files(user, &files)?;
         let c = match which {
             UserFile::Seen => copy.seen,
@@ -155,11 +150,12 @@ impl Spool for CyrusSpool {
 
     fn folders(&self, user: &[u8]) -> Result<Vec<FolderEntry>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let annots = self.spool.global_annotations()?;
+        let folders = self.spool.folders(&*self.list(user)?, user);
+        let refs: Vec<&spool::FolderRef> = folders.iter().collect();
+        let annots = self.spool.folder_annotations(&refs)?;
         let mut out = Vec::new();
-        for f in self.spool.folders(&ml, user) {
-            let st = self.spool.stat_meta(&f)?;
+        for (f, annots) in folders.iter().zip(annots) {
+            let st = self.spool.stat_meta(f)?;
             out.push(FolderEntry {
                 name: f.external.clone().into_bytes(),
                 uniqueid: f.uniqueid().as_bytes().to_vec(),
@@ -167,7 +163,7 @@ impl Spool for CyrusSpool {
                 header: st.header.map(wire_stat),
                 index: st.index.map(wire_stat),
                 annotations: st.annotations.map(wire_stat),
-                mailbox_annotations: self.spool.mailbox_annotations(&f, &annots),
+                mailbox_annotations: self.spool.mailbox_annotations(f, &annots),
             });
         }
         Ok(out)
@@ -185,12 +181,16 @@ impl Spool for CyrusSpool {
         let Ok(external) = std::str::from_utf8(folder) else {
             return Ok(missing());
         };
-        let ml = self.spool.mboxlist()?;
-        let Some(fref) = self.spool.resolve_folder(&ml, user, external) else {
+        let Some(fref) = self
+            .spool
+            .resolve_folder(&*self.list(user)?, user, external)
+        else {
             return Ok(missing());
         };
-        let annots = self.spool.global_annotations()?;
-        let mailbox_annotations = self.spool.mailbox_annotations(&fref, &annots);
+        let annots = self.spool.folder_annotations(&[&fref])?;
+        let mailbox_annotations = annots
+            .first()
+            .and_then(|a| self.spool.mailbox_annotations(&fref, a));
         let open = match self.spool.open_folder(&fref, false) {
             Ok(o) => o,
             Err(Error::NotFound { .. }) => return Ok(missing()),
@@ -209,8 +209,7 @@ impl Spool for CyrusSpool {
 
     fn sieve_scripts(&self, user: &[u8]) -> Result<Vec<Vec<u8>>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(user, &ml)?;
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let copy = self.spool.read_user_files(user, &files)?;
         Ok(copy
             .sieve
@@ -221,8 +220,7 @@ impl Spool for CyrusSpool {
 
     fn open_sieve(&self, user: &[u8], name: &[u8]) -> Result<Fetch<'_>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(user, &ml)?;
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let copy = self.spool.read_user_files(user, &files)?;
         Ok(
             match copy.sieve.into_iter().find(|s| s.name.as_bytes() == name) {

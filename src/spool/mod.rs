@@ -17,9 +17,12 @@
 //! mailbox consistently"; protocol contract: `doc/protocol.md` §5.
 #![forbid(unsafe_code)]
 
+mod annotations;
 mod copy;
+mod db;
 mod error;
 mod folder;
+mod listing;
 mod names;
 mod user;
 
@@ -29,9 +32,12 @@ use std::time::Duration;
 pub use copy::{FileCopy, FileStat};
 pub use error::{Damage, MailboxError};
 pub use folder::{MessageFile, OpenFolder};
+pub use listing::{NameRange, Owner, owner_key_prefixes};
 pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy};
 
-use crate::cyrus::annotations::{self, Annotation, AnnotationDb};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::cyrus::config::ImapdConf;
 use crate::cyrus::mboxlist::{MailboxEntry, MbName, Mboxlist, parse_mboxlist};
 use crate::cyrus::paths::{self, MetaFile};
@@ -46,6 +52,41 @@ pub struct Spool {
     conf: ImapdConf,
     locker: Locker,
     ns: Namespace,
+    /// The last owner's mailbox list (`listing.rs`).
+    list_cache: listing::SharedListCache,
+    reads: Arc<DbReads>,
+}
+
+/// How often the global databases were opened (for `STATUS`-style figures and
+/// for tests that prove a request does not touch one).
+#[derive(Debug, Default)]
+pub(crate) struct DbReads {
+    mailboxes: AtomicU64,
+    annotations: AtomicU64,
+    list_hits: AtomicU64,
+}
+
+impl DbReads {
+    fn mailboxes_db(&self) {
+        self.mailboxes.fetch_add(1, Ordering::Relaxed);
+    }
+    fn annotations_db(&self) {
+        self.annotations.fetch_add(1, Ordering::Relaxed);
+    }
+    fn list_hit(&self) {
+        self.list_hits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// [`Spool::db_reads`]: opens of `mailboxes.db` and `annotations.db` so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DbReadCounts {
+    /// Lock-and-read passes over `mailboxes.db` (lookups, walk chunks, copies).
+    pub mailboxes_db: u64,
+    /// Lock-and-read passes over the global `annotations.db`.
+    pub annotations_db: u64,
+    /// Owner lists served from the cache (the file was unchanged since).
+    pub list_cache_hits: u64,
 }
 
 /// Where one mailbox's files are.
@@ -117,7 +158,23 @@ impl Spool {
         conf.mboxlist_db()?;
         let locker = Locker::new(&conf, lock_timeout)?;
         let ns = Namespace::new(&conf);
-        Ok(Spool { conf, locker, ns })
+        Ok(Spool {
+            conf,
+            locker,
+            ns,
+            list_cache: Default::default(),
+            reads: Default::default(),
+        })
+    }
+
+    /// How many times this spool (and its clones) read `mailboxes.db` and
+    /// `annotations.db`.
+    pub fn db_reads(&self) -> DbReadCounts {
+        DbReadCounts {
+            mailboxes_db: self.reads.mailboxes.load(Ordering::Relaxed),
+            annotations_db: self.reads.annotations.load(Ordering::Relaxed),
+            list_cache_hits: self.reads.list_hits.load(Ordering::Relaxed),
+        }
     }
 
     /// The configuration.
@@ -137,10 +194,13 @@ impl Spool {
         self.locker.stats()
     }
 
-    /// `mailboxes.db`: shared lock with reopen-if-replaced, copy
-    /// `[0, current_size)`, release, then parse the copy.
+    /// All of `mailboxes.db`: shared lock with reopen-if-replaced, copy
+    /// `[0, current_size)`, release, then parse the copy. O(server) in time and
+    /// memory: for inspection and as the tests' oracle; the service reads an
+    /// owner's keys only ([`Spool::owner_mboxlist`]).
     pub fn mboxlist(&self) -> Result<Mboxlist> {
         let path = self.conf.mboxlist_db_path();
+        self.reads.mailboxes_db();
         let copy = copy::copy_twoskip(&self.locker, &path)?.ok_or_else(|| Error::NotFound {
             what: "mailboxes.db",
             name: path.display().to_string(),
@@ -151,51 +211,30 @@ impl Spool {
 
     /// The users upstream `USERS` lists: owners of every user INBOX that is
     /// neither a tombstone, an intermediate nor a delayed-delete copy, in
-    /// mailboxes.db order (`mboxlist_alluser`).
+    /// mailboxes.db order (`mboxlist_alluser`); a chunked walk
+    /// ([`Spool::each_user_inbox`]).
     pub fn users(&self) -> Result<Vec<String>> {
-        Ok(users_of(&self.mboxlist()?, self.conf.deletedprefix()))
+        let mut users = Vec::new();
+        self.each_user_inbox(|u, _| users.push(u))?;
+        Ok(users)
     }
 
     /// A user's folders in upstream FMULTISTATUS order (`mboxlist_usermboxtree`
     /// with `MBOXTREE_DELETED`): the INBOX, its children in key order, then the
-    /// user's delayed-delete folders; tombstones and intermediates left out.
+    /// user's delayed-delete folders ([`Spool::owner_ranges`]); tombstones and
+    /// intermediates left out. `mboxlist` may be the whole list or the owner's
+    /// ([`Spool::owner_mboxlist`]): the answer is the same.
     pub fn folders(&self, mboxlist: &Mboxlist, userid: &str) -> Vec<FolderRef> {
-        let dp = self.conf.deletedprefix();
-        let (localpart, domain) = self.ns.user_parts(userid);
-        let inbox = MbName {
-            domain: domain.clone(),
-            localpart: Some(localpart),
-            ..MbName::default()
-        }
-        .to_dbname(dp);
-        let mut children = inbox.clone();
-        children.push(crate::cyrus::mboxlist::DB_HIERSEP);
-        // `<domain> GS DELETED US <rest of the INBOX dbname> US`, or without a
-        // domain `DELETED US <INBOX dbname> US`.
-        let mut deleted = Vec::new();
-        let rest = match &domain {
-            Some(d) => {
-                deleted.extend_from_slice(d.as_bytes());
-                deleted.push(crate::cyrus::mboxlist::DB_DOMAINSEP);
-                &inbox[d.len() + 1..]
-            }
-            None => &inbox[..],
-        };
-        deleted.extend_from_slice(dp.as_bytes());
-        deleted.push(crate::cyrus::mboxlist::DB_HIERSEP);
-        deleted.extend_from_slice(rest);
-        deleted.push(crate::cyrus::mboxlist::DB_HIERSEP);
-
         let live =
             |e: &&MailboxEntry| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate();
         let entries = mboxlist.entries();
-        let root = with_prefix(entries, &inbox)
+        self.owner_ranges(Owner::User(userid))
             .iter()
-            .filter(|e| e.dbname == inbox);
-        let kids = with_prefix(entries, &children).iter();
-        let dels = with_prefix(entries, &deleted).iter();
-        root.chain(kids)
-            .chain(dels)
+            .flat_map(|r| {
+                with_prefix(entries, &r.dbname)
+                    .iter()
+                    .filter(move |e| r.contains(&e.dbname))
+            })
             .filter(live)
             .map(|e| self.folder_ref(userid, e))
             .collect()
@@ -278,39 +317,6 @@ impl Spool {
             index: FileStat::stat(&p.index)?,
             annotations: FileStat::stat(&p.annotations)?,
         })
-    }
-
-    /// Every record of the global `annotations.db` (`annotation_db_path`),
-    /// copied under its shared lock; empty if the file does not exist.
-    pub fn global_annotations(&self) -> Result<Vec<Annotation>> {
-        let path = match self.conf.get("annotation_db_path") {
-            Some(p) => PathBuf::from(p),
-            None => self.conf.configdirectory().join("annotations.db"),
-        };
-        let Some(copy) = copy::copy_twoskip(&self.locker, &path)? else {
-            return Ok(Vec::new());
-        };
-        let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
-        annotations::parse_annotations(&records, AnnotationDb::Global)
-            .map_err(|e| Error::parse(&path, e))
-    }
-
-    /// Upstream's synthetic `mailbox_annotations` file of a folder, from
-    /// [`Spool::global_annotations`]; None if the folder has no annotations.
-    pub fn mailbox_annotations(&self, folder: &FolderRef, all: &[Annotation]) -> Option<Vec<u8>> {
-        let owner = folder.entry.userid.as_deref();
-        let rows = annotations::mailbox_annotation_rows(all, folder.uniqueid(), owner);
-        let rows: Vec<crate::protocol::annotations::Annotation<'_>> = rows
-            .iter()
-            .map(
-                |[entry, userid, value]| crate::protocol::annotations::Annotation {
-                    entry,
-                    userid,
-                    value,
-                },
-            )
-            .collect();
-        crate::protocol::annotations::mailbox_annotations_json(&rows)
     }
 }
 

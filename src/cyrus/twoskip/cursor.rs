@@ -17,7 +17,7 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    COMMIT, DELETE, DUMMY, HEADER_SIZE, MAX_LEVEL, RECORD, Record, Source, TwoskipHeader,
+    COMMIT, DELETE, DUMMY, HEADER_SIZE, KeyValue, MAX_LEVEL, RECORD, Record, Source, TwoskipHeader,
     parse_twoskip_header, read_record,
 };
 use crate::cyrus::ParseError;
@@ -91,16 +91,16 @@ impl<S: Source> Twoskip<S> {
         Ok(found.filter(|r| r.key == key).map(|r| r.val))
     }
 
-    /// The greatest key in the file (None if it is empty).
-    pub fn last_key(&mut self) -> Result<Option<Vec<u8>>, S::Error> {
+    /// The record with the greatest key (None if the file is empty).
+    pub fn last(&mut self) -> Result<Option<KeyValue>, S::Error> {
         let (last, _) = self.descend(&|_| false)?;
-        Ok(last.map(|r| r.key))
+        Ok(last.map(|r| (r.key, r.val)))
     }
 
-    /// The smallest key in the file (None if it is empty).
-    pub fn first_key(&mut self) -> Result<Option<Vec<u8>>, S::Error> {
+    /// The record with the smallest key (None if the file is empty).
+    pub fn first(&mut self) -> Result<Option<KeyValue>, S::Error> {
         let (_, first) = self.descend(&|_| true)?;
-        Ok(first.map(|r| r.key))
+        Ok(first.map(|r| (r.key, r.val)))
     }
 
     /// Call `f(key, value)` for every record whose key starts with `prefix`, in

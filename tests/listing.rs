@@ -1,0 +1,285 @@
+//! The service's per-owner reads of `mailboxes.db` and `annotations.db` (issue
+//! #10 item 1) against the whole-file parse, on a real Cyrus 3.6: every owner's
+//! entries (with the name history of their `I` records), folders and
+//! annotations equal what the whole file says; user names that prefix each
+//! other (`ann`, `ann.b`, `anna`); delayed-delete folders; a repack of the file
+//! by Cyrus while a spool keeps its cache; a cache that never serves a stale
+//! list while folders are created, renamed and deleted over IMAP.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use cyrvault::cyrus::config::load;
+use cyrvault::cyrus::mboxlist::{MailboxEntry, Mboxlist};
+use cyrvault::cyrus::twoskip::parse_twoskip_header;
+use cyrvault::imap::Arg;
+use cyrvault::sandbox::{Sandbox, SandboxOptions};
+use cyrvault::service::session::Spool as _;
+use cyrvault::spool::{Owner, Spool, users_of};
+use serde_json::{Value, json};
+
+fn start(hint: &str, unixhierarchysep: bool) -> Sandbox {
+    Sandbox::start(SandboxOptions {
+        name_hint: hint.into(),
+        unixhierarchysep,
+        ..SandboxOptions::default()
+    })
+    .unwrap()
+}
+
+fn spool(sb: &Sandbox) -> Spool {
+    Spool::open(
+        load(Some(&sb.imapd_conf), None).unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+/// `ctl_mboxlist -u`: Cyrus's own tool adds these entries to mailboxes.db.
+fn undump(sb: &Sandbox, entries: &Value) {
+    let bin = Path::new("/usr/lib/cyrus/bin/ctl_mboxlist");
+    let mut child = sb
+        .cyrus_command(bin)
+        .arg("-C")
+        .arg(&sb.imapd_conf)
+        .arg("-u")
+        .current_dir(&sb.root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(entries.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ctl_mboxlist -u: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `n` users `u0000`.. with `folders` sub-folders each, as `ctl_mboxlist -d` prints them.
+fn bulk(first: usize, n: usize, folders: usize) -> Value {
+    let mut m = serde_json::Map::new();
+    for i in first..first + n {
+        let user = format!("u{i:05}");
+        for f in 0..=folders {
+            let name = if f == 0 {
+                format!("user.{user}")
+            } else {
+                format!("user.{user}.F{f}")
+            };
+            m.insert(
+                name,
+                json!({
+                    "uidvalidity": "1700000000", "createdmodseq": "1", "foldermodseq": "1",
+                    "mbtype": "e", "partition": "p1", "acl": { user.clone(): "lrswipkxtecdan" },
+                    "uniqueid": format!("00000000-0000-4000-8000-{i:06}{f:06}"),
+                }),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
+/// (inode, generation) of mailboxes.db.
+fn db_identity(sb: &Sandbox) -> (u64, u64) {
+    let path = sb.config_dir().join("mailboxes.db");
+    let bytes = std::fs::read(&path).unwrap();
+    let h = parse_twoskip_header(&bytes).unwrap();
+    (std::fs::metadata(&path).unwrap().ino(), h.generation)
+}
+
+/// The owner's entries as the whole-file parse has them.
+fn whole_entries(whole: &Mboxlist, user: &str) -> Vec<MailboxEntry> {
+    whole.mailboxes_of_user(user).into_iter().cloned().collect()
+}
+
+/// For every owner in the file and some names that are not: the range read
+/// equals the whole-file parse (entries, folders, annotations).
+fn assert_ranges_equal_whole(sp: &Spool, extra: &[&str]) -> usize {
+    let whole = sp.mboxlist().unwrap();
+    let all_annots = sp.global_annotations().unwrap();
+    let mut users = whole.users();
+    users.extend(extra.iter().map(|u| u.to_string()));
+    for u in &users {
+        let own = sp.owner_mboxlist(Owner::User(u)).unwrap();
+        assert_eq!(own.entries(), whole_entries(&whole, u).as_slice(), "{u}");
+        let folders = sp.folders(&own, u);
+        assert_eq!(folders, sp.folders(&whole, u), "{u}");
+        let refs: Vec<_> = folders.iter().collect();
+        for (f, annots) in folders.iter().zip(sp.folder_annotations(&refs).unwrap()) {
+            let want: Vec<_> = all_annots
+                .iter()
+                .filter(|a| a.mailbox_id == f.uniqueid().as_bytes())
+                .cloned()
+                .collect();
+            assert_eq!(annots, want, "{u} {}", f.internal());
+            assert_eq!(
+                sp.mailbox_annotations(f, &annots),
+                sp.mailbox_annotations(f, &all_annots),
+                "{u} {}",
+                f.internal()
+            );
+        }
+    }
+    assert_eq!(
+        sp.users().unwrap(),
+        users_of(&whole, sp.conf().deletedprefix())
+    );
+    users.len()
+}
+
+#[test]
+fn owner_ranges_equal_the_whole_file_parse() {
+    // `/` as separator: a user id may hold a `.` (`ann.b`), kept literally in dbnames.
+    let sb = start("listing-ranges", true);
+    for u in ["ann", "ann.b", "anna", "bob"] {
+        sb.create_user(u, None).unwrap();
+        sb.create_folder(u, "Sent", None).unwrap();
+    }
+    for f in ["Work", "Work/Sub", "a.b", "Old"] {
+        sb.create_folder("ann", f, None).unwrap();
+    }
+    sb.create_folder("anna", "Work", None).unwrap();
+    // Delayed deletes (DELETED/user/ann/...), a rename (name history in `I`).
+    let mut c = sb.login("ann").unwrap();
+    c.delete("INBOX/Work/Sub").unwrap();
+    c.rename("INBOX/Old", "INBOX/Older").unwrap();
+    c.logout().unwrap();
+    let mut c = sb.login("anna").unwrap();
+    c.delete("INBOX/Work").unwrap();
+    c.logout().unwrap();
+    for u in ["ann", "anna"] {
+        let mut c = sb.login(u).unwrap();
+        c.run(&[
+            Arg::Atom("SETMETADATA"),
+            Arg::Str(b"INBOX/Sent"),
+            Arg::Atom("(/private/comment \"mine\" /shared/comment \"for all\")"),
+        ])
+        .unwrap();
+        c.logout().unwrap();
+    }
+    // Many more users, by Cyrus's own tool, so the skiplist has many levels.
+    undump(&sb, &bulk(0, 400, 4));
+    let sp = spool(&sb);
+    let whole = sp.mboxlist().unwrap();
+    assert!(whole.entries().len() > 2000, "{}", whole.entries().len());
+    let ann = sp.owner_mboxlist(Owner::User("ann")).unwrap();
+    let names: Vec<&str> = ann.entries().iter().map(|e| e.name.as_str()).collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("DELETED.user.ann.Work.Sub.")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("anna")), "{names:?}");
+    let older = ann
+        .entries()
+        .iter()
+        .find(|e| e.name == "user.ann.Older")
+        .unwrap();
+    assert_eq!(older.name_history.len(), 1, "{older:?}");
+    let n = assert_ranges_equal_whole(&sp, &["an", "annb", "ann.c", "zz", "u00400", "u0000"]);
+    assert!(n > 400, "{n}");
+}
+
+#[test]
+fn a_repack_by_cyrus_while_a_spool_keeps_its_cache() {
+    let sb = start("listing-repack", false);
+    sb.create_user("ann", None).unwrap();
+    sb.create_folder("ann", "Sent", None).unwrap();
+    let sp = spool(&sb);
+    let before = sp.owner_mboxlist(Owner::User("ann")).unwrap();
+    assert_eq!(before.entries().len(), 2);
+    let id = db_identity(&sb);
+    // One ctl_mboxlist run that more than doubles the file: Cyrus repacks it at
+    // exit (its delayed checkpoint), renaming a new file with the next generation
+    // into place. It also adds a folder for ann.
+    let mut more = bulk(0, 300, 1);
+    more.as_object_mut().unwrap().insert(
+        "user.ann.FromUndump".into(),
+        json!({"uidvalidity": "1", "createdmodseq": "1", "foldermodseq": "1", "mbtype": "e",
+               "partition": "p1", "acl": {"ann": "lrswipkxtecdan"},
+               "uniqueid": "0a000000-0000-4000-8000-000000000001"}),
+    );
+    undump(&sb, &more);
+    let after_id = db_identity(&sb);
+    assert_ne!(
+        after_id.0, id.0,
+        "mailboxes.db was not replaced by a repack"
+    );
+    assert!(after_id.1 > id.1, "generation {} -> {}", id.1, after_id.1);
+    // `ctl_cyrusdb -c` too (a checkpoint of every db; it leaves twoskip in place).
+    sb.tool_ok("ctl_cyrusdb", &["-c"]).unwrap();
+    let after = sp.owner_mboxlist(Owner::User("ann")).unwrap();
+    assert!(
+        after
+            .entries()
+            .iter()
+            .any(|e| e.name == "user.ann.FromUndump"),
+        "stale list after the repack"
+    );
+    assert_ranges_equal_whole(&sp, &["ann"]);
+}
+
+/// Folder names a session lists (`FMULTISTATUS`) through the service backend,
+/// and the same from the whole file.
+fn listed(backend: &cyrvault::service::backend::CyrusSpool, sp: &Spool, user: &str) -> Vec<String> {
+    let got: Vec<String> = backend
+        .folders(user.as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(|f| String::from_utf8(f.name).unwrap())
+        .collect();
+    let whole = sp.mboxlist().unwrap();
+    let want: Vec<String> = sp
+        .folders(&whole, user)
+        .into_iter()
+        .map(|f| f.external)
+        .collect();
+    assert_eq!(got, want, "{user}");
+    got
+}
+
+#[test]
+fn the_session_cache_never_serves_a_stale_list() {
+    let sb = start("listing-cache", false);
+    sb.create_user("ann", None).unwrap();
+    sb.create_user("anna", None).unwrap();
+    let backend = cyrvault::service::backend::CyrusSpool::new(spool(&sb), 64);
+    let sp = backend.spool().clone();
+    assert_eq!(listed(&backend, &sp, "ann"), ["INBOX"]);
+    // Nothing changed: the second request is served from the cache.
+    let hits = sp.db_reads().list_cache_hits;
+    assert_eq!(listed(&backend, &sp, "ann"), ["INBOX"]);
+    assert_eq!(
+        sp.db_reads().list_cache_hits,
+        hits + 1,
+        "the cache was not used"
+    );
+    let mut c = sb.login("ann").unwrap();
+    c.create("INBOX.New").unwrap();
+    assert_eq!(listed(&backend, &sp, "ann"), ["INBOX", "INBOX.New"]);
+    c.rename("INBOX.New", "INBOX.Newer").unwrap();
+    assert_eq!(listed(&backend, &sp, "ann"), ["INBOX", "INBOX.Newer"]);
+    c.delete("INBOX.Newer").unwrap();
+    let l = listed(&backend, &sp, "ann");
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert!(l[1].starts_with("DELETED.user.ann.Newer."), "{l:?}");
+    c.logout().unwrap();
+    // Another owner in between, then back: each answer is that owner's.
+    assert_eq!(listed(&backend, &sp, "anna"), ["INBOX"]);
+    assert_eq!(listed(&backend, &sp, "ann").len(), 2);
+    // A change by another user's session also changes the file: no stale answer.
+    sb.create_folder("ann", "ByAdmin", None).unwrap();
+    assert_eq!(listed(&backend, &sp, "ann").len(), 3);
+}
