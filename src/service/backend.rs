@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::session::{
-    Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap, Spool, UserFile,
+    Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap, Spool, UserFile, Want,
 };
 use crate::cyrus::mboxlist::Mboxlist;
 use crate::error::IoContext;
 use crate::protocol::FileStat;
-use crate::spool::{self, FileCopy, MessageFile, OpenFolder, Owner};
+use crate::spool::{self, FileCopy, Load, MessageFile, MetaCopy, OpenFolder, Owner};
 use crate::{Error, Result};
 
 /// Most message descriptors one `FDATA` opens before it falls back to holding the
@@ -77,6 +77,16 @@ fn copy_fetch(copy: &FileCopy) -> Fetch<'_> {
     Fetch::Open(OpenFile {
         stat,
         reader: Box::new(Cursor::new(copy.bytes.as_slice())),
+    })
+}
+
+/// A private metadata copy (in memory or spilled) as a file to send.
+fn meta_fetch(copy: &MetaCopy) -> Fetch<'_> {
+    let mut stat = wire_stat(copy.stat);
+    stat.size = copy.len();
+    Fetch::Open(OpenFile {
+        stat,
+        reader: Box::new(copy.reader()),
     })
 }
 
@@ -169,7 +179,7 @@ impl Spool for CyrusSpool {
         Ok(out)
     }
 
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
+    fn open_folder(&self, user: &[u8], folder: &[u8], want: Want<'_>) -> Result<FolderOpen<'_>> {
         let user = Self::user(user)?;
         let missing = || FolderOpen::Missing {
             intname: self
@@ -187,11 +197,18 @@ impl Spool for CyrusSpool {
         else {
             return Ok(missing());
         };
-        let annots = self.spool.folder_annotations(&[&fref])?;
-        let mailbox_annotations = annots
-            .first()
-            .and_then(|a| self.spool.mailbox_annotations(&fref, a));
-        let open = match self.spool.open_folder(&fref, false) {
+        // FDATA needs no annotations: annotations.db is not even opened for it.
+        let (load, mailbox_annotations) = match want {
+            Want::Messages(uids) => (Load::Messages(uids), None),
+            Want::Meta => {
+                let annots = self.spool.folder_annotations(&[&fref])?;
+                let json = annots
+                    .first()
+                    .and_then(|a| self.spool.mailbox_annotations(&fref, a));
+                (Load::Meta, json)
+            }
+        };
+        let open = match self.spool.open_folder_for(&fref, load) {
             Ok(o) => o,
             Err(Error::NotFound { .. }) => return Ok(missing()),
             Err(e) => return Err(e),
@@ -231,6 +248,12 @@ impl Spool for CyrusSpool {
     }
 }
 
+/// One metadata file of an open folder.
+enum Meta<'a> {
+    Bytes(&'a FileCopy),
+    Copy(&'a MetaCopy),
+}
+
 /// One open folder: metadata copies in memory, message descriptors opened on demand.
 struct CyrusFolder<'a> {
     uniqueid: Vec<u8>,
@@ -247,12 +270,12 @@ struct CyrusFolder<'a> {
 }
 
 impl CyrusFolder<'_> {
-    fn copy(&self, file: MetaFile) -> Option<&FileCopy> {
+    fn meta(&self, file: MetaFile) -> Option<Meta<'_>> {
         let open = self.open.as_ref()?;
         match file {
-            MetaFile::Header => Some(open.header_file()),
-            MetaFile::Index => Some(open.index_file()),
-            MetaFile::Annotations => open.annotations_file(),
+            MetaFile::Header => Some(Meta::Bytes(open.header_file())),
+            MetaFile::Index => open.index_file().map(Meta::Copy),
+            MetaFile::Annotations => open.annotations_file().map(Meta::Copy),
         }
     }
 
@@ -266,10 +289,7 @@ impl CyrusFolder<'_> {
                 // The record exists but its file could not be opened: remember the
                 // failure under the path the record names.
                 let path = open
-                    .index()
-                    .records
-                    .iter()
-                    .find(|r| r.uid == uid)
+                    .record(uid)
                     .and_then(|_| open.folder().paths.as_ref())
                     .map(|p| crate::cyrus::paths::message_path(&p.data_dir, uid))?;
                 Some((path, Err(e)))
@@ -289,14 +309,22 @@ impl Folder for CyrusFolder<'_> {
     }
 
     fn meta_stat(&self, file: MetaFile) -> Option<FileStat> {
-        self.copy(file).map(|c| wire_stat(c.stat))
+        self.meta(file).map(|m| match m {
+            Meta::Bytes(c) => wire_stat(c.stat),
+            Meta::Copy(c) => wire_stat(c.stat),
+        })
     }
 
     fn open_meta(&self, file: MetaFile) -> Fetch<'_> {
-        match self.copy(file) {
-            Some(c) => copy_fetch(c),
+        match self.meta(file) {
+            Some(Meta::Bytes(c)) => copy_fetch(c),
+            Some(Meta::Copy(c)) => meta_fetch(c),
             None => Fetch::Missing,
         }
+    }
+
+    fn detached(&self) -> bool {
+        true
     }
 
     fn mailbox_annotations(&self) -> Result<Option<Vec<u8>>> {
@@ -308,11 +336,7 @@ impl Folder for CyrusFolder<'_> {
             // Over budget: resolve the path now, open after the index phase.
             *self.lazy.borrow_mut() = true;
             let open = self.open.as_ref()?;
-            let rec = open
-                .index()
-                .records
-                .iter()
-                .find(|r| r.uid == uid && !r.is_unlinked())?;
+            let rec = open.record(uid).filter(|r| !r.is_unlinked())?;
             let paths = open.folder().paths.as_ref()?;
             let dir = if rec.is_archived() {
                 &paths.archive_dir
@@ -328,11 +352,12 @@ impl Folder for CyrusFolder<'_> {
 
     fn unlock_index(&mut self) {
         // The namespace and index locks were dropped inside open_folder. Once every
-        // message file is open, the name lock can go too: streaming needs no lock.
+        // message file is open, the name lock can go too: streaming needs no lock,
+        // and the metadata copies are private.
         if !*self.lazy.borrow()
-            && let Some(open) = self.open.take()
+            && let Some(open) = self.open.as_mut()
         {
-            open.release();
+            open.release_locks();
         }
     }
 

@@ -174,7 +174,7 @@ impl Spool for MemSpool {
             })
             .collect())
     }
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
+    fn open_folder(&self, user: &[u8], folder: &[u8], _want: Want<'_>) -> Result<FolderOpen<'_>> {
         let found = (user == self.user.as_bytes())
             .then(|| self.folders.iter().find(|f| f.name.as_bytes() == folder))
             .flatten();

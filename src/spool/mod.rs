@@ -29,9 +29,9 @@ mod user;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use copy::{FileCopy, FileStat};
+pub use copy::{CopyReader, FileCopy, FileStat, MetaCopy, SPILL_AT};
 pub use error::{Damage, MailboxError};
-pub use folder::{MessageFile, OpenFolder};
+pub use folder::{Load, MessageFile, OpenFolder};
 pub use listing::{NameRange, Owner, owner_key_prefixes};
 pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy};
 
@@ -55,6 +55,8 @@ pub struct Spool {
     /// The last owner's mailbox list (`listing.rs`).
     list_cache: listing::SharedListCache,
     reads: Arc<DbReads>,
+    /// Metadata files above this many bytes are spilled, not held in memory.
+    spill_at: u64,
 }
 
 /// How often the global databases were opened (for `STATUS`-style figures and
@@ -164,7 +166,15 @@ impl Spool {
             ns,
             list_cache: Default::default(),
             reads: Default::default(),
+            spill_at: SPILL_AT,
         })
+    }
+
+    /// Spill metadata copies above `bytes` (at most [`SPILL_AT`]) to temporary
+    /// files: lower only to exercise the spilled path (tests, benchmarks).
+    pub fn with_spill_threshold(mut self, bytes: u64) -> Spool {
+        self.spill_at = bytes.min(SPILL_AT);
+        self
     }
 
     /// How many times this spool (and its clones) read `mailboxes.db` and
