@@ -131,10 +131,17 @@ fn assert_ranges_equal_whole(sp: &Spool, extra: &[&str]) -> usize {
             );
         }
     }
-    assert_eq!(
-        sp.users().unwrap(),
-        users_of(&whole, sp.conf().deletedprefix())
-    );
+    // USERS walks in chunks, each under its own lock hold: any chunk size gives
+    // the same list.
+    let want = users_of(&whole, sp.conf().deletedprefix());
+    assert_eq!(sp.users().unwrap(), want);
+    for chunk in [1, 7, 100] {
+        assert_eq!(
+            sp.clone().with_users_chunk(chunk).users().unwrap(),
+            want,
+            "chunk {chunk}"
+        );
+    }
     users.len()
 }
 

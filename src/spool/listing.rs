@@ -66,7 +66,7 @@ pub fn owner_key_prefixes(owner: Owner<'_>) -> Vec<Vec<u8>> {
 
 /// How many `mailboxes.db` records one lock hold of the all-users walk reads
 /// before it lets Cyrus's writers in (Cyrus's own `foreach` lets go every 256).
-const USERS_CHUNK: usize = 4096;
+pub(crate) const USERS_CHUNK: usize = 4096;
 
 /// The last owner's list and the state of the file it came from.
 #[derive(Debug, Default)]
@@ -231,7 +231,7 @@ impl Spool {
                     if Some(k) == resume.as_deref() {
                         return true;
                     }
-                    if seen == USERS_CHUNK {
+                    if seen == self.users_chunk {
                         more = true;
                         return false;
                     }

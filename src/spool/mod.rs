@@ -24,6 +24,7 @@ mod error;
 mod folder;
 mod listing;
 mod names;
+mod records;
 mod user;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ pub struct Spool {
     reads: Arc<DbReads>,
     /// Metadata files above this many bytes are spilled, not held in memory.
     spill_at: u64,
+    /// Records of mailboxes.db per lock hold of the all-users walk.
+    users_chunk: usize,
 }
 
 /// How often the global databases were opened (for `STATUS`-style figures and
@@ -167,7 +170,15 @@ impl Spool {
             list_cache: Default::default(),
             reads: Default::default(),
             spill_at: SPILL_AT,
+            users_chunk: listing::USERS_CHUNK,
         })
+    }
+
+    /// Walk all users ([`Spool::each_user_inbox`]) `records` records per lock
+    /// hold (at least 1): smaller only to exercise the resumed walk (tests).
+    pub fn with_users_chunk(mut self, records: usize) -> Spool {
+        self.users_chunk = records.max(1);
+        self
     }
 
     /// Spill metadata copies above `bytes` (at most [`SPILL_AT`]) to temporary
