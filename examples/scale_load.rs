@@ -16,7 +16,7 @@
 //! | `undump FIRST COUNT FOLDERS` | `UNDUMPED mailboxes secs` (users `bulkNNNNNN` with FOLDERS sub-folders) |
 //! | `fmeta USER1 USER2 FOLDER N` | `FMETA median_ms min_ms max_ms` (N FMETAs alternating users: no list cache hit) |
 //! | `fdata USER FOLDER` | `FDATA fmeta_ms fdata_secs msgs bytes batches` (all messages, 1024 UIDs per FDATA) |
-//! | `sessions` | `SESSIONS n cpu_us_sum cpu_us_max maxrss_kb_max` (cyrvaultd's session lines since the last call) |
+//! | `sessions` | `SESSIONS n cpu_us_sum cpu_us_max maxrss_kb_max hwm_kb` (cyrvaultd's session lines since the last call; the largest VmHWM of its live processes) |
 //! | `quit` | stops Cyrus and removes the sandbox |
 //!
 //! It is an example, not a test: `cargo test` compiles it but never runs it.
@@ -53,6 +53,8 @@ type UserMail = (String, Vec<(String, Vec<u8>)>);
 
 struct Driver {
     sb: Sandbox,
+    /// The cyrvaultd binary master runs (its children are found by `/proc/*/exe`).
+    daemon: PathBuf,
     held: Vec<(String, String, Vec<u8>)>,
     syslog_at: u64,
 }
@@ -370,7 +372,28 @@ impl Driver {
                 rss = rss.max(kb);
             }
         }
-        Ok(format!("SESSIONS {n} {sum} {max} {rss}"))
+        Ok(format!(
+            "SESSIONS {n} {sum} {max} {rss} {}",
+            self.children_hwm()
+        ))
+    }
+
+    /// The largest `VmHWM` (KiB) of the live cyrvaultd processes: the same figure
+    /// from outside, for a service that does not log it.
+    fn children_hwm(&self) -> u64 {
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return 0;
+        };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| fs::read_link(e.path().join("exe")).is_ok_and(|x| x == self.daemon))
+            .filter_map(|e| fs::read_to_string(e.path().join("status")).ok())
+            .filter_map(|st| {
+                st.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -428,8 +451,8 @@ fn main() -> Result<(), BoxError> {
         return Err("usage: scale_load WORK_DIR CYRVAULTD_PATH".into());
     }
     let work = PathBuf::from(&args[1]);
-    let daemon = fs::canonicalize(&args[2]).map_err(|e| format!("{}: {e}", args[2]))?;
-    let daemon = daemon.to_str().ok_or("cyrvaultd path is not UTF-8")?;
+    let daemon_path = fs::canonicalize(&args[2]).map_err(|e| format!("{}: {e}", args[2]))?;
+    let daemon = daemon_path.to_str().ok_or("cyrvaultd path is not UTF-8")?;
     fs::create_dir_all(&work)?;
     fs::set_permissions(&work, fs::Permissions::from_mode(0o755))?;
     let secret = work.join("secret");
@@ -471,6 +494,7 @@ fn main() -> Result<(), BoxError> {
     fs::write(work.join("sandbox.env"), env)?;
     let mut d = Driver {
         sb,
+        daemon: daemon_path,
         held: Vec::new(),
         syslog_at: 0,
     };

@@ -179,8 +179,18 @@ impl Record {
     }
 }
 
+/// How much of a record [`read_record`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Head (CRC checked) and key: enough to steer a lookup, as Cyrus's
+    /// `relocate` does; the value is left empty and the tail CRC unchecked.
+    Key,
+    /// Everything, both CRCs checked.
+    Whole,
+}
+
 /// Read and check the record at `off`, which must lie in `[64, end)`.
-fn read_record<S: Source>(src: &mut S, off: u64, end: u64) -> Result<Record, S::Error> {
+fn read_record<S: Source>(src: &mut S, off: u64, end: u64, part: Part) -> Result<Record, S::Error> {
     let what = "twoskip record";
     let bad = |msg: String| ParseError::invalid(what, off, msg);
     if off < HEADER_SIZE as u64 || off >= end {
@@ -241,6 +251,22 @@ fn read_record<S: Source>(src: &mut S, off: u64, end: u64) -> Result<Record, S::
                 end.saturating_sub(kv_off),
             )
         })?;
+    // Both fit: keylen + vallen <= kv <= usize::MAX.
+    let (k, v) = (keylen as usize, vallen as usize);
+    if part == Part::Key {
+        let key = src.read(kv_off, k)?;
+        if key.len() != k {
+            return Err(ParseError::truncated(what, kv_off, k as u64, key.len() as u64).into());
+        }
+        return Ok(Record {
+            off,
+            kind,
+            level,
+            ptrs,
+            key: key.to_vec(),
+            val: Vec::new(),
+        });
+    }
     let padded = src.read(kv_off, kv)?;
     if padded.len() != kv {
         return Err(ParseError::truncated(what, kv_off, kv as u64, padded.len() as u64).into());
@@ -257,8 +283,6 @@ fn read_record<S: Source>(src: &mut S, off: u64, end: u64) -> Result<Record, S::
         )
         .into());
     }
-    // Both fit: keylen + vallen <= kv <= usize::MAX.
-    let (k, v) = (keylen as usize, vallen as usize);
     Ok(Record {
         off,
         kind,

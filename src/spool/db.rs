@@ -26,9 +26,12 @@ use crate::cyrus::twoskip::{HEADER_SIZE, KeyValue, Source, Twoskip};
 use crate::error::{Error, Result};
 use crate::lock::{LockMode, Locker};
 
-/// How many bytes one `pread` fetches ahead: records after a checkpoint lie in
-/// key order, so a walk reads on from the same window.
-const WINDOW: usize = 16 * 1024;
+/// What one `pread` fetches at a jump (a skiplist descent visits records all
+/// over the file): enough for a record head and a typical mailboxes.db value.
+const WINDOW_MIN: usize = 1024;
+/// What it grows to while the reads go on where the last one ended (a level-0
+/// walk: after a checkpoint records lie in key order).
+const WINDOW_MAX: usize = 64 * 1024;
 
 /// A file read with `pread` through one read-ahead window.
 pub(crate) struct FileSource<'f> {
@@ -38,6 +41,8 @@ pub(crate) struct FileSource<'f> {
     at: u64,
     /// Valid bytes in `buf`.
     len: usize,
+    /// The next refill's size.
+    window: usize,
 }
 
 impl<'f> FileSource<'f> {
@@ -47,6 +52,7 @@ impl<'f> FileSource<'f> {
             buf: Vec::new(),
             at: 0,
             len: 0,
+            window: WINDOW_MIN,
         }
     }
 }
@@ -82,8 +88,17 @@ impl Source for FileSource<'_> {
                 .checked_add(len as u64)
                 .is_some_and(|e| e <= self.len as u64);
         if !inside {
-            let want = len.max(WINDOW);
-            self.buf.resize(want, 0);
+            // Reading on from the end of the window: a walk, read further ahead.
+            let end = self.at + self.len as u64;
+            self.window = if off >= end && off - end < WINDOW_MIN as u64 {
+                (self.window * 2).min(WINDOW_MAX)
+            } else {
+                WINDOW_MIN
+            };
+            let want = len.max(self.window);
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
             let mut got = 0;
             while got < want {
                 match self

@@ -72,6 +72,8 @@ pub(crate) const USERS_CHUNK: usize = 4096;
 #[derive(Debug, Default)]
 pub(crate) struct ListCache {
     entry: Option<(String, DbState, Arc<Mboxlist>)>,
+    /// The last state whose first and last records passed [`check_layout`].
+    layout_ok: Option<DbState>,
 }
 
 /// Shared between clones of a [`Spool`] (each lookup validates it anyway).
@@ -149,11 +151,44 @@ impl Spool {
                 self.reads.list_hit();
                 return Ok(Read::Cached(Arc::clone(list)));
             }
-            check_layout(db, dp)?;
+            let checked = self
+                .list_cache
+                .lock()
+                .is_ok_and(|c| c.layout_ok.as_ref() == Some(db.state()));
+            if !checked {
+                check_layout(db, dp)?;
+                if let Ok(mut c) = self.list_cache.lock()
+                    && !db.is_dirty()
+                {
+                    c.layout_ok = Some(db.state().clone());
+                }
+            }
             let mut recs = Vec::new();
-            for r in self.owner_ranges(owner) {
+            let ranges = self.owner_ranges(owner);
+            let mut i = 0;
+            while let Some(r) = ranges.get(i) {
                 let mut key = vec![b'N'];
                 key.extend_from_slice(&r.dbname);
+                // A name and its children are adjacent keys (0x1F sorts below every
+                // other byte that may follow the name): one walk reads both.
+                let children = ranges.get(i + 1).filter(|c| {
+                    r.exact
+                        && !c.exact
+                        && c.dbname.strip_suffix(&[DB_HIERSEP]) == Some(&r.dbname[..])
+                });
+                if let Some(c) = children {
+                    db.walk_from(&key, |k, v| {
+                        let name = &k[1..];
+                        let keep =
+                            k.first() == Some(&b'N') && (r.contains(name) || c.contains(name));
+                        if keep {
+                            recs.push((k.to_vec(), v.to_vec()));
+                        }
+                        keep
+                    })?;
+                    i += 2;
+                    continue;
+                }
                 if r.exact {
                     if let Some(v) = db.get(&key)? {
                         recs.push((key, v));
@@ -161,6 +196,7 @@ impl Spool {
                 } else {
                     db.prefix_into(&key, &mut recs)?;
                 }
+                i += 1;
             }
             // The I record of each entry carries its name history.
             let names: Vec<(Vec<u8>, Vec<u8>)> = recs

@@ -17,8 +17,8 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    COMMIT, DELETE, DUMMY, HEADER_SIZE, KeyValue, MAX_LEVEL, RECORD, Record, Source, TwoskipHeader,
-    parse_twoskip_header, read_record,
+    COMMIT, DELETE, DUMMY, HEADER_SIZE, KeyValue, MAX_LEVEL, Part, RECORD, Record, Source,
+    TwoskipHeader, parse_twoskip_header, read_record,
 };
 use crate::cyrus::ParseError;
 
@@ -56,7 +56,7 @@ impl<S: Source> Twoskip<S> {
             .into());
         }
         let end = header.current_size;
-        let dummy = read_record(&mut src, HEADER_SIZE as u64, end)?;
+        let dummy = read_record(&mut src, HEADER_SIZE as u64, end, Part::Whole)?;
         if dummy.kind != DUMMY || dummy.level != MAX_LEVEL {
             return Err(ParseError::invalid(
                 "twoskip record",
@@ -88,19 +88,28 @@ impl<S: Source> Twoskip<S> {
     /// The value stored under exactly `key`.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, S::Error> {
         let (_, found) = self.descend(&|k| k >= key)?;
-        Ok(found.filter(|r| r.key == key).map(|r| r.val))
+        match found.filter(|r| r.key == key) {
+            Some(r) => Ok(Some(self.whole(r)?.val)),
+            None => Ok(None),
+        }
     }
 
     /// The record with the greatest key (None if the file is empty).
     pub fn last(&mut self) -> Result<Option<KeyValue>, S::Error> {
         let (last, _) = self.descend(&|_| false)?;
-        Ok(last.map(|r| (r.key, r.val)))
+        match last {
+            Some(r) => Ok(Some(self.whole(r).map(|r| (r.key, r.val))?)),
+            None => Ok(None),
+        }
     }
 
     /// The record with the smallest key (None if the file is empty).
     pub fn first(&mut self) -> Result<Option<KeyValue>, S::Error> {
         let (_, first) = self.descend(&|_| true)?;
-        Ok(first.map(|r| (r.key, r.val)))
+        match first {
+            Some(r) => Ok(Some(self.whole(r).map(|r| (r.key, r.val))?)),
+            None => Ok(None),
+        }
     }
 
     /// Call `f(key, value)` for every record whose key starts with `prefix`, in
@@ -127,9 +136,10 @@ impl<S: Source> Twoskip<S> {
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, S::Error>,
     ) -> Result<(), S::Error> {
         let (_, first) = self.descend(&|k| k >= from)?;
-        let Some(mut rec) = first else {
+        let Some(first) = first else {
             return Ok(());
         };
+        let mut rec = self.whole(first)?;
         let mut steps = 0u64;
         loop {
             if !f(&rec.key, &rec.val)? {
@@ -139,7 +149,7 @@ impl<S: Source> Twoskip<S> {
             if next == 0 {
                 return Ok(());
             }
-            let Some(n) = self.skip_deletes(next, &mut steps)? else {
+            let Some(n) = self.skip_deletes(next, &mut steps, Part::Whole)? else {
                 return Ok(());
             };
             if n.key <= rec.key {
@@ -153,6 +163,9 @@ impl<S: Source> Twoskip<S> {
     /// Descend to the last record whose key does not satisfy `stop` (None: the
     /// DUMMY), and return it with its level-0 successor, the first record that
     /// does (None: the end of the file). `stop` must be monotonic in key order.
+    /// Only heads and keys are read on the way down (Cyrus's `relocate` checks
+    /// only the tail CRC of the record it stops at); callers read whole what
+    /// they return.
     fn descend(&mut self, stop: &dyn Fn(&[u8]) -> bool) -> Result<Around, S::Error> {
         let end = self.end;
         let mut cur: Option<Record> = None;
@@ -168,7 +181,7 @@ impl<S: Source> Twoskip<S> {
                     if next == 0 || next == stopped_at {
                         break;
                     }
-                    let Some(rec) = self.skip_deletes(next, &mut steps)? else {
+                    let Some(rec) = self.skip_deletes(next, &mut steps, Part::Key)? else {
                         break;
                     };
                     if rec.level <= level {
@@ -197,7 +210,7 @@ impl<S: Source> Twoskip<S> {
             if next == 0 {
                 return Ok((cur, None));
             }
-            let Some(rec) = self.skip_deletes(next, &mut steps)? else {
+            let Some(rec) = self.skip_deletes(next, &mut steps, Part::Key)? else {
                 return Ok((cur, None));
             };
             if cur.as_ref().is_some_and(|c| rec.key <= c.key) {
@@ -213,9 +226,14 @@ impl<S: Source> Twoskip<S> {
 
     /// The record at `off`, or the first one after a chain of DELETE records
     /// (None if the chain ends the list).
-    fn skip_deletes(&mut self, mut off: u64, steps: &mut u64) -> Result<Option<Record>, S::Error> {
+    fn skip_deletes(
+        &mut self,
+        mut off: u64,
+        steps: &mut u64,
+        part: Part,
+    ) -> Result<Option<Record>, S::Error> {
         loop {
-            let rec = read_record(&mut self.src, off, self.end)?;
+            let rec = read_record(&mut self.src, off, self.end, part)?;
             match rec.kind {
                 RECORD => return Ok(Some(rec)),
                 // Its only pointer is the successor of the removed key.
@@ -244,6 +262,12 @@ impl<S: Source> Twoskip<S> {
                 }
             }
         }
+    }
+
+    /// The whole record of one the descent read only the key of: value read,
+    /// tail CRC checked.
+    fn whole(&mut self, r: Record) -> Result<Record, S::Error> {
+        read_record(&mut self.src, r.off, self.end, Part::Whole)
     }
 
     /// Count one step; more than the file can hold records (on all levels) is a
