@@ -18,7 +18,7 @@ use cyrvault::cyrus::twoskip::parse_twoskip_header;
 use cyrvault::imap::Arg;
 use cyrvault::sandbox::{Sandbox, SandboxOptions};
 use cyrvault::service::session::Spool as _;
-use cyrvault::spool::{Owner, Spool, users_of};
+use cyrvault::spool::{Owner, Spool, owner_keys, users_of};
 use serde_json::{Value, json};
 
 fn start(hint: &str, unixhierarchysep: bool) -> Sandbox {
@@ -98,9 +98,25 @@ fn db_identity(sb: &Sandbox) -> (u64, u64) {
     (std::fs::metadata(&path).unwrap().ino(), h.generation)
 }
 
-/// The owner's entries as the whole-file parse has them.
-fn whole_entries(whole: &Mboxlist, user: &str) -> Vec<MailboxEntry> {
-    whole.mailboxes_of_user(user).into_iter().cloned().collect()
+/// The owner's entries as the whole-file parse has them: those in its key
+/// ranges; for a user the same as `mailboxes_of_user`.
+fn whole_entries(sp: &Spool, whole: &Mboxlist, id: &str) -> Vec<MailboxEntry> {
+    let dp = sp.conf().deletedprefix();
+    let Some(owner) = Owner::parse(id, false, dp) else {
+        return Vec::new();
+    };
+    let keys = owner_keys(&owner, dp);
+    let mine: Vec<MailboxEntry> = whole
+        .entries()
+        .iter()
+        .filter(|e| keys.contains(&e.dbname))
+        .cloned()
+        .collect();
+    if !owner.is_shared() {
+        let by_user: Vec<MailboxEntry> = whole.mailboxes_of_user(id).into_iter().cloned().collect();
+        assert_eq!(mine, by_user, "{id}");
+    }
+    mine
 }
 
 /// For every owner in the file and some names that are not: the range read
@@ -109,10 +125,15 @@ fn assert_ranges_equal_whole(sp: &Spool, extra: &[&str]) -> usize {
     let whole = sp.mboxlist().unwrap();
     let all_annots = sp.global_annotations().unwrap();
     let mut users = whole.users();
+    users.extend(sp.shared_hierarchies(&whole).into_iter().map(|h| h.owner));
     users.extend(extra.iter().map(|u| u.to_string()));
     for u in &users {
-        let own = sp.owner_mboxlist(Owner::User(u)).unwrap();
-        assert_eq!(own.entries(), whole_entries(&whole, u).as_slice(), "{u}");
+        let own = sp.owner_mboxlist(u).unwrap();
+        assert_eq!(
+            own.entries(),
+            whole_entries(sp, &whole, u).as_slice(),
+            "{u}"
+        );
         let folders = sp.folders(&own, u);
         assert_eq!(folders, sp.folders(&whole, u), "{u}");
         let refs: Vec<_> = folders.iter().collect();
@@ -157,6 +178,21 @@ fn owner_ranges_equal_the_whole_file_parse() {
         sb.create_folder("ann", f, None).unwrap();
     }
     sb.create_folder("anna", "Work", None).unwrap();
+    // Shared hierarchies (owners `%shared`, `%sharedX`), one folder deleted.
+    let mut admin = sb.admin().unwrap();
+    for m in [
+        "shared",
+        "shared/News",
+        "shared/Old",
+        "sharedX",
+        "Lists",
+        "Lists/dev",
+    ] {
+        admin.create(m).unwrap();
+        admin.setacl(m, "cyrus", "lrswipkxtecda").unwrap();
+    }
+    admin.delete("shared/Old").unwrap();
+    admin.logout().unwrap();
     // Delayed deletes (DELETED/user/ann/...), a rename (name history in `I`).
     let mut c = sb.login("ann").unwrap();
     c.delete("INBOX/Work/Sub").unwrap();
@@ -180,7 +216,7 @@ fn owner_ranges_equal_the_whole_file_parse() {
     let sp = spool(&sb);
     let whole = sp.mboxlist().unwrap();
     assert!(whole.entries().len() > 2000, "{}", whole.entries().len());
-    let ann = sp.owner_mboxlist(Owner::User("ann")).unwrap();
+    let ann = sp.owner_mboxlist("ann").unwrap();
     let names: Vec<&str> = ann.entries().iter().map(|e| e.name.as_str()).collect();
     assert!(
         names
@@ -195,7 +231,20 @@ fn owner_ranges_equal_the_whole_file_parse() {
         .find(|e| e.name == "user.ann.Older")
         .unwrap();
     assert_eq!(older.name_history.len(), 1, "{older:?}");
-    let n = assert_ranges_equal_whole(&sp, &["an", "annb", "ann.c", "zz", "u00400", "u0000"]);
+    let shared = sp.owner_mboxlist("%shared").unwrap();
+    let names: Vec<&str> = shared.entries().iter().map(|e| e.name.as_str()).collect();
+    assert!(names.contains(&"shared.News"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("DELETED.shared.Old.")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("sharedX")), "{names:?}");
+    let n = assert_ranges_equal_whole(
+        &sp,
+        &[
+            "an", "annb", "ann.c", "zz", "u00400", "u0000", "%share", "%nothing", "%",
+        ],
+    );
     assert!(n > 400, "{n}");
 }
 
@@ -205,7 +254,7 @@ fn a_repack_by_cyrus_while_a_spool_keeps_its_cache() {
     sb.create_user("ann", None).unwrap();
     sb.create_folder("ann", "Sent", None).unwrap();
     let sp = spool(&sb);
-    let before = sp.owner_mboxlist(Owner::User("ann")).unwrap();
+    let before = sp.owner_mboxlist("ann").unwrap();
     assert_eq!(before.entries().len(), 2);
     let id = db_identity(&sb);
     // One ctl_mboxlist run that more than doubles the file: Cyrus repacks it at
@@ -227,7 +276,7 @@ fn a_repack_by_cyrus_while_a_spool_keeps_its_cache() {
     assert!(after_id.1 > id.1, "generation {} -> {}", id.1, after_id.1);
     // `ctl_cyrusdb -c` too (a checkpoint of every db; it leaves twoskip in place).
     sb.tool_ok("ctl_cyrusdb", &["-c"]).unwrap();
-    let after = sp.owner_mboxlist(Owner::User("ann")).unwrap();
+    let after = sp.owner_mboxlist("ann").unwrap();
     assert!(
         after
             .entries()

@@ -195,13 +195,6 @@ impl LockedDb<'_> {
         self.db.get(key).map_err(|e| e.at(self.path))
     }
 
-    /// The first and the last record (None if the file is empty).
-    pub(crate) fn ends(&mut self) -> Result<Option<[KeyValue; 2]>> {
-        let first = self.db.first().map_err(|e| e.at(self.path))?;
-        let last = self.db.last().map_err(|e| e.at(self.path))?;
-        Ok(first.zip(last).map(|(a, b)| [a, b]))
-    }
-
     /// Append every record whose key starts with `prefix` to `out`, in key order.
     pub(crate) fn prefix_into(&mut self, prefix: &[u8], out: &mut Vec<KeyValue>) -> Result<()> {
         self.db

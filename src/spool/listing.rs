@@ -5,13 +5,14 @@
 //! whatever the server holds; only `USERS`/`PARTITIONS` walk all users, in
 //! bounded chunks.
 //!
-//! **Which keys belong to an owner** is one function, [`Spool::owner_ranges`]
-//! (dbname ranges: the INBOX, its children, its delayed-delete copies), plus the
-//! per-owner record kinds of [`owner_key_prefixes`] (Cyrus 3.13's `J` records,
-//! keyed by userid). Each `N` record found brings its `I<uniqueid>` record (the
-//! name history) by one lookup. The records are then parsed by the same
-//! `parse_mboxlist` as a whole file, so a user's entries are exactly the ones a
-//! whole-file parse gives for that user.
+//! **Which keys belong to an owner** is one function, `owner::owner_keys` (a
+//! user's INBOX or a shared hierarchy's top, its children, its delayed-delete
+//! copies: the ranges `mboxlist_mboxtree` in `imap/mboxlist.c` walks). Each `N`
+//! record found brings its `I<uniqueid>` record (the name history) by one lookup.
+//! No other record kind is needed: Cyrus reads an entry from `N` and `I` only
+//! (`J`, `UG`, `A` are indexes for lookups we never make; `cyrus::mboxlist`).
+//! The records are then parsed by the same `parse_mboxlist` as a whole file, so
+//! an owner's entries are exactly the ones a whole-file parse gives for it.
 //!
 //! **Cache.** The last owner's parsed list is kept with the [`DbState`] it was
 //! read from (device, inode, 64 header bytes); a later request takes the lock,
@@ -23,46 +24,11 @@ use std::sync::{Arc, Mutex};
 
 use super::Spool;
 use super::db::{DbState, LockedDb, with_db};
-use crate::cyrus::mboxlist::parse_mboxlist;
-use crate::cyrus::mboxlist::{DB_DOMAINSEP, DB_HIERSEP, MailboxEntry, MbName, Mboxlist};
+use super::owner::owner_keys;
+use crate::cyrus::mboxlist::{
+    DB_DOMAINSEP, DB_HIERSEP, MailboxEntry, MbName, Mboxlist, RecordKind, kind_of, parse_mboxlist,
+};
 use crate::error::{Error, Result};
-
-/// Whose mailboxes a request is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner<'a> {
-    /// A user (`bob`, or `bob@example.com` with virtual domains).
-    User(&'a str),
-}
-
-/// One run of mailbox names (dbnames: `mailboxes.db` keys without their `N`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameRange {
-    /// The dbname, or the prefix every dbname of the range starts with.
-    pub dbname: Vec<u8>,
-    /// Only `dbname` itself, not the names it prefixes.
-    pub exact: bool,
-}
-
-impl NameRange {
-    /// Whether `dbname` is in this range.
-    pub fn contains(&self, dbname: &[u8]) -> bool {
-        if self.exact {
-            dbname == self.dbname.as_slice()
-        } else {
-            dbname.starts_with(&self.dbname)
-        }
-    }
-}
-
-/// Key prefixes of records other than `N`/`I` that belong to an owner: Cyrus
-/// 3.13's JMAP-id records, `J<userid> RS <jmapid>` (`mboxlist_jmapid_to_key`).
-pub fn owner_key_prefixes(owner: Owner<'_>) -> Vec<Vec<u8>> {
-    let Owner::User(userid) = owner;
-    let mut j = vec![b'J'];
-    j.extend_from_slice(userid.as_bytes());
-    j.push(0x1e);
-    vec![j]
-}
 
 /// How many `mailboxes.db` records one lock hold of the all-users walk reads
 /// before it lets Cyrus's writers in (Cyrus's own `foreach` lets go every 256).
@@ -88,64 +54,24 @@ enum Read {
 }
 
 impl Spool {
-    /// The dbname ranges an owner's mailboxes occupy, in `FMULTISTATUS` order:
-    /// the INBOX itself, its children (`user US bob US ...`), then its
-    /// delayed-delete copies (`DELETED US user US bob US ...`, after the domain).
-    /// A name that merely starts like the user's (`bobby`, `bob.x`) is in none.
-    pub fn owner_ranges(&self, owner: Owner<'_>) -> Vec<NameRange> {
-        let Owner::User(userid) = owner;
-        let dp = self.conf.deletedprefix();
-        let (localpart, domain) = self.ns.user_parts(userid);
-        let inbox = MbName {
-            domain: domain.clone(),
-            localpart: Some(localpart),
-            ..MbName::default()
-        }
-        .to_dbname(dp);
-        let mut children = inbox.clone();
-        children.push(DB_HIERSEP);
-        // `<domain> GS DELETED US <rest of the INBOX dbname> US`.
-        let mut deleted = Vec::new();
-        let rest = match &domain {
-            Some(d) => {
-                deleted.extend_from_slice(d.as_bytes());
-                deleted.push(DB_DOMAINSEP);
-                &inbox[d.len() + 1..]
-            }
-            None => &inbox[..],
-        };
-        deleted.extend_from_slice(dp.as_bytes());
-        deleted.push(DB_HIERSEP);
-        deleted.extend_from_slice(rest);
-        deleted.push(DB_HIERSEP);
-        vec![
-            NameRange {
-                dbname: inbox,
-                exact: true,
-            },
-            NameRange {
-                dbname: children,
-                exact: false,
-            },
-            NameRange {
-                dbname: deleted,
-                exact: false,
-            },
-        ]
-    }
-
-    /// The owner's entries of `mailboxes.db` (every kind: tombstones and
-    /// intermediates too), read by lookups and range walks under the file's
-    /// shared lock; from the cache when the file is unchanged since.
-    pub fn owner_mboxlist(&self, owner: Owner<'_>) -> Result<Arc<Mboxlist>> {
-        let Owner::User(name) = owner;
+    /// The entries of `mailboxes.db` that belong to the owner `id` (a userid or
+    /// `%<top>`; every kind: tombstones and intermediates too), read by lookups
+    /// and range walks under the file's shared lock; from the cache when the file
+    /// is unchanged since. An id that names no owner has none (the file is not
+    /// read).
+    pub fn owner_mboxlist(&self, id: &str) -> Result<Arc<Mboxlist>> {
         let path = self.conf.mboxlist_db_path();
-        self.reads.mailboxes_db();
         let dp = self.conf.deletedprefix();
+        let Some(owner) = self.ns.owner(id) else {
+            let none = parse_mboxlist(&[], dp).map_err(|e| Error::parse(&path, e))?;
+            return Ok(Arc::new(none));
+        };
+        let keys = owner_keys(&owner, dp);
+        self.reads.mailboxes_db();
         let read = with_db(&self.locker, &path, |db| {
             if let Ok(c) = self.list_cache.lock()
                 && let Some((n, state, list)) = &c.entry
-                && n == name
+                && n == id
                 && state == db.state()
             {
                 self.reads.list_hit();
@@ -164,40 +90,21 @@ impl Spool {
                 }
             }
             let mut recs = Vec::new();
-            let ranges = self.owner_ranges(owner);
-            let mut i = 0;
-            while let Some(r) = ranges.get(i) {
-                let mut key = vec![b'N'];
-                key.extend_from_slice(&r.dbname);
-                // A name and its children are adjacent keys (0x1F sorts below every
-                // other byte that may follow the name): one walk reads both.
-                let children = ranges.get(i + 1).filter(|c| {
-                    r.exact
-                        && !c.exact
-                        && c.dbname.strip_suffix(&[DB_HIERSEP]) == Some(&r.dbname[..])
-                });
-                if let Some(c) = children {
-                    db.walk_from(&key, |k, v| {
-                        let name = &k[1..];
-                        let keep =
-                            k.first() == Some(&b'N') && (r.contains(name) || c.contains(name));
-                        if keep {
-                            recs.push((k.to_vec(), v.to_vec()));
-                        }
-                        keep
-                    })?;
-                    i += 2;
-                    continue;
+            // The root and its children are adjacent keys (0x1F sorts below every
+            // other byte that may follow the root's name): one walk reads both.
+            let mut root = vec![b'N'];
+            root.extend_from_slice(&keys.root);
+            db.walk_from(&root, |k, v| {
+                let keep = k.first() == Some(&b'N')
+                    && (k[1..] == keys.root[..] || k[1..].starts_with(&keys.children));
+                if keep {
+                    recs.push((k.to_vec(), v.to_vec()));
                 }
-                if r.exact {
-                    if let Some(v) = db.get(&key)? {
-                        recs.push((key, v));
-                    }
-                } else {
-                    db.prefix_into(&key, &mut recs)?;
-                }
-                i += 1;
-            }
+                keep
+            })?;
+            let mut deleted = vec![b'N'];
+            deleted.extend_from_slice(&keys.deleted);
+            db.prefix_into(&deleted, &mut recs)?;
             // The I record of each entry carries its name history.
             let names: Vec<(Vec<u8>, Vec<u8>)> = recs
                 .iter()
@@ -213,9 +120,6 @@ impl Spool {
                         recs.push((key, v));
                     }
                 }
-            }
-            for p in owner_key_prefixes(owner) {
-                db.prefix_into(&p, &mut recs)?;
             }
             recs.sort();
             recs.dedup_by(|a, b| a.0 == b.0);
@@ -234,7 +138,7 @@ impl Spool {
         };
         let list = Arc::new(parse_mboxlist(&recs, dp).map_err(|e| Error::parse(&path, e))?);
         if let (Some(state), Ok(mut c)) = (state, self.list_cache.lock()) {
-            c.entry = Some((name.to_string(), state, Arc::clone(&list)));
+            c.entry = Some((id.to_string(), state, Arc::clone(&list)));
         }
         Ok(list)
     }
@@ -319,12 +223,22 @@ fn inbox_shaped(dbname: &[u8]) -> bool {
 }
 
 /// A pre-3.6 `mailboxes.db` (plain internal names as keys) has none of the keys
-/// a range walk looks for, so it would look like a server without mailboxes:
-/// the first and last records go through the same layout check as a whole-file
-/// parse (which refuses such a file and says how to upgrade it).
+/// a range walk looks for, so it would look like a server without mailboxes.
+/// Cyrus decides the layout by the first decisive record in key order (an `N` or
+/// `I` record, the reverse-ACL or upgrade markers; `mboxlist_upgrade`): read the
+/// records up to that one and let the same check a whole-file parse makes decide
+/// (it refuses such a file and says how to upgrade it).
 fn check_layout(db: &mut LockedDb<'_>, dp: &str) -> Result<()> {
-    if let Some(ends) = db.ends()? {
-        parse_mboxlist(&ends, dp).map_err(|e| Error::parse(db.path(), e))?;
-    }
+    let mut head = Vec::new();
+    db.walk_from(b"", |k, v| {
+        head.push((k.to_vec(), v.to_vec()));
+        let decisive = match kind_of(k) {
+            RecordKind::Name | RecordKind::Id | RecordKind::UpgradeMarker => true,
+            RecordKind::ReverseAcl => k.starts_with(b"AS\x1e"),
+            _ => false,
+        };
+        !decisive
+    })?;
+    parse_mboxlist(&head, dp).map_err(|e| Error::parse(db.path(), e))?;
     Ok(())
 }
