@@ -156,7 +156,10 @@ fn assert_ranges_equal_whole(sp: &Spool, extra: &[&str]) -> usize {
     // the same list.
     let want = users_of(&whole, sp.conf().deletedprefix());
     assert_eq!(sp.users().unwrap(), want);
+    let shared = sp.shared_hierarchies(&whole);
+    assert_eq!(sp.shared().unwrap(), shared);
     for chunk in [1, 7, 100] {
+        assert_eq!(sp.clone().with_users_chunk(chunk).shared().unwrap(), shared);
         assert_eq!(
             sp.clone().with_users_chunk(chunk).users().unwrap(),
             want,

@@ -190,10 +190,9 @@ impl Spool for CyrusSpool {
     }
 
     fn shared(&self) -> Result<Vec<SharedEntry>> {
-        let ml = self.spool.mboxlist()?;
         Ok(self
             .spool
-            .shared_hierarchies(&ml)
+            .shared()?
             .into_iter()
             .map(|h| SharedEntry {
                 owner: h.owner.into_bytes(),

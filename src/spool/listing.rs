@@ -24,10 +24,11 @@ use std::sync::{Arc, Mutex};
 
 use super::Spool;
 use super::db::{DbState, LockedDb, with_db};
-use super::owner::owner_keys;
+use super::owner::{SharedHierarchy, owner_keys};
 use crate::cyrus::mboxlist::{
     DB_DOMAINSEP, DB_HIERSEP, MailboxEntry, MbName, Mboxlist, RecordKind, kind_of, parse_mboxlist,
 };
+use crate::cyrus::twoskip::KeyValue;
 use crate::error::{Error, Result};
 
 /// How many `mailboxes.db` records one lock hold of the all-users walk reads
@@ -145,50 +146,12 @@ impl Spool {
 
     /// Call `f(userid, entry)` for every user's INBOX entry in `mailboxes.db`
     /// order: live, not intermediate, not a delayed-delete copy (what upstream
-    /// `USERS` lists, `mboxlist_alluser`). O(server) by nature, but streamed: the
-    /// file is walked in chunks of [`USERS_CHUNK`] records, each under its own
-    /// lock hold, the chunk's records parsed after the lock is released; memory
-    /// stays bounded by a chunk. Like Cyrus's `foreach`, not one snapshot.
+    /// `USERS` lists, `mboxlist_alluser`). O(server) by nature, but streamed
+    /// ([`Spool::walk_names`]).
     pub fn each_user_inbox(&self, mut f: impl FnMut(String, &MailboxEntry)) -> Result<()> {
         let path = self.conf.mboxlist_db_path();
         let dp = self.conf.deletedprefix();
-        let mut resume: Option<Vec<u8>> = None;
-        loop {
-            self.reads.mailboxes_db();
-            let chunk = with_db(&self.locker, &path, |db| {
-                if resume.is_none() {
-                    check_layout(db, dp)?;
-                }
-                let from = resume.clone().unwrap_or_else(|| b"N".to_vec());
-                let mut seen = 0usize;
-                let mut last = None;
-                let mut more = false;
-                let mut inboxes = Vec::new();
-                db.walk_from(&from, |k, v| {
-                    if k.first() != Some(&b'N') {
-                        return false;
-                    }
-                    if Some(k) == resume.as_deref() {
-                        return true;
-                    }
-                    if seen == self.users_chunk {
-                        more = true;
-                        return false;
-                    }
-                    seen += 1;
-                    last = Some(k.to_vec());
-                    if inbox_shaped(&k[1..]) {
-                        inboxes.push((k.to_vec(), v.to_vec()));
-                    }
-                    true
-                })?;
-                Ok((inboxes, last, more))
-            })?
-            .ok_or_else(|| Error::NotFound {
-                what: "mailboxes.db",
-                name: path.display().to_string(),
-            })?;
-            let (inboxes, last, more) = chunk;
+        self.walk_names(inbox_shaped, |inboxes| {
             let list = parse_mboxlist(&inboxes, dp).map_err(|e| Error::parse(&path, e))?;
             for e in list.entries() {
                 if e.mbtype.is_deleted_tombstone() || e.mbtype.is_intermediate() {
@@ -204,6 +167,86 @@ impl Spool {
                     f(user, e);
                 }
             }
+            Ok(())
+        })
+    }
+
+    /// Every top-level shared hierarchy with a live mailbox (`SHARED`), as
+    /// `owner::shared_hierarchies` finds them in the whole list, from a streamed
+    /// walk ([`Spool::walk_names`]) that keeps only the names outside `user` and
+    /// the deleted prefix: memory grows with the shared mailboxes, not the server.
+    pub fn shared(&self) -> Result<Vec<SharedHierarchy>> {
+        let path = self.conf.mboxlist_db_path();
+        let dp = self.conf.deletedprefix().to_string();
+        let mut kept = Vec::new();
+        let not_users = |dbname: &[u8]| {
+            let name = match dbname.iter().position(|&b| b == DB_DOMAINSEP) {
+                Some(i) => &dbname[i + 1..],
+                None => dbname,
+            };
+            let under =
+                |top: &[u8]| name.starts_with(top) && name.get(top.len()) == Some(&DB_HIERSEP);
+            !under(b"user") && !under(dp.as_bytes())
+        };
+        self.walk_names(not_users, |recs| {
+            kept.extend(recs);
+            Ok(())
+        })?;
+        let list = parse_mboxlist(&kept, &dp).map_err(|e| Error::parse(&path, e))?;
+        Ok(super::owner::shared_hierarchies(&list))
+    }
+
+    /// Walk the `N` records of the whole file in key order, in chunks of
+    /// `users_chunk` (4096) records, each under its own lock hold (Cyrus's own
+    /// `foreach` lets go every 256 records), keeping those whose dbname `keep`
+    /// accepts; `on_chunk` gets each chunk's kept records after that lock is
+    /// released. Memory is bounded by a chunk; like Cyrus's `foreach`, not one
+    /// snapshot. The first chunk checks the file's layout (pre-3.6 is refused).
+    fn walk_names(
+        &self,
+        mut keep: impl FnMut(&[u8]) -> bool,
+        mut on_chunk: impl FnMut(Vec<KeyValue>) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.conf.mboxlist_db_path();
+        let dp = self.conf.deletedprefix();
+        let mut resume: Option<Vec<u8>> = None;
+        loop {
+            self.reads.mailboxes_db();
+            let chunk = with_db(&self.locker, &path, |db| {
+                if resume.is_none() {
+                    check_layout(db, dp)?;
+                }
+                let from = resume.clone().unwrap_or_else(|| b"N".to_vec());
+                let mut seen = 0usize;
+                let mut last = None;
+                let mut more = false;
+                let mut kept = Vec::new();
+                db.walk_from(&from, |k, v| {
+                    if k.first() != Some(&b'N') {
+                        return false;
+                    }
+                    if Some(k) == resume.as_deref() {
+                        return true;
+                    }
+                    if seen == self.users_chunk {
+                        more = true;
+                        return false;
+                    }
+                    seen += 1;
+                    last = Some(k.to_vec());
+                    if keep(&k[1..]) {
+                        kept.push((k.to_vec(), v.to_vec()));
+                    }
+                    true
+                })?;
+                Ok((kept, last, more))
+            })?
+            .ok_or_else(|| Error::NotFound {
+                what: "mailboxes.db",
+                name: path.display().to_string(),
+            })?;
+            let (kept, last, more) = chunk;
+            on_chunk(kept)?;
             if !more {
                 return Ok(());
             }
