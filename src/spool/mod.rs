@@ -2,14 +2,20 @@
 //! own locks: the engine of the service. It knows nothing about the network;
 //! `service` turns requests into calls here.
 //!
-//! * [`Spool::mboxlist`]: `mailboxes.db` copied under its shared lock.
+//! * [`Spool::owner_mboxlist`] (`listing.rs` over `db.rs`): one owner's entries
+//!   of `mailboxes.db`, by lookups and range walks of the live file under its
+//!   shared lock, cached per file state; [`Spool::users`] and [`Spool::shared`]
+//!   walk all names in bounded chunks; [`Spool::mboxlist`] copies and parses the
+//!   whole file (inspection, tests).
 //! * [`Spool::users`], [`Spool::folders`], [`Spool::resolve_folder`],
 //!   [`Spool::stat_meta`]: what upstream `backupcyrusd` lists (USERS,
 //!   FMULTISTATUS), with upstream's folder names (`names.rs`).
-//! * [`Spool::open_folder`] (`folder.rs`): namespace → name → index locks, all
-//!   metadata read into memory and validated, index and namespace locks dropped
-//!   at once; only the shared name lock is kept while message files are
-//!   *opened*, then [`OpenFolder::release`] drops it before anything is streamed.
+//! * [`Spool::open_folder_for`] (`folder.rs`, `records.rs`): namespace → name →
+//!   index locks, what the request needs read and validated ([`Load`]: private
+//!   metadata copies, spilled to a temporary file when large, or only the index
+//!   records of the UIDs asked for), index and namespace locks dropped at once;
+//!   only the shared name lock is kept while message files are *opened*, then
+//!   [`OpenFolder::release`] drops it before anything is streamed.
 //! * [`Spool::user_files`] / [`Spool::read_user_files`] (`user.rs`): seen, sub
 //!   and the sieve directory under the user's namespace lock.
 //!
