@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::copy::FileStat;
 use crate::cyrus::ParseError;
@@ -43,6 +44,8 @@ pub(crate) struct FileSource<'f> {
     len: usize,
     /// The next refill's size.
     window: usize,
+    /// Where the bytes read from the file are counted, if anywhere.
+    counter: Option<&'f AtomicU64>,
 }
 
 impl<'f> FileSource<'f> {
@@ -53,7 +56,14 @@ impl<'f> FileSource<'f> {
             at: 0,
             len: 0,
             window: WINDOW_MIN,
+            counter: None,
         }
+    }
+
+    /// Add every byte read from the file to `counter` (the spool's figures).
+    pub(crate) fn counting(mut self, counter: &'f AtomicU64) -> Self {
+        self.counter = Some(counter);
+        self
     }
 }
 
@@ -113,6 +123,9 @@ impl Source for FileSource<'_> {
             }
             self.at = off;
             self.len = got;
+            if let Some(c) = self.counter {
+                c.fetch_add(got as u64, Ordering::Relaxed);
+            }
         }
         // Both fit: off >= at and off - at <= len (or the window was just refilled at off).
         let start = (off - self.at) as usize;
@@ -137,10 +150,12 @@ pub(crate) struct LockedDb<'f> {
 }
 
 /// Lock `path` shared (re-opening it if a checkpoint replaced it), open it as a
-/// twoskip file, run `f`, release the lock. None if the file does not exist.
+/// twoskip file, run `f`, release the lock; every byte read from the file is
+/// added to `bytes_read`. None if the file does not exist.
 pub(crate) fn with_db<T>(
     locker: &Locker,
     path: &Path,
+    bytes_read: &AtomicU64,
     f: impl FnOnce(&mut LockedDb<'_>) -> Result<T>,
 ) -> Result<Option<T>> {
     if FileStat::stat(path)?.is_none() {
@@ -151,7 +166,7 @@ pub(crate) fn with_db<T>(
         .file()
         .metadata()
         .map_err(|e| Error::io("fstat", path, e))?;
-    let mut src = FileSource::new(lock.file());
+    let mut src = FileSource::new(lock.file()).counting(bytes_read);
     let mut header = [0u8; HEADER_SIZE];
     let head = src.read(0, HEADER_SIZE).map_err(|e| e.at(path))?;
     if head.len() == HEADER_SIZE {
@@ -200,6 +215,23 @@ impl LockedDb<'_> {
         self.db
             .prefix(prefix, |k, v| {
                 out.push((k.to_vec(), v.to_vec()));
+                Ok(true)
+            })
+            .map_err(|e| e.at(self.path))
+    }
+
+    /// Call `f` for every record from the first key >= `from` on, in key order,
+    /// while `in_range(key)` holds (the value of the record that ends the range
+    /// is not read).
+    pub(crate) fn walk_range(
+        &mut self,
+        from: &[u8],
+        in_range: impl FnMut(&[u8]) -> bool,
+        mut f: impl FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        self.db
+            .walk_range(from, in_range, |k, v| {
+                f(k, v);
                 Ok(true)
             })
             .map_err(|e| e.at(self.path))

@@ -69,7 +69,7 @@ impl Spool {
         };
         let keys = owner_keys(&owner, dp);
         self.reads.mailboxes_db();
-        let read = with_db(&self.locker, &path, |db| {
+        let read = with_db(&self.locker, &path, &self.reads.mailboxes_bytes, |db| {
             if let Ok(c) = self.list_cache.lock()
                 && let Some((n, state, list)) = &c.entry
                 && n == id
@@ -95,14 +95,11 @@ impl Spool {
             // other byte that may follow the root's name): one walk reads both.
             let mut root = vec![b'N'];
             root.extend_from_slice(&keys.root);
-            db.walk_from(&root, |k, v| {
-                let keep = k.first() == Some(&b'N')
-                    && (k[1..] == keys.root[..] || k[1..].starts_with(&keys.children));
-                if keep {
-                    recs.push((k.to_vec(), v.to_vec()));
-                }
-                keep
-            })?;
+            let mine = |k: &[u8]| {
+                k.first() == Some(&b'N')
+                    && (k[1..] == keys.root[..] || k[1..].starts_with(&keys.children))
+            };
+            db.walk_range(&root, mine, |k, v| recs.push((k.to_vec(), v.to_vec())))?;
             let mut deleted = vec![b'N'];
             deleted.extend_from_slice(&keys.deleted);
             db.prefix_into(&deleted, &mut recs)?;
@@ -212,7 +209,7 @@ impl Spool {
         let mut resume: Option<Vec<u8>> = None;
         loop {
             self.reads.mailboxes_db();
-            let chunk = with_db(&self.locker, &path, |db| {
+            let chunk = with_db(&self.locker, &path, &self.reads.mailboxes_bytes, |db| {
                 if resume.is_none() {
                     check_layout(db, dp)?;
                 }

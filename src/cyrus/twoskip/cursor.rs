@@ -113,19 +113,14 @@ impl<S: Source> Twoskip<S> {
     }
 
     /// Call `f(key, value)` for every record whose key starts with `prefix`, in
-    /// key order (`f` returns false to stop early).
+    /// key order (`f` returns false to stop early). The value of the record that
+    /// ends the range is not read.
     pub fn prefix(
         &mut self,
         prefix: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, S::Error>,
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool, S::Error>,
     ) -> Result<(), S::Error> {
-        self.walk_from(prefix, |k, v| {
-            if k.starts_with(prefix) {
-                f(k, v)
-            } else {
-                Ok(false)
-            }
-        })
+        self.walk_range(prefix, |k| k.starts_with(prefix), f)
     }
 
     /// Call `f(key, value)` for every record from the first key >= `from` on, in
@@ -133,26 +128,42 @@ impl<S: Source> Twoskip<S> {
     pub fn walk_from(
         &mut self,
         from: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool, S::Error>,
+    ) -> Result<(), S::Error> {
+        self.walk_range(from, |_| true, f)
+    }
+
+    /// Call `f(key, value)` for every record from the first key >= `from` on, in
+    /// key order, while `in_range(key)` holds and `f` returns true. Each record's
+    /// head and key are read first; its value only if it is in range, so the
+    /// record that ends a range costs its key, whatever its value's size.
+    pub fn walk_range(
+        &mut self,
+        from: &[u8],
+        mut in_range: impl FnMut(&[u8]) -> bool,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, S::Error>,
     ) -> Result<(), S::Error> {
         let (_, first) = self.descend(&|k| k >= from)?;
-        let Some(first) = first else {
+        let Some(mut rec) = first else {
             return Ok(());
         };
-        let mut rec = self.whole(first)?;
         let mut steps = 0u64;
         loop {
-            if !f(&rec.key, &rec.val)? {
+            if !in_range(&rec.key) {
                 return Ok(());
             }
-            let next = rec.next0(self.end);
+            let whole = self.whole(rec)?;
+            if !f(&whole.key, &whole.val)? {
+                return Ok(());
+            }
+            let next = whole.next0(self.end);
             if next == 0 {
                 return Ok(());
             }
-            let Some(n) = self.skip_deletes(next, &mut steps, Part::Whole)? else {
+            let Some(n) = self.skip_deletes(next, &mut steps, Part::Key)? else {
                 return Ok(());
             };
-            if n.key <= rec.key {
+            if n.key <= whole.key {
                 return Err(out_of_order(n.off).into());
             }
             rec = n;

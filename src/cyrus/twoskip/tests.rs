@@ -383,3 +383,63 @@ fn a_corrupt_upper_pointer_is_an_error_not_a_hang() {
     // The level-0 walk does not use it.
     assert_eq!(read_all(&buf).unwrap().len(), 8);
 }
+
+#[test]
+fn a_range_walk_does_not_read_the_value_that_ends_it() {
+    // `a1`, `a2` in range; `b` (1 MiB value) ends it and comes first in the
+    // lookup of `c`: neither reads its value.
+    let big = vec![b'x'; 1 << 20];
+    let entries: Vec<(Vec<u8>, Vec<u8>, u8)> = vec![
+        (b"a1".to_vec(), b"v1".to_vec(), 2),
+        (b"a2".to_vec(), b"v2".to_vec(), 1),
+        (b"b".to_vec(), big, 1),
+        (b"c".to_vec(), b"v3".to_vec(), 1),
+    ];
+    let buf = skiplist(&entries, None);
+    struct Bytes<'a>(&'a [u8], usize);
+    impl Source for Bytes<'_> {
+        type Error = ParseError;
+        fn read(&mut self, off: u64, len: usize) -> Result<&[u8], ParseError> {
+            let start = (off as usize).min(self.0.len());
+            let s = &self.0[start..(start + len).min(self.0.len())];
+            self.1 += s.len();
+            Ok(s)
+        }
+    }
+    let mut db = Twoskip::open(Bytes(&buf, 0), buf.len() as u64).unwrap();
+    let mut got = Vec::new();
+    db.prefix(b"a", |k, v| {
+        got.push((k.to_vec(), v.to_vec()));
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(
+        got,
+        [
+            (b"a1".to_vec(), b"v1".to_vec()),
+            (b"a2".to_vec(), b"v2".to_vec())
+        ]
+    );
+    let mut none = 0;
+    db.prefix(b"ab", |_, _| {
+        none += 1;
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(none, 0);
+    assert_eq!(db.get(b"c").unwrap().as_deref(), Some(&b"v3"[..]));
+    let read = db.source().1;
+    assert!(read < 64 * 1024, "{read} bytes read");
+    // The value itself is still there for a walk that wants it.
+    let mut n = 0;
+    db.walk_range(
+        b"b",
+        |k| k == b"b",
+        |_, v| {
+            n = v.len();
+            Ok(true)
+        },
+    )
+    .unwrap();
+    assert_eq!(n, 1 << 20);
+}
