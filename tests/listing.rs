@@ -16,8 +16,9 @@ use cyrvault::cyrus::config::load;
 use cyrvault::cyrus::mboxlist::{MailboxEntry, Mboxlist};
 use cyrvault::cyrus::twoskip::parse_twoskip_header;
 use cyrvault::imap::Arg;
-use cyrvault::sandbox::{Sandbox, SandboxOptions};
-use cyrvault::service::session::Spool as _;
+use cyrvault::sandbox::{CyrusInstall, Sandbox, SandboxOptions};
+use cyrvault::service::backend::CyrusSpool;
+use cyrvault::service::session::{FolderOpen, Spool as _, Want};
 use cyrvault::spool::{Owner, Spool, owner_keys, users_of};
 use serde_json::{Value, json};
 
@@ -38,11 +39,23 @@ fn spool(sb: &Sandbox) -> Spool {
     .unwrap()
 }
 
+/// libeatmydata (Debian's `eatmydata`, installed by scripts/setup.sh): preloaded
+/// into `ctl_mboxlist -u` it turns fsync into a no-op. Cyrus commits (and fsyncs)
+/// every undumped entry on its own; on a disk that is minutes for tens of
+/// thousands of entries, seconds without the fsyncs. The file Cyrus writes is the
+/// same.
+const EATMYDATA: &str = "/usr/lib/x86_64-linux-gnu/libeatmydata.so";
+
 /// `ctl_mboxlist -u`: Cyrus's own tool adds these entries to mailboxes.db.
 fn undump(sb: &Sandbox, entries: &Value) {
-    let bin = Path::new("/usr/lib/cyrus/bin/ctl_mboxlist");
+    let bin = sb.cyrus.program("ctl_mboxlist");
+    assert!(
+        Path::new(EATMYDATA).is_file(),
+        "{EATMYDATA} is missing: scripts/setup.sh installs the eatmydata package"
+    );
     let mut child = sb
-        .cyrus_command(bin)
+        .cyrus_command(&bin)
+        .env("LD_PRELOAD", EATMYDATA)
         .arg("-C")
         .arg(&sb.imapd_conf)
         .arg("-u")
@@ -68,21 +81,31 @@ fn undump(sb: &Sandbox, entries: &Value) {
 
 /// `n` users `u0000`.. with `folders` sub-folders each, as `ctl_mboxlist -d` prints them.
 fn bulk(first: usize, n: usize, folders: usize) -> Value {
+    bulk_named("user.u", first, n, folders)
+}
+
+/// `n` mailboxes `<prefix>NNNNN` (`user.u` gives users `u00000`.., `shared` gives
+/// top-level shared mailboxes `shared00000`..) with `folders` children each.
+fn bulk_named(prefix: &str, first: usize, n: usize, folders: usize) -> Value {
+    let tag = prefix
+        .bytes()
+        .fold(0u16, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
     let mut m = serde_json::Map::new();
     for i in first..first + n {
-        let user = format!("u{i:05}");
+        let top = format!("{prefix}{i:05}");
+        let user = top.strip_prefix("user.").unwrap_or("cyrus").to_string();
         for f in 0..=folders {
             let name = if f == 0 {
-                format!("user.{user}")
+                top.clone()
             } else {
-                format!("user.{user}.F{f}")
+                format!("{top}.F{f}")
             };
             m.insert(
                 name,
                 json!({
                     "uidvalidity": "1700000000", "createdmodseq": "1", "foldermodseq": "1",
                     "mbtype": "e", "partition": "p1", "acl": { user.clone(): "lrswipkxtecdan" },
-                    "uniqueid": format!("00000000-0000-4000-8000-{i:06}{f:06}"),
+                    "uniqueid": format!("00000000-{tag:04x}-4000-8000-{i:06}{f:06}"),
                 }),
             );
         }
@@ -342,3 +365,159 @@ fn the_session_cache_never_serves_a_stale_list() {
     sb.create_folder("ann", "ByAdmin", None).unwrap();
     assert_eq!(listed(&backend, &sp, "ann").len(), 3);
 }
+
+/// What one owner's session (FMULTISTATUS, FMETA of every folder, FDATA) reads of
+/// `mailboxes.db` and `annotations.db`, in bytes, after checking each answer
+/// against the whole-file parse of a separate spool.
+fn session_reads(backend: &CyrusSpool, oracle: &Spool, owner: &str) -> (u64, u64, u64) {
+    let whole = oracle.mboxlist().unwrap();
+    let all_annots = oracle.global_annotations().unwrap();
+    let want = oracle.folders(&whole, owner);
+    assert!(want.len() >= 3, "{owner}: {want:?}");
+    let sp = backend.spool();
+    let before = sp.db_reads();
+    let listed: Vec<String> = backend
+        .folders(owner.as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(|f| String::from_utf8(f.name).unwrap())
+        .collect();
+    let names: Vec<&str> = want.iter().map(|f| f.external.as_str()).collect();
+    assert_eq!(listed, names, "{owner}");
+    for f in &want {
+        let FolderOpen::Open(folder) = backend
+            .open_folder(owner.as_bytes(), f.external.as_bytes(), Want::Meta)
+            .unwrap()
+        else {
+            panic!("{owner} {} missing", f.external)
+        };
+        assert_eq!(
+            folder.mailbox_annotations().unwrap(),
+            oracle.mailbox_annotations(f, &all_annots),
+            "{owner} {}",
+            f.external
+        );
+    }
+    let meta = sp.db_reads();
+    for f in &want {
+        let FolderOpen::Open(folder) = backend
+            .open_folder(
+                owner.as_bytes(),
+                f.external.as_bytes(),
+                Want::Messages(&[1, 2]),
+            )
+            .unwrap()
+        else {
+            panic!("{owner} {} missing", f.external)
+        };
+        drop(folder);
+    }
+    let after = sp.db_reads();
+    assert_eq!(
+        after.annotations_db_bytes, meta.annotations_db_bytes,
+        "{owner}: FDATA read annotations.db"
+    );
+    (
+        after.mailboxes_db_bytes - before.mailboxes_db_bytes,
+        after.annotations_db_bytes - before.annotations_db_bytes,
+        (after.mailboxes_db - before.mailboxes_db),
+    )
+}
+
+/// Issue #10's own setup: tens of thousands of other owners' mailboxes added by
+/// Cyrus's `ctl_mboxlist -u`, named so that their keys come right after the
+/// owners' own (`ann00000` after `ann`, `shared00000` after `shared`), and a big
+/// annotation of another mailbox. A session of `ann` (INBOX, children, a
+/// delayed-delete copy) and of `%shared` (its top, a child, a delayed-delete copy)
+/// reads a few KiB of each file, counted in bytes: a whole-file copy, or a walk
+/// that does not stop at the end of the owner's range, fails. FDATA reads no byte
+/// of annotations.db.
+fn a_big_server_costs_an_owner_no_more(cyrus: &CyrusInstall) {
+    let sb = Sandbox::start(SandboxOptions {
+        name_hint: "listing-big".into(),
+        cyrus: Some(cyrus.clone()),
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    sb.create_user("ann", None).unwrap();
+    sb.create_user("bob", None).unwrap();
+    for f in ["Sent", "Work", "Work.Sub"] {
+        sb.create_folder("ann", f, None).unwrap();
+    }
+    let mut c = sb.login("ann").unwrap();
+    for i in 0..3 {
+        let m = format!("Subject: m{i}\r\nMessage-ID: <{i}@big>\r\n\r\nbody {i}\r\n");
+        c.append("INBOX", &[], None, m.as_bytes()).unwrap();
+    }
+    c.run(&[
+        Arg::Atom("SETMETADATA"),
+        Arg::Str(b"INBOX.Sent"),
+        Arg::Atom("(/private/comment \"mine\" /shared/comment \"for all\")"),
+    ])
+    .unwrap();
+    c.delete("INBOX.Work.Sub").unwrap();
+    c.logout().unwrap();
+    // Other mailboxes' annotations make annotations.db big (Cyrus takes quoted
+    // values up to 128 KiB).
+    for f in ["A", "B", "C", "D"] {
+        sb.create_folder("bob", f, None).unwrap();
+    }
+    let mut c = sb.login("bob").unwrap();
+    let big = "x".repeat(60 * 1024);
+    for f in ["INBOX.A", "INBOX.B", "INBOX.C", "INBOX.D"] {
+        let items = format!("(/private/comment \"{big}\" /shared/comment \"{big}\")");
+        c.run(&[
+            Arg::Atom("SETMETADATA"),
+            Arg::Str(f.as_bytes()),
+            Arg::Atom(&items),
+        ])
+        .unwrap();
+    }
+    c.logout().unwrap();
+    let mut admin = sb.admin().unwrap();
+    for m in ["shared", "shared.News", "shared.Old"] {
+        admin.create(m).unwrap();
+        admin.setacl(m, "cyrus", "lrswipkxtecda").unwrap();
+    }
+    admin.delete("shared.Old").unwrap();
+    admin.logout().unwrap();
+
+    let oracle = spool(&sb);
+    let backend = CyrusSpool::new(spool(&sb), 64);
+    let small: Vec<_> = ["ann", "%shared"]
+        .iter()
+        .map(|o| session_reads(&backend, &oracle, o))
+        .collect();
+
+    let t = std::time::Instant::now();
+    undump(&sb, &bulk_named("user.ann", 0, 2000, 9));
+    undump(&sb, &bulk_named("shared", 0, 500, 3));
+    eprintln!("undump: {:?}", t.elapsed());
+    let whole = oracle.mboxlist().unwrap();
+    assert!(whole.entries().len() > 22_000, "{}", whole.entries().len());
+    let mb_size = std::fs::metadata(sb.config_dir().join("mailboxes.db"))
+        .unwrap()
+        .len();
+    let an_size = std::fs::metadata(sb.config_dir().join("annotations.db"))
+        .unwrap()
+        .len();
+    assert!(an_size > 400 * 1024, "{an_size}");
+    let backend = CyrusSpool::new(spool(&sb), 64);
+    for (owner, (mb0, an0, _)) in ["ann", "%shared"].into_iter().zip(small) {
+        let (mb, an, opens) = session_reads(&backend, &oracle, owner);
+        eprintln!(
+            "{owner}: mailboxes.db {mb} of {mb_size} bytes ({mb0} before the bulk), {opens} \
+             lock holds; annotations.db {an} of {an_size} bytes ({an0} before)"
+        );
+        assert!(
+            mb * 20 < mb_size && mb < 512 * 1024,
+            "{owner}: read {mb} of {mb_size} bytes of mailboxes.db"
+        );
+        assert!(
+            an * 8 < an_size,
+            "{owner}: read {an} of {an_size} bytes of annotations.db"
+        );
+    }
+}
+
+crate::per_cyrus!(a_big_server_costs_an_owner_no_more);

@@ -29,7 +29,7 @@ impl Spool {
     pub fn folder_annotations(&self, folders: &[&FolderRef]) -> Result<Vec<Vec<Annotation>>> {
         let path = self.annotations_db_path();
         self.reads.annotations_db();
-        let ranges = with_db(&self.locker, &path, |db| {
+        let ranges = with_db(&self.locker, &path, &self.reads.annotations_bytes, |db| {
             let mut out = Vec::with_capacity(folders.len());
             for f in folders {
                 let mut key = f.uniqueid().as_bytes().to_vec();
@@ -61,6 +61,10 @@ impl Spool {
         let Some(copy) = copy::copy_twoskip(&self.locker, &path)? else {
             return Ok(Vec::new());
         };
+        self.reads.annotations_bytes.fetch_add(
+            copy.bytes.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
         annotations::parse_annotations(&records, AnnotationDb::Global)
             .map_err(|e| Error::parse(&path, e))

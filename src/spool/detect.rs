@@ -248,7 +248,7 @@ pub fn ask_master(exe: &Path) -> Result<CyrusVersion, String> {
 /// walked for a `J` field, in place, so memory does not grow with the server.
 fn mailboxes_db_marker(conf: &ImapdConf, locker: &Locker) -> crate::Result<Option<(u32, u32)>> {
     let path = conf.mboxlist_db_path();
-    let found = super::db::with_db(locker, &path, |db| {
+    let found = super::db::with_db(locker, &path, &Default::default(), |db| {
         let mut kinds = KindCounts::default();
         let mut any = |prefix: &[u8]| -> crate::Result<bool> {
             let mut first = None;

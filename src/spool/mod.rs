@@ -79,6 +79,8 @@ pub(crate) struct DbReads {
     mailboxes: AtomicU64,
     annotations: AtomicU64,
     list_hits: AtomicU64,
+    mailboxes_bytes: AtomicU64,
+    annotations_bytes: AtomicU64,
 }
 
 impl DbReads {
@@ -102,6 +104,11 @@ pub struct DbReadCounts {
     pub annotations_db: u64,
     /// Owner lists served from the cache (the file was unchanged since).
     pub list_cache_hits: u64,
+    /// Bytes read from `mailboxes.db` (every `pread`, header included; a whole
+    /// copy counts its size): what a request costs the server's disk and cache.
+    pub mailboxes_db_bytes: u64,
+    /// Bytes read from the global `annotations.db`, likewise.
+    pub annotations_db_bytes: u64,
 }
 
 /// Where one mailbox's files are.
@@ -229,6 +236,8 @@ impl Spool {
             mailboxes_db: self.reads.mailboxes.load(Ordering::Relaxed),
             annotations_db: self.reads.annotations.load(Ordering::Relaxed),
             list_cache_hits: self.reads.list_hits.load(Ordering::Relaxed),
+            mailboxes_db_bytes: self.reads.mailboxes_bytes.load(Ordering::Relaxed),
+            annotations_db_bytes: self.reads.annotations_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -260,6 +269,9 @@ impl Spool {
             what: "mailboxes.db",
             name: path.display().to_string(),
         })?;
+        self.reads
+            .mailboxes_bytes
+            .fetch_add(copy.bytes.len() as u64, Ordering::Relaxed);
         let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
         parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| Error::parse(&path, e))
     }
