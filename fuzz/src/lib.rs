@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use cyrvault::Result;
 use cyrvault::protocol::FileStat;
-use cyrvault::service::session::PartitionMap;
+use cyrvault::service::session::{PartitionMap, Want};
 use cyrvault::service::{
     Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, Spool, UserFile,
 };
@@ -129,7 +129,7 @@ impl Spool for MemSpool {
             deleted: None,
         }])
     }
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
+    fn open_folder(&self, user: &[u8], folder: &[u8], _want: Want<'_>) -> Result<FolderOpen<'_>> {
         if user == b"bob" && folder == b"INBOX" {
             Ok(FolderOpen::Open(Box::new(MemFolder)))
         } else {
