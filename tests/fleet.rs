@@ -647,53 +647,80 @@ impl Postgres {
         let pg = nix::unistd::User::from_name("postgres").ok()??;
         nix::unistd::chown(&root, Some(pg.uid), Some(pg.gid)).unwrap();
         let data = root.join("data");
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let log = root.join("log");
         let as_pg = |prog: &str, args: &[&str]| {
-            let out = Command::new("runuser")
+            Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(bin.join(prog))
                 .args(args)
                 .current_dir(&root)
                 .stdin(Stdio::null())
                 .output()
-                .unwrap();
+                .unwrap()
+        };
+        let must = |prog: &str, out: std::process::Output| {
             assert!(
                 out.status.success(),
                 "{prog}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        as_pg(
+        must(
             "initdb",
-            &[
-                "-D",
-                data.to_str()?,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
+            as_pg(
+                "initdb",
+                &[
+                    "-D",
+                    data.to_str()?,
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                ],
+            ),
         );
-        as_pg(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str()?,
-                "-w",
-                "-l",
-                root.join("log").to_str()?,
-                "-o",
-                &format!(
-                    "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-                    root.display()
-                ),
-                "start",
-            ],
-        );
+        // The port is free when picked but may be taken before the postmaster binds
+        // it (other tests pick ports too): then, as an admin would, pick another.
+        // `-t`: on a loaded machine a start can take longer than pg_ctl's default
+        // 60 s wait; this is a bound on a hang, not a measurement.
+        let mut attempt = 0;
+        let port = loop {
+            attempt += 1;
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let out = as_pg(
+                "pg_ctl",
+                &[
+                    "-D",
+                    data.to_str()?,
+                    "-w",
+                    "-t",
+                    "600",
+                    "-l",
+                    log.to_str()?,
+                    "-o",
+                    &format!(
+                        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+                        root.display()
+                    ),
+                    "start",
+                ],
+            );
+            if out.status.success() {
+                break port;
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let taken = text.contains("could not bind") || text.contains("Address already in use");
+            if !taken || attempt >= 5 {
+                must("pg_ctl start", out);
+                panic!("pg_ctl start failed; its log: {text}");
+            }
+            eprintln!("PostgreSQL: port {port} was taken meanwhile; trying another");
+            let _ = std::fs::remove_file(&log);
+        };
         Some(Postgres {
             bin,
             data,
