@@ -194,6 +194,63 @@ fn with_prefix<'a>(entries: &'a [MailboxEntry], prefix: &[u8]) -> &'a [MailboxEn
     &entries[start..start + len]
 }
 
+/// Every user that owns a folder Cyrus holds, with the entry that gives its
+/// partition, in two groups: first each user with a live INBOX, in mailboxes.db
+/// order (upstream `USERS`, `mboxlist_alluser`); then each user **without** one
+/// whose [`owner_entries`] are not empty, in key order of its first entry:
+///
+/// - sub-folders whose INBOX record is gone (`user.x.Sub` without `user.x`: made by
+///   `ctl_mboxlist -u`, or left by a delete that failed half-way);
+/// - a deleted user's delayed-delete tree (`DELETED.user.x.<hex>`,
+///   `DELETED.user.x.Sub.<hex>`, after the user was deleted with
+///   `delete_mode: delayed`), until `cyr_expire -D` removes it.
+///
+/// Such a user is backed up as itself (its archive, its folders as the owner's
+/// folders); nothing Cyrus holds under `user.` or `DELETED.user.` is left unlisted.
+/// For the second group the entry is the first live folder's.
+pub fn user_owners(mboxlist: &Mboxlist) -> Vec<(String, &MailboxEntry)> {
+    let dp = mboxlist.deletedprefix.as_str();
+    let live = |e: &&MailboxEntry| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate();
+    let mut out: Vec<(String, &MailboxEntry)> = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for e in mboxlist.entries().iter().filter(live) {
+        let Ok(m) = MbName::from_dbname(&e.dbname, dp) else {
+            continue;
+        };
+        if m.deleted.is_none()
+            && m.boxes.is_empty()
+            && let Some(u) = m.userid()
+        {
+            listed.insert(u.clone());
+            out.push((u, e));
+        }
+    }
+    let mut orphans = Vec::new();
+    for e in mboxlist.entries().iter().filter(live) {
+        let Ok(m) = MbName::from_dbname(&e.dbname, dp) else {
+            continue;
+        };
+        let (Some(localpart), Some(u)) = (m.localpart.clone(), m.userid()) else {
+            continue;
+        };
+        if listed.contains(&u) {
+            continue;
+        }
+        // owner_keys decides: the user is listed only if its own key ranges hold
+        // this entry (so listing and backing up can never disagree).
+        let owner = Owner::User {
+            localpart,
+            domain: m.domain.clone(),
+        };
+        if owner_entries(mboxlist, &owner).next().is_some() {
+            listed.insert(u.clone());
+            orphans.push((u, e));
+        }
+    }
+    out.extend(orphans);
+    out
+}
+
 /// One top-level shared hierarchy, as `SHARED` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedHierarchy {
@@ -313,6 +370,36 @@ mod tests {
         assert!(k.contains(b"ex.org\x1dDELETED\x1fshared\x1fNews\x1f5F3A1B2C"));
         assert!(!k.contains(b"ex.org\x1dsharedX"));
         assert!(!k.contains(b"shared\x1fNews"));
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn users_without_an_inbox_are_listed_after_the_others() {
+        let recs = vec![
+            rec(b"NDELETED\x1fuser\x1fann\x1f5F3A1B2C", b"%(T e I a1 P p1)"),
+            rec(b"NDELETED\x1fuser\x1fann\x1fSub\x1f5F3A1B2C", b"%(T e I a2 P p1)"),
+            rec(b"NDELETED\x1fuser\x1fbob\x1fOld\x1f5F3A1B2C", b"%(T e I b9 P p1)"),
+            rec(b"NDELETED\x1fuser\x1ftomb\x1f5F3A1B2C", b"%(T ed I t1)"),
+            rec(b"Nex.org\x1duser\x1fdan\x1fKid", b"%(T e I d1 P p2)"),
+            rec(b"Nuser\x1fbob", b"%(T e I b1 P p1)"),
+            rec(b"Nuser\x1fghost\x1fKid", b"%(T e I g1 P p3)"),
+            rec(b"Nuser\x1fghost\x1fKid\x1fDeeper", b"%(T e I g2 P p3)"),
+            rec(b"Nuser\x1fmid\x1fOnly", b"%(T i I m1)"),
+        ];
+        let l = parse_mboxlist(&recs, "DELETED").unwrap();
+        let got: Vec<(String, Option<String>)> = user_owners(&l)
+            .into_iter()
+            .map(|(u, e)| (u, e.partition.clone()))
+            .collect();
+        let s = |u: &str, p: &str| (u.to_string(), Some(p.to_string()));
+        // bob (live INBOX) first; then ann (deleted user), dan@ex.org and ghost
+        // (sub-folders without an INBOX); not a tombstone, not an intermediate alone
+        assert_eq!(got, [s("bob", "p1"), s("ann", "p1"), s("dan@ex.org", "p2"), s("ghost", "p3")]);
+        let ghost = Owner::parse("ghost", false, "DELETED").unwrap();
+        let names: Vec<&str> = owner_entries(&l, &ghost).map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["user.ghost.Kid", "user.ghost.Kid.Deeper"]);
+        let ann = Owner::parse("ann", false, "DELETED").unwrap();
+        assert_eq!(owner_entries(&l, &ann).count(), 2);
     }
 
     #[test]
