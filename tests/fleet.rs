@@ -9,7 +9,8 @@
 //!   parallel), `verify --all` green, every archive scanned clean; a locked archive fails one user, the rest
 //!   completes, exit 75, the next run retries it.
 //! - `discover_gone_users_terminal_and_server_down` (a small fleet of its own): a
-//!   deleted user is marked gone; the live display on a terminal; a server down.
+//!   deleted user is listed while its delayed-delete tree is held, marked gone once
+//!   `cyr_expire` removed it; the live display on a terminal; a server down.
 //! - `postgres_two_runs_split_the_round` / `sqlite_two_runs_split_the_round`: two
 //!   `cyrvault run` at once on one directory: every user backed up exactly once (its
 //!   catalog has one run), both processes did work, unit limit kept.
@@ -498,7 +499,9 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A user deleted from Cyrus is marked gone by the next discover, not forgotten; the
+/// A user deleted from Cyrus is listed while Cyrus still holds its delayed-delete
+/// tree, then marked gone by the next discover once `cyr_expire` removed it, not
+/// forgotten; the
 /// live display on a terminal; a server that is down (a fleet of its own: the shared
 /// one must keep its 300 users and its servers).
 #[test]
@@ -515,6 +518,14 @@ fn discover_gone_users_terminal_and_server_down() {
     admin.setacl(&mbox, "cyrus", "lrswipkxtecda").unwrap();
     admin.delete(&mbox).unwrap();
     admin.logout().unwrap();
+    // Deleted with delayed delete, its folders are still held (DELETED.user.u3x002.*):
+    // it is still listed, to be backed up as deleted folders, until Cyrus removes them.
+    let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
+    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found[2]["counts"]["gone"], 0, "{out}");
+    assert_eq!(found[2]["counts"]["users"], 3, "{out}");
+    sb.tool_ok("cyr_expire", &["-D", "0", "-u", "u3x002"])
+        .unwrap();
     let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
     let found: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(found[2]["counts"]["gone"], 1, "{out}");

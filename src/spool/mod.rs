@@ -182,9 +182,9 @@ impl Spool {
         parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| Error::parse(&path, e))
     }
 
-    /// The users upstream `USERS` lists: owners of every user INBOX that is
-    /// neither a tombstone, an intermediate nor a delayed-delete copy, in
-    /// mailboxes.db order (`mboxlist_alluser`).
+    /// The users `USERS` lists: owners of every live user INBOX in mailboxes.db
+    /// order (upstream's `mboxlist_alluser`), then users that own folders without
+    /// a live INBOX ([`user_inboxes`]).
     pub fn users(&self) -> Result<Vec<String>> {
         Ok(users_of(&self.mboxlist()?, self.conf.deletedprefix()))
     }
