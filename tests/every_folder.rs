@@ -15,6 +15,9 @@
 //! - `shared_hierarchies_backed_up_and_restored`: `shared`, `shared.Announcements` and
 //!   `Lists.x` are listed by `backup --all` and `discover`, backed up by both and by a
 //!   fleet run, each top-level hierarchy its own archive, and restored into IMAP.
+//! - `deleted_shared_hierarchies_backed_up`: a shared hierarchy deleted as a whole
+//!   (only `DELETED.<top>.*` left) is listed and backed up into the archive of its
+//!   earlier runs; one created and deleted before any backup is captured.
 //! - `orphan_folders_backed_up_as_their_user`: `user.x.Sub` without `user.x`, and a
 //!   deleted user's `DELETED.user.x.*` tree, are listed by `--all`, `discover` and the
 //!   fleet, backed up as user `x` and restored.
@@ -940,7 +943,90 @@ fn orphan_folders_backed_up_as_their_user(cyrus: &CyrusInstall) {
     e.same_as_cyrus(&cat, &f, 1, "user.orph.Sub");
 }
 
+/// A shared hierarchy deleted as a whole (delayed delete: only `DELETED.Gone.*` left)
+/// is still listed by `SHARED` and backed up into the archive of its earlier runs, as
+/// deleted folders; one created and deleted before any backup is captured; both are
+/// restored.
+fn deleted_shared_hierarchies_backed_up(cyrus: &CyrusInstall) {
+    let e = env(cyrus, "efshdel", false, false);
+    let mut want: BTreeMap<&str, BTreeMap<Guid, usize>> = BTreeMap::new();
+    let make = |names: &[(&'static str, usize)],
+                want: &mut BTreeMap<&str, BTreeMap<Guid, usize>>| {
+        let mut admin = e.sb.admin().unwrap();
+        for (name, n) in names {
+            admin.create(name).unwrap();
+            admin.setacl(name, "cyrus", "lrswipkxtecda").unwrap();
+            let top = name.split('.').next().unwrap();
+            for i in 0..*n {
+                let m = msg(name, i);
+                admin.append(name, &[], None, &m).unwrap();
+                *want
+                    .entry(top)
+                    .or_default()
+                    .entry(Guid::of(&m))
+                    .or_insert(0) += 1;
+            }
+        }
+        admin.logout().unwrap();
+    };
+    let delete = |names: &[&str]| {
+        let mut admin = e.sb.admin().unwrap();
+        for name in names {
+            admin.delete(name).unwrap();
+        }
+        admin.logout().unwrap();
+    };
+    make(&[("Gone", 1), ("Gone.x", 2)], &mut want);
+    let (code, v, stderr) = e.backup(&[], &["--all"]);
+    assert_eq!(code, Some(0), "{v:#}\n{stderr}");
+    let (_, archive1) = e.catalog("%Gone");
+    // Deleted as a whole (children first, as an admin must), and one created and
+    // deleted before any backup of it.
+    delete(&["Gone.x", "Gone"]);
+    make(&[("Brief", 2)], &mut want);
+    delete(&["Brief"]);
+    let (code, v, stderr) = e.backup(&[], &["--all"]);
+    assert_eq!(code, Some(0), "{v:#}\n{stderr}");
+    let owners: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, ["%Brief", "%Gone"], "{v:#}");
+    let (cat, archive2) = e.catalog("%Gone");
+    assert_eq!(archive1, archive2, "the archive of its earlier run");
+    assert_eq!(cat.runs().unwrap().len(), 2);
+    let at2 = cat.folders_at(2).unwrap();
+    assert_eq!(at2.len(), 2, "{at2:?}");
+    for f in &at2 {
+        assert!(f.deleted && f.deleted_at.is_some(), "{f:?}");
+        assert!(f.internal_name.starts_with("DELETED.Gone"), "{f:?}");
+        e.same_as_cyrus(&cat, f, 2, &f.internal_name);
+    }
+    drop(cat);
+    let (cat, _) = e.catalog("%Brief");
+    let at1 = cat.folders_at(1).unwrap();
+    assert_eq!(at1.len(), 1, "{at1:?}");
+    e.same_as_cyrus(&cat, &at1[0], 1, &at1[0].internal_name);
+    drop(cat);
+    for owner in ["%Gone", "%Brief"] {
+        replay_equal(&e, owner);
+        let dir = e.dir.join(format!("restore-{}", &owner[1..]));
+        e.restore_ok(
+            owner,
+            &["--include-expunged", "--to-eml", dir.to_str().unwrap()],
+        );
+        let mut got: BTreeMap<Guid, usize> = BTreeMap::new();
+        for b in files_below(&dir).values() {
+            *got.entry(Guid::of(b)).or_insert(0) += 1;
+        }
+        assert_eq!(got, want[&owner[1..]], "{owner}");
+    }
+}
+
 crate::per_cyrus!(
+    deleted_shared_hierarchies_backed_up,
     dot_dot_folders_backed_up_and_restored,
     delayed_delete_folders_captured,
     shared_hierarchies_backed_up_and_restored,

@@ -193,3 +193,67 @@ impl Directory {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::sql::Lite;
+
+    /// A directory written before classes were stored (the first schema, one failed
+    /// user) is upgraded on open: its old failure reads as temporary, new ones keep
+    /// their class, and opening it again changes nothing.
+    #[test]
+    fn an_old_directory_gains_the_class_columns() {
+        let file =
+            std::env::temp_dir().join(format!("cyrvault-fleet-migrate-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let url = file.display().to_string();
+        {
+            let mut db = Lite::open(&url).unwrap();
+            db.batch(
+                "CREATE TABLE users (server TEXT NOT NULL, userid TEXT NOT NULL, \
+                 partition TEXT NOT NULL, unit TEXT NOT NULL, vault TEXT NOT NULL, \
+                 gone_since BIGINT, last_round BIGINT, last_result TEXT, last_error TEXT, \
+                 last_try BIGINT, last_success BIGINT, last_bytes BIGINT, \
+                 failures BIGINT NOT NULL DEFAULT 0, next_try BIGINT NOT NULL DEFAULT 0, \
+                 lease_owner TEXT, lease_expires BIGINT, PRIMARY KEY (server, userid));
+                 CREATE TABLE attempts (id INTEGER PRIMARY KEY, round BIGINT NOT NULL, \
+                 server TEXT NOT NULL, userid TEXT NOT NULL, unit TEXT NOT NULL, \
+                 worker TEXT NOT NULL, started BIGINT NOT NULL, finished BIGINT NOT NULL, \
+                 ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT);
+                 INSERT INTO users (server, userid, partition, unit, vault, last_round, \
+                 last_result, last_error, failures) VALUES ('s1', 'old', 'p', 'u', '/v', 7, \
+                 'failed', 'connection refused', 1);",
+            )
+            .unwrap();
+        }
+        for _ in 0..2 {
+            let mut d = Directory::open(Box::new(Lite::open(&url).unwrap())).unwrap();
+            let f = d.failures(7).unwrap();
+            assert_eq!(f.len(), 1);
+            assert_eq!(f[0].class, ErrorKind::Temporary, "{f:?}");
+            assert_eq!(d.worst_class(7).unwrap(), Some(ErrorKind::Temporary));
+        }
+        let mut db = Lite::open(&url).unwrap();
+        for (table, column) in ADDED_COLUMNS {
+            let n = db
+                .query(
+                    "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?",
+                    &[table.into(), column.into()],
+                )
+                .unwrap();
+            assert_eq!(n[0][0].int(), 1, "{table}.{column}");
+        }
+        db.exec(
+            "UPDATE users SET last_class = 'config' WHERE userid = 'old'",
+            &[],
+        )
+        .unwrap();
+        let mut d = Directory::open(Box::new(db)).unwrap();
+        assert_eq!(d.failures(7).unwrap()[0].class, ErrorKind::Config);
+        drop(d);
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{url}{ext}"));
+        }
+    }
+}

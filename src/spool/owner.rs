@@ -266,8 +266,10 @@ pub struct SharedHierarchy {
 }
 
 /// Every top-level shared hierarchy that holds at least one live mailbox, in
-/// mailboxes.db order. Delayed-delete copies alone do not make a hierarchy (as a
-/// deleted user is not listed by `USERS`).
+/// mailboxes.db order; then, as [`user_owners`] does for users, every hierarchy
+/// left with only delayed-delete copies (`DELETED.shared.<hex>`,
+/// `DELETED.shared.News.<hex>` after the whole hierarchy was deleted), keyed by the
+/// copy of its top-level mailbox (same UniqueID) or else its first copy.
 pub fn shared_hierarchies(mboxlist: &Mboxlist) -> Vec<SharedHierarchy> {
     let dp = mboxlist.deletedprefix.as_str();
     let mut out: Vec<SharedHierarchy> = Vec::new();
@@ -320,6 +322,57 @@ pub fn shared_hierarchies(mboxlist: &Mboxlist) -> Vec<SharedHierarchy> {
         }
     }
     flush(current.take(), first_live.take());
+    out.extend(deleted_hierarchies(mboxlist, &out));
+    out
+}
+
+/// Shared hierarchies not in `listed` whose [`owner_entries`] are all delayed-delete
+/// copies, in key order of their first copy.
+fn deleted_hierarchies(mboxlist: &Mboxlist, listed: &[SharedHierarchy]) -> Vec<SharedHierarchy> {
+    let dp = mboxlist.deletedprefix.as_str();
+    let mut seen: std::collections::HashSet<String> =
+        listed.iter().map(|h| h.owner.clone()).collect();
+    let mut out = Vec::new();
+    for e in mboxlist.entries() {
+        if e.mbtype.is_deleted_tombstone() || e.mbtype.is_intermediate() {
+            continue;
+        }
+        let Ok(mb) = MbName::from_dbname(&e.dbname, dp) else {
+            continue;
+        };
+        if mb.deleted.is_none() || mb.localpart.is_some() {
+            continue;
+        }
+        let Some(top) = mb.boxes.first() else {
+            continue;
+        };
+        if top == "user" || top == dp {
+            continue;
+        }
+        let owner = Owner::Shared {
+            top: top.clone(),
+            domain: mb.domain.clone(),
+        };
+        let id = owner.id();
+        if seen.contains(&id) {
+            continue;
+        }
+        // owner_keys decides, as for users: only what the owner's ranges hold.
+        let entries: Vec<&MailboxEntry> = owner_entries(mboxlist, &owner).collect();
+        let Some(first) = entries.first() else {
+            continue;
+        };
+        let top_copy = entries
+            .iter()
+            .find(|c| MbName::from_dbname(&c.dbname, dp).is_ok_and(|m| m.boxes.len() == 1));
+        let pick = top_copy.unwrap_or(first);
+        seen.insert(id.clone());
+        out.push(SharedHierarchy {
+            owner: id,
+            uniqueid: pick.uniqueid.clone().unwrap_or_default(),
+            partition: pick.partition.clone(),
+        });
+    }
     out
 }
 
@@ -407,6 +460,10 @@ mod tests {
     fn shared_hierarchies_in_key_order() {
         let recs = vec![
             rec(b"NDELETED\x1fGone\x1f5F3A1B2C", b"%(T e I g1 P p1)"),
+            rec(b"NDELETED\x1fGone\x1fSub\x1f5F3A1B2C", b"%(T e I g2 P p1)"),
+            rec(b"NDELETED\x1fLists\x1fOld\x1f5F3A1B2C", b"%(T e I l9 P p2)"),
+            rec(b"NDELETED\x1fNoTop\x1fKid\x1f5F3A1B2C", b"%(T e I n1 P p3)"),
+            rec(b"NDELETED\x1fTomb\x1f5F3A1B2C", b"%(T ed I t9)"),
             rec(b"NLists", b"%(T e I l1 P p2)"),
             rec(b"NLists\x1fx", b"%(T e I l2 P p2)"),
             rec(b"NMid", b"%(T i I m0)"),
@@ -429,8 +486,13 @@ mod tests {
                 s("%Mid", "m0", Some("p1")),
                 s("%shared@ex.org", "d1", Some("p1")),
                 s("%shared", "s1", Some("p1")),
+                // only delayed-delete copies left: after the live ones
+                s("%Gone", "g1", Some("p1")),
+                s("%NoTop", "n1", Some("p3")),
             ]
         );
+        let gone = Owner::parse("%Gone", false, "DELETED").unwrap();
+        assert_eq!(owner_entries(&l, &gone).count(), 2);
         let mid = Owner::parse("%Mid", false, "DELETED").unwrap();
         let names: Vec<&str> = owner_entries(&l, &mid).map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["Mid.a"]);
