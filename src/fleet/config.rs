@@ -330,6 +330,19 @@ mod tests {
         let e =
             parse_fleet_conf("servers: a\na_address: x\nvault: /v\nbatch: x\n", "f").unwrap_err();
         assert!(e.to_string().contains("f:4: batch"), "{e}");
+        assert!(
+            c.servers[0].shared,
+            "shared mailboxes are backed up by default"
+        );
+        let c =
+            parse_fleet_conf("servers: a\na_address: x:1\nvault: /v\na_shared: no\n", "f").unwrap();
+        assert!(!c.servers[0].shared);
+        let e = parse_fleet_conf(
+            "servers: a\na_address: x\nvault: /v\na_shared: maybe\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("f:4: a_shared"), "{e}");
         assert!(parse_fleet_conf("nonsense\n", "f").is_err());
         assert!(parse_fleet_conf("servers: a\na_address: x\n", "f").is_err());
     }
