@@ -5,9 +5,9 @@
 //! * `tls: yes` + `tls_ca_file`: `discover` and `run` back the user up (the service
 //!   accepts AUTH only inside TLS, so a plaintext session could not have).
 //! * The same server without `tls: yes`: refused (AUTH outside TLS), exit 77.
-//! * A wrong `<server>_tls_pin`, or CAs that did not issue the certificate: the
-//!   server's users fail, named, with the certificate named as the reason; nothing
-//!   is sent in plaintext instead.
+//! * A wrong `<server>_tls_pin`, or CAs that did not issue the certificate: discover
+//!   and run exit 77 (the fleet's failure classes), the server's users fail, named,
+//!   with the certificate named as the reason; nothing is sent in plaintext instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -88,7 +88,7 @@ fn fleet_conf_tls_checks_the_certificate() {
     // without TLS: the service refuses AUTH outside TLS, and says to use TLS
     let plain = conf(&dir, "plain.conf", &sb, "");
     let o = cyrvault(&["discover"], &plain);
-    assert!(!o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(77), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--tls"),
         "{}",
@@ -111,7 +111,7 @@ fn fleet_conf_tls_checks_the_certificate() {
     );
     for c in [&wrong_pin, &wrong_ca] {
         let d = cyrvault(&["discover"], c);
-        assert!(!d.status.success(), "{}", text(&d));
+        assert_eq!(d.status.code(), Some(77), "{}", text(&d));
         assert!(
             String::from_utf8_lossy(&d.stderr).contains("certificate"),
             "{}",
@@ -119,7 +119,7 @@ fn fleet_conf_tls_checks_the_certificate() {
         );
         let o = cyrvault(&["run"], c);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(!o.status.success(), "{}", text(&o));
+        assert_eq!(o.status.code(), Some(77), "{}", text(&o));
         assert!(out.contains("FAILED s1/alice"), "{}", text(&o));
         assert!(out.contains("certificate"), "{}", text(&o));
         if c == &wrong_pin {
