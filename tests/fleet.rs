@@ -880,7 +880,9 @@ fn postgres_failure_classes_and_the_most_severe_exit() {
 
     // A refused secret (77) and a server down (75) in one run: 77, the most severe.
     let wrong = dir.join("wrong-secret");
-    std::fs::write(&wrong, "not-the-secret-0123456789\n").unwrap();
+    // a secret the client accepts (32 bytes or more, mode 0600) that s1 does not
+    std::fs::write(&wrong, "not-the-secret-0123456789abcdefghijkl\n").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
     let conf = variant(
         "secret.conf",
         &format!("s1_secret_file: {}\n", wrong.display()),
