@@ -141,6 +141,12 @@ impl ArchiveWriter {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
         }
+        // Between our open and our lock, retention may have renamed a rewritten archive
+        // over the path (doc/retention.md): then this lock is the replaced file's.
+        // Temporary: the next attempt opens the new file.
+        if !same_file(&file, path)? {
+            return Err(Error::archive(path, ArchiveError::Locked));
+        }
         let mut report = repair_tail(&mut file, path, opts.committed_len)?;
         if report.len > 0 {
             check_format(&mut file, path)?;
@@ -374,6 +380,39 @@ fn spawn_worker(mut file: File, path: &Path, mut end: u64) -> Result<WorkerParts
     Ok((jobs, done, worker))
 }
 
+/// Take the archive's writer lock (the `flock` [`ArchiveWriter`] takes) without
+/// writing, for reindex and retention; held until the returned file drops. With `wait`,
+/// a held lock is retried every 100 ms until then; without, `Locked` at once. A lock
+/// taken on a file that was renamed over meanwhile is let go and taken again.
+pub fn lock_archive(path: &Path, wait: Option<std::time::Duration>) -> Result<File> {
+    let deadline = wait.map(|w| std::time::Instant::now() + w);
+    loop {
+        let f = File::open(path).at("opening", path)?;
+        match f.try_lock() {
+            Ok(()) if same_file(&f, path)? => return Ok(f),
+            Ok(()) => continue,
+            Err(TryLockError::WouldBlock) => {
+                if deadline.is_none_or(|d| std::time::Instant::now() >= d) {
+                    return Err(Error::archive(path, ArchiveError::Locked));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
+        }
+    }
+}
+
+/// Whether `path` still names the file `file` is open on (same device and inode).
+pub(crate) fn same_file(file: &File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata().at("reading metadata of", path)?;
+    Ok(match std::fs::metadata(path) {
+        Ok(now) => now.ino() == open.ino() && now.dev() == open.dev(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io("reading metadata of", path, e)),
+    })
+}
+
 /// fsync the directory holding `path`, so a new file's directory entry is durable.
 fn sync_dir(path: &Path) -> Result<()> {
     let dir = match path.parent() {
@@ -504,17 +543,17 @@ mod tests {
 
     #[test]
     fn newer_format_version_is_refused() {
-        let p = scratch("v2");
+        let p = scratch("v3");
         std::fs::write(
             &p,
-            member(&[(FORMAT_ENTRY, b"cyrvault archive format 2\n")]),
+            member(&[(FORMAT_ENTRY, b"cyrvault archive format 3\n")]),
         )
         .unwrap();
         let e = ArchiveWriter::open(&p).err().unwrap();
         assert_eq!(
             e.as_archive(),
             Some(&ArchiveError::UnsupportedVersion {
-                found: 2,
+                found: 3,
                 supported: FORMAT_VERSION
             })
         );
