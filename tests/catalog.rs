@@ -827,7 +827,8 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     }
     let msg = e.to_string();
     assert!(
-        msg.contains("schema version 2") && msg.contains("(1)"),
+        msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+            && msg.contains(&format!("({SCHEMA_VERSION})")),
         "{msg}"
     );
     assert_eq!(e.kind(), ErrorKind::Data);
