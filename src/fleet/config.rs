@@ -169,7 +169,7 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
         conf.round_window_secs = number(file, l, "round_window", v)?;
     }
     conf.retention = crate::retention::Policy::from_conf(|k| get(k).map(|x| x.0)).map_err(|e| {
-        let line = e.split(':').next().and_then(|k| get(k)).map_or(0, |x| x.1);
+        let line = e.split(':').next().and_then(&get).map_or(0, |x| x.1);
         bad(file, line, e)
     })?;
     for (key, min) in [

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::pair::{self, new_archive_path};
-use super::plan::{Action, Fate, Plan, user_entry_name};
+use super::plan::{Action, Fate, MemberPlan, Plan, user_entry_name};
 use crate::archive::{self, EntryName, Members, read_entry_at, rewrite};
 use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
 use crate::cyrus::Guid;
@@ -148,42 +148,95 @@ impl Writer<'_> {
                 manifests.insert(l.member_offset, (r.run, l));
             }
         }
-        for m in &self.plan.members {
-            match m.action {
-                Action::Copy => {
-                    self.copy(m.offset, m.compressed_len, m.uncompressed_len, &m.known)?;
-                }
-                Action::Drop => self.report.members_dropped += 1,
-                Action::Repack | Action::Inspect | Action::Format => {
-                    let raw = rewrite::read_raw(
-                        &mut self.old,
-                        self.old_path,
-                        m.offset,
-                        m.compressed_len,
-                    )?;
-                    if m.action == Action::Inspect {
-                        self.report.members_inspected += 1;
+        // Members to inflate go to worker threads (inflate, choose, re-pack, deflate)
+        // a few ahead of the one being written; results are written in file order.
+        let members = &self.plan.members;
+        let plan = self.plan;
+        let old = self.old.try_clone().at("opening", self.old_path)?;
+        let path = self.old_path;
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4);
+        let window = 2 * workers;
+        type Reply = std::sync::mpsc::Receiver<Result<(Vec<u8>, Repacked)>>;
+        type Job = (usize, std::sync::mpsc::Sender<Result<(Vec<u8>, Repacked)>>);
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
+        let job_rx = std::sync::Mutex::new(job_rx);
+        std::thread::scope(|scope| -> Result<()> {
+            // Owned here: dropped when this returns (early, on an error, too), which
+            // ends the workers, so the scope can join them.
+            let job_tx = job_tx;
+            for _ in 0..workers {
+                let (job_rx, old) = (&job_rx, &old);
+                scope.spawn(move || {
+                    loop {
+                        let next = job_rx.lock().ok().and_then(|rx| rx.recv().ok());
+                        let Some((i, reply)) = next else { return };
+                        let m: &MemberPlan = &members[i];
+                        let off = m.offset;
+                        let r = read_at(old, path, off, m.compressed_len).and_then(|raw| {
+                            repack(&raw, path, off, |name, o| plan.fate(name, off, o))
+                                .map(|r| (raw, r))
+                        });
+                        let _ = reply.send(r);
                     }
-                    let off = m.offset;
-                    self.filter_member(&raw, off, |p, name, o| p.fate(name, off, o))?;
-                }
-                Action::Manifest(run) if !manifests.contains_key(&m.offset) => {
-                    debug_assert!(kept.binary_search(&run).is_err());
-                    self.report.members_dropped += 1;
-                }
-                Action::Manifest(_) => {}
+                });
             }
-            // A kept run's manifest comes right after the member that held it (its
-            // own member normally: then it can be copied when nothing in it changes).
-            if let Some(&(run, loc)) = manifests.get(&m.offset) {
-                if run == last_kept {
-                    self.event_member(event)?;
+            let mut replies: std::collections::VecDeque<(usize, Reply)> = Default::default();
+            let mut submitted = 0usize;
+            let needs_inflate = |m: &MemberPlan| {
+                matches!(m.action, Action::Repack | Action::Inspect | Action::Format)
+            };
+            for (i, m) in members.iter().enumerate() {
+                while submitted < members.len() && submitted < i + window {
+                    if needs_inflate(&members[submitted]) {
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        job_tx
+                            .send((submitted, tx))
+                            .map_err(|_| Error::Other("compaction workers stopped".into()))?;
+                        replies.push_back((submitted, rx));
+                    }
+                    submitted += 1;
                 }
-                let alone =
-                    matches!(m.action, Action::Manifest(_)).then_some((m.offset, m.compressed_len));
-                self.manifest(run, loc, alone)?;
+                match m.action {
+                    Action::Copy => {
+                        self.copy(m.offset, m.compressed_len, m.uncompressed_len, &m.known)?;
+                    }
+                    Action::Drop => self.report.members_dropped += 1,
+                    Action::Repack | Action::Inspect | Action::Format => {
+                        let Some((j, rx)) = replies.pop_front() else {
+                            return Err(Error::Other("a re-pack job went missing".into()));
+                        };
+                        debug_assert_eq!(j, i);
+                        let (raw, r) = rx
+                            .recv()
+                            .map_err(|_| Error::Other("a compaction worker died".into()))??;
+                        if m.action == Action::Inspect {
+                            self.report.members_inspected += 1;
+                        }
+                        self.apply(&raw, r)?;
+                    }
+                    Action::Manifest(run) if !manifests.contains_key(&m.offset) => {
+                        debug_assert!(kept.binary_search(&run).is_err());
+                        self.report.members_dropped += 1;
+                    }
+                    Action::Manifest(_) => {}
+                }
+                // A kept run's manifest comes right after the member that held it (its
+                // own member normally: then it can be copied when nothing in it
+                // changes).
+                if let Some(&(run, loc)) = manifests.get(&m.offset) {
+                    if run == last_kept {
+                        self.event_member(event)?;
+                    }
+                    let alone = matches!(m.action, Action::Manifest(_))
+                        .then_some((m.offset, m.compressed_len));
+                    self.manifest(run, loc, alone)?;
+                }
             }
-        }
+            drop(job_tx);
+            Ok(())
+        })?;
         if !self.pending.is_empty() {
             return Err(Error::Other(format!(
                 "{} new member(s) after the last kept run's manifest",
@@ -315,59 +368,33 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Inflate a member and keep the entries `fate` keeps: all of them → the original
-    /// bytes; none → nothing; some → a re-packed member.
-    fn filter_member(
-        &mut self,
-        raw: &[u8],
-        offset: u64,
-        fate: impl Fn(&Plan, &str, u64) -> Fate,
-    ) -> Result<()> {
-        let (tar, info) = rewrite::inflate_member(raw, self.old_path, offset)?;
-        let keep: Vec<bool> = info
-            .entries
-            .iter()
-            .map(|e| fate(self.plan, &e.name, e.offset_in_member) == Fate::Keep)
-            .collect();
-        if keep.iter().all(|&k| k) {
-            let at = self.new.append(raw)?;
-            self.report.members_copied += 1;
-            self.report.bytes_copied += raw.len() as u64;
-            self.note(NewMember {
-                offset: at,
-                compressed_len: raw.len() as u64,
-                uncompressed_len: info.uncompressed_len,
-                entries: info
-                    .entries
-                    .iter()
-                    .map(|e| (e.name.clone(), e.offset_in_member, e.size))
-                    .collect(),
-            });
-            return Ok(());
+    /// Put a re-pack's result in the new archive.
+    fn apply(&mut self, raw: &[u8], r: Repacked) -> Result<()> {
+        match r {
+            Repacked::Whole { ulen, entries } => {
+                let at = self.new.append(raw)?;
+                self.report.members_copied += 1;
+                self.report.bytes_copied += raw.len() as u64;
+                self.note(NewMember {
+                    offset: at,
+                    compressed_len: raw.len() as u64,
+                    uncompressed_len: ulen,
+                    entries,
+                });
+            }
+            Repacked::Nothing => self.report.members_dropped += 1,
+            Repacked::New { gz, ulen, entries } => {
+                let at = self.new.append(&gz)?;
+                self.report.members_repacked += 1;
+                self.report.bytes_repacked += raw.len() as u64;
+                self.note(NewMember {
+                    offset: at,
+                    compressed_len: gz.len() as u64,
+                    uncompressed_len: ulen,
+                    entries,
+                });
+            }
         }
-        if !keep.iter().any(|&k| k) {
-            self.report.members_dropped += 1;
-            return Ok(());
-        }
-        let (new_tar, locs) = rewrite::repack_tar(&tar, &info.entries, &keep).map_err(|d| {
-            Error::archive(
-                self.old_path,
-                archive::ArchiveError::Damaged { offset, damage: d },
-            )
-        })?;
-        let (gz, _) = rewrite::compress_member(&new_tar);
-        let at = self.new.append(&gz)?;
-        self.report.members_repacked += 1;
-        self.report.bytes_repacked += raw.len() as u64;
-        self.note(NewMember {
-            offset: at,
-            compressed_len: gz.len() as u64,
-            uncompressed_len: new_tar.len() as u64,
-            entries: locs
-                .iter()
-                .map(|e| (e.name.clone(), e.offset_in_member, e.size))
-                .collect(),
-        });
         Ok(())
     }
 
@@ -607,7 +634,9 @@ impl Writer<'_> {
         }
         for (offset, clen) in tail {
             let raw = rewrite::read_raw(&mut self.old, self.old_path, offset, clen)?;
-            self.filter_member(&raw, offset, |p, name, _| p.tail_fate(name))?;
+            let plan = self.plan;
+            let r = repack(&raw, self.old_path, offset, |name, _| plan.tail_fate(name))?;
+            self.apply(&raw, r)?;
         }
         // Tail members belong to no run: the next backup adopts them.
         let tail_members = std::mem::take(&mut self.pending);
@@ -622,4 +651,70 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+/// What re-packing one member gave.
+enum Repacked {
+    /// Every entry stays: the original bytes, as they are.
+    Whole {
+        ulen: u64,
+        entries: Vec<(String, u64, u64)>,
+    },
+    /// No entry stays.
+    Nothing,
+    /// Some stay: a new member.
+    New {
+        gz: Vec<u8>,
+        ulen: u64,
+        entries: Vec<(String, u64, u64)>,
+    },
+}
+
+/// `len` bytes at `offset` of `file`, without moving a shared cursor (`pread`).
+fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let n = usize::try_from(len).map_err(|_| Error::Other(format!("member of {len} bytes")))?;
+    let mut buf = vec![0u8; n];
+    file.read_exact_at(&mut buf, offset).at("reading", path)?;
+    Ok(buf)
+}
+
+/// Inflate a member and keep the entries `keep(name, offset in member)` keeps: all of
+/// them → the original bytes; none → nothing; some → a re-packed member (only their
+/// header blocks and data, zero padding, deflated anew: no byte of the others).
+fn repack(
+    raw: &[u8],
+    path: &Path,
+    offset: u64,
+    fate: impl Fn(&str, u64) -> Fate,
+) -> Result<Repacked> {
+    let (tar, info) = rewrite::inflate_member_unhashed(raw, path, offset)?;
+    let keep: Vec<bool> = info
+        .entries
+        .iter()
+        .map(|e| fate(&e.name, e.offset_in_member) == Fate::Keep)
+        .collect();
+    let list = |locs: &[archive::EntryLoc]| -> Vec<(String, u64, u64)> {
+        locs.iter()
+            .map(|e| (e.name.clone(), e.offset_in_member, e.size))
+            .collect()
+    };
+    if keep.iter().all(|&k| k) {
+        return Ok(Repacked::Whole {
+            ulen: info.uncompressed_len,
+            entries: list(&info.entries),
+        });
+    }
+    if !keep.iter().any(|&k| k) {
+        return Ok(Repacked::Nothing);
+    }
+    let (new_tar, locs) = rewrite::repack_tar(&tar, &info.entries, &keep)
+        .map_err(|d| Error::archive(path, archive::ArchiveError::Damaged { offset, damage: d }))?;
+    drop(tar);
+    let (gz, _) = rewrite::compress_member(&new_tar);
+    Ok(Repacked::New {
+        gz,
+        ulen: new_tar.len() as u64,
+        entries: list(&locs),
+    })
 }
