@@ -210,6 +210,7 @@ fn backup(cat: &mut Catalog, archive: &mut Archive, run: u64, sim: &Sim) {
             deleted: false,
             state,
             snapshot_run,
+            deleted_at: None,
         });
     }
     let prev_live: Vec<String> = archive
@@ -751,6 +752,7 @@ fn an_uncommitted_run_leaves_no_trace() {
                 uniqueid: "u-inbox",
                 name: "INBOX",
                 internal_name: "user.bob",
+                deleted_at: None,
             },
             &FolderState::default(),
             &[rec(1, 500, 99)],
@@ -881,6 +883,7 @@ fn crash_helper_dies_mid_run() {
             uniqueid: "u-inbox",
             name: "INBOX",
             internal_name: "user.bob",
+            deleted_at: None,
         },
         &FolderState::default(),
         &recs,

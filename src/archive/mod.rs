@@ -15,7 +15,7 @@
 //!
 //! Files: `names.rs` (entry naming), `gzip.rs` (member framing, inflate with member
 //! boundaries), `tarfmt.rs` (tar headers and the streaming entry parser), `compress.rs`
-//! (text/binary lanes and the deflate settings), `write.rs` (the writer: lock, tail
+//! (text/binary lanes and the deflate settings), `lock.rs` (the writer lock), `write.rs` (the writer: lock, tail
 //! repair, second-thread compression, fsync order), `read.rs` (member iteration,
 //! single-entry reads, scan with resync, the crash-leftover rule), `rewrite.rs` (a new
 //! archive from an old one: members copied byte for byte or re-packed, for
@@ -28,6 +28,7 @@
 mod compress;
 mod error;
 mod gzip;
+mod lock;
 mod names;
 mod read;
 pub mod rewrite;
@@ -36,6 +37,7 @@ mod write;
 
 pub use compress::{Lane, Level, classify};
 pub use error::{ArchiveError, Damage};
+pub use lock::{LOCK_GRACE, lock_archive, lock_exclusive};
 pub use names::{
     EntryName, FORMAT_ENTRY, GENERATION_ENTRY, MAX_COMPONENT, MAX_NAME, decode_component,
     encode_component, folder_entry, message_entry, parse_entry_name, retention_entry, run_id,
@@ -45,7 +47,7 @@ pub use read::{
     Members, Scan, ScanDamage, find_entry, is_crash_leftover, read_entry_at, read_member_at, scan,
     scan_from,
 };
-pub use write::{ArchiveWriter, DEFAULT_MEMBER_TARGET, OpenReport, WriterOptions, lock_archive};
+pub use write::{ArchiveWriter, DEFAULT_MEMBER_TARGET, OpenReport, WriterOptions};
 
 use crate::cyrus::Guid;
 

@@ -10,7 +10,7 @@
 //! else (damage, a file shorter than the caller committed) is reported, never repaired
 //! by rewriting: existing members are never modified.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -121,7 +121,7 @@ impl ArchiveWriter {
     }
 
     /// Open (or create) the archive at `path`: lock it (a second writer gets
-    /// `ArchiveError::Locked` at once), check and repair the tail, check the format
+    /// `ArchiveError::Locked` after a short grace, `lock.rs`), check and repair the tail, check the format
     /// version, and write the `cyrvault/FORMAT` member into a new archive.
     pub fn open_with(path: &Path, opts: WriterOptions) -> Result<ArchiveWriter> {
         let existed = path.exists();
@@ -134,17 +134,11 @@ impl ArchiveWriter {
             .truncate(false)
             .open(path)
             .at("opening", path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::archive(path, ArchiveError::Locked));
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
-        }
+        super::lock::lock_exclusive(&file, path)?;
         // Between our open and our lock, retention may have renamed a rewritten archive
         // over the path (doc/retention.md): then this lock is the replaced file's.
         // Temporary: the next attempt opens the new file.
-        if !same_file(&file, path)? {
+        if !super::lock::same_file(&file, path)? {
             return Err(Error::archive(path, ArchiveError::Locked));
         }
         let mut report = repair_tail(&mut file, path, opts.committed_len)?;
@@ -378,39 +372,6 @@ fn spawn_worker(mut file: File, path: &Path, mut end: u64) -> Result<WorkerParts
         })
         .at("starting the compression thread for", path)?;
     Ok((jobs, done, worker))
-}
-
-/// Take the archive's writer lock (the `flock` [`ArchiveWriter`] takes) without
-/// writing, for reindex and retention; held until the returned file drops. With `wait`,
-/// a held lock is retried every 100 ms until then; without, `Locked` at once. A lock
-/// taken on a file that was renamed over meanwhile is let go and taken again.
-pub fn lock_archive(path: &Path, wait: Option<std::time::Duration>) -> Result<File> {
-    let deadline = wait.map(|w| std::time::Instant::now() + w);
-    loop {
-        let f = File::open(path).at("opening", path)?;
-        match f.try_lock() {
-            Ok(()) if same_file(&f, path)? => return Ok(f),
-            Ok(()) => continue,
-            Err(TryLockError::WouldBlock) => {
-                if deadline.is_none_or(|d| std::time::Instant::now() >= d) {
-                    return Err(Error::archive(path, ArchiveError::Locked));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
-        }
-    }
-}
-
-/// Whether `path` still names the file `file` is open on (same device and inode).
-pub(crate) fn same_file(file: &File, path: &Path) -> Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let open = file.metadata().at("reading metadata of", path)?;
-    Ok(match std::fs::metadata(path) {
-        Ok(now) => now.ino() == open.ino() && now.dev() == open.dev(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io("reading metadata of", path, e)),
-    })
 }
 
 /// fsync the directory holding `path`, so a new file's directory entry is durable.

@@ -133,9 +133,11 @@ impl Catalog {
         conn.busy_timeout(BUSY_TIMEOUT)
             .db("setting busy_timeout", path)?;
         match schema::inspect(&conn).db("reading the schema version", path)? {
-            // An older schema a writer would migrate reads fine: what it lacks (the
-            // retention tables) reads as empty.
-            Found::Version(v) if (1..SCHEMA_VERSION).contains(&v) => {}
+            // An older schema a writer would migrate reads as the current one, without
+            // writing (what it lacks reads as NULL or empty).
+            Found::Version(v)
+                if v < SCHEMA_VERSION
+                    && schema::read_as_current(&conn, v).db("reading an older schema", path)? => {}
             Found::Version(v) => check_version(path, v)?,
             Found::Empty | Found::Foreign => {
                 return Err(Error::Catalog(CatalogError::NotACatalog {

@@ -41,26 +41,30 @@ pub struct RetentionRow {
     pub loc: EntryLoc,
 }
 
-/// One message as a prune sees it: whether a live folder shows it now, and if not,
-/// the run that first no longer showed it (its expunge or its folder's deletion).
+/// One message as a prune sees it: whether a folder the server still holds shows it
+/// now, and if not, the run that first no longer showed it (its expunge or its folder's
+/// removal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageLife {
     pub guid: Guid,
     pub size: u64,
-    /// A current, visible (not expunged) record of a live folder names it.
+    /// A current, visible (not expunged) record names it: in a live folder, or in one
+    /// Cyrus still holds in its delayed-delete area (the next backup would capture it
+    /// again, so it is not expired before Cyrus removes it).
     pub live: bool,
     /// Not live: the first run that no longer showed it visibly (for a message never
     /// visible, the run that first stored a record of it).
     pub gone_run: Option<u64>,
 }
 
-/// A folder deleted from the server: its UniqueID, last name and the run that found it
-/// gone.
+/// A folder gone from the server: the run that found it gone, and when the user deleted
+/// it if a run saw it in Cyrus's delayed-delete area first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletedFolder {
     pub uniqueid: String,
     pub name: String,
     pub deleted_run: u64,
+    pub deleted_at: Option<i64>,
 }
 
 /// What a set of kept runs needs from the archive.
@@ -306,8 +310,8 @@ impl Catalog {
         Ok(needs)
     }
 
-    /// Every stored message with whether a live folder shows it now and, if not, the
-    /// run that first no longer showed it (for `--keep-deleted`).
+    /// Every stored message with whether a folder the server holds shows it now and,
+    /// if not, the run that first no longer showed it (for `--keep-deleted`).
     pub fn message_lives(&self) -> Result<Vec<MessageLife>> {
         let op = "reading message lifetimes";
         let mut st = self
@@ -344,17 +348,20 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Folders the server no longer has, with the run that found each gone and its last
-    /// name.
+    /// Folders gone from the server, with the run that found each gone, when the user
+    /// deleted it (if a run saw it in the delayed-delete area) and its last name.
     pub fn deleted_folders(&self) -> Result<Vec<DeletedFolder>> {
         let op = "listing deleted folders";
         let mut st = self
             .conn
             .prepare(
-                "SELECT f.uniqueid, f.deleted_run,
-                     (SELECT name FROM folder_names n WHERE n.uniqueid = f.uniqueid
-                      ORDER BY from_run DESC LIMIT 1)
-                 FROM folders f WHERE f.deleted_run IS NOT NULL ORDER BY f.uniqueid",
+                "SELECT f.uniqueid, f.deleted_run, n.name, n.deleted_at
+                 FROM folders f
+                 JOIN folder_names n ON n.uniqueid = f.uniqueid
+                     AND n.from_run = (SELECT max(from_run) FROM folder_names x
+                                       WHERE x.uniqueid = f.uniqueid)
+                 WHERE f.deleted_run IS NOT NULL
+                 ORDER BY f.uniqueid",
             )
             .db(op, &self.path)?;
         let rows = st
@@ -362,7 +369,8 @@ impl Catalog {
                 Ok(DeletedFolder {
                     uniqueid: r.get(0)?,
                     deleted_run: r.get(1)?,
-                    name: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    name: r.get(2)?,
+                    deleted_at: r.get(3)?,
                 })
             })
             .db(op, &self.path)?;

@@ -14,12 +14,13 @@ use rusqlite::Connection;
 /// Version of the schema this cyrvault writes and reads. History:
 /// 1 — first version (runs, members, messages, folders, folder_names, folder_runs,
 ///     records, user_files, meta).
-/// 2 — retention: `retention_events`, `erased_messages`; `folder_runs.snapshot_run`
+/// 2 — `folder_names.deleted_at`: a name interval during which the folder sat in
+///     Cyrus's delayed-delete area (migrated from 1 in place by [`migrate`]).
+/// 3 — retention: `retention_events`, `erased_messages`; `folder_runs.snapshot_run`
 ///     and `user_files.snapshot_run` no longer reference `runs` (they name the
 ///     entries' run, which a prune may have removed while its entries still describe
-///     kept runs); the archive's generation in `meta`. Migrated from 1 in place by
-///     [`migrate`].
-pub const SCHEMA_VERSION: i64 = 2;
+///     kept runs); the archive's generation in `meta`. Migrated from 2 in place.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a cyrvault catalog: "cyrv" in ASCII.
 pub const APPLICATION_ID: i64 = 0x6379_7276;
@@ -76,6 +77,7 @@ CREATE TABLE folder_names (
     internal_name  TEXT NOT NULL,
     from_run       INTEGER NOT NULL REFERENCES runs(run),
     to_run         INTEGER REFERENCES runs(run),
+    deleted_at     INTEGER,
     PRIMARY KEY (uniqueid, from_run)
 ) WITHOUT ROWID;
 CREATE INDEX folder_names_by_name ON folder_names(name, from_run);
@@ -131,7 +133,7 @@ CREATE TABLE user_files (
 ) WITHOUT ROWID;
 ";
 
-/// The retention tables (version 2), also what [`migrate`] adds to a version-1 catalog.
+/// The retention tables (version 3), also what [`migrate`] adds to an older catalog.
 pub(crate) const RETENTION_DDL: &str = "
 CREATE TABLE retention_events (
     seq               INTEGER PRIMARY KEY,
@@ -174,47 +176,74 @@ pub(crate) fn create(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 /// Bring a catalog of an older schema version up to [`SCHEMA_VERSION`] in one
-/// transaction; returns whether anything was done (false: no migration from `found`).
-/// From 1: `folder_runs` and `user_files` are copied into tables without the
-/// `snapshot_run` reference (SQLite cannot drop a constraint in place; nothing
-/// references these two tables), and the retention tables are created. No derived fact
-/// changes: a version-1 catalog never saw a prune.
+/// transaction, step by step. No step changes a derived fact: each adds what the older
+/// version could not have held (a version-1 catalog never saw a delayed-delete folder,
+/// a version-2 one never saw a prune). Returns whether anything was done.
+/// * 1 → 2: `folder_names.deleted_at`;
+/// * 2 → 3: `folder_runs` and `user_files` copied into tables without the
+///   `snapshot_run` reference (SQLite cannot drop a constraint in place; nothing
+///   references these two tables), and the retention tables created.
 pub(crate) fn migrate(conn: &mut Connection, found: i64) -> rusqlite::Result<bool> {
-    if found != 1 {
+    if !(1..SCHEMA_VERSION).contains(&found) {
         return Ok(false);
     }
     let tx = conn.transaction()?;
-    let table = |name: &str| -> String {
-        let start = DDL.find(&format!("CREATE TABLE {name} (")).unwrap_or(0);
-        let end = DDL[start..].find(";").map_or(DDL.len(), |e| start + e + 1);
-        DDL[start..end].replacen(
-            &format!("CREATE TABLE {name} ("),
-            &format!("CREATE TABLE {name}_v2 ("),
-            1,
-        )
-    };
-    for (name, index) in [
-        (
-            "folder_runs",
-            "CREATE INDEX folder_runs_by_run ON folder_runs(run);",
-        ),
-        ("user_files", ""),
-    ] {
-        tx.execute_batch(&table(name))?;
-        tx.execute_batch(&format!(
-            "INSERT INTO {name}_v2 SELECT * FROM {name};
-             DROP TABLE {name};
-             ALTER TABLE {name}_v2 RENAME TO {name};
-             {index}"
-        ))?;
+    if found < 2 {
+        tx.execute_batch("ALTER TABLE folder_names ADD COLUMN deleted_at INTEGER;")?;
     }
-    tx.execute_batch(RETENTION_DDL)?;
+    if found < 3 {
+        let table = |name: &str| -> String {
+            let start = DDL.find(&format!("CREATE TABLE {name} (")).unwrap_or(0);
+            let end = DDL[start..].find(';').map_or(DDL.len(), |e| start + e + 1);
+            DDL[start..end].replacen(
+                &format!("CREATE TABLE {name} ("),
+                &format!("CREATE TABLE {name}_v3 ("),
+                1,
+            )
+        };
+        for (name, index) in [
+            (
+                "folder_runs",
+                "CREATE INDEX folder_runs_by_run ON folder_runs(run);",
+            ),
+            ("user_files", ""),
+        ] {
+            tx.execute_batch(&table(name))?;
+            tx.execute_batch(&format!(
+                "INSERT INTO {name}_v3 SELECT * FROM {name};
+                 DROP TABLE {name};
+                 ALTER TABLE {name}_v3 RENAME TO {name};
+                 {index}"
+            ))?;
+        }
+        tx.execute_batch(RETENTION_DDL)?;
+    }
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
         [SCHEMA_VERSION.to_string()],
     )?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
+    Ok(true)
+}
+
+/// Let a read-only connection to a catalog of an older schema version answer every
+/// query of [`SCHEMA_VERSION`] without writing to the file: a `TEMP` view shadows each
+/// table the newer version changed (SQLite looks in the temp schema first), with the
+/// columns the older version cannot have held as NULL. The retention tables of
+/// version 3 need nothing: their readers find them absent and answer empty. Returns
+/// whether `found` is handled so.
+pub(crate) fn read_as_current(conn: &Connection, found: i64) -> rusqlite::Result<bool> {
+    if !(1..SCHEMA_VERSION).contains(&found) {
+        return Ok(false);
+    }
+    if found < 2 {
+        conn.execute_batch(
+            "CREATE TEMP VIEW folder_names AS
+                 SELECT uniqueid, name, internal_name, from_run, to_run, NULL AS deleted_at
+                 FROM main.folder_names;",
+        )?;
+    }
     Ok(true)
 }
 
@@ -267,22 +296,24 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION.to_string());
     }
 
-    #[test]
-    fn version_1_is_migrated_in_place() {
-        let mut c = Connection::open_in_memory().unwrap();
-        c.pragma_update(None, "foreign_keys", "ON").unwrap();
-        // the version-1 DDL: today's with the references version 2 dropped
-        let v1 = DDL.replace(
+    /// The version-2 DDL: today's with the references version 3 dropped.
+    fn v2_ddl() -> String {
+        DDL.replace(
             "snapshot_run      INTEGER NOT NULL,",
             "snapshot_run      INTEGER NOT NULL REFERENCES runs(run),",
-        );
-        assert_ne!(v1, DDL);
-        c.execute_batch(&v1).unwrap();
-        c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+        )
+    }
+
+    #[test]
+    fn version_2_is_migrated_in_place() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        c.execute_batch(&v2_ddl()).unwrap();
+        c.execute("INSERT INTO meta VALUES ('schema_version', '2')", [])
             .unwrap();
         c.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
-        c.pragma_update(None, "user_version", 1).unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
         c.execute_batch(
             "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete');
              INSERT INTO folders VALUES ('f', 1, 1, NULL);
@@ -291,7 +322,7 @@ mod tests {
              INSERT INTO user_files VALUES (1, 1, 'seen', 'seen', 0, 0, 0, 0);",
         )
         .unwrap();
-        // version 1 refuses a snapshot run that is not a run
+        // version 2 refuses a snapshot run that is not a run
         assert!(
             c.execute(
                 "INSERT INTO user_files VALUES (1, 9, 'subs', 'subs', 0, 0, 0, 0)",
@@ -299,8 +330,7 @@ mod tests {
             )
             .is_err()
         );
-        assert_eq!(inspect(&c).unwrap(), Found::Version(1));
-        assert!(migrate(&mut c, 1).unwrap());
+        assert!(migrate(&mut c, 2).unwrap());
         assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
         let n: i64 = c
             .query_row("SELECT count(*) FROM folder_runs", [], |r| r.get(0))
@@ -320,6 +350,80 @@ mod tests {
         c.execute_batch("SELECT * FROM retention_events; SELECT * FROM erased_messages;")
             .unwrap();
         assert!(!migrate(&mut c, SCHEMA_VERSION).unwrap());
+    }
+
+    #[test]
+    fn version_1_is_migrated_in_place() {
+        let mut c = Connection::open_in_memory().unwrap();
+        // the version-1 DDL: version 2's without the column version 2 added
+        let v1 = v2_ddl().replace("    deleted_at     INTEGER,\n", "");
+        assert_ne!(v1, DDL);
+        c.execute_batch(&v1).unwrap();
+        c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+            .unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(1));
+        assert!(migrate(&mut c, 1).unwrap());
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        c.execute(
+            "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete')",
+            [],
+        )
+        .unwrap();
+        c.execute("INSERT INTO folders VALUES ('f', 1, 1, NULL)", [])
+            .unwrap();
+        c.execute(
+            "INSERT INTO folder_names VALUES ('f', 'n', 'i', 1, NULL, 5)",
+            [],
+        )
+        .unwrap();
+        assert!(!migrate(&mut c, SCHEMA_VERSION).unwrap());
+    }
+
+    #[test]
+    fn version_1_is_read_as_current_without_writing() {
+        let dir = std::env::temp_dir().join(format!("cyrvault-schema1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&v2_ddl().replace("    deleted_at     INTEGER,\n", ""))
+                .unwrap();
+            c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete')",
+                [],
+            )
+            .unwrap();
+            c.execute("INSERT INTO folders VALUES ('f', 1, 1, NULL)", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO folder_names VALUES ('f', 'INBOX', 'user.u', 1, NULL)",
+                [],
+            )
+            .unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let cat = crate::catalog::Catalog::open_read_only(&path).unwrap();
+        let f = cat.folders_at(1).unwrap();
+        assert_eq!((f[0].name.as_str(), f[0].deleted_at), ("INBOX", None));
+        assert_eq!(cat.folder_history("f").unwrap()[0].deleted_at, None);
+        drop(cat);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not written");
+        // a writer migrates it in place
+        let cat = crate::catalog::Catalog::open(&path).unwrap();
+        assert_eq!(cat.folders_at(1).unwrap()[0].deleted_at, None);
+        drop(cat);
+        let c = Connection::open(&path).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -473,23 +473,25 @@ impl Writer<'_> {
             if mentioned.contains(&f.uniqueid) || drop.contains_key(&f.uniqueid) {
                 continue;
             }
-            if f.deleted && !self.live.contains(&f.uniqueid) {
+            // Present at `run` (live, or in Cyrus's delayed-delete area) but not
+            // mentioned (failed, carried forward): said explicitly. Gone by `run` but
+            // live at the previous kept run: its deletion was in a removed run; said
+            // here.
+            let gone = !f.present(run);
+            if gone && !self.live.contains(&f.uniqueid) {
                 continue;
             }
-            // Live at `run` but not mentioned (failed, carried forward): said
-            // explicitly. Gone by `run` but live at the previous kept run: its deletion
-            // was in a removed run; said here.
-            let from = if f.deleted { f.last_run } else { run };
-            let Some(s) = self.cat.folder_snapshot_at(&f.uniqueid, from)? else {
+            let Some(s) = self.cat.folder_snapshot_at(&f.uniqueid, f.last_run)? else {
                 continue;
             };
             let entry = FolderInRun {
                 uniqueid: f.uniqueid.clone(),
                 name: f.name.clone(),
                 internal_name: f.internal_name.clone(),
-                deleted: f.deleted,
+                deleted: gone,
                 state: s.state,
                 snapshot_run: s.snapshot_run,
+                deleted_at: f.deleted_at,
             };
             folders.push(serde_json::to_value(entry).map_err(|e| Error::Other(e.to_string()))?);
             changed = true;

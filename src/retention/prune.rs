@@ -176,8 +176,13 @@ pub fn prune(t: &Target, opts: &PruneOptions) -> Result<PruneReport> {
         let cutoff = now.saturating_sub(i64::try_from(d).unwrap_or(i64::MAX));
         let time_of =
             |run: u64| -> Option<i64> { runs.iter().position(|r| r.run == run).map(|i| times[i]) };
+        // A folder gone from the server: deleted when the user deleted it (Cyrus's
+        // delayed-delete stamp, when a run saw it), else when a run found it gone. One
+        // Cyrus still holds in its delayed-delete area is kept: the next backup would
+        // capture it again.
         for f in cat.deleted_folders()? {
-            if time_of(f.deleted_run).is_some_and(|t| t < cutoff) {
+            let when = f.deleted_at.or_else(|| time_of(f.deleted_run));
+            if when.is_some_and(|t| t < cutoff) {
                 drop_folders.insert(f.uniqueid, f.name);
             }
         }

@@ -76,6 +76,7 @@ fn imap_content(sb: &Sandbox, user: &str, prefix: Option<&str>) -> Content {
 fn catalog_content(cat: &Catalog, run: u64) -> Content {
     run_state(cat, run)
         .into_iter()
+        .filter(|(name, _)| !name.ends_with(" (deleted)"))
         .map(|(name, (_, recs))| {
             let mut v: Vec<Msg> = recs
                 .into_iter()
@@ -308,6 +309,10 @@ fn keep_deleted_takes_out_what_is_gone_too_long() {
         .unwrap();
     c.delete("INBOX.Lists").unwrap();
     c.logout().unwrap();
+    // Cyrus keeps it in its delayed-delete area until cyr_expire removes it; while it
+    // is there it is backed up as a deleted folder and not expired (the next backup
+    // would capture it again). Removed now: run 2 finds it gone.
+    e.sb.tool_ok("cyr_expire", &["-D", "0"]).unwrap();
     e.backup(USER);
     let mut c = e.sb.login(USER).unwrap();
     c.select("INBOX").unwrap();

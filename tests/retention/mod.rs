@@ -223,17 +223,22 @@ pub fn make_user(sb: &Sandbox, user: &str, mail: &mut MailGen, per_folder: usize
     }
 }
 
-/// What a run shows: live folder name → (UniqueID, records).
+/// What a run shows: the name of every folder the server held at it → (UniqueID,
+/// records). A folder in Cyrus's delayed-delete area is named `NAME (deleted)`.
 pub type RunState = BTreeMap<String, (String, Vec<RecordState>)>;
 
 pub fn run_state(cat: &Catalog, run: u64) -> RunState {
     cat.folders_at(run)
         .unwrap()
         .into_iter()
-        .filter(|f| !f.deleted)
+        .filter(|f| f.present(run))
         .map(|f| {
             let recs = cat.records_at(&f.uniqueid, run).unwrap();
-            (f.name, (f.uniqueid, recs))
+            let name = match f.deleted_at {
+                Some(_) => format!("{} (deleted)", f.name),
+                None => f.name,
+            };
+            (name, (f.uniqueid, recs))
         })
         .collect()
 }
