@@ -8,6 +8,8 @@
 //!   content from kept runs. (Run times are faked for the policy only, through the
 //!   documented test-only `PruneOptions::run_times`: 30 real runs take minutes, not
 //!   30 days.)
+//! * `deleted.rs` — a folder in Cyrus's delayed-delete area is kept by
+//!   `--keep-deleted` while Cyrus holds it, then expires counted from its deletion.
 //! * `crash.rs` — `cyrvault prune` killed -9 at random instants: every kill leaves the
 //!   old or the new pair, `verify` green, nothing kept lost; prune against a running
 //!   backup of the same user fails at once (75) or waits (`--wait`).
@@ -17,6 +19,7 @@
 
 mod crash;
 mod daily;
+mod deleted;
 mod forget;
 
 use std::collections::BTreeMap;
