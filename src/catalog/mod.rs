@@ -134,6 +134,9 @@ impl Catalog {
             .db("enabling foreign keys", path)?;
         match schema::inspect(&conn).db("reading the schema version", path)? {
             Found::Empty => schema::create(&mut conn).db("creating the schema", path)?,
+            Found::Version(v) if (1..SCHEMA_VERSION).contains(&v) => {
+                schema::migrate(&mut conn, v).db("upgrading the schema", path)?
+            }
             Found::Version(v) => check_version(path, v)?,
             Found::Foreign => {
                 return Err(Error::Catalog(CatalogError::NotACatalog {

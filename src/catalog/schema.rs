@@ -14,7 +14,9 @@ use rusqlite::Connection;
 /// Version of the schema this cyrvault writes and reads. History:
 /// 1 — first version (runs, members, messages, folders, folder_names, folder_runs,
 ///     records, user_files, meta).
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2 — `user_files.kind` may also be `quota` (the QUOTA extension). A version-1
+///     catalog is upgraded in place when opened ([`migrate`]).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a cyrvault catalog: "cyrv" in ASCII.
 pub const APPLICATION_ID: i64 = 0x6379_7276;
@@ -116,7 +118,7 @@ CREATE INDEX records_by_from_run ON records(from_run);
 CREATE TABLE user_files (
     run               INTEGER NOT NULL REFERENCES runs(run),
     snapshot_run      INTEGER NOT NULL REFERENCES runs(run),
-    kind              TEXT NOT NULL CHECK (kind IN ('seen', 'subs', 'sieve')),
+    kind              TEXT NOT NULL CHECK (kind IN ('seen', 'subs', 'sieve', 'quota')),
     name              TEXT NOT NULL,
     active            INTEGER NOT NULL,
     member_offset     INTEGER NOT NULL,
@@ -138,6 +140,38 @@ pub(crate) fn create(conn: &mut Connection) -> rusqlite::Result<()> {
         ),
     )?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// Upgrade a catalog of an older schema version to [`SCHEMA_VERSION`], in one
+/// transaction: version 1 → 2 rebuilds `user_files` with the wider `kind` check (SQLite
+/// cannot alter a CHECK in place). Rows are copied unchanged.
+pub(crate) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    if from < 2 {
+        tx.execute_batch(
+            "CREATE TABLE user_files_v2 (
+                run               INTEGER NOT NULL REFERENCES runs(run),
+                snapshot_run      INTEGER NOT NULL REFERENCES runs(run),
+                kind              TEXT NOT NULL
+                                  CHECK (kind IN ('seen', 'subs', 'sieve', 'quota')),
+                name              TEXT NOT NULL,
+                active            INTEGER NOT NULL,
+                member_offset     INTEGER NOT NULL,
+                offset_in_member  INTEGER NOT NULL,
+                size              INTEGER NOT NULL,
+                PRIMARY KEY (run, kind, name)
+            ) WITHOUT ROWID;
+            INSERT INTO user_files_v2 SELECT * FROM user_files;
+            DROP TABLE user_files;
+            ALTER TABLE user_files_v2 RENAME TO user_files;",
+        )?;
+    }
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -189,6 +223,40 @@ mod tests {
             )
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION.to_string());
+    }
+
+    #[test]
+    fn version_1_is_upgraded_with_its_rows() {
+        let mut c = Connection::open_in_memory().unwrap();
+        let v1 = DDL.replace("'sieve', 'quota'", "'sieve'");
+        c.execute_batch(&v1).unwrap();
+        c.execute_batch(
+            "INSERT INTO meta VALUES ('schema_version', '1');
+             INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 'v', NULL, NULL, NULL, 'complete');
+             INSERT INTO user_files VALUES (1, 1, 'sieve', 'a.script', 1, 0, 0, 3);",
+        )
+        .unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        assert!(
+            c.execute(
+                "INSERT INTO user_files VALUES (1, 1, 'quota', 'quota', 0, 0, 0, 1)",
+                []
+            )
+            .is_err()
+        );
+        migrate(&mut c, 1).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        c.execute(
+            "INSERT INTO user_files VALUES (1, 1, 'quota', 'quota', 0, 0, 0, 1)",
+            [],
+        )
+        .unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM user_files", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub struct Plan {
     pub sieve: Vec<(String, Vec<u8>)>,
     /// The active sieve script's name.
     pub active_sieve: Option<String>,
+    /// Quota roots among the user's folders with their limits (`user/<run>/quota`;
+    /// runs made before the QUOTA extension, or from a stock `backupcyrusd`, have
+    /// none).
+    pub quota: Vec<(String, crate::cyrus::quota::QuotaValue)>,
     /// Meta that could not be read (a damaged member): the restore goes on without
     /// it (e.g. a folder is created without its backed-up ACL) and reports these as
     /// failures.
@@ -417,6 +421,7 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         subscriptions: Vec::new(),
         sieve: Vec::new(),
         active_sieve: None,
+        quota: Vec::new(),
         problems,
     };
     user_files(src, run, sel, &mut plan)?;
@@ -496,6 +501,11 @@ fn user_files(src: &mut Source, run: u64, sel: &Selection, plan: &mut Plan) -> R
                     plan.active_sieve = Some(file.name.clone());
                 }
                 plan.sieve.push((file.name.clone(), bytes));
+                Ok(())
+            }
+            UserFileKind::Quota => {
+                plan.quota = crate::cyrus::quota::parse_quota_file(&bytes)
+                    .map_err(|e| Error::parse("quota file", e))?;
                 Ok(())
             }
             UserFileKind::Seen => {
