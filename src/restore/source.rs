@@ -9,11 +9,11 @@
 //! and the rest of the restore goes on.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::archive::read_entry_at;
+use crate::archive::{read_entry_at, read_member_at};
 use crate::catalog::Catalog;
 use crate::cyrus::Guid;
 use crate::error::{Error, IoContext, Result};
@@ -25,6 +25,8 @@ pub struct Source {
     file: File,
     /// The catalog (read-only use).
     pub catalog: Catalog,
+    /// Entry lists of members read by [`Source::find_entry_in`], by member offset.
+    members: HashMap<u64, Vec<crate::archive::EntryLoc>>,
 }
 
 /// The catalog path that goes with an archive path: `X.tar.gz` → `X.catalog.sqlite`.
@@ -43,6 +45,7 @@ impl Source {
             archive: archive.to_path_buf(),
             file,
             catalog,
+            members: HashMap::new(),
         })
     }
 
@@ -61,6 +64,41 @@ impl Source {
             loc.offset_in_member,
             loc.size,
         )
+    }
+
+    /// Read the first `len` bytes of an entry (e.g. a `cyrus.index` header): the
+    /// member is inflated only that far.
+    pub fn read_entry_prefix(&mut self, loc: &EntryLoc, len: u64) -> Result<Vec<u8>> {
+        read_entry_at(
+            &mut self.file,
+            &self.archive,
+            loc.member_offset,
+            loc.offset_in_member,
+            loc.size.min(len),
+        )
+    }
+
+    /// Find an entry the catalog has no location for (e.g. a folder's
+    /// `mailbox_annotations.json`) by name in these members: each member's entry list
+    /// is read once (the member inflated whole) and kept for later lookups.
+    pub fn find_entry_in(&mut self, name: &str, members: &[u64]) -> Result<Option<EntryLoc>> {
+        for &m in members {
+            if !self.members.contains_key(&m) {
+                let info = read_member_at(&mut self.file, &self.archive, m)?;
+                self.members.insert(m, info.entries);
+            }
+            let found = self.members.get(&m).and_then(|entries| {
+                entries.iter().find(|e| e.name == name).map(|e| EntryLoc {
+                    member_offset: m,
+                    offset_in_member: e.offset_in_member,
+                    size: e.size,
+                })
+            });
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// Read one message by GUID through the catalog and check its bytes hash to it.

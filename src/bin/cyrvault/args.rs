@@ -123,8 +123,8 @@ pub struct AdminOpts {
 /// Which run: the latest by default.
 #[derive(Debug, Args)]
 pub struct RunSelArgs {
-    /// The newest run that started at or before TIME (RFC 3339, or
-    /// `YYYY-MM-DD[ HH:MM]` in local time or with Z).
+    /// The newest run that started at or before TIME (RFC 3339, Unix seconds, or
+    /// `YYYY-MM-DD[ HH:MM[:SS]]`, UTC unless followed by Z or an offset).
     #[arg(long, value_name = "TIME", conflicts_with = "run")]
     pub at: Option<String>,
     /// Run number N.
@@ -232,7 +232,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub archive: Option<PathBuf>,
     /// Restore the state of the newest run that started at or before TIME (Unix
-    /// seconds, or YYYY-MM-DD[THH:MM[:SS]] in UTC).
+    /// seconds, or YYYY-MM-DD[THH:MM[:SS]], UTC unless followed by Z or an offset).
     #[arg(long, conflicts_with = "run")]
     pub at: Option<String>,
     /// Restore the state of this run.
@@ -242,8 +242,22 @@ pub struct RestoreArgs {
     #[arg(long = "message", value_name = "GUID")]
     pub messages: Vec<String>,
     /// The IMAP server to restore into, HOST:PORT.
-    #[arg(long, required_unless_present_any = ["to_mbox", "to_maildir", "to_eml"])]
+    #[arg(long, required_unless_present_any = ["to_mbox", "to_maildir", "to_eml", "exact"])]
     pub imap: Option<String>,
+    /// Re-create the user exactly as at the run (same UniqueIDs, UIDVALIDITY, UIDs,
+    /// MODSEQs) through the target's sync_server (--sync); only where the user does
+    /// not exist there.
+    #[arg(long, requires = "sync", conflicts_with_all = ["into", "to_user", "include_expunged", "messages", "folders", "to_mbox", "to_maildir", "to_eml"])]
+    pub exact: bool,
+    /// With --exact: the target's sync_server, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub sync: Option<String>,
+    /// With --exact: the target partition for the folders (default: Cyrus's `default`).
+    #[arg(long, default_value = "default")]
+    pub partition: String,
+    /// With --exact: continue an exact restore of this user that did not finish.
+    #[arg(long, requires = "exact")]
+    pub resume: bool,
     /// The IMAP admin to act as the user with.
     #[arg(long, default_value = "cyrus")]
     pub admin: String,

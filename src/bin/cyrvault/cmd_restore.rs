@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use cyrvault::cyrus::Guid;
 use cyrvault::error::{EX_DATAERR, EX_USAGE, Error, IoContext};
+use cyrvault::restore::exact::{ExactOptions, ExactTarget, restore_exact};
 use cyrvault::restore::export::{ExportKind, export};
 use cyrvault::restore::imap::{ImapOptions, ImapTarget, restore_to_imap};
 use cyrvault::restore::{NoProgress, Progress, Selection, Source, When, catalog_path_for, plan};
@@ -31,39 +32,6 @@ impl Progress for Bar {
     fn tick(&mut self) {
         self.0.inc(1);
     }
-}
-
-/// Unix seconds from `1764300000` or `YYYY-MM-DD[THH:MM[:SS]]` (UTC).
-pub fn parse_time(s: &str) -> Option<i64> {
-    if let Ok(n) = s.parse::<i64>() {
-        return Some(n);
-    }
-    let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
-        None => (s, None),
-    };
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let [y, m, day] = d[..] else { return None };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let t: Vec<i64> = match time {
-        Some(t) => t
-            .split(':')
-            .map(|x| x.parse().ok())
-            .collect::<Option<_>>()?,
-        None => Vec::new(),
-    };
-    let (hh, mm, ss) = match t[..] {
-        [] => (0, 0, 0),
-        [h, m] => (h, m, 0),
-        [h, m, s] => (h, m, s),
-        _ => return None,
-    };
-    Some(cyrvault::time::unix_from_civil(y, m, day, hh, mm, ss))
 }
 
 fn usage(msg: String) -> Error {
@@ -93,10 +61,10 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
             (ua.archive, ua.catalog)
         }
     };
+    // One rule for every --at (`cyrvault ls` uses the same parser): UTC unless the
+    // string says otherwise.
     let time = |s: &Option<String>| -> Result<Option<i64>, Error> {
-        s.as_deref()
-            .map(|t| parse_time(t).ok_or_else(|| usage(format!("{t:?} is not a time"))))
-            .transpose()
+        s.as_deref().map(cyrvault::admin::parse_time).transpose()
     };
     let when = match (a.run, time(&a.at)?) {
         (Some(n), _) => When::Run(n),
@@ -148,6 +116,19 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
         .or(a.to_maildir.as_ref().map(|p| (ExportKind::Maildir, p)))
         .or(a.to_eml.as_ref().map(|p| (ExportKind::Eml, p)));
     let summary = match (export_to, &a.imap) {
+        _ if a.exact => {
+            if a.dry_run {
+                return Err(usage("--dry-run is for IMAP restores".into()));
+            }
+            let target = ExactTarget {
+                addr: a.sync.clone().unwrap_or_default(),
+                admin: a.admin.clone(),
+                password: password(a)?,
+                partition: a.partition.clone(),
+            };
+            let opts = ExactOptions { resume: a.resume };
+            restore_exact(&mut src, &plan, &target, &opts, progress)?
+        }
         (Some((kind, path)), _) => {
             if a.dry_run {
                 return Err(usage("--dry-run is for IMAP restores".into()));
@@ -228,19 +209,4 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_time;
-
-    #[test]
-    fn times() {
-        assert_eq!(parse_time("1764300000"), Some(1_764_300_000));
-        assert_eq!(parse_time("1970-01-01"), Some(0));
-        assert_eq!(parse_time("2026-11-28T13:05:09Z"), Some(1_795_871_109));
-        assert_eq!(parse_time("2026-11-28 13:05"), Some(1_795_871_100));
-        assert_eq!(parse_time("2026-13-01"), None);
-        assert_eq!(parse_time("yesterday"), None);
-    }
 }

@@ -1,0 +1,486 @@
+//! Exact restore: the user re-created on a Cyrus server as it was at a run, through
+//! that server's `sync_server` (Cyrus's replication protocol, what `sync_client`
+//! speaks) — the same mailbox UniqueIDs, UIDVALIDITY, UIDs, MODSEQs and
+//! HIGHESTMODSEQ, flags, internal dates, message and mailbox annotations, ACLs,
+//! quota, seen state, subscriptions and sieve scripts, so that a mail client that
+//! last synchronised at that run resumes (CONDSTORE/QRESYNC) without noticing.
+//!
+//! Only where the user and its folders' UniqueIDs do not exist on the target: two
+//! mailboxes sharing a UniqueID corrupt a Cyrus server, so anything already there is
+//! refused with the reason (a restore this tool started and did not finish may be
+//! continued, [`ExactOptions::resume`]).
+//!
+//! The order is `sync_client`'s for a new user (`sync_do_user`, `update_mailbox_once`
+//! in `imap/sync_support.c`): the messages (`APPLY MESSAGE`, file literals, any
+//! order), then one `APPLY MAILBOX` per folder with all its records, then seen state,
+//! subscriptions and sieve. Every folder is one `APPLY MAILBOX`, which sync_server
+//! carries out under the user's namespace lock from start to end. Cyrus's own
+//! `restore` instead sends `RESTORE MAILBOX`; `sync_restore_mailbox` (3.6) creates a
+//! new mailbox under a namespace lock it releases right after `mboxlist_createmailbox`
+//! while the mailbox stays open without a lock of its own, then writes the mailbox
+//! annotations: `mailbox_annot_changed` calls `mboxlist_update_foldermodseq`, whose
+//! `assert_namespacelocked` aborts sync_server (`imap/mboxlist.c:1088`). `APPLY
+//! MAILBOX` (`sync_apply_mailbox`) holds the lock throughout, so annotated folders are
+//! safe. See `doc/restore.md`, "Exact restore".
+#![forbid(unsafe_code)]
+
+pub mod build;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use self::build::{MailboxSpec, apply_mailbox, apply_quota, apply_seen, needs_file};
+use super::meta::{FolderFiles, IndexWant};
+use super::{Plan, Progress, Source, Subscription, Summary};
+use crate::cyrus::Guid;
+use crate::cyrus::index::{Index, parse_index};
+use crate::error::{Error, Result};
+use crate::model::UserFileKind;
+use crate::replication::wire::file_literal_head;
+use crate::replication::{Kv, Status, SyncClient, Value};
+
+/// Where and as whom.
+#[derive(Debug, Clone)]
+pub struct ExactTarget {
+    /// `host:port` of the target's `sync_server` (a SERVICES entry of its master).
+    pub addr: String,
+    /// An admin of the target (sync_server refuses anyone else).
+    pub admin: String,
+    /// Its password.
+    pub password: String,
+    /// The partition to create the folders on (the backup does not record the
+    /// source's; Cyrus's default partition is called `default`).
+    pub partition: String,
+}
+
+/// How.
+#[derive(Debug, Clone, Default)]
+pub struct ExactOptions {
+    /// Continue a restore of this user that this tool started: folders already on the
+    /// target with the backed-up UniqueID and HIGHESTMODSEQ are kept, the rest is
+    /// applied. Without it, any folder of the user on the target refuses the restore.
+    pub resume: bool,
+}
+
+/// Flush `APPLY MESSAGE` after this many files...
+const BATCH_FILES: usize = 1024;
+/// ...or this many bytes.
+const BATCH_BYTES: usize = 64 << 20;
+/// Socket timeout: sync_server answers an `APPLY MAILBOX` of a big folder only once it
+/// has parsed and linked every message.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A folder as it will be applied.
+struct Image {
+    name: String,
+    uniqueid: String,
+    files: FolderFiles,
+    index: Index,
+    annotations: build::MessageAnnotations,
+    skip: HashSet<u32>,
+    /// Already on the target (resume): leave it.
+    done: bool,
+}
+
+/// The internal name of one of `user`'s folders by its levels below the INBOX
+/// (`bob`, `[Sent Items]` → `user.bob.Sent Items`; a `.` in a level is `^`; with a
+/// domain `example.org!user.bob...`).
+pub fn internal_name(user: &str, levels: &[String]) -> String {
+    let (local, domain) = match user.split_once('@') {
+        Some((l, d)) => (l, Some(d)),
+        None => (user, None),
+    };
+    let mut n = String::new();
+    if let Some(d) = domain {
+        n.push_str(d);
+        n.push('!');
+    }
+    n.push_str("user.");
+    n.push_str(&local.replace('.', "^"));
+    for l in levels {
+        n.push('.');
+        n.push_str(&l.replace('.', "^"));
+    }
+    n
+}
+
+fn sync_err(c: &SyncClient, what: String) -> Error {
+    Error::Imap {
+        server: c.server().to_string(),
+        message: what,
+    }
+}
+
+/// Restore `plan` (a whole user at a run) exactly into the target.
+pub fn restore_exact(
+    src: &mut Source,
+    plan: &Plan,
+    target: &ExactTarget,
+    opts: &ExactOptions,
+    progress: &mut dyn Progress,
+) -> Result<Summary> {
+    let mut sum = Summary::for_plan(plan);
+    let owner = plan.user.clone();
+    // Folder images, parents first (a name sorts before its children).
+    let mut images = Vec::new();
+    for f in &plan.folders {
+        let files = src.folder_files(&f.uniqueid, f.source_run, IndexWant::Whole)?;
+        let (Some(header), Some(index_bytes)) = (&files.header, &files.index) else {
+            sum.fail(&f.name, None, "no archived cyrus.header/cyrus.index".into());
+            continue;
+        };
+        let index = parse_index(index_bytes)
+            .map_err(|e| Error::parse(format!("cyrus.index of {}", f.name), e))?;
+        let annotations = build::message_annotations(files.annotations.as_deref(), &owner)?;
+        let name = header
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| f.internal_name.clone());
+        images.push(Image {
+            name,
+            uniqueid: f.uniqueid.clone(),
+            files,
+            index,
+            annotations,
+            skip: HashSet::new(),
+            done: false,
+        });
+    }
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut c = SyncClient::connect(&target.addr, TIMEOUT)?;
+    c.authenticate_plain("", &target.admin, &target.password)?;
+    check_target(&mut c, &owner, &mut images, opts)?;
+
+    // Create the first folder empty: this checks the partition before any upload.
+    let mut created = HashSet::new();
+    if let Some(first) = images.iter().find(|i| !i.done) {
+        let v = apply_mailbox(&spec(first, &target.partition), true);
+        let r = c.apply("MAILBOX", &v)?;
+        if let Status::No(t) | Status::Bad(t) = r.status {
+            return Err(Error::Refused(format!(
+                "sync_server {} refused to create {} on partition {:?}: {t} (is the \
+                 partition configured there? --partition names it)",
+                target.addr, first.name, target.partition
+            )));
+        }
+        created.insert(first.name.clone());
+    }
+    for (root, q) in &plan.quota {
+        let r = c.apply("QUOTA", &apply_quota(root, q))?;
+        if let Status::No(t) | Status::Bad(t) = r.status {
+            sum.fail(root, None, format!("quota not restored: {t}"));
+        }
+    }
+    upload(
+        src,
+        &mut c,
+        &mut images,
+        &target.partition,
+        &mut sum,
+        progress,
+    )?;
+    for img in images.iter().filter(|i| !i.done) {
+        let v = apply_mailbox(&spec(img, &target.partition), false);
+        let r = c.apply("MAILBOX", &v)?;
+        match r.status {
+            Status::Ok(_) => {
+                sum.created += 1;
+                sum.appended += img
+                    .index
+                    .records
+                    .iter()
+                    .filter(|r| !build::is_expunged(r) && !img.skip.contains(&r.uid))
+                    .count() as u64;
+            }
+            Status::No(t) | Status::Bad(t) => {
+                sum.fail(&img.name, None, format!("APPLY MAILBOX: {t}"));
+            }
+        }
+    }
+    user_state(src, &mut c, plan, &owner, &mut sum)?;
+    c.exit()?;
+    Ok(sum)
+}
+
+fn spec<'a>(img: &'a Image, partition: &'a str) -> MailboxSpec<'a> {
+    MailboxSpec {
+        name: &img.name,
+        uniqueid: &img.uniqueid,
+        partition,
+        // Present: images are only made with a header.
+        header: img.files.header.as_ref().expect("image has a header"),
+        index: &img.index,
+        annotations: &img.annotations,
+        mailbox_annotations: &img.files.mailbox_annotations,
+        skip: &img.skip,
+    }
+}
+
+/// Refuse a target where the user or any of the UniqueIDs exists (with `resume`, the
+/// folders already there with the same name, UniqueID and HIGHESTMODSEQ are marked
+/// done and the rest must be absent).
+fn check_target(
+    c: &mut SyncClient,
+    owner: &str,
+    images: &mut [Image],
+    opts: &ExactOptions,
+) -> Result<()> {
+    let mut there: HashMap<String, (String, u64)> = HashMap::new();
+    let user = c.get("USER", &Value::str(owner))?;
+    let ids = Value::List(images.iter().map(|i| Value::str(&i.uniqueid)).collect());
+    let by_id = if images.is_empty() {
+        Vec::new()
+    } else {
+        c.get("UNIQUEIDS", &ids)?
+    };
+    for (k, v) in user.iter().chain(by_id.iter()) {
+        if k != "MAILBOX" {
+            continue;
+        }
+        let name = v.get("MBOXNAME").and_then(|x| x.as_str()).unwrap_or("?");
+        let id = v.get("UNIQUEID").and_then(|x| x.as_str()).unwrap_or("?");
+        let hms = v.get("HIGHESTMODSEQ").and_then(|x| x.as_u64()).unwrap_or(0);
+        there.insert(id.to_string(), (name.to_string(), hms));
+    }
+    if there.is_empty() {
+        return Ok(());
+    }
+    if !opts.resume {
+        let (id, (name, _)) = there.iter().next().expect("not empty");
+        return Err(Error::Refused(format!(
+            "user {owner} already has mailboxes on the target ({} of them, e.g. {name} \
+             with UniqueID {id}): an exact restore re-creates mailboxes with their \
+             UniqueIDs and never writes over existing ones; restore over IMAP instead, \
+             or remove the user from the target first",
+            there.len()
+        )));
+    }
+    for img in images.iter_mut() {
+        let want = img.index.header.highestmodseq.max(1);
+        match there.remove(&img.uniqueid) {
+            Some((name, hms)) if name == img.name && hms == want => img.done = true,
+            // Our own probe (an empty folder) or a half-applied one: apply again.
+            Some((name, hms)) if name == img.name && hms <= want => {}
+            Some((name, hms)) => {
+                return Err(Error::Refused(format!(
+                    "cannot resume the exact restore of {owner}: UniqueID {} is {name} \
+                     with HIGHESTMODSEQ {hms} on the target, the backup has {} at {want}",
+                    img.uniqueid, img.name
+                )));
+            }
+            None => {}
+        }
+    }
+    if let Some((id, (name, _))) = there.into_iter().next() {
+        return Err(Error::Refused(format!(
+            "cannot resume the exact restore of {owner}: the target has {name} \
+             (UniqueID {id}), which the backup does not"
+        )));
+    }
+    Ok(())
+}
+
+/// Upload every message the folders to apply need, in archive order (each member
+/// inflated once), in `APPLY MESSAGE` batches sent without waiting for each answer.
+fn upload(
+    src: &mut Source,
+    c: &mut SyncClient,
+    images: &mut [Image],
+    partition: &str,
+    sum: &mut Summary,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let mut want: Vec<Guid> = Vec::new();
+    let mut seen = HashSet::new();
+    for img in images.iter().filter(|i| !i.done) {
+        for r in img.index.records.iter().filter(|r| needs_file(r)) {
+            if seen.insert(r.guid) {
+                want.push(r.guid);
+            }
+        }
+    }
+    progress.total(want.len() as u64);
+    let mut failed: HashMap<Guid, String> = HashMap::new();
+    let mut batch_files = 0usize;
+    let mut batch_bytes = 0usize;
+    let mut io_err: Option<Error> = None;
+    src.read_batch(&want, |i, bytes| {
+        progress.tick();
+        if io_err.is_some() {
+            return;
+        }
+        let guid = want[i];
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                failed.insert(guid, e.to_string());
+                return;
+            }
+        };
+        let r = (|| -> Result<()> {
+            c.send_raw(if batch_files == 0 {
+                b"APPLY MESSAGE ("
+            } else {
+                b" "
+            })?;
+            c.send_raw(&file_literal_head(partition, &guid, bytes.len()))?;
+            c.send_raw(&bytes)?;
+            batch_files += 1;
+            batch_bytes += bytes.len();
+            if batch_files >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+                c.send(b")\r\n")?;
+                (batch_files, batch_bytes) = (0, 0);
+                // Keep a few batches in flight; answers are one short line each.
+                while c.pending() > 2 {
+                    expect_ok(c, "APPLY MESSAGE")?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            io_err = Some(e);
+        }
+    })?;
+    if let Some(e) = io_err {
+        return Err(e);
+    }
+    if batch_files > 0 {
+        c.send(b")\r\n")?;
+    }
+    while c.pending() > 0 {
+        expect_ok(c, "APPLY MESSAGE")?;
+    }
+    // Records whose message could not be read: left out of their folder (an expunged
+    // one goes in without its file, as a replica keeps it).
+    for img in images.iter_mut().filter(|i| !i.done) {
+        for r in &img.index.records {
+            if let Some(why) = failed.get(&r.guid)
+                && !build::is_expunged(r)
+            {
+                img.skip.insert(r.uid);
+                sum.failures.push(super::Failure {
+                    folder: img.name.clone(),
+                    guid: Some(r.guid.to_hex()),
+                    uid: Some(r.uid),
+                    reason: why.clone(),
+                });
+                sum.failed += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn expect_ok(c: &mut SyncClient, what: &str) -> Result<()> {
+    match c.read_response()?.status {
+        Status::Ok(_) => Ok(()),
+        Status::No(t) | Status::Bad(t) => Err(sync_err(c, format!("{what}: {t}"))),
+    }
+}
+
+/// Seen state (the backed-up seen database, entry by entry), subscriptions (all of
+/// them: sync_server subscribes even to folders that do not exist) and sieve scripts
+/// with the active one.
+fn user_state(
+    src: &mut Source,
+    c: &mut SyncClient,
+    plan: &Plan,
+    owner: &str,
+    sum: &mut Summary,
+) -> Result<()> {
+    for (_, file, loc) in src.catalog.user_files_at(plan.run)? {
+        if file.kind != UserFileKind::Seen {
+            continue;
+        }
+        let bytes = src.read_entry(&loc)?;
+        let recs = crate::cyrus::twoskip::read_all(&bytes)
+            .map_err(|e| Error::parse("seen database", e))?;
+        for (k, v) in recs {
+            let (Ok(id), Ok(val)) = (String::from_utf8(k), String::from_utf8(v)) else {
+                continue;
+            };
+            let Some(cmd) = apply_seen(owner, &id, &val) else {
+                sum.fail(
+                    "seen",
+                    None,
+                    format!("seen entry for {id}: {val:?} does not parse"),
+                );
+                continue;
+            };
+            let r = c.apply("SEEN", &cmd)?;
+            if let Status::No(t) | Status::Bad(t) = r.status {
+                sum.fail("seen", None, format!("seen state of {id}: {t}"));
+            }
+        }
+    }
+    for s in &plan.subscriptions {
+        let name = match s {
+            Subscription::Own(levels) => internal_name(owner, levels),
+            Subscription::Other(n) => n.clone(),
+        };
+        let v = Kv::new().str("USERID", owner).str("MBOXNAME", &name).done();
+        match c.apply("SUB", &v)?.status {
+            Status::Ok(_) => sum.subscribed += 1,
+            Status::No(t) | Status::Bad(t) => {
+                sum.warn(&name, format!("subscription not restored: {t}"))
+            }
+        }
+    }
+    let when = src
+        .catalog
+        .runs()?
+        .iter()
+        .find(|r| r.run == plan.run)
+        .map(|r| u64::try_from(r.started).unwrap_or(0))
+        .unwrap_or(0);
+    for (name, bytes) in &plan.sieve {
+        if !name.ends_with(".script") {
+            continue;
+        }
+        let v = Kv::new()
+            .str("USERID", owner)
+            .str("FILENAME", name)
+            .num("LAST_UPDATE", when)
+            .str("CONTENT", bytes)
+            .done();
+        match c.apply("SIEVE", &v)?.status {
+            Status::Ok(_) => sum.sieve_scripts += 1,
+            Status::No(t) | Status::Bad(t) => sum.fail("sieve", None, format!("{name}: {t}")),
+        }
+    }
+    if let Some(active) = plan
+        .active_sieve
+        .as_deref()
+        .and_then(|a| a.strip_suffix(".script"))
+    {
+        let v = Kv::new()
+            .str("USERID", owner)
+            .str("FILENAME", format!("{active}.bc"))
+            .done();
+        if let Status::No(t) | Status::Bad(t) = c.apply("ACTIVATE_SIEVE", &v)?.status {
+            sum.fail("sieve", None, format!("activating {active}: {t}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_names() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(internal_name("bob", &v(&[])), "user.bob");
+        assert_eq!(
+            internal_name("bob", &v(&["Sent Items", "a.b"])),
+            "user.bob.Sent Items.a^b"
+        );
+        assert_eq!(
+            internal_name("bob.smith@ex.org", &v(&["X"])),
+            "ex.org!user.bob^smith.X"
+        );
+    }
+}
