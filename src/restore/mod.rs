@@ -14,6 +14,8 @@
 pub mod exact;
 pub mod export;
 pub mod imap;
+mod imap_append;
+mod imap_extra;
 pub mod meta;
 pub mod seen;
 pub mod sieve;
@@ -26,7 +28,6 @@ pub use source::{Source, catalog_path_for, check_guid};
 pub use summary::{Action, Failure, NoProgress, Progress, Summary, Warning};
 
 use crate::cyrus::Guid;
-use crate::cyrus::header::parse_header;
 use crate::error::{Error, Result};
 use crate::model::{RecordState, UserFileKind};
 
@@ -94,6 +95,13 @@ pub struct FolderPlan {
     pub source_run: u64,
     /// Its ACL as backed up (identifier, rights), from the archived `cyrus.header`.
     pub acl: Vec<(String, String)>,
+    /// Its quota root (`user.bob`), from the archived `cyrus.header`.
+    pub quotaroot: Option<String>,
+    /// Cyrus's mailbox options (`OPT_*` bits of the index header: shared seen,
+    /// duplicate delivery, ...).
+    pub options: u32,
+    /// Mailbox annotations: special-use, comments and the rest.
+    pub annotations: Vec<meta::MailboxAnnotation>,
     /// The messages to restore, by ascending UID (expunged bit already cleared).
     pub records: Vec<RecordState>,
 }
@@ -114,6 +122,9 @@ pub struct Plan {
     pub sieve: Vec<(String, Vec<u8>)>,
     /// The active sieve script's name.
     pub active_sieve: Option<String>,
+    /// The user's `\Seen` state in other users' (and shared) folders, from the
+    /// backed-up seen database: folder UniqueID → seen UIDs there.
+    pub foreign_seen: Vec<(String, seen::UidSet)>,
     /// Quota roots among the user's folders with their limits (`user/<run>/quota`;
     /// runs made before the QUOTA extension, or from a stock `backupcyrusd`, have
     /// none).
@@ -249,16 +260,16 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
             continue;
         }
         let source_run = if f.deleted { f.last_run } else { run };
-        let acl = match folder_acl(src, &f.uniqueid, source_run) {
-            Ok(acl) => acl,
+        let meta = match src.folder_files(&f.uniqueid, source_run, meta::IndexWant::Header) {
+            Ok(m) => m,
             Err(e) => {
                 problems.push(Failure {
                     folder: f.name.clone(),
                     guid: None,
                     uid: None,
-                    reason: format!("backed-up ACL not restored: {e}"),
+                    reason: format!("backed-up ACL and metadata not restored: {e}"),
                 });
-                Vec::new()
+                meta::FolderFiles::default()
             }
         };
         let mut records = Vec::new();
@@ -278,10 +289,13 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
                 {
                     continue;
                 }
-                r.system_flags &= 0xFFFF;
+                // Restored messages are normal, visible messages: the \Deleted an
+                // expunged message carried would make the next EXPUNGE remove it again.
+                r.system_flags &= 0xFFFF & !crate::cyrus::index::FLAG_DELETED;
             }
             records.push(r);
         }
+        let header = meta.header.as_ref();
         folders.push(FolderPlan {
             uniqueid: f.uniqueid,
             name: f.name,
@@ -289,7 +303,10 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
             parts,
             deleted: f.deleted,
             source_run,
-            acl,
+            acl: header.map(|h| h.acl.clone()).unwrap_or_default(),
+            quotaroot: header.and_then(|h| h.quotaroot.clone()),
+            options: meta.index_header.as_ref().map_or(0, |h| h.options),
+            annotations: meta.mailbox_annotations,
             records,
         });
     }
@@ -308,6 +325,7 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         sieve: Vec::new(),
         active_sieve: None,
         quota: Vec::new(),
+        foreign_seen: Vec::new(),
         problems,
     };
     user_files(src, run, sel, &mut plan)?;
@@ -354,28 +372,21 @@ fn sieve_from_folder(src: &mut Source, uniqueid: &str, run: u64, plan: &mut Plan
     Ok(())
 }
 
-/// The folder's ACL from its archived `cyrus.header` at `run` (empty if none stored).
-fn folder_acl(src: &mut Source, uniqueid: &str, run: u64) -> Result<Vec<(String, String)>> {
-    let Some(loc) = src
-        .catalog
-        .folder_snapshot_at(uniqueid, run)?
-        .and_then(|s| s.meta.header)
-    else {
-        return Ok(Vec::new());
-    };
-    let bytes = src.read_entry(&loc)?;
-    Ok(parse_header(&bytes)
-        .map_err(|e| Error::parse(format!("cyrus.header of folder {uniqueid}"), e))?
-        .acl)
-}
-
 /// Subscriptions, sieve scripts and (with `seen_db`) the seen database of `run`. A
 /// file that cannot be read or parsed becomes a problem of the plan.
 fn user_files(src: &mut Source, run: u64, sel: &Selection, plan: &mut Plan) -> Result<()> {
+    // Every folder the user ever had: seen entries for other UniqueIDs are about other
+    // users' folders.
+    let mut own: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for r in src.catalog.runs()? {
+        own.extend(
+            src.catalog
+                .folders_at(r.run)?
+                .into_iter()
+                .map(|f| f.uniqueid),
+        );
+    }
     for (_, file, loc) in src.catalog.user_files_at(run)? {
-        if file.kind == UserFileKind::Seen && !sel.seen_db {
-            continue;
-        }
         let name = format!("{}:{}", file.kind.as_str(), file.name);
         let r = src.read_entry(&loc).and_then(|bytes| match file.kind {
             UserFileKind::Subs => {
@@ -396,6 +407,14 @@ fn user_files(src: &mut Source, run: u64, sel: &Selection, plan: &mut Plan) -> R
             }
             UserFileKind::Seen => {
                 let db = seen::parse_seen_db(&bytes)?;
+                plan.foreign_seen = db
+                    .iter()
+                    .filter(|(id, uids)| !own.contains(*id) && !uids.0.is_empty())
+                    .map(|(id, uids)| (id.clone(), uids.clone()))
+                    .collect();
+                if !sel.seen_db {
+                    return Ok(());
+                }
                 for f in &mut plan.folders {
                     if let Some(uids) = db.get(&f.uniqueid) {
                         for r in &mut f.records {

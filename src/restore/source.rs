@@ -49,6 +49,12 @@ impl Source {
         })
     }
 
+    /// The same archive and catalog opened again (for a reader thread beside this one).
+    pub fn reopen(&self) -> Result<Source> {
+        let catalog = self.catalog.path().to_path_buf();
+        Source::open(&self.archive, &catalog)
+    }
+
     /// The archive's path.
     pub fn archive_path(&self) -> &Path {
         &self.archive

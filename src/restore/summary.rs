@@ -26,6 +26,10 @@ pub struct Summary {
     pub subscribed: u64,
     /// Sieve scripts uploaded.
     pub sieve_scripts: u64,
+    /// Quota roots set.
+    pub quota_roots: u64,
+    /// Other users' folders whose `\Seen` state for this user was restored.
+    pub foreign_seen: u64,
     /// Things not restored that are not failures (e.g. a subscription to a folder that
     /// does not exist, which the target refuses over IMAP): listed, exit status 0.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -155,6 +155,7 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 dry_run: a.dry_run,
                 subscriptions: a.subscriptions,
                 sieve,
+                vault: a.archive.is_none().then(|| a.vault.clone()),
             };
             restore_to_imap(&mut src, &plan, &target, &opts, progress)?
         }
@@ -186,6 +187,9 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                     .unwrap_or_default(),
                 f.reason
             );
+        }
+        for w in &summary.warnings {
+            eprintln!("cyrvault restore: warning: {}: {}", w.folder, w.reason);
         }
         out.push_str(&format!(
             "run {}: {} created, {} appended, {} skipped, {} failed{}\n",

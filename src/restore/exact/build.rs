@@ -60,10 +60,7 @@ pub type MessageAnnotations = BTreeMap<u32, Vec<MessageAnnotation>>;
 
 /// Per-message annotations of a folder from its `cyrus.annotations`, by UID, in key
 /// order, tombstones left out, the owner token turned into `owner`.
-pub fn message_annotations(
-    bytes: Option<&[u8]>,
-    owner: &str,
-) -> Result<MessageAnnotations> {
+pub fn message_annotations(bytes: Option<&[u8]>, owner: &str) -> Result<MessageAnnotations> {
     let mut out = MessageAnnotations::new();
     let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
         return Ok(out);

@@ -1,0 +1,270 @@
+//! Appending messages over IMAP fast and in order.
+//!
+//! Messages go into each folder in ascending backed-up UID, so the restored folder
+//! lists them in the order the user had them (new UIDs increase the same way). A
+//! reader thread (its own handle on the archive) inflates and checks the messages
+//! chunk by chunk in that order while the main thread appends the previous chunk:
+//! one core decompresses and hashes while the other side (imapd) stores. Appends are
+//! `MULTIAPPEND` commands (RFC 3502) of up to [`BATCH_MSGS`] messages, several in
+//! flight at once (LITERAL+, so nothing waits for a continuation): Cyrus stores a
+//! whole batch in one transaction, and the round trips overlap. A batch the server
+//! refuses is retried message by message, so one bad message fails alone. Without
+//! LITERAL+ each message is one synchronous `APPEND`.
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::sync::mpsc::sync_channel;
+
+use super::imap::Sessions;
+use super::{Progress, Source, Summary, imap_flags};
+use crate::cyrus::Guid;
+use crate::error::{Error, Result};
+use crate::imap::{Arg, Client, format_internaldate};
+use crate::model::RecordState;
+
+/// Messages per MULTIAPPEND...
+pub const BATCH_MSGS: usize = 64;
+/// ...or bytes, whichever comes first.
+pub const BATCH_BYTES: usize = 8 << 20;
+/// Commands in flight.
+const IN_FLIGHT: usize = 3;
+/// What the reader thread inflates ahead (bytes of messages per chunk, two chunks
+/// queued).
+const CHUNK_BYTES: u64 = 16 << 20;
+
+/// One message to append.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The target folder (the user's name for it).
+    pub folder: String,
+    /// The backed-up record (flags, keywords, internal date).
+    pub record: RecordState,
+}
+
+/// A batch sent and not answered yet.
+struct Sent {
+    tag: String,
+    jobs: Vec<(usize, Vec<u8>)>,
+}
+
+/// Append every job (grouped by folder, ascending UID), counting into `sum`.
+pub fn append_all(
+    src: &mut Source,
+    s: &mut Sessions<'_>,
+    jobs: &[Job],
+    sum: &mut Summary,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    // Chunks of consecutive jobs, by size.
+    let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, j) in jobs.iter().enumerate() {
+        bytes += j.record.size;
+        if bytes >= CHUNK_BYTES {
+            chunks.push(start..i + 1);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < jobs.len() {
+        chunks.push(start..jobs.len());
+    }
+    let mut reader = src.reopen()?;
+    let guids: Vec<Guid> = jobs.iter().map(|j| j.record.guid).collect();
+    let (tx, rx) = sync_channel::<(usize, Vec<Option<Result<Vec<u8>>>>)>(2);
+    std::thread::scope(|scope| -> Result<()> {
+        let chunks_r = &chunks;
+        let guids = &guids;
+        let handle = scope.spawn(move || -> Result<()> {
+            for range in chunks_r {
+                let mut out: Vec<Option<Result<Vec<u8>>>> =
+                    (0..range.len()).map(|_| None).collect();
+                reader.read_batch(&guids[range.clone()], |i, b| out[i] = Some(b))?;
+                if tx.send((range.start, out)).is_err() {
+                    break; // the appender stopped
+                }
+            }
+            Ok(())
+        });
+        let mut w = Writer::new(s.user_client(), sum);
+        let mut result = Ok(());
+        for (first, msgs) in rx {
+            for (k, m) in msgs.into_iter().enumerate() {
+                let i = first + k;
+                progress.tick();
+                let r = match m {
+                    Some(Ok(b)) => w.push(jobs, i, b),
+                    Some(Err(e)) => {
+                        w.sum
+                            .fail(&jobs[i].folder, Some(&jobs[i].record), e.to_string());
+                        Ok(())
+                    }
+                    None => {
+                        w.sum.fail(
+                            &jobs[i].folder,
+                            Some(&jobs[i].record),
+                            "not read from the archive".into(),
+                        );
+                        Ok(())
+                    }
+                };
+                if let Err(e) = r {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = w.finish(jobs);
+        }
+        drop(w);
+        let read = handle
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("archive reader thread panicked".into())));
+        result.and(read)
+    })
+}
+
+/// Batches messages per folder and keeps a few MULTIAPPENDs in flight.
+struct Writer<'c, 's> {
+    c: &'c mut Client,
+    sum: &'s mut Summary,
+    pipelined: bool,
+    multi: bool,
+    open: Vec<(usize, Vec<u8>)>,
+    open_bytes: usize,
+    in_flight: VecDeque<Sent>,
+}
+
+impl<'c, 's> Writer<'c, 's> {
+    fn new(c: &'c mut Client, sum: &'s mut Summary) -> Writer<'c, 's> {
+        let pipelined = c.can_pipeline();
+        let multi = c.has_capability("MULTIAPPEND");
+        Writer {
+            c,
+            sum,
+            pipelined,
+            multi,
+            open: Vec::new(),
+            open_bytes: 0,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// Add job `i` with its bytes; sends the open batch when it is full or the folder
+    /// changes.
+    fn push(&mut self, jobs: &[Job], i: usize, bytes: Vec<u8>) -> Result<()> {
+        if !self.pipelined {
+            return self.append_one(jobs, i, &bytes);
+        }
+        if let Some(&(first, _)) = self.open.first()
+            && jobs[first].folder != jobs[i].folder
+        {
+            self.send_open(jobs)?;
+        }
+        self.open_bytes += bytes.len();
+        self.open.push((i, bytes));
+        let limit = if self.multi { BATCH_MSGS } else { 1 };
+        if self.open.len() >= limit || self.open_bytes >= BATCH_BYTES {
+            self.send_open(jobs)?;
+        }
+        Ok(())
+    }
+
+    fn send_open(&mut self, jobs: &[Job]) -> Result<()> {
+        if self.open.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.open);
+        self.open_bytes = 0;
+        let folder = jobs[batch[0].0].folder.clone();
+        let parts: Vec<(String, String)> = batch
+            .iter()
+            .map(|(i, _)| {
+                let r = &jobs[*i].record;
+                (
+                    format!("({})", imap_flags(r).join(" ")),
+                    format!("\"{}\"", format_internaldate(r.internaldate, 0)),
+                )
+            })
+            .collect();
+        let mut args = vec![Arg::Atom("APPEND"), Arg::Str(folder.as_bytes())];
+        for ((flags, date), (_, bytes)) in parts.iter().zip(&batch) {
+            args.push(Arg::Atom(flags));
+            args.push(Arg::Atom(date));
+            args.push(Arg::Literal(bytes));
+        }
+        let tag = self.c.send_ahead(&args)?;
+        self.in_flight.push_back(Sent { tag, jobs: batch });
+        while self.in_flight.len() > IN_FLIGHT {
+            self.answer_oldest(jobs)?;
+        }
+        Ok(())
+    }
+
+    fn answer_oldest(&mut self, jobs: &[Job]) -> Result<()> {
+        let Some(sent) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let reply = self.c.read_answer(&sent.tag)?;
+        if reply.status.status == crate::imap::Status::Ok {
+            self.sum.appended += sent.jobs.len() as u64;
+            return Ok(());
+        }
+        if sent.jobs.len() == 1 {
+            let (i, _) = &sent.jobs[0];
+            let e = self.c.refused(&reply.status);
+            self.sum
+                .fail(&jobs[*i].folder, Some(&jobs[*i].record), e.to_string());
+            return Ok(());
+        }
+        // One message spoilt the batch (MULTIAPPEND is all or nothing): once the rest
+        // of what is in flight is answered, append its messages one by one.
+        while !self.in_flight.is_empty() {
+            self.answer_oldest(jobs)?;
+        }
+        for (i, bytes) in &sent.jobs {
+            self.append_one(jobs, *i, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn append_one(&mut self, jobs: &[Job], i: usize, bytes: &[u8]) -> Result<()> {
+        let r = &jobs[i].record;
+        let flags = imap_flags(r);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        match self
+            .c
+            .append(&jobs[i].folder, &flags, Some(r.internaldate), bytes)
+        {
+            Ok(_) => self.sum.appended += 1,
+            Err(e) if is_command_error(&e) => {
+                self.sum.fail(&jobs[i].folder, Some(r), e.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, jobs: &[Job]) -> Result<()> {
+        self.send_open(jobs)?;
+        while !self.in_flight.is_empty() {
+            self.answer_oldest(jobs)?;
+        }
+        Ok(())
+    }
+}
+
+/// A NO/BAD for this command (the session is fine) rather than a lost connection.
+fn is_command_error(e: &crate::imap::ImapError) -> bool {
+    matches!(
+        e.kind,
+        crate::imap::ImapErrorKind::No | crate::imap::ImapErrorKind::Bad
+    )
+}
