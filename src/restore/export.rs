@@ -6,7 +6,8 @@
 //!   files (`INBOX.mbox`, `Archive/2023.mbox`). The message bytes are otherwise untouched (CRLF as
 //!   Cyrus stores them), so flags are not written into headers.
 //! * **Maildir** (`--to-maildir DIR`): Maildir++ — INBOX is `DIR` itself, folder
-//!   `INBOX.A.B` is `DIR/.A.B`; every message in `cur/` named
+//!   `INBOX.A.B` is `DIR/.A.B` (a `.` inside a level written `&AC4-`, its modified
+//!   UTF-7 form, so no folder is refused); every message in `cur/` named
 //!   `<internaldate>.<guid>.cyrvault:2,<flags>` with the flags `D` (\Draft), `F`
 //!   (\Flagged), `P` ($Forwarded), `R` (\Answered), `S` (\Seen), `T` (\Deleted) in
 //!   ASCII order, and its mtime set to the internal date.
@@ -124,10 +125,11 @@ fn folder_path(kind: ExportKind, root: &Path, parts: &[String], single: bool) ->
         }
         ExportKind::Maildir if parts.is_empty() => root.to_path_buf(),
         ExportKind::Maildir => {
-            if parts.iter().any(|p| p.contains('.')) {
-                return None;
-            }
-            root.join(format!(".{}", parts.join(".")))
+            // Maildir++ separates levels with `.`: a `.` inside a level is written as
+            // its modified UTF-7 form `&AC4-` (names are already modified UTF-7, as IMAP
+            // has them, so a reader that decodes them shows the dot again).
+            let levels: Vec<String> = parts.iter().map(|p| p.replace('.', "&AC4-")).collect();
+            root.join(format!(".{}", levels.join(".")))
         }
         ExportKind::Eml => nested,
     })
@@ -158,6 +160,10 @@ pub fn export(
     // Per folder: its path, or None (reported).
     let mut dest: Vec<Option<PathBuf>> = Vec::new();
     for f in &plan.folders {
+        if f.delayed_delete {
+            dest.push(None);
+            continue;
+        }
         let Some(p) = folder_path(kind, path, &f.parts, single) else {
             sum.fail(&f.name, None, "the name cannot be a file name here".into());
             dest.push(None);
@@ -370,6 +376,10 @@ mod tests {
             PathBuf::from("/x/INBOX")
         );
         assert!(folder_path(ExportKind::Eml, r, &p("INBOX/../etc"), false).is_none());
-        assert!(folder_path(ExportKind::Maildir, r, &p("INBOX/a.b"), false).is_none());
+        // Issue #12: a dot in a name is escaped, never a refusal.
+        assert_eq!(
+            folder_path(ExportKind::Maildir, r, &p("INBOX/v1.2 Release/x"), false).unwrap(),
+            PathBuf::from("/x/.v1&AC4-2 Release.x")
+        );
     }
 }

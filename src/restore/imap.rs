@@ -274,7 +274,7 @@ pub fn restore_to_imap(
         super::imap_extra::set_quota(&mut s, plan, sep, &mut sum);
     }
     let mut jobs: Vec<Job> = Vec::new();
-    for f in &plan.folders {
+    for f in plan.folders.iter().filter(|f| !f.delayed_delete) {
         let Some(name) = target_name(&f.parts, opts.into.as_deref(), sep) else {
             sum.fail(
                 &f.name,

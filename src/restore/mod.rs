@@ -91,6 +91,10 @@ pub struct FolderPlan {
     pub parts: Vec<String>,
     /// It was deleted at or before the run; its content is as of `source_run`.
     pub deleted: bool,
+    /// A delayed-delete folder on the server (`DELETED.user.bob.Old.5F3A1B2C`): part of
+    /// the server's state (an exact restore brings it back as such), not a folder the
+    /// user sees (IMAP restores and exports leave it out).
+    pub delayed_delete: bool,
     /// The run its records are from.
     pub source_run: u64,
     /// Its ACL as backed up (identifier, rights), from the archived `cyrus.header`.
@@ -209,6 +213,24 @@ pub fn name_parts(name: &str) -> Vec<String> {
     rest.split(sep).map(str::to_string).collect()
 }
 
+/// Whether an external name is a delayed-delete folder (`DELETED.user.bob.Old.5F3A1B2C`
+/// or with `/`): never an INBOX name, `<prefix> user <localpart> ... <hex stamp>`.
+pub fn delayed_delete(name: &str) -> bool {
+    if name.eq_ignore_ascii_case("INBOX")
+        || name.starts_with("INBOX.")
+        || name.starts_with("INBOX/")
+    {
+        return false;
+    }
+    let sep = if name.contains('/') { '/' } else { '.' };
+    let parts: Vec<&str> = name.split(sep).collect();
+    parts.len() >= 4
+        && parts[1] == "user"
+        && parts
+            .last()
+            .is_some_and(|h| h.len() >= 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Whether a folder is one of Cyrus's own (a level starting with `#`: `#sieve`, where
 /// Cyrus 3.6 keeps sieve scripts, `#calendars`, `#jmap`, ...). Users cannot see or
 /// APPEND to them; their content comes back through its own protocol (sieve scripts
@@ -297,6 +319,7 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         }
         let header = meta.header.as_ref();
         folders.push(FolderPlan {
+            delayed_delete: delayed_delete(&f.name),
             uniqueid: f.uniqueid,
             name: f.name,
             internal_name: f.internal_name,

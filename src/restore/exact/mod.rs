@@ -168,9 +168,11 @@ pub fn restore_exact(
         created.insert(first.name.clone());
     }
     for (root, q) in &plan.quota {
-        let r = c.apply("QUOTA", &apply_quota(root, q))?;
-        if let Status::No(t) | Status::Bad(t) = r.status {
-            sum.fail(root, None, format!("quota not restored: {t}"));
+        match c.apply("QUOTA", &apply_quota(root, q))?.status {
+            Status::Ok(_) => sum.quota_roots += 1,
+            Status::No(t) | Status::Bad(t) => {
+                sum.fail(root, None, format!("quota not restored: {t}"))
+            }
         }
     }
     upload(
