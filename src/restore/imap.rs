@@ -62,6 +62,9 @@ pub struct ImapOptions {
     /// The vault the archive is in: the user's `\Seen` on another user's folder is
     /// mapped through that user's archive when the folder came back with new UIDs.
     pub vault: Option<PathBuf>,
+    /// Leave the `\Seen` on other users' folders for a later [`restore_foreign_seen`]
+    /// (a whole-server restore does it once every user is back).
+    pub defer_foreign_seen: bool,
 }
 
 /// A session as the user plus the admin's own session.
@@ -335,15 +338,55 @@ pub fn restore_to_imap(
     if let Some(addr) = &opts.sieve {
         super::sieve::restore_scripts(addr, target, plan, opts.dry_run, &mut sum);
     }
-    if plan_is_whole(plan) && opts.into.is_none() && plan.user == target.user && !opts.dry_run {
+    if !opts.defer_foreign_seen {
+        foreign_seen(src, &mut s, plan, opts, sep, &mut sum)?;
+    }
+    Ok(sum)
+}
+
+fn foreign_seen(
+    src: &mut Source,
+    s: &mut Sessions<'_>,
+    plan: &Plan,
+    opts: &ImapOptions,
+    sep: char,
+    sum: &mut Summary,
+) -> Result<()> {
+    if plan_is_whole(plan) && opts.into.is_none() && plan.user == s.target.user && !opts.dry_run {
         let at = src
             .catalog
             .runs()?
             .iter()
             .find(|r| r.run == plan.run)
             .map_or(i64::MAX, |r| r.started);
-        super::imap_extra::foreign_seen(&mut s, plan, opts.vault.as_deref(), at, sep, &mut sum)?;
+        super::imap_extra::foreign_seen(s, plan, opts.vault.as_deref(), at, sep, sum)?;
     }
+    Ok(())
+}
+
+/// Only the user's `\Seen` on other users' folders (see
+/// [`ImapOptions::defer_foreign_seen`]).
+pub fn restore_foreign_seen(
+    src: &mut Source,
+    plan: &Plan,
+    target: &ImapTarget,
+    opts: &ImapOptions,
+) -> Result<Summary> {
+    let mut sum = Summary {
+        run: plan.run,
+        ..Summary::default()
+    };
+    if plan.foreign_seen.is_empty() {
+        return Ok(sum);
+    }
+    let mut s = Sessions::open(target)?;
+    let sep = s
+        .user
+        .list("", "")?
+        .first()
+        .and_then(|e| e.delimiter)
+        .unwrap_or('.');
+    foreign_seen(src, &mut s, plan, opts, sep, &mut sum)?;
     Ok(sum)
 }
 
@@ -416,6 +459,9 @@ fn subscribe(
     sum: &mut Summary,
 ) -> Result<()> {
     let whole = plan_is_whole(plan);
+    // What the user is subscribed to already is left alone (a rerun subscribes to
+    // nothing).
+    let have: HashSet<String> = s.user.lsub("", "*")?.into_iter().map(|e| e.name).collect();
     for sub in &plan.subscriptions {
         let name = match sub {
             Subscription::Own(n) => {
@@ -433,6 +479,9 @@ fn subscribe(
             }
             Subscription::Other(_) => continue,
         };
+        if have.contains(&name) {
+            continue;
+        }
         if opts.dry_run {
             sum.actions.push(Action::Subscribe { folder: name });
             sum.subscribed += 1;

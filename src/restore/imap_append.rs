@@ -215,6 +215,7 @@ impl<'c, 's> Writer<'c, 's> {
         let reply = self.c.read_answer(&sent.tag)?;
         if reply.status.status == crate::imap::Status::Ok {
             self.sum.appended += sent.jobs.len() as u64;
+            self.sum.bytes += sent.jobs.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
             return Ok(());
         }
         if sent.jobs.len() == 1 {
@@ -243,7 +244,10 @@ impl<'c, 's> Writer<'c, 's> {
             .c
             .append(&jobs[i].folder, &flags, Some(r.internaldate), bytes)
         {
-            Ok(_) => self.sum.appended += 1,
+            Ok(_) => {
+                self.sum.appended += 1;
+                self.sum.bytes += bytes.len() as u64;
+            }
             Err(e) if is_command_error(&e) => {
                 self.sum.fail(&jobs[i].folder, Some(r), e.to_string());
             }

@@ -157,16 +157,8 @@ pub fn foreign_seen(
     }
     let mut owners: BTreeMap<String, Option<Catalog>> = BTreeMap::new();
     for (id, uids) in &plan.foreign_seen {
-        let set = uids.to_imap();
         if let Some(name) = by_id.get(id) {
-            let c = s.user_client();
-            let r = c
-                .select(name)
-                .and_then(|_| c.uid_store(&set, "+FLAGS.SILENT", &["\\Seen"]));
-            match r {
-                Ok(_) => sum.foreign_seen += 1,
-                Err(e) => sum.warn(name, format!("\\Seen not restored: {e}")),
-            }
+            store_seen(s, name, &|u| uids.contains(u), sum);
             continue;
         }
         let Some(vault) = vault else {
@@ -180,15 +172,7 @@ pub fn foreign_seen(
         };
         match map_by_owner(s, vault, &mut owners, &names, id, uids, at, sep)? {
             Some((name, mapped)) if !mapped.is_empty() => {
-                let set: Vec<String> = mapped.iter().map(u32::to_string).collect();
-                let c = s.user_client();
-                let r = c
-                    .select(&name)
-                    .and_then(|_| c.uid_store(&set.join(","), "+FLAGS.SILENT", &["\\Seen"]));
-                match r {
-                    Ok(_) => sum.foreign_seen += 1,
-                    Err(e) => sum.warn(&name, format!("\\Seen not restored: {e}")),
-                }
+                store_seen(s, &name, &|u| mapped.contains(&u), sum)
             }
             Some(_) => {}
             None => sum.warn(
@@ -198,6 +182,39 @@ pub fn foreign_seen(
         }
     }
     Ok(())
+}
+
+/// Set `\Seen` (as the user) on those of `uids` in `name` that lack it; counts the
+/// folder when any did.
+fn store_seen(s: &mut Sessions<'_>, name: &str, wanted: &dyn Fn(u32) -> bool, sum: &mut Summary) {
+    let c = s.user_client();
+    let r = (|| -> crate::imap::Result<bool> {
+        let info = c.select(name)?;
+        if info.exists == 0 {
+            return Ok(false);
+        }
+        let lacking: Vec<String> = c
+            .uid_fetch("1:*", "(UID FLAGS)")?
+            .into_iter()
+            .filter(|f| f.uid.is_some_and(wanted))
+            .filter(|f| {
+                !f.flags
+                    .as_ref()
+                    .is_some_and(|fl| fl.iter().any(|x| x.eq_ignore_ascii_case("\\Seen")))
+            })
+            .filter_map(|f| f.uid.map(|u| u.to_string()))
+            .collect();
+        if lacking.is_empty() {
+            return Ok(false);
+        }
+        c.uid_store(&lacking.join(","), "+FLAGS.SILENT", &["\\Seen"])?;
+        Ok(true)
+    })();
+    match r {
+        Ok(true) => sum.foreign_seen += 1,
+        Ok(false) => {}
+        Err(e) => sum.warn(name, format!("\\Seen not restored: {e}")),
+    }
 }
 
 /// Find the folder `id` in the archive of the owner of one of `names` (`user/carol/X`

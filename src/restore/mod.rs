@@ -11,6 +11,7 @@
 //! Operators' guide: `doc/restore.md`.
 #![forbid(unsafe_code)]
 
+pub mod all;
 pub mod exact;
 pub mod export;
 pub mod imap;

@@ -16,6 +16,8 @@ pub struct Summary {
     pub created: u64,
     /// Messages appended (or written).
     pub appended: u64,
+    /// Bytes of the messages restored (sent to the target).
+    pub bytes: u64,
     /// Messages already in the target (same GUID), not appended again.
     pub skipped: u64,
     /// Messages or steps that failed; see `failures`.

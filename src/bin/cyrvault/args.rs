@@ -221,7 +221,15 @@ pub struct BackupArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backed-up user.
-    pub user: String,
+    #[arg(required_unless_present = "all")]
+    pub user: Option<String>,
+    /// Every user of the vault (a lost server onto its replacement): each as of its
+    /// latest run (or --at), N at a time; a second run does only what is missing.
+    #[arg(long, conflicts_with_all = ["user", "run", "messages", "into", "to_user", "to_mbox", "to_maildir", "to_eml", "archive", "dry_run"])]
+    pub all: bool,
+    /// With --all: users restored at the same time.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
     /// Folders by their backed-up name (INBOX, Work, Archive/2023; subfolders come
     /// along). None: every folder.
     pub folders: Vec<String>,

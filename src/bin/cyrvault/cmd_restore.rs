@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use cyrvault::cyrus::Guid;
 use cyrvault::error::{EX_DATAERR, EX_USAGE, Error, IoContext};
+use cyrvault::restore::all::{AllOptions, AllTarget, restore_all};
 use cyrvault::restore::exact::{ExactOptions, ExactTarget, restore_exact};
 use cyrvault::restore::export::{ExportKind, export};
 use cyrvault::restore::imap::{ImapOptions, ImapTarget, restore_to_imap};
@@ -48,15 +49,115 @@ fn password(a: &RestoreArgs) -> Result<String, Error> {
     })
 }
 
+/// `restore --all`: every user of the vault, N at a time, a line per user on stderr
+/// as each finishes, then the report.
+fn run_all(a: &RestoreArgs) -> Result<ExitCode, Error> {
+    let at =
+        a.at.as_deref()
+            .map(cyrvault::admin::parse_time)
+            .transpose()?;
+    let target = if a.exact {
+        AllTarget::Exact(ExactTarget {
+            addr: a.sync.clone().unwrap_or_default(),
+            admin: a.admin.clone(),
+            password: password(a)?,
+            partition: a.partition.clone(),
+        })
+    } else {
+        let Some(addr) = &a.imap else {
+            return Err(usage(
+                "--all needs --exact --sync HOST:PORT or --imap HOST:PORT".into(),
+            ));
+        };
+        let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+        let sieve = match &a.sieve {
+            Some(s) if !s.is_empty() => s.clone(),
+            _ => format!("{host}:4190"),
+        };
+        AllTarget::Imap(
+            ImapTarget {
+                addr: addr.clone(),
+                admin: a.admin.clone(),
+                password: password(a)?,
+                user: String::new(),
+            },
+            // A whole server: everything comes back.
+            ImapOptions {
+                subscriptions: true,
+                sieve: Some(sieve),
+                ..ImapOptions::default()
+            },
+        )
+    };
+    let opts = AllOptions {
+        jobs: a.jobs,
+        at,
+        users: Vec::new(),
+    };
+    let quiet = a.json;
+    let report = restore_all(&a.vault, &target, &opts, &|o, done, total| {
+        if quiet {
+            return;
+        }
+        let what = match (&o.error, &o.summary) {
+            (Some(e), _) => format!("FAILED: {e}"),
+            (None, Some(s)) if s.failed > 0 => format!("{} failures", s.failed),
+            (None, Some(s)) if s.created + s.appended == 0 => "nothing missing".into(),
+            (None, Some(s)) => format!(
+                "{} folders, {} messages, {:.1} MB",
+                s.created,
+                s.appended,
+                s.bytes as f64 / 1e6
+            ),
+            (None, None) => String::new(),
+        };
+        eprintln!(
+            "[{done}/{total}] {} (run {}): {what}, {:.1} s",
+            o.user, o.run, o.seconds
+        );
+    })?;
+    let printed = if a.json {
+        output::json(&report)
+    } else {
+        use std::io::Write;
+        std::io::stdout().lock().write_all(
+            format!(
+                "{} users: {} restored, {} already complete, {} failed; {} folders, {} \
+                 messages, {:.1} MB in {:.1} s ({:.1} MB/s)\n",
+                report.users,
+                report.restored,
+                report.unchanged,
+                report.failed,
+                report.created,
+                report.appended,
+                report.bytes as f64 / 1e6,
+                report.seconds,
+                report.bytes as f64 / 1e6 / report.seconds.max(1e-9)
+            )
+            .as_bytes(),
+        )
+    };
+    output::io_result(printed)?;
+    Ok(if report.failed > 0 {
+        ExitCode::from(EX_DATAERR as u8)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
+    if a.all {
+        return run_all(a);
+    }
+    let user = a.user.clone().unwrap_or_default();
     let (archive, catalog) = match &a.archive {
         Some(p) => (p.clone(), catalog_path_for(p)),
         None => {
             let ua = Vault::open(&a.vault)?
-                .user(&a.user)?
+                .user(&user)?
                 .ok_or_else(|| Error::NotFound {
                     what: "user in the vault",
-                    name: a.user.clone(),
+                    name: user.clone(),
                 })?;
             (ua.archive, ua.catalog)
         }
@@ -140,7 +241,7 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 addr: addr.clone(),
                 admin: a.admin.clone(),
                 password: password(a)?,
-                user: a.to_user.clone().unwrap_or_else(|| a.user.clone()),
+                user: a.to_user.clone().unwrap_or_else(|| user.clone()),
             };
             let sieve = a.sieve.as_ref().map(|s| {
                 if s.is_empty() {
@@ -156,6 +257,7 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 subscriptions: a.subscriptions,
                 sieve,
                 vault: a.archive.is_none().then(|| a.vault.clone()),
+                defer_foreign_seen: false,
             };
             restore_to_imap(&mut src, &plan, &target, &opts, progress)?
         }

@@ -151,11 +151,11 @@ pub fn restore_exact(
 
     let mut c = SyncClient::connect(&target.addr, TIMEOUT)?;
     c.authenticate_plain("", &target.admin, &target.password)?;
-    check_target(&mut c, &owner, &mut images, opts)?;
+    let present = check_target(&mut c, &owner, &mut images, opts)?;
 
-    // Create the first folder empty: this checks the partition before any upload.
-    let mut created = HashSet::new();
-    if let Some(first) = images.iter().find(|i| !i.done) {
+    // Create the first folder empty: this checks the partition before any upload
+    // (a resumed restore created it the first time).
+    if let Some(first) = images.iter().find(|i| !i.done).filter(|_| !present.any) {
         let v = apply_mailbox(&spec(first, &target.partition), true);
         let r = c.apply("MAILBOX", &v)?;
         if let Status::No(t) | Status::Bad(t) = r.status {
@@ -165,9 +165,12 @@ pub fn restore_exact(
                 target.addr, first.name, target.partition
             )));
         }
-        created.insert(first.name.clone());
     }
     for (root, q) in &plan.quota {
+        let limits: Vec<Option<i64>> = q.limits.to_vec();
+        if present.quotas.get(root) == Some(&limits) {
+            continue;
+        }
         match c.apply("QUOTA", &apply_quota(root, q))?.status {
             Status::Ok(_) => sum.quota_roots += 1,
             Status::No(t) | Status::Bad(t) => {
@@ -201,7 +204,12 @@ pub fn restore_exact(
             }
         }
     }
-    user_state(src, &mut c, plan, &owner, &mut sum)?;
+    let meta = if present.any {
+        Some(target_meta(&mut c, &owner)?)
+    } else {
+        None
+    };
+    user_state(src, &mut c, plan, &owner, meta.as_ref(), &mut sum)?;
     c.exit()?;
     Ok(sum)
 }
@@ -223,12 +231,23 @@ fn spec<'a>(img: &'a Image, partition: &'a str) -> MailboxSpec<'a> {
 /// Refuse a target where the user or any of the UniqueIDs exists (with `resume`, the
 /// folders already there with the same name, UniqueID and HIGHESTMODSEQ are marked
 /// done and the rest must be absent).
+/// What a resumed restore found of the user on the target.
+#[derive(Default)]
+struct Present {
+    /// Anything of the user is there (then its meta is compared before applying).
+    any: bool,
+    /// Quota roots there with their limits (in [`crate::cyrus::quota::IMAP_NAMES`]
+    /// order).
+    quotas: HashMap<String, Vec<Option<i64>>>,
+}
+
 fn check_target(
     c: &mut SyncClient,
     owner: &str,
     images: &mut [Image],
     opts: &ExactOptions,
-) -> Result<()> {
+) -> Result<Present> {
+    let mut present = Present::default();
     let mut there: HashMap<String, (String, u64)> = HashMap::new();
     let user = c.get("USER", &Value::str(owner))?;
     let ids = Value::List(images.iter().map(|i| Value::str(&i.uniqueid)).collect());
@@ -238,6 +257,19 @@ fn check_target(
         c.get("UNIQUEIDS", &ids)?
     };
     for (k, v) in user.iter().chain(by_id.iter()) {
+        if k == "QUOTA"
+            && let Some(root) = v.get("ROOT").and_then(|x| x.as_str())
+        {
+            let limits = crate::cyrus::quota::IMAP_NAMES
+                .iter()
+                .map(|n| {
+                    v.get(n)
+                        .and_then(|x| x.as_u64())
+                        .and_then(|l| i64::try_from(l).ok())
+                })
+                .collect();
+            present.quotas.insert(root.to_string(), limits);
+        }
         if k != "MAILBOX" {
             continue;
         }
@@ -247,8 +279,9 @@ fn check_target(
         there.insert(id.to_string(), (name.to_string(), hms));
     }
     if there.is_empty() {
-        return Ok(());
+        return Ok(present);
     }
+    present.any = true;
     if !opts.resume {
         let (id, (name, _)) = there.iter().next().expect("not empty");
         return Err(Error::Refused(format!(
@@ -281,7 +314,51 @@ fn check_target(
              (UniqueID {id}), which the backup does not"
         )));
     }
-    Ok(())
+    Ok(present)
+}
+
+/// The user's seen entries, subscriptions and sieve scripts on the target (`GET META`).
+#[derive(Default)]
+struct TargetMeta {
+    /// Folder UniqueID → `(lastread, lastuid, lastchange, seenuids)`.
+    seen: HashMap<String, (u64, u64, u64, String)>,
+    /// Internal names subscribed.
+    subs: HashSet<String>,
+    /// Sieve files (`name.script`) → active.
+    sieve: HashMap<String, bool>,
+}
+
+fn target_meta(c: &mut SyncClient, owner: &str) -> Result<TargetMeta> {
+    let mut m = TargetMeta::default();
+    for (k, v) in c.get("META", &Value::str(owner))? {
+        let s = |key: &str| {
+            v.get(key)
+                .and_then(|x| x.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let n = |key: &str| v.get(key).and_then(|x| x.as_u64()).unwrap_or(0);
+        match k.as_str() {
+            "SEEN" => {
+                m.seen.insert(
+                    s("UNIQUEID"),
+                    (n("LASTREAD"), n("LASTUID"), n("LASTCHANGE"), s("SEENUIDS")),
+                );
+            }
+            "LSUB" => {
+                for item in v.as_list().unwrap_or(&[]) {
+                    if let Some(name) = item.as_str() {
+                        m.subs.insert(name.to_string());
+                    }
+                }
+            }
+            "SIEVE" => {
+                m.sieve.insert(s("FILENAME"), n("ISACTIVE") == 1);
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
 }
 
 /// Upload every message the folders to apply need, in archive order (each member
@@ -308,6 +385,7 @@ fn upload(
     let mut batch_files = 0usize;
     let mut batch_bytes = 0usize;
     let mut io_err: Option<Error> = None;
+    let mut upload_bytes = 0u64;
     src.read_batch(&want, |i, bytes| {
         progress.tick();
         if io_err.is_some() {
@@ -329,6 +407,7 @@ fn upload(
             })?;
             c.send_raw(&file_literal_head(partition, &guid, bytes.len()))?;
             c.send_raw(&bytes)?;
+            upload_bytes += bytes.len() as u64;
             batch_files += 1;
             batch_bytes += bytes.len();
             if batch_files >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
@@ -351,6 +430,7 @@ fn upload(
     if batch_files > 0 {
         c.send(b")\r\n")?;
     }
+    sum.bytes += upload_bytes;
     while c.pending() > 0 {
         expect_ok(c, "APPLY MESSAGE")?;
     }
@@ -390,6 +470,7 @@ fn user_state(
     c: &mut SyncClient,
     plan: &Plan,
     owner: &str,
+    there: Option<&TargetMeta>,
     sum: &mut Summary,
 ) -> Result<()> {
     for (_, file, loc) in src.catalog.user_files_at(plan.run)? {
@@ -422,6 +503,9 @@ fn user_state(
             Subscription::Own(levels) => internal_name(owner, levels),
             Subscription::Other(n) => n.clone(),
         };
+        if there.is_some_and(|m| m.subs.contains(&name)) {
+            continue;
+        }
         let v = Kv::new().str("USERID", owner).str("MBOXNAME", &name).done();
         match c.apply("SUB", &v)?.status {
             Status::Ok(_) => sum.subscribed += 1,
@@ -438,7 +522,10 @@ fn user_state(
         .map(|r| u64::try_from(r.started).unwrap_or(0))
         .unwrap_or(0);
     for (name, bytes) in &plan.sieve {
-        if !name.ends_with(".script") {
+        // A script already there is left alone (sync_server would store an empty
+        // script over an existing one: `sync_sieve_upload` in 3.6 fills its buffer
+        // only for a new name).
+        if !name.ends_with(".script") || there.is_some_and(|m| m.sieve.contains_key(name)) {
             continue;
         }
         let v = Kv::new()
@@ -452,10 +539,13 @@ fn user_state(
             Status::No(t) | Status::Bad(t) => sum.fail("sieve", None, format!("{name}: {t}")),
         }
     }
+    let already_active =
+        |a: &str| there.is_some_and(|m| m.sieve.get(&format!("{a}.script")) == Some(&true));
     if let Some(active) = plan
         .active_sieve
         .as_deref()
         .and_then(|a| a.strip_suffix(".script"))
+        .filter(|a| !already_active(a))
     {
         let v = Kv::new()
             .str("USERID", owner)
