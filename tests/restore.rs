@@ -35,6 +35,7 @@ use cyrvault::vault::Vault;
 
 mod exports; // mbox/Maildir read back by Python, a damaged member, one message from a big archive
 mod must_show; // issue #12: the realistic user restored --exact, at run 1, and over IMAP, compared over IMAP
+mod quota; // issue #12: quota roots read like Cyrus's `quota` tool (quotalegacy, twoskip), stored on limit changes
 mod realistic; // issue #12's realistic user and the IMAP/ManageSieve view the restores are compared with
 mod whole_server; // issue #12: restore --all, exact and over IMAP, killed and resumed, rerun does nothing
 
