@@ -719,6 +719,20 @@ fn base_protocol_lock_and_short_archive() {
         ("carol", "INBOX", 1)
     );
     assert_eq!(d.got, Guid::of(&bytes).to_hex());
+    // INBOX names a message the archive cannot hold: it is not backed up in this run
+    // (the archive never had it: nothing to carry forward), and the run says why.
+    assert_eq!(rep.folders_failed.len(), 1, "{rep:#?}");
+    let f = &rep.folders_failed[0];
+    assert_eq!(
+        (f.folder.as_str(), f.class, f.carried_forward),
+        ("INBOX", backup::FailureClass::Damaged, false),
+        "{f}"
+    );
+    assert!(
+        f.reason.contains("uid(s) 1 do not hash to their GUID"),
+        "{f}"
+    );
+    assert_eq!(rep.problem_exit_code(), Some(65));
     let (cat, archive) = e.catalog(&e.dir.join("vault2"), "carol");
     let expected = Guid::from_hex(&d.expected).unwrap();
     // The damaged bytes are stored under no name; the GUID is stored only if another

@@ -1,5 +1,5 @@
 //! Quota: the values of Cyrus's quota database and the `quota` file the service sends
-//! for a user (doc/protocol.md, "2.6 QUOTA").
+//! for a user (doc/protocol.md, "2.7 Quota").
 //!
 //! Cyrus 3.6 keeps one record per quota root (`imap/quota_db.c`), in the backend
 //! `quota_db` names (default `quotalegacy`: one file per root under

@@ -572,27 +572,28 @@ impl<'a> Session<'a> {
             }
             Some(items) => {
                 // unknown items are ignored, as upstream does
-                let wanted: Vec<Option<MetaFile>> = items
+                let wanted: Vec<MetaItem> = items.iter().filter_map(|i| meta_item(i)).collect();
+                let files: Vec<MetaFile> = wanted
                     .iter()
-                    .filter_map(|i| match i.as_slice() {
-                        b"header" => Some(Some(MetaFile::Header)),
-                        b"index" => Some(Some(MetaFile::Index)),
-                        b"annotations" => Some(Some(MetaFile::Annotations)),
-                        b"mailbox_annotations" => Some(None),
+                    .filter_map(|i| match i {
+                        MetaItem::File(f) => Some(*f),
                         _ => None,
                     })
                     .collect();
-                let files: Vec<MetaFile> = wanted.iter().flatten().copied().collect();
                 if fits_budget(held.folder.as_ref(), &files, self.cfg.buffer_budget) {
                     // same bytes as upstream, but read into memory under the lock and
                     // sent after every lock is released (doc/protocol.md, 1.7)
                     let mut frames = Vec::with_capacity(wanted.len());
                     for item in &wanted {
                         frames.push(match item {
-                            Some(file) => {
+                            MetaItem::File(file) => {
                                 buffer_meta(held.folder.as_ref(), *file, self.cfg.buffer_budget)?
                             }
-                            None => annotations_frame(held.folder.mailbox_annotations()?),
+                            MetaItem::Annotations => {
+                                annotations_frame(held.folder.mailbox_annotations()?)
+                            }
+                            // the lock is still held: no writer has touched the files
+                            MetaItem::ServerTime => servertime_frame(),
                         });
                     }
                     let ids = [
@@ -608,13 +609,14 @@ impl<'a> Session<'a> {
                 // too big to buffer: stream under the index lock, as upstream does
                 for item in &wanted {
                     match item {
-                        Some(file) => {
+                        MetaItem::File(file) => {
                             send_fetch(file.wire_name(), held.folder.open_meta(*file), w)?
                         }
-                        None => write_frames(
+                        MetaItem::Annotations => write_frames(
                             vec![annotations_frame(held.folder.mailbox_annotations()?)],
                             w,
                         )?,
+                        MetaItem::ServerTime => write_frames(vec![servertime_frame()], w)?,
                     }
                 }
             }
@@ -667,6 +669,7 @@ impl<'a> Session<'a> {
         w.cap("SNAPSHOT", None)?;
         w.cap("PARTITIONS", None)?;
         w.cap("QUOTA", None)?;
+        w.cap("SERVERTIME", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
         w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
         w.done("CAPABILITY", &[])?;
@@ -887,6 +890,48 @@ fn buffer_meta(folder: &dyn Folder, file: MetaFile, budget: u64) -> Result<Frame
             }
         }
     })
+}
+
+/// One `FMETA` item a session serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetaItem {
+    File(MetaFile),
+    /// `mailbox_annotations`: the synthetic JSON.
+    Annotations,
+    /// `servertime` (extension `SERVERTIME`, doc/protocol.md 2.6).
+    ServerTime,
+}
+
+/// The item an `FMETA` item name asks for (`None`: unknown, ignored as upstream does).
+fn meta_item(name: &[u8]) -> Option<MetaItem> {
+    Some(match name {
+        b"header" => MetaItem::File(MetaFile::Header),
+        b"index" => MetaItem::File(MetaFile::Index),
+        b"annotations" => MetaItem::File(MetaFile::Annotations),
+        b"mailbox_annotations" => MetaItem::Annotations,
+        b"servertime" => MetaItem::ServerTime,
+        _ => return None,
+    })
+}
+
+/// The server's clock now, while the folder's lock is held, as a file named
+/// `servertime`: `<seconds>.<nanoseconds>\n`, with the seconds as its mtime too. A
+/// client compares the folder's file mtimes with it to tell a "racy" stat (a change in
+/// the same second could follow unseen) on the clock that stamped them.
+fn servertime_frame() -> Frame {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let bytes = format!("{}.{:09}\n", now.as_secs(), now.subsec_nanos()).into_bytes();
+    Frame::Data {
+        name: b"servertime",
+        stat: FileStat {
+            size: bytes.len() as u64,
+            mtime: now.as_secs(),
+            ino: 0,
+        },
+        bytes,
+    }
 }
 
 fn annotations_frame(json: Option<Vec<u8>>) -> Frame {

@@ -457,7 +457,7 @@ fn auth_gate_challenge_and_replay() {
     assert_eq!(
         out,
         "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
-         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP QUOTA\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
+         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP QUOTA\nCAP SERVERTIME\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
     );
 
     // a real exchange over a socket pair: the client computes the answer
@@ -848,4 +848,33 @@ fn partitions_lists_devices_then_user_partitions() {
             dev: 2049
         }
     );
+}
+
+#[test]
+fn fmeta_servertime_is_the_clock_while_the_folder_is_held() {
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = run("FMETA imap1 bob INBOX header servertime\n");
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("DATA servertime "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let f: Vec<&str> = lines[at].split(' ').collect();
+    let secs: u64 = f[3].parse().unwrap();
+    assert!(before <= secs && secs <= after, "{out}");
+    let (whole, nanos) = lines[at + 1].split_once('.').unwrap();
+    assert_eq!(whole.parse::<u64>().unwrap(), secs);
+    assert_eq!(nanos.len(), 9);
+    assert_eq!(f[2], (lines[at + 1].len() + 1).to_string(), "size");
+    assert!(lines[at + 2].starts_with("DONE servertime "), "{out}");
+    assert!(out.ends_with("DONE FMETA u-inbox Jinbox\n"), "{out}");
+    // a stock client never asks for it: the base reply is unchanged
+    assert!(!run("FMETA imap1 bob INBOX header\n").contains("servertime"));
 }
