@@ -236,4 +236,29 @@ fn realistic_user_exact_point_in_time_and_imap() {
     ok(&r, "imap rerun");
     assert_eq!(r.1["appended"], 0, "{}", r.1);
     assert_eq!(r.1["created"], 0, "{}", r.1);
+
+    // Into another user: everything appended, and the new owner has every right on
+    // what the restore created (the backed-up ACL names bob).
+    let imap = t2.imap_addr.to_string();
+    let r = restore(&w, &["bob", "--imap", &imap, "--to-user", "eve"]);
+    ok(&r, "--to-user eve");
+    assert_eq!(r.1["appended"], want_total(&want), "{}", r.1);
+    let mut eve = t2.admin_as("eve").unwrap();
+    for e in eve.list("", "INBOX*").unwrap() {
+        let rights = eve.myrights(&e.name).unwrap();
+        assert!(
+            "lrswipkxtecdan".chars().all(|c| rights.contains(c)),
+            "eve's rights on {}: {rights}",
+            e.name
+        );
+    }
+    eve.logout().unwrap();
+}
+
+/// How many messages a view lists in bob's own folders.
+fn want_total(v: &std::collections::BTreeMap<String, String>) -> u64 {
+    v.iter()
+        .filter(|(k, _)| k.starts_with("messages INBOX"))
+        .map(|(_, m)| m.lines().filter(|l| !l.is_empty()).count() as u64)
+        .sum()
 }
