@@ -13,12 +13,11 @@
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
-use std::sync::mpsc::sync_channel;
 
 use super::imap::Sessions;
 use super::{Progress, Source, Summary, imap_flags};
 use crate::cyrus::Guid;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::imap::{Arg, Client, format_internaldate};
 use crate::model::RecordState;
 
@@ -58,77 +57,21 @@ pub fn append_all(
     if jobs.is_empty() {
         return Ok(());
     }
-    // Chunks of consecutive jobs, by size.
-    let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, j) in jobs.iter().enumerate() {
-        bytes += j.record.size;
-        if bytes >= CHUNK_BYTES {
-            chunks.push(start..i + 1);
-            (start, bytes) = (i + 1, 0);
-        }
-    }
-    if start < jobs.len() {
-        chunks.push(start..jobs.len());
-    }
-    let mut reader = src.reopen()?;
     let guids: Vec<Guid> = jobs.iter().map(|j| j.record.guid).collect();
-    let (tx, rx) = sync_channel::<(usize, Vec<Option<Result<Vec<u8>>>>)>(2);
-    std::thread::scope(|scope| -> Result<()> {
-        let chunks_r = &chunks;
-        let guids = &guids;
-        let handle = scope.spawn(move || -> Result<()> {
-            for range in chunks_r {
-                let mut out: Vec<Option<Result<Vec<u8>>>> =
-                    (0..range.len()).map(|_| None).collect();
-                reader.read_batch(&guids[range.clone()], |i, b| out[i] = Some(b))?;
-                if tx.send((range.start, out)).is_err() {
-                    break; // the appender stopped
-                }
-            }
-            Ok(())
-        });
-        let mut w = Writer::new(s.user_client(), sum);
-        let mut result = Ok(());
-        for (first, msgs) in rx {
-            for (k, m) in msgs.into_iter().enumerate() {
-                let i = first + k;
-                progress.tick();
-                let r = match m {
-                    Some(Ok(b)) => w.push(jobs, i, b),
-                    Some(Err(e)) => {
-                        w.sum
-                            .fail(&jobs[i].folder, Some(&jobs[i].record), e.to_string());
-                        Ok(())
-                    }
-                    None => {
-                        w.sum.fail(
-                            &jobs[i].folder,
-                            Some(&jobs[i].record),
-                            "not read from the archive".into(),
-                        );
-                        Ok(())
-                    }
-                };
-                if let Err(e) = r {
-                    result = Err(e);
-                    break;
-                }
-            }
-            if result.is_err() {
-                break;
+    let sizes: Vec<u64> = jobs.iter().map(|j| j.record.size).collect();
+    let mut w = Writer::new(s.user_client(), sum);
+    src.read_ahead(&guids, &sizes, CHUNK_BYTES, |i, b| {
+        progress.tick();
+        match b {
+            Ok(bytes) => w.push(jobs, i, bytes),
+            Err(e) => {
+                w.sum
+                    .fail(&jobs[i].folder, Some(&jobs[i].record), e.to_string());
+                Ok(())
             }
         }
-        if result.is_ok() {
-            result = w.finish(jobs);
-        }
-        drop(w);
-        let read = handle
-            .join()
-            .unwrap_or_else(|_| Err(Error::Other("archive reader thread panicked".into())));
-        result.and(read)
-    })
+    })?;
+    w.finish(jobs)
 }
 
 /// Batches messages per folder and keeps a few MULTIAPPENDs in flight.

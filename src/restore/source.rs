@@ -213,6 +213,89 @@ impl Source {
     }
 }
 
+impl Source {
+    /// `guids` in archive order (member, then offset in it); GUIDs the archive does not
+    /// hold go last.
+    pub fn sort_by_location(&self, guids: &mut [Guid]) -> Result<()> {
+        let mut keyed = Vec::with_capacity(guids.len());
+        for g in guids.iter() {
+            let loc = self.catalog.message_loc(g)?;
+            keyed.push((
+                loc.map_or((u64::MAX, 0), |l| (l.member_offset, l.offset_in_member)),
+                *g,
+            ));
+        }
+        keyed.sort_by_key(|(k, _)| *k);
+        for (slot, (_, g)) in guids.iter_mut().zip(keyed) {
+            *slot = g;
+        }
+        Ok(())
+    }
+
+    /// Read `guids` on a second thread, with its own handle on the archive, while
+    /// `each(i, bytes)` runs on this one, in list order: one core inflates and checks
+    /// while the other side stores. The list is cut into chunks of about `chunk_bytes`
+    /// (by `sizes`), each read with [`Source::read_batch`] (its members inflated once);
+    /// two chunks are read ahead. An error from `each` stops everything and is
+    /// returned.
+    pub fn read_ahead(
+        &self,
+        guids: &[Guid],
+        sizes: &[u64],
+        chunk_bytes: u64,
+        mut each: impl FnMut(usize, Result<Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
+        if guids.is_empty() {
+            return Ok(());
+        }
+        let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+        let (mut start, mut bytes) = (0, 0u64);
+        for (i, s) in sizes.iter().enumerate().take(guids.len()) {
+            bytes = bytes.saturating_add(*s);
+            if bytes >= chunk_bytes {
+                chunks.push(start..i + 1);
+                (start, bytes) = (i + 1, 0);
+            }
+        }
+        if start < guids.len() {
+            chunks.push(start..guids.len());
+        }
+        let mut reader = self.reopen()?;
+        type Chunk = (usize, Vec<Option<Result<Vec<u8>>>>);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+        std::thread::scope(|scope| -> Result<()> {
+            let chunks = &chunks;
+            let handle = scope.spawn(move || -> Result<()> {
+                for range in chunks {
+                    let mut out: Vec<Option<Result<Vec<u8>>>> =
+                        (0..range.len()).map(|_| None).collect();
+                    reader.read_batch(&guids[range.clone()], |i, b| out[i] = Some(b))?;
+                    if tx.send((range.start, out)).is_err() {
+                        break; // the consumer stopped
+                    }
+                }
+                Ok(())
+            });
+            let mut result = Ok(());
+            'outer: for (first, msgs) in rx {
+                for (k, m) in msgs.into_iter().enumerate() {
+                    let b = m.unwrap_or_else(|| {
+                        Err(Error::Other("message not read from the archive".into()))
+                    });
+                    if let Err(e) = each(first + k, b) {
+                        result = Err(e);
+                        break 'outer;
+                    }
+                }
+            }
+            let read = handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::Other("archive reader thread panicked".into())));
+            result.and(read)
+        })
+    }
+}
+
 /// Whether `bytes` hash to `guid`; the error names both.
 pub fn check_guid(guid: &Guid, bytes: &[u8]) -> Result<()> {
     let got = Guid::of(bytes);

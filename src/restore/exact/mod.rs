@@ -66,6 +66,8 @@ pub struct ExactOptions {
 const BATCH_FILES: usize = 1024;
 /// ...or this many bytes.
 const BATCH_BYTES: usize = 64 << 20;
+/// Bytes of messages the archive reader thread inflates ahead per chunk.
+const READ_AHEAD: u64 = 16 << 20;
 /// Socket timeout: sync_server answers an `APPLY MAILBOX` of a big folder only once it
 /// has parsed and linked every message.
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -381,52 +383,52 @@ fn upload(
         }
     }
     progress.total(want.len() as u64);
+    src.sort_by_location(&mut want)?;
+    let sizes: Vec<u64> = {
+        let mut by_guid: HashMap<Guid, u64> = HashMap::new();
+        for img in images.iter() {
+            for r in &img.index.records {
+                by_guid.insert(r.guid, r.size);
+            }
+        }
+        want.iter()
+            .map(|g| by_guid.get(g).copied().unwrap_or(0))
+            .collect()
+    };
     let mut failed: HashMap<Guid, String> = HashMap::new();
     let mut batch_files = 0usize;
     let mut batch_bytes = 0usize;
-    let mut io_err: Option<Error> = None;
     let mut upload_bytes = 0u64;
-    src.read_batch(&want, |i, bytes| {
+    src.read_ahead(&want, &sizes, READ_AHEAD, |i, bytes| {
         progress.tick();
-        if io_err.is_some() {
-            return;
-        }
         let guid = want[i];
         let bytes = match bytes {
             Ok(b) => b,
             Err(e) => {
                 failed.insert(guid, e.to_string());
-                return;
+                return Ok(());
             }
         };
-        let r = (|| -> Result<()> {
-            c.send_raw(if batch_files == 0 {
-                b"APPLY MESSAGE ("
-            } else {
-                b" "
-            })?;
-            c.send_raw(&file_literal_head(partition, &guid, bytes.len()))?;
-            c.send_raw(&bytes)?;
-            upload_bytes += bytes.len() as u64;
-            batch_files += 1;
-            batch_bytes += bytes.len();
-            if batch_files >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
-                c.send(b")\r\n")?;
-                (batch_files, batch_bytes) = (0, 0);
-                // Keep a few batches in flight; answers are one short line each.
-                while c.pending() > 2 {
-                    expect_ok(c, "APPLY MESSAGE")?;
-                }
+        c.send_raw(if batch_files == 0 {
+            b"APPLY MESSAGE ("
+        } else {
+            b" "
+        })?;
+        c.send_raw(&file_literal_head(partition, &guid, bytes.len()))?;
+        c.send_raw(&bytes)?;
+        upload_bytes += bytes.len() as u64;
+        batch_files += 1;
+        batch_bytes += bytes.len();
+        if batch_files >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+            c.send(b")\r\n")?;
+            (batch_files, batch_bytes) = (0, 0);
+            // Keep a few batches in flight; answers are one short line each.
+            while c.pending() > 2 {
+                expect_ok(c, "APPLY MESSAGE")?;
             }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            io_err = Some(e);
         }
+        Ok(())
     })?;
-    if let Some(e) = io_err {
-        return Err(e);
-    }
     if batch_files > 0 {
         c.send(b")\r\n")?;
     }
