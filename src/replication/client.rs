@@ -167,6 +167,53 @@ impl SyncClient {
         self.read_response()
     }
 
+    /// Send `APPLY` commands ahead of their answers, at most `window` unanswered at a
+    /// time (answers are one short line, so they never fill the socket while we
+    /// write), calling `done(i, status)` for the answer to `cmds[i]`, in order. Every
+    /// earlier command must have been answered.
+    pub fn apply_many(
+        &mut self,
+        cmds: &[(&str, Value)],
+        window: usize,
+        mut done: impl FnMut(usize, Status),
+    ) -> Result<()> {
+        if self.pending != 0 {
+            return Err(self.err("apply_many with answers outstanding".into()));
+        }
+        let mut next = 0;
+        for (key, v) in cmds {
+            self.send(&command("APPLY", key, v))?;
+            while self.pending > window.max(1) {
+                done(next, self.read_response()?.status);
+                next += 1;
+            }
+        }
+        while self.pending > 0 {
+            done(next, self.read_response()?.status);
+            next += 1;
+        }
+        Ok(())
+    }
+
+    /// Send several `GET`s at once and read their answers (one round trip); a NO/BAD is
+    /// an error.
+    pub fn get_many(&mut self, cmds: &[(&str, Value)]) -> Result<Vec<Vec<(String, Dlist)>>> {
+        for (key, v) in cmds {
+            self.send(&command("GET", key, v))?;
+        }
+        let mut out = Vec::new();
+        for (key, _) in cmds {
+            let r = self.read_response()?;
+            match r.status {
+                Status::Ok(_) => out.push(r.items),
+                Status::No(t) | Status::Bad(t) => {
+                    return Err(self.err(format!("GET {key}: {t}")));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn flush(&mut self) -> Result<()> {
         self.writer
             .flush()

@@ -234,11 +234,19 @@ pub(crate) fn folder_uid_guids(c: &mut Client, name: &str) -> Result<Vec<(u32, G
     Ok(out)
 }
 
-/// Whether the user can see a folder of exactly this name.
-fn folder_exists(c: &mut Client, name: &str) -> Result<bool> {
-    Ok(c.list("", name)?
-        .iter()
-        .any(|e| e.name == name || (name == "INBOX" && e.name.eq_ignore_ascii_case("INBOX"))))
+/// Every folder the user can see (one LIST, not one per folder), INBOX spelt `INBOX`.
+fn visible_folders(c: &mut Client) -> Result<HashSet<String>> {
+    Ok(c.list("", "*")?
+        .into_iter()
+        .filter(|e| !e.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Noselect")))
+        .map(|e| {
+            if e.name.eq_ignore_ascii_case("INBOX") {
+                "INBOX".to_string()
+            } else {
+                e.name
+            }
+        })
+        .collect())
 }
 
 /// Carry out `plan` against the server: create folders (with their ACLs, metadata and
@@ -260,8 +268,9 @@ pub fn restore_to_imap(
         .and_then(|e| e.delimiter)
         .unwrap_or('.');
     let mut created: HashSet<String> = HashSet::new();
+    let existing = visible_folders(&mut s.user)?;
     // The INBOX must exist before anything can go under it.
-    if !folder_exists(&mut s.user, "INBOX")? {
+    if !existing.contains("INBOX") {
         created.insert("INBOX".to_string());
         sum.created += 1;
         if opts.dry_run {
@@ -286,7 +295,18 @@ pub fn restore_to_imap(
             );
             continue;
         };
-        match prepare_folder(&mut s, plan, f, &name, sep, opts, &mut created, &mut sum) {
+        let exists = existing.contains(&name);
+        match prepare_folder(
+            &mut s,
+            plan,
+            f,
+            &name,
+            exists,
+            sep,
+            opts,
+            &mut created,
+            &mut sum,
+        ) {
             Ok(mut have) => {
                 for r in &f.records {
                     match have.get_mut(&r.guid) {
@@ -398,13 +418,14 @@ fn prepare_folder(
     plan: &Plan,
     f: &FolderPlan,
     name: &str,
+    exists: bool,
     sep: char,
     opts: &ImapOptions,
     created: &mut HashSet<String>,
     sum: &mut Summary,
 ) -> Result<HashMap<Guid, usize>> {
     let fresh = created.contains(name);
-    if !fresh && folder_exists(&mut s.user, name)? {
+    if !fresh && exists {
         return folder_guids(&mut s.user, name);
     }
     if !fresh {

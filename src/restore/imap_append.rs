@@ -28,8 +28,9 @@ pub const BATCH_BYTES: usize = 8 << 20;
 /// Commands in flight.
 const IN_FLIGHT: usize = 3;
 /// What the reader thread inflates ahead (bytes of messages per chunk, two chunks
-/// queued).
-const CHUNK_BYTES: u64 = 16 << 20;
+/// queued). Chunks follow UID order, so a member can be inflated again for the next
+/// chunk; 8 MiB keeps that rare and the queue small.
+const CHUNK_BYTES: u64 = 8 << 20;
 
 /// One message to append.
 #[derive(Debug, Clone)]
@@ -60,7 +61,8 @@ pub fn append_all(
     let guids: Vec<Guid> = jobs.iter().map(|j| j.record.guid).collect();
     let sizes: Vec<u64> = jobs.iter().map(|j| j.record.size).collect();
     let mut w = Writer::new(s.user_client(), sum);
-    src.read_ahead(&guids, &sizes, CHUNK_BYTES, |i, b| {
+    let chunks = Source::chunks_by_size(&sizes, CHUNK_BYTES);
+    src.read_ahead(&guids, &chunks, |i, b| {
         progress.tick();
         match b {
             Ok(bytes) => w.push(jobs, i, bytes),

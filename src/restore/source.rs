@@ -232,39 +232,61 @@ impl Source {
         Ok(())
     }
 
+    /// Cut a list into consecutive chunks of about `bytes` (by `sizes`).
+    pub fn chunks_by_size(sizes: &[u64], bytes: u64) -> Vec<std::ops::Range<usize>> {
+        let mut chunks = Vec::new();
+        let (mut start, mut acc) = (0, 0u64);
+        for (i, s) in sizes.iter().enumerate() {
+            acc = acc.saturating_add(*s);
+            if acc >= bytes {
+                chunks.push(start..i + 1);
+                (start, acc) = (i + 1, 0);
+            }
+        }
+        if start < sizes.len() {
+            chunks.push(start..sizes.len());
+        }
+        chunks
+    }
+
+    /// Cut a list in archive order ([`Source::sort_by_location`]) where the member
+    /// changes: each chunk is one member's messages, inflated once.
+    pub fn chunks_by_member(&self, guids: &[Guid]) -> Result<Vec<std::ops::Range<usize>>> {
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        let mut cur = None;
+        for (i, g) in guids.iter().enumerate() {
+            let m = self.catalog.message_loc(g)?.map(|l| l.member_offset);
+            if i > 0 && m != cur {
+                chunks.push(start..i);
+                start = i;
+            }
+            cur = m;
+        }
+        if start < guids.len() {
+            chunks.push(start..guids.len());
+        }
+        Ok(chunks)
+    }
+
     /// Read `guids` on a second thread, with its own handle on the archive, while
     /// `each(i, bytes)` runs on this one, in list order: one core inflates and checks
-    /// while the other side stores. The list is cut into chunks of about `chunk_bytes`
-    /// (by `sizes`), each read with [`Source::read_batch`] (its members inflated once);
-    /// two chunks are read ahead. An error from `each` stops everything and is
-    /// returned.
+    /// while the other side stores. Each chunk (consecutive ranges covering the list)
+    /// is read with [`Source::read_batch`] (its members inflated once); two chunks are
+    /// read ahead. An error from `each` stops everything and is returned.
     pub fn read_ahead(
         &self,
         guids: &[Guid],
-        sizes: &[u64],
-        chunk_bytes: u64,
+        chunks: &[std::ops::Range<usize>],
         mut each: impl FnMut(usize, Result<Vec<u8>>) -> Result<()>,
     ) -> Result<()> {
         if guids.is_empty() {
             return Ok(());
         }
-        let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
-        let (mut start, mut bytes) = (0, 0u64);
-        for (i, s) in sizes.iter().enumerate().take(guids.len()) {
-            bytes = bytes.saturating_add(*s);
-            if bytes >= chunk_bytes {
-                chunks.push(start..i + 1);
-                (start, bytes) = (i + 1, 0);
-            }
-        }
-        if start < guids.len() {
-            chunks.push(start..guids.len());
-        }
         let mut reader = self.reopen()?;
         type Chunk = (usize, Vec<Option<Result<Vec<u8>>>>);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
         std::thread::scope(|scope| -> Result<()> {
-            let chunks = &chunks;
             let handle = scope.spawn(move || -> Result<()> {
                 for range in chunks {
                     let mut out: Vec<Option<Result<Vec<u8>>>> =

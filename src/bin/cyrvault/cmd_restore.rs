@@ -186,8 +186,10 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
         expunged_until: time(&a.expunged_until)?,
         seen_db: a.seen,
     };
+    let t = std::time::Instant::now();
     let mut src = Source::open(&archive, &catalog)?;
     let plan = plan(&mut src, &sel)?;
+    log::debug!(target: "cyrvault::restore", "{user}: planned in {:?}", t.elapsed());
     if !sel.messages.is_empty() {
         let found: usize = plan.folders.iter().map(|f| f.records.len()).sum();
         if found == 0 {

@@ -66,8 +66,8 @@ pub struct ExactOptions {
 const BATCH_FILES: usize = 1024;
 /// ...or this many bytes.
 const BATCH_BYTES: usize = 64 << 20;
-/// Bytes of messages the archive reader thread inflates ahead per chunk.
-const READ_AHEAD: u64 = 16 << 20;
+/// `APPLY` commands sent ahead of their answers.
+const WINDOW: usize = 32;
 /// Socket timeout: sync_server answers an `APPLY MAILBOX` of a big folder only once it
 /// has parsed and linked every message.
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -123,6 +123,10 @@ pub fn restore_exact(
 ) -> Result<Summary> {
     let mut sum = Summary::for_plan(plan);
     let owner = plan.user.clone();
+    let t0 = std::time::Instant::now();
+    let phase = |what: &str| {
+        log::debug!(target: "cyrvault::restore", "{owner}: {what} after {:?}", t0.elapsed());
+    };
     // Folder images, parents first (a name sorts before its children).
     let mut images = Vec::new();
     for f in &plan.folders {
@@ -150,10 +154,12 @@ pub fn restore_exact(
         });
     }
     images.sort_by(|a, b| a.name.cmp(&b.name));
+    phase("archived meta read");
 
     let mut c = SyncClient::connect(&target.addr, TIMEOUT)?;
     c.authenticate_plain("", &target.admin, &target.password)?;
     let present = check_target(&mut c, &owner, &mut images, opts)?;
+    phase("target checked");
 
     // Create the first folder empty: this checks the partition before any upload
     // (a resumed restore created it the first time).
@@ -168,18 +174,21 @@ pub fn restore_exact(
             )));
         }
     }
-    for (root, q) in &plan.quota {
-        let limits: Vec<Option<i64>> = q.limits.to_vec();
-        if present.quotas.get(root) == Some(&limits) {
-            continue;
+    // Commands are sent ahead of their answers (a window of them): every round trip
+    // costs two wake-ups, which is what a loaded server makes slow.
+    let quotas: Vec<(&String, Value)> = plan
+        .quota
+        .iter()
+        .filter(|(root, q)| present.quotas.get(root) != Some(&q.limits.to_vec()))
+        .map(|(root, q)| (root, apply_quota(root, q)))
+        .collect();
+    let cmds: Vec<(&str, Value)> = quotas.iter().map(|(_, v)| ("QUOTA", v.clone())).collect();
+    c.apply_many(&cmds, WINDOW, |i, st| match st {
+        Status::Ok(_) => sum.quota_roots += 1,
+        Status::No(t) | Status::Bad(t) => {
+            sum.fail(quotas[i].0, None, format!("quota not restored: {t}"))
         }
-        match c.apply("QUOTA", &apply_quota(root, q))?.status {
-            Status::Ok(_) => sum.quota_roots += 1,
-            Status::No(t) | Status::Bad(t) => {
-                sum.fail(root, None, format!("quota not restored: {t}"))
-            }
-        }
-    }
+    })?;
     upload(
         src,
         &mut c,
@@ -188,31 +197,41 @@ pub fn restore_exact(
         &mut sum,
         progress,
     )?;
-    for img in images.iter().filter(|i| !i.done) {
-        let v = apply_mailbox(&spec(img, &target.partition), false);
-        let r = c.apply("MAILBOX", &v)?;
-        match r.status {
-            Status::Ok(_) => {
-                sum.created += 1;
-                sum.appended += img
-                    .index
-                    .records
-                    .iter()
-                    .filter(|r| !build::is_expunged(r) && !img.skip.contains(&r.uid))
-                    .count() as u64;
-            }
-            Status::No(t) | Status::Bad(t) => {
-                sum.fail(&img.name, None, format!("APPLY MAILBOX: {t}"));
-            }
+    phase("messages uploaded");
+    let todo: Vec<&Image> = images.iter().filter(|i| !i.done).collect();
+    let cmds: Vec<(&str, Value)> = todo
+        .iter()
+        .map(|img| {
+            (
+                "MAILBOX",
+                apply_mailbox(&spec(img, &target.partition), false),
+            )
+        })
+        .collect();
+    c.apply_many(&cmds, WINDOW, |i, st| match st {
+        Status::Ok(_) => {
+            let img = todo[i];
+            sum.created += 1;
+            sum.appended += img
+                .index
+                .records
+                .iter()
+                .filter(|r| !build::is_expunged(r) && !img.skip.contains(&r.uid))
+                .count() as u64;
         }
-    }
+        Status::No(t) | Status::Bad(t) => {
+            sum.fail(&todo[i].name, None, format!("APPLY MAILBOX: {t}"));
+        }
+    })?;
     let meta = if present.any {
         Some(target_meta(&mut c, &owner)?)
     } else {
         None
     };
+    phase("folders applied");
     user_state(src, &mut c, plan, &owner, meta.as_ref(), &mut sum)?;
     c.exit()?;
+    phase("done");
     Ok(sum)
 }
 
@@ -251,13 +270,14 @@ fn check_target(
 ) -> Result<Present> {
     let mut present = Present::default();
     let mut there: HashMap<String, (String, u64)> = HashMap::new();
-    let user = c.get("USER", &Value::str(owner))?;
     let ids = Value::List(images.iter().map(|i| Value::str(&i.uniqueid)).collect());
-    let by_id = if images.is_empty() {
-        Vec::new()
-    } else {
-        c.get("UNIQUEIDS", &ids)?
-    };
+    let mut gets = vec![("USER", Value::str(owner))];
+    if !images.is_empty() {
+        gets.push(("UNIQUEIDS", ids));
+    }
+    let mut answers = c.get_many(&gets)?.into_iter();
+    let user = answers.next().unwrap_or_default();
+    let by_id = answers.next().unwrap_or_default();
     for (k, v) in user.iter().chain(by_id.iter()) {
         if k == "QUOTA"
             && let Some(root) = v.get("ROOT").and_then(|x| x.as_str())
@@ -384,22 +404,12 @@ fn upload(
     }
     progress.total(want.len() as u64);
     src.sort_by_location(&mut want)?;
-    let sizes: Vec<u64> = {
-        let mut by_guid: HashMap<Guid, u64> = HashMap::new();
-        for img in images.iter() {
-            for r in &img.index.records {
-                by_guid.insert(r.guid, r.size);
-            }
-        }
-        want.iter()
-            .map(|g| by_guid.get(g).copied().unwrap_or(0))
-            .collect()
-    };
+    let chunks = src.chunks_by_member(&want)?;
     let mut failed: HashMap<Guid, String> = HashMap::new();
     let mut batch_files = 0usize;
     let mut batch_bytes = 0usize;
     let mut upload_bytes = 0u64;
-    src.read_ahead(&want, &sizes, READ_AHEAD, |i, bytes| {
+    src.read_ahead(&want, &chunks, |i, bytes| {
         progress.tick();
         let guid = want[i];
         let bytes = match bytes {
@@ -467,6 +477,14 @@ fn expect_ok(c: &mut SyncClient, what: &str) -> Result<()> {
 /// Seen state (the backed-up seen database, entry by entry), subscriptions (all of
 /// them: sync_server subscribes even to folders that do not exist) and sieve scripts
 /// with the active one.
+/// What one `APPLY` of the user state is about (for its answer).
+enum Item {
+    Seen(String),
+    Sub(String),
+    Sieve(String),
+    Activate(String),
+}
+
 fn user_state(
     src: &mut Source,
     c: &mut SyncClient,
@@ -475,6 +493,8 @@ fn user_state(
     there: Option<&TargetMeta>,
     sum: &mut Summary,
 ) -> Result<()> {
+    let mut items: Vec<Item> = Vec::new();
+    let mut cmds: Vec<(&str, Value)> = Vec::new();
     for (_, file, loc) in src.catalog.user_files_at(plan.run)? {
         if file.kind != UserFileKind::Seen {
             continue;
@@ -494,10 +514,14 @@ fn user_state(
                 );
                 continue;
             };
-            let r = c.apply("SEEN", &cmd)?;
-            if let Status::No(t) | Status::Bad(t) = r.status {
-                sum.fail("seen", None, format!("seen state of {id}: {t}"));
+            if there
+                .and_then(|m| m.seen.get(&id))
+                .is_some_and(|t| same_seen(t, &cmd))
+            {
+                continue;
             }
+            items.push(Item::Seen(id));
+            cmds.push(("SEEN", cmd));
         }
     }
     for s in &plan.subscriptions {
@@ -508,13 +532,11 @@ fn user_state(
         if there.is_some_and(|m| m.subs.contains(&name)) {
             continue;
         }
-        let v = Kv::new().str("USERID", owner).str("MBOXNAME", &name).done();
-        match c.apply("SUB", &v)?.status {
-            Status::Ok(_) => sum.subscribed += 1,
-            Status::No(t) | Status::Bad(t) => {
-                sum.warn(&name, format!("subscription not restored: {t}"))
-            }
-        }
+        cmds.push((
+            "SUB",
+            Kv::new().str("USERID", owner).str("MBOXNAME", &name).done(),
+        ));
+        items.push(Item::Sub(name));
     }
     let when = src
         .catalog
@@ -530,16 +552,16 @@ fn user_state(
         if !name.ends_with(".script") || there.is_some_and(|m| m.sieve.contains_key(name)) {
             continue;
         }
-        let v = Kv::new()
-            .str("USERID", owner)
-            .str("FILENAME", name)
-            .num("LAST_UPDATE", when)
-            .str("CONTENT", bytes)
-            .done();
-        match c.apply("SIEVE", &v)?.status {
-            Status::Ok(_) => sum.sieve_scripts += 1,
-            Status::No(t) | Status::Bad(t) => sum.fail("sieve", None, format!("{name}: {t}")),
-        }
+        cmds.push((
+            "SIEVE",
+            Kv::new()
+                .str("USERID", owner)
+                .str("FILENAME", name)
+                .num("LAST_UPDATE", when)
+                .str("CONTENT", bytes)
+                .done(),
+        ));
+        items.push(Item::Sieve(name.clone()));
     }
     let already_active =
         |a: &str| there.is_some_and(|m| m.sieve.get(&format!("{a}.script")) == Some(&true));
@@ -549,15 +571,53 @@ fn user_state(
         .and_then(|a| a.strip_suffix(".script"))
         .filter(|a| !already_active(a))
     {
-        let v = Kv::new()
-            .str("USERID", owner)
-            .str("FILENAME", format!("{active}.bc"))
-            .done();
-        if let Status::No(t) | Status::Bad(t) = c.apply("ACTIVATE_SIEVE", &v)?.status {
-            sum.fail("sieve", None, format!("activating {active}: {t}"));
-        }
+        cmds.push((
+            "ACTIVATE_SIEVE",
+            Kv::new()
+                .str("USERID", owner)
+                .str("FILENAME", format!("{active}.bc"))
+                .done(),
+        ));
+        items.push(Item::Activate(active.to_string()));
     }
-    Ok(())
+    c.apply_many(&cmds, WINDOW, |i, st| {
+        let bad = match st {
+            Status::Ok(_) => None,
+            Status::No(t) | Status::Bad(t) => Some(t),
+        };
+        match (&items[i], bad) {
+            (Item::Seen(_), None) => {}
+            (Item::Seen(id), Some(t)) => sum.fail("seen", None, format!("seen state of {id}: {t}")),
+            (Item::Sub(_), None) => sum.subscribed += 1,
+            (Item::Sub(n), Some(t)) => sum.warn(n, format!("subscription not restored: {t}")),
+            (Item::Sieve(_), None) => sum.sieve_scripts += 1,
+            (Item::Sieve(n), Some(t)) => sum.fail("sieve", None, format!("{n}: {t}")),
+            (Item::Activate(_), None) => {}
+            (Item::Activate(n), Some(t)) => sum.fail("sieve", None, format!("activating {n}: {t}")),
+        }
+    })
+}
+
+/// Whether the target's seen entry is what `APPLY SEEN` would write.
+fn same_seen(t: &(u64, u64, u64, String), cmd: &Value) -> bool {
+    let Value::Kv(kv) = cmd else { return false };
+    let num = |k: &str| {
+        kv.iter().find(|(n, _)| *n == k).and_then(|(_, v)| match v {
+            Value::Num(x) => Some(*x),
+            _ => None,
+        })
+    };
+    let uids = kv
+        .iter()
+        .find(|(n, _)| *n == "SEENUIDS")
+        .and_then(|(_, v)| match v {
+            Value::Str(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        });
+    Some(t.0) == num("LASTREAD")
+        && Some(t.1) == num("LASTUID")
+        && Some(t.2) == num("LASTCHANGE")
+        && Some(t.3.as_str()) == uids
 }
 
 #[cfg(test)]
