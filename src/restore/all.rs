@@ -204,7 +204,10 @@ fn restore_one(
         run = p.run;
         match target {
             AllTarget::Exact(t) => {
-                let o = ExactOptions { resume: true };
+                let o = ExactOptions {
+                    resume: true,
+                    connections: 1,
+                };
                 restore_exact(&mut src, &p, t, &o, &mut NoProgress)
             }
             AllTarget::Imap(t, io) => {

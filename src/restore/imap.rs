@@ -62,6 +62,9 @@ pub struct ImapOptions {
     /// The vault the archive is in: the user's `\Seen` on another user's folder is
     /// mapped through that user's archive when the folder came back with new UIDs.
     pub vault: Option<PathBuf>,
+    /// Sessions of the user appending at the same time (folders shared out between
+    /// them; 0 or 1: one).
+    pub sessions: usize,
     /// Leave the `\Seen` on other users' folders for a later [`restore_foreign_seen`]
     /// (a whole-server restore does it once every user is back).
     pub defer_foreign_seen: bool,
@@ -350,7 +353,7 @@ pub fn restore_to_imap(
         // What the real run would count.
         sum.appended += jobs.len() as u64;
     } else {
-        append_all(src, &mut s, &jobs, &mut sum, progress)?;
+        append_all(src, &mut s, &jobs, opts.sessions, &mut sum, progress)?;
     }
     if opts.subscriptions {
         subscribe(&mut s, plan, opts, sep, &mut sum)?;

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use super::imap::Sessions;
 use super::{Progress, Source, Summary, imap_flags};
 use crate::cyrus::Guid;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::imap::{Arg, Client, format_internaldate};
 use crate::model::RecordState;
 
@@ -47,23 +47,123 @@ struct Sent {
     jobs: Vec<(usize, Vec<u8>)>,
 }
 
-/// Append every job (grouped by folder, ascending UID), counting into `sum`.
+/// Append every job (grouped by folder, ascending UID), counting into `sum`. With
+/// `sessions` > 1 the folders are shared out over that many sessions of the user (by
+/// bytes, each folder whole in one session, so its order holds), each with its own
+/// archive reader: one imapd per session stores in parallel.
 pub fn append_all(
     src: &mut Source,
     s: &mut Sessions<'_>,
     jobs: &[Job],
+    sessions: usize,
     sum: &mut Summary,
     progress: &mut dyn Progress,
 ) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
+    let groups = share_out(jobs, sessions.max(1));
+    if groups.len() <= 1 {
+        let tick = || progress.tick();
+        return append_group(src, s.user_client(), jobs, sum, &mut { tick });
+    }
+    let target = s.target.clone();
+    let progress = std::sync::Mutex::new(progress);
+    let mut sums: Vec<Summary> = groups.iter().map(|_| Summary::default()).collect();
+    let first = s.user_client();
+    // A Source (SQLite) stays on one thread: each session gets its own handle.
+    let sources = groups
+        .iter()
+        .map(|_| src.reopen())
+        .collect::<Result<Vec<Source>>>()?;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let progress = &progress;
+        let mut handles = Vec::new();
+        let mut first = Some(first);
+        for ((g, sum_g), src) in groups.iter().zip(sums.iter_mut()).zip(sources) {
+            let target = &target;
+            let conn = first.take();
+            handles.push(scope.spawn(move || -> Result<()> {
+                let src = &src;
+                let mut tick = || {
+                    if let Ok(mut p) = progress.lock() {
+                        p.tick();
+                    }
+                };
+                match conn {
+                    Some(c) => append_group(src, c, g, sum_g, &mut tick),
+                    None => {
+                        let mut c = super::imap::connect_as(target, &target.user)?;
+                        append_group(src, &mut c, g, sum_g, &mut tick)?;
+                        Ok(c.logout()?)
+                    }
+                }
+            }));
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Other("append thread panicked".into())))
+            })
+            .collect()
+    });
+    for g in sums {
+        sum.appended += g.appended;
+        sum.bytes += g.bytes;
+        sum.failed += g.failed;
+        sum.failures.extend(g.failures);
+    }
+    results.into_iter().collect()
+}
+
+/// The jobs split into at most `n` groups of whole folders, balanced by bytes.
+fn share_out(jobs: &[Job], n: usize) -> Vec<Vec<Job>> {
+    let mut folders: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+    let mut start = 0;
+    for i in 1..=jobs.len() {
+        if i == jobs.len() || jobs[i].folder != jobs[start].folder {
+            let bytes = jobs[start..i].iter().map(|j| j.record.size).sum();
+            folders.push((bytes, start..i));
+            start = i;
+        }
+    }
+    let n = n.min(folders.len()).max(1);
+    folders.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut groups: Vec<(u64, Vec<std::ops::Range<usize>>)> = vec![(0, Vec::new()); n];
+    for (bytes, r) in folders {
+        if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
+            g.0 += bytes;
+            g.1.push(r);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|g| !g.1.is_empty())
+        .map(|(_, mut ranges)| {
+            ranges.sort_by_key(|r| r.start);
+            ranges
+                .into_iter()
+                .flat_map(|r| jobs[r].iter().cloned())
+                .collect()
+        })
+        .collect()
+}
+
+/// One session's share: read on a second thread, appended in order.
+fn append_group(
+    src: &Source,
+    c: &mut Client,
+    jobs: &[Job],
+    sum: &mut Summary,
+    tick: &mut dyn FnMut(),
+) -> Result<()> {
     let guids: Vec<Guid> = jobs.iter().map(|j| j.record.guid).collect();
     let sizes: Vec<u64> = jobs.iter().map(|j| j.record.size).collect();
-    let mut w = Writer::new(s.user_client(), sum);
+    let mut w = Writer::new(c, sum);
     let chunks = Source::chunks_by_size(&sizes, CHUNK_BYTES);
     src.read_ahead(&guids, &chunks, |i, b| {
-        progress.tick();
+        tick();
         match b {
             Ok(bytes) => w.push(jobs, i, bytes),
             Err(e) => {

@@ -140,7 +140,7 @@ impl Summary {
 }
 
 /// Progress reports for a terminal: total messages once known, then one tick each.
-pub trait Progress {
+pub trait Progress: Send {
     /// How many messages the restore will handle.
     fn total(&mut self, n: u64);
     /// One message done (appended, skipped or failed).

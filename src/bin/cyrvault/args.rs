@@ -237,7 +237,8 @@ pub struct RestoreArgs {
     /// latest run (or --at), N at a time; a second run does only what is missing.
     #[arg(long, conflicts_with_all = ["user", "run", "messages", "into", "to_user", "to_mbox", "to_maildir", "to_eml", "archive", "dry_run"])]
     pub all: bool,
-    /// With --all: users restored at the same time.
+    /// With --all: users restored at the same time; for one user over IMAP: sessions
+    /// appending at the same time (its folders shared out between them).
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
     /// Folders by their backed-up name (INBOX, Work, Archive/2023; subfolders come

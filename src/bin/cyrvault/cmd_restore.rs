@@ -229,7 +229,10 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 password: password(a)?,
                 partition: a.partition.clone(),
             };
-            let opts = ExactOptions { resume: a.resume };
+            let opts = ExactOptions {
+                resume: a.resume,
+                connections: a.jobs,
+            };
             restore_exact(&mut src, &plan, &target, &opts, progress)?
         }
         (Some((kind, path)), _) => {
@@ -259,6 +262,7 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 subscriptions: a.subscriptions,
                 sieve,
                 vault: a.archive.is_none().then(|| a.vault.clone()),
+                sessions: a.jobs,
                 defer_foreign_seen: false,
             };
             restore_to_imap(&mut src, &plan, &target, &opts, progress)?

@@ -56,6 +56,9 @@ pub struct ExactTarget {
 /// How.
 #[derive(Debug, Clone, Default)]
 pub struct ExactOptions {
+    /// sync_server sessions working on the user at the same time (its folders shared
+    /// out between them; 0 or 1: one).
+    pub connections: usize,
     /// Continue a restore of this user that this tool started: folders already on the
     /// target with the backed-up UniqueID and HIGHESTMODSEQ are kept, the rest is
     /// applied. Without it, any folder of the user on the target refuses the restore.
@@ -189,46 +192,76 @@ pub fn restore_exact(
             sum.fail(quotas[i].0, None, format!("quota not restored: {t}"))
         }
     })?;
-    upload(
-        src,
-        &mut c,
-        &mut images,
-        &target.partition,
-        &mut sum,
-        progress,
-    )?;
-    phase("messages uploaded");
-    let todo: Vec<&Image> = images.iter().filter(|i| !i.done).collect();
-    let cmds: Vec<(&str, Value)> = todo
-        .iter()
-        .map(|img| {
-            (
-                "MAILBOX",
-                apply_mailbox(&spec(img, &target.partition), false),
-            )
-        })
-        .collect();
-    c.apply_many(&cmds, WINDOW, |i, st| match st {
-        Status::Ok(_) => {
-            let img = todo[i];
-            sum.created += 1;
-            sum.appended += img
-                .index
+    // The folders shared out over `connections` sync_server sessions (whole subtrees,
+    // balanced by bytes): each session uploads what its folders need and applies them,
+    // so as many sync_server processes work as there are sessions.
+    let mut files: HashSet<Guid> = HashSet::new();
+    for img in images.iter().filter(|i| !i.done) {
+        files.extend(
+            img.index
                 .records
                 .iter()
-                .filter(|r| !build::is_expunged(r) && !img.skip.contains(&r.uid))
-                .count() as u64;
+                .filter(|r| needs_file(r))
+                .map(|r| r.guid),
+        );
+    }
+    progress.total(files.len() as u64);
+    let groups = share_out(images, opts.connections.max(1));
+    let progress = std::sync::Mutex::new(progress);
+    let n = groups.len();
+    let mut sums: Vec<Summary> = (0..n).map(|_| Summary::default()).collect();
+    let sources = (1..n)
+        .map(|_| src.reopen())
+        .collect::<Result<Vec<Source>>>()?;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let progress = &progress;
+        let partition = &target.partition;
+        let mut handles = Vec::new();
+        let mut first = Some((&mut c, &mut *src));
+        let mut others = sources.into_iter();
+        for (mut group, sum_g) in groups.into_iter().zip(sums.iter_mut()) {
+            let mine = first.take();
+            let other_src = if mine.is_none() { others.next() } else { None };
+            handles.push(scope.spawn(move || -> Result<()> {
+                let mut tick = || {
+                    if let Ok(mut p) = progress.lock() {
+                        p.tick();
+                    }
+                };
+                match (mine, other_src) {
+                    (Some((c, src)), _) => session(src, c, &mut group, partition, sum_g, &mut tick),
+                    (None, Some(src)) => {
+                        let mut c = SyncClient::connect(&target.addr, TIMEOUT)?;
+                        c.authenticate_plain("", &target.admin, &target.password)?;
+                        session(&src, &mut c, &mut group, partition, sum_g, &mut tick)?;
+                        c.exit()
+                    }
+                    (None, None) => Ok(()),
+                }
+            }));
         }
-        Status::No(t) | Status::Bad(t) => {
-            sum.fail(&todo[i].name, None, format!("APPLY MAILBOX: {t}"));
-        }
-    })?;
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Other("restore thread panicked".into())))
+            })
+            .collect()
+    });
+    for g in sums {
+        sum.created += g.created;
+        sum.appended += g.appended;
+        sum.bytes += g.bytes;
+        sum.failed += g.failed;
+        sum.failures.extend(g.failures);
+    }
+    results.into_iter().collect::<Result<()>>()?;
+    phase("folders uploaded and applied");
     let meta = if present.any {
         Some(target_meta(&mut c, &owner)?)
     } else {
         None
     };
-    phase("folders applied");
     user_state(src, &mut c, plan, &owner, meta.as_ref(), &mut sum)?;
     c.exit()?;
     phase("done");
@@ -383,15 +416,80 @@ fn target_meta(c: &mut SyncClient, owner: &str) -> Result<TargetMeta> {
     Ok(m)
 }
 
-/// Upload every message the folders to apply need, in archive order (each member
-/// inflated once), in `APPLY MESSAGE` batches sent without waiting for each answer.
-fn upload(
-    src: &mut Source,
+/// One session's share: upload what its folders need, then apply them (parents
+/// first).
+fn session(
+    src: &Source,
     c: &mut SyncClient,
     images: &mut [Image],
     partition: &str,
     sum: &mut Summary,
-    progress: &mut dyn Progress,
+    tick: &mut dyn FnMut(),
+) -> Result<()> {
+    upload(src, c, images, partition, sum, tick)?;
+    let todo: Vec<&Image> = images.iter().filter(|i| !i.done).collect();
+    let cmds: Vec<(&str, Value)> = todo
+        .iter()
+        .map(|img| ("MAILBOX", apply_mailbox(&spec(img, partition), false)))
+        .collect();
+    c.apply_many(&cmds, WINDOW, |i, st| match st {
+        Status::Ok(_) => {
+            let img = todo[i];
+            sum.created += 1;
+            sum.appended += img
+                .index
+                .records
+                .iter()
+                .filter(|r| !build::is_expunged(r) && !img.skip.contains(&r.uid))
+                .count() as u64;
+        }
+        Status::No(t) | Status::Bad(t) => {
+            sum.fail(&todo[i].name, None, format!("APPLY MAILBOX: {t}"));
+        }
+    })
+}
+
+/// The folders in at most `n` groups of whole subtrees below the INBOX (a folder is
+/// never applied before its parent), balanced by message bytes; each group in name
+/// order.
+fn share_out(images: Vec<Image>, n: usize) -> Vec<Vec<Image>> {
+    let mut trees: std::collections::BTreeMap<String, (u64, Vec<Image>)> = Default::default();
+    for img in images {
+        // `user.bob` → "", `user.bob.A.B` → "A" (the level below the INBOX).
+        let key = img.name.split('.').nth(2).unwrap_or("").to_string();
+        let bytes: u64 = img.index.records.iter().map(|r| r.size).sum();
+        let t = trees.entry(key).or_default();
+        t.0 += bytes;
+        t.1.push(img);
+    }
+    let mut trees: Vec<(u64, Vec<Image>)> = trees.into_values().collect();
+    trees.sort_by_key(|t| std::cmp::Reverse(t.0));
+    let n = n.min(trees.len()).max(1);
+    let mut groups: Vec<(u64, Vec<Image>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for (bytes, imgs) in trees {
+        if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
+            g.0 += bytes;
+            g.1.extend(imgs);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, mut g)| {
+            g.sort_by(|a, b| a.name.cmp(&b.name));
+            g
+        })
+        .collect()
+}
+
+/// Upload every message the folders to apply need, in archive order (each member
+/// inflated once), in `APPLY MESSAGE` batches sent without waiting for each answer.
+fn upload(
+    src: &Source,
+    c: &mut SyncClient,
+    images: &mut [Image],
+    partition: &str,
+    sum: &mut Summary,
+    tick: &mut dyn FnMut(),
 ) -> Result<()> {
     let mut want: Vec<Guid> = Vec::new();
     let mut seen = HashSet::new();
@@ -402,7 +500,6 @@ fn upload(
             }
         }
     }
-    progress.total(want.len() as u64);
     src.sort_by_location(&mut want)?;
     let chunks = src.chunks_by_member(&want)?;
     let mut failed: HashMap<Guid, String> = HashMap::new();
@@ -410,7 +507,7 @@ fn upload(
     let mut batch_bytes = 0usize;
     let mut upload_bytes = 0u64;
     src.read_ahead(&want, &chunks, |i, bytes| {
-        progress.tick();
+        tick();
         let guid = want[i];
         let bytes = match bytes {
             Ok(b) => b,
