@@ -14,9 +14,11 @@ use rusqlite::Connection;
 /// Version of the schema this cyrvault writes and reads. History:
 /// 1 — first version (runs, members, messages, folders, folder_names, folder_runs,
 ///     records, user_files, meta).
-/// 2 — `user_files.kind` may also be `quota` (the QUOTA extension). A version-1
-///     catalog is upgraded in place when opened ([`migrate`]).
-pub const SCHEMA_VERSION: i64 = 2;
+/// 2 — `folder_names.deleted_at`: a name interval during which the folder sat in
+///     Cyrus's delayed-delete area (migrated from 1 in place by [`migrate`]).
+/// 3 — `user_files.kind` may also be `quota` (the QUOTA extension; migrated from 2
+///     in place: `user_files` rebuilt with the wider CHECK).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a cyrvault catalog: "cyrv" in ASCII.
 pub const APPLICATION_ID: i64 = 0x6379_7276;
@@ -73,6 +75,7 @@ CREATE TABLE folder_names (
     internal_name  TEXT NOT NULL,
     from_run       INTEGER NOT NULL REFERENCES runs(run),
     to_run         INTEGER REFERENCES runs(run),
+    deleted_at     INTEGER,
     PRIMARY KEY (uniqueid, from_run)
 ) WITHOUT ROWID;
 CREATE INDEX folder_names_by_name ON folder_names(name, from_run);
@@ -144,14 +147,22 @@ pub(crate) fn create(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// Upgrade a catalog of an older schema version to [`SCHEMA_VERSION`], in one
-/// transaction: version 1 → 2 rebuilds `user_files` with the wider `kind` check (SQLite
-/// cannot alter a CHECK in place). Rows are copied unchanged.
-pub(crate) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+/// Bring a catalog of an older schema version up to [`SCHEMA_VERSION`] in one
+/// transaction. Every step only adds what the older version could not have held, so
+/// no derived fact changes (a version-1 catalog never saw a delayed-delete folder, a
+/// version-2 one never a quota file). Returns whether anything was done.
+pub(crate) fn migrate(conn: &mut Connection, found: i64) -> rusqlite::Result<bool> {
+    if !(1..SCHEMA_VERSION).contains(&found) {
+        return Ok(false);
+    }
     let tx = conn.transaction()?;
-    if from < 2 {
+    if found < 2 {
+        tx.execute_batch("ALTER TABLE folder_names ADD COLUMN deleted_at INTEGER;")?;
+    }
+    if found < 3 {
+        // SQLite cannot alter a CHECK in place: the table is rebuilt, rows unchanged.
         tx.execute_batch(
-            "CREATE TABLE user_files_v2 (
+            "CREATE TABLE user_files_v3 (
                 run               INTEGER NOT NULL REFERENCES runs(run),
                 snapshot_run      INTEGER NOT NULL REFERENCES runs(run),
                 kind              TEXT NOT NULL
@@ -163,9 +174,9 @@ pub(crate) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> 
                 size              INTEGER NOT NULL,
                 PRIMARY KEY (run, kind, name)
             ) WITHOUT ROWID;
-            INSERT INTO user_files_v2 SELECT * FROM user_files;
+            INSERT INTO user_files_v3 SELECT * FROM user_files;
             DROP TABLE user_files;
-            ALTER TABLE user_files_v2 RENAME TO user_files;",
+            ALTER TABLE user_files_v3 RENAME TO user_files;",
         )?;
     }
     tx.execute(
@@ -173,7 +184,29 @@ pub(crate) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> 
         [SCHEMA_VERSION.to_string()],
     )?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Let a read-only connection to a catalog of an older schema version answer every
+/// query of [`SCHEMA_VERSION`] without writing to the file: a `TEMP` view shadows each
+/// table the newer version changed (SQLite looks in the temp schema first), with the
+/// columns the older version cannot have held as NULL. Returns whether `found` is
+/// handled so.
+pub(crate) fn read_as_current(conn: &Connection, found: i64) -> rusqlite::Result<bool> {
+    if !(1..SCHEMA_VERSION).contains(&found) {
+        return Ok(false);
+    }
+    // Version 2 lacks only the `quota` kind, which a reader never misses.
+    if found >= 2 {
+        return Ok(true);
+    }
+    conn.execute_batch(
+        "CREATE TEMP VIEW folder_names AS
+             SELECT uniqueid, name, internal_name, from_run, to_run, NULL AS deleted_at
+             FROM main.folder_names;",
+    )?;
+    Ok(true)
 }
 
 /// What an opened database is.
@@ -226,19 +259,19 @@ mod tests {
     }
 
     #[test]
-    fn version_1_is_upgraded_with_its_rows() {
+    fn version_2_is_upgraded_with_its_user_files() {
         let mut c = Connection::open_in_memory().unwrap();
-        let v1 = DDL.replace("'sieve', 'quota'", "'sieve'");
-        c.execute_batch(&v1).unwrap();
+        let v2 = DDL.replace("'sieve', 'quota'", "'sieve'");
+        c.execute_batch(&v2).unwrap();
         c.execute_batch(
-            "INSERT INTO meta VALUES ('schema_version', '1');
+            "INSERT INTO meta VALUES ('schema_version', '2');
              INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 'v', NULL, NULL, NULL, 'complete');
              INSERT INTO user_files VALUES (1, 1, 'sieve', 'a.script', 1, 0, 0, 3);",
         )
         .unwrap();
         c.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
-        c.pragma_update(None, "user_version", 1).unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
         assert!(
             c.execute(
                 "INSERT INTO user_files VALUES (1, 1, 'quota', 'quota', 0, 0, 0, 1)",
@@ -246,7 +279,7 @@ mod tests {
             )
             .is_err()
         );
-        migrate(&mut c, 1).unwrap();
+        assert!(migrate(&mut c, 2).unwrap());
         assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
         c.execute(
             "INSERT INTO user_files VALUES (1, 1, 'quota', 'quota', 0, 0, 0, 1)",
@@ -257,6 +290,80 @@ mod tests {
             .query_row("SELECT count(*) FROM user_files", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn version_1_is_migrated_in_place() {
+        let mut c = Connection::open_in_memory().unwrap();
+        // the version-1 DDL: today's without the column version 2 added
+        let v1 = DDL.replace("    deleted_at     INTEGER,\n", "");
+        assert_ne!(v1, DDL);
+        c.execute_batch(&v1).unwrap();
+        c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+            .unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(1));
+        assert!(migrate(&mut c, 1).unwrap());
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        c.execute(
+            "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete')",
+            [],
+        )
+        .unwrap();
+        c.execute("INSERT INTO folders VALUES ('f', 1, 1, NULL)", [])
+            .unwrap();
+        c.execute(
+            "INSERT INTO folder_names VALUES ('f', 'n', 'i', 1, NULL, 5)",
+            [],
+        )
+        .unwrap();
+        assert!(!migrate(&mut c, SCHEMA_VERSION).unwrap());
+    }
+
+    #[test]
+    fn version_1_is_read_as_current_without_writing() {
+        let dir = std::env::temp_dir().join(format!("cyrvault-schema1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&DDL.replace("    deleted_at     INTEGER,\n", ""))
+                .unwrap();
+            c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete')",
+                [],
+            )
+            .unwrap();
+            c.execute("INSERT INTO folders VALUES ('f', 1, 1, NULL)", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO folder_names VALUES ('f', 'INBOX', 'user.u', 1, NULL)",
+                [],
+            )
+            .unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let cat = crate::catalog::Catalog::open_read_only(&path).unwrap();
+        let f = cat.folders_at(1).unwrap();
+        assert_eq!((f[0].name.as_str(), f[0].deleted_at), ("INBOX", None));
+        assert_eq!(cat.folder_history("f").unwrap()[0].deleted_at, None);
+        drop(cat);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not written");
+        // a writer migrates it in place
+        let cat = crate::catalog::Catalog::open(&path).unwrap();
+        assert_eq!(cat.folders_at(1).unwrap()[0].deleted_at, None);
+        drop(cat);
+        let c = Connection::open(&path).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

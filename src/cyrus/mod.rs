@@ -20,6 +20,7 @@ pub mod mboxlist;
 pub mod paths;
 pub mod quota;
 pub mod twoskip;
+pub mod version;
 
 use std::fmt;
 

@@ -43,8 +43,17 @@ pub struct ImapTarget {
     pub admin: String,
     /// The admin's password.
     pub password: String,
-    /// The user to restore into (usually the backed-up user).
+    /// The user to restore into (usually the backed-up user), or a shared
+    /// hierarchy's owner id (`%shared`): then the folders are restored by their
+    /// full names (`shared.News`) in the admin's own session.
     pub user: String,
+}
+
+impl ImapTarget {
+    /// Whether the target is a shared hierarchy rather than a user.
+    pub fn is_shared(&self) -> bool {
+        self.user.starts_with('%')
+    }
 }
 
 /// How to restore.
@@ -81,7 +90,7 @@ impl<'a> Sessions<'a> {
     fn open(target: &'a ImapTarget) -> Result<Sessions<'a>> {
         Ok(Sessions {
             target,
-            user: connect_as(target, &target.user)?,
+            user: connect_as_user(target)?,
             admin: None,
         })
     }
@@ -111,6 +120,14 @@ pub(crate) fn connect_as(t: &ImapTarget, user: &str) -> Result<Client> {
     Ok(c)
 }
 
+/// The session that creates folders and appends: the admin acting as the user, or
+/// for a shared hierarchy the admin's own (shared mailboxes have no owner; their
+/// `\Seen` is per reader anyway).
+pub(crate) fn connect_as_user(t: &ImapTarget) -> Result<Client> {
+    let authz = if t.is_shared() { "" } else { t.user.as_str() };
+    connect_as(t, authz)
+}
+
 /// The name the user sees for a backed-up folder (by its levels below the INBOX):
 /// `INBOX`, `INBOX<sep>Work<sep>Sub`, or under `into` (`Restored/2026-11-28`, where the
 /// INBOX itself becomes `.../INBOX`). `None` if a level holds the separator.
@@ -132,6 +149,21 @@ pub fn target_name(parts: &[String], into: Option<&str>, sep: char) -> Option<St
         name.push_str(p);
     }
     Some(name)
+}
+
+/// The name of a backed-up shared folder (by its levels from the top: `[shared,
+/// News]`) on the target: `shared<sep>News`, or under `into` (`Restored/2026-11-28`,
+/// a top-level folder of its own). `None` if a level holds the separator.
+pub fn shared_target_name(parts: &[String], into: Option<&str>, sep: char) -> Option<String> {
+    let mut all: Vec<&str> = Vec::new();
+    if let Some(i) = into {
+        all.extend(i.split('/').filter(|p| !p.is_empty()));
+    }
+    all.extend(parts.iter().map(String::as_str));
+    if all.is_empty() || all.iter().any(|p| p.is_empty() || p.contains(sep)) {
+        return None;
+    }
+    Some(all.join(&sep.to_string()))
 }
 
 /// The admin's name of the user's INBOX: `user<sep>bob` (`user<sep>bob@example.com`).
@@ -270,10 +302,11 @@ pub fn restore_to_imap(
         .first()
         .and_then(|e| e.delimiter)
         .unwrap_or('.');
+    let shared = target.is_shared();
     let mut created: HashSet<String> = HashSet::new();
     let existing = visible_folders(&mut s.user)?;
     // The INBOX must exist before anything can go under it.
-    if !existing.contains("INBOX") {
+    if !shared && !existing.contains("INBOX") {
         created.insert("INBOX".to_string());
         sum.created += 1;
         if opts.dry_run {
@@ -289,8 +322,13 @@ pub fn restore_to_imap(
         super::imap_extra::set_quota(&mut s, plan, sep, &mut sum);
     }
     let mut jobs: Vec<Job> = Vec::new();
-    for f in plan.folders.iter().filter(|f| !f.delayed_delete) {
-        let Some(name) = target_name(&f.parts, opts.into.as_deref(), sep) else {
+    for f in &plan.folders {
+        let name = if shared {
+            shared_target_name(&f.parts, opts.into.as_deref(), sep)
+        } else {
+            target_name(&f.parts, opts.into.as_deref(), sep)
+        };
+        let Some(name) = name else {
             sum.fail(
                 &f.name,
                 None,
@@ -355,7 +393,7 @@ pub fn restore_to_imap(
     } else {
         append_all(src, &mut s, &jobs, opts.sessions, &mut sum, progress)?;
     }
-    if opts.subscriptions {
+    if opts.subscriptions && !shared {
         subscribe(&mut s, plan, opts, sep, &mut sum)?;
     }
     if let Some(addr) = &opts.sieve {
@@ -457,8 +495,12 @@ fn prepare_folder(
     let acl = map_acl(&f.acl, &plan.user, &s.target.user);
     if !acl.is_empty() {
         let user = s.target.user.clone();
+        let aname = if s.target.is_shared() {
+            name.to_string()
+        } else {
+            admin_name(name, &user, sep)
+        };
         let admin = s.admin()?;
-        let aname = admin_name(name, &user, sep);
         let now = admin.getacl(&aname)?;
         for (id, rights) in &acl {
             admin.setacl(&aname, id, rights)?;
@@ -552,6 +594,15 @@ mod tests {
         assert_eq!(admin_name("INBOX.Work", "bob", '.'), "user.bob.Work");
         assert_eq!(admin_name("INBOX", "bob@ex.org", '.'), "user.bob@ex.org");
         assert_eq!(admin_inbox("bob", '/'), "user/bob");
+        assert_eq!(
+            shared_target_name(&p("shared.News"), None, '/').unwrap(),
+            "shared/News"
+        );
+        assert_eq!(
+            shared_target_name(&p("shared"), Some("Restored/x"), '.').unwrap(),
+            "Restored.x.shared"
+        );
+        assert!(shared_target_name(&p("shared/a.b"), None, '.').is_none());
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn append_all(
                 match conn {
                     Some(c) => append_group(src, c, g, sum_g, &mut tick),
                     None => {
-                        let mut c = super::imap::connect_as(target, &target.user)?;
+                        let mut c = super::imap::connect_as_user(target)?;
                         append_group(src, &mut c, g, sum_g, &mut tick)?;
                         Ok(c.logout()?)
                     }

@@ -92,10 +92,6 @@ pub struct FolderPlan {
     pub parts: Vec<String>,
     /// It was deleted at or before the run; its content is as of `source_run`.
     pub deleted: bool,
-    /// A delayed-delete folder on the server (`DELETED.user.bob.Old.5F3A1B2C`): part of
-    /// the server's state (an exact restore brings it back as such), not a folder the
-    /// user sees (IMAP restores and exports leave it out).
-    pub delayed_delete: bool,
     /// The run its records are from.
     pub source_run: u64,
     /// Its ACL as backed up (identifier, rights), from the archived `cyrus.header`.
@@ -214,24 +210,6 @@ pub fn name_parts(name: &str) -> Vec<String> {
     rest.split(sep).map(str::to_string).collect()
 }
 
-/// Whether an external name is a delayed-delete folder (`DELETED.user.bob.Old.5F3A1B2C`
-/// or with `/`): never an INBOX name, `<prefix> user <localpart> ... <hex stamp>`.
-pub fn delayed_delete(name: &str) -> bool {
-    if name.eq_ignore_ascii_case("INBOX")
-        || name.starts_with("INBOX.")
-        || name.starts_with("INBOX/")
-    {
-        return false;
-    }
-    let sep = if name.contains('/') { '/' } else { '.' };
-    let parts: Vec<&str> = name.split(sep).collect();
-    parts.len() >= 4
-        && parts[1] == "user"
-        && parts
-            .last()
-            .is_some_and(|h| h.len() >= 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// Whether a folder is one of Cyrus's own (a level starting with `#`: `#sieve`, where
 /// Cyrus 3.6 keeps sieve scripts, `#calendars`, `#jmap`, ...). Users cannot see or
 /// APPEND to them; their content comes back through its own protocol (sieve scripts
@@ -267,6 +245,9 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
     let mut folders = Vec::new();
     let mut problems = Vec::new();
     let mut sieve_folder = None;
+    // Selected folders left out only because they are deleted: named in the error if
+    // nothing else is selected (the admin probably wants `--include-expunged`).
+    let mut deleted_left_out: Vec<String> = Vec::new();
     for f in src.catalog.folders_at(run)? {
         let parts = name_parts(&f.name);
         if !f.deleted && parts.len() == 1 && parts[0].eq_ignore_ascii_case("#sieve") {
@@ -276,6 +257,20 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
             continue;
         }
         if f.deleted && !sel.include_expunged {
+            deleted_left_out.push(match f.deleted_at {
+                Some(t) => {
+                    let (days, secs) = crate::time::split_unix(t);
+                    let (y, m, d) = crate::time::civil_from_days(days);
+                    format!(
+                        "{} (deleted {y:04}-{m:02}-{d:02}T{:02}:{:02}Z, held as of run {})",
+                        f.name,
+                        secs / 3600,
+                        secs / 60 % 60,
+                        f.last_run
+                    )
+                }
+                None => format!("{} (deleted, as of run {})", f.name, f.last_run),
+            });
             continue;
         }
         // A deleted folder and a live one of the same name: the live one wins.
@@ -320,7 +315,6 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         }
         let header = meta.header.as_ref();
         folders.push(FolderPlan {
-            delayed_delete: delayed_delete(&f.name),
             uniqueid: f.uniqueid,
             name: f.name,
             internal_name: f.internal_name,
@@ -336,9 +330,18 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
     }
     folders.sort_by(|a, b| a.name.cmp(&b.name));
     if !sel.folders.is_empty() && folders.is_empty() {
+        let name = if deleted_left_out.is_empty() {
+            sel.folders.join(", ")
+        } else {
+            format!(
+                "{}: only deleted folders match: {}; --include-expunged restores them",
+                sel.folders.join(", "),
+                deleted_left_out.join(", ")
+            )
+        };
         return Err(Error::NotFound {
             what: "folder at that run",
-            name: sel.folders.join(", "),
+            name,
         });
     }
     let mut plan = Plan {

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::session::{
-    Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap, Spool, UserFile,
+    DeletedAs, Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap,
+    SharedEntry, Spool, UserFile,
 };
 use crate::cyrus::mboxlist::Mboxlist;
 use crate::error::IoContext;
@@ -180,14 +181,37 @@ impl Spool for CyrusSpool {
             out.push(FolderEntry {
                 name: f.external.clone().into_bytes(),
                 uniqueid: f.uniqueid().as_bytes().to_vec(),
-                jmapid: Vec::new(),
+                // Cyrus 3.13's JMAP id (upstream sends mbentry->jmapid); empty before.
+                jmapid: f.entry.jmapid.clone().unwrap_or_default().into_bytes(),
                 header: st.header.map(wire_stat),
                 index: st.index.map(wire_stat),
                 annotations: st.annotations.map(wire_stat),
                 mailbox_annotations: self.spool.mailbox_annotations(&f, &annots),
+                deleted: match (&f.entry.deleted, &f.original) {
+                    (Some(d), Some(original)) => Some(DeletedAs {
+                        time: d.timestamp,
+                        original: original.clone().into_bytes(),
+                        internal: f.entry.name.clone().into_bytes(),
+                    }),
+                    _ => None,
+                },
             });
         }
         Ok(out)
+    }
+
+    fn shared(&self) -> Result<Vec<SharedEntry>> {
+        let ml = self.spool.mboxlist()?;
+        Ok(self
+            .spool
+            .shared_hierarchies(&ml)
+            .into_iter()
+            .map(|h| SharedEntry {
+                owner: h.owner.into_bytes(),
+                uniqueid: h.uniqueid.into_bytes(),
+                partition: h.partition.unwrap_or_default().into_bytes(),
+            })
+            .collect())
     }
 
     fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
@@ -215,6 +239,7 @@ impl Spool for CyrusSpool {
         };
         Ok(FolderOpen::Open(Box::new(CyrusFolder {
             uniqueid: fref.uniqueid().as_bytes().to_vec(),
+            jmapid: fref.entry.jmapid.clone().unwrap_or_default().into_bytes(),
             hold: open.hold_time(),
             open: Some(open),
             mailbox_annotations,
@@ -253,6 +278,8 @@ impl Spool for CyrusSpool {
 /// One open folder: metadata copies in memory, message descriptors opened on demand.
 struct CyrusFolder<'a> {
     uniqueid: Vec<u8>,
+    /// The JMAP id (Cyrus 3.13 on; empty before).
+    jmapid: Vec<u8>,
     /// How long the namespace and index locks were held while copying.
     hold: Duration,
     /// Holds the shared name lock until released.
@@ -303,8 +330,7 @@ impl Folder for CyrusFolder<'_> {
     }
 
     fn jmapid(&self) -> &[u8] {
-        // Cyrus 3.6 mailboxes have no JMAP id.
-        b""
+        &self.jmapid
     }
 
     fn meta_stat(&self, file: MetaFile) -> Option<FileStat> {

@@ -89,7 +89,7 @@ pub struct FolderEntry {
     pub name: Vec<u8>,
     /// The mailbox uniqueid.
     pub uniqueid: Vec<u8>,
-    /// The JMAP id; empty on Cyrus 3.6.
+    /// The JMAP id (Cyrus 3.13 on); empty before.
     pub jmapid: Vec<u8>,
     /// `stat` of cyrus.header (None: missing).
     pub header: Option<FileStat>,
@@ -99,6 +99,31 @@ pub struct FolderEntry {
     pub annotations: Option<FileStat>,
     /// The synthetic `mailbox_annotations` JSON (None: the folder has none).
     pub mailbox_annotations: Option<Vec<u8>>,
+    /// For a delayed-delete folder (`DELETED.*`): when it was deleted and what it
+    /// was called (the `FDELETED` extension).
+    pub deleted: Option<DeletedAs>,
+}
+
+/// What a delayed-delete folder was before it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedAs {
+    /// Deletion time, Unix seconds (the hex stamp of the name).
+    pub time: u64,
+    /// The external name it had (`INBOX.Old`, `Old`, `shared.News`).
+    pub original: Vec<u8>,
+    /// Cyrus's internal name now (`DELETED.user.bob.Old.5F3A1B2C`).
+    pub internal: Vec<u8>,
+}
+
+/// One top-level shared hierarchy (`SHARED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEntry {
+    /// Its owner id, `%<top>[@<domain>]`.
+    pub owner: Vec<u8>,
+    /// The UniqueID of its top-level entry.
+    pub uniqueid: Vec<u8>,
+    /// Its partition.
+    pub partition: Vec<u8>,
 }
 
 /// Result of opening a folder.
@@ -130,13 +155,20 @@ pub trait Spool {
     fn partitions(&self) -> Result<PartitionMap> {
         Err(Error::Refused("this spool does not list partitions".into()))
     }
+    /// `SHARED`: every top-level shared hierarchy, each an owner the other commands
+    /// take in place of a user. A spool that cannot tell refuses.
+    fn shared(&self) -> Result<Vec<SharedEntry>> {
+        Err(Error::Refused(
+            "this spool does not list shared hierarchies".into(),
+        ))
+    }
 }
 
 /// An open folder. Dropping it releases every lock it holds.
 pub trait Folder {
     /// The mailbox uniqueid (for `DONE FMETA`/`DONE FDATA`, `FOLDER`).
     fn uniqueid(&self) -> &[u8];
-    /// The JMAP id; empty on Cyrus 3.6, which has none.
+    /// The JMAP id (Cyrus 3.13 on); empty before.
     fn jmapid(&self) -> &[u8];
     /// `stat` of a metadata file, None if missing.
     fn meta_stat(&self, file: MetaFile) -> Option<FileStat>;
@@ -291,6 +323,9 @@ pub struct Session<'a> {
     auth: Authenticator,
     summary: SessionSummary,
     max_hold_us: Arc<AtomicU64>,
+    /// The client sent `CAPABILITY`: it is a cyrvault client, which is told the
+    /// class of a failure that retrying cannot fix (doc/protocol.md, 2.7).
+    extended: bool,
 }
 
 type W<'w> = ReplyWriter<&'w mut dyn Write>;
@@ -307,6 +342,7 @@ impl<'a> Session<'a> {
             auth: Authenticator::new(cfg.secret.clone(), cfg.auth_policy),
             summary: SessionSummary::default(),
             max_hold_us: Arc::new(AtomicU64::new(0)),
+            extended: false,
         }
     }
 
@@ -325,10 +361,13 @@ impl<'a> Session<'a> {
             .fetch_add(w.bytes_out(), Ordering::Relaxed);
         log::info!(
             target: "cyrvault::session",
-            "session end peer={} user={} folders={} bytes_in={} bytes_out={}{}",
+            "session end peer={} user={} folders={} requests={} failed={} refused={} bytes_in={} bytes_out={}{}",
             self.cfg.peer,
             self.summary.user.as_deref().unwrap_or("-"),
             self.summary.folders,
+            self.summary.requests,
+            self.summary.failed,
+            self.summary.refused,
             lines.bytes_in(),
             w.bytes_out(),
             res.as_ref().err().map(|e| format!(" error={e}")).unwrap_or_default()
@@ -340,8 +379,12 @@ impl<'a> Session<'a> {
         loop {
             let line = match lines.read_line() {
                 Ok(None) => return Ok(()),
-                Ok(Some(l)) => l,
+                Ok(Some(l)) => {
+                    self.summary.requests += 1;
+                    l
+                }
                 Err(e @ ProtocolError::LineTooLong { .. }) => {
+                    self.summary.requests += 1;
                     self.log_refusal(e.to_string().as_bytes());
                     w.no(e.to_string().as_bytes())?;
                     w.flush()?;
@@ -410,6 +453,8 @@ impl<'a> Session<'a> {
             Request::Status { .. } => self.status(w)?,
             Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
             Request::Partitions { .. } => self.partitions(w)?,
+            Request::Shared { .. } => self.shared(w)?,
+            Request::FDeleted { user, .. } => self.fdeleted(&user, w)?,
             Request::Refused { refusal, .. } => match refusal_text(refusal) {
                 Some(text) => {
                     self.log_refusal(&text);
@@ -424,7 +469,8 @@ impl<'a> Session<'a> {
 
     /// One log line per refused request (client error: bad syntax, a bound, a name
     /// rule, missing authentication), with the peer; the text is cut to 200 bytes.
-    fn log_refusal(&self, text: &[u8]) {
+    fn log_refusal(&mut self, text: &[u8]) {
+        self.summary.refused += 1;
         let cut: String = String::from_utf8_lossy(&text[..text.len().min(200)])
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })
@@ -440,15 +486,29 @@ impl<'a> Session<'a> {
         self.summary.user = Some(String::from_utf8_lossy(user).into_owned());
     }
 
-    /// A spool failure before anything was written: `NO internal error`, logged.
-    fn spool_failed(&self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
+    /// A spool failure before anything was written: `NO internal error`, logged
+    /// and counted. A cyrvault client (it sent `CAPABILITY`) is told the class and
+    /// the message of a failure that retrying cannot fix:
+    /// `NO internal error [DATAERR] <message>` (doc/protocol.md, 2.7).
+    fn spool_failed(&mut self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
+        self.summary.failed += 1;
         log::error!(
             target: "cyrvault::session",
             "{what} for user {} from {}: {e}",
             String::from_utf8_lossy(user),
             self.cfg.peer
         );
-        w.no(b"internal error")?;
+        if self.extended && !e.is_temporary() {
+            // one line: no control bytes from a path or a parse message
+            let text: String = format!("internal error [{}] {e}", e.kind().wire_name())
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .take(2000)
+                .collect();
+            w.no(text.as_bytes())?;
+        } else {
+            w.no(b"internal error")?;
+        }
         Ok(())
     }
 
@@ -660,6 +720,7 @@ impl<'a> Session<'a> {
     }
 
     fn capability(&mut self, w: &mut W<'_>) -> Result<()> {
+        self.extended = true;
         w.ok()?;
         w.cap("VERSION", Some(&EXTENSION_VERSION.to_string()))?;
         if self.auth.required() {
@@ -670,6 +731,8 @@ impl<'a> Session<'a> {
         w.cap("PARTITIONS", None)?;
         w.cap("QUOTA", None)?;
         w.cap("SERVERTIME", None)?;
+        w.cap("SHARED", None)?;
+        w.cap("FDELETED", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
         w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
         w.done("CAPABILITY", &[])?;
@@ -693,8 +756,12 @@ impl<'a> Session<'a> {
                 }
                 AuthOutcome::NotConfigured => w.no(b"authentication not configured")?,
                 AuthOutcome::NoChallenge => w.no(b"no challenge outstanding")?,
-                AuthOutcome::Rejected => w.no(b"authentication failed")?,
+                AuthOutcome::Rejected => {
+                    self.summary.refused += 1;
+                    w.no(b"authentication failed")?
+                }
                 AuthOutcome::TooManyFailures => {
+                    self.summary.refused += 1;
                     w.no(b"too many authentication failures")?;
                     return Ok(Flow::Quit);
                 }
@@ -709,6 +776,35 @@ impl<'a> Session<'a> {
             w.status(k, v)?;
         }
         w.done("STATUS", &[])?;
+        Ok(())
+    }
+
+    fn shared(&mut self, w: &mut W<'_>) -> Result<()> {
+        let list = match self.spool.shared() {
+            Ok(l) => l,
+            Err(e) => return self.spool_failed("listing shared hierarchies", b"-", &e, w),
+        };
+        w.ok()?;
+        for s in &list {
+            w.shared(&s.owner, &s.uniqueid, &s.partition)?;
+        }
+        w.done("SHARED", &[])?;
+        Ok(())
+    }
+
+    fn fdeleted(&mut self, user: &[u8], w: &mut W<'_>) -> Result<()> {
+        self.note_user(user);
+        let folders = match self.spool.folders(user) {
+            Ok(f) => f,
+            Err(e) => return self.spool_failed("listing deleted folders", user, &e, w),
+        };
+        w.ok()?;
+        for f in &folders {
+            if let Some(d) = &f.deleted {
+                w.fdeleted(&f.name, &f.uniqueid, d.time, &d.original, &d.internal)?;
+            }
+        }
+        w.done("FDELETED", &[])?;
         Ok(())
     }
 
@@ -755,7 +851,9 @@ impl<'a> Session<'a> {
         for f in &folders {
             // each folder under its own index lock, released before the next
             let held = match self.open(user, &f.name, w)? {
-                None => return Err(Error::Other("spool failed during snapshot".into())),
+                // `open` answered `NO <why>` (a damaged folder, a lock timeout):
+                // the other folders still come
+                None => continue,
                 Some(FolderOpen::Missing { .. }) => {
                     w.no_name("no such folder", &f.name)?;
                     continue;

@@ -334,6 +334,7 @@ mod tests {
             acl: vec![("bob".into(), "lrswipkxtecdan".into())],
             user_flags: vec![Some("$Forwarded".into())],
             format: crate::cyrus::header::HeaderFormat::Dlist36,
+            jmapid: None,
         };
         let mut r = IndexRecord {
             uid: 2,

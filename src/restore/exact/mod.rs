@@ -304,7 +304,13 @@ fn check_target(
     let mut present = Present::default();
     let mut there: HashMap<String, (String, u64)> = HashMap::new();
     let ids = Value::List(images.iter().map(|i| Value::str(&i.uniqueid)).collect());
-    let mut gets = vec![("USER", Value::str(owner))];
+    // A shared hierarchy (owner `%...`) has no user to look up: its folders by name.
+    let mut gets = if owner.starts_with('%') {
+        let names = images.iter().map(|i| Value::str(&i.name)).collect();
+        vec![("MAILBOXES", Value::List(names))]
+    } else {
+        vec![("USER", Value::str(owner))]
+    };
     if !images.is_empty() {
         gets.push(("UNIQUEIDS", ids));
     }
