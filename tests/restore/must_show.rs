@@ -19,12 +19,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server};
-use cyrvault::sandbox::Sandbox;
+use cyrvault::sandbox::{CyrusInstall, Sandbox};
 use cyrvault::vault::Vault;
 
-use super::realistic::{
-    Mode, client_state, cyrus, diff, make_user, next_second, qresync_resumes, view,
-};
+use super::realistic::{Mode, client_state, diff, make_user, next_second, qresync_resumes, view};
 
 static N: AtomicU32 = AtomicU32::new(0);
 
@@ -126,8 +124,9 @@ fn same(
     );
 }
 
-#[test]
-fn realistic_user_exact_point_in_time_and_imap() {
+/// On Cyrus 3.6 and 3.10 (`per_cyrus!`): lost and replacement servers of one release.
+fn realistic_user_exact_point_in_time_and_imap(install: &CyrusInstall) {
+    let cyrus = |name: &str| super::realistic::cyrus(Some(install), name);
     let w = work("real");
     let src = cyrus("src12");
     let t = Instant::now();
@@ -262,3 +261,5 @@ fn want_total(v: &std::collections::BTreeMap<String, String>) -> u64 {
         .map(|(_, m)| m.lines().filter(|l| !l.is_empty()).count() as u64)
         .sum()
 }
+
+crate::per_cyrus!(realistic_user_exact_point_in_time_and_imap);

@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use cyrvault::imap::{Arg, Client};
 use cyrvault::restore::sieve::SieveClient;
-use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine};
+use cyrvault::sandbox::{CyrusInstall, MailGen, Sandbox, SandboxOptions, ServiceLine};
 
-/// A Cyrus with `/` as separator, cyrvaultd, timsieved and sync_server.
-pub fn cyrus(name: &str) -> Sandbox {
+/// A Cyrus (of `install`, None: the system's) with `/` as separator, cyrvaultd,
+/// timsieved and sync_server.
+pub fn cyrus(install: Option<&CyrusInstall>, name: &str) -> Sandbox {
     Sandbox::start(SandboxOptions {
         name_hint: name.into(),
+        cyrus: install.cloned(),
         unixhierarchysep: true,
         extra_services: vec![
             ServiceLine::tcp("cyrvaultd", env!("CARGO_BIN_EXE_cyrvaultd")),
