@@ -70,6 +70,72 @@ fn count(sb: &Sandbox, users: &[String]) -> Result<BTreeMap<String, u64>, BoxErr
     Ok(out)
 }
 
+/// Clock ticks of CPU (user + system) in `/proc/<pid>/stat`, fields from 14 on:
+/// (own, reaped children's).
+fn proc_ticks(pid: &str) -> Option<(u64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+    Some((f.get(11)? + f.get(12)?, f.get(13)? + f.get(14)?))
+}
+
+/// CPU seconds so far of this process's reaped children (the restore commands).
+fn client_cpu() -> f64 {
+    proc_ticks("self").map_or(0.0, |(_, c)| c as f64 / 100.0)
+}
+
+/// CPU seconds so far of a Cyrus instance: every process started with its imapd.conf
+/// (master and its services), plus what master's reaped children used.
+fn server_cpu(sb: &Sandbox) -> f64 {
+    let conf = sb.imapd_conf.display().to_string();
+    let mut ticks = 0;
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.contains(&conf) {
+            continue;
+        }
+        if let Some((own, reaped)) = proc_ticks(&pid) {
+            ticks += own;
+            if cmd.contains("/master ") || cmd.contains("master -M") {
+                ticks += reaped;
+            }
+        }
+    }
+    ticks as f64 / 100.0
+}
+
+/// CPU used between two readings: (client, server).
+struct Meter<'a> {
+    sb: &'a Sandbox,
+    client: f64,
+    server: f64,
+}
+
+impl<'a> Meter<'a> {
+    fn start(sb: &'a Sandbox) -> Meter<'a> {
+        Meter {
+            sb,
+            client: client_cpu(),
+            server: server_cpu(sb),
+        }
+    }
+    fn read(&self) -> (f64, f64) {
+        (
+            client_cpu() - self.client,
+            server_cpu(self.sb) - self.server,
+        )
+    }
+}
+
 /// Run a command, fail with its output if it fails; return its wall time.
 fn timed(what: &str, cmd: &mut Command) -> Result<f64, BoxError> {
     drop_caches();
@@ -94,6 +160,8 @@ struct Row {
     bytes: u64,
     msgs: u64,
     ok: bool,
+    /// CPU seconds: the restoring client, the target Cyrus.
+    cpu: (f64, f64),
 }
 
 fn main() -> Result<(), BoxError> {
@@ -235,6 +303,7 @@ fn main() -> Result<(), BoxError> {
     let one = std::slice::from_ref(&big);
 
     let t1 = target("exact1")?;
+    let meter = Meter::start(&t1);
     let secs = timed(
         "cyrvault restore --exact",
         &mut ours(&t1, &[&big, "--exact"]),
@@ -245,9 +314,11 @@ fn main() -> Result<(), BoxError> {
         bytes: big_bytes,
         msgs: want[&big],
         ok: check(&t1, one)?,
+        cpu: meter.read(),
     });
     drop(t1);
     let t2 = target("cyrus1")?;
+    let meter = Meter::start(&t2);
     let secs = timed("Cyrus restore", &mut cyrus_restore(&t2, &big)?)?;
     rows.push(Row {
         what: format!("Cyrus `restore -U -a` of {big}"),
@@ -255,9 +326,11 @@ fn main() -> Result<(), BoxError> {
         bytes: big_bytes,
         msgs: want[&big],
         ok: check(&t2, one)?,
+        cpu: meter.read(),
     });
     drop(t2);
     let t3 = target("imap1")?;
+    let meter = Meter::start(&t3);
     let secs = timed("cyrvault restore over IMAP", &mut ours(&t3, &[&big]))?;
     rows.push(Row {
         what: format!("`cyrvault restore {big}` over IMAP"),
@@ -265,10 +338,12 @@ fn main() -> Result<(), BoxError> {
         bytes: big_bytes,
         msgs: want[&big],
         ok: check(&t3, one)?,
+        cpu: meter.read(),
     });
     drop(t3);
 
     let t4 = target("exactall")?;
+    let meter = Meter::start(&t4);
     let secs = timed(
         "cyrvault restore --all --exact",
         &mut ours(&t4, &["--all", "--exact", "--jobs", "2"]),
@@ -282,10 +357,12 @@ fn main() -> Result<(), BoxError> {
         bytes: all_bytes,
         msgs: total_msgs,
         ok: check(&t4, &users)?,
+        cpu: meter.read(),
     });
     drop(t4);
     let t5 = target("cyrusall")?;
     drop_caches();
+    let meter = Meter::start(&t5);
     let start = Instant::now();
     let halves: Vec<Vec<&String>> = (0..2)
         .map(|k| users.iter().skip(k).step_by(2).collect())
@@ -327,9 +404,11 @@ fn main() -> Result<(), BoxError> {
         bytes: all_bytes,
         msgs: total_msgs,
         ok: check(&t5, &users)?,
+        cpu: meter.read(),
     });
     drop(t5);
     let t6 = target("imapall")?;
+    let meter = Meter::start(&t6);
     let secs = timed(
         "cyrvault restore --all over IMAP",
         &mut ours(&t6, &["--all", "--jobs", "2"]),
@@ -343,13 +422,14 @@ fn main() -> Result<(), BoxError> {
         bytes: all_bytes,
         msgs: total_msgs,
         ok: check(&t6, &users)?,
+        cpu: meter.read(),
     });
     drop(t6);
 
     let mut table = format!(
         "Corpus: {} messages, {:.0} MB, {} users; largest user {big}: {} messages, {:.1} MB. \
          Page cache dropped before each step; each restore into a fresh Cyrus 3.6.1.\n\n\
-         | restore | wall | MB/s | messages/s | all messages there |\n|---|---|---|---|---|\n",
+         | restore | wall | MB/s | messages/s | CPU s: client + target Cyrus | MB per CPU-second | all messages there |\n|---|---|---|---|---|---|---|\n",
         total_msgs,
         all_bytes as f64 / 1e6,
         users.len(),
@@ -357,12 +437,16 @@ fn main() -> Result<(), BoxError> {
         big_bytes as f64 / 1e6
     );
     for r in &rows {
+        let cpu = r.cpu.0 + r.cpu.1;
         table.push_str(&format!(
-            "| {} | {:.2} s | {:.1} | {:.0} | {} |\n",
+            "| {} | {:.2} s | {:.1} | {:.0} | {:.2} + {:.2} | {:.0} | {} |\n",
             r.what,
             r.secs,
             r.bytes as f64 / 1e6 / r.secs,
             r.msgs as f64 / r.secs,
+            r.cpu.0,
+            r.cpu.1,
+            r.bytes as f64 / 1e6 / cpu.max(0.01),
             if r.ok { "yes" } else { "**no**" }
         ));
     }
