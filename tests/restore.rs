@@ -9,6 +9,8 @@
 //!   [FOLDER] --run N` says (and the catalog's `records_at`); expunged messages come
 //!   back with `--include-expunged`; a restore killed halfway and run again ends exact
 //!   (no duplicate, nothing missing); `--dry-run` says exactly what the real run does;
+//!   `ls --at` and `restore --at` read a zoneless time as UTC and pick the same run
+//!   under a local zone 9 hours east;
 //!   then the user is DELETEd and restored: same folders, GUIDs, flags, keywords,
 //!   internal dates, seen state, subscriptions, sieve scripts and active script, and a
 //!   new INBOX identity.
@@ -477,6 +479,40 @@ fn round_trip_point_in_time_and_interrupted(cyrus: &CyrusInstall) {
         );
     }
     assert_ne!(expected(&cat, 1, false), expected(&cat, 2, false));
+
+    // One time rule for every --at (issue #12): a string without a zone is UTC, in
+    // `ls` and in `restore` alike, whatever the local zone (here 9 hours east).
+    let at = cyrvault::admin::format_time(started2)
+        .replace('T', " ")
+        .replace('Z', "");
+    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        .args(["ls", "bob", "--at", &at, "--json", "--vault"])
+        .arg(&e.vault)
+        .env("TZ", "JST-9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = e
+        .restore_cmd("bob", &["--at", &at, "--dry-run", "--json"])
+        .env("TZ", "JST-9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (ls["run"].as_u64(), dry["run"].as_u64()),
+        (Some(2), Some(2)),
+        "--at {at:?}"
+    );
 
     // Expunged messages come back when asked.
     let v = e.restore_ok(
