@@ -27,6 +27,7 @@ pub mod model;
 pub mod protocol;
 pub mod replication;
 pub mod restore;
+pub mod retention;
 pub mod sandbox;
 pub mod service;
 pub mod spool;
