@@ -112,6 +112,8 @@ impl Spool for MemSpool {
         Ok(match which {
             UserFile::Seen => open(b"seen", 1),
             UserFile::Sub => Fetch::OpenFailed,
+            // Synthetic like the real spool's: the user's quota roots (doc/protocol.md 2.10).
+            UserFile::Quota => open(b"user.bob %(S (1024 2048) M (3 100))\n", 2),
         })
     }
     fn folders(&self, user: &[u8]) -> Result<Vec<FolderEntry>> {

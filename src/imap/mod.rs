@@ -13,7 +13,9 @@
 
 pub mod date;
 pub mod error;
+pub mod meta;
 pub mod parse;
+pub mod pipeline;
 mod tls;
 pub mod types;
 
@@ -48,6 +50,9 @@ pub enum Arg<'a> {
     Str(&'a [u8]),
     /// Always sent as a literal (message bodies).
     Literal(&'a [u8]),
+    /// Sent verbatim right after the previous argument, without the space (a `)`
+    /// closing a list whose last element is a string or literal).
+    Glued(&'a str),
 }
 
 /// The outcome of one command: the untagged responses it produced and its tagged status.
@@ -201,7 +206,7 @@ impl Client {
     }
 
     /// The error for a tagged NO/BAD answer.
-    fn refused(&self, st: &StatusText) -> ImapError {
+    pub(crate) fn refused(&self, st: &StatusText) -> ImapError {
         let kind = if st.status == Status::Bad {
             ImapErrorKind::Bad
         } else {
@@ -288,7 +293,7 @@ impl Client {
         })
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         self.writer
             .write_all(bytes)
             .and_then(|()| self.writer.flush())
@@ -320,8 +325,13 @@ impl Client {
         let mut untagged = Vec::new();
         let mut out = tag.clone().into_bytes();
         for arg in args {
+            if let Arg::Glued(g) = *arg {
+                out.extend_from_slice(g.as_bytes());
+                continue;
+            }
             out.push(b' ');
             let literal = match *arg {
+                Arg::Glued(_) => continue,
                 Arg::Atom(a) => {
                     out.extend_from_slice(a.as_bytes());
                     continue;
@@ -356,7 +366,7 @@ impl Client {
         self.finish(&tag, untagged)
     }
 
-    fn finish(&mut self, tag: &str, mut untagged: Vec<Response>) -> Result<Reply> {
+    pub(crate) fn finish(&mut self, tag: &str, mut untagged: Vec<Response>) -> Result<Reply> {
         loop {
             let response = match self.read_response() {
                 Ok(r) => r,

@@ -57,6 +57,10 @@ pub enum UserFile {
     Seen,
     /// `<user>.sub`.
     Sub,
+    /// Extension: the synthetic `quota` file (the user's quota roots with their
+    /// database values, `cyrus::quota`). Never listed by `META` without items; sent
+    /// for the item `quota` and by `SNAPSHOT`.
+    Quota,
 }
 
 /// The per-folder files of `FMETA`/`FMULTISTATUS`.
@@ -650,6 +654,7 @@ impl<'a> Session<'a> {
             let which = match item.as_slice() {
                 b"seen" => UserFile::Seen,
                 b"sub" => UserFile::Sub,
+                b"quota" => UserFile::Quota,
                 _ => continue, // upstream ignores unknown items
             };
             let fetch = self.spool.open_user_file(user, which)?;
@@ -907,7 +912,11 @@ impl<'a> Session<'a> {
             Err(e) => return self.spool_failed("listing for snapshot", user, &e, w),
         };
         w.ok()?;
-        for (which, name) in [(UserFile::Seen, &b"seen"[..]), (UserFile::Sub, b"sub")] {
+        for (which, name) in [
+            (UserFile::Seen, &b"seen"[..]),
+            (UserFile::Sub, b"sub"),
+            (UserFile::Quota, b"quota"),
+        ] {
             send_fetch(name, self.spool.open_user_file(user, which)?, w)?;
         }
         for s in &scripts {

@@ -51,6 +51,7 @@ impl Session<'_> {
         w.cap("STATUS", None)?;
         w.cap("SNAPSHOT", None)?;
         w.cap("PARTITIONS", None)?;
+        w.cap("QUOTA", None)?;
         w.cap("SERVERTIME", None)?;
         w.cap("SHARED", None)?;
         w.cap("FDELETED", None)?;

@@ -88,6 +88,23 @@ fn restore_over_starttls_and_implicit_tls_checks_the_certificate() {
     )
     .unwrap();
     drop(s);
+    // The script changes after the backup, so the restore must upload the backed-up
+    // text over ManageSieve STARTTLS (a rerun with the same text uploads nothing).
+    let sieve_tls = || {
+        let tls = Tls {
+            mode: TlsMode::StartTls,
+            trust: trust.clone(),
+        };
+        let mut s = SieveClient::connect_with(&sieve_addr, Some(&tls)).unwrap();
+        assert!(s.is_tls());
+        s.authenticate_plain("tina", "cyrus", "x").unwrap();
+        s
+    };
+    {
+        let mut s = sieve_tls();
+        s.putscript("filters", b"discard;\r\n").unwrap();
+        s.logout().unwrap();
+    }
 
     let restore = |imap: String, into: &str, tls: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
@@ -117,6 +134,14 @@ fn restore_over_starttls_and_implicit_tls_checks_the_certificate() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["appended"], 5, "{v}");
     assert_eq!(v["sieve_scripts"], 1, "{v}");
+    {
+        let mut s = sieve_tls();
+        assert_eq!(
+            s.getscript("filters").unwrap().replace("\r\n", "\n"),
+            "keep;\n"
+        );
+        s.logout().unwrap();
+    }
 
     // implicit TLS (imaps), trusted by the pin alone
     let (code, out, err) = restore(
@@ -157,6 +182,29 @@ fn restore_over_starttls_and_implicit_tls_checks_the_certificate() {
         "{names:?}"
     );
     admin.logout().unwrap();
+
+    // --exact has no TLS to sync_server: TLS flags are refused before anything is
+    // sent, not silently dropped
+    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        .args([
+            "restore",
+            "tina",
+            "--exact",
+            "--sync",
+            &imap,
+            "--tls-ca-file",
+            &ca,
+        ])
+        .arg("--password-file")
+        .arg(&password_file)
+        .arg("--vault")
+        .arg(&vault)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("--exact does not speak TLS"), "{err}");
 
     // the IMAP client says it runs in TLS; a wrong name is refused
     let tls = Tls {
