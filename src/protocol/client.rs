@@ -98,6 +98,9 @@ pub struct Client<R, W> {
     replies: ReplyReader<R>,
     out: W,
     slot: Vec<u8>,
+    /// Times requests were sent and their answers awaited (a pipelined batch counts
+    /// once): the round trips this connection cost.
+    round_trips: u64,
 }
 
 fn unexpected(wanted: &'static str, got: &Reply) -> ProtocolError {
@@ -114,13 +117,30 @@ impl<R: Read, W: Write> Client<R, W> {
             replies: ReplyReader::new(reader),
             out: writer,
             slot: slot.to_vec(),
+            round_trips: 0,
         }
     }
 
+    /// Round trips so far: each request sent (or pipelined batch of requests) whose
+    /// answer was then awaited counts one.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
+    }
+
     fn send(&mut self, req: &Request) -> Result<(), ProtocolError> {
-        let line = encode_request(req)?;
+        self.send_all(&[req])
+    }
+
+    /// Send several requests in one write: the server answers them in order (it reads
+    /// from a buffered stream, upstream's as ours), so the answers cost one round trip.
+    fn send_all(&mut self, reqs: &[&Request]) -> Result<(), ProtocolError> {
+        let mut lines = Vec::new();
+        for r in reqs {
+            lines.extend_from_slice(&encode_request(r)?);
+        }
+        self.round_trips += 1;
         self.out
-            .write_all(&line)
+            .write_all(&lines)
             .and_then(|()| self.out.flush())
             .map_err(|e| ProtocolError::io("sending request", &e))
     }
@@ -243,6 +263,11 @@ impl<R: Read, W: Write> Client<R, W> {
 
     fn stats(&mut self, req: Request) -> Result<Listing, ProtocolError> {
         self.send(&req)?;
+        self.read_stats()
+    }
+
+    /// The answer to a `STAT` listing request already sent.
+    fn read_stats(&mut self) -> Result<Listing, ProtocolError> {
         self.replies.expect_ok()?;
         let mut stats = Vec::new();
         let done = self.listing(|r| match r {
@@ -282,12 +307,69 @@ impl<R: Read, W: Write> Client<R, W> {
         })
     }
 
+    /// Extension `USERFILES <user>`: the `(name, stat)` of `seen`, `sub` and each
+    /// `sieve/<file>`, as far as they exist.
+    pub fn user_files_listing(&mut self, user: &[u8]) -> Result<Vec<NamedStat>, ProtocolError> {
+        let slot = self.slot.clone();
+        Ok(self
+            .stats(Request::UserFiles {
+                slot,
+                user: user.to_vec(),
+                fetch: false,
+            })?
+            .files)
+    }
+
+    /// `FMULTISTATUS <user>` and the listing of the user's own files (`USERFILES`
+    /// when `userfiles`, else `META`), pipelined: one round trip for everything a
+    /// backup needs to decide whether the user changed.
+    pub fn user_status(
+        &mut self,
+        user: &[u8],
+        userfiles: bool,
+    ) -> Result<(Vec<FolderStatus>, Vec<NamedStat>), ProtocolError> {
+        let slot = self.slot.clone();
+        let status = Request::FMultiStatus {
+            slot: slot.clone(),
+            user: user.to_vec(),
+        };
+        let files = if userfiles {
+            Request::UserFiles {
+                slot,
+                user: user.to_vec(),
+                fetch: false,
+            }
+        } else {
+            Request::Meta {
+                slot,
+                user: user.to_vec(),
+                items: None,
+            }
+        };
+        self.send_all(&[&status, &files])?;
+        let folders = match self.read_fmultistatus() {
+            Ok(f) => f,
+            Err(e @ ProtocolError::No(_)) => {
+                // the second answer is on its way: read it to stay in step
+                let _ = self.read_stats();
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((folders, self.read_stats()?.files))
+    }
+
     /// `FMULTISTATUS <user>`.
     pub fn fmultistatus(&mut self, user: &[u8]) -> Result<Vec<FolderStatus>, ProtocolError> {
         self.send(&Request::FMultiStatus {
             slot: self.slot.clone(),
             user: user.to_vec(),
         })?;
+        self.read_fmultistatus()
+    }
+
+    /// The answer to an `FMULTISTATUS` already sent.
+    fn read_fmultistatus(&mut self) -> Result<Vec<FolderStatus>, ProtocolError> {
         self.replies.expect_ok()?;
         let mut out: Vec<FolderStatus> = Vec::new();
         self.listing(|r| match r {
@@ -399,6 +481,17 @@ mod tests {
             let meta = c.meta_listing(b"bob").unwrap();
             assert_eq!(meta.len(), 1);
             assert_eq!(meta[0].0, b"seen");
+            // pipelined: one round trip for both listings, in step afterwards
+            let rt = c.round_trips();
+            for userfiles in [false, true] {
+                let (folders, files) = c.user_status(b"bob", userfiles).unwrap();
+                assert_eq!(folders.len(), 2);
+                assert_eq!(files[0].0, b"seen");
+            }
+            assert_eq!(c.round_trips(), rt + 2);
+            let files = c.user_files_listing(b"bob").unwrap();
+            assert_eq!(files[0], meta[0]);
+            assert!(files[1..].iter().all(|(n, _)| n.starts_with(b"sieve/")));
             let folders = c.fmultistatus(b"bob").unwrap();
             assert_eq!(folders.len(), 2);
             assert_eq!(folders[1].name, b"Sent Items");

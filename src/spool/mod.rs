@@ -29,7 +29,7 @@ use std::time::Duration;
 pub use copy::{FileCopy, FileStat};
 pub use error::{Damage, MailboxError};
 pub use folder::{MessageFile, OpenFolder};
-pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy};
+pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy, sieve_stats};
 
 use crate::cyrus::annotations::{self, Annotation, AnnotationDb};
 use crate::cyrus::config::ImapdConf;
