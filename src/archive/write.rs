@@ -112,6 +112,8 @@ pub struct ArchiveWriter {
     unsynced: bool,
     poisoned: bool,
     report: OpenReport,
+    /// fsyncs done (file and directory), for the run report.
+    fsyncs: u64,
 }
 
 impl ArchiveWriter {
@@ -162,6 +164,7 @@ impl ArchiveWriter {
             unsynced: false,
             poisoned: false,
             report: OpenReport::default(),
+            fsyncs: u64::from(report.cut.is_some()),
         };
         // The lock lives on `file`'s open file description, shared with the worker's clone.
         drop(file);
@@ -187,6 +190,11 @@ impl ArchiveWriter {
     /// The archive's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many fsyncs (of the file or its directory) this writer has done.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs
     }
 
     fn err(&self, e: ArchiveError) -> Error {
@@ -256,10 +264,12 @@ impl ArchiveWriter {
                 self.written.push(m);
             }
             self.unsynced = false;
+            self.fsyncs += 1;
         }
         if self.sync_dir {
             sync_dir(&self.path)?;
             self.sync_dir = false;
+            self.fsyncs += 1;
         }
         Ok(std::mem::take(&mut self.written))
     }

@@ -15,11 +15,20 @@
 //! `doc/catalog.md`.
 //!
 //! Durability: the archive member is written and fsynced first, then the run's catalog
-//! transaction commits (`synchronous = FULL`, WAL). A crash between the two leaves an
-//! archive ahead of the catalog, never the reverse.
+//! transaction commits. A crash between the two leaves an archive ahead of the
+//! catalog, never the reverse. [`Catalog::open`] commits with `synchronous = FULL`
+//! (WAL): a commit is on disk when it returns. The backup opens with
+//! [`Catalog::open_backup`] instead: `synchronous = NORMAL` and no checkpoint on
+//! close, so a commit costs no fsync (the WAL is synced only when it is checkpointed,
+//! every ~1000 pages). A power loss may then take the latest commits with it, never
+//! corrupt the file; those runs' manifests are in the archive (fsynced before the
+//! commit), past what the catalog has, and the next backup replays them
+//! (`backup::recover`) exactly as after a kill between the manifest's fsync and the
+//! commit. doc/backup.md, "Crash safety".
 #![forbid(unsafe_code)]
 
 mod audit;
+mod check;
 mod dump;
 mod error;
 mod query;
@@ -30,13 +39,16 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 pub use audit::{CatalogCounts, LocKind, LocRow, RawLoc, RawMember, UnheldRecord};
+pub use check::Check;
 pub use dump::CatalogStats;
 pub use error::CatalogError;
 pub use query::{
-    FolderAt, FolderSnapshot, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse, RunInfo,
+    FolderAt, FolderSnapshot, LiveFolder, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse,
+    RunInfo,
 };
 pub use replay::RunParts;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
@@ -44,6 +56,16 @@ pub use write::{FolderMeta, FolderRef, MemberRow, RunHeader, RunTx};
 
 use crate::error::{Error, IoContext, Result};
 use schema::Found;
+
+/// Whether a commit is on disk when it returns (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// `synchronous = FULL`: every commit fsyncs the WAL.
+    Full,
+    /// `synchronous = NORMAL`, no checkpoint on close: commits are not fsynced; the
+    /// WAL is synced when a checkpoint copies it (~every 1000 pages).
+    Deferred,
+}
 
 /// How long a writer or reader waits for another process's lock on the catalog.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,7 +119,19 @@ impl Catalog {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        Self::open_with(path, flags)
+        Self::open_with(path, flags, Durability::Full)
+    }
+
+    /// Open (or create) the catalog as the backup does: like [`Catalog::open`], but a
+    /// commit is not fsynced and closing does not checkpoint (module docs: the
+    /// archive, fsynced first, holds every run a power loss could take from the
+    /// catalog, and the next backup replays it). An unchanged user's check and a
+    /// changed user's run thus cost the catalog no fsync.
+    pub fn open_backup(path: &Path) -> Result<Catalog> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Self::open_with(path, flags, Durability::Deferred)
     }
 
     /// Open an existing catalog; a missing file is `Error::NotFound` (for the read-only
@@ -112,6 +146,7 @@ impl Catalog {
         Self::open_with(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            Durability::Full,
         )
     }
 
@@ -145,13 +180,13 @@ impl Catalog {
         })
     }
 
-    fn open_with(path: &Path, flags: OpenFlags) -> Result<Catalog> {
+    fn open_with(path: &Path, flags: OpenFlags, durability: Durability) -> Result<Catalog> {
         let mut conn = Connection::open_with_flags(path, flags).db("opening", path)?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .db("setting busy_timeout", path)?;
-        // WAL lets readers (ls, verify) run beside the writer. FULL: a commit must
-        // survive power loss, or an archive member whose run the catalog lost would be
-        // taken for an uncommitted tail.
+        // WAL lets readers (ls, verify) run beside the writer. FULL: a commit
+        // survives power loss. Deferred (the backup): it may not, and the run is
+        // replayed from the archive (module docs).
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .db("setting journal_mode", path)?;
@@ -161,7 +196,15 @@ impl Catalog {
                 format!("journal_mode is {mode}, WAL was refused"),
             ));
         }
-        conn.pragma_update(None, "synchronous", "FULL")
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Deferred => {
+                conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                    .db("keeping the WAL on close", path)?;
+                "NORMAL"
+            }
+        };
+        conn.pragma_update(None, "synchronous", sync)
             .db("setting synchronous", path)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .db("enabling foreign keys", path)?;

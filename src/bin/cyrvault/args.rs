@@ -223,6 +223,9 @@ pub struct BackupArgs {
     /// Speak only the base protocol (stock backupcyrusd): no CAPABILITY, AUTH, SNAPSHOT.
     #[arg(long)]
     pub base_protocol: bool,
+    /// Users backed up at once, each on its own connection (default: the number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
     /// Machine-readable JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
