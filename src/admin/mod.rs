@@ -8,12 +8,14 @@
 //! catalog (`reindex`), and reads one archive member per message (`cat`).
 //!
 //! Files: `query.rs` (list, show, ls, cat, stats), `verify.rs`, `reindex.rs`,
-//! `when.rs` (time and duration parsing and printing), `dump.rs` (the catalog's
-//! location tables, read from `Catalog::dump_canonical`). Operators' guide:
-//! `doc/admin.md`.
+//! `when.rs` (time and duration parsing and printing), `entries.rs` (the archive entry
+//! names catalog rows imply). Every listing reads the catalog through indexed or
+//! grouped queries, streaming where the answer can be large (`ls_each`); nothing reads
+//! a whole-catalog dump (`Catalog::dump_canonical` is for the reindex equality tests).
+//! Operators' guide: `doc/admin.md`.
 #![forbid(unsafe_code)]
 
-mod dump;
+mod entries;
 mod query;
 mod reindex;
 mod verify;
@@ -27,7 +29,8 @@ use serde::Serialize;
 
 pub use query::{
     CatReport, FolderLine, ListReport, LsFolder, LsMessage, LsReport, ShowFolder, ShowReport,
-    ShowRun, StatsReport, UserLine, UserStats, cat, cat_guid, list, ls, read_message, show, stats,
+    ShowRun, StatsReport, UserLine, UserStats, cat, cat_guid, list, ls, ls_each, read_message,
+    show, stats,
 };
 pub use reindex::{Lost, ReindexOptions, ReindexReport, RunProblem, reindex};
 pub use verify::{

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::UserArchive;
-use super::dump::user_file_entry;
+use super::entries::user_file_entry;
 use crate::archive::{self, EntryName, MemberInfo, Scan};
 use crate::catalog::{Catalog, CatalogCounts, LocKind, MetaEntry, RawMember};
 use crate::cyrus::Guid;
