@@ -5,9 +5,12 @@ mod admin; // list/show/ls/cat/verify/reindex/stats on archives of a real spool:
 mod archive; // the per-user tar.gz: stock tools, crashes, damage, locks, short reads, kill -9
 mod backup; // cyrvault backup vs real Cyrus + cyrvaultd under master: round trip, history, dedup, incremental, kill -9
 mod catalog; // the SQLite catalog: history per run, reindex equality, schema checks, records_from_meta vs mbexamine
+mod cyrus313; // a spool written by a real Cyrus 3.13 (../shared/fixtures): parsers and cyrvaultd -X vs its own ctl_mboxlist/mbexamine
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
 mod cyrus_paths; // cyrus::paths vs the real `mbpath -j`; the Scratch Cyrus config helper
+mod cyrus_versions; // per_cyrus!: tests run on Cyrus 3.6 and 3.10; release detection and lock naming per release
+mod exit_codes; // issue 11: failures retrying cannot fix exit 65/77/78, never 75; the session line counts them
 mod ffi_c; // the C harness: include/cyrvault.h + libcyrvault.a driven over a socketpair
 mod fleet; // issue 6: discover, run with N worker processes (kill -9, locks, retry), SQLite and a real PostgreSQL
 mod foundation; // issue 2 end to end: inspect vs mbexamine/ctl_mboxlist, write-back, lock interop, damage

@@ -21,7 +21,7 @@ use super::run::{Listed, RunCtx, internal_name, now_secs, proto};
 use super::{FDATA_BATCH, FailureClass, FolderFailure, RACY_SECS, SpoolDamage};
 use crate::archive::{ArchiveWriter, folder_entry, message_entry, run_id};
 use crate::cyrus::Guid;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{FileStat, FolderState, RecordState, records_from_meta};
 use crate::protocol::client::{Collect, Receiver};
 use crate::protocol::{DataHeader, ProtocolError, Reply, Request};
@@ -98,11 +98,9 @@ impl RunCtx<'_> {
         let done = match self.server.client.fetch(&req, &mut rx) {
             Ok(d) => d,
             Err(ProtocolError::No(t)) => {
-                let why = format!(
-                    "FMETA answered NO {} (renamed or deleted since it was listed)",
-                    t
-                );
-                self.fail(f, FailureClass::Temporary, why);
+                let (class, why) =
+                    no_answer_class(&t, "FMETA", "renamed or deleted since it was listed");
+                self.fail(f, class, why);
                 return Ok(None);
             }
             Err(e) => return Err(proto(self.server, "FMETA", e)),
@@ -309,13 +307,9 @@ impl RunCtx<'_> {
             match r {
                 Ok(_) => {}
                 Err(ProtocolError::No(t)) => {
-                    return Ok(Fetched::Failed(
-                        FailureClass::Temporary,
-                        format!(
-                            "FDATA answered NO {} (renamed or deleted between FMETA and FDATA)",
-                            t
-                        ),
-                    ));
+                    let (class, why) =
+                        no_answer_class(&t, "FDATA", "renamed or deleted between FMETA and FDATA");
+                    return Ok(Fetched::Failed(class, why));
                 }
                 Err(e) => return Err(proto(self.server, "FDATA", e)),
             }
@@ -459,6 +453,22 @@ impl Receiver for MessageRx<'_> {
     fn other(&mut self, reply: Reply) -> std::result::Result<(), ProtocolError> {
         log::debug!(target: "cyrvault::backup", "FDATA: unexpected line {reply:?}");
         Ok(())
+    }
+}
+
+/// A folder's `NO` answer as a failure class: a cyrvaultd says when retrying
+/// cannot fix it (`NO internal error [DATAERR] ...`, `Error::from_server_no`): a
+/// file it cannot read is Damaged (65); anything else (the folder went away
+/// between two requests) is Temporary, as `usual` says.
+fn no_answer_class(text: &str, what: &str, usual: &str) -> (FailureClass, String) {
+    let e = Error::from_server_no("", text);
+    match e.kind() {
+        ErrorKind::Temporary => (
+            FailureClass::Temporary,
+            format!("{what} answered NO {text} ({usual})"),
+        ),
+        ErrorKind::Data => (FailureClass::Damaged, format!("{what}: {e}")),
+        _ => (FailureClass::Refused, format!("{what}: {e}")),
     }
 }
 

@@ -50,7 +50,7 @@ pub(super) fn now_secs() -> u64 {
 }
 
 pub(super) fn proto(server: &Server, what: &str, e: ProtocolError) -> Error {
-    Error::Protocol(format!("{}: {what}: {e}", server.addr))
+    e.in_context(&format!("{}: {what}", server.addr))
 }
 
 /// A folder as FMULTISTATUS listed it.

@@ -60,6 +60,30 @@ pub struct SessionSummary {
     /// Longest namespace+index lock hold of this session (what STATUS
     /// `lock_hold_max_us` reports for the process), microseconds.
     pub max_lock_hold_us: u64,
+    /// Request lines read.
+    pub requests: u64,
+    /// Requests the service failed (`NO internal error`: the spool could not be
+    /// read).
+    pub failed: u64,
+    /// Requests refused as the client's fault (syntax, bounds, names, wrong slot,
+    /// authentication).
+    pub refused: u64,
+}
+
+impl SessionSummary {
+    /// The outcome word of the session's log line: `ok` only when no request
+    /// failed or was refused.
+    pub fn outcome(&self) -> String {
+        match (self.failed, self.refused) {
+            (0, 0) => "ok".into(),
+            (f, 0) => format!("failed ({f} of {} requests)", self.requests),
+            (0, r) => format!("refused ({r} of {} requests)", self.requests),
+            (f, r) => format!(
+                "failed ({f} failed, {r} refused of {} requests)",
+                self.requests
+            ),
+        }
+    }
 }
 
 /// Default seconds to wait for a Cyrus lock before the request fails.
@@ -130,6 +154,8 @@ pub fn init(
     };
     raise_fd_limit();
     let spool = crate::spool::Spool::open(conf, Duration::from_secs(timeout as u64))?;
+    // Which Cyrus this is decides how the user namespace lock is named: say it once.
+    spool.detection().log();
     Ok(ServiceContext {
         service_name: service_name.to_string(),
         config_path,
@@ -183,7 +209,7 @@ pub fn serve(
     let _ = output.flush();
     let after = ctx.spool.spool().lock_stats();
     let (summary, hold, outcome) = match &result {
-        Ok(s) => (s.clone(), s.max_lock_hold_us.to_string(), "ok".to_string()),
+        Ok(s) => (s.clone(), s.max_lock_hold_us.to_string(), s.outcome()),
         // the session's own figures are lost with the error: report the process's
         Err(e) => (
             SessionSummary::default(),
@@ -193,9 +219,12 @@ pub fn serve(
     };
     log::info!(
         target: "cyrvault::service",
-        "session client={peer_text} user={} folders={} bytes={} duration_ms={} locks={} max_lock_hold_us={hold} {outcome}",
+        "session client={peer_text} user={} folders={} requests={} failed={} refused={} bytes={} duration_ms={} locks={} max_lock_hold_us={hold} {outcome}",
         summary.user.as_deref().unwrap_or("-"),
         summary.folders,
+        summary.requests,
+        summary.failed,
+        summary.refused,
         summary.bytes_out,
         started.elapsed().as_millis(),
         after.count.saturating_sub(before.count),

@@ -85,7 +85,7 @@ pub struct FolderEntry {
     pub name: Vec<u8>,
     /// The mailbox uniqueid.
     pub uniqueid: Vec<u8>,
-    /// The JMAP id; empty on Cyrus 3.6.
+    /// The JMAP id (Cyrus 3.13 on); empty before.
     pub jmapid: Vec<u8>,
     /// `stat` of cyrus.header (None: missing).
     pub header: Option<FileStat>,
@@ -152,7 +152,7 @@ pub trait Spool {
 pub trait Folder {
     /// The mailbox uniqueid (for `DONE FMETA`/`DONE FDATA`, `FOLDER`).
     fn uniqueid(&self) -> &[u8];
-    /// The JMAP id; empty on Cyrus 3.6, which has none.
+    /// The JMAP id (Cyrus 3.13 on); empty before.
     fn jmapid(&self) -> &[u8];
     /// `stat` of a metadata file, None if missing.
     fn meta_stat(&self, file: MetaFile) -> Option<FileStat>;
@@ -307,6 +307,9 @@ pub struct Session<'a> {
     auth: Authenticator,
     summary: SessionSummary,
     max_hold_us: Arc<AtomicU64>,
+    /// The client sent `CAPABILITY`: it is a cyrvault client, which is told the
+    /// class of a failure that retrying cannot fix (doc/protocol.md, 2.7).
+    extended: bool,
 }
 
 type W<'w> = ReplyWriter<&'w mut dyn Write>;
@@ -323,6 +326,7 @@ impl<'a> Session<'a> {
             auth: Authenticator::new(cfg.secret.clone(), cfg.auth_policy),
             summary: SessionSummary::default(),
             max_hold_us: Arc::new(AtomicU64::new(0)),
+            extended: false,
         }
     }
 
@@ -341,10 +345,13 @@ impl<'a> Session<'a> {
             .fetch_add(w.bytes_out(), Ordering::Relaxed);
         log::info!(
             target: "cyrvault::session",
-            "session end peer={} user={} folders={} bytes_in={} bytes_out={}{}",
+            "session end peer={} user={} folders={} requests={} failed={} refused={} bytes_in={} bytes_out={}{}",
             self.cfg.peer,
             self.summary.user.as_deref().unwrap_or("-"),
             self.summary.folders,
+            self.summary.requests,
+            self.summary.failed,
+            self.summary.refused,
             lines.bytes_in(),
             w.bytes_out(),
             res.as_ref().err().map(|e| format!(" error={e}")).unwrap_or_default()
@@ -356,8 +363,12 @@ impl<'a> Session<'a> {
         loop {
             let line = match lines.read_line() {
                 Ok(None) => return Ok(()),
-                Ok(Some(l)) => l,
+                Ok(Some(l)) => {
+                    self.summary.requests += 1;
+                    l
+                }
                 Err(e @ ProtocolError::LineTooLong { .. }) => {
+                    self.summary.requests += 1;
                     self.log_refusal(e.to_string().as_bytes());
                     w.no(e.to_string().as_bytes())?;
                     w.flush()?;
@@ -441,7 +452,8 @@ impl<'a> Session<'a> {
 
     /// One log line per refused request (client error: bad syntax, a bound, a name
     /// rule, missing authentication), with the peer; the text is cut to 200 bytes.
-    fn log_refusal(&self, text: &[u8]) {
+    fn log_refusal(&mut self, text: &[u8]) {
+        self.summary.refused += 1;
         let cut: String = String::from_utf8_lossy(&text[..text.len().min(200)])
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })
@@ -457,15 +469,29 @@ impl<'a> Session<'a> {
         self.summary.user = Some(String::from_utf8_lossy(user).into_owned());
     }
 
-    /// A spool failure before anything was written: `NO internal error`, logged.
-    fn spool_failed(&self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
+    /// A spool failure before anything was written: `NO internal error`, logged
+    /// and counted. A cyrvault client (it sent `CAPABILITY`) is told the class and
+    /// the message of a failure that retrying cannot fix:
+    /// `NO internal error [DATAERR] <message>` (doc/protocol.md, 2.7).
+    fn spool_failed(&mut self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
+        self.summary.failed += 1;
         log::error!(
             target: "cyrvault::session",
             "{what} for user {} from {}: {e}",
             String::from_utf8_lossy(user),
             self.cfg.peer
         );
-        w.no(b"internal error")?;
+        if self.extended && !e.is_temporary() {
+            // one line: no control bytes from a path or a parse message
+            let text: String = format!("internal error [{}] {e}", e.kind().wire_name())
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .take(2000)
+                .collect();
+            w.no(text.as_bytes())?;
+        } else {
+            w.no(b"internal error")?;
+        }
         Ok(())
     }
 
@@ -676,6 +702,7 @@ impl<'a> Session<'a> {
     }
 
     fn capability(&mut self, w: &mut W<'_>) -> Result<()> {
+        self.extended = true;
         w.ok()?;
         w.cap("VERSION", Some(&EXTENSION_VERSION.to_string()))?;
         if self.auth.required() {
@@ -709,8 +736,12 @@ impl<'a> Session<'a> {
                 }
                 AuthOutcome::NotConfigured => w.no(b"authentication not configured")?,
                 AuthOutcome::NoChallenge => w.no(b"no challenge outstanding")?,
-                AuthOutcome::Rejected => w.no(b"authentication failed")?,
+                AuthOutcome::Rejected => {
+                    self.summary.refused += 1;
+                    w.no(b"authentication failed")?
+                }
                 AuthOutcome::TooManyFailures => {
+                    self.summary.refused += 1;
                     w.no(b"too many authentication failures")?;
                     return Ok(Flow::Quit);
                 }
