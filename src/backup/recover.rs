@@ -142,15 +142,29 @@ pub(crate) fn commit_run(
     members: &[MemberInfo],
     snapshots: &HashMap<String, (FolderMeta, Vec<RecordState>)>,
 ) -> Result<()> {
+    let messages = message_locs(members);
+    commit_run_with(catalog, m, manifest_loc, members, &messages, snapshots)
+}
+
+/// [`commit_run`] with the message entries given apart, in file order (the backup
+/// keeps them as `(GUID, location)` pairs instead of named entries, to stay small):
+/// `members` then need not list their message entries.
+pub(crate) fn commit_run_with(
+    catalog: &mut Catalog,
+    m: &RunManifest,
+    manifest_loc: EntryLoc,
+    members: &[MemberInfo],
+    messages: &[(Guid, EntryLoc)],
+    snapshots: &HashMap<String, (FolderMeta, Vec<RecordState>)>,
+) -> Result<()> {
     let user_files = user_file_locs(catalog, members, m)?;
     let rows = member_rows(members);
-    let messages = message_locs(members);
     catalog.write_run(
         m,
         &RunParts {
             manifest_loc: Some(manifest_loc),
             members: &rows,
-            messages: &messages,
+            messages,
             snapshots,
             user_files: &user_files,
         },

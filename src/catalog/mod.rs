@@ -67,6 +67,11 @@ enum Durability {
     Deferred,
 }
 
+/// Pages the backup lets the WAL grow to before SQLite checkpoints it (1 MiB): the
+/// first reader to open the catalog afterwards reads every frame of the WAL to rebuild
+/// its index, so `cat` and `ls` pay for the WAL's length.
+const WAL_PAGES: i64 = 256;
+
 /// How long a writer or reader waits for another process's lock on the catalog.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -201,6 +206,12 @@ impl Catalog {
             Durability::Deferred => {
                 conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
                     .db("keeping the WAL on close", path)?;
+                // Readers rebuild the WAL index by reading every frame of the WAL when
+                // they are the first to open the file: keep it short.
+                conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)
+                    .db("setting wal_autocheckpoint", path)?;
+                conn.pragma_update(None, "journal_size_limit", WAL_PAGES * 4096)
+                    .db("setting journal_size_limit", path)?;
                 "NORMAL"
             }
         };
@@ -299,6 +310,24 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// After a backup's commit: if the WAL has grown past [`WAL_PAGES`] (a run that
+    /// changed thousands of records: one transaction cannot be checkpointed while it
+    /// is written), fold it into the file and truncate it (two fsyncs, paid only by
+    /// such large runs), so that readers opening the catalog next do not read it all.
+    /// Returns whether it checkpointed.
+    pub fn settle(&mut self) -> Result<bool> {
+        let mut wal = self.path.as_os_str().to_os_string();
+        wal.push("-wal");
+        let len = std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len());
+        if len <= u64::try_from(WAL_PAGES).unwrap_or(0) * 4200 {
+            return Ok(false);
+        }
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .db("checkpointing", &self.path)?;
+        Ok(true)
     }
 
     /// Change how long calls wait for another process's lock (default

@@ -38,9 +38,16 @@ pub struct Collect {
     current: Vec<u8>,
 }
 
+/// The most a receiver reserves ahead for one file on the word of its `DATA` line (a
+/// bigger file still arrives, growing its buffer as it comes).
+pub const RESERVE_LIMIT: u64 = 256 << 20;
+
 impl Receiver for Collect {
-    fn file(&mut self, _header: &DataHeader) -> Result<&mut dyn Write, ProtocolError> {
-        self.current.clear();
+    fn file(&mut self, header: &DataHeader) -> Result<&mut dyn Write, ProtocolError> {
+        // Exactly the announced size: a `cyrus.index` of 20 MB grown by doubling would
+        // hold 33 MB.
+        self.current =
+            Vec::with_capacity(usize::try_from(header.stat.size.min(RESERVE_LIMIT)).unwrap_or(0));
         Ok(&mut self.current)
     }
     fn file_done(&mut self, header: &DataHeader, _sha1: &[u8; 20]) -> Result<(), ProtocolError> {

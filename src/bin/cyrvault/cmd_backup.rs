@@ -175,7 +175,7 @@ fn row(user: &str, r: &Result<UserReport, cyrvault::Error>) -> Vec<String> {
             mb(rep.bytes_written),
             format!("{:.2}", rep.duration_ms as f64 / 1000.0),
             match (rep.folders_failed.len(), rep.damage.len()) {
-                (0, 0) if rep.unchanged => "ok (unchanged: no new run)".into(),
+                (0, 0) if rep.unchanged => "no change, ok".into(),
                 (0, 0) => "ok".into(),
                 (0, d) => format!("{d} damaged"),
                 (f, 0) => format!("FAILED: {f} folder(s)"),
