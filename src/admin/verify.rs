@@ -210,10 +210,60 @@ fn affected(
     })
 }
 
+/// What the catalog side of `verify` reads, all of it before any comparison: on its
+/// own thread and connection, beside the archive's scan.
+struct CatalogAudit {
+    integrity: Vec<String>,
+    members: Vec<RawMember>,
+    locs: Vec<crate::catalog::LocRow>,
+    unheld: Vec<crate::catalog::UnheldRecord>,
+    counts: CatalogCounts,
+}
+
+impl CatalogAudit {
+    fn read(ua: &UserArchive) -> Result<CatalogAudit> {
+        let cat = ua.open_catalog()?;
+        // SQLite's integrity check reads the file in B-tree order, not file order: ask
+        // the kernel to read the whole file ahead, sequentially, first (a cold catalog
+        // of 200,000 messages otherwise costs ~180,000 random reads from disk).
+        if let Ok(f) = File::open(&ua.catalog) {
+            use std::os::fd::AsRawFd;
+            let _ = nix::fcntl::posix_fadvise(
+                f.as_raw_fd(),
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+        Ok(CatalogAudit {
+            integrity: cat.integrity_check()?,
+            members: cat.audit_members()?,
+            locs: cat.audit_locations()?,
+            unheld: cat.unheld_records()?,
+            counts: cat.counts()?,
+        })
+    }
+}
+
 /// Check one user's archive and catalog. Damage is reported, not returned as an
 /// error; errors are for an archive or catalog that cannot be read at all.
+///
+/// The two sides are read at once, on two threads (two cores): the archive's scan
+/// (inflate, CRC, SHA-1 of every entry) and the catalog's audit (SQLite's integrity
+/// check and every row); they are compared when both are in.
 pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
-    let scan: Scan = archive::scan(&ua.archive)?;
+    let (scan, audit) = std::thread::scope(|s| {
+        let audit = s.spawn(|| CatalogAudit::read(ua));
+        let scan = archive::scan(&ua.archive);
+        let audit = audit.join().unwrap_or_else(|_| {
+            Err(crate::Error::Other(format!(
+                "{}: the catalog audit thread panicked",
+                ua.catalog.display()
+            )))
+        });
+        (scan, audit)
+    });
+    let scan: Scan = scan?;
     let mut report = VerifyReport {
         user: ua.user.clone(),
         id: ua.id.clone(),
@@ -244,7 +294,7 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
             what: format!("entry {} hashes to {}", e.name, e.sha1),
         });
     }
-    let cat = match ua.open_catalog() {
+    let cat = match audit.and_then(|a| Ok((ua.open_catalog()?, a))) {
         Ok(c) => Some(c),
         Err(e) => {
             report.mismatches.push(CatalogMismatch {
@@ -254,8 +304,8 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
             None
         }
     };
-    if let Some(cat) = &cat {
-        check_catalog(ua, cat, &scan, &mut report)?;
+    if let Some((cat, audit)) = cat {
+        check_catalog(ua, &cat, audit, &scan, &mut report)?;
     } else {
         for d in &scan.damage {
             report.damaged.push(DamagedMember {
@@ -344,19 +394,23 @@ fn describe(kind: &LocKind, run: i64) -> String {
 fn check_catalog(
     ua: &UserArchive,
     cat: &Catalog,
+    audit: CatalogAudit,
     scan: &Scan,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    for c in cat.integrity_check()? {
+    let CatalogAudit {
+        integrity,
+        members,
+        locs,
+        unheld,
+        counts,
+    } = audit;
+    for c in integrity {
         report.mismatches.push(CatalogMismatch {
             member_offset: None,
             what: format!("catalog: {c}"),
         });
     }
-    let members = cat.audit_members()?;
-    let locs = cat.audit_locations()?;
-    let unheld = cat.unheld_records()?;
-    let counts = cat.counts()?;
     let runs: Vec<u64> = locs
         .iter()
         .filter(|l| l.kind == LocKind::Manifest)

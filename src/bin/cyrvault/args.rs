@@ -179,6 +179,9 @@ pub struct TargetsArgs {
     /// Every archive in the vault.
     #[arg(long, conflicts_with = "users")]
     pub all: bool,
+    /// Archives processed at once (default: the number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
     #[arg(required_unless_present = "all")]
     pub users: Vec<String>,
 }
