@@ -2,7 +2,8 @@
 //! under Cyrus's master: what a user costs when nothing changed (one round trip, no
 //! fsync: counted by the run's report and by `strace` on the CLI), what a changed one
 //! costs (at most two fsyncs, no user-file fetch unless a user file changed), and
-//! `backup --jobs N` giving the same answers in the same order as one job.
+//! `backup --jobs N` giving the same answers in the same order as one job, and a folder
+//! of thousands of messages end to end.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -375,4 +376,144 @@ fn jobs_give_the_same_answers_in_the_order_given() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+}
+
+/// `cyrvault ARGS... --vault VAULT`, its stdout (exit 0 required).
+fn cli(vault: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        .args(args)
+        .arg("--vault")
+        .arg(vault)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cyrvault {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The GUIDs `ls USER FOLDER --json` lists, in its order: (live, expunged).
+fn ls_guids(vault: &Path, user: &str, folder: &str) -> (Vec<String>, Vec<String>) {
+    let v: Value = serde_json::from_slice(&cli(vault, &["ls", user, folder, "--json"])).unwrap();
+    let (mut live, mut gone) = (Vec::new(), Vec::new());
+    for m in v["messages"].as_array().unwrap() {
+        let g = m["guid"].as_str().unwrap().to_string();
+        if m["expunged"] == true {
+            gone.push(g);
+        } else {
+            live.push(g);
+        }
+    }
+    (live, gone)
+}
+
+/// A folder bigger than one FDATA batch and than the listings' pages, end to end on a
+/// real Cyrus: backup, ls, cat, verify, restore to files, an expunge of a third, then
+/// a quiet run. `SCALE_BIG_FOLDER` raises the size (bench/big_folder.sh measures
+/// 200,000); CI keeps it at 2,500 (three FDATA batches).
+#[test]
+fn a_big_folder_end_to_end() {
+    let n: usize = std::env::var("SCALE_BIG_FOLDER")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2500);
+    assert!(n > 2 * cyrvault::backup::FDATA_BATCH);
+    let e = env("big");
+    e.sb.create_user("big", None).unwrap();
+    let guids = cyrvault::sandbox::fill_folder(&e.sb, "big", "INBOX", n, 700, 10).unwrap();
+    let hex: Vec<String> = guids.iter().map(hex::encode).collect();
+    std::thread::sleep(Duration::from_millis(2100));
+    let vault = e.dir.join("vault");
+
+    let first = e.backup(&vault, &["big"], &["--jobs", "1"]);
+    let r = report(&first, "big");
+    assert_eq!(r["messages_fetched"], n, "{r}");
+    assert_eq!(r["folders_failed"].as_array().map_or(0, Vec::len), 0, "{r}");
+
+    // Every message listed once, in UID order, with the GUID Cyrus has.
+    let (live, gone) = ls_guids(&vault, "big", "INBOX");
+    assert!(
+        live == hex && gone.is_empty(),
+        "ls lists {} + {}",
+        live.len(),
+        gone.len()
+    );
+    // One message from the far end of the archive, byte for byte (its SHA-1 is its GUID).
+    use sha1::Digest;
+    let last = cli(&vault, &["cat", "big", &hex[n - 1]]);
+    assert_eq!(hex::encode(sha1::Sha1::digest(&last)), hex[n - 1]);
+    let by_uid = cli(&vault, &["cat", "big", "INBOX", &n.to_string()]);
+    assert_eq!(by_uid, last);
+    let show: Value = serde_json::from_slice(&cli(&vault, &["show", "big", "--json"])).unwrap();
+    assert!(show.to_string().contains("INBOX"), "{show}");
+    cli(&vault, &["verify", "big"]);
+    let eml = e.dir.join("eml");
+    cli(
+        &vault,
+        &["restore", "big", "--to-eml", eml.to_str().unwrap()],
+    );
+    let want: std::collections::HashSet<&String> = hex.iter().collect();
+    let mut got = std::collections::HashSet::new();
+    for d in walk(&eml) {
+        let b = std::fs::read(&d).unwrap();
+        let g = hex::encode(sha1::Sha1::digest(&b));
+        assert!(
+            want.contains(&g),
+            "{}: not a message of the folder",
+            d.display()
+        );
+        got.insert(g);
+    }
+    assert_eq!(got.len(), n, "one .eml per message");
+
+    // A third expunged: the next run fetches nothing and lists the rest.
+    let mut c = e.sb.login("big").unwrap();
+    c.run(&[
+        cyrvault::imap::Arg::Atom("SELECT"),
+        cyrvault::imap::Arg::Str(b"INBOX"),
+    ])
+    .unwrap();
+    let range = format!("1:{}", n / 3);
+    c.run(&[
+        cyrvault::imap::Arg::Atom("UID STORE"),
+        cyrvault::imap::Arg::Atom(&range),
+        cyrvault::imap::Arg::Atom("+FLAGS.SILENT (\\Deleted)"),
+    ])
+    .unwrap();
+    c.run(&[cyrvault::imap::Arg::Atom("EXPUNGE")]).unwrap();
+    c.logout().unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let second = e.backup(&vault, &["big"], &["--jobs", "1"]);
+    let r = report(&second, "big");
+    assert_eq!(r["messages_fetched"], 0, "{r}");
+    assert_eq!(r["folders_changed"], 1, "{r}");
+    let (live, gone) = ls_guids(&vault, "big", "INBOX");
+    assert!(
+        live == hex[n / 3..] && gone == hex[..n / 3],
+        "ls lists {} live + {} expunged",
+        live.len(),
+        gone.len()
+    );
+    let quiet = e.backup(&vault, &["big"], &[]);
+    let r = report(&quiet, "big");
+    assert_eq!(r["unchanged"], true, "{r}");
+    assert_eq!(r["round_trips"], 1, "{r}");
+    cli(&vault, &["verify", "big"]);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
