@@ -9,6 +9,7 @@ use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
+use cyrvault::imap::Arg;
 use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine, fill_folder};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,7 +42,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         secret.display(),
         t.elapsed().as_secs_f64()
     );
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["fill", n, size, seed] => {
+                fill_folder(
+                    &sb,
+                    "big",
+                    "INBOX",
+                    n.parse()?,
+                    size.parse()?,
+                    seed.parse()?,
+                )?;
+            }
+            ["purge"] => {
+                let mut c = sb.login("big")?;
+                c.run(&[Arg::Atom("SELECT"), Arg::Str(b"INBOX")])?;
+                c.run(&[
+                    Arg::Atom("STORE"),
+                    Arg::Atom("1:*"),
+                    Arg::Atom("+FLAGS.SILENT (\\Deleted)"),
+                ])?;
+                c.run(&[Arg::Atom("EXPUNGE")])?;
+                c.logout()?;
+                sb.tool_ok("cyr_expire", &["-X", "0"])?;
+            }
+            _ => break,
+        }
+        println!("OK");
+    }
     Ok(())
 }
