@@ -10,11 +10,14 @@ mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyru
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
 mod cyrus_paths; // cyrus::paths vs the real `mbpath -j`; the Scratch Cyrus config helper
 mod cyrus_versions; // per_cyrus!: tests run on Cyrus 3.6 and 3.10; release detection and lock naming per release
+mod every_folder; // issue 9: `..` names, delayed-delete folders, shared hierarchies, damaged folders: backed up or the run fails
 mod exit_codes; // issue 11: failures retrying cannot fix exit 65/77/78, never 75; the session line counts them
 mod ffi_c; // the C harness: include/cyrvault.h + libcyrvault.a driven over a socketpair
 mod fleet; // issue 6: discover, run with N worker processes (kill -9, locks, retry), SQLite and a real PostgreSQL
+mod folder_load; // issue 10: FDATA reads only its records and no annotations.db; spilled FMETA copies
 mod foundation; // issue 2 end to end: inspect vs mbexamine/ctl_mboxlist, write-back, lock interop, damage
 mod header; // committed include/cyrvault.h == what cbindgen generates
+mod listing; // issue 10: the service's per-owner range reads of mailboxes.db/annotations.db vs whole-file parses, repack, cache
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod mbexamine; // shared oracle: parsers for mbexamine and unexpunge -l output

@@ -22,17 +22,17 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::UserArchive;
 use super::entries::user_file_entry;
-use crate::archive::{self, ArchiveError, EntryName, MemberInfo};
+use crate::archive::{self, EntryName, MemberInfo};
 use crate::catalog::{Catalog, FolderMeta, LocKind, MemberRow, RunParts};
 use crate::cyrus::Guid;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::model::{self, EntryLoc, RecordState, RunManifest, UserFile};
 
 /// Something reindex could not use, and what it cost.
@@ -155,11 +155,8 @@ fn model_loc(member: u64, e: &archive::EntryLoc) -> EntryLoc {
 /// backup appends while the catalog is rebuilt. Held until the returned file drops.
 fn lock_archive(ua: &UserArchive) -> Result<File> {
     let f = File::open(&ua.archive).at("opening", &ua.archive)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(TryLockError::WouldBlock) => Err(Error::archive(&ua.archive, ArchiveError::Locked)),
-        Err(TryLockError::Error(e)) => Err(Error::io("locking", &ua.archive, e)),
-    }
+    archive::lock_exclusive(&f, &ua.archive)?;
+    Ok(f)
 }
 
 /// Read the manifests of every intact member, in run order (the first copy of a run

@@ -29,6 +29,11 @@ impl RunCtx<'_> {
         prev: &BackupExt,
         listing: &UserListing,
     ) -> Result<(Option<UserStateRef>, Option<UserStats>)> {
+        if self.userid.starts_with('%') {
+            // A shared hierarchy (doc/protocol.md 2.8) has no seen, subscriptions or
+            // sieve of its own: nothing to ask for.
+            return Ok((None, None));
+        }
         let userfiles = self.server.has("USERFILES");
         let snapshot = self.server.has("SNAPSHOT");
         let prev_files: Vec<(u64, UserFile)> = match last_run {

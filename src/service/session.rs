@@ -95,6 +95,41 @@ pub struct FolderEntry {
     pub annotations: Option<FileStat>,
     /// The synthetic `mailbox_annotations` JSON (None: the folder has none).
     pub mailbox_annotations: Option<Vec<u8>>,
+    /// For a delayed-delete folder (`DELETED.*`): when it was deleted and what it
+    /// was called (the `FDELETED` extension).
+    pub deleted: Option<DeletedAs>,
+}
+
+/// What a delayed-delete folder was before it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedAs {
+    /// Deletion time, Unix seconds (the hex stamp of the name).
+    pub time: u64,
+    /// The external name it had (`INBOX.Old`, `Old`, `shared.News`).
+    pub original: Vec<u8>,
+    /// Cyrus's internal name now (`DELETED.user.bob.Old.5F3A1B2C`).
+    pub internal: Vec<u8>,
+}
+
+/// One top-level shared hierarchy (`SHARED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEntry {
+    /// Its owner id, `%<top>[@<domain>]`.
+    pub owner: Vec<u8>,
+    /// The UniqueID of its top-level entry.
+    pub uniqueid: Vec<u8>,
+    /// Its partition.
+    pub partition: Vec<u8>,
+}
+
+/// What a request needs of a folder it opens: the spool loads only that (an
+/// `FDATA` of 1,024 UIDs must not cost a read of a 200,000-record index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want<'u> {
+    /// The metadata files (`FMETA`, `SNAPSHOT`).
+    Meta,
+    /// The message files of these UIDs (`FDATA`), in any order.
+    Messages(&'u [u32]),
 }
 
 /// Result of opening a folder.
@@ -115,8 +150,9 @@ pub trait Spool {
     fn open_user_file(&self, user: &[u8], which: UserFile) -> Result<Fetch<'_>>;
     /// The user's folders including deleted ones (`FMULTISTATUS`).
     fn folders(&self, user: &[u8]) -> Result<Vec<FolderEntry>>;
-    /// Open a folder by external name, taking Cyrus's shared locks.
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>>;
+    /// Open a folder by external name, taking Cyrus's shared locks, for what
+    /// `want` says.
+    fn open_folder(&self, user: &[u8], folder: &[u8], want: Want<'_>) -> Result<FolderOpen<'_>>;
     /// Names of the files in the user's sieve directory (SNAPSHOT).
     fn sieve_scripts(&self, user: &[u8]) -> Result<Vec<Vec<u8>>>;
     /// Open one of them.
@@ -146,6 +182,13 @@ pub trait Spool {
     fn partitions(&self) -> Result<PartitionMap> {
         Err(Error::Refused("this spool does not list partitions".into()))
     }
+    /// `SHARED`: every top-level shared hierarchy, each an owner the other commands
+    /// take in place of a user. A spool that cannot tell refuses.
+    fn shared(&self) -> Result<Vec<SharedEntry>> {
+        Err(Error::Refused(
+            "this spool does not list shared hierarchies".into(),
+        ))
+    }
 }
 
 /// An open folder. Dropping it releases every lock it holds.
@@ -166,6 +209,12 @@ pub trait Folder {
     fn unlock_index(&mut self);
     /// Open a message file found by [`Folder::message_file`].
     fn open_message(&self, path: &Path) -> Fetch<'_>;
+    /// Whether the metadata files are private copies that stay readable after
+    /// [`Folder::unlock_index`]: the session then releases every lock first and
+    /// sends them straight from the copies, without buffering them again.
+    fn detached(&self) -> bool {
+        false
+    }
     /// How long Cyrus's index (and namespace) locks were really held, when the
     /// folder released them itself before the session's `unlock_index` (the real
     /// spool does: it copies the meta files and lets go at once). None: the time
@@ -438,6 +487,8 @@ impl<'a> Session<'a> {
             Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
             Request::Partitions { .. } => self.partitions(w)?,
             Request::UserFiles { user, fetch, .. } => self.userfiles(&user, fetch, w)?,
+            Request::Shared { .. } => self.shared(w)?,
+            Request::FDeleted { user, .. } => self.fdeleted(&user, w)?,
             Request::Refused { refusal, .. } => match refusal_text(refusal) {
                 Some(text) => {
                     self.log_refusal(&text);
@@ -567,10 +618,11 @@ impl<'a> Session<'a> {
         &mut self,
         user: &[u8],
         folder: &[u8],
+        want: Want<'_>,
         w: &mut W<'_>,
     ) -> Result<Option<FolderOpen<'a>>> {
         self.note_user(user);
-        match self.spool.open_folder(user, folder) {
+        match self.spool.open_folder(user, folder, want) {
             Ok(o) => {
                 if let FolderOpen::Open(_) = o {
                     self.summary.folders += 1;
@@ -591,7 +643,7 @@ impl<'a> Session<'a> {
         items: Option<Vec<Vec<u8>>>,
         w: &mut W<'_>,
     ) -> Result<()> {
-        let mut held = match self.open(user, folder, w)? {
+        let mut held = match self.open(user, folder, Want::Meta, w)? {
             None => return Ok(()),
             Some(FolderOpen::Missing { intname }) => {
                 // FMETA names the internal name here, FDATA the name as given
@@ -622,6 +674,27 @@ impl<'a> Session<'a> {
                         _ => None,
                     })
                     .collect();
+                if held.folder.detached() {
+                    // private copies: every lock goes first, then the same bytes
+                    // are sent straight from the copies (doc/protocol.md, 1.7)
+                    let json = held.folder.mailbox_annotations()?;
+                    // the clock is read before the name lock goes, as below
+                    let servertime = servertime_frame();
+                    held.unlock_index();
+                    for item in &wanted {
+                        match item {
+                            MetaItem::File(file) => {
+                                send_fetch(file.wire_name(), held.folder.open_meta(*file), w)?
+                            }
+                            MetaItem::Annotations => {
+                                write_frames(vec![annotations_frame(json.clone())], w)?
+                            }
+                            MetaItem::ServerTime => write_frames(vec![servertime.clone()], w)?,
+                        }
+                    }
+                    w.done("FMETA", &[held.folder.uniqueid(), held.folder.jmapid()])?;
+                    return Ok(());
+                }
                 if fits_budget(held.folder.as_ref(), &files, self.cfg.buffer_budget) {
                     // same bytes as upstream, but read into memory under the lock and
                     // sent after every lock is released (doc/protocol.md, 1.7)
@@ -675,7 +748,8 @@ impl<'a> Session<'a> {
         items: &[Vec<u8>],
         w: &mut W<'_>,
     ) -> Result<()> {
-        let mut held = match self.open(user, folder, w)? {
+        let uids: Vec<u32> = items.iter().map(|i| c_atoi_u32(i)).collect();
+        let mut held = match self.open(user, folder, Want::Messages(&uids), w)? {
             None => return Ok(()),
             Some(FolderOpen::Missing { .. }) => {
                 w.no_name("no such folder", folder)?;
@@ -685,9 +759,9 @@ impl<'a> Session<'a> {
         };
         w.ok()?;
         // resolve every UID under the index lock, then drop it before sending
-        let files: Vec<Option<PathBuf>> = items
+        let files: Vec<Option<PathBuf>> = uids
             .iter()
-            .map(|i| held.folder.message_file(c_atoi_u32(i)))
+            .map(|&uid| held.folder.message_file(uid))
             .collect();
         held.unlock_index();
         for (item, path) in items.iter().zip(files) {
@@ -713,6 +787,8 @@ impl<'a> Session<'a> {
         w.cap("PARTITIONS", None)?;
         w.cap("SERVERTIME", None)?;
         w.cap("USERFILES", None)?;
+        w.cap("SHARED", None)?;
+        w.cap("FDELETED", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
         w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
         w.done("CAPABILITY", &[])?;
@@ -756,6 +832,35 @@ impl<'a> Session<'a> {
             w.status(k, v)?;
         }
         w.done("STATUS", &[])?;
+        Ok(())
+    }
+
+    fn shared(&mut self, w: &mut W<'_>) -> Result<()> {
+        let list = match self.spool.shared() {
+            Ok(l) => l,
+            Err(e) => return self.spool_failed("listing shared hierarchies", b"-", &e, w),
+        };
+        w.ok()?;
+        for s in &list {
+            w.shared(&s.owner, &s.uniqueid, &s.partition)?;
+        }
+        w.done("SHARED", &[])?;
+        Ok(())
+    }
+
+    fn fdeleted(&mut self, user: &[u8], w: &mut W<'_>) -> Result<()> {
+        self.note_user(user);
+        let folders = match self.spool.folders(user) {
+            Ok(f) => f,
+            Err(e) => return self.spool_failed("listing deleted folders", user, &e, w),
+        };
+        w.ok()?;
+        for f in &folders {
+            if let Some(d) = &f.deleted {
+                w.fdeleted(&f.name, &f.uniqueid, d.time, &d.original, &d.internal)?;
+            }
+        }
+        w.done("FDELETED", &[])?;
         Ok(())
     }
 
@@ -829,8 +934,10 @@ impl<'a> Session<'a> {
         let mut sent = 0u64;
         for f in &folders {
             // each folder under its own index lock, released before the next
-            let held = match self.open(user, &f.name, w)? {
-                None => return Err(Error::Other("spool failed during snapshot".into())),
+            let mut held = match self.open(user, &f.name, Want::Meta, w)? {
+                // `open` answered `NO <why>` (a damaged folder, a lock timeout):
+                // the other folders still come
+                None => continue,
                 Some(FolderOpen::Missing { .. }) => {
                     w.no_name("no such folder", &f.name)?;
                     continue;
@@ -841,7 +948,18 @@ impl<'a> Session<'a> {
                 held.folder.uniqueid().to_vec(),
                 held.folder.jmapid().to_vec(),
             ];
-            if fits_budget(held.folder.as_ref(), &MetaFile::ALL, self.cfg.buffer_budget) {
+            if held.folder.detached() {
+                // private copies: locks go first, then straight from the copies
+                let json = held.folder.mailbox_annotations()?;
+                held.unlock_index();
+                w.folder(&f.name, &ids[0], &ids[1])?;
+                for file in MetaFile::ALL {
+                    send_fetch(file.wire_name(), held.folder.open_meta(file), w)?;
+                }
+                if let Some(json) = json {
+                    write_frames(vec![annotations_frame(Some(json))], w)?;
+                }
+            } else if fits_budget(held.folder.as_ref(), &MetaFile::ALL, self.cfg.buffer_budget) {
                 let mut frames = Vec::with_capacity(4);
                 for file in MetaFile::ALL {
                     frames.push(buffer_meta(
@@ -910,6 +1028,7 @@ fn annot_stat(json: &[u8]) -> FileStat {
 pub const BUFFER_BUDGET: u64 = 32 << 20;
 
 /// One reply unit prepared under a lock and written after it is released.
+#[derive(Clone)]
 enum Frame {
     Data {
         name: &'static [u8],

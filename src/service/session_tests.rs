@@ -171,10 +171,11 @@ impl Spool for MemSpool {
                 index: f.index.as_deref().map(|b| st(b, 12)),
                 annotations: f.annotations.as_deref().map(|b| st(b, 13)),
                 mailbox_annotations: f.annots_json.clone(),
+                deleted: None,
             })
             .collect())
     }
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
+    fn open_folder(&self, user: &[u8], folder: &[u8], _want: Want<'_>) -> Result<FolderOpen<'_>> {
         let found = (user == self.user.as_bytes())
             .then(|| self.folders.iter().find(|f| f.name.as_bytes() == folder))
             .flatten();
@@ -445,6 +446,22 @@ fn overlong_line_answers_no_and_resyncs() {
 }
 
 #[test]
+fn fdeleted_and_shared_listings() {
+    // The memory spool has no delayed-delete folder and lists no shared hierarchy:
+    // FDELETED is an empty listing, SHARED a refusal naming nothing internal.
+    let out = run_with(
+        &spool(),
+        &cfg(None),
+        &ServiceStats::default(),
+        b"FDELETED imap1 bob\nSHARED imap1\nFDELETED imap1\n",
+    );
+    assert_eq!(
+        out,
+        "OK\nDONE FDELETED\nNO internal error\nNO bad command\n"
+    );
+}
+
+#[test]
 fn auth_gate_challenge_and_replay() {
     let secret = Secret::from_bytes(b"a-shared-secret-for-tests").unwrap();
     let c = cfg(Some(secret.clone()));
@@ -455,7 +472,8 @@ fn auth_gate_challenge_and_replay() {
     assert_eq!(
         out,
         "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
-         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP SERVERTIME\nCAP USERFILES\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
+         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP SERVERTIME\nCAP USERFILES\nCAP SHARED\nCAP FDELETED\n\
+         CAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
     );
 
     // a real exchange over a socket pair: the client computes the answer
@@ -970,7 +988,7 @@ impl Spool for FailingSpool {
     fn folders(&self, _: &[u8]) -> Result<Vec<FolderEntry>> {
         Err(self.err())
     }
-    fn open_folder(&self, _: &[u8], _: &[u8]) -> Result<FolderOpen<'_>> {
+    fn open_folder(&self, _: &[u8], _: &[u8], _: Want<'_>) -> Result<FolderOpen<'_>> {
         Err(self.err())
     }
     fn sieve_scripts(&self, _: &[u8]) -> Result<Vec<Vec<u8>>> {

@@ -2,14 +2,20 @@
 //! own locks: the engine of the service. It knows nothing about the network;
 //! `service` turns requests into calls here.
 //!
-//! * [`Spool::mboxlist`]: `mailboxes.db` copied under its shared lock.
+//! * [`Spool::owner_mboxlist`] (`listing.rs` over `db.rs`): one owner's entries
+//!   of `mailboxes.db`, by lookups and range walks of the live file under its
+//!   shared lock, cached per file state; [`Spool::users`] and [`Spool::shared`]
+//!   walk all names in bounded chunks; [`Spool::mboxlist`] copies and parses the
+//!   whole file (inspection, tests).
 //! * [`Spool::users`], [`Spool::folders`], [`Spool::resolve_folder`],
 //!   [`Spool::stat_meta`]: what upstream `backupcyrusd` lists (USERS,
 //!   FMULTISTATUS), with upstream's folder names (`names.rs`).
-//! * [`Spool::open_folder`] (`folder.rs`): namespace → name → index locks, all
-//!   metadata read into memory and validated, index and namespace locks dropped
-//!   at once; only the shared name lock is kept while message files are
-//!   *opened*, then [`OpenFolder::release`] drops it before anything is streamed.
+//! * [`Spool::open_folder_for`] (`folder.rs`, `records.rs`): namespace → name →
+//!   index locks, what the request needs read and validated ([`Load`]: private
+//!   metadata copies, spilled to a temporary file when large, or only the index
+//!   records of the UIDs asked for), index and namespace locks dropped at once;
+//!   only the shared name lock is kept while message files are *opened*, then
+//!   [`OpenFolder::release`] drops it before anything is streamed.
 //! * [`Spool::user_files`] / [`Spool::read_user_files`] (`user.rs`): seen, sub
 //!   and the sieve directory under the user's namespace lock.
 //!
@@ -17,23 +23,31 @@
 //! mailbox consistently"; protocol contract: `doc/protocol.md` §5.
 #![forbid(unsafe_code)]
 
+mod annotations;
 mod copy;
+mod db;
 pub mod detect;
 mod error;
 mod folder;
+mod listing;
 mod names;
+pub mod owner;
+mod records;
 mod user;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use copy::{FileCopy, FileStat};
+pub use copy::{CopyReader, FileCopy, FileStat, MetaCopy, SPILL_AT};
 pub use detect::Detection;
 pub use error::{Damage, MailboxError};
-pub use folder::{MessageFile, OpenFolder};
+pub use folder::{Load, MessageFile, OpenFolder};
+pub use owner::{Owner, OwnerKeys, SharedHierarchy, owner_keys};
 pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy, sieve_stats};
 
-use crate::cyrus::annotations::{self, Annotation, AnnotationDb};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::cyrus::config::ImapdConf;
 use crate::cyrus::mboxlist::{MailboxEntry, MbName, Mboxlist, parse_mboxlist};
 use crate::cyrus::paths::{self, MetaFile};
@@ -49,6 +63,52 @@ pub struct Spool {
     locker: Locker,
     ns: Namespace,
     detection: Detection,
+    /// The last owner's mailbox list (`listing.rs`).
+    list_cache: listing::SharedListCache,
+    reads: Arc<DbReads>,
+    /// Metadata files above this many bytes are spilled, not held in memory.
+    spill_at: u64,
+    /// Records of mailboxes.db per lock hold of the all-users walk.
+    users_chunk: usize,
+}
+
+/// How often the global databases were opened (for `STATUS`-style figures and
+/// for tests that prove a request does not touch one).
+#[derive(Debug, Default)]
+pub(crate) struct DbReads {
+    mailboxes: AtomicU64,
+    annotations: AtomicU64,
+    list_hits: AtomicU64,
+    mailboxes_bytes: AtomicU64,
+    annotations_bytes: AtomicU64,
+}
+
+impl DbReads {
+    fn mailboxes_db(&self) {
+        self.mailboxes.fetch_add(1, Ordering::Relaxed);
+    }
+    fn annotations_db(&self) {
+        self.annotations.fetch_add(1, Ordering::Relaxed);
+    }
+    fn list_hit(&self) {
+        self.list_hits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// [`Spool::db_reads`]: opens of `mailboxes.db` and `annotations.db` so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DbReadCounts {
+    /// Lock-and-read passes over `mailboxes.db` (lookups, walk chunks, copies).
+    pub mailboxes_db: u64,
+    /// Lock-and-read passes over the global `annotations.db`.
+    pub annotations_db: u64,
+    /// Owner lists served from the cache (the file was unchanged since).
+    pub list_cache_hits: u64,
+    /// Bytes read from `mailboxes.db` (every `pread`, header included; a whole
+    /// copy counts its size): what a request costs the server's disk and cache.
+    pub mailboxes_db_bytes: u64,
+    /// Bytes read from the global `annotations.db`, likewise.
+    pub annotations_db_bytes: u64,
 }
 
 /// Where one mailbox's files are.
@@ -70,14 +130,17 @@ pub struct FolderPaths {
     pub lockname: String,
 }
 
-/// One of a user's folders, as FMULTISTATUS lists it.
+/// One of an owner's folders, as FMULTISTATUS lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderRef {
-    /// The owner.
+    /// The owner id (`bob`, or `%shared` for a shared hierarchy; see `owner.rs`).
     pub userid: String,
     /// Upstream's external name relative to the owner (`INBOX`, `INBOX.Sent` or
-    /// `Sent`, `DELETED.user.bob.Old.5F3A1B2C`).
+    /// `Sent`, `DELETED.user.bob.Old.5F3A1B2C`; `shared.News` for a shared owner).
     pub external: String,
+    /// For a delayed-delete (`DELETED.*`) mailbox: the external name it had before
+    /// it was deleted (`INBOX.Old`, `Old`, `shared.News`).
+    pub original: Option<String>,
     /// The mailboxes.db entry.
     pub entry: MailboxEntry,
     /// Its files; None if they cannot be located (no partition, unknown
@@ -140,12 +203,42 @@ impl Spool {
             locker,
             ns,
             detection,
+            list_cache: Default::default(),
+            reads: Default::default(),
+            spill_at: SPILL_AT,
+            users_chunk: listing::USERS_CHUNK,
         })
     }
 
     /// What is known about the Cyrus release, and the conventions in force.
     pub fn detection(&self) -> &Detection {
         &self.detection
+    }
+
+    /// Walk all users ([`Spool::each_user_inbox`]) `records` records per lock
+    /// hold (at least 1): smaller only to exercise the resumed walk (tests).
+    pub fn with_users_chunk(mut self, records: usize) -> Spool {
+        self.users_chunk = records.max(1);
+        self
+    }
+
+    /// Spill metadata copies above `bytes` (at most [`SPILL_AT`]) to temporary
+    /// files: lower only to exercise the spilled path (tests, benchmarks).
+    pub fn with_spill_threshold(mut self, bytes: u64) -> Spool {
+        self.spill_at = bytes.min(SPILL_AT);
+        self
+    }
+
+    /// How many times this spool (and its clones) read `mailboxes.db` and
+    /// `annotations.db`.
+    pub fn db_reads(&self) -> DbReadCounts {
+        DbReadCounts {
+            mailboxes_db: self.reads.mailboxes.load(Ordering::Relaxed),
+            annotations_db: self.reads.annotations.load(Ordering::Relaxed),
+            list_cache_hits: self.reads.list_hits.load(Ordering::Relaxed),
+            mailboxes_db_bytes: self.reads.mailboxes_bytes.load(Ordering::Relaxed),
+            annotations_db_bytes: self.reads.annotations_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The configuration.
@@ -165,75 +258,67 @@ impl Spool {
         self.locker.stats()
     }
 
-    /// `mailboxes.db`: shared lock with reopen-if-replaced, copy
-    /// `[0, current_size)`, release, then parse the copy.
+    /// All of `mailboxes.db`: shared lock with reopen-if-replaced, copy
+    /// `[0, current_size)`, release, then parse the copy. O(server) in time and
+    /// memory: for inspection and as the tests' oracle; the service reads an
+    /// owner's keys only ([`Spool::owner_mboxlist`]).
     pub fn mboxlist(&self) -> Result<Mboxlist> {
         let path = self.conf.mboxlist_db_path();
+        self.reads.mailboxes_db();
         let copy = copy::copy_twoskip(&self.locker, &path)?.ok_or_else(|| Error::NotFound {
             what: "mailboxes.db",
             name: path.display().to_string(),
         })?;
+        self.reads
+            .mailboxes_bytes
+            .fetch_add(copy.bytes.len() as u64, Ordering::Relaxed);
         let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
         parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| Error::parse(&path, e))
     }
 
     /// The users upstream `USERS` lists: owners of every user INBOX that is
     /// neither a tombstone, an intermediate nor a delayed-delete copy, in
-    /// mailboxes.db order (`mboxlist_alluser`).
+    /// mailboxes.db order (`mboxlist_alluser`); a chunked walk
+    /// ([`Spool::each_user_inbox`]).
     pub fn users(&self) -> Result<Vec<String>> {
-        Ok(users_of(&self.mboxlist()?, self.conf.deletedprefix()))
+        let mut users = Vec::new();
+        self.each_user_inbox(|u, _| users.push(u))?;
+        Ok(users)
     }
 
-    /// A user's folders in upstream FMULTISTATUS order (`mboxlist_usermboxtree`
-    /// with `MBOXTREE_DELETED`): the INBOX, its children in key order, then the
-    /// user's delayed-delete folders; tombstones and intermediates left out.
-    pub fn folders(&self, mboxlist: &Mboxlist, userid: &str) -> Vec<FolderRef> {
-        let dp = self.conf.deletedprefix();
-        let (localpart, domain) = self.ns.user_parts(userid);
-        let inbox = MbName {
-            domain: domain.clone(),
-            localpart: Some(localpart),
-            ..MbName::default()
-        }
-        .to_dbname(dp);
-        let mut children = inbox.clone();
-        children.push(crate::cyrus::mboxlist::DB_HIERSEP);
-        // `<domain> GS DELETED US <rest of the INBOX dbname> US`, or without a
-        // domain `DELETED US <INBOX dbname> US`.
-        let mut deleted = Vec::new();
-        let rest = match &domain {
-            Some(d) => {
-                deleted.extend_from_slice(d.as_bytes());
-                deleted.push(crate::cyrus::mboxlist::DB_DOMAINSEP);
-                &inbox[d.len() + 1..]
-            }
-            None => &inbox[..],
+    /// An owner's folders in upstream FMULTISTATUS order (`mboxlist_usermboxtree`
+    /// with `MBOXTREE_DELETED`): the INBOX (or a shared hierarchy's top-level
+    /// mailbox), its children in key order, then the delayed-delete copies;
+    /// tombstones and intermediates left out. `owner` is a userid or a shared
+    /// hierarchy's `%<top>` (`owner.rs`); an id that names nothing has no folders.
+    pub fn folders(&self, mboxlist: &Mboxlist, owner: &str) -> Vec<FolderRef> {
+        let Some(o) = self.ns.owner(owner) else {
+            return Vec::new();
         };
-        deleted.extend_from_slice(dp.as_bytes());
-        deleted.push(crate::cyrus::mboxlist::DB_HIERSEP);
-        deleted.extend_from_slice(rest);
-        deleted.push(crate::cyrus::mboxlist::DB_HIERSEP);
-
-        let live =
-            |e: &&MailboxEntry| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate();
-        let entries = mboxlist.entries();
-        let root = with_prefix(entries, &inbox)
-            .iter()
-            .filter(|e| e.dbname == inbox);
-        let kids = with_prefix(entries, &children).iter();
-        let dels = with_prefix(entries, &deleted).iter();
-        root.chain(kids)
-            .chain(dels)
-            .filter(live)
-            .map(|e| self.folder_ref(userid, e))
+        owner::owner_entries(mboxlist, &o)
+            .map(|e| self.folder_ref(&o, owner, e))
             .collect()
     }
 
-    fn folder_ref(&self, userid: &str, e: &MailboxEntry) -> FolderRef {
+    /// Every top-level shared hierarchy with a live mailbox (`SHARED`).
+    pub fn shared_hierarchies(&self, mboxlist: &Mboxlist) -> Vec<SharedHierarchy> {
+        owner::shared_hierarchies(mboxlist)
+    }
+
+    fn folder_ref(&self, owner: &Owner, id: &str, e: &MailboxEntry) -> FolderRef {
         let dp = self.conf.deletedprefix();
-        let external = match MbName::from_dbname(&e.dbname, dp) {
-            Ok(m) => self.ns.extname(&m),
-            Err(_) => e.name.clone(),
+        let (external, original) = match MbName::from_dbname(&e.dbname, dp) {
+            Ok(m) => {
+                let original = m.deleted.map(|_| {
+                    let live = MbName {
+                        deleted: None,
+                        ..m.clone()
+                    };
+                    self.ns.owner_extname(owner, &live)
+                });
+                (self.ns.owner_extname(owner, &m), original)
+            }
+            Err(_) => (e.name.clone(), None),
         };
         let paths = match self.folder_paths(e) {
             Ok(p) => Some(p),
@@ -243,8 +328,9 @@ impl Spool {
             }
         };
         FolderRef {
-            userid: userid.to_string(),
+            userid: id.to_string(),
             external,
+            original,
             entry: e.clone(),
             paths,
         }
@@ -270,29 +356,32 @@ impl Spool {
         })
     }
 
-    /// The user's folder that `external` names, as upstream resolves it
-    /// (`mbname_from_extname`), or by the exact name [`Spool::folders`] gives.
-    /// Only the user's own folders resolve (upstream would also open other
+    /// The owner's folder that `external` names, by the exact name
+    /// [`Spool::folders`] gives, or as upstream resolves it (`mbname_from_extname`).
+    /// Only the owner's own folders resolve (upstream would also open other
     /// users' and shared mailboxes); tombstones and intermediates never do.
     pub fn resolve_folder(
         &self,
         mboxlist: &Mboxlist,
-        userid: &str,
+        owner: &str,
         external: &str,
     ) -> Option<FolderRef> {
-        let mut folders = self.folders(mboxlist, userid);
+        let mut folders = self.folders(mboxlist, owner);
         if let Some(i) = folders.iter().position(|f| f.external == external) {
             return Some(folders.swap_remove(i));
         }
-        let internal = self.ns.intname(external, userid)?;
+        let internal = self.internal_name(owner, external)?;
         folders.into_iter().find(|f| f.entry.name == internal)
     }
 
     /// The internal mailbox name upstream computes for `external` as seen by
-    /// `userid` (`mbname_from_extname`), e.g. for FMETA's `NO no such folder
-    /// <internal name>`; None if upstream could not parse it.
-    pub fn internal_name(&self, userid: &str, external: &str) -> Option<String> {
-        self.ns.intname(external, userid)
+    /// `owner` (`mbname_from_extname`), e.g. for FMETA's `NO no such folder
+    /// <internal name>`; None if it cannot be parsed.
+    pub fn internal_name(&self, owner: &str, external: &str) -> Option<String> {
+        match self.ns.owner(owner) {
+            Some(o) => self.ns.owner_intname(&o, external),
+            None => self.ns.intname(external, owner),
+        }
     }
 
     /// `stat` of the folder's header, index and annotations, without locks, as
@@ -307,50 +396,6 @@ impl Spool {
             annotations: FileStat::stat(&p.annotations)?,
         })
     }
-
-    /// Every record of the global `annotations.db` (`annotation_db_path`),
-    /// copied under its shared lock; empty if the file does not exist.
-    pub fn global_annotations(&self) -> Result<Vec<Annotation>> {
-        let path = match self.conf.get("annotation_db_path") {
-            Some(p) => PathBuf::from(p),
-            None => self.conf.configdirectory().join("annotations.db"),
-        };
-        let Some(copy) = copy::copy_twoskip(&self.locker, &path)? else {
-            return Ok(Vec::new());
-        };
-        let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
-        annotations::parse_annotations(&records, AnnotationDb::Global)
-            .map_err(|e| Error::parse(&path, e))
-    }
-
-    /// Upstream's synthetic `mailbox_annotations` file of a folder, from
-    /// [`Spool::global_annotations`]; None if the folder has no annotations.
-    pub fn mailbox_annotations(&self, folder: &FolderRef, all: &[Annotation]) -> Option<Vec<u8>> {
-        let owner = folder.entry.userid.as_deref();
-        let rows = annotations::mailbox_annotation_rows(all, folder.uniqueid(), owner);
-        let rows: Vec<crate::protocol::annotations::Annotation<'_>> = rows
-            .iter()
-            .map(
-                |[entry, userid, value]| crate::protocol::annotations::Annotation {
-                    entry,
-                    userid,
-                    value,
-                },
-            )
-            .collect();
-        crate::protocol::annotations::mailbox_annotations_json(&rows)
-    }
-}
-
-/// The entries whose dbname starts with `prefix` (entries are in byte order of
-/// their keys, so this is one binary search and a contiguous run).
-fn with_prefix<'a>(entries: &'a [MailboxEntry], prefix: &[u8]) -> &'a [MailboxEntry] {
-    let start = entries.partition_point(|e| e.dbname.as_slice() < prefix);
-    let len = entries[start..]
-        .iter()
-        .take_while(|e| e.dbname.starts_with(prefix))
-        .count();
-    &entries[start..start + len]
 }
 
 /// [`Spool::users`] on an already read mailbox list.
@@ -450,6 +495,17 @@ mod tests {
             .map(|f| f.entry.name)
             .collect();
         assert_eq!(bobby, ["user.bobby", "DELETED.user.bobby.5F3A1B2D"]);
+        // A delayed-delete copy says what it was called.
+        let del = s.folders(&l, "bob").pop().unwrap();
+        assert_eq!(del.original.as_deref(), Some("INBOX.Old"));
+        // A shared hierarchy is an owner of its own.
+        let shared: Vec<String> = s
+            .folders(&l, "%shared")
+            .into_iter()
+            .map(|f| f.external)
+            .collect();
+        assert_eq!(shared, ["shared"]);
+        assert!(s.folders(&l, "%user").is_empty());
         // A user without INBOX still lists its folders, as upstream does.
         assert_eq!(s.folders(&l, "ghost").len(), 1);
         let r = s
