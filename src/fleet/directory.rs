@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use super::report::{Failure, UnitSummary};
 
 use super::sql::{Dialect, Sql, Val};
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 
 const SCHEMA_COMMON: &str = "
 CREATE TABLE IF NOT EXISTS servers (
@@ -122,6 +122,7 @@ impl Directory {
             Dialect::Sqlite => SCHEMA_SQLITE,
             Dialect::Postgres => SCHEMA_PG,
         })?;
+        super::report::migrate(db.as_mut())?;
         Ok(Directory {
             db,
             clock: Box::new(super::now_ms),
@@ -458,7 +459,7 @@ impl Directory {
         round: i64,
         b: &Batch,
         userid: &str,
-        outcome: &std::result::Result<u64, String>,
+        outcome: &std::result::Result<u64, (ErrorKind, String)>,
         backoff_ms: i64,
         lease_ms: i64,
         started: i64,
@@ -476,7 +477,7 @@ impl Directory {
             match outcome {
                 Ok(bytes) => {
                     db.exec(
-                        "UPDATE users SET last_round = ?, last_result = 'ok', last_error = NULL, \
+                        "UPDATE users SET last_round = ?, last_result = 'ok', last_error = NULL, last_class = NULL, \
                          last_try = ?, last_success = ?, last_bytes = ?, failures = 0, next_try = 0, \
                          lease_owner = NULL, lease_expires = NULL WHERE server = ? AND userid = ?",
                         &[
@@ -489,16 +490,17 @@ impl Directory {
                         ],
                     )?;
                 }
-                Err(msg) => {
+                Err((class, msg)) => {
                     let shift = failures.clamp(0, 10) as u32;
                     let wait = backoff_ms.saturating_mul(1i64 << shift);
                     db.exec(
                         "UPDATE users SET last_round = ?, last_result = 'failed', last_error = ?, \
-                         last_try = ?, failures = failures + 1, next_try = ?, \
+                         last_class = ?, last_try = ?, failures = failures + 1, next_try = ?, \
                          lease_owner = NULL, lease_expires = NULL WHERE server = ? AND userid = ?",
                         &[
                             round.into(),
                             msg.as_str().into(),
+                            class.name().into(),
                             now.into(),
                             now.saturating_add(wait).into(),
                             b.server.as_str().into(),
@@ -507,13 +509,13 @@ impl Directory {
                     )?;
                 }
             }
-            let (ok, bytes, err) = match outcome {
-                Ok(n) => (1i64, *n as i64, Val::Null),
-                Err(m) => (0, 0, Val::T(m.clone())),
+            let (ok, bytes, err, class) = match outcome {
+                Ok(n) => (1i64, *n as i64, Val::Null, Val::Null),
+                Err((k, m)) => (0, 0, Val::T(m.clone()), k.name().into()),
             };
             db.exec(
                 "INSERT INTO attempts (round, server, userid, unit, worker, started, finished, ok, \
-                 bytes, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 bytes, error, class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 &[
                     round.into(),
                     b.server.as_str().into(),
@@ -525,6 +527,7 @@ impl Directory {
                     ok.into(),
                     bytes.into(),
                     err,
+                    class,
                 ],
             )?;
             let expires = now.saturating_add(lease_ms);
@@ -660,10 +663,21 @@ mod tests {
         let r = d.join_round(10, 1000).unwrap();
         let b = at(&clk, 10, &mut d).claim("w", r, LIM).unwrap().unwrap();
         at(&clk, 20, &mut d)
-            .record("w", r, &b, "u1", &Err("down".into()), 100, 1000, 10)
+            .record(
+                "w",
+                r,
+                &b,
+                "u1",
+                &Err((ErrorKind::Permission, "down".into())),
+                100,
+                1000,
+                10,
+            )
             .unwrap();
         at(&clk, 21, &mut d).release("w", &b).unwrap();
         assert_eq!(d.failures(r).unwrap()[0].error, "down");
+        assert_eq!(d.failures(r).unwrap()[0].class, ErrorKind::Permission);
+        assert_eq!(d.worst_class(r).unwrap(), Some(ErrorKind::Permission));
         assert_eq!(d.remaining(r, 22).unwrap(), 0);
         d.finish_round(r, 23).unwrap();
         let r2 = d.join_round(24, 1000).unwrap();

@@ -20,7 +20,7 @@ use super::config::FleetConf;
 use super::directory::Directory;
 use super::{limits, now_ms};
 use crate::backup::{self, BackupOptions, Server};
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 use crate::vault::Vault;
 
 /// How long an idle worker sleeps before it tries to claim again.
@@ -54,6 +54,9 @@ pub enum Event {
         ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The failure's class (`temporary`, `config`, `permission`, `data`, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<ErrorKind>,
     },
     /// The lease was lost (expired and taken over); the rest of the batch is dropped.
     LeaseLost {
@@ -83,7 +86,12 @@ enum JobMsg {
     /// The user at this index of the batch starts.
     Started(usize),
     /// It ended: bytes fetched or the error, when it started (ms), how long it took.
-    Done(usize, std::result::Result<u64, String>, i64, Duration),
+    Done(
+        usize,
+        std::result::Result<u64, (ErrorKind, String)>,
+        i64,
+        Duration,
+    ),
 }
 
 /// Run one worker until the round has nothing left for it. `owner` must be unique
@@ -159,7 +167,7 @@ pub fn work(
                             // the protocol stream may be out of step: start afresh next time
                             pool.remove(&batch.server);
                         }
-                        let r = r.map_err(|e| e.to_string());
+                        let r = r.map_err(|e| (e.kind(), e.to_string()));
                         if tx.send(JobMsg::Done(i, r, started, t0.elapsed())).is_err() {
                             return;
                         }
@@ -221,7 +229,8 @@ pub fn work(
                     ok: outcome.is_ok(),
                     bytes: *outcome.as_ref().unwrap_or(&0),
                     ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    error: outcome.err(),
+                    class: outcome.as_ref().err().map(|(k, _)| *k),
+                    error: outcome.err().map(|(_, m)| m),
                 });
             }
         });
