@@ -92,7 +92,6 @@ impl Lane {
 
 /// Compress `tar` into one complete gzip member (header, deflate, trailer); also
 /// returns the CRC-32 of `tar` (the trailer's).
-#[cfg(test)]
 pub(crate) fn gzip_member(tar: &[u8], level: Level) -> (Vec<u8>, u32) {
     let mut out = Vec::with_capacity(tar.len() / 2 + 64);
     // Writing into a Vec cannot fail.

@@ -18,6 +18,9 @@
 //! lease: 900                        # seconds
 //! retry_backoff: 300                # seconds, doubled per consecutive failure
 //! round_window: 43200               # seconds an open round is joined (else closed)
+//! prune_keep_daily: 7               # retention after each user's backup (doc/retention.md):
+//! prune_keep_monthly: 12            #   prune_keep_{last,hourly,daily,weekly,monthly,yearly},
+//! prune_keep_deleted: 30d           #   prune_keep_within, prune_keep_deleted
 //! ```
 #![forbid(unsafe_code)]
 
@@ -72,6 +75,9 @@ pub struct FleetConf {
     /// Seconds during which a started round is joined by another `cyrvault run`
     /// (another host, or a restart); an older open round is closed instead.
     pub round_window_secs: u64,
+    /// The retention policy `cyrvault run` applies after each user's backup
+    /// (`prune_keep_*`, doc/retention.md); `None`: no pruning.
+    pub retention: Option<crate::retention::Policy>,
 }
 
 /// Default `workers`.
@@ -148,6 +154,7 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
         lease_secs: DEFAULT_LEASE,
         retry_backoff_secs: DEFAULT_BACKOFF,
         round_window_secs: DEFAULT_ROUND_WINDOW,
+        retention: None,
     };
     if let Some((v, l)) = get("workers") {
         conf.workers = number(file, l, "workers", v)?;
@@ -173,6 +180,10 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
     if let Some((v, l)) = get("round_window") {
         conf.round_window_secs = number(file, l, "round_window", v)?;
     }
+    conf.retention = crate::retention::Policy::from_conf(|k| get(k).map(|x| x.0)).map_err(|e| {
+        let line = e.split(':').next().and_then(&get).map_or(0, |x| x.1);
+        bad(file, line, e)
+    })?;
     for (key, min) in [
         ("workers", conf.workers),
         ("batch", conf.batch),
@@ -331,6 +342,27 @@ mod tests {
         );
         assert_eq!((c.lease_secs, c.retry_backoff_secs), (30, 5));
         assert_eq!((c.jobs, c.worker_jobs()), (3, 3));
+        assert_eq!(c.retention, None, "no prune_* key: no pruning");
+    }
+
+    #[test]
+    fn retention_policy() {
+        let c = parse_fleet_conf(
+            "servers: a\na_address: x:1\nvault: /v\nprune_keep_daily: 7\n\
+             prune_keep_monthly: unlimited\nprune_keep_deleted: 30d\n",
+            "f",
+        )
+        .unwrap();
+        let p = c.retention.unwrap();
+        assert_eq!(p.keep_daily, Some(crate::retention::Count::N(7)));
+        assert_eq!(p.keep_monthly, Some(crate::retention::Count::Unlimited));
+        assert_eq!(p.keep_deleted, Some(30 * 86_400));
+        let e = parse_fleet_conf(
+            "servers: a\na_address: x:1\nvault: /v\nprune_keep_within: soon\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("f:4: prune_keep_within"), "{e}");
     }
 
     #[test]
