@@ -3,15 +3,11 @@
 #![forbid(unsafe_code)]
 
 /// The archive entry name of a user file, as the backup writes it
-/// (`archive::user_entry`): `seen`, `subscriptions`, `sieve/<name>`.
+/// (`archive::user_file_entry`): `seen`, `subscriptions`, `sieve/<name>`, `quota`;
+/// `None` for a kind the catalog should not hold.
 pub(crate) fn user_file_entry(snapshot_run: u64, kind: &str, name: &str) -> Option<String> {
-    let run = crate::archive::run_id(snapshot_run);
-    match kind {
-        "seen" => crate::archive::user_entry(&run, "seen", None).ok(),
-        "subs" => crate::archive::user_entry(&run, "subscriptions", None).ok(),
-        "sieve" => crate::archive::user_entry(&run, "sieve", Some(name)).ok(),
-        _ => None,
-    }
+    let kind = crate::model::UserFileKind::from_name(kind)?;
+    crate::archive::user_file_entry(snapshot_run, kind, name).ok()
 }
 
 #[cfg(test)]

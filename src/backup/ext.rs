@@ -92,6 +92,9 @@ pub struct UserListing {
     pub sub: Option<Stat3>,
     /// Every file `USERFILES` listed; `None` from `META` (no sieve stats).
     pub files: Option<BTreeMap<String, Stat3>>,
+    /// The quota file (`META <user> quota`, sent with the listing) when the server
+    /// has `CAP QUOTA`; empty when the user has no quota root.
+    pub quota: Option<Vec<u8>>,
 }
 
 impl UserListing {

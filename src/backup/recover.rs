@@ -22,24 +22,19 @@ use std::path::Path;
 
 use super::BackupError;
 use crate::archive::{
-    EntryName, MemberInfo, folder_entry, parse_entry_name, read_entry_at, run_id, user_entry,
+    EntryName, MemberInfo, folder_entry, parse_entry_name, read_entry_at, run_id,
 };
 use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
 use crate::cyrus::Guid;
 use crate::error::{IoContext, Result};
 use crate::model::{
-    EntryLoc, RecordState, RunManifest, UserFile, UserFileKind, parse_manifest, records_from_meta,
+    EntryLoc, RecordState, RunManifest, UserFile, parse_manifest, records_from_meta,
 };
 
 /// The archive entry name of a user-level file stored in `run`.
 pub(crate) fn user_file_entry(run: u64, f: &UserFile) -> Result<String> {
-    let r = run_id(run);
-    let name = match f.kind {
-        UserFileKind::Seen => user_entry(&r, "seen", None),
-        UserFileKind::Subs => user_entry(&r, "subscriptions", None),
-        UserFileKind::Sieve => user_entry(&r, "sieve", Some(&f.name)),
-    };
-    name.map_err(|e| crate::error::Error::archive("(entry name)", e))
+    crate::archive::user_file_entry(run, f.kind, &f.name)
+        .map_err(|e| crate::error::Error::archive("(entry name)", e))
 }
 
 /// Catalog rows of these members, in file order.

@@ -199,7 +199,10 @@ pub fn backup_user(
     };
     let userfiles = server.has("USERFILES");
     let listing = listing::list_owner(server, userid, userfiles)?;
-    let user_listing = UserListing::from_lines(&listing.user_lines, userfiles);
+    let user_listing = UserListing {
+        quota: listing.quota,
+        ..UserListing::from_lines(&listing.user_lines, userfiles)
+    };
     let mut live: Vec<Listed> = listing.folders;
     // A lower bound of the server's clock: the newest mtime it listed (the racy rule
     // without SERVERTIME, doc/backup.md).

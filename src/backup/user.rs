@@ -1,8 +1,11 @@
 //! The user-level files in a run: `USERFILES` (cyrvaultd) lists `seen`, `sub` and every
 //! sieve file with its stat, `META` (a stock server) lists `seen`/`sub`; the listing
-//! comes with `FMULTISTATUS` in the run's first round trip. The files are fetched
-//! (`USERFILES FETCH`, else `SNAPSHOT` or `META` items) on the first run or when that
-//! listing moved, and stored anew only when their SHA-1s differ from the stored ones.
+//! comes with `FMULTISTATUS` in the run's first round trip, and so does the quota
+//! (`META <user> quota`, a cyrvaultd extension, `CAP QUOTA`: one short line per quota
+//! root; a stock `backupcyrusd` has none). The files are fetched (`USERFILES FETCH`,
+//! else `SNAPSHOT` or `META` items) on the first run, when that listing moved or when
+//! the quota's roots or limits changed (not its usage, which moves with every
+//! message), and stored anew only when their SHA-1s differ from the stored ones.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -59,9 +62,11 @@ impl RunCtx<'_> {
         };
         let changed_folders = self.rep.folders_changed + self.rep.folders_gone > 0;
         let blind_sieve = snapshot && !userfiles && changed_folders;
+        let quota_key = listing.quota.as_deref().map(quota_limits_sha1);
         if let Some(p) = &prev.user
             && last_run.is_some()
             && listing.same_as(p)
+            && p.sha1.get(QUOTA_KEY) == quota_key.as_ref()
             && !blind_sieve
         {
             return Ok(carried(p));
@@ -82,10 +87,16 @@ impl RunCtx<'_> {
         };
         let mut sha1 = std::collections::BTreeMap::new();
         for (f, bytes) in &files {
+            if f.kind == UserFileKind::Quota {
+                continue;
+            }
             let key = user_file_entry(0, f)?
                 .trim_start_matches("user/000000/")
                 .to_string();
             sha1.insert(key, Guid::of(bytes).to_hex());
+        }
+        if let Some(k) = quota_key {
+            sha1.insert(QUOTA_KEY.to_string(), k);
         }
         let stats = UserStats {
             seen: listing.seen,
@@ -116,10 +127,14 @@ impl RunCtx<'_> {
     }
 
     fn meta_user_files(&mut self) -> Result<Vec<(UserFile, Vec<u8>)>> {
+        let mut items = vec![b"seen".to_vec(), b"sub".to_vec()];
+        if self.server.has("QUOTA") {
+            items.push(b"quota".to_vec());
+        }
         let req = Request::Meta {
             slot: self.server.slot(),
             user: self.userid.as_bytes().to_vec(),
-            items: Some(vec![b"seen".to_vec(), b"sub".to_vec()]),
+            items: Some(items),
         };
         let mut rx = Collect::default();
         self.server
@@ -132,6 +147,7 @@ impl RunCtx<'_> {
             let kind = match h.name.as_slice() {
                 b"seen" => UserFileKind::Seen,
                 b"sub" => UserFileKind::Subs,
+                b"quota" => UserFileKind::Quota,
                 _ => continue,
             };
             out.push((
@@ -176,6 +192,7 @@ impl RunCtx<'_> {
             let (kind, fname) = match name.as_str() {
                 "seen" => (UserFileKind::Seen, name.clone()),
                 "sub" => (UserFileKind::Subs, name.clone()),
+                "quota" => (UserFileKind::Quota, name.clone()),
                 n => match n.strip_prefix("sieve/") {
                     Some(s) if !s.is_empty() => (UserFileKind::Sieve, s.to_string()),
                     _ => continue,
@@ -192,6 +209,24 @@ impl RunCtx<'_> {
             ));
         }
         Ok(out)
+    }
+}
+
+/// The key of the quota in [`UserStats::sha1`].
+const QUOTA_KEY: &str = "quota-limits";
+
+/// SHA-1 (hex) of the quota file's roots and limits, without usage or modseq, so that
+/// only a change of limits counts as a change (an unparsable file: of its bytes).
+fn quota_limits_sha1(bytes: &[u8]) -> String {
+    match crate::cyrus::quota::parse_quota_file(bytes) {
+        Ok(roots) => {
+            let mut canon = String::new();
+            for (root, v) in roots {
+                canon.push_str(&format!("{root}\t{:?}\n", v.limits));
+            }
+            Guid::of(canon.as_bytes()).to_hex()
+        }
+        Err(_) => Guid::of(bytes).to_hex(),
     }
 }
 

@@ -413,12 +413,14 @@ impl<R: Read, W: Write> Client<R, W> {
     }
 
     /// `FMULTISTATUS <user>` and the listing of the user's own files (`USERFILES`
-    /// when `userfiles`, else `META`), pipelined: one round trip for everything a
-    /// backup needs to decide whether the user changed.
+    /// when `userfiles`, else `META`), and with `quota` the user's quota file
+    /// (`META <user> quota`, handed to that receiver), pipelined: one round trip for
+    /// everything a backup needs to decide whether the user changed.
     pub fn user_status(
         &mut self,
         user: &[u8],
         userfiles: bool,
+        quota: Option<&mut dyn Receiver>,
     ) -> Result<(Vec<FolderStatus>, Vec<NamedStat>), ProtocolError> {
         let slot = self.slot.clone();
         let status = Request::FMultiStatus {
@@ -438,17 +440,34 @@ impl<R: Read, W: Write> Client<R, W> {
                 items: None,
             }
         };
-        self.send_all(&[&status, &files])?;
-        let folders = match self.read_fmultistatus() {
-            Ok(f) => f,
-            Err(e @ ProtocolError::No(_)) => {
-                // the second answer is on its way: read it to stay in step
-                let _ = self.read_stats();
-                return Err(e);
-            }
-            Err(e) => return Err(e),
+        let quota_req = Request::Meta {
+            slot: self.slot.clone(),
+            user: user.to_vec(),
+            items: Some(vec![b"quota".to_vec()]),
         };
-        Ok((folders, self.read_stats()?.files))
+        match quota {
+            Some(_) => self.send_all(&[&status, &files, &quota_req])?,
+            None => self.send_all(&[&status, &files])?,
+        }
+        let folders = self.read_fmultistatus();
+        // A NO leaves the stream in step and the later answers on their way: read
+        // them too. Any other error leaves it out of step: give up at once.
+        let folders = match folders {
+            Err(e) if !matches!(e, ProtocolError::No(_)) => return Err(e),
+            r => r,
+        };
+        let stats = match self.read_stats() {
+            Err(e) if !matches!(e, ProtocolError::No(_)) => return Err(e),
+            r => r,
+        };
+        if let Some(rx) = quota {
+            if folders.is_ok() && stats.is_ok() {
+                self.read_fetch(rx)?;
+            } else {
+                self.read_fetch(&mut Collect::default())?;
+            }
+        }
+        Ok((folders?, stats?.files))
     }
 
     /// `FMULTISTATUS <user>`.
@@ -504,6 +523,12 @@ impl<R: Read, W: Write> Client<R, W> {
         rx: &mut dyn Receiver,
     ) -> Result<Vec<Vec<u8>>, ProtocolError> {
         self.send(req)?;
+        self.read_fetch(rx)
+    }
+
+    /// The answer to a `META`/`SNAPSHOT`/`USERFILES FETCH` already sent: files to `rx`;
+    /// returns the `DONE` words.
+    fn read_fetch(&mut self, rx: &mut dyn Receiver) -> Result<Vec<Vec<u8>>, ProtocolError> {
         self.replies.expect_ok()?;
         loop {
             match self.replies.next_reply()? {
@@ -576,7 +601,7 @@ mod tests {
             // pipelined: one round trip for both listings, in step afterwards
             let rt = c.round_trips();
             for userfiles in [false, true] {
-                let (folders, files) = c.user_status(b"bob", userfiles).unwrap();
+                let (folders, files) = c.user_status(b"bob", userfiles, None).unwrap();
                 assert_eq!(folders.len(), 2);
                 assert_eq!(files[0].0, b"seen");
             }

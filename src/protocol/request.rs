@@ -84,7 +84,7 @@ pub enum Request {
     Partitions { slot: Vec<u8> },
     /// Extension: `USERFILES <slot> <user> [FETCH]`: the stats of the user's own files
     /// (seen, sub, the sieve directory), or with `FETCH` the files themselves
-    /// (doc/protocol.md 2.10).
+    /// (doc/protocol.md 2.11).
     UserFiles {
         slot: Vec<u8>,
         user: Vec<u8>,
