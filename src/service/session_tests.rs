@@ -886,6 +886,7 @@ fn userfiles_lists_then_sends_the_user_files_alone() {
         [
             format!("data seen {}", listed[0].1),
             "no no such file sub".to_string(),
+            "no no such file quota".to_string(),
             format!("data sieve/main.script {}", listed[1].1),
         ]
     );
