@@ -572,6 +572,20 @@ fn discover_gone_users_terminal_and_server_down() {
         .unwrap());
     let (_, s) = parse_events(&out);
     assert_eq!(s["ok"], 8, "{s}");
+    // New mail for every user, then a run: each archive gets a second run and the
+    // policy prunes the first (an unchanged user writes no run, doc/backup.md).
+    let mut mail = MailGen::new(61);
+    for (server, user, _) in f.users.iter().filter(|(_, u, _)| u != "u3x002") {
+        let i: usize = server[1..].parse().unwrap();
+        let sb = &f.sbs[i - 1];
+        let m = mail.message_of_size(2_000);
+        lmtp::deliver(sb.lmtp_addr, &sb.servername, &[user.as_str()], &m.bytes).unwrap();
+    }
+    let out = ok(cli(&["run", "--workers", "2", "--json"], &conf)
+        .output()
+        .unwrap());
+    let (_, s) = parse_events(&out);
+    assert_eq!(s["ok"], 8, "{s}");
     // on a terminal (util-linux `script` gives it one): the live display, then the table
     let cmd = format!(
         "{} run --workers 2 --config {}",
@@ -602,7 +616,8 @@ fn discover_gone_users_terminal_and_server_down() {
     let out = cli(&["discover"], &conf).output().unwrap();
     assert_eq!(out.status.code(), Some(75));
     assert!(String::from_utf8_lossy(&out.stderr).contains("s2:"));
-    // Three runs, `prune_keep_last: 1`: every archive holds its last run alone.
+    // Runs with new mail between them, `prune_keep_last: 1`: every archive holds its
+    // last run alone, not its first.
     for v in ["vault-a", "vault-b"] {
         let Ok(users) = Vault::open(&dir.join(v)).and_then(|v| v.users()) else {
             continue;
