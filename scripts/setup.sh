@@ -10,9 +10,10 @@ set -euo pipefail
 # postgresql: the fleet tests start a private cluster (initdb + pg_ctl) on loopback.
 # python3, libarchive-tools: independent readers the archive tests check our tar.gz with.
 # afl++: AFL++'s tools and the C toolchain and make cargo-afl builds its AFL++ with (fuzz/).
+# strace: the scale tests count the fsyncs a backup makes (tests/scale.rs).
 # eatmydata: preloaded into `ctl_mboxlist -u` by tests that add tens of thousands of
 # mailboxes (Cyrus fsyncs each entry; tests/listing.rs).
-pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql python3 libarchive-tools afl++ eatmydata)
+pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql python3 libarchive-tools afl++ strace eatmydata)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -53,6 +53,7 @@ impl Session<'_> {
         w.cap("PARTITIONS", None)?;
         w.cap("QUOTA", None)?;
         w.cap("SERVERTIME", None)?;
+        w.cap("USERFILES", None)?;
         w.cap("SHARED", None)?;
         w.cap("FDELETED", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
