@@ -14,6 +14,8 @@
 //!   `cyrvault run` at once on one directory: every user backed up exactly once (its
 //!   catalog has one run), both processes did work, unit limit kept.
 //! - `bench_fleet` (ignored; `scripts/bench-fleet.sh`): 1, 2, 4, 12 workers.
+//! - `metrics::metrics_listen_during_a_real_fleet_run`: Prometheus metrics before,
+//!   during (curl of `--metrics-listen`) and after a run (issue 15).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -29,6 +31,8 @@ use cyrvault::catalog::Catalog;
 use cyrvault::fleet::{self, Event};
 use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine, lmtp};
 use cyrvault::vault::Vault;
+
+mod metrics;
 
 const USERS_PER_SERVER: usize = 100;
 const SECRET: &str = "fleet-test-secret-0123456789";

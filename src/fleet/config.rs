@@ -17,6 +17,8 @@
 //! lease: 900                        # seconds
 //! retry_backoff: 300                # seconds, doubled per consecutive failure
 //! round_window: 43200               # seconds an open round is joined (else closed)
+//! stale_after: 93600                # seconds without a good backup before a user is stale
+//! metrics_file: /var/lib/prometheus/node-exporter/cyrvault.prom   # written after each run
 //! ```
 #![forbid(unsafe_code)]
 
@@ -64,7 +66,32 @@ pub struct FleetConf {
     /// Seconds during which a started round is joined by another `cyrvault run`
     /// (another host, or a restart); an older open round is closed instead.
     pub round_window_secs: u64,
+    /// Seconds without a good backup after which a user counts as stale (metrics).
+    pub stale_after_secs: u64,
+    /// Where `cyrvault run` writes the Prometheus text after each run (node_exporter's
+    /// textfile collector); None: not written.
+    pub metrics_file: Option<PathBuf>,
 }
+
+/// Every global key `cyrvault.conf` knows, and the per-server ones as `<name>_<suffix>`
+/// (`unit_` takes a partition after it). The man page cyrvault.conf(5) documents each.
+pub const KEYS: &[&str] = &[
+    "servers",
+    "vault",
+    "database",
+    "workers",
+    "batch",
+    "unit_limit",
+    "server_limit",
+    "lease",
+    "retry_backoff",
+    "round_window",
+    "stale_after",
+    "metrics_file",
+];
+
+/// The per-server key suffixes (`imap1_address`, ...).
+pub const SERVER_KEYS: &[&str] = &["address", "secret_file", "servername", "unit_"];
 
 /// Default `workers`.
 pub const DEFAULT_WORKERS: usize = 12;
@@ -76,6 +103,8 @@ pub const DEFAULT_LEASE: u64 = 900;
 pub const DEFAULT_BACKOFF: u64 = 300;
 /// Default `round_window` in seconds.
 pub const DEFAULT_ROUND_WINDOW: u64 = 12 * 3600;
+/// Default `stale_after` in seconds: a nightly backup may run late by two hours.
+pub const DEFAULT_STALE_AFTER: u64 = 26 * 3600;
 
 fn bad(file: &str, line: usize, msg: String) -> Error {
     Error::Other(format!("{file}:{line}: {msg}"))
@@ -139,6 +168,8 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
         lease_secs: DEFAULT_LEASE,
         retry_backoff_secs: DEFAULT_BACKOFF,
         round_window_secs: DEFAULT_ROUND_WINDOW,
+        stale_after_secs: DEFAULT_STALE_AFTER,
+        metrics_file: get("metrics_file").map(|(v, _)| PathBuf::from(v)),
     };
     if let Some((v, l)) = get("workers") {
         conf.workers = number(file, l, "workers", v)?;
@@ -160,6 +191,9 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
     }
     if let Some((v, l)) = get("round_window") {
         conf.round_window_secs = number(file, l, "round_window", v)?;
+    }
+    if let Some((v, l)) = get("stale_after") {
+        conf.stale_after_secs = number(file, l, "stale_after", v)?;
     }
     for (key, min) in [
         ("workers", conf.workers),
@@ -294,6 +328,14 @@ mod tests {
             (4, 7, 2, 3)
         );
         assert_eq!((c.lease_secs, c.retry_backoff_secs), (30, 5));
+        assert_eq!((c.stale_after_secs, c.metrics_file), (93600, None));
+        let c = parse_fleet_conf(
+            "servers: a\na_address: x:1\nvault: /v\nstale_after: 60\nmetrics_file: /m.prom\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(c.stale_after_secs, 60);
+        assert_eq!(c.metrics_file.as_deref(), Some(Path::new("/m.prom")));
     }
 
     #[test]

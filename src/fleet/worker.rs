@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::config::FleetConf;
-use super::directory::Directory;
+use super::directory::{Directory, Transfer};
 use super::{limits, now_ms};
 use crate::backup::{self, BackupOptions, Server};
 use crate::error::Result;
@@ -50,7 +50,11 @@ pub enum Event {
         server: String,
         user: String,
         ok: bool,
+        /// Message bytes fetched.
         bytes: u64,
+        /// Bytes the archive grew by (0 from workers older than this field).
+        #[serde(default)]
+        stored: u64,
         ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
@@ -160,7 +164,8 @@ pub fn work(
                 server: batch.server.clone(),
                 user: user.clone(),
                 ok: outcome.is_ok(),
-                bytes: *outcome.as_ref().unwrap_or(&0),
+                bytes: outcome.as_ref().map_or(0, |t| t.fetched),
+                stored: outcome.as_ref().map_or(0, |t| t.stored),
                 ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
                 error: outcome.err(),
             });
@@ -223,7 +228,7 @@ fn backup_one(
     vault_root: &str,
     user: &str,
     opts: &BackupOptions,
-) -> Result<u64> {
+) -> Result<Transfer> {
     if !servers.contains_key(server) {
         let s = connect(conf, server)?;
         servers.insert(server.to_string(), s);
@@ -242,5 +247,8 @@ fn backup_one(
             rep.missing.len()
         )));
     }
-    Ok(rep.bytes_fetched)
+    Ok(Transfer {
+        fetched: rep.bytes_fetched,
+        stored: rep.bytes_written,
+    })
 }

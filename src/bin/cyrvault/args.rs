@@ -47,6 +47,8 @@ pub enum Command {
     Run(crate::cmd_run::RunArgs),
     /// Per-server, per-drive-unit summary of the last fleet run; stale users.
     FleetStatus(crate::cmd_run::FleetStatusArgs),
+    /// The fleet's health as Prometheus text (for node_exporter's textfile collector).
+    Metrics(crate::cmd_metrics::MetricsArgs),
     /// One worker process of `cyrvault run` (started by it).
     #[command(hide = true)]
     Worker(crate::cmd_discover::WorkerArgs),
@@ -69,6 +71,7 @@ impl Command {
             Command::Discover(_) => "discover",
             Command::Run(_) => "run",
             Command::FleetStatus(_) => "fleet-status",
+            Command::Metrics(_) => "metrics",
             Command::Worker(_) => "worker",
         }
     }

@@ -8,6 +8,7 @@ mod cmd_discover;
 mod cmd_inspect;
 mod cmd_list;
 mod cmd_ls;
+mod cmd_metrics;
 mod cmd_reindex;
 mod cmd_restore;
 mod cmd_run;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         args::Command::Discover(a) => cmd_discover::run(a),
         args::Command::Run(a) => cmd_run::run(a),
         args::Command::FleetStatus(a) => cmd_run::status(a),
+        args::Command::Metrics(a) => cmd_metrics::run(a),
         args::Command::Worker(a) => cmd_discover::worker(a),
     };
     match result {
