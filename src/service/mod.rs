@@ -17,6 +17,7 @@ use crate::{Error, Result};
 pub mod allow;
 pub mod auth;
 pub mod backend;
+pub mod counters;
 pub mod master;
 pub mod session;
 
@@ -129,7 +130,18 @@ pub fn init(
         peer: String::new(),
     };
     raise_fd_limit();
+    stats().tally.set_info(cyrus_info(&conf));
+    let socket_dir = conf.configdirectory().join("socket");
     let spool = crate::spool::Spool::open(conf, Duration::from_secs(timeout as u64))?;
+    // service-wide counters across master's children: without the file (no socket
+    // directory: not under master) STATUS reports this process's figures only
+    match counters::SharedCounters::open(&socket_dir, service_name, spool.locker().owner()) {
+        Ok(c) => stats().tally.attach(c, spool.locker().stats_handle()),
+        Err(e) => log::warn!(
+            target: "cyrvault::service",
+            "service-wide counters off (STATUS reports this process only): {e}"
+        ),
+    }
     Ok(ServiceContext {
         service_name: service_name.to_string(),
         config_path,
@@ -137,6 +149,44 @@ pub fn init(
         allow,
         spool: backend::CyrusSpool::new(spool, backend::FD_BUDGET),
     })
+}
+
+/// What `STATUS` tells about the Cyrus this service reads: its version (unknown
+/// until the service detects it) and the imapd.conf conventions that shape names
+/// and paths. `(key, token)`.
+fn cyrus_info(conf: &ImapdConf) -> Vec<(String, String)> {
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    vec![
+        ("cyrus_version".into(), "unknown".into()),
+        (
+            "cyrus_virtdomains".into(),
+            format!("{:?}", conf.virtdomains()).to_ascii_lowercase(),
+        ),
+        (
+            "cyrus_unixhierarchysep".into(),
+            yes(conf.unixhierarchysep()),
+        ),
+        ("cyrus_altnamespace".into(), yes(conf.altnamespace())),
+        (
+            "cyrus_mailbox_layout".into(),
+            if conf.mailbox_legacy_dirs() {
+                "legacy"
+            } else {
+                "uuid"
+            }
+            .into(),
+        ),
+        ("cyrus_hashimapspool".into(), yes(conf.hashimapspool())),
+        ("cyrus_fulldirhash".into(), yes(conf.fulldirhash())),
+        (
+            "cyrus_mboxlist_db".into(),
+            conf.mboxlist_db().unwrap_or("unknown").to_string(),
+        ),
+        (
+            "cyrus_partitions".into(),
+            conf.partitions().len().to_string(),
+        ),
+    ]
 }
 
 /// FDATA keeps message descriptors open after the locks are gone: give the
@@ -165,6 +215,7 @@ pub fn serve(
         && !ctx.allow.allows(p.ip())
     {
         log::warn!(target: "cyrvault::service", "refused connection from {peer_text}: not in cyrvaultd_allow");
+        stats().tally.refused();
         let _ = output.write_all(b"NO access denied\n");
         let _ = output.flush();
         return Err(Error::Refused(format!(
@@ -179,8 +230,13 @@ pub fn serve(
     // flushes): writing each reply line with its own write(2) on a TCP socket meets
     // Nagle and the client's delayed ACK, a 40 ms stall per command.
     let mut output = std::io::BufWriter::with_capacity(64 * 1024, output);
+    stats().tally.session_started();
     let result = Session::new(&cfg, &ctx.spool, stats()).run(input, &mut output);
     let _ = output.flush();
+    if result.is_err() {
+        stats().tally.error();
+    }
+    stats().tally.session_ended();
     let after = ctx.spool.spool().lock_stats();
     let (summary, hold, outcome) = match &result {
         Ok(s) => (s.clone(), s.max_lock_hold_us.to_string(), "ok".to_string()),

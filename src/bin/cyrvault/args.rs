@@ -49,6 +49,9 @@ pub enum Command {
     FleetStatus(crate::cmd_run::FleetStatusArgs),
     /// The fleet's health as Prometheus text (for node_exporter's textfile collector).
     Metrics(crate::cmd_metrics::MetricsArgs),
+    /// Ask a running cyrvaultd how it is doing (sessions, requests, bytes, lock
+    /// waits, errors since master started; the Cyrus it serves).
+    Status(crate::cmd_status::StatusArgs),
     /// One worker process of `cyrvault run` (started by it).
     #[command(hide = true)]
     Worker(crate::cmd_discover::WorkerArgs),
@@ -72,6 +75,7 @@ impl Command {
             Command::Run(_) => "run",
             Command::FleetStatus(_) => "fleet-status",
             Command::Metrics(_) => "metrics",
+            Command::Status(_) => "status",
             Command::Worker(_) => "worker",
         }
     }

@@ -14,6 +14,7 @@ mod cmd_restore;
 mod cmd_run;
 mod cmd_show;
 mod cmd_stats;
+mod cmd_status;
 mod cmd_verify;
 mod output;
 
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         args::Command::Run(a) => cmd_run::run(a),
         args::Command::FleetStatus(a) => cmd_run::status(a),
         args::Command::Metrics(a) => cmd_metrics::run(a),
+        args::Command::Status(a) => cmd_status::run(a),
         args::Command::Worker(a) => cmd_discover::worker(a),
     };
     match result {
