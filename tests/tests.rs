@@ -15,6 +15,7 @@ mod header; // committed include/cyrvault.h == what cbindgen generates
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod mbexamine; // shared oracle: parsers for mbexamine and unexpunge -l output
+mod ops; // issue 15: man pages from the clap definition render cleanly, hand-written pages match the parsers, completions
 mod protocol; // the wire protocol: transcripts of every base command, codec round trips
 mod restore; // cyrvault restore vs real Cyrus: round trip, point in time, kill and rerun, exports read by Python, damage, single message
 mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator

@@ -55,6 +55,11 @@ pub enum Command {
     /// One worker process of `cyrvault run` (started by it).
     #[command(hide = true)]
     Worker(crate::cmd_discover::WorkerArgs),
+    /// Shell completions on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(crate::cmd_man::CompletionsArgs),
+    /// Write the manual pages into DIR (the packages do).
+    #[command(hide = true)]
+    Man(crate::cmd_man::ManArgs),
 }
 
 impl Command {
@@ -77,6 +82,8 @@ impl Command {
             Command::Metrics(_) => "metrics",
             Command::Status(_) => "status",
             Command::Worker(_) => "worker",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 }

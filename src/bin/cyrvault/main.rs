@@ -8,6 +8,7 @@ mod cmd_discover;
 mod cmd_inspect;
 mod cmd_list;
 mod cmd_ls;
+mod cmd_man;
 mod cmd_metrics;
 mod cmd_reindex;
 mod cmd_restore;
@@ -48,6 +49,8 @@ fn main() -> ExitCode {
         args::Command::Metrics(a) => cmd_metrics::run(a),
         args::Command::Status(a) => cmd_status::run(a),
         args::Command::Worker(a) => cmd_discover::worker(a),
+        args::Command::Completions(a) => cmd_man::completions(a),
+        args::Command::Man(a) => cmd_man::man(a),
     };
     match result {
         Ok(code) => code,
