@@ -89,7 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .copied()
         .ok_or("no cyrvaultd address")?
         .to_string();
-    println!("binaries {} and {}", cyrvault.display(), cyrvaultd.display());
+    println!(
+        "binaries {} and {}",
+        cyrvault.display(),
+        cyrvaultd.display()
+    );
     println!(
         "sandbox {} (servername {})",
         sb.root.display(),

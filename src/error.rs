@@ -63,6 +63,10 @@ pub enum Error {
     /// The peer broke the wire protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The service answered with a failure that retrying cannot fix, of class
+    /// `kind` (see [`Error::from_server_no`]); the message says what to do.
+    #[error("{message}")]
+    Server { kind: ErrorKind, message: String },
     /// A request that is not allowed (bad name, not authenticated, ...).
     #[error("refused: {0}")]
     Refused(String),
@@ -81,6 +85,40 @@ pub enum ErrorKind {
     NotFound,
     Usage,
     Software,
+    /// Authentication or access refused.
+    Permission,
+}
+
+impl ErrorKind {
+    /// The sysexits name a service puts in a permanent `NO internal error [NAME]`.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            ErrorKind::Io => "IOERR",
+            ErrorKind::Data => "DATAERR",
+            ErrorKind::Config => "CONFIG",
+            ErrorKind::Temporary => "TEMPFAIL",
+            ErrorKind::NotFound => "NOINPUT",
+            ErrorKind::Usage => "USAGE",
+            ErrorKind::Software => "SOFTWARE",
+            ErrorKind::Permission => "NOPERM",
+        }
+    }
+
+    /// The kind of a [`ErrorKind::wire_name`].
+    pub fn from_wire_name(name: &str) -> Option<ErrorKind> {
+        [
+            ErrorKind::Io,
+            ErrorKind::Data,
+            ErrorKind::Config,
+            ErrorKind::Temporary,
+            ErrorKind::NotFound,
+            ErrorKind::Usage,
+            ErrorKind::Software,
+            ErrorKind::Permission,
+        ]
+        .into_iter()
+        .find(|k| k.wire_name() == name)
+    }
 }
 
 impl Error {
@@ -98,6 +136,7 @@ impl Error {
             Error::Backup(e) => e.kind(),
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
+            Error::Server { kind, .. } => *kind,
             Error::Refused(_) => ErrorKind::Usage,
             Error::Other(_) => ErrorKind::Software,
         }
@@ -118,7 +157,70 @@ impl Error {
             ErrorKind::NotFound => EX_NOINPUT,
             ErrorKind::Usage => EX_USAGE,
             ErrorKind::Software => EX_SOFTWARE,
+            ErrorKind::Permission => EX_NOPERM,
         }
+    }
+
+    /// A service's `NO <text>` as an error (`context` says which server and
+    /// request): the answers that retrying cannot fix get their own class and say
+    /// what to do; anything else is a temporary protocol failure.
+    ///
+    /// | `NO` text | class | exit |
+    /// |---|---|---|
+    /// | `iam <servername>` | Config | 78 |
+    /// | `authentication failed`, `... required`, `too many authentication failures`, `authentication not configured`, `access denied` | Permission | 77 |
+    /// | `internal error [<NAME>] <message>` (cyrvaultd, to a client that sent `CAPABILITY`) | the kind `<NAME>` says | by kind, e.g. DATAERR 65 |
+    /// | `internal error`, anything else | Temporary | 75 |
+    pub fn from_server_no(context: &str, text: &str) -> Error {
+        let at = |message: String| {
+            if context.is_empty() {
+                message
+            } else {
+                format!("{context}: {message}")
+            }
+        };
+        let server = |kind, message: String| Error::Server {
+            kind,
+            message: at(message),
+        };
+        if let Some(name) = text.strip_prefix("iam ") {
+            return server(
+                ErrorKind::Config,
+                format!(
+                    "the server's servername is {name:?}, not the one addressed: give --servername {name} \
+                     (or correct the server's entry in the fleet configuration)"
+                ),
+            );
+        }
+        let permission = match text {
+            "authentication failed" | "too many authentication failures" => Some(
+                "the shared secret was refused: it must be the one in the server's cyrvaultd_secret_file",
+            ),
+            "authentication required" => {
+                Some("the server requires authentication: give its shared secret (--secret-file)")
+            }
+            "authentication not configured" => {
+                Some("the server has no shared secret configured (cyrvaultd_secret_file)")
+            }
+            "access denied" => {
+                Some("this host is not allowed to connect (cyrvaultd_allow on the server)")
+            }
+            _ => None,
+        };
+        if let Some(what) = permission {
+            return server(
+                ErrorKind::Permission,
+                format!("{what} (server said: {text})"),
+            );
+        }
+        if let Some(rest) = text.strip_prefix("internal error [")
+            && let Some((name, message)) = rest.split_once("] ")
+            && let Some(kind) = ErrorKind::from_wire_name(name)
+            && kind != ErrorKind::Temporary
+        {
+            return server(kind, format!("the server cannot serve this: {message}"));
+        }
+        Error::Protocol(at(format!("server said no: {text}")))
     }
 
     /// Wrap a parse error with the file it came from.
@@ -160,6 +262,7 @@ pub const EX_USAGE: i32 = 64;
 pub const EX_DATAERR: i32 = 65;
 pub const EX_NOINPUT: i32 = 66;
 pub const EX_SOFTWARE: i32 = 70;
+pub const EX_NOPERM: i32 = 77;
 pub const EX_OSERR: i32 = 71;
 pub const EX_IOERR: i32 = 74;
 pub const EX_TEMPFAIL: i32 = 75;
@@ -184,5 +287,51 @@ impl<T> IoContext<T> for io::Result<T> {
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_server_answers_are_not_tempfail() {
+        let code = |t: &str| Error::from_server_no("srv:1 USERS", t).exit_code();
+        assert_eq!(code("iam imap7"), EX_CONFIG);
+        assert_eq!(code("authentication failed"), EX_NOPERM);
+        assert_eq!(code("authentication required"), EX_NOPERM);
+        assert_eq!(code("access denied"), EX_NOPERM);
+        assert_eq!(
+            code("internal error [DATAERR] /var/lib/cyrus/mailboxes.db: bad"),
+            EX_DATAERR
+        );
+        assert_eq!(code("internal error [CONFIG] x"), EX_CONFIG);
+        // Only these: a plain internal error, a lock timeout, or an unknown class
+        // may pass with time.
+        assert_eq!(code("internal error"), EX_TEMPFAIL);
+        assert_eq!(code("internal error [TEMPFAIL] lock busy"), EX_TEMPFAIL);
+        assert_eq!(code("internal error [FROB] x"), EX_TEMPFAIL);
+        assert_eq!(code("no such folder user.x"), EX_TEMPFAIL);
+        let e = Error::from_server_no("srv:1 USERS", "iam imap7");
+        let m = e.to_string();
+        assert!(
+            m.starts_with("srv:1 USERS: ") && m.contains("--servername imap7"),
+            "{m}"
+        );
+        let e = Error::from_server_no("s", "internal error [DATAERR] /x/cyrus.index: v21");
+        assert!(e.to_string().contains("/x/cyrus.index: v21"), "{e}");
+    }
+
+    #[test]
+    fn wire_names_round_trip() {
+        for k in [
+            ErrorKind::Data,
+            ErrorKind::Permission,
+            ErrorKind::Io,
+            ErrorKind::Temporary,
+        ] {
+            assert_eq!(ErrorKind::from_wire_name(k.wire_name()), Some(k));
+        }
+        assert_eq!(ErrorKind::from_wire_name("nope"), None);
     }
 }

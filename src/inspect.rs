@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::cyrus::cache;
 use crate::cyrus::header::{self, MailboxHeader};
 use crate::cyrus::index::{self, IndexHeader, IndexRecord};
-use crate::cyrus::mboxlist::{self, MailboxEntry};
+use crate::cyrus::mboxlist::{self, KindCounts, MailboxEntry};
 use crate::cyrus::twoskip;
 use crate::error::IoContext;
 use crate::lock::{LockMode, lock_file};
@@ -93,6 +93,32 @@ pub struct MailboxesReport {
     pub generation: u64,
     pub users: Vec<String>,
     pub mailboxes: Vec<MailboxEntry>,
+    /// Records by kind, the skipped ones included.
+    pub records: KindCounts,
+}
+
+impl MailboxesReport {
+    /// One line: records by kind, what was skipped, and what the kinds say
+    /// about the Cyrus version that wrote the file.
+    pub fn records_summary(&self) -> String {
+        let k = &self.records;
+        let mut s = format!(
+            "{} N, {} I read; skipped {} reverse-ACL, {} user-group, {} JMAP-id",
+            k.names, k.ids, k.reverse_acls, k.user_groups, k.jmap_ids
+        );
+        if k.unknown > 0 {
+            s.push_str(&format!(
+                ", {} of no kind Cyrus 3.6-3.13 writes (first {})",
+                k.unknown,
+                k.first_unknown.as_deref().unwrap_or("?")
+            ));
+        }
+        match k.newest_marker() {
+            Some((a, b)) => s.push_str(&format!("; written by Cyrus {a}.{b} or newer")),
+            None => s.push_str("; layout of Cyrus 3.6 or newer"),
+        }
+        s
+    }
 }
 
 /// A mailbox directory stands for the file of that name inside it.
@@ -239,6 +265,7 @@ pub fn mailboxes(path: &Path, deletedprefix: &str) -> Result<MailboxesReport> {
         generation: head.generation,
         users: list.users(),
         mailboxes: list.entries().to_vec(),
+        records: list.kinds.clone(),
     })
 }
 

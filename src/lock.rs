@@ -30,6 +30,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use crate::cyrus::config::ImapdConf;
 use crate::cyrus::paths;
+use crate::cyrus::version::UserLockNaming;
 
 mod set;
 mod stats;
@@ -104,9 +105,17 @@ pub struct FileLock {
     acquired: Instant,
     waited: Duration,
     stats: Option<Arc<LockStats>>,
+    /// A second file held as part of the same logical lock (the user namespace
+    /// lock under [`UserLockNaming::Both`]); released with this one.
+    also: Option<Box<FileLock>>,
 }
 
 impl FileLock {
+    /// The second file of a two-name lock, if any.
+    pub fn also(&self) -> Option<&FileLock> {
+        self.also.as_deref()
+    }
+
     /// The locked file (opened read-only for shared locks, read-write for exclusive
     /// ones and for lock files).
     pub fn file(&self) -> &File {
@@ -273,6 +282,7 @@ fn lock_existing(
             acquired: Instant::now(),
             waited,
             stats: stats.cloned(),
+            also: None,
         });
     }
 }
@@ -286,6 +296,7 @@ pub struct Locker {
     owner: Option<(u32, u32)>,
     umask: u32,
     stats: Arc<LockStats>,
+    user_lock: UserLockNaming,
 }
 
 impl Locker {
@@ -319,7 +330,28 @@ impl Locker {
             owner,
             umask: conf.umask()?,
             stats: Arc::new(LockStats::default()),
+            user_lock: UserLockNaming::Both,
         })
+    }
+
+    /// This locker with the user namespace lock named as `naming` says (the
+    /// default, without knowing the Cyrus release, is [`UserLockNaming::Both`]).
+    pub fn with_user_lock_naming(mut self, naming: UserLockNaming) -> Locker {
+        self.user_lock = naming;
+        self
+    }
+
+    /// How the user namespace lock is named.
+    pub fn user_lock_naming(&self) -> UserLockNaming {
+        self.user_lock
+    }
+
+    /// The user namespace lock file(s) of `userid`, without locking.
+    pub fn user_namespace_paths(&self, userid: &str) -> crate::Result<Vec<PathBuf>> {
+        paths::user_namespace_locknames(&self.conf, userid, self.user_lock)
+            .iter()
+            .map(|n| paths::lock_path(&self.conf, n))
+            .collect()
     }
 
     /// The uid/gid given to files we create (None: leave them to us).
@@ -342,9 +374,26 @@ impl Locker {
         self.stats.clone()
     }
 
-    /// The user namespace lock `*U*<userid>` (§9.2): shared for readers.
+    /// The user namespace lock (§9.2): shared for readers. Named `*U*<userid>`
+    /// or `*U*user.<userid>` by the Cyrus release ([`Locker::with_user_lock_naming`]);
+    /// under [`UserLockNaming::Both`] the 3.12 name is held as [`FileLock::also`].
     pub fn user_namespace(&self, userid: &str, mode: LockMode) -> crate::Result<FileLock> {
-        self.mailbox_name(&paths::user_namespace_lockname(userid), mode)
+        let names = paths::user_namespace_locknames(&self.conf, userid, self.user_lock);
+        let mut names = names.iter();
+        let first = names.next().ok_or_else(|| {
+            crate::Error::Other(format!("no user namespace lock name for {userid}"))
+        })?;
+        let mut lock = self.mailbox_name(first, mode)?;
+        if let Some(second) = names.next() {
+            let path = paths::lock_path(&self.conf, second)?;
+            let started = Instant::now();
+            let file = self.open_or_create(&path)?;
+            let mut also = self.finish(file, path, mode, started)?;
+            // one logical lock: its hold is recorded once, by the first file
+            also.stats = None;
+            lock.also = Some(Box::new(also));
+        }
+        Ok(lock)
     }
 
     /// A named lock (`mboxname_lock`): the mailbox name lock is the uniqueid, or
@@ -416,6 +465,7 @@ impl Locker {
             acquired: Instant::now(),
             waited,
             stats: Some(self.stats.clone()),
+            also: None,
         })
     }
 

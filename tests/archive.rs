@@ -206,12 +206,16 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
         "{listing}"
     );
     // Python's tarfile (another independent reader) sees the same names.
-    if let Ok(out) = Command::new("python3")
-        .arg("-c")
-        .arg("import sys, tarfile; print('\\n'.join(tarfile.open(sys.argv[1], 'r:gz').getnames()))")
-        .arg(&path)
-        .output()
-    {
+    if let Some(out) = crate::prerequisite::require(
+        "stock_tar_and_gzip_read_a_multi_member_archive",
+        "python3 (Python's tarfile, a second independent reader)",
+        Command::new("python3")
+            .arg("-c")
+            .arg("import sys, tarfile; print('\\n'.join(tarfile.open(sys.argv[1], 'r:gz').getnames()))")
+            .arg(&path)
+            .output()
+            .ok(),
+    ) {
         assert!(
             out.status.success(),
             "{}",
@@ -220,8 +224,12 @@ fn stock_tar_and_gzip_read_a_multi_member_archive() {
         let py = String::from_utf8(out.stdout).unwrap();
         assert_eq!(py.lines().collect::<Vec<_>>(), names);
     }
-    // libarchive's bsdtar, when installed, lists and extracts it too.
-    if let Ok(out) = Command::new("bsdtar").arg("-tzf").arg(&path).output() {
+    // libarchive's bsdtar lists and extracts it too.
+    if let Some(out) = crate::prerequisite::require(
+        "stock_tar_and_gzip_read_a_multi_member_archive",
+        "bsdtar (libarchive, a third reader: Debian's libarchive-tools)",
+        Command::new("bsdtar").arg("-tzf").arg(&path).output().ok(),
+    ) {
         assert!(
             out.status.success(),
             "{}",
@@ -581,13 +589,17 @@ fn second_writer_is_refused() {
     assert_eq!(e.as_archive(), Some(&ArchiveError::Locked));
     assert!(e.is_temporary());
     assert!(t.elapsed().as_secs() < 2, "refused at once");
-    // Another process sees the lock too (util-linux flock(1), when installed).
-    if let Ok(st) = Command::new("flock")
-        .arg("-n")
-        .arg(&path)
-        .arg("true")
-        .status()
-    {
+    // Another process sees the lock too (util-linux flock(1)).
+    if let Some(st) = crate::prerequisite::require(
+        "second_writer_is_refused",
+        "flock(1) (util-linux)",
+        Command::new("flock")
+            .arg("-n")
+            .arg(&path)
+            .arg("true")
+            .status()
+            .ok(),
+    ) {
         assert!(
             !st.success(),
             "flock(1) must not get the lock while we write"

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use cyrvault::ErrorKind;
 use cyrvault::catalog::{
-    Catalog, CatalogError, FolderMeta, FolderRef, MemberRow, MetaEntry, RunHeader, RunParts,
+    Catalog, CatalogError, FolderMeta, FolderRef, MemberRow, MetaEntry, RunHeader, RunParts, RunTx,
     SCHEMA_VERSION,
 };
 use cyrvault::cyrus::Guid;
@@ -65,6 +65,26 @@ fn rec(uid: u32, n: u32, modseq: u64) -> RecordState {
         modseq,
         last_updated: 1_700_000_000 + modseq as i64,
         savedate: 0,
+    }
+}
+
+/// Run `tx` holds the messages of `recs` (in one member at `offset`), as a backup adds
+/// them before its folders: the catalog refuses a record whose message is not held.
+fn hold(tx: &mut RunTx<'_>, offset: u64, recs: &[RecordState]) {
+    tx.add_member(&MemberRow {
+        offset,
+        compressed_len: 1,
+        uncompressed_len: 1,
+        crc32: None,
+    })
+    .unwrap();
+    for (i, r) in recs.iter().enumerate() {
+        let loc = EntryLoc {
+            member_offset: offset,
+            offset_in_member: i as u64 * 2048,
+            size: r.size,
+        };
+        tx.add_message(&r.guid, &loc).unwrap();
     }
 }
 
@@ -854,6 +874,7 @@ fn crash_helper_dies_mid_run() {
         .unwrap();
     // enough rows that SQLite spills pages into the WAL before the end
     let recs: Vec<RecordState> = (1..=50_000).map(|i| rec(i, 10_000 + i, 1)).collect();
+    hold(&mut tx, 1 << 40, &recs);
     tx.folder_snapshot(
         FolderRef {
             uniqueid: "u-inbox",

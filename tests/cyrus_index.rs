@@ -286,7 +286,22 @@ fn v9_and_v10_are_refused_by_name() {
 
 /// Our parse against mbexamine's view of the same files.
 fn compare_with_mbexamine(prefix: &str, idx: &Index, names: &[Option<String>]) {
-    let (h, ex) = parse_mbexamine(&fixture(&format!("{prefix}.mbexamine.txt")));
+    let ex = fixture(&format!("{prefix}.mbexamine.txt"));
+    let cache = fixture(&format!("{prefix}.cyrus.cache"));
+    agrees_with_mbexamine(prefix, idx, names, &ex, &cache);
+}
+
+/// Our parse of one mailbox's `cyrus.index` (and the `cyrus.cache` beside it)
+/// against mbexamine's output for it: every header count, every non-expunged
+/// record, every cache item mbexamine prints. `prefix` names it in failures.
+pub(crate) fn agrees_with_mbexamine(
+    prefix: &str,
+    idx: &Index,
+    names: &[Option<String>],
+    mbexamine_out: &[u8],
+    cache: &[u8],
+) {
+    let (h, ex) = parse_mbexamine(mbexamine_out);
     let ih = &idx.header;
     assert_eq!(h.generation, ih.generation_no);
     assert_eq!(h.version, ih.minor_version);
@@ -342,8 +357,7 @@ fn compare_with_mbexamine(prefix: &str, idx: &Index, names: &[Option<String>]) {
         theirs.sort();
         assert_eq!(ours, theirs, "{ctx}");
         // cache items as mbexamine printed them (all but the section table)
-        let cache = fixture(&format!("{prefix}.cyrus.cache"));
-        let entry = parse_cache_entry(&cache, r.cache_offset).unwrap();
+        let entry = parse_cache_entry(cache, r.cache_offset).unwrap();
         let mine: Vec<&[u8]> = vec![
             entry.envelope(),
             entry.bodystructure(),

@@ -414,12 +414,23 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// `None` (after [`crate::prerequisite::missing`]) without Cyrus's tools or the
+    /// `cyrus` user.
     fn new(tag: &str) -> Option<Scratch> {
-        if !Path::new(CYRUS_BIN).join("cyr_dbtool").exists() {
-            eprintln!("skipping: no Cyrus binaries in {CYRUS_BIN}");
-            return None;
-        }
-        let user = nix::unistd::User::from_name("cyrus").ok().flatten()?;
+        let test = format!("cyrus_mboxlist scratch {tag}");
+        crate::prerequisite::require(
+            &test,
+            &format!("Cyrus's cyr_dbtool in {CYRUS_BIN} (Debian's cyrus-imapd)"),
+            Path::new(CYRUS_BIN)
+                .join("cyr_dbtool")
+                .exists()
+                .then_some(()),
+        )?;
+        let user = crate::prerequisite::require(
+            &test,
+            "the cyrus user (Debian's cyrus-common)",
+            nix::unistd::User::from_name("cyrus").ok().flatten(),
+        )?;
         let dir = std::env::temp_dir().join(format!("cyrvault-mbox-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for sub in ["conf", "p1", "lock"] {

@@ -727,11 +727,12 @@ impl Drop for Postgres {
 
 #[test]
 fn postgres_two_runs_split_the_round() {
-    let Some(pg) = Postgres::start() else {
-        eprintln!(
-            "SKIPPED postgres_two_runs_split_the_round: Debian's postgresql package is not \
-             installed (/usr/lib/postgresql/*/bin/initdb); scripts/setup.sh installs it"
-        );
+    let Some(pg) = crate::prerequisite::require(
+        "postgres_two_runs_split_the_round",
+        "PostgreSQL (Debian's postgresql package: /usr/lib/postgresql/*/bin/initdb and \
+         pg_ctl, and the postgres user)",
+        Postgres::start(),
+    ) else {
         return;
     };
     let f = shared_fleet();

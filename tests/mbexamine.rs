@@ -64,7 +64,51 @@ pub fn word_after<'a>(line: &'a str, key: &str) -> &'a str {
     line[at..].split_whitespace().next().unwrap_or("")
 }
 
-/// Parse the raw stdout of `mbexamine <mailbox>`.
+/// How a record's continuation lines start.
+const CONTINUATION: &[u8] = b"      >";
+
+/// The fields of a record's continuation lines, joined into one text. 3.6.1
+/// prints `SYSFLAGS` and `CACHEVER`, and `INTERNALFLAGS` and `SYSTEMFLAGS`, on
+/// one line each (missing newlines); 3.13 one field group per line.
+struct RecordFields {
+    sysflags: u32,
+    guid: String,
+    thrid: Option<u64>,
+    internal_flags: Vec<String>,
+    system_flags: Vec<String>,
+    /// In word order (mbexamine prints word 3 first).
+    user_flags: [u32; 4],
+}
+
+impl RecordFields {
+    fn of(rest: &str) -> RecordFields {
+        let between = |from: &str, to: &str| -> Vec<String> {
+            let at = rest
+                .find(from)
+                .unwrap_or_else(|| panic!("{from} not in {rest:?}"))
+                + from.len();
+            let tail = &rest[at..];
+            let end = tail.find(to).unwrap_or(tail.len());
+            tail[..end].split_whitespace().map(str::to_string).collect()
+        };
+        let w: Vec<u32> = between("USERFLAGS:", ">")
+            .iter()
+            .map(|w| u32::from_str_radix(w, 16).unwrap())
+            .collect();
+        RecordFields {
+            sysflags: u32::from_str_radix(word_after(rest, "SYSFLAGS:"), 16).unwrap(),
+            guid: word_after(rest, "GUID:").to_string(),
+            thrid: rest
+                .contains("THRID:")
+                .then(|| u64::from_str_radix(word_after(rest, "THRID:"), 16).unwrap()),
+            internal_flags: between("INTERNALFLAGS:", ">"),
+            system_flags: between("SYSTEMFLAGS:", ">"),
+            user_flags: [w[3], w[2], w[1], w[0]],
+        }
+    }
+}
+
+/// Parse the raw stdout of `mbexamine <mailbox>` (3.6.1 or 3.13).
 pub fn parse_mbexamine(out: &[u8]) -> Ex {
     let mut ex = Ex::default();
     let mut pos = 0usize;
@@ -125,34 +169,26 @@ pub fn parse_mbexamine(out: &[u8]) -> Ex {
             for k in ["UID:", "INT_DATE:", "SENTDATE:", "SAVEDATE:", "SIZE:"] {
                 r.nums.insert(k, num_after(&line, k));
             }
-            let l2 = line_at(&mut pos).unwrap();
-            for k in ["HDRSIZE:", "LASTUPD :", "CACHEVER:", "MODSEQ:"] {
-                r.nums.insert(k, num_after(&l2, k));
+            let mut rest = String::new();
+            while out[pos..].starts_with(CONTINUATION) {
+                rest.push_str(&line_at(&mut pos).unwrap());
+                rest.push(' ');
             }
-            r.sysflags = u32::from_str_radix(word_after(&l2, "SYSFLAGS:"), 16).unwrap();
-            r.guid = word_after(&l2, "GUID:").to_string();
-            if l2.contains("THRID:") {
-                r.thrid = Some(u64::from_str_radix(word_after(&l2, "THRID:"), 16).unwrap());
+            let f = RecordFields::of(&rest);
+            for (k, key) in [
+                ("HDRSIZE:", "HDRSIZE:"),
+                ("LASTUPD :", "LASTUPD :"),
+                ("CACHEVER:", "CACHEVER:"),
+                ("MODSEQ:", " MODSEQ:"),
+            ] {
+                r.nums.insert(k, num_after(&rest, key));
             }
-            let l3 = line_at(&mut pos).unwrap();
-            let (int, sys) = l3.split_once("> SYSTEMFLAGS:").unwrap();
-            r.internal_flags = int
-                .split_once("INTERNALFLAGS:")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            r.system_flags = sys.split_whitespace().map(str::to_string).collect();
-            let l4 = line_at(&mut pos).unwrap();
-            let w: Vec<u32> = l4
-                .split_once("USERFLAGS:")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|w| u32::from_str_radix(w, 16).unwrap())
-                .collect();
-            r.user_flags = [w[3], w[2], w[1], w[0]];
+            r.sysflags = f.sysflags;
+            r.guid = f.guid;
+            r.thrid = f.thrid;
+            r.internal_flags = f.internal_flags;
+            r.system_flags = f.system_flags;
+            r.user_flags = f.user_flags;
             // cache items: " Name>{len}" + len bytes + "\n", as long as they come
             while out.get(pos) == Some(&b' ') {
                 let Some(gt) = out[pos..].iter().position(|&b| b == b'>').map(|i| pos + i) else {
@@ -237,7 +273,7 @@ pub fn record_states(text: &str) -> (FolderState, Vec<RecordState>) {
     let mut st = FolderState::default();
     let mut names: Vec<String> = Vec::new();
     let mut recs = Vec::new();
-    let mut lines = text.lines();
+    let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         if let Some(n) = line.strip_prefix("  User Flags:") {
             if n.trim() != "[none]" {
@@ -255,26 +291,24 @@ pub fn record_states(text: &str) -> (FolderState, Vec<RecordState>) {
         } else if line.starts_with("  Highest Mod Sequence:") {
             st.highestmodseq = num_after(line, "Sequence:");
         } else if line.contains("> UID:") {
-            let l2 = lines.next().unwrap();
-            let _l3 = lines.next().unwrap();
-            let l4 = lines.next().unwrap();
-            let words: Vec<u32> = l4
-                .split_once("USERFLAGS:")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|w| u32::from_str_radix(w, 16).unwrap())
-                .collect();
-            let uf = [words[3], words[2], words[1], words[0]];
+            let mut rest = String::new();
+            while lines
+                .peek()
+                .is_some_and(|l| l.as_bytes().starts_with(CONTINUATION))
+            {
+                rest.push_str(lines.next().unwrap_or_default());
+                rest.push(' ');
+            }
+            let f = RecordFields::of(&rest);
             recs.push(RecordState {
                 uid: num_after(line, "UID:") as u32,
-                guid: Guid::from_hex(word_after(l2, "GUID:")).unwrap(),
-                system_flags: u32::from_str_radix(word_after(l2, "SYSFLAGS:"), 16).unwrap(),
-                keywords: keywords(&names, uf),
+                guid: Guid::from_hex(&f.guid).unwrap(),
+                system_flags: f.sysflags,
+                keywords: keywords(&names, f.user_flags),
                 internaldate: num_after(line, "INT_DATE:") as i64,
                 size: num_after(line, "SIZE:"),
-                modseq: num_after(l2, "MODSEQ:"),
-                last_updated: num_after(l2, "LASTUPD :") as i64,
+                modseq: num_after(&rest, " MODSEQ:"),
+                last_updated: num_after(&rest, "LASTUPD :") as i64,
                 savedate: num_after(line, "SAVEDATE:") as i64,
             });
         }

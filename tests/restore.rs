@@ -1,4 +1,5 @@
-//! `cyrvault restore` against a real Cyrus 3.6 sandbox: the real `cyrvaultd` under
+//! `cyrvault restore` against a real Cyrus sandbox (3.6; the round trip also on
+//! 3.10, `per_cyrus!`): the real `cyrvaultd` under
 //! Cyrus's real master for the backups, Cyrus's real imapd for the restores and its
 //! real `timsieved` for sieve scripts.
 //!
@@ -29,7 +30,8 @@ use cyrvault::imap::Client;
 use cyrvault::restore::imap_flags;
 use cyrvault::restore::sieve::SieveClient;
 use cyrvault::sandbox::{
-    MailGen, PopulatePlan, Sandbox, SandboxOptions, ServiceLine, make_history, populate,
+    CyrusInstall, MailGen, PopulatePlan, Sandbox, SandboxOptions, ServiceLine, make_history,
+    populate,
 };
 use cyrvault::vault::Vault;
 
@@ -52,6 +54,11 @@ impl Drop for Env {
 }
 
 fn env(name: &str) -> Env {
+    env_on(None, name)
+}
+
+/// [`env`] on a given Cyrus installation (None: the system's).
+fn env_on(cyrus: Option<&CyrusInstall>, name: &str) -> Env {
     let dir = std::env::temp_dir().join(format!(
         "cyrvault-rs-{name}-{}-{}",
         std::process::id(),
@@ -66,6 +73,7 @@ fn env(name: &str) -> Env {
             ServiceLine::tcp("cyrvaultd", env!("CARGO_BIN_EXE_cyrvaultd")),
             ServiceLine::tcp("sieve", "timsieved"),
         ],
+        cyrus: cyrus.cloned(),
         ..Default::default()
     })
     .unwrap();
@@ -354,9 +362,9 @@ fn sieve_state(e: &Env, user: &str) -> Vec<(String, bool, String)> {
 const SCRIPT_A: &str = "require [\"fileinto\"];\r\nif header :contains \"subject\" \"cyrus\" {\r\n  fileinto \"INBOX.Lists\";\r\n}\r\n";
 const SCRIPT_B: &str = "require [\"vacation\"];\r\nvacation :days 7 \"Away until Monday.\";\r\n";
 
-#[test]
-fn round_trip_point_in_time_and_interrupted() {
-    let e = env("rt");
+/// Restore round trip, point in time, interrupted restore: on Cyrus 3.6 and 3.10.
+fn round_trip_point_in_time_and_interrupted(cyrus: &CyrusInstall) {
+    let e = env_on(Some(cyrus), "rt");
     let plan = PopulatePlan {
         users: vec!["bob".into()],
         folders_per_user: 6,
@@ -595,3 +603,5 @@ fn round_trip_point_in_time_and_interrupted() {
         "the restored INBOX must be a new mailbox"
     );
 }
+
+crate::per_cyrus!(round_trip_point_in_time_and_interrupted);

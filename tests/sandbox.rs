@@ -727,7 +727,10 @@ fn bad_options_are_refused_and_leave_nothing_behind() {
 fn cyrus_syslog_is_captured_per_sandbox() {
     let sb = Sandbox::start(opts("syslog")).unwrap();
     if !sb.syslog_captured() {
-        eprintln!("syslog not captured here (a /dev/log exists or no mount namespaces)");
+        crate::prerequisite::missing(
+            "cyrus_syslog_is_captured_per_sandbox",
+            "syslog capture (a /dev/log exists, or no mount namespaces here)",
+        );
         return;
     }
     sb.create_user("ivan", None).unwrap();

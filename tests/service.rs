@@ -102,6 +102,16 @@ pub fn service_line(name: Option<&str>) -> ServiceLine {
 
 /// A sandbox with the snippet's `cyrvaultd` line, plus `extra` services and conf.
 pub fn start(hint: &str, extra_conf: &[(&str, &str)], extra: Vec<ServiceLine>) -> Sandbox {
+    start_on(None, hint, extra_conf, extra)
+}
+
+/// [`start`] on a given Cyrus installation (None: the system's).
+pub fn start_on(
+    cyrus: Option<&cyrvault::sandbox::CyrusInstall>,
+    hint: &str,
+    extra_conf: &[(&str, &str)],
+    extra: Vec<ServiceLine>,
+) -> Sandbox {
     let mut services = vec![service_line(None)];
     services.extend(extra);
     Sandbox::start(SandboxOptions {
@@ -111,6 +121,7 @@ pub fn start(hint: &str, extra_conf: &[(&str, &str)], extra: Vec<ServiceLine>) -
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         extra_services: services,
+        cyrus: cyrus.cloned(),
         ..Default::default()
     })
     .expect("starting the sandbox")

@@ -708,7 +708,10 @@ fn annotations_match_what_was_set_and_jansson_formatting() {
         assert_eq!((a.uid, a.value.as_slice()), (2, &b"msg note"[..]));
         assert_eq!(a.userid.as_deref(), Some(&b""[..]));
     } else {
-        eprintln!("server has no ANNOTATE capability; per-message part skipped");
+        crate::prerequisite::missing(
+            "annotations_match_what_was_set_and_jansson_formatting",
+            "the IMAP server's ANNOTATE-EXPERIMENT-1 capability",
+        );
     }
 }
 

@@ -29,10 +29,10 @@ pub use query::{
     CatReport, FolderLine, ListReport, LsFolder, LsMessage, LsReport, ShowFolder, ShowReport,
     ShowRun, StatsReport, UserLine, UserStats, cat, cat_guid, list, ls, read_message, show, stats,
 };
-pub use reindex::{ReindexReport, RunProblem, reindex};
+pub use reindex::{Lost, ReindexOptions, ReindexReport, RunProblem, reindex};
 pub use verify::{
-    AffectedMessage, AffectedUse, CatalogMismatch, DamagedMember, MetaAffected, VerifyReport,
-    verify,
+    AffectedMessage, AffectedUse, CatalogMismatch, DamagedMember, MetaAffected, VerifyCounts,
+    VerifyReport, verify,
 };
 pub use when::{format_time, parse_duration, parse_time};
 
@@ -76,7 +76,7 @@ impl UserArchive {
             .unwrap_or(&name)
             .to_string();
         let catalog = archive.with_file_name(format!("{id}{CATALOG_SUFFIX}"));
-        let user = Catalog::open_existing(&catalog)
+        let user = Catalog::open_read_only(&catalog)
             .and_then(|c| c.last_run())
             .ok()
             .flatten()
@@ -91,9 +91,11 @@ impl UserArchive {
         }
     }
 
-    /// Open the catalog read-write (it must exist: `reindex` makes a missing one).
+    /// Open the catalog for reading only (it must exist: `reindex` makes a missing
+    /// one). The admin commands never write to a catalog: `verify` of an empty file
+    /// leaves it empty.
     pub fn open_catalog(&self) -> Result<Catalog> {
-        Catalog::open_existing(&self.catalog)
+        Catalog::open_read_only(&self.catalog)
     }
 
     /// Open the archive file for reading (readers take no lock: it is append-only).

@@ -9,22 +9,30 @@
 //! renamed over it only when complete (`Catalog::create_fresh` / `install`), under the
 //! archive's writer lock so no backup appends meanwhile.
 //!
-//! A damaged member costs its own entries: they are skipped and reported, and every
-//! run that does not need them is indexed.
+//! A damaged archive is refused: reindex exits non-zero and leaves the old catalog as
+//! it was (the new one is built at `<catalog>.new` and thrown away). Damage is a member
+//! that does not inflate, a truncated member where the old catalog says committed runs
+//! are (a crash leftover past them is not damage: the next backup cuts it), a manifest
+//! or snapshot that cannot be read, a snapshot whose records name messages no member
+//! holds, and runs or messages the old catalog has that the archive no longer gives.
+//! With `--salvage` ([`ReindexOptions::salvage`]) the catalog is rebuilt from what can
+//! be read: a damaged member costs its own entries, a folder whose snapshot is lost
+//! keeps its previous state, every run that does not need them is indexed, and the
+//! report says what was lost (runs and messages the old catalog had).
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::UserArchive;
 use super::dump::user_file_entry;
-use crate::archive::{self, ArchiveError, EntryName, MemberInfo};
-use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
+use crate::archive::{self, EntryName, MemberInfo};
+use crate::catalog::{Catalog, FolderMeta, LocKind, MemberRow, RunParts};
 use crate::cyrus::Guid;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::model::{self, EntryLoc, RecordState, RunManifest, UserFile};
 
 /// Something reindex could not use, and what it cost.
@@ -44,6 +52,25 @@ pub struct SkippedRegion {
     pub offset: u64,
     pub len: u64,
     pub error: String,
+}
+
+/// How to reindex.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReindexOptions {
+    /// Rebuild from what can be read even when the archive is damaged (and say what
+    /// was lost); without it a damaged archive is refused and the old catalog kept.
+    pub salvage: bool,
+}
+
+/// What the old catalog had that the rebuilt one does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Lost {
+    /// Runs the old catalog had that the archive no longer gives.
+    pub runs: Vec<u64>,
+    /// Messages the old catalog had that no intact member holds.
+    pub messages: Vec<Guid>,
+    /// The old catalog could not be read (missing or damaged): nothing to compare with.
+    pub no_old_catalog: Option<String>,
 }
 
 /// The answer of `reindex`.
@@ -66,13 +93,47 @@ pub struct ReindexReport {
     /// Complete members no manifest lists (a crashed run's; a later run may adopt them).
     pub unindexed_members: Vec<u64>,
     pub problems: Vec<RunProblem>,
+    /// What the old catalog had that the archive no longer gives.
+    pub lost: Lost,
+    /// `--salvage` was given.
+    pub salvage: bool,
+    /// Why the archive counts as damaged (empty: it is not).
+    pub damage: Vec<String>,
+    /// The archive is damaged and `--salvage` was not given: the old catalog was kept
+    /// as it was and nothing was written.
+    pub refused: bool,
 }
 
 impl ReindexReport {
-    /// Whether anything was skipped or lost.
+    /// Whether anything was skipped or lost (or the reindex refused).
     pub fn failed(&self) -> bool {
-        !self.damaged.is_empty() || !self.problems.is_empty()
+        self.refused || !self.damage.is_empty()
     }
+}
+
+/// The old catalog's runs, message GUIDs and committed end, to tell what a rebuild
+/// would lose. `Err`: it cannot be read.
+fn old_catalog(ua: &UserArchive) -> std::result::Result<(Vec<u64>, HashSet<Guid>, u64), String> {
+    let cat = ua.open_catalog().map_err(|e| e.to_string())?;
+    let runs = cat
+        .audit_locations()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|l| l.kind == LocKind::Manifest)
+        .filter_map(|l| u64::try_from(l.run).ok())
+        .collect();
+    let guids = cat.message_guids().map_err(|e| e.to_string())?;
+    let end = cat
+        .audit_members()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|m| {
+            let o = u64::try_from(m.offset).ok()?;
+            o.checked_add(u64::try_from(m.compressed_len).ok()?)
+        })
+        .max()
+        .unwrap_or(0);
+    Ok((runs, guids.into_iter().collect(), end))
 }
 
 /// A manifest found in the archive.
@@ -94,11 +155,8 @@ fn model_loc(member: u64, e: &archive::EntryLoc) -> EntryLoc {
 /// backup appends while the catalog is rebuilt. Held until the returned file drops.
 fn lock_archive(ua: &UserArchive) -> Result<File> {
     let f = File::open(&ua.archive).at("opening", &ua.archive)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(TryLockError::WouldBlock) => Err(Error::archive(&ua.archive, ArchiveError::Locked)),
-        Err(TryLockError::Error(e)) => Err(Error::io("locking", &ua.archive, e)),
-    }
+    archive::lock_exclusive(&f, &ua.archive)?;
+    Ok(f)
 }
 
 /// Read the manifests of every intact member, in run order (the first copy of a run
@@ -199,9 +257,11 @@ fn read_snapshot(
     Ok((meta, records))
 }
 
-/// Rebuild `ua`'s catalog from its archive and put it in place.
-pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
+/// Rebuild `ua`'s catalog from its archive and put it in place; a damaged archive is
+/// refused (old catalog kept) unless `opts.salvage`. See the module docs.
+pub fn reindex(ua: &UserArchive, opts: &ReindexOptions) -> Result<ReindexReport> {
     let _lock = lock_archive(ua)?;
+    let old = old_catalog(ua);
     let scan = archive::scan(&ua.archive)?;
     let mut file = ua.open_archive()?;
     let mut report = ReindexReport {
@@ -224,6 +284,10 @@ pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
         truncated_tail: scan.truncated_tail,
         unindexed_members: Vec::new(),
         problems: Vec::new(),
+        lost: Lost::default(),
+        salvage: opts.salvage,
+        damage: Vec::new(),
+        refused: false,
     };
     let by_offset: HashMap<u64, &MemberInfo> = scan.members.iter().map(|m| (m.offset, m)).collect();
     let found = manifests(&mut file, ua, &scan.members, &mut report.problems)?;
@@ -279,8 +343,10 @@ pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
         }
         let run_id = archive::run_id(m.run);
         let mut snapshots: HashMap<String, (FolderMeta, Vec<RecordState>)> = HashMap::new();
-        // Folders whose snapshot of this run cannot be read (damaged member, bad bytes).
+        // Folders whose snapshot of this run cannot be used (damaged member, bad bytes,
+        // records naming messages no member holds).
         let mut unreadable: HashMap<String, String> = HashMap::new();
+        let held_now: HashSet<Guid> = messages.iter().map(|(g, _)| *g).collect();
         for folder in m
             .folders
             .iter()
@@ -288,7 +354,25 @@ pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
         {
             match read_snapshot(&mut file, ua, &names, &folder.uniqueid, &run_id) {
                 Ok(snap) => {
-                    snapshots.insert(folder.uniqueid.clone(), snap);
+                    let unheld: Vec<u32> = snap
+                        .1
+                        .iter()
+                        .filter(|r| !guids.contains(&r.guid) && !held_now.contains(&r.guid))
+                        .map(|r| r.uid)
+                        .collect();
+                    if unheld.is_empty() {
+                        snapshots.insert(folder.uniqueid.clone(), snap);
+                    } else {
+                        unreadable.insert(
+                            folder.uniqueid.clone(),
+                            format!(
+                                "{} of its records of run {run_id} name messages no intact \
+                                 member holds (uids {:?})",
+                                unheld.len(),
+                                &unheld[..unheld.len().min(10)]
+                            ),
+                        );
+                    }
                 }
                 Err(why) => {
                     unreadable.insert(folder.uniqueid.clone(), why);
@@ -385,8 +469,27 @@ pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
             }
         }
     }
-    cat.install()?;
     report.messages = guids.len() as u64;
+    match &old {
+        Ok((runs, messages, _)) => {
+            report.lost.runs = runs
+                .iter()
+                .filter(|r| !report.runs_indexed.contains(r))
+                .copied()
+                .collect();
+            let mut lost: Vec<Guid> = messages.difference(&guids).copied().collect();
+            lost.sort();
+            report.lost.messages = lost;
+        }
+        Err(why) => report.lost.no_old_catalog = Some(why.clone()),
+    }
+    report.damage = damage_found(&report, old.as_ref().ok().map(|o| o.2));
+    if !report.damage.is_empty() && !opts.salvage {
+        report.refused = true;
+        cat.discard()?;
+        return Ok(report);
+    }
+    cat.install()?;
     report.unindexed_members = scan
         .members
         .iter()
@@ -396,4 +499,47 @@ pub fn reindex(ua: &UserArchive) -> Result<ReindexReport> {
         .map(|m| m.offset)
         .collect();
     Ok(report)
+}
+
+/// Why the archive counts as damaged, given what reindex found and the old catalog's
+/// committed end (`None`: no old catalog to tell a crash leftover from a cut).
+fn damage_found(r: &ReindexReport, old_end: Option<u64>) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in &r.damaged {
+        out.push(format!(
+            "damaged member at offset {} ({} bytes): {}",
+            d.offset, d.len, d.error
+        ));
+    }
+    if let Some((o, l)) = r.truncated_tail {
+        match old_end {
+            Some(end) if o >= end => {} // a crash leftover past every committed run
+            Some(end) => out.push(format!(
+                "the archive is cut at offset {}: {l} bytes of a member at {o}, inside what \
+                 the catalog says is committed (up to {end})",
+                o.saturating_add(l)
+            )),
+            None => out.push(format!(
+                "{l} bytes at offset {o} are a truncated member, and there is no readable \
+                 catalog to tell a crash leftover from a cut archive"
+            )),
+        }
+    }
+    for p in &r.problems {
+        let run = p.run.map_or_else(String::new, |n| format!("run {n}: "));
+        out.push(format!("{run}{}", p.what));
+    }
+    if !r.lost.runs.is_empty() {
+        out.push(format!(
+            "the old catalog has run(s) {:?} that the archive no longer gives",
+            r.lost.runs
+        ));
+    }
+    if !r.lost.messages.is_empty() {
+        out.push(format!(
+            "the old catalog has {} message(s) no intact member holds",
+            r.lost.messages.len()
+        ));
+    }
+    out
 }

@@ -4,27 +4,36 @@
 //!    entries (`archive::scan`, which resumes after a damaged member, so the rest of
 //!    the archive is still checked).
 //! 2. Every message entry hashes to its name (`Scan::misnamed`).
-//! 3. Every location in the catalog (members, messages, manifests, folder snapshots,
-//!    user files) points at an entry of the right name and size in an intact member.
-//! 4. Every manifest in the archive is a run in the catalog and vice versa. A manifest
-//!    past everything the catalog knows is a run whose catalog commit a crash
-//!    interrupted: noted, not a failure (the next backup or reindex adds it).
+//! 3. Catalog to archive: every location in the catalog (members, messages,
+//!    manifests, folder snapshots, user files) is whole and non-negative, lies inside
+//!    the archive and its member, and points at an entry of the right name and size in
+//!    an intact member; every record's message (GUID) has a `messages` row, so a member
+//!    holds it (and by 2. with the right SHA-1). Rows are read raw
+//!    (`Catalog::audit_*`), so a damaged row is reported, never skipped.
+//! 4. Archive to catalog: every member of the committed part of the archive (up to the
+//!    end of the catalog's last member) is a catalog member, every message in it has a
+//!    row, every manifest in the archive is a run in the catalog and vice versa, and the
+//!    counts of runs, members and messages agree. A manifest past everything the
+//!    catalog knows is a run whose catalog commit a crash interrupted: noted, not a
+//!    failure (the next backup or reindex adds it).
+//!
+//! `verify` never writes: the catalog is opened read-only.
 //!
 //! Damage is reported by member: its file offset, and from the catalog exactly which
 //! messages (GUID, and every folder/UID/runs that refers to it) and which meta entries
 //! and runs it takes with it.
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::UserArchive;
-use super::dump::locations;
+use super::dump::user_file_entry;
 use crate::archive::{self, EntryName, MemberInfo, Scan};
-use crate::catalog::{Catalog, MetaEntry};
+use crate::catalog::{Catalog, CatalogCounts, LocKind, MetaEntry, RawMember};
 use crate::cyrus::Guid;
 use crate::error::Result;
 
@@ -103,6 +112,8 @@ pub struct VerifyReport {
     /// Not failures: a crash leftover at the tail, runs committed in the archive but
     /// not yet in the catalog.
     pub notes: Vec<String>,
+    /// Rows and entries counted on both sides.
+    pub counts: VerifyCounts,
 }
 
 fn runs_between(all: &[u64], from: u64, to: Option<u64>) -> Vec<u64> {
@@ -219,6 +230,7 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
         damaged: Vec::new(),
         mismatches: Vec::new(),
         notes: Vec::new(),
+        counts: VerifyCounts::default(),
     };
     if let Some((o, l)) = scan.truncated_tail {
         report.notes.push(format!(
@@ -261,6 +273,74 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
     Ok(report)
 }
 
+/// What `verify` counted on each side. The catalog's `runs`, `members` and `messages`
+/// must equal the archive's committed part (the members up to the end of the last
+/// member the catalog knows): runs with a manifest there, members there, distinct
+/// messages in them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyCounts {
+    pub catalog: CatalogCounts,
+    pub archive_runs: u64,
+    pub archive_members: u64,
+    pub archive_messages: u64,
+    /// Record versions naming a message no member holds (each also a mismatch).
+    pub unheld_records: u64,
+}
+
+/// The archive entry a stored location must point at, or why the row cannot name one.
+fn expected_entry(kind: &LocKind, run: i64) -> std::result::Result<String, String> {
+    let run_id = |r: i64| {
+        u64::try_from(r)
+            .map(archive::run_id)
+            .map_err(|_| format!("run {r}"))
+    };
+    match kind {
+        LocKind::Message { guid } => Guid::from_hex(guid)
+            .map(|g| archive::message_entry(&g))
+            .ok_or_else(|| format!("GUID {guid:?}")),
+        LocKind::Manifest => archive::run_manifest_entry(&run_id(run)?).map_err(|e| e.to_string()),
+        LocKind::FolderMeta {
+            uniqueid,
+            snapshot_run,
+            file,
+            ..
+        } => archive::folder_entry(uniqueid, &run_id(*snapshot_run)?, file)
+            .map_err(|e| e.to_string()),
+        LocKind::UserFile {
+            snapshot_run,
+            kind,
+            name,
+        } => u64::try_from(*snapshot_run)
+            .ok()
+            .and_then(|r| user_file_entry(r, kind, name))
+            .ok_or_else(|| format!("user file {kind} {name:?} of run {snapshot_run}")),
+    }
+}
+
+/// A location row for a human: `run 3: folder X cyrus.index of run 2`.
+fn describe(kind: &LocKind, run: i64) -> String {
+    match kind {
+        LocKind::Message { guid } => format!("message {guid} (first stored by run {run})"),
+        LocKind::Manifest => format!("run {run}: its manifest"),
+        LocKind::FolderMeta {
+            uniqueid,
+            snapshot_run,
+            file,
+            ..
+        } => format!("run {run}: folder {uniqueid} {file} of run {snapshot_run}"),
+        LocKind::UserFile {
+            snapshot_run,
+            kind,
+            name,
+        } => format!("run {run}: user file {kind} {name:?} of run {snapshot_run}"),
+    }
+}
+
+/// Both directions between catalog and archive: every row of the catalog points at an
+/// intact entry of the right name and size inside the archive (no negative, partial or
+/// past-the-end location), every record's message is held, every committed member and
+/// message of the archive is in the catalog, every manifest is a run, and the counts
+/// agree.
 fn check_catalog(
     ua: &UserArchive,
     cat: &Catalog,
@@ -273,11 +353,21 @@ fn check_catalog(
             what: format!("catalog: {c}"),
         });
     }
-    let loc = locations(cat)?;
-    let runs: Vec<u64> = cat.runs()?.iter().map(|r| r.run).collect();
-    let member_offsets: Vec<u64> = loc.members.iter().map(|m| m.offset).collect();
+    let members = cat.audit_members()?;
+    let locs = cat.audit_locations()?;
+    let unheld = cat.unheld_records()?;
+    let counts = cat.counts()?;
+    let runs: Vec<u64> = locs
+        .iter()
+        .filter(|l| l.kind == LocKind::Manifest)
+        .filter_map(|l| u64::try_from(l.run).ok())
+        .collect();
+    let member_offsets: Vec<u64> = members
+        .iter()
+        .filter_map(|m| u64::try_from(m.offset).ok())
+        .collect();
     for d in &scan.damage {
-        report.damaged.push(affected(
+        let dm = affected(
             ua,
             cat,
             &member_offsets,
@@ -285,7 +375,17 @@ fn check_catalog(
             d.offset,
             d.len,
             d.error.to_string(),
-        )?);
+        )
+        .unwrap_or_else(|e| DamagedMember {
+            offset: d.offset,
+            len: d.len,
+            error: format!("{} (what it holds is unknown: {e})", d.error),
+            catalog_members: Vec::new(),
+            messages: Vec::new(),
+            meta: Vec::new(),
+            runs: Vec::new(),
+        });
+        report.damaged.push(dm);
     }
     let damaged = |o: u64| {
         scan.damage
@@ -299,83 +399,214 @@ fn check_catalog(
             what,
         })
     };
-    for m in &loc.members {
-        if damaged(m.offset) {
+
+    // Catalog -> archive: members.
+    let mut catalog_members: HashMap<u64, &RawMember> = HashMap::new();
+    let mut catalog_end = 0u64;
+    for m in &members {
+        let (Ok(offset), Ok(clen), Ok(ulen)) = (
+            u64::try_from(m.offset),
+            u64::try_from(m.compressed_len),
+            u64::try_from(m.uncompressed_len),
+        ) else {
+            mismatch(
+                None,
+                format!(
+                    "run {}: members row (offset {}, {}/{} bytes) has a negative value",
+                    m.run, m.offset, m.compressed_len, m.uncompressed_len
+                ),
+            );
+            continue;
+        };
+        let end = offset.saturating_add(clen);
+        catalog_members.insert(offset, m);
+        catalog_end = catalog_end.max(end.min(scan.len));
+        if end > scan.len {
+            mismatch(
+                Some(offset),
+                format!(
+                    "run {}: the catalog's member ends at {end}, past the end of the archive \
+                     ({} bytes)",
+                    m.run, scan.len
+                ),
+            );
             continue;
         }
-        match by_offset.get(&m.offset) {
+        if damaged(offset) {
+            continue;
+        }
+        match by_offset.get(&offset) {
             None => mismatch(
-                Some(m.offset),
+                Some(offset),
                 format!("run {}: the catalog's member is not in the archive", m.run),
             ),
-            Some(a)
-                if a.compressed_len != m.compressed_len
-                    || a.uncompressed_len != m.uncompressed_len =>
-            {
-                mismatch(
-                    Some(m.offset),
-                    format!(
-                        "run {}: the catalog says {}/{} bytes (compressed/tar), the archive has {}/{}",
-                        m.run,
-                        m.compressed_len,
-                        m.uncompressed_len,
-                        a.compressed_len,
-                        a.uncompressed_len
-                    ),
-                )
-            }
+            Some(a) if a.compressed_len != clen || a.uncompressed_len != ulen => mismatch(
+                Some(offset),
+                format!(
+                    "run {}: the catalog says {clen}/{ulen} bytes (compressed/tar), the \
+                     archive has {}/{}",
+                    m.run, a.compressed_len, a.uncompressed_len
+                ),
+            ),
             Some(_) => {}
         }
     }
-    let check_entry = |name: &str, l: &crate::model::EntryLoc| -> Option<String> {
-        if damaged(l.member_offset) {
-            return None; // reported with the damage
-        }
-        let Some(m) = by_offset.get(&l.member_offset) else {
-            return Some(format!("{name}: no member at offset {}", l.member_offset));
-        };
-        match m
-            .entries
-            .iter()
-            .find(|e| e.offset_in_member == l.offset_in_member)
+
+    // Catalog -> archive: every stored location.
+    let mut catalog_guids: HashSet<Guid> = HashSet::new();
+    for l in &locs {
+        if let LocKind::Message { guid } = &l.kind
+            && let Some(g) = Guid::from_hex(guid)
         {
-            None => Some(format!(
-                "{name}: no entry at {} in the member at {}",
-                l.offset_in_member, l.member_offset
-            )),
-            Some(e) if e.name != name || e.size != l.size => Some(format!(
-                "{name} ({} bytes): the entry there is {} ({} bytes)",
-                l.size, e.name, e.size
-            )),
-            Some(_) => None,
+            catalog_guids.insert(g);
         }
-    };
-    for m in &loc.messages {
-        if let Some(w) = check_entry(&archive::message_entry(&m.guid), &m.loc) {
-            mismatch(Some(m.loc.member_offset), w);
+        let mut what = describe(&l.kind, l.run);
+        if let Ok(name) = expected_entry(&l.kind, l.run) {
+            what = format!("{what} ({name})");
         }
-    }
-    for m in &loc.meta {
-        if let Some(w) = check_entry(&m.name, &m.loc) {
-            mismatch(Some(m.loc.member_offset), format!("run {}: {w}", m.run));
+        if l.loc.is_absent() {
+            let required = match &l.kind {
+                LocKind::FolderMeta { required, .. } => *required,
+                _ => true,
+            };
+            if required {
+                mismatch(None, format!("{what}: the catalog has no location for it"));
+            }
+            continue;
         }
-    }
-    // Runs: every catalog run has its manifest (checked above when it has a location),
-    // and every manifest in the archive is a catalog run.
-    for r in cat.runs()? {
-        if r.manifest.is_none() {
+        let parts = (l.loc.member, l.loc.offset, l.loc.size);
+        let (Some(Ok(member)), Some(Ok(offset)), Some(Ok(size))) = (
+            parts.0.map(u64::try_from),
+            parts.1.map(u64::try_from),
+            parts.2.map(u64::try_from),
+        ) else {
+            let show = |v: Option<i64>| v.map_or_else(|| "NULL".to_string(), |x| x.to_string());
             mismatch(
                 None,
-                format!("run {}: the catalog has no manifest location", r.run),
+                format!(
+                    "{what}: damaged location (member {}, offset {}, size {})",
+                    show(parts.0),
+                    show(parts.1),
+                    show(parts.2)
+                ),
             );
+            continue;
+        };
+        let name = match expected_entry(&l.kind, l.run) {
+            Ok(n) => n,
+            Err(why) => {
+                mismatch(Some(member), format!("{what}: damaged row ({why})"));
+                continue;
+            }
+        };
+        if !catalog_members.contains_key(&member) {
+            mismatch(
+                Some(member),
+                format!("{what}: member {member} is not one of the catalog's members"),
+            );
+            continue;
+        }
+        if damaged(member) {
+            continue; // reported with the damage
+        }
+        let Some(m) = by_offset.get(&member) else {
+            mismatch(
+                Some(member),
+                format!("{what}: the archive has no member at offset {member}"),
+            );
+            continue;
+        };
+        if offset.saturating_add(size) > m.uncompressed_len {
+            mismatch(
+                Some(member),
+                format!(
+                    "{what}: {size} bytes at {offset} run past the end of the member ({} tar \
+                     bytes)",
+                    m.uncompressed_len
+                ),
+            );
+            continue;
+        }
+        match m.entries.iter().find(|e| e.offset_in_member == offset) {
+            None => mismatch(
+                Some(member),
+                format!("{what}: no entry at {offset} in the member at {member}"),
+            ),
+            Some(e) if e.name != name || e.size != size => mismatch(
+                Some(member),
+                format!(
+                    "{what}: {name} ({size} bytes) expected, the entry there is {} ({} bytes)",
+                    e.name, e.size
+                ),
+            ),
+            Some(_) => {}
         }
     }
-    let catalog_end = loc
-        .members
-        .iter()
-        .map(|m| m.offset.saturating_add(m.compressed_len))
-        .max()
-        .unwrap_or(0);
+
+    // Catalog -> archive: every record's message is held.
+    let mut names: HashMap<String, String> = HashMap::new();
+    for r in &unheld {
+        if !names.contains_key(&r.uniqueid) {
+            let n = cat
+                .folder_history(&r.uniqueid)
+                .ok()
+                .and_then(|h| h.last().map(|n| n.name.clone()))
+                .unwrap_or_else(|| r.uniqueid.clone());
+            names.insert(r.uniqueid.clone(), n);
+        }
+        let runs = match r.to_run {
+            Some(t) => format!("runs {} to {}", r.from_run, t - 1),
+            None => format!("runs {} on", r.from_run),
+        };
+        mismatch(
+            None,
+            format!(
+                "folder {} ({}) uid {}, {runs}: message {} is in no member of the archive \
+                 (a restore of it fails; run `cyrvault reindex --salvage`)",
+                names.get(&r.uniqueid).map_or("?", String::as_str),
+                r.uniqueid,
+                r.uid,
+                r.guid
+            ),
+        );
+    }
+
+    // Archive -> catalog: the committed part of the archive (up to the catalog's end)
+    // is made of the catalog's members; their messages and manifests are in it.
+    let mut archive_members = 0u64;
+    let mut archive_guids: HashSet<Guid> = HashSet::new();
+    let mut archive_runs = 0u64;
+    for m in scan.members.iter().filter(|m| m.offset < catalog_end) {
+        let in_catalog = catalog_members.contains_key(&m.offset);
+        // The format marker's member belongs to the first run, or (written by hand) to
+        // none: it holds nothing a run needs.
+        if !in_catalog && m.entries.iter().all(|e| e.name == archive::FORMAT_ENTRY) {
+            continue;
+        }
+        archive_members += 1;
+        if !in_catalog {
+            mismatch(
+                Some(m.offset),
+                "a member in the committed part of the archive is not in the catalog".into(),
+            );
+            continue;
+        }
+        for e in &m.entries {
+            match archive::parse_entry_name(&e.name) {
+                EntryName::Message(g) => {
+                    archive_guids.insert(g);
+                    if !catalog_guids.contains(&g) {
+                        mismatch(
+                            Some(m.offset),
+                            format!("{}: the catalog has no row for this message", e.name),
+                        );
+                    }
+                }
+                EntryName::RunManifest { .. } => archive_runs += 1,
+                _ => {}
+            }
+        }
+    }
     for m in &scan.members {
         for e in &m.entries {
             let EntryName::RunManifest { run } = archive::parse_entry_name(&e.name) else {
@@ -402,6 +633,32 @@ fn check_catalog(
                         "run {run}: its manifest is in the archive, the catalog has no such run"
                     ),
                 );
+            }
+        }
+    }
+    report.counts = VerifyCounts {
+        catalog: counts,
+        archive_runs,
+        archive_members,
+        archive_messages: archive_guids.len() as u64,
+        unheld_records: unheld.len() as u64,
+    };
+    // With damage the archive side is short by what the damage took (reported there).
+    if scan.damage.is_empty() {
+        let c = &report.counts;
+        for (what, cat_n, arch_n) in [
+            ("runs", c.catalog.runs, c.archive_runs),
+            ("members", c.catalog.members, c.archive_members),
+            ("messages", c.catalog.messages, c.archive_messages),
+        ] {
+            if cat_n != arch_n {
+                let what = format!(
+                    "counts: the catalog has {cat_n} {what}, the committed part of the archive {arch_n}"
+                );
+                report.mismatches.push(CatalogMismatch {
+                    member_offset: None,
+                    what,
+                });
             }
         }
     }

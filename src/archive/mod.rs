@@ -15,7 +15,7 @@
 //!
 //! Files: `names.rs` (entry naming), `gzip.rs` (member framing, inflate with member
 //! boundaries), `tarfmt.rs` (tar headers and the streaming entry parser), `compress.rs`
-//! (text/binary lanes and the deflate settings), `write.rs` (the writer: lock, tail
+//! (text/binary lanes and the deflate settings), `lock.rs` (the writer lock), `write.rs` (the writer: lock, tail
 //! repair, second-thread compression, fsync order), `read.rs` (member iteration,
 //! single-entry reads, scan with resync, the crash-leftover rule), `error.rs`.
 //!
@@ -26,6 +26,7 @@
 mod compress;
 mod error;
 mod gzip;
+mod lock;
 mod names;
 mod read;
 mod tarfmt;
@@ -33,6 +34,7 @@ mod write;
 
 pub use compress::{Lane, Level, classify};
 pub use error::{ArchiveError, Damage};
+pub use lock::{LOCK_GRACE, lock_exclusive};
 pub use names::{
     EntryName, FORMAT_ENTRY, MAX_COMPONENT, MAX_NAME, decode_component, encode_component,
     folder_entry, message_entry, parse_entry_name, run_id, run_manifest_entry, user_entry,

@@ -10,7 +10,7 @@
 //! else (damage, a file shorter than the caller committed) is reported, never repaired
 //! by rewriting: existing members are never modified.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -121,7 +121,7 @@ impl ArchiveWriter {
     }
 
     /// Open (or create) the archive at `path`: lock it (a second writer gets
-    /// `ArchiveError::Locked` at once), check and repair the tail, check the format
+    /// `ArchiveError::Locked` after a short grace, `lock.rs`), check and repair the tail, check the format
     /// version, and write the `cyrvault/FORMAT` member into a new archive.
     pub fn open_with(path: &Path, opts: WriterOptions) -> Result<ArchiveWriter> {
         let existed = path.exists();
@@ -134,13 +134,7 @@ impl ArchiveWriter {
             .truncate(false)
             .open(path)
             .at("opening", path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::archive(path, ArchiveError::Locked));
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
-        }
+        super::lock::lock_exclusive(&file, path)?;
         let mut report = repair_tail(&mut file, path, opts.committed_len)?;
         if report.len > 0 {
             check_format(&mut file, path)?;

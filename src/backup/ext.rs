@@ -88,6 +88,11 @@ pub struct BackupExt {
     pub folders: BTreeMap<String, FolderStats>,
     #[serde(default)]
     pub user: Option<UserStats>,
+    /// Folders this run did not back up, with the reason (their previous state is
+    /// carried forward). A record for people and tools reading the archive; a run
+    /// ignores it (a failed folder has no stats here, so it is read again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<super::FolderFailure>,
 }
 
 /// The manifest's bytes: the model's JSON plus the `"backup"` key.

@@ -21,6 +21,7 @@
 mod ext;
 mod folder;
 mod recover;
+mod report;
 mod run;
 mod server;
 mod status;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use recover::replay_archive;
+pub use report::{FailureClass, FolderFailure};
 pub use run::backup_user;
 pub use server::{ConnectOptions, Server};
 pub use status::ServiceStatus;
@@ -43,10 +45,13 @@ use crate::vault::Vault;
 /// Most UIDs per `FDATA` request (what the Perl client sends; the service allows 4096).
 pub const FDATA_BATCH: usize = 1024;
 
-/// A folder whose metadata files were modified in the second they were read, or in the
-/// `RACY_SECS - 1` seconds before (slack for clock skew between the hosts), is fetched
-/// again next run: `stat` times are whole seconds, so a second change within the same
-/// second would look unchanged ("racy" stat, as git calls it).
+/// A folder whose metadata files were modified in the second the server read them, or
+/// in the `RACY_SECS - 1` seconds before, is fetched again next run: `stat` times are
+/// whole seconds, so a second change within the same second would look unchanged
+/// ("racy" stat, as git calls it). "When the server read them" is the server's own
+/// clock (`SERVERTIME`, doc/protocol.md 2.6), or without it a lower bound of that clock
+/// (doc/backup.md, "Racy stats"); the second of slack covers the file system stamping
+/// times from a clock that may lag by a tick.
 pub const RACY_SECS: u64 = 2;
 
 /// Told about progress while a run goes (the CLI draws a progress bar with it).
@@ -55,6 +60,9 @@ pub trait Progress: Send + Sync {
     fn user_started(&self, user: &str, folders: usize);
     /// A folder is being looked at.
     fn folder(&self, user: &str, name: &str);
+    /// A changed folder's metadata has been read (`FMETA`); its messages are fetched
+    /// next (`FDATA`). The tests use this to change the folder at exactly that point.
+    fn folder_read(&self, _user: &str, _name: &str) {}
     /// Message bytes arrived.
     fn bytes(&self, n: u64);
 }
@@ -133,9 +141,10 @@ pub struct UserReport {
     /// Delayed-delete (`DELETED.*`) folders listed by the server; not backed up (their
     /// content was taken while they were live).
     pub folders_delayed_delete: usize,
-    /// Folders skipped this run (vanished or replaced between listing and reading);
-    /// the catalog carries their last state forward.
-    pub folders_skipped: Vec<String>,
+    /// Folders not backed up in this run, with the reason (see [`FolderFailure`]): the
+    /// catalog carries their last state forward. Any entry makes the exit status
+    /// non-zero.
+    pub folders_failed: Vec<FolderFailure>,
     /// Messages fetched and stored.
     pub messages_fetched: u64,
     /// Message bytes fetched.
@@ -156,9 +165,52 @@ pub struct UserReport {
 }
 
 impl UserReport {
-    /// Whether the run found problems worth a non-zero exit (spool damage).
+    /// Whether the run found problems worth a non-zero exit: a folder not backed up,
+    /// or spool damage.
     pub fn has_problems(&self) -> bool {
-        !self.damage.is_empty()
+        !self.damage.is_empty() || !self.folders_failed.is_empty()
+    }
+
+    /// Record that a folder is not backed up in this run (logged at once). Any code
+    /// that finds a folder it cannot back up calls this; the run then carries the
+    /// folder's previous state forward and its exit status is non-zero.
+    pub fn fail_folder(&mut self, f: FolderFailure) {
+        // Whether its state is carried forward is known at commit; not said here.
+        log::warn!(
+            target: "cyrvault::backup",
+            "user {} folder {}: FAILED ({}): {}",
+            f.user, f.folder, f.class, f.reason
+        );
+        self.folders_failed.push(f);
+    }
+
+    /// The exit status this run's problems call for: `None` when green; 65 when
+    /// anything is damaged or refused (an admin must act), else 75 (try again).
+    pub fn problem_exit_code(&self) -> Option<i32> {
+        if !self.damage.is_empty()
+            || self
+                .folders_failed
+                .iter()
+                .any(|f| f.class != FailureClass::Temporary)
+        {
+            Some(crate::error::EX_DATAERR)
+        } else if !self.folders_failed.is_empty() {
+            Some(crate::error::EX_TEMPFAIL)
+        } else {
+            None
+        }
+    }
+
+    /// The problems as one error (for callers that count a run with problems as
+    /// failed, like the fleet), or `None` when green.
+    pub fn problems(&self) -> Option<BackupError> {
+        self.problem_exit_code()?;
+        Some(BackupError::Incomplete {
+            user: self.user.clone(),
+            run: self.run,
+            failed: self.folders_failed.clone(),
+            damaged: self.damage.len(),
+        })
     }
 }
 
@@ -188,6 +240,14 @@ pub enum BackupError {
         user: String,
         archive: PathBuf,
         what: String,
+    },
+    /// The run committed, but without some folders (carried forward) or with spool
+    /// damage: what [`UserReport::problems`] gives.
+    Incomplete {
+        user: String,
+        run: u64,
+        failed: Vec<FolderFailure>,
+        damaged: usize,
     },
 }
 
@@ -230,6 +290,24 @@ impl fmt::Display for BackupError {
                 "user {user}: archive {}: {what}. Nothing was changed: run `cyrvault verify {user}` and `cyrvault reindex {user}`",
                 archive.display()
             ),
+            BackupError::Incomplete {
+                user,
+                run,
+                failed,
+                damaged,
+            } => {
+                write!(f, "user {user}: run {run} committed")?;
+                if !failed.is_empty() {
+                    write!(f, " without {} folder(s):", failed.len())?;
+                    for x in failed {
+                        write!(f, " [{}: {} ({})]", x.folder, x.reason, x.class)?;
+                    }
+                }
+                if *damaged > 0 {
+                    write!(f, "; {damaged} damaged message(s) in the spool")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -242,6 +320,11 @@ impl BackupError {
         match self {
             BackupError::Locked { .. } => ErrorKind::Temporary,
             BackupError::NoSuchUser { .. } => ErrorKind::NotFound,
+            BackupError::Incomplete {
+                failed, damaged, ..
+            } if *damaged == 0 && failed.iter().all(|f| f.class == FailureClass::Temporary) => {
+                ErrorKind::Temporary
+            }
             _ => ErrorKind::Data,
         }
     }

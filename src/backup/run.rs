@@ -11,7 +11,9 @@
 //!    more traffic. Otherwise `FMETA` header/index/annotations/mailbox_annotations,
 //!    `records_from_meta`, `missing_guids`, `FDATA` (≤ 1024 UIDs per request) for what
 //!    the archive lacks; each message's SHA-1 must equal its GUID or it is reported as
-//!    spool damage and not stored.
+//!    spool damage and not stored. A folder whose records name a message that is not
+//!    held then is FAILED (`folder.rs`): left out of the manifest, so the catalog
+//!    carries its previous state forward.
 //! 4. User state (`META` seen/sub, `SNAPSHOT`'s sieve files) when it changed.
 //! 5. Folders the catalog had and the server no longer lists → deleted in this run.
 //! 6. `finish_member` (fsync), the manifest alone in the last member (fsync), then
@@ -26,6 +28,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::ext::{self, BackupExt, FolderStats, stat3};
+use super::folder::ClockFloor;
 use super::recover::{self, folder_meta, message_locs};
 use super::server::Server;
 use super::{BackupError, BackupOptions, UserReport};
@@ -47,7 +50,7 @@ pub(super) fn now_secs() -> u64 {
 }
 
 pub(super) fn proto(server: &Server, what: &str, e: ProtocolError) -> Error {
-    Error::Protocol(format!("{}: {what}: {e}", server.addr))
+    e.in_context(&format!("{}: {what}", server.addr))
 }
 
 /// A folder as FMULTISTATUS listed it.
@@ -158,7 +161,13 @@ pub fn backup_user(
         .fmultistatus(userid.as_bytes())
         .map_err(|e| proto(server, "FMULTISTATUS", e))?;
     let mut live: Vec<Listed> = Vec::new();
+    let mut clock = ClockFloor::default();
     for f in listing {
+        for (n, s) in &f.files {
+            if n.as_slice() != b"mailbox_annotations" {
+                clock.saw_mtime(s.mtime);
+            }
+        }
         let name = String::from_utf8_lossy(&f.name).into_owned();
         if is_delayed_delete(&name) {
             rep.folders_delayed_delete += 1;
@@ -252,6 +261,7 @@ pub fn backup_user(
         have: &mut have,
         rep: &mut rep,
         opts,
+        clock,
     };
     let mut folders: Vec<FolderInRun> = Vec::new();
     let mut records: HashMap<String, Vec<RecordState>> = HashMap::new();
@@ -346,6 +356,15 @@ pub fn backup_user(
 
     let (user_state, user_stats) = ctx.user_state(last.as_ref().map(|l| l.run), &prev_ext)?;
     new_ext.user = user_stats;
+    // A failed folder keeps the state the catalog has for it (carried forward at
+    // commit), if it has one.
+    for f in &mut rep.folders_failed {
+        f.carried_forward = f
+            .uniqueid
+            .as_ref()
+            .is_some_and(|u| live_before.contains_key(u));
+    }
+    new_ext.failed = rep.folders_failed.clone();
 
     // Durable members first, then the manifest alone in the last member, then commit.
     let content = writer.finish_member()?;
@@ -491,18 +510,8 @@ pub(super) struct RunCtx<'a> {
     pub(super) have: &'a mut HashSet<Guid>,
     pub(super) rep: &'a mut UserReport,
     pub(super) opts: &'a BackupOptions,
-}
-
-impl RunCtx<'_> {
-    pub(super) fn skip(&mut self, f: &Listed, why: String) {
-        log::warn!(
-            target: "cyrvault::backup",
-            "user {} folder {}: skipped this run: {why}",
-            self.userid,
-            f.name
-        );
-        self.rep.folders_skipped.push(f.name.clone());
-    }
+    /// A lower bound of the server's clock (for a server without `SERVERTIME`).
+    pub(super) clock: ClockFloor,
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub struct Server {
 }
 
 fn proto(addr: &str, what: &str, e: ProtocolError) -> Error {
-    Error::Protocol(format!("{addr}: {what}: {e}"))
+    e.in_context(&format!("{addr}: {what}"))
 }
 
 impl Server {

@@ -33,6 +33,15 @@ pub enum CatalogError {
     NotACatalog { path: PathBuf },
     /// Stored data that does not decode (a state column, a GUID blob).
     Corrupt { path: PathBuf, what: String },
+    /// A run tried to record a message (GUID) that no member of the archive holds: the
+    /// run is refused (doc/catalog.md, "the held rule").
+    Unheld {
+        path: PathBuf,
+        run: u64,
+        uniqueid: String,
+        uid: u32,
+        guid: crate::cyrus::Guid,
+    },
     /// The writer was used against its contract (run numbers not increasing, a folder
     /// snapshotted twice in one run, an unchanged folder we never saw...).
     Misuse { path: PathBuf, what: String },
@@ -55,7 +64,8 @@ impl CatalogError {
             CatalogError::SchemaTooNew { .. }
             | CatalogError::SchemaTooOld { .. }
             | CatalogError::NotACatalog { .. }
-            | CatalogError::Corrupt { .. } => ErrorKind::Data,
+            | CatalogError::Corrupt { .. }
+            | CatalogError::Unheld { .. } => ErrorKind::Data,
             CatalogError::Misuse { .. } => ErrorKind::Software,
         }
     }
@@ -92,6 +102,18 @@ impl fmt::Display for CatalogError {
             CatalogError::Corrupt { path, what } => {
                 write!(f, "catalog {}: corrupt: {what}", path.display())
             }
+            CatalogError::Unheld {
+                path,
+                run,
+                uniqueid,
+                uid,
+                guid,
+            } => write!(
+                f,
+                "catalog {}: run {run}: folder {uniqueid} uid {uid} names message {guid}, \
+                 which no member of the archive holds: refused",
+                path.display()
+            ),
             CatalogError::Misuse { path, what } => {
                 write!(f, "catalog {}: {what}", path.display())
             }

@@ -9,7 +9,8 @@
 //!
 //! Files: `schema.rs` (DDL, [`SCHEMA_VERSION`]), `write.rs` (one transaction per run:
 //! [`RunTx`]), `replay.rs` (a whole run from its manifest: [`Catalog::write_run`]),
-//! `query.rs` (typed reads), `dump.rs` (canonical dump, stats),
+//! `query.rs` (typed reads), `dump.rs` (canonical dump, stats), `audit.rs` (raw reads
+//! for `verify`),
 //! `error.rs` ([`CatalogError`]). The tables are described for operators in
 //! `doc/catalog.md`.
 //!
@@ -18,6 +19,7 @@
 //! archive ahead of the catalog, never the reverse.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod dump;
 mod error;
 mod query;
@@ -30,6 +32,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use audit::{CatalogCounts, LocKind, LocRow, RawLoc, RawMember, UnheldRecord};
 pub use dump::CatalogStats;
 pub use error::CatalogError;
 pub use query::{
@@ -110,6 +113,36 @@ impl Catalog {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
+    }
+
+    /// Open an existing catalog for reading only: nothing is ever written to it (no
+    /// schema into an empty file, no journal mode change), for `verify` and the other
+    /// read-only admin commands. A missing file is `Error::NotFound`; an empty one, or a
+    /// database without our schema, [`CatalogError::NotACatalog`].
+    pub fn open_read_only(path: &Path) -> Result<Catalog> {
+        if !path.exists() {
+            return Err(Error::NotFound {
+                what: "catalog",
+                name: path.display().to_string(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).db("opening", path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .db("setting busy_timeout", path)?;
+        match schema::inspect(&conn).db("reading the schema version", path)? {
+            Found::Version(v) => check_version(path, v)?,
+            Found::Empty | Found::Foreign => {
+                return Err(Error::Catalog(CatalogError::NotACatalog {
+                    path: path.to_path_buf(),
+                }));
+            }
+        }
+        Ok(Catalog {
+            conn,
+            path: path.to_path_buf(),
+            install_to: None,
+        })
     }
 
     fn open_with(path: &Path, flags: OpenFlags) -> Result<Catalog> {
@@ -201,6 +234,28 @@ impl Catalog {
                 .at("fsyncing", dir)?;
         }
         Catalog::open(&target)
+    }
+
+    /// Throw away a catalog made by [`Catalog::create_fresh`] (a refused `reindex`):
+    /// the `.new` file goes, the catalog at the final path is not touched.
+    pub fn discard(self) -> Result<()> {
+        if self.install_to.is_none() {
+            return Err(misuse(
+                &self.path,
+                "discard() on a catalog not made by create_fresh",
+            ));
+        }
+        let new = self.path.clone();
+        self.conn.close().map_err(|(_, e)| e).db("closing", &new)?;
+        for p in [new.clone(), sibling(&new, "-wal"), sibling(&new, "-shm")] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("removing", &p, e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Change how long calls wait for another process's lock (default

@@ -2,8 +2,9 @@
 //!
 //! Cyrus 3.6 writes the magic followed by one DList kvlist line
 //! (`mailbox_commit_header` in `imap/mailbox.c`); 3.4 and earlier wrote three
-//! text lines, which 3.6 still reads (`mailbox_read_header`). This module
-//! parses both and writes the 3.6 form byte-identically to Cyrus, for
+//! text lines, which 3.6 still reads (`mailbox_read_header`); 3.13 adds a `J`
+//! (JMAP id) field after `I`, always (`J NIL` when there is none). This module
+//! parses all three and writes the DList forms byte-identically to Cyrus, for
 //! restores. It does not check the header against `cyrus.index`'s
 //! `header_file_crc`: the caller does that with [`crate::cyrus::crc32`] on the
 //! same bytes. Layout and examples: `doc/cyrus-files.md`, "cyrus.header".
@@ -24,8 +25,10 @@ pub const MAX_USER_FLAGS: usize = 128;
 /// Which of the two layouts the file had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum HeaderFormat {
-    /// One DList line (Cyrus 3.6 and later).
+    /// One DList line (Cyrus 3.6 to 3.12).
     Dlist36,
+    /// One DList line with a `J` field (Cyrus 3.13 on).
+    Dlist313,
     /// quotaroot TAB uniqueid / flags / ACL lines (Cyrus 3.4 and earlier).
     Legacy,
 }
@@ -40,6 +43,8 @@ pub struct MailboxHeader {
     pub name: Option<String>,
     /// Unique id (`I`).
     pub uniqueid: Option<String>,
+    /// JMAP id (`J`, Cyrus 3.13 on; `NIL` reads as None).
+    pub jmapid: Option<String>,
     /// Quota root (`Q`), if the mailbox has one.
     pub quotaroot: Option<String>,
     /// Identifier/rights pairs (`A`), in ACL order.
@@ -141,10 +146,15 @@ fn parse_dlist_format(buf: &[u8], start: usize) -> Result<MailboxHeader, ParseEr
         mbtype: string("T")?,
         name: string("N")?,
         uniqueid: string("I")?,
+        jmapid: string("J")?,
         quotaroot: string("Q")?,
         acl,
         user_flags,
-        format: HeaderFormat::Dlist36,
+        format: if d.get("J").is_some() {
+            HeaderFormat::Dlist313
+        } else {
+            HeaderFormat::Dlist36
+        },
     })
 }
 
@@ -201,6 +211,7 @@ fn parse_legacy_format(buf: &[u8], start: usize) -> Result<MailboxHeader, ParseE
         mbtype: None,
         name: None,
         uniqueid,
+        jmapid: None,
         quotaroot,
         acl,
         user_flags,
@@ -208,8 +219,8 @@ fn parse_legacy_format(buf: &[u8], start: usize) -> Result<MailboxHeader, ParseE
     })
 }
 
-/// The bytes Cyrus 3.6 writes for this content: magic, the kvlist
-/// `T N I [Q] A [U]`, LF. A missing mbtype is written as `e` (Cyrus's
+/// The bytes Cyrus writes for this content: magic, the kvlist
+/// `T N I [J] [Q] A [U]`, LF (`J` when the format is [`HeaderFormat::Dlist313`]). A missing mbtype is written as `e` (Cyrus's
 /// default type 0); a missing name or uniqueid as `NIL`. `A` is always
 /// written (Cyrus omits it only when it has no ACL string at all).
 pub fn write_header(h: &MailboxHeader) -> Vec<u8> {
@@ -222,6 +233,9 @@ pub fn write_header(h: &MailboxHeader) -> Vec<u8> {
         ("N".to_string(), opt(&h.name)),
         ("I".to_string(), opt(&h.uniqueid)),
     ];
+    if h.format == HeaderFormat::Dlist313 {
+        kv.push(("J".to_string(), opt(&h.jmapid)));
+    }
     if let Some(q) = &h.quotaroot {
         kv.push(("Q".to_string(), Dlist::atom(q)));
     }
@@ -331,6 +345,7 @@ mod tests {
             mbtype: None,
             name: None,
             uniqueid: Some("u".into()),
+            jmapid: None,
             quotaroot: None,
             acl: vec![],
             user_flags: vec![None, Some("x".into()), None],
@@ -340,5 +355,14 @@ mod tests {
             write_header(&h),
             with_magic(b"%(T e N NIL I u A %() U (NIL x))\n")
         );
+        // 3.13 writes J always, NIL when there is no JMAP id.
+        for line in [
+            &b"%(T e N user.a I u J NIL A %())\n"[..],
+            b"%(T e N user.a I u J P-F Q user.a A %(a lrs))\n",
+        ] {
+            let h = parse_header(&with_magic(line)).unwrap();
+            assert_eq!(h.format, HeaderFormat::Dlist313);
+            assert_eq!(write_header(&h), with_magic(line));
+        }
     }
 }

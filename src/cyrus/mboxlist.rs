@@ -1,19 +1,25 @@
-//! The mailbox list (`mailboxes.db`, Cyrus 3.6 key layout) and mailbox names.
+//! The mailbox list (`mailboxes.db`, the key layout of Cyrus 3.6 to 3.13) and
+//! mailbox names.
 //!
 //! Input is the ordered records of the twoskip file (`twoskip::read_all`).
-//! 3.6 keeps two records per mailbox: `N<dbname>` (the entry by name) and
-//! `I<uniqueid>` (the entry by id, which alone carries the name history).
-//! This module joins them into [`MailboxEntry`] values, converts between the
-//! database name form (`dbname`: domain 0x1D, hierarchy 0x1F, literal `.`)
-//! and Cyrus's internal name form (`domain!user.bob.Sent`, `^` for a `.`),
-//! and answers "which users exist" and "which entries belong to this user".
-//! `A` (reverse ACL) records are a derived cache and are skipped.
+//! Every supported version keeps two records per mailbox: `N<dbname>` (the entry
+//! by name) and `I<uniqueid>` (the entry by id, which alone carries the name
+//! history); 3.13 adds a third, `J<userid> RS <jmapid>`, and a `J` field in the
+//! values. This module joins `N` and `I` into [`MailboxEntry`] values, converts
+//! between the database name form (`dbname`: domain 0x1D, hierarchy 0x1F, literal
+//! `.`) and Cyrus's internal name form (`domain!user.bob.Sent`, `^` for a `.`),
+//! and answers "which users exist" and "which entries belong to this user". The
+//! other record kinds (reverse ACLs, user groups, JMAP ids, and any kind no
+//! supported version writes) are lookup indexes Cyrus never lists from: they are
+//! skipped and counted (`kinds.rs`, which also holds the table of what each
+//! version writes).
 //!
-//! Value parsing follows `mboxlist_parse_entry` in `imap/mboxlist.c` (3.6.1),
-//! including its two pre-DList value forms; name conversion follows
+//! Value parsing follows `mboxlist_parse_entry` in `imap/mboxlist.c` (3.6.1 to
+//! 3.13), including its two pre-DList value forms; name conversion follows
 //! `mbname_from_dbname` / `mbname_intname` / `mbname_dbname`. A pre-3.6 database
-//! (plain internal names as keys) is refused: Cyrus's `ctl_cyrusdb -r` upgrades
-//! it. Facts and examples: `doc/cyrus-files.md`, section "mailboxes.db".
+//! (plain internal names as keys) is refused, decided the way Cyrus's own upgrade
+//! check decides it: Cyrus's `ctl_cyrusdb -r` converts it. Facts and examples:
+//! `doc/cyrus-files.md`, section "mailboxes.db".
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -24,9 +30,11 @@ use serde_json::{Map, Value, json};
 use super::ParseError;
 use super::dlist::{Dlist, parse_decimal, parse_dlist};
 
+mod kinds;
 mod mbtype;
 mod name;
 
+pub use kinds::{KindCounts, RecordKind, kind_of};
 pub use mbtype::MbType;
 pub use name::{MbName, dbname_to_internal, internal_to_dbname};
 
@@ -34,6 +42,8 @@ pub use name::{MbName, dbname_to_internal, internal_to_dbname};
 pub const DB_DOMAINSEP: u8 = 0x1d;
 /// Hierarchy separator in a dbname (US).
 pub const DB_HIERSEP: u8 = 0x1f;
+/// Field separator inside `A`, `UG` and `J` keys (RS).
+pub const DB_RECSEP: u8 = 0x1e;
 
 /// One former name of a mailbox, from the `H` list of its `I` record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,6 +82,9 @@ pub struct MailboxEntry {
     #[serde(skip)]
     pub dbname: Vec<u8>,
     pub uniqueid: Option<String>,
+    /// The JMAP id (`J` field; Cyrus 3.13 on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jmapid: Option<String>,
     /// Partition name; absent on some tombstones (Cyrus drops it then).
     pub partition: Option<String>,
     pub mbtype: MbType,
@@ -103,16 +116,20 @@ pub struct Mboxlist {
     /// userid -> indexes into `entries`, in entry order (built once, so that
     /// per-user lookups stay cheap on servers with 10^5 mailboxes).
     by_user: HashMap<String, Vec<usize>>,
+    /// The records by kind, including the skipped ones.
+    pub kinds: KindCounts,
 }
 
-/// Build the mailbox list from the twoskip records of a 3.6 `mailboxes.db`.
+/// Build the mailbox list from the twoskip records of a `mailboxes.db` written by
+/// Cyrus 3.6 to 3.13.
 ///
 /// `deletedprefix` is the imapd.conf option (default `DELETED`).
 pub fn parse_mboxlist(
     records: &[(Vec<u8>, Vec<u8>)],
     deletedprefix: &str,
 ) -> Result<Mboxlist, ParseError> {
-    check_key_layout(records)?;
+    kinds::check_layout(records, |v| parse_entry(b"x", v, deletedprefix).is_ok())?;
+    let mut kinds = KindCounts::of(records);
     // uniqueid -> (dbname the I record names, its history)
     let mut by_id: HashMap<&[u8], (Vec<u8>, Vec<HistoryEntry>)> = HashMap::new();
     for (key, val) in records.iter().filter(|(k, _)| k.first() == Some(&b'I')) {
@@ -121,14 +138,19 @@ pub fn parse_mboxlist(
         let dbname = match d.get("N").and_then(Dlist::as_bytes) {
             Some(n) => n.to_vec(),
             None => {
+                // The first decisive record had N (kinds::check_layout), so this
+                // one is damaged rather than of an older layout.
                 return Err(ParseError::invalid(
                     what(),
                     0,
-                    "I record without N (name): a 3.5-era layout, upgrade with Cyrus 3.6 `ctl_cyrusdb -r`",
+                    "I record without N (the name it indexes)",
                 ));
             }
         };
         let history = parse_history(&d, deletedprefix, &what())?;
+        if d.get("J").is_some() {
+            kinds.jmapid_fields += 1;
+        }
         by_id.insert(&key[1..], (dbname, history));
     }
     let mut entries = Vec::new();
@@ -142,6 +164,9 @@ pub fn parse_mboxlist(
         {
             e.name_history = hist.clone();
         }
+        if e.jmapid.is_some() {
+            kinds.jmapid_fields += 1;
+        }
         entries.push(e);
     }
     let mut by_user: HashMap<String, Vec<usize>> = HashMap::new();
@@ -154,28 +179,8 @@ pub fn parse_mboxlist(
         entries,
         deletedprefix: deletedprefix.to_string(),
         by_user,
+        kinds,
     })
-}
-
-/// 3.6 writes only `N`, `I` and `A` keys. Anything else means the database
-/// still has the 3.4-and-earlier layout (keys are internal names) or the
-/// 3.x `$RACL`/`$RUNQ` records that `mboxlist_upgrade` converts.
-fn check_key_layout(records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), ParseError> {
-    for (i, (key, _)) in records.iter().enumerate() {
-        let ok = matches!(key.first(), Some(b'N' | b'I' | b'A'));
-        if !ok {
-            return Err(ParseError::invalid(
-                "mailboxes.db",
-                i as u64,
-                format!(
-                    "record {i} has key {} which is not in the Cyrus 3.6 layout (N/I/A prefixes); \
-                     this is a pre-3.6 mailboxes.db: upgrade it with Cyrus 3.6 `ctl_cyrusdb -r` first",
-                    show_bytes(key)
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn record_what(key: &[u8]) -> String {
@@ -244,6 +249,7 @@ fn parse_entry(dbname: &[u8], val: &[u8], dp: &str) -> Result<MailboxEntry, Pars
         name: mbname.to_internal(dp),
         dbname: dbname.to_vec(),
         uniqueid: None,
+        jmapid: None,
         partition: None,
         mbtype: MbType::default(),
         acl: Vec::new(),
@@ -263,6 +269,7 @@ fn parse_entry(dbname: &[u8], val: &[u8], dp: &str) -> Result<MailboxEntry, Pars
             let d = parse_dlist(val)?;
             e.mbtype = mbtype_of(&d, what)?;
             e.uniqueid = opt_text(&d, "I", what)?;
+            e.jmapid = opt_text(&d, "J", what)?;
             e.partition = opt_text(&d, "P", what)?;
             e.server = opt_text(&d, "S", what)?;
             e.uidvalidity = num(&d, "V", what)?;
@@ -425,7 +432,7 @@ impl Mboxlist {
         self.entries.iter().find(|e| e.name == name)
     }
 
-    /// What `ctl_mboxlist -d` prints for this list (3.6.1 `dump_cb`): one
+    /// What `ctl_mboxlist -d` prints for this list (`dump_cb`, 3.6.1 to 3.13): one
     /// object per entry keyed by internal name; tombstones are included,
     /// intermediates only when `with_intermediates` (`-y`). Like Cyrus, it
     /// reads only the `N` records, so `name_history` is always empty, and a
@@ -454,6 +461,10 @@ impl Mboxlist {
             o.insert("acl".into(), Value::Object(acl));
             if let Some(u) = &e.uniqueid {
                 o.insert("uniqueid".into(), json!(u));
+            }
+            // 3.13's ctl_mboxlist prints it (when set); older ones never have one.
+            if let Some(j) = &e.jmapid {
+                o.insert("jmapId".into(), json!(j));
             }
             if let Some(s) = &e.legacy_specialuse {
                 o.insert("legacy_specialuse".into(), json!(s));
@@ -514,8 +525,37 @@ mod tests {
         let recs = vec![rec(b"user.bob", b"%(T e P default)")];
         let e = parse_mboxlist(&recs, "DELETED").unwrap_err();
         assert!(e.to_string().contains("ctl_cyrusdb -r"), "{e}");
-        let recs = vec![rec(b"$RACL", b"")];
+        let recs = vec![rec(b"$RACL$S$x", b""), rec(b"Nuser\x1fa", b"%(T e)")];
         assert!(parse_mboxlist(&recs, "DELETED").is_err());
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn every_kind_a_supported_version_writes_is_read_or_skipped() {
+        // 3.13: J keys and J fields, UG (3.12) and reverse ACL keys, and a key of a
+        // kind no supported version writes.
+        let recs = vec![
+            rec(b"AS\x1e", b""),
+            rec(b"AU\x1ebob\x1euser\x1fbob", b""),
+            rec(b"Iu1", b"%(T e N user\x1fbob J P-F P default H ())"),
+            rec(b"Jbob\x1eP-F", b"%(T e N user\x1fbob I u1 P default)"),
+            rec(b"Nuser\x1fbob", b"%(T e I u1 J P-F P default)"),
+            rec(b"UGbob\x1estaff", b""),
+            rec(b"UGstaff\x1ebob", b""),
+            rec(b"Zfuture", b"x"),
+        ];
+        let l = parse_mboxlist(&recs, "DELETED").unwrap();
+        assert_eq!(l.entries.len(), 1);
+        assert_eq!(l.entries[0].jmapid.as_deref(), Some("P-F"));
+        assert_eq!(l.users(), ["bob"]);
+        let k = &l.kinds;
+        assert_eq!(
+            (k.names, k.ids, k.reverse_acls, k.jmap_ids, k.user_groups, k.unknown, k.jmapid_fields),
+            (1, 1, 2, 1, 2, 1, 2)
+        );
+        assert_eq!(k.newest_marker(), Some((3, 13)));
+        let j = l.to_ctl_mboxlist_json();
+        assert_eq!(j["user.bob"]["jmapId"], "P-F");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod index;
 pub mod mboxlist;
 pub mod paths;
 pub mod twoskip;
+pub mod version;
 
 use std::fmt;
 

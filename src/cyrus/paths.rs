@@ -6,7 +6,8 @@
 //! `mboxname_id_hash`, `mboxname_datapath`, `mboxname_metapath`,
 //! `mboxname_archivepath`, `mboxname_lockpath`, `mboxname_conf_getpath`),
 //! `lib/util.c` (`dir_hash_c`) and `imap/user.c` (`user_sieve_path`,
-//! `_namelock_name_from_userid`) at cyrus-imapd-3.6.1; checked against
+//! `_namelock_name_from_userid`) at cyrus-imapd-3.6.1 (identical through 3.13
+//! but for the user namespace lock name, which changed in 3.12); checked against
 //! `mbpath -j` by `tests/cyrus_paths.rs`. See `doc/cyrus-files.md` ("paths").
 //!
 //! Every name that becomes a path component is checked first: a component that
@@ -17,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cyrus::config::{ConfigError, ImapdConf, MetaFiles};
+use crate::cyrus::version::UserLockNaming;
 use crate::error::{Error, Result};
 
 /// Cyrus's one-letter directory hash (`dir_hash_c`).
@@ -363,9 +365,43 @@ pub fn lock_path(conf: &ImapdConf, lockname: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// The user namespace lock name: `*U*` + userid with `.` written as `^`.
+/// The user namespace lock name up to Cyrus 3.10: `*U*` + userid with `.`
+/// written as `^` (`_namelock_name_from_userid`, 3.6.1 to 3.10).
 pub fn user_namespace_lockname(userid: &str) -> String {
     format!("*U*{}", userid.replace('.', "^"))
+}
+
+/// The user namespace lock name from Cyrus 3.12 on: `*U*` + the internal name of
+/// the user's INBOX (`mboxname_user_mbox`): `user.` + the localpart with `.` as
+/// `^`, after `<domain>!` when the userid has a domain other than
+/// `defaultdomain` (the last `@` splits, as `mbname_from_userid` does).
+pub fn user_namespace_lockname_inbox(conf: &ImapdConf, userid: &str) -> String {
+    let (local, domain) = match userid.rfind('@') {
+        Some(i) => (&userid[..i], Some(&userid[i + 1..])),
+        None => (userid, None),
+    };
+    let domain = domain.filter(|d| Some(*d) != conf.defaultdomain());
+    match domain {
+        Some(d) => format!("*U*{d}!user.{}", local.replace('.', "^")),
+        None => format!("*U*user.{}", local.replace('.', "^")),
+    }
+}
+
+/// The user namespace lock name(s) under `naming`: one name, or for
+/// [`UserLockNaming::Both`] the 3.6 name then the 3.12 one.
+pub fn user_namespace_locknames(
+    conf: &ImapdConf,
+    userid: &str,
+    naming: UserLockNaming,
+) -> Vec<String> {
+    match naming {
+        UserLockNaming::UserId => vec![user_namespace_lockname(userid)],
+        UserLockNaming::Inbox => vec![user_namespace_lockname_inbox(conf, userid)],
+        UserLockNaming::Both => vec![
+            user_namespace_lockname(userid),
+            user_namespace_lockname_inbox(conf, userid),
+        ],
+    }
 }
 
 /// The mailbox name lock: the uniqueid, or the internal name for legacy mailboxes.
@@ -595,6 +631,25 @@ mod tests {
         assert_eq!(
             lock_path(&c, "*U*alice").unwrap(),
             PathBuf::from("/c/lock/q/*U*alice.lock")
+        );
+        // 3.12 on: the INBOX name, hashed like any mailbox name by mboxname_lockpath.
+        let d = conf("hashimapspool: yes\ndefaultdomain: ex.org\n");
+        let inbox = |u: &str| user_namespace_lockname_inbox(&d, u);
+        assert_eq!(inbox("bob.smith"), "*U*user.bob^smith");
+        assert_eq!(inbox("bob@ex.com"), "*U*ex.com!user.bob");
+        assert_eq!(inbox("bob@ex.org"), "*U*user.bob");
+        assert_eq!(inbox("a@b@ex.com"), "*U*ex.com!user.a@b");
+        assert_eq!(
+            lock_path(&d, &inbox("alice")).unwrap(),
+            PathBuf::from("/c/lock/a/*U*user/alice.lock")
+        );
+        assert_eq!(
+            lock_path(&d, &inbox("bob@ex.com")).unwrap(),
+            PathBuf::from("/c/lock/domain/q/*U*ex.com/b/user/bob.lock")
+        );
+        assert_eq!(
+            user_namespace_locknames(&d, "al.ice", UserLockNaming::Both),
+            ["*U*al^ice", "*U*user.al^ice"]
         );
         assert_eq!(
             lock_path(&c, "user.bob").unwrap(),

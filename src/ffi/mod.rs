@@ -82,12 +82,13 @@ pub fn serve_stdio_with(ctx: &ServiceContext) -> c_int {
             match service::serve(ctx, &mut input, &mut output, peer) {
                 Ok(summary) => {
                     log::info!(
-                        "session done: peer={} user={} folders={} bytes_out={}",
+                        "session done: peer={} user={} folders={} bytes_out={} {}",
                         peer.map(|p| p.to_string())
                             .unwrap_or_else(|| "[local]".into()),
                         summary.user.as_deref().unwrap_or("-"),
                         summary.folders,
-                        summary.bytes_out
+                        summary.bytes_out,
+                        summary.outcome()
                     );
                     0
                 }

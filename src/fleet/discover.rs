@@ -48,7 +48,7 @@ fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Resul
     let map = server
         .client
         .partitions()
-        .map_err(|e| Error::Protocol(format!("{}: PARTITIONS: {e}", s.address)))?;
+        .map_err(|e| e.in_context(&format!("{}: PARTITIONS", s.address)))?;
     let mut unit_of: BTreeMap<String, String> = BTreeMap::new();
     let mut units: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, _path, dev) in &map.partitions {

@@ -240,12 +240,10 @@ fn backup_one(
         return Err(crate::Error::Other("connection cache lost an entry".into()));
     };
     let rep = backup::backup_user(s, v, user, opts)?;
-    if rep.has_problems() {
-        return Err(crate::Error::Other(format!(
-            "{user}: backed up with spool damage ({} damaged, {} missing messages)",
-            rep.damage.len(),
-            rep.missing.len()
-        )));
+    // A run that left folders out (carried forward) or met spool damage is a failure
+    // for the directory: it is retried, and fleet-status names it with the reason.
+    if let Some(e) = rep.problems() {
+        return Err(e.into());
     }
     Ok(Transfer {
         fetched: rep.bytes_fetched,

@@ -35,7 +35,12 @@ impl<'a> LockSet<'a> {
     /// Take the user namespace lock. Refused while a name or index lock is held,
     /// or when the namespace lock is already held.
     pub fn namespace(&mut self, userid: &str, mode: LockMode) -> crate::Result<&FileLock> {
-        let path = paths::lock_path(&self.locker.conf, &paths::user_namespace_lockname(userid))?;
+        let path = self
+            .locker
+            .user_namespace_paths(userid)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
         if self.namespace.is_some() {
             return Err(
                 LockError::order(&path, "namespace lock already held by this set".into()).into(),

@@ -160,6 +160,11 @@ impl<R: Read, W: Write> Client<R, W> {
         })?;
         match self.replies.next_reply()? {
             Reply::Ok => {}
+            // not "no extensions": the server refuses us (allowlist), or the slot is
+            // not its servername (any server, stock or ours, says `iam` then)
+            Reply::No(t) if t == b"access denied" || t.starts_with(b"iam ") => {
+                return Err(ProtocolError::No(String::from_utf8_lossy(&t).into_owned()));
+            }
             Reply::No(_) => return Ok(None),
             other => return Err(unexpected("OK or NO", &other)),
         }

@@ -38,7 +38,7 @@ impl Source {
     /// Open `archive` and its catalog (which must exist: restore never creates one).
     pub fn open(archive: &Path, catalog: &Path) -> Result<Source> {
         let file = File::open(archive).at("opening the archive", archive)?;
-        let catalog = Catalog::open_existing(catalog)?;
+        let catalog = Catalog::open_read_only(catalog)?;
         Ok(Source {
             archive: archive.to_path_buf(),
             file,

@@ -24,7 +24,8 @@ pub enum Listen {
 pub struct ServiceLine {
     /// Service name (alphanumeric; it becomes `CYRUS_SERVICE` and the config ident).
     pub name: String,
-    /// Command: program (absolute, or relative to /usr/lib/cyrus/bin) and arguments.
+    /// Command: program (absolute, or a Cyrus program of the sandbox's installation,
+    /// e.g. `timsieved`) and arguments.
     pub cmd: String,
     /// Where it listens.
     pub listen: Listen,
@@ -67,6 +68,10 @@ pub struct Layout {
     pub legacy_dirs: bool,
     /// User overrides and additions, applied last (a key given here replaces ours).
     pub extra: Vec<(String, String)>,
+    /// The Cyrus installation's program directory: cyrus.conf names its programs
+    /// by full path (master would resolve a bare name in its own compiled-in
+    /// directory, which is the system's).
+    pub bin_dir: PathBuf,
 }
 
 fn yes(b: bool) -> &'static str {
@@ -146,14 +151,30 @@ pub fn unix_socket_path(l: &Layout, name: &str) -> PathBuf {
     l.socket_dir.join(format!("{name}.sock"))
 }
 
+/// A bare program name is one of the installation's: by full path (master alone
+/// would look in its compiled-in directory, the system's).
+fn program(l: &Layout, prog: &str) -> String {
+    if prog.contains('/') {
+        prog.to_string()
+    } else {
+        p(&l.bin_dir.join(prog))
+    }
+}
+
 fn with_config(l: &Layout, cmd: &str, pass_config: bool) -> String {
     if !pass_config {
-        return cmd.to_string();
+        let (prog, rest) = cmd.split_once(' ').unwrap_or((cmd, ""));
+        let prog = program(l, prog);
+        return if rest.is_empty() {
+            prog
+        } else {
+            format!("{prog} {rest}")
+        };
     }
     let mut words = cmd.split_whitespace();
     let prog = words.next().unwrap_or_default();
     let rest: Vec<&str> = words.collect();
-    let mut out = format!("{prog} -C {}", p(&l.imapd_conf));
+    let mut out = format!("{} -C {}", program(l, prog), p(&l.imapd_conf));
     for w in rest {
         out.push(' ');
         out.push_str(w);
@@ -164,16 +185,17 @@ fn with_config(l: &Layout, cmd: &str, pass_config: bool) -> String {
 /// The cyrus.conf text. `extra` pairs each extra service with its chosen port.
 pub fn cyrus_conf(l: &Layout, extra: &[(ServiceLine, Option<u16>)]) -> String {
     let conf = p(&l.imapd_conf);
+    let bin = p(&l.bin_dir);
     let mut out = format!(
-        "# cyrvault test sandbox {}\nSTART {{\n  recover cmd=\"ctl_cyrusdb -C {conf} -r\"\n}}\n\nSERVICES {{\n",
+        "# cyrvault test sandbox {}\nSTART {{\n  recover cmd=\"{bin}/ctl_cyrusdb -C {conf} -r\"\n}}\n\nSERVICES {{\n",
         l.servername
     );
     out.push_str(&format!(
-        "  imap cmd=\"imapd -C {conf}\" listen=\"{}\" prefork=0 maxchild=100\n",
+        "  imap cmd=\"{bin}/imapd -C {conf}\" listen=\"{}\" prefork=0 maxchild=100\n",
         l.imap_addr
     ));
     out.push_str(&format!(
-        "  lmtp cmd=\"lmtpd -C {conf} -a\" listen=\"{}\" prefork=0 maxchild=20\n",
+        "  lmtp cmd=\"{bin}/lmtpd -C {conf} -a\" listen=\"{}\" prefork=0 maxchild=20\n",
         l.lmtp_addr
     ));
     for (svc, port) in extra {
@@ -216,6 +238,7 @@ mod tests {
                 ("Delete_Mode".into(), "immediate".into()),
                 ("foo_bar".into(), "1".into()),
             ],
+            bin_dir: PathBuf::from("/opt/c/bin"),
             root,
         }
     }
@@ -252,20 +275,21 @@ mod tests {
             ..ServiceLine::tcp("sock", "x")
         };
         let text = cyrus_conf(&l, &[(svc, Some(40555)), (unix, None)]);
-        assert!(text.contains("recover cmd=\"ctl_cyrusdb -C /tmp/sbx/etc/imapd.conf -r\""));
+        // Cyrus's own programs by full path, from the sandbox's installation.
         assert!(
-            text.contains(
-                "imap cmd=\"imapd -C /tmp/sbx/etc/imapd.conf\" listen=\"127.0.0.1:40143\""
-            )
+            text.contains("recover cmd=\"/opt/c/bin/ctl_cyrusdb -C /tmp/sbx/etc/imapd.conf -r\"")
         );
         assert!(text.contains(
-            "lmtp cmd=\"lmtpd -C /tmp/sbx/etc/imapd.conf -a\" listen=\"127.0.0.1:40024\""
+            "imap cmd=\"/opt/c/bin/imapd -C /tmp/sbx/etc/imapd.conf\" listen=\"127.0.0.1:40143\""
+        ));
+        assert!(text.contains(
+            "lmtp cmd=\"/opt/c/bin/lmtpd -C /tmp/sbx/etc/imapd.conf -a\" listen=\"127.0.0.1:40024\""
         ));
         assert!(text.contains(
             "cyrvault cmd=\"/usr/local/bin/cyrvaultd -C /tmp/sbx/etc/imapd.conf -v\" listen=\"127.0.0.1:40555\" prefork=1"
         ));
         assert!(text.contains(
-            "sock cmd=\"x -C /tmp/sbx/etc/imapd.conf\" listen=\"/tmp/sbx/socket/sock.sock\""
+            "sock cmd=\"/opt/c/bin/x -C /tmp/sbx/etc/imapd.conf\" listen=\"/tmp/sbx/socket/sock.sock\""
         ));
     }
 }

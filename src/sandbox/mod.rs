@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod install;
 pub mod lmtp;
 pub mod mailgen;
 pub mod populate;
@@ -35,12 +36,13 @@ use crate::error::{Error, IoContext, Result};
 use crate::imap::Client;
 
 pub use config::{Listen, ServiceLine};
+pub use install::CyrusInstall;
 pub use mailgen::MailGen;
 pub use populate::{History, PopulatePlan, Population, StoredMessage, make_history, populate};
-use process::{cyrus_ids, ensure_cyrus_installed, pick_port, system_syslog_lines};
+use process::{cyrus_ids, pick_port, system_syslog_lines};
 pub use process::{file_tail, port_open};
 
-/// Where Debian installs Cyrus's programs.
+/// Where Debian installs Cyrus's programs (the system installation).
 pub const CYRUS_BIN: &str = "/usr/lib/cyrus/bin";
 /// The admin user every sandbox declares (`admins: cyrus`).
 pub const ADMIN: &str = "cyrus";
@@ -68,6 +70,8 @@ pub struct SandboxOptions {
     pub legacy_dirs: bool,
     /// How long to wait for the first IMAP greeting.
     pub start_timeout: Duration,
+    /// Which Cyrus to run (None: the system's, installed with apt-get if missing).
+    pub cyrus: Option<CyrusInstall>,
 }
 
 impl Default for SandboxOptions {
@@ -81,6 +85,7 @@ impl Default for SandboxOptions {
             unixhierarchysep: false,
             legacy_dirs: false,
             start_timeout: Duration::from_secs(30),
+            cyrus: None,
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct Sandbox {
     pub partitions: Vec<(String, PathBuf)>,
     /// The options it was started with.
     pub options: SandboxOptions,
+    /// The Cyrus installation it runs.
+    pub cyrus: CyrusInstall,
     master: Option<Child>,
     watchdog: Option<Child>,
     syslog: Option<syslog::SyslogSink>,
@@ -165,7 +172,10 @@ impl Sandbox {
                 opts.name_hint
             )));
         }
-        ensure_cyrus_installed()?;
+        let cyrus = match &opts.cyrus {
+            Some(c) => c.clone(),
+            None => CyrusInstall::system()?,
+        };
         if !nix::unistd::geteuid().is_root() {
             return Err(Error::Refused(
                 "the Cyrus sandbox must be started as root (its directories go to cyrus:mail \
@@ -175,7 +185,7 @@ impl Sandbox {
         }
         let mut last = None;
         for attempt in 1..=START_ATTEMPTS {
-            match Self::try_start(&opts)? {
+            match Self::try_start(&opts, &cyrus)? {
                 Attempt::Ready(sb) => return Ok(*sb),
                 Attempt::Retry(e) => {
                     log::warn!(target: "sandbox", "start attempt {attempt} failed, retrying: {e}");
@@ -186,7 +196,7 @@ impl Sandbox {
         Err(last.unwrap_or_else(|| other("sandbox did not start".into())))
     }
 
-    fn try_start(opts: &SandboxOptions) -> Result<Attempt> {
+    fn try_start(opts: &SandboxOptions, cyrus: &CyrusInstall) -> Result<Attempt> {
         let base = std::env::var_os("CYRVAULT_SANDBOX_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -242,6 +252,7 @@ impl Sandbox {
             unixhierarchysep: opts.unixhierarchysep,
             legacy_dirs: opts.legacy_dirs,
             extra: opts.extra_imapd_conf.clone(),
+            bin_dir: cyrus.bin_dir.clone(),
         };
         let mut extra = Vec::new();
         let mut service_addrs = BTreeMap::new();
@@ -311,6 +322,7 @@ impl Sandbox {
             servername,
             partitions,
             options: opts.clone(),
+            cyrus: cyrus.clone(),
             master: None,
             watchdog: None,
             syslog: None,
@@ -482,10 +494,11 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Run a Cyrus tool from /usr/lib/cyrus/bin with `-C <imapd.conf>` first. Tools
-    /// started as root switch to the cyrus user themselves (`cyrus_init`).
+    /// Run a Cyrus tool of this sandbox's installation with `-C <imapd.conf>`
+    /// first. Tools started as root switch to the cyrus user themselves
+    /// (`cyrus_init`).
     pub fn tool(&self, name: &str, args: &[&str]) -> Result<Output> {
-        let bin = Path::new(CYRUS_BIN).join(name);
+        let bin = self.cyrus.program(name);
         self.cyrus_command(&bin)
             .arg("-C")
             .arg(&self.imapd_conf)
@@ -530,13 +543,16 @@ impl Sandbox {
     }
 
     /// A `Command` for a Cyrus program of this sandbox: inside the private `/dev/log`
-    /// namespace when syslog is captured (see `syslog.rs`), else plain.
+    /// namespace when syslog is captured (see `syslog.rs`), else plain; with the
+    /// installation's `LD_LIBRARY_PATH`.
     pub fn cyrus_command(&self, program: &Path) -> Command {
-        if self.syslog.is_some() {
+        let mut c = if self.syslog.is_some() {
             syslog::wrapped(&self.root, program)
         } else {
             Command::new(program)
-        }
+        };
+        self.cyrus.set_env(&mut c);
+        c
     }
 
     /// Whether Cyrus's syslog messages are captured into `log/syslog`.

@@ -159,7 +159,7 @@ impl Sandbox {
             .at("opening", &log_path)?;
         let log2 = log.try_clone().at("duplicating", &log_path)?;
         let pidfile = self.root.join("run/master.pid");
-        let bin = Path::new(CYRUS_BIN).join("master");
+        let bin = self.cyrus.program("master");
         // No -d: master stays in the foreground as our child. -L sends its (and its
         // children's) stdout/stderr to the log; -p keeps it off the system pidfile.
         // process_group(0): master's shutdown signals its whole process group, which

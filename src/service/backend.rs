@@ -163,7 +163,8 @@ impl Spool for CyrusSpool {
             out.push(FolderEntry {
                 name: f.external.clone().into_bytes(),
                 uniqueid: f.uniqueid().as_bytes().to_vec(),
-                jmapid: Vec::new(),
+                // Cyrus 3.13's JMAP id (upstream sends mbentry->jmapid); empty before.
+                jmapid: f.entry.jmapid.clone().unwrap_or_default().into_bytes(),
                 header: st.header.map(wire_stat),
                 index: st.index.map(wire_stat),
                 annotations: st.annotations.map(wire_stat),
@@ -198,6 +199,7 @@ impl Spool for CyrusSpool {
         };
         Ok(FolderOpen::Open(Box::new(CyrusFolder {
             uniqueid: fref.uniqueid().as_bytes().to_vec(),
+            jmapid: fref.entry.jmapid.clone().unwrap_or_default().into_bytes(),
             hold: open.hold_time(),
             open: Some(open),
             mailbox_annotations,
@@ -236,6 +238,8 @@ impl Spool for CyrusSpool {
 /// One open folder: metadata copies in memory, message descriptors opened on demand.
 struct CyrusFolder<'a> {
     uniqueid: Vec<u8>,
+    /// The JMAP id (Cyrus 3.13 on; empty before).
+    jmapid: Vec<u8>,
     /// How long the namespace and index locks were held while copying.
     hold: Duration,
     /// Holds the shared name lock until released.
@@ -286,8 +290,7 @@ impl Folder for CyrusFolder<'_> {
     }
 
     fn jmapid(&self) -> &[u8] {
-        // Cyrus 3.6 mailboxes have no JMAP id.
-        b""
+        &self.jmapid
     }
 
     fn meta_stat(&self, file: MetaFile) -> Option<FileStat> {

@@ -61,6 +61,30 @@ pub struct SessionSummary {
     /// Longest namespace+index lock hold of this session (what STATUS
     /// `lock_hold_max_us` reports for the process), microseconds.
     pub max_lock_hold_us: u64,
+    /// Request lines read.
+    pub requests: u64,
+    /// Requests the service failed (`NO internal error`: the spool could not be
+    /// read).
+    pub failed: u64,
+    /// Requests refused as the client's fault (syntax, bounds, names, wrong slot,
+    /// authentication).
+    pub refused: u64,
+}
+
+impl SessionSummary {
+    /// The outcome word of the session's log line: `ok` only when no request
+    /// failed or was refused.
+    pub fn outcome(&self) -> String {
+        match (self.failed, self.refused) {
+            (0, 0) => "ok".into(),
+            (f, 0) => format!("failed ({f} of {} requests)", self.requests),
+            (0, r) => format!("refused ({r} of {} requests)", self.requests),
+            (f, r) => format!(
+                "failed ({f} failed, {r} refused of {} requests)",
+                self.requests
+            ),
+        }
+    }
 }
 
 /// Default seconds to wait for a Cyrus lock before the request fails.
@@ -130,9 +154,14 @@ pub fn init(
         peer: String::new(),
     };
     raise_fd_limit();
-    stats().tally.set_info(cyrus_info(&conf));
     let socket_dir = conf.configdirectory().join("socket");
+    let info_conf = conf.clone();
     let spool = crate::spool::Spool::open(conf, Duration::from_secs(timeout as u64))?;
+    // Which Cyrus this is decides how the user namespace lock is named: say it once.
+    spool.detection().log();
+    stats()
+        .tally
+        .set_info(cyrus_info(&info_conf, spool.detection()));
     // service-wide counters across master's children: without the file (no socket
     // directory: not under master) STATUS reports this process's figures only
     match counters::SharedCounters::open(&socket_dir, service_name, spool.locker().owner()) {
@@ -151,13 +180,33 @@ pub fn init(
     })
 }
 
-/// What `STATUS` tells about the Cyrus this service reads: its version (unknown
-/// until the service detects it) and the imapd.conf conventions that shape names
-/// and paths. `(key, token)`.
-fn cyrus_info(conf: &ImapdConf) -> Vec<(String, String)> {
+/// What `STATUS` tells about the Cyrus this service reads: its release as detected
+/// at start (`spool::detect`), where that came from, the conventions that follow, and
+/// the imapd.conf settings that shape names and paths. `(key, token)`.
+fn cyrus_info(conf: &ImapdConf, d: &crate::spool::Detection) -> Vec<(String, String)> {
+    use crate::spool::detect::Source as DetectionSource;
     let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let version = d
+        .version
+        .as_ref()
+        .map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    let source = match &d.source {
+        DetectionSource::Master(_) => "master",
+        DetectionSource::MailboxesDb => "mailboxes.db",
+        DetectionSource::Unknown => "unknown",
+    };
+    let support = match d.support {
+        Some(s) => format!("{s:?}").to_ascii_lowercase(),
+        None => "unknown".into(),
+    };
     vec![
-        ("cyrus_version".into(), "unknown".into()),
+        ("cyrus_version".into(), version),
+        ("cyrus_version_source".into(), source.into()),
+        ("cyrus_support".into(), support),
+        (
+            "cyrus_user_lock".into(),
+            d.conventions.user_lock.example().to_string(),
+        ),
         (
             "cyrus_virtdomains".into(),
             format!("{:?}", conf.virtdomains()).to_ascii_lowercase(),
@@ -239,7 +288,7 @@ pub fn serve(
     stats().tally.session_ended();
     let after = ctx.spool.spool().lock_stats();
     let (summary, hold, outcome) = match &result {
-        Ok(s) => (s.clone(), s.max_lock_hold_us.to_string(), "ok".to_string()),
+        Ok(s) => (s.clone(), s.max_lock_hold_us.to_string(), s.outcome()),
         // the session's own figures are lost with the error: report the process's
         Err(e) => (
             SessionSummary::default(),
@@ -249,9 +298,12 @@ pub fn serve(
     };
     log::info!(
         target: "cyrvault::service",
-        "session client={peer_text} user={} folders={} bytes={} duration_ms={} locks={} max_lock_hold_us={hold} {outcome}",
+        "session client={peer_text} user={} folders={} requests={} failed={} refused={} bytes={} duration_ms={} locks={} max_lock_hold_us={hold} {outcome}",
         summary.user.as_deref().unwrap_or("-"),
         summary.folders,
+        summary.requests,
+        summary.failed,
+        summary.refused,
         summary.bytes_out,
         started.elapsed().as_millis(),
         after.count.saturating_sub(before.count),

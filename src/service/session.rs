@@ -85,7 +85,7 @@ pub struct FolderEntry {
     pub name: Vec<u8>,
     /// The mailbox uniqueid.
     pub uniqueid: Vec<u8>,
-    /// The JMAP id; empty on Cyrus 3.6.
+    /// The JMAP id (Cyrus 3.13 on); empty before.
     pub jmapid: Vec<u8>,
     /// `stat` of cyrus.header (None: missing).
     pub header: Option<FileStat>,
@@ -132,7 +132,7 @@ pub trait Spool {
 pub trait Folder {
     /// The mailbox uniqueid (for `DONE FMETA`/`DONE FDATA`, `FOLDER`).
     fn uniqueid(&self) -> &[u8];
-    /// The JMAP id; empty on Cyrus 3.6, which has none.
+    /// The JMAP id (Cyrus 3.13 on); empty before.
     fn jmapid(&self) -> &[u8];
     /// `stat` of a metadata file, None if missing.
     fn meta_stat(&self, file: MetaFile) -> Option<FileStat>;
@@ -290,6 +290,9 @@ pub struct Session<'a> {
     auth: Authenticator,
     summary: SessionSummary,
     max_hold_us: Arc<AtomicU64>,
+    /// The client sent `CAPABILITY`: it is a cyrvault client, which is told the
+    /// class of a failure that retrying cannot fix (doc/protocol.md, 2.7).
+    extended: bool,
 }
 
 type W<'w> = ReplyWriter<&'w mut dyn Write>;
@@ -306,6 +309,7 @@ impl<'a> Session<'a> {
             auth: Authenticator::new(cfg.secret.clone(), cfg.auth_policy),
             summary: SessionSummary::default(),
             max_hold_us: Arc::new(AtomicU64::new(0)),
+            extended: false,
         }
     }
 
@@ -324,10 +328,13 @@ impl<'a> Session<'a> {
             .fetch_add(w.bytes_out(), Ordering::Relaxed);
         log::info!(
             target: "cyrvault::session",
-            "session end peer={} user={} folders={} bytes_in={} bytes_out={}{}",
+            "session end peer={} user={} folders={} requests={} failed={} refused={} bytes_in={} bytes_out={}{}",
             self.cfg.peer,
             self.summary.user.as_deref().unwrap_or("-"),
             self.summary.folders,
+            self.summary.requests,
+            self.summary.failed,
+            self.summary.refused,
             lines.bytes_in(),
             w.bytes_out(),
             res.as_ref().err().map(|e| format!(" error={e}")).unwrap_or_default()
@@ -339,8 +346,12 @@ impl<'a> Session<'a> {
         loop {
             let line = match lines.read_line() {
                 Ok(None) => return Ok(()),
-                Ok(Some(l)) => l,
+                Ok(Some(l)) => {
+                    self.summary.requests += 1;
+                    l
+                }
                 Err(e @ ProtocolError::LineTooLong { .. }) => {
+                    self.summary.requests += 1;
                     self.log_refusal(e.to_string().as_bytes());
                     w.no(e.to_string().as_bytes())?;
                     w.flush()?;
@@ -427,7 +438,8 @@ impl<'a> Session<'a> {
 
     /// One log line per refused request (client error: bad syntax, a bound, a name
     /// rule, missing authentication), with the peer; the text is cut to 200 bytes.
-    fn log_refusal(&self, text: &[u8]) {
+    fn log_refusal(&mut self, text: &[u8]) {
+        self.summary.refused += 1;
         self.stats.tally.refused();
         let cut: String = String::from_utf8_lossy(&text[..text.len().min(200)])
             .chars()
@@ -444,8 +456,12 @@ impl<'a> Session<'a> {
         self.summary.user = Some(String::from_utf8_lossy(user).into_owned());
     }
 
-    /// A spool failure before anything was written: `NO internal error`, logged.
-    fn spool_failed(&self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
+    /// A spool failure before anything was written: `NO internal error`, logged
+    /// and counted. A cyrvault client (it sent `CAPABILITY`) is told the class and
+    /// the message of a failure that retrying cannot fix:
+    /// `NO internal error [DATAERR] <message>` (doc/protocol.md, 2.7).
+    fn spool_failed(&mut self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
+        self.summary.failed += 1;
         self.stats.tally.error();
         log::error!(
             target: "cyrvault::session",
@@ -453,7 +469,17 @@ impl<'a> Session<'a> {
             String::from_utf8_lossy(user),
             self.cfg.peer
         );
-        w.no(b"internal error")?;
+        if self.extended && !e.is_temporary() {
+            // one line: no control bytes from a path or a parse message
+            let text: String = format!("internal error [{}] {e}", e.kind().wire_name())
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .take(2000)
+                .collect();
+            w.no(text.as_bytes())?;
+        } else {
+            w.no(b"internal error")?;
+        }
         Ok(())
     }
 
@@ -576,27 +602,28 @@ impl<'a> Session<'a> {
             }
             Some(items) => {
                 // unknown items are ignored, as upstream does
-                let wanted: Vec<Option<MetaFile>> = items
+                let wanted: Vec<MetaItem> = items.iter().filter_map(|i| meta_item(i)).collect();
+                let files: Vec<MetaFile> = wanted
                     .iter()
-                    .filter_map(|i| match i.as_slice() {
-                        b"header" => Some(Some(MetaFile::Header)),
-                        b"index" => Some(Some(MetaFile::Index)),
-                        b"annotations" => Some(Some(MetaFile::Annotations)),
-                        b"mailbox_annotations" => Some(None),
+                    .filter_map(|i| match i {
+                        MetaItem::File(f) => Some(*f),
                         _ => None,
                     })
                     .collect();
-                let files: Vec<MetaFile> = wanted.iter().flatten().copied().collect();
                 if fits_budget(held.folder.as_ref(), &files, self.cfg.buffer_budget) {
                     // same bytes as upstream, but read into memory under the lock and
                     // sent after every lock is released (doc/protocol.md, 1.7)
                     let mut frames = Vec::with_capacity(wanted.len());
                     for item in &wanted {
                         frames.push(match item {
-                            Some(file) => {
+                            MetaItem::File(file) => {
                                 buffer_meta(held.folder.as_ref(), *file, self.cfg.buffer_budget)?
                             }
-                            None => annotations_frame(held.folder.mailbox_annotations()?),
+                            MetaItem::Annotations => {
+                                annotations_frame(held.folder.mailbox_annotations()?)
+                            }
+                            // the lock is still held: no writer has touched the files
+                            MetaItem::ServerTime => servertime_frame(),
                         });
                     }
                     let ids = [
@@ -612,13 +639,14 @@ impl<'a> Session<'a> {
                 // too big to buffer: stream under the index lock, as upstream does
                 for item in &wanted {
                     match item {
-                        Some(file) => {
+                        MetaItem::File(file) => {
                             send_fetch(file.wire_name(), held.folder.open_meta(*file), w)?
                         }
-                        None => write_frames(
+                        MetaItem::Annotations => write_frames(
                             vec![annotations_frame(held.folder.mailbox_annotations()?)],
                             w,
                         )?,
+                        MetaItem::ServerTime => write_frames(vec![servertime_frame()], w)?,
                     }
                 }
             }
@@ -662,6 +690,7 @@ impl<'a> Session<'a> {
     }
 
     fn capability(&mut self, w: &mut W<'_>) -> Result<()> {
+        self.extended = true;
         w.ok()?;
         w.cap("VERSION", Some(&EXTENSION_VERSION.to_string()))?;
         if self.auth.required() {
@@ -670,6 +699,7 @@ impl<'a> Session<'a> {
         w.cap("STATUS", None)?;
         w.cap("SNAPSHOT", None)?;
         w.cap("PARTITIONS", None)?;
+        w.cap("SERVERTIME", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
         w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
         w.done("CAPABILITY", &[])?;
@@ -693,8 +723,12 @@ impl<'a> Session<'a> {
                 }
                 AuthOutcome::NotConfigured => w.no(b"authentication not configured")?,
                 AuthOutcome::NoChallenge => w.no(b"no challenge outstanding")?,
-                AuthOutcome::Rejected => w.no(b"authentication failed")?,
+                AuthOutcome::Rejected => {
+                    self.summary.refused += 1;
+                    w.no(b"authentication failed")?
+                }
                 AuthOutcome::TooManyFailures => {
+                    self.summary.refused += 1;
                     w.no(b"too many authentication failures")?;
                     return Ok(Flow::Quit);
                 }
@@ -892,6 +926,48 @@ fn buffer_meta(folder: &dyn Folder, file: MetaFile, budget: u64) -> Result<Frame
             }
         }
     })
+}
+
+/// One `FMETA` item a session serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetaItem {
+    File(MetaFile),
+    /// `mailbox_annotations`: the synthetic JSON.
+    Annotations,
+    /// `servertime` (extension `SERVERTIME`, doc/protocol.md 2.6).
+    ServerTime,
+}
+
+/// The item an `FMETA` item name asks for (`None`: unknown, ignored as upstream does).
+fn meta_item(name: &[u8]) -> Option<MetaItem> {
+    Some(match name {
+        b"header" => MetaItem::File(MetaFile::Header),
+        b"index" => MetaItem::File(MetaFile::Index),
+        b"annotations" => MetaItem::File(MetaFile::Annotations),
+        b"mailbox_annotations" => MetaItem::Annotations,
+        b"servertime" => MetaItem::ServerTime,
+        _ => return None,
+    })
+}
+
+/// The server's clock now, while the folder's lock is held, as a file named
+/// `servertime`: `<seconds>.<nanoseconds>\n`, with the seconds as its mtime too. A
+/// client compares the folder's file mtimes with it to tell a "racy" stat (a change in
+/// the same second could follow unseen) on the clock that stamped them.
+fn servertime_frame() -> Frame {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let bytes = format!("{}.{:09}\n", now.as_secs(), now.subsec_nanos()).into_bytes();
+    Frame::Data {
+        name: b"servertime",
+        stat: FileStat {
+            size: bytes.len() as u64,
+            mtime: now.as_secs(),
+            ino: 0,
+        },
+        bytes,
+    }
 }
 
 fn annotations_frame(json: Option<Vec<u8>>) -> Frame {

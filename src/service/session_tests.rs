@@ -455,7 +455,7 @@ fn auth_gate_challenge_and_replay() {
     assert_eq!(
         out,
         "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
-         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
+         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP SERVERTIME\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
     );
 
     // a real exchange over a socket pair: the client computes the answer
@@ -845,4 +845,115 @@ fn partitions_lists_devices_then_user_partitions() {
             dev: 2049
         }
     );
+}
+
+#[test]
+fn fmeta_servertime_is_the_clock_while_the_folder_is_held() {
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = run("FMETA imap1 bob INBOX header servertime\n");
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("DATA servertime "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let f: Vec<&str> = lines[at].split(' ').collect();
+    let secs: u64 = f[3].parse().unwrap();
+    assert!(before <= secs && secs <= after, "{out}");
+    let (whole, nanos) = lines[at + 1].split_once('.').unwrap();
+    assert_eq!(whole.parse::<u64>().unwrap(), secs);
+    assert_eq!(nanos.len(), 9);
+    assert_eq!(f[2], (lines[at + 1].len() + 1).to_string(), "size");
+    assert!(lines[at + 2].starts_with("DONE servertime "), "{out}");
+    assert!(out.ends_with("DONE FMETA u-inbox Jinbox\n"), "{out}");
+    // a stock client never asks for it: the base reply is unchanged
+    assert!(!run("FMETA imap1 bob INBOX header\n").contains("servertime"));
+}
+
+/// A spool whose every read fails: with a parse error (retrying cannot fix it),
+/// or an I/O-level error that may pass (`temporary`).
+struct FailingSpool {
+    temporary: bool,
+}
+
+impl FailingSpool {
+    fn err(&self) -> Error {
+        if self.temporary {
+            Error::Protocol("lock busy".into())
+        } else {
+            Error::parse(
+                "/var/lib/cyrus/mailboxes.db",
+                crate::cyrus::ParseError::invalid("mailboxes.db", 3, "bad\nrecord"),
+            )
+        }
+    }
+}
+
+impl Spool for FailingSpool {
+    fn users(&self) -> Result<Vec<Vec<u8>>> {
+        Err(self.err())
+    }
+    fn user_file_stat(&self, _: &[u8], _: UserFile) -> Result<Option<FileStat>> {
+        Err(self.err())
+    }
+    fn open_user_file(&self, _: &[u8], _: UserFile) -> Result<Fetch<'_>> {
+        Err(self.err())
+    }
+    fn folders(&self, _: &[u8]) -> Result<Vec<FolderEntry>> {
+        Err(self.err())
+    }
+    fn open_folder(&self, _: &[u8], _: &[u8]) -> Result<FolderOpen<'_>> {
+        Err(self.err())
+    }
+    fn sieve_scripts(&self, _: &[u8]) -> Result<Vec<Vec<u8>>> {
+        Err(self.err())
+    }
+    fn open_sieve(&self, _: &[u8], _: &[u8]) -> Result<Fetch<'_>> {
+        Err(self.err())
+    }
+}
+
+#[test]
+fn failed_requests_are_counted_and_a_cyrvault_client_learns_the_class() {
+    let c = cfg(None);
+    let stats = ServiceStats::default();
+    let run = |sp: &FailingSpool, input: &str| {
+        let mut out = Vec::new();
+        let summary = Session::new(&c, sp, &stats)
+            .run(&mut input.as_bytes(), &mut out)
+            .unwrap();
+        (String::from_utf8(out).unwrap(), summary)
+    };
+    let permanent = FailingSpool { temporary: false };
+    // A base-protocol client: upstream's text, nothing more.
+    let (out, s) = run(&permanent, "USERS imap1\nFMULTISTATUS imap1 bob\nPING\n");
+    assert_eq!(out, "NO internal error\nNO internal error\nOK\nDONE PING\n");
+    assert_eq!((s.requests, s.failed, s.refused), (3, 2, 0));
+    assert_eq!(s.outcome(), "failed (2 of 3 requests)");
+    // After CAPABILITY: the class and the message, on one line.
+    let (out, s) = run(&permanent, "CAPABILITY imap1\nUSERS imap1\n");
+    let last = out.lines().last().unwrap();
+    assert_eq!(
+        last,
+        "NO internal error [DATAERR] /var/lib/cyrus/mailboxes.db: mailboxes.db at offset 3: bad?record"
+    );
+    assert_eq!(s.failed, 1);
+    // A failure that may pass stays upstream's plain text.
+    let (out, _) = run(
+        &FailingSpool { temporary: true },
+        "CAPABILITY imap1\nUSERS imap1\n",
+    );
+    assert!(out.ends_with("NO internal error\n"), "{out}");
+    // Refusals are counted apart; a clean session is ok.
+    let (_, s) = run(&permanent, "USERS imap2\nPING\n");
+    assert_eq!((s.requests, s.failed, s.refused), (2, 0, 1));
+    assert_eq!(s.outcome(), "refused (1 of 2 requests)");
+    let (_, s) = run(&permanent, "PING\nQUIT\n");
+    assert_eq!(s.outcome(), "ok");
 }

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::cyrus::ParseError;
+use crate::cyrus::{ParseError, ParseErrorKind};
 
 /// What is wrong with a mailbox's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,28 @@ pub struct MailboxError {
 }
 
 impl MailboxError {
+    /// What the admin should do: a file of a version we do not read was not
+    /// damaged by anyone, and `reconstruct` is the wrong advice for it.
+    pub fn advice(&self) -> &'static str {
+        match &self.damage {
+            Damage::Parse(ParseError {
+                kind: ParseErrorKind::UnsupportedVersion { found, supported },
+                ..
+            }) => {
+                let newest = supported
+                    .rsplit(['-', ' ', ','])
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok());
+                if newest.is_some_and(|n| *found > n) {
+                    "written by a Cyrus newer than this cyrvault reads (it knows 3.6 to 3.13): upgrade cyrvault"
+                } else {
+                    "written by a Cyrus older than this cyrvault reads: `reconstruct -V max` rewrites it in a current version"
+                }
+            }
+            _ => "needs reconstruct",
+        }
+    }
+
     /// Byte offset of the damage in [`MailboxError::file`], when known.
     pub fn offset(&self) -> Option<u64> {
         match &self.damage {
@@ -74,7 +96,7 @@ impl fmt::Display for MailboxError {
                 "cache generation {cache} does not match index generation {index}"
             ),
         }?;
-        write!(f, " (needs reconstruct)")
+        write!(f, " ({})", self.advice())
     }
 }
 
@@ -84,5 +106,41 @@ impl std::error::Error for MailboxError {
             Damage::Parse(p) => Some(p),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advice_fits_the_damage() {
+        let e = |found| MailboxError {
+            user: Some("bob".into()),
+            mailbox: "user.bob".into(),
+            file: "/p/cyrus.index".into(),
+            damage: Damage::Parse(ParseError::new(
+                "cyrus.index header",
+                8,
+                ParseErrorKind::UnsupportedVersion {
+                    found,
+                    supported: "12-20",
+                },
+            )),
+        };
+        let newer = e(21).to_string();
+        assert!(newer.contains("/p/cyrus.index"), "{newer}");
+        assert!(
+            newer.contains("unsupported version 21 (supported: 12-20)"),
+            "{newer}"
+        );
+        assert!(
+            newer.contains("upgrade cyrvault") && !newer.contains("needs reconstruct"),
+            "{newer}"
+        );
+        assert!(e(10).to_string().contains("reconstruct -V max"));
+        let mut crc = e(17);
+        crc.damage = Damage::Parse(ParseError::invalid("x", 0, "bad"));
+        assert!(crc.to_string().ends_with("(needs reconstruct)"));
     }
 }

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod copy;
+pub mod detect;
 mod error;
 mod folder;
 mod names;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use copy::{FileCopy, FileStat};
+pub use detect::Detection;
 pub use error::{Damage, MailboxError};
 pub use folder::{MessageFile, OpenFolder};
 pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy};
@@ -46,6 +48,7 @@ pub struct Spool {
     conf: ImapdConf,
     locker: Locker,
     ns: Namespace,
+    detection: Detection,
 }
 
 /// Where one mailbox's files are.
@@ -112,12 +115,37 @@ pub struct MetaStat {
 
 impl Spool {
     /// A spool for this configuration; every lock request waits at most
-    /// `lock_timeout`. Refuses a `mboxlist_db` other than twoskip.
+    /// `lock_timeout`. Refuses a `mboxlist_db` other than twoskip. Which Cyrus
+    /// release wrote it, and so how its user namespace lock is named, is found
+    /// out here (`detect.rs`).
     pub fn open(conf: ImapdConf, lock_timeout: Duration) -> Result<Spool> {
         conf.mboxlist_db()?;
         let locker = Locker::new(&conf, lock_timeout)?;
+        let detection = detect::detect(&conf, &locker);
+        Self::assemble(conf, locker, detection)
+    }
+
+    /// [`Spool::open`] for a release the caller knows (no detection).
+    pub fn open_as(conf: ImapdConf, lock_timeout: Duration, detection: Detection) -> Result<Spool> {
+        conf.mboxlist_db()?;
+        let locker = Locker::new(&conf, lock_timeout)?;
+        Self::assemble(conf, locker, detection)
+    }
+
+    fn assemble(conf: ImapdConf, locker: Locker, detection: Detection) -> Result<Spool> {
+        let locker = locker.with_user_lock_naming(detection.conventions.user_lock);
         let ns = Namespace::new(&conf);
-        Ok(Spool { conf, locker, ns })
+        Ok(Spool {
+            conf,
+            locker,
+            ns,
+            detection,
+        })
+    }
+
+    /// What is known about the Cyrus release, and the conventions in force.
+    pub fn detection(&self) -> &Detection {
+        &self.detection
     }
 
     /// The configuration.

@@ -151,12 +151,30 @@ fn a_flipped_byte_is_named_with_exactly_what_it_costs() {
         "the message holding the flipped byte cannot be read"
     );
 
-    // Reindex skips the damaged member, reports it, indexes the rest.
+    // Reindex refuses a damaged archive and keeps the catalog as it was ...
+    let before = read(&fx.catalog);
     let o = cyrvault(&["reindex", "--vault", v, USER, "--json"]);
+    assert_eq!(o.status.code(), Some(65));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["users"][0]["refused"], true, "{j}");
+    assert_eq!(read(&fx.catalog), before);
+    // ... and with --salvage skips the damaged member, reports it and what it cost,
+    // and indexes the rest.
+    let o = cyrvault(&["reindex", "--vault", v, USER, "--salvage", "--json"]);
     assert_eq!(o.status.code(), Some(65));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let r = &j["users"][0];
     assert_eq!(r["damaged"][0]["offset"], victim.offset, "{r}");
+    let mut reported: Vec<String> = r["lost"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_string())
+        .collect();
+    reported.sort();
+    let mut want: Vec<String> = lost.iter().map(Guid::to_hex).collect();
+    want.sort();
+    assert_eq!(reported, want, "{r}");
     let cat = Catalog::open_existing(&fx.catalog).unwrap();
     for g in &all_guids {
         assert_eq!(cat.has_message(g).unwrap(), !lost.contains(g), "{g}");
@@ -274,8 +292,9 @@ fn verify_tells_a_crash_leftover_from_a_short_archive() {
 }
 
 /// A flipped byte in the member holding run 2's folder snapshots: `verify` names the
-/// snapshots and the runs that need them; `reindex` still indexes every run (the
-/// folders keep their run-1 state where run 2's is lost) and every message.
+/// snapshots and the runs that need them; `reindex` refuses, `reindex --salvage` still
+/// indexes every run (the folders keep their run-1 state where run 2's is lost) and
+/// every message.
 #[test]
 fn a_damaged_snapshot_costs_only_its_folder_state() {
     let fx = history_fixture("meta", 12 << 10);
@@ -326,6 +345,10 @@ fn a_damaged_snapshot_costs_only_its_folder_state() {
     assert_eq!(d["runs"], serde_json::json!([2, 3]));
 
     let o = cyrvault(&["reindex", "--vault", v, USER, "--json"]);
+    assert_eq!(o.status.code(), Some(65));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["users"][0]["refused"], true, "{j}");
+    let o = cyrvault(&["reindex", "--vault", v, USER, "--salvage", "--json"]);
     assert_eq!(o.status.code(), Some(65));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let r = &j["users"][0];

@@ -104,6 +104,7 @@ fn records_from_meta_through_the_catalog() {
                 manifest: None,
             })
             .unwrap();
+        super::hold(&mut tx, run * 1_000_000, &recs);
         tx.folder_snapshot(
             FolderRef {
                 uniqueid: "0b1c2d3e-4f50-4a61-8b72-c3d4e5f60718",

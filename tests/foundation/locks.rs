@@ -9,10 +9,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cyrvault::cyrus::paths;
+use cyrvault::cyrus::version::{UserLockNaming, conventions_for};
 use cyrvault::lock::{LockMode, Locker};
-use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions};
+use cyrvault::sandbox::{CyrusInstall, MailGen, Sandbox, SandboxOptions};
 
-use super::{conf, start};
+use super::conf;
 
 /// A bare IMAP connection with short socket timeouts, so a wait for a lock can
 /// never hang the suite (the crate's client waits up to two minutes).
@@ -116,10 +117,20 @@ fn timed_append(sb: &Sandbox, user: &str, msg: &[u8]) -> Duration {
     took
 }
 
-#[test]
-fn our_locks_make_imapd_append_wait() {
-    lock_interop(start("found-locks"));
+/// On Cyrus 3.6 and 3.10 (`per_cyrus!`), with the user namespace lock named as
+/// that release names it.
+fn our_locks_make_imapd_append_wait(cyrus: &CyrusInstall) {
+    lock_interop(
+        Sandbox::start(SandboxOptions {
+            name_hint: "found-locks".into(),
+            cyrus: Some(cyrus.clone()),
+            ..SandboxOptions::default()
+        })
+        .expect("sandbox starts"),
+    );
 }
+
+crate::per_cyrus!(our_locks_make_imapd_append_wait);
 
 /// The same with legacy directories, where the name lock file is named after the
 /// mailbox instead of its uniqueid (and `/` is the separator).
@@ -147,7 +158,15 @@ fn lock_interop(sb: Sandbox) {
         sent += 1;
     }
     let conf = conf(&sb);
-    let locker = Locker::new(&conf, Duration::from_secs(5)).unwrap();
+    let naming = conventions_for(&sb.cyrus.version).0.user_lock;
+    assert_ne!(
+        naming,
+        UserLockNaming::Both,
+        "a supported release: one name"
+    );
+    let locker = Locker::new(&conf, Duration::from_secs(5))
+        .unwrap()
+        .with_user_lock_naming(naming);
     let mbox = sb.mailbox_name(user, None); // the tools' (external) name
     let internal = format!("user.{user}");
     let entry = sb.ctl_mboxlist_dump().unwrap()[&internal].clone();
@@ -171,6 +190,25 @@ fn lock_interop(sb: Sandbox) {
     let ns = locker.user_namespace(user, LockMode::Shared).unwrap();
     let w2 = append_waits_for(&sb, user, &mg.message().bytes, ns, "the namespace lock");
     sent += 1;
+    // ... under this release's name only: the other release's name blocks nothing,
+    // which is why the name must follow the release (cyrus::version).
+    let other = match naming {
+        UserLockNaming::UserId => UserLockNaming::Inbox,
+        _ => UserLockNaming::UserId,
+    };
+    let wrong = Locker::new(&conf, Duration::from_secs(5))
+        .unwrap()
+        .with_user_lock_naming(other);
+    let held = wrong.user_namespace(user, LockMode::Exclusive).unwrap();
+    let t = timed_append(&sb, user, &mg.message().bytes);
+    sent += 1;
+    assert!(
+        t < Duration::from_secs(2),
+        "APPEND waited {t:?} for {} on Cyrus {}",
+        held.path().display(),
+        sb.cyrus.version
+    );
+    drop(held);
     // cyrus.index SHARED: APPEND locks it exclusive
     let il = locker.index(&index, LockMode::Shared).unwrap();
     let w3 = append_waits_for(&sb, user, &mg.message().bytes, il, "the index lock");

@@ -27,9 +27,9 @@ fn timed_append(sb: &cyrvault::sandbox::Sandbox, user: &str) -> Duration {
     took
 }
 
-#[test]
-fn master_runs_the_snippet_and_survives_killed_children() {
-    let sb = start("svcmaster", &[], vec![]);
+/// On Cyrus 3.6 and 3.10 (`per_cyrus!`).
+fn master_runs_the_snippet_and_survives_killed_children(cyrus: &cyrvault::sandbox::CyrusInstall) {
+    let sb = start_on(Some(cyrus), "svcmaster", &[], vec![]);
     let plan = PopulatePlan {
         users: vec!["alice".into(), "bob".into()],
         folders_per_user: 2,
@@ -164,3 +164,5 @@ fn master_runs_the_snippet_and_survives_killed_children() {
     assert_eq!(c.users().unwrap().len(), 2);
     assert!(!sb.syslog().contains("IOERROR"), "{}", sb.syslog_tail(4000));
 }
+
+crate::per_cyrus!(master_runs_the_snippet_and_survives_killed_children);

@@ -33,8 +33,8 @@ pub enum Command {
     Cat(CatArgs),
     /// Check archives end to end and against their catalogs; name any damage.
     Verify(TargetsArgs),
-    /// Rebuild catalogs from the archives alone.
-    Reindex(TargetsArgs),
+    /// Rebuild catalogs from the archives alone (refused for a damaged archive unless --salvage).
+    Reindex(ReindexArgs),
     /// Raw vs unique vs stored bytes, dedup and compression ratios, runs.
     Stats(StatsArgs),
     /// Pull users' mail from a cyrvaultd (or stock backupcyrusd) into the vault.
@@ -195,6 +195,16 @@ pub struct TargetsArgs {
     pub all: bool,
     #[arg(required_unless_present = "all")]
     pub users: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    pub targets: TargetsArgs,
+    /// Rebuild from what can still be read when the archive is damaged, and say what
+    /// was lost (without it a damaged archive is refused and its catalog kept).
+    #[arg(long)]
+    pub salvage: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,14 +2,16 @@
 //! [--vault DIR] [--all] [--base-protocol] [--json]`: one library call per user
 //! (`backup::backup_users`), a progress bar on a terminal, a summary table or JSON, and
 //! an exit status that is non-zero if any user failed (the first failure's sysexits
-//! code) or had spool damage (65).
+//! code), had a folder it could not back up (75 when all such folders changed while
+//! read, else 65) or had spool damage (65). Every folder not backed up is named with
+//! its reason on stderr, after the table, and in `--json`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use cyrvault::backup::{self, BackupOptions, ConnectOptions, Progress, Server, UserReport};
-use cyrvault::error::{EX_DATAERR, EX_USAGE, IoContext};
+use cyrvault::error::{EX_USAGE, IoContext};
 use cyrvault::vault::Vault;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -102,13 +104,17 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
                 eprintln!("cyrvault backup: {u}: {e}");
                 code.get_or_insert(e.exit_code());
             }
-            Ok(rep) if rep.has_problems() => {
+            Ok(rep) => {
                 for d in &rep.damage {
                     eprintln!("cyrvault backup: {d}");
                 }
-                code.get_or_insert(EX_DATAERR);
+                for f in &rep.folders_failed {
+                    eprintln!("cyrvault backup: {f}");
+                }
+                if let Some(c) = rep.problem_exit_code() {
+                    code.get_or_insert(c);
+                }
             }
-            Ok(_) => {}
         }
     }
     let printed = if a.json {
@@ -116,7 +122,7 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
             .iter()
             .map(|(u, r)| JsonUser {
                 user: u,
-                ok: r.is_ok(),
+                ok: r.as_ref().is_ok_and(|rep| !rep.has_problems()),
                 error: r.as_ref().err().map(|e| e.to_string()),
                 report: r.as_ref().ok(),
             })
@@ -139,6 +145,7 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
             ],
             &results.iter().map(|(u, r)| row(u, r)).collect::<Vec<_>>(),
         )
+        .and_then(|()| failed_folders(&results))
     };
     output::io_result(printed)?;
     Ok(match code {
@@ -164,10 +171,11 @@ fn row(user: &str, r: &Result<UserReport, cyrvault::Error>) -> Vec<String> {
             mb(rep.bytes_fetched),
             mb(rep.bytes_written),
             format!("{:.2}", rep.duration_ms as f64 / 1000.0),
-            if rep.has_problems() {
-                format!("{} damaged", rep.damage.len())
-            } else {
-                "ok".into()
+            match (rep.folders_failed.len(), rep.damage.len()) {
+                (0, 0) => "ok".into(),
+                (0, d) => format!("{d} damaged"),
+                (f, 0) => format!("FAILED: {f} folder(s)"),
+                (f, d) => format!("FAILED: {f} folder(s), {d} damaged"),
             },
         ],
         Err(e) => {
@@ -177,4 +185,25 @@ fn row(user: &str, r: &Result<UserReport, cyrvault::Error>) -> Vec<String> {
             v
         }
     }
+}
+
+/// After the table: every folder a run did not back up, with its reason.
+fn failed_folders(
+    results: &[(String, Result<UserReport, cyrvault::Error>)],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flat_map(|rep| &rep.folders_failed)
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nfolders not backed up:")?;
+    for f in failed {
+        writeln!(out, "  {f}")?;
+    }
+    Ok(())
 }

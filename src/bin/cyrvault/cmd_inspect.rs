@@ -141,6 +141,7 @@ pub fn run(a: &InspectArgs) -> Result<ExitCode, cyrvault::Error> {
                 r.mailboxes.len(),
                 r.users.len()
             );
+            println!("records:   {}", r.records_summary());
             let rows: Vec<Vec<String>> = r
                 .mailboxes
                 .iter()

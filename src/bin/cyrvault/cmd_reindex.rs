@@ -1,13 +1,15 @@
-//! `cyrvault reindex USER...|--all [--json]`: rebuild each catalog from its archive
-//! alone. Exit status 65 (EX_DATAERR) when a damaged member or run had to be skipped.
+//! `cyrvault reindex USER...|--all [--salvage] [--json]`: rebuild each catalog from its
+//! archive alone. A damaged archive is refused (its catalog kept) unless `--salvage`,
+//! which rebuilds from what can be read and says what was lost. Exit status 65
+//! (EX_DATAERR) when an archive is damaged, refused or salvaged alike.
 
 use std::process::ExitCode;
 
 use serde::Serialize;
 
-use cyrvault::admin::{self, ReindexReport};
+use cyrvault::admin::{self, ReindexOptions, ReindexReport};
 
-use crate::args::TargetsArgs;
+use crate::args::ReindexArgs;
 use crate::cmd_verify::{Gathered, each_archive};
 use crate::output;
 
@@ -19,6 +21,18 @@ struct All<'a> {
 }
 
 fn print_human(r: &ReindexReport) {
+    if r.refused {
+        println!(
+            "{}: REFUSED: the archive is damaged; the catalog {} was kept as it was \
+             (`cyrvault reindex --salvage` rebuilds it from what can be read)",
+            r.user,
+            r.catalog.display()
+        );
+        for d in &r.damage {
+            println!("  {d}");
+        }
+        return;
+    }
     println!(
         "{}: {} runs, {} messages, {} members indexed into {}",
         r.user,
@@ -41,6 +55,24 @@ fn print_human(r: &ReindexReport) {
     if let Some((o, l)) = r.truncated_tail {
         println!("  note: {l} bytes at offset {o} are a crash leftover (ignored)");
     }
+    if !r.lost.runs.is_empty() {
+        println!("  LOST: runs {:?} of the old catalog", r.lost.runs);
+    }
+    if !r.lost.messages.is_empty() {
+        println!(
+            "  LOST: {} message(s) of the old catalog: {}",
+            r.lost.messages.len(),
+            r.lost
+                .messages
+                .iter()
+                .map(|g| g.to_hex())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    if let Some(why) = &r.lost.no_old_catalog {
+        println!("  note: no old catalog to compare with ({why})");
+    }
     if !r.unindexed_members.is_empty() {
         println!(
             "  note: members no run lists (a crashed run's): {:?}",
@@ -49,13 +81,21 @@ fn print_human(r: &ReindexReport) {
     }
 }
 
-pub fn run(a: &TargetsArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
+pub fn run(r: &ReindexArgs, quiet: bool) -> Result<ExitCode, cyrvault::Error> {
+    let a = &r.targets;
+    let opts = ReindexOptions { salvage: r.salvage };
     // Only temporary failures (an archive locked by a running backup): retry later.
     let Gathered {
         reports,
         errors,
         all_temporary,
-    } = each_archive(a, quiet, "reindex", admin::reindex, print_human)?;
+    } = each_archive(
+        a,
+        quiet,
+        "reindex",
+        |ua| admin::reindex(ua, &opts),
+        print_human,
+    )?;
     let ok = errors.is_empty() && reports.iter().all(|r| !r.failed());
     if a.opts.json {
         output::io_result(output::json(&All {

@@ -1,7 +1,9 @@
 //! The mailbox type string of `mailboxes.db` and `cyrus.header` (`T` field).
 //!
 //! Follows `mboxlist_string_to_mbtype` / `mboxlist_mbtype_to_string` in
-//! Cyrus 3.6.1 `imap/mboxlist.c` and the bit values of `imap/mboxlist.h`.
+//! `imap/mboxlist.c` and the bit values of `imap/mboxlist.h` (3.6.1 to 3.13; 3.8
+//! added the type `j`, JMAP notifications). Like Cyrus (which asserts), an
+//! unknown letter is an error, never guessed at.
 #![forbid(unsafe_code)]
 
 use serde::Serialize;
@@ -11,8 +13,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MbType {
     /// Type letter as Cyrus prints it: `e` email, `n` netnews, `s` JMAP
-    /// submission, `p` JMAP push, `f` sieve, `b` collection, `c` calendar,
-    /// `a` addressbook.
+    /// submission, `p` JMAP push, `j` JMAP notifications (3.8 on), `f` sieve,
+    /// `b` collection, `c` calendar, `a` addressbook.
     pub kind: char,
     /// The flag bits ([`MbType::DELETED`] etc.), without the type bits.
     pub flags: u32,
@@ -58,6 +60,7 @@ impl MbType {
             0x1 => 'n',
             0x2 => 's',
             0x3 => 'p',
+            0x4 => 'j',
             0x5 => 'f',
             0x8 => 'b',
             0x9 => 'c',
@@ -76,6 +79,7 @@ impl MbType {
             Some('b') => 0x8,
             Some('c') => 0x9,
             Some('e') => 0x0,
+            Some('j') => 0x4,
             Some('n') => 0x1,
             Some('p') => 0x3,
             Some('s') => 0x2,
@@ -175,7 +179,7 @@ mod tests {
     #[test]
     fn mbtype_strings() {
         for s in [
-            "e", "el", "edl", "ei", "c", "a", "b", "f", "n", "s", "p", "edmrzil",
+            "e", "el", "edl", "ei", "c", "a", "b", "f", "n", "s", "p", "j", "jd", "edmrzil",
         ] {
             assert_eq!(MbType::parse(s).unwrap().to_cyrus_string(), s);
         }
@@ -186,7 +190,8 @@ mod tests {
         assert!(t.is_deleted_tombstone() && t.is_legacy_dirs() && !t.is_openable());
         assert!(MbType::parse("el").unwrap().is_openable());
         assert!(!MbType::parse("ei").unwrap().is_openable());
-        assert!(MbType::from_number(0x4).is_none());
+        assert_eq!(MbType::from_number(0x4).unwrap().to_cyrus_string(), "j");
+        assert!(MbType::from_number(0x6).is_none());
         assert_eq!(MbType::from_number(16).unwrap().to_cyrus_string(), "er");
     }
 }
