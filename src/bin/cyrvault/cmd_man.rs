@@ -68,8 +68,12 @@ A local I/O error (EX_IOERR).
 Try again later: a server down, an archive locked by another backup, users that
 failed in a fleet run and will be retried (EX_TEMPFAIL).
 .TP
+.B 77
+The server refused us: a wrong shared secret, or this host is not in
+cyrvaultd_allow (EX_NOPERM).
+.TP
 .B 78
-A configuration error (EX_CONFIG).
+A configuration error, e.g. a servername that is not the server's (EX_CONFIG).
 .PP
 What the administrator does about each: /usr/share/doc/cyrvault/operations.md.gz
 ("When a run fails").
