@@ -20,7 +20,9 @@ use crate::cyrus::{Guid, ParseError, crc32};
 use crate::error::{Error, Result};
 
 /// Version of the run manifest JSON ([`RunManifest::format`]). Readers refuse higher.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// History: 1 — first version; 2 — [`FolderInRun::deleted_at`] (a folder in Cyrus's
+/// delayed-delete area, which a version-1 reader would take for a live folder).
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// The system flag bits kept in [`RecordState::system_flags`]: the 16 IMAP flag bits
 /// (`\Answered` .. `\Seen` live in the low 5) and `FLAG_INTERNAL_EXPUNGED`. The other
@@ -160,6 +162,12 @@ pub struct FolderInRun {
     /// The run whose stored meta (`folders/<uniqueid>/<snapshot_run>/...`) describes
     /// the folder: this run if it changed, an earlier one if it did not.
     pub snapshot_run: u64,
+    /// The folder sits in Cyrus's delayed-delete area (`DELETED.user.<u>.*.<hex>`,
+    /// `delete_mode: delayed`): the user deleted it at this time (Unix seconds, the
+    /// hex stamp of its name), Cyrus still holds it, and this run captured it. `name`
+    /// is then the name it had before, `internal_name` the `DELETED.*` one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
 }
 
 /// Which run's user-level files (seen, subscriptions, sieve) describe the user.
@@ -253,7 +261,7 @@ pub fn parse_manifest(bytes: &[u8]) -> std::result::Result<RunManifest, ParseErr
             0,
             crate::cyrus::ParseErrorKind::UnsupportedVersion {
                 found: u64::from(m.format),
-                supported: "1",
+                supported: "1-2",
             },
         ));
     }
@@ -377,6 +385,7 @@ mod tests {
                     ..Default::default()
                 },
                 snapshot_run: 2,
+                deleted_at: None,
             }],
             user_state: Some(UserStateRef {
                 snapshot_run: 3,
@@ -402,7 +411,11 @@ mod tests {
         let mut m = sample_manifest();
         m.format = MANIFEST_FORMAT + 1;
         let e = parse_manifest(&serde_json::to_vec(&m).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("unsupported version 2"), "{e}");
+        assert!(e.to_string().contains("unsupported version 3"), "{e}");
+        // version 1 (no `deleted_at`) is still read
+        let mut m = sample_manifest();
+        m.format = 1;
+        assert_eq!(parse_manifest(&serde_json::to_vec(&m).unwrap()).unwrap(), m);
     }
 
     #[test]

@@ -197,6 +197,7 @@ impl Fixture {
                 deleted: false,
                 state,
                 snapshot_run,
+                deleted_at: None,
             };
             seen_now.insert(uniqueid, f.clone());
             manifest_folders.push(f);

@@ -210,6 +210,7 @@ fn backup(cat: &mut Catalog, archive: &mut Archive, run: u64, sim: &Sim) {
             deleted: false,
             state,
             snapshot_run,
+            deleted_at: None,
         });
     }
     let prev_live: Vec<String> = archive
@@ -751,6 +752,7 @@ fn an_uncommitted_run_leaves_no_trace() {
                 uniqueid: "u-inbox",
                 name: "INBOX",
                 internal_name: "user.bob",
+                deleted_at: None,
             },
             &FolderState::default(),
             &[rec(1, 500, 99)],
@@ -827,7 +829,8 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     }
     let msg = e.to_string();
     assert!(
-        msg.contains("schema version 2") && msg.contains("(1)"),
+        msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+            && msg.contains(&format!("({SCHEMA_VERSION})")),
         "{msg}"
     );
     assert_eq!(e.kind(), ErrorKind::Data);
@@ -880,6 +883,7 @@ fn crash_helper_dies_mid_run() {
             uniqueid: "u-inbox",
             name: "INBOX",
             internal_name: "user.bob",
+            deleted_at: None,
         },
         &FolderState::default(),
         &recs,

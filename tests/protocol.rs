@@ -421,6 +421,7 @@ impl Spool for Fixture {
                 index: f.files.get("index").map(|b| fstat(b, 7)),
                 annotations: f.files.get("annotations").map(|b| fstat(b, 7)),
                 mailbox_annotations: f.annotations_json.map(json_bytes),
+                deleted: None,
             })
             .collect())
     }

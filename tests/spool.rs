@@ -211,6 +211,28 @@ fn folder_names_in_the_alternate_namespace_with_slash() {
     for n in &ours {
         assert_eq!(&sp.resolve_folder(&ml, "dora", n).unwrap().external, n);
     }
+
+    // A delayed-delete folder has a name here too (upstream has none), under the
+    // shared prefix, so it cannot collide with a top-level `DELETED` of the user's.
+    sb.create_folder("dora", "DELETED", None).unwrap();
+    sb.create_folder("dora", "Gone", None).unwrap();
+    let mut c = sb.login("dora").unwrap();
+    c.delete("Gone").unwrap();
+    c.logout().unwrap();
+    let ml = sp.mboxlist().unwrap();
+    let all = sp.folders(&ml, "dora");
+    let gone = all.iter().find(|f| f.is_deleted()).unwrap();
+    assert!(
+        gone.external
+            .starts_with("Shared Folders/DELETED/user/dora/Gone/"),
+        "{}",
+        gone.external
+    );
+    assert_eq!(gone.original.as_deref(), Some("Gone"));
+    let r = sp.resolve_folder(&ml, "dora", &gone.external).unwrap();
+    assert_eq!(r.uniqueid(), gone.uniqueid());
+    let top = sp.resolve_folder(&ml, "dora", "DELETED").unwrap();
+    assert_eq!(top.internal(), "user.dora.DELETED");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyru
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
 mod cyrus_paths; // cyrus::paths vs the real `mbpath -j`; the Scratch Cyrus config helper
 mod cyrus_versions; // per_cyrus!: tests run on Cyrus 3.6 and 3.10; release detection and lock naming per release
+mod every_folder; // issue 9: `..` names, delayed-delete folders, shared hierarchies, damaged folders: backed up or the run fails
 mod exit_codes; // issue 11: failures retrying cannot fix exit 65/77/78, never 75; the session line counts them
 mod ffi_c; // the C harness: include/cyrvault.h + libcyrvault.a driven over a socketpair
 mod fleet; // issue 6: discover, run with N worker processes (kill -9, locks, retry), SQLite and a real PostgreSQL

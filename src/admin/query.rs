@@ -127,6 +127,9 @@ pub struct ShowFolder {
     pub deleted: bool,
     /// The latest run at which it existed.
     pub last_run: u64,
+    /// When the user deleted it, if a run saw it in Cyrus's delayed-delete area.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
     pub names: Vec<NameSpan>,
 }
 
@@ -179,6 +182,7 @@ pub fn show(ua: &UserArchive) -> Result<ShowReport> {
                 name: f.name,
                 deleted: f.deleted,
                 last_run: f.last_run,
+                deleted_at: f.deleted_at,
             });
         }
     }
@@ -198,6 +202,9 @@ pub struct LsFolder {
     /// Deleted at or before the run; its content is as of `last_run`.
     pub deleted: bool,
     pub last_run: u64,
+    /// When the user deleted it, if a run saw it in Cyrus's delayed-delete area.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
     /// Messages visible to IMAP (not expunged).
     pub messages: u64,
     /// Their bytes.
@@ -227,6 +234,9 @@ pub struct FolderLine {
     pub deleted: bool,
     /// The run whose records are shown (for a deleted folder, its last run).
     pub shown_run: u64,
+    /// When the user deleted it, if a run saw it in Cyrus's delayed-delete area.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
 }
 
 /// The answer of `ls`.
@@ -294,6 +304,7 @@ fn folder_at(cat: &Catalog, name: &str, run: u64) -> Result<FolderLine> {
         name: f.name,
         uniqueid: f.uniqueid,
         deleted: f.deleted,
+        deleted_at: f.deleted_at,
     })
 }
 
@@ -330,6 +341,7 @@ pub fn ls(ua: &UserArchive, folder: Option<&str>, sel: RunSel) -> Result<LsRepor
                     uniqueid: f.uniqueid,
                     deleted: f.deleted,
                     last_run: f.last_run,
+                    deleted_at: f.deleted_at,
                 });
             }
         }

@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use super::ext::{FolderStats, stat3};
-use super::run::{Listed, RunCtx, internal_name, now_secs, proto};
+use super::listing::Listed;
+use super::run::{RunCtx, now_secs, proto};
 use super::{FDATA_BATCH, FailureClass, FolderFailure, RACY_SECS, SpoolDamage};
 use crate::archive::{ArchiveWriter, folder_entry, message_entry, run_id};
 use crate::cyrus::Guid;
@@ -219,13 +220,13 @@ impl RunCtx<'_> {
         let mut summary = serde_json::to_value(state)
             .map_err(|e| Error::Other(format!("encoding state.json: {e}")))?;
         if let serde_json::Value::Object(m) = &mut summary {
-            m.insert("name".into(), f.name.clone().into());
-            m.insert(
-                "internal_name".into(),
-                internal_name(self.userid, &f.name).into(),
-            );
+            m.insert("name".into(), f.record_name().into());
+            m.insert("internal_name".into(), f.internal(self.userid).into());
             m.insert("uniqueid".into(), f.uniqueid.clone().into());
             m.insert("records".into(), records.into());
+            if let Some(d) = &f.deleted {
+                m.insert("deleted_at".into(), d.at.into());
+            }
         }
         let summary = serde_json::to_vec_pretty(&summary)
             .map_err(|e| Error::Other(format!("encoding state.json: {e}")))?;

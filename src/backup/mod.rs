@@ -20,6 +20,7 @@
 
 mod ext;
 mod folder;
+mod listing;
 mod recover;
 mod report;
 mod run;
@@ -138,8 +139,9 @@ pub struct UserReport {
     pub folders_unchanged: usize,
     /// Folders the catalog had that the server no longer lists (kept in the archive).
     pub folders_gone: usize,
-    /// Delayed-delete (`DELETED.*`) folders listed by the server; not backed up (their
-    /// content was taken while they were live).
+    /// Delayed-delete (`DELETED.*`) folders the server listed: backed up as deleted
+    /// folders (their former name, deletion time and content), not counted in
+    /// `folders_seen`.
     pub folders_delayed_delete: usize,
     /// Folders not backed up in this run, with the reason (see [`FolderFailure`]): the
     /// catalog carries their last state forward. Any entry makes the exit status

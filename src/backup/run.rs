@@ -1,7 +1,8 @@
 //! One user's backup run, in the order that makes it crash-safe and cheap
 //! (doc/backup.md):
 //!
-//! 1. `FMULTISTATUS` (one exchange). Delayed-delete folders are set aside.
+//! 1. `FMULTISTATUS` (one exchange; `listing.rs`): every folder of the owner, the
+//!    delayed-delete ones (`DELETED.*`) included, backed up as deleted folders.
 //! 2. Open the catalog, then the archive with the catalog's committed length (the
 //!    writer's lock refuses a second writer; its tail check cuts crash leftovers and
 //!    refuses an archive shorter than the catalog). Replay runs whose manifest reached
@@ -27,8 +28,9 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
 
-use super::ext::{self, BackupExt, FolderStats, stat3};
+use super::ext::{self, BackupExt};
 use super::folder::ClockFloor;
+use super::listing::{self, Listed};
 use super::recover::{self, folder_meta, message_locs};
 use super::server::Server;
 use super::{BackupError, BackupOptions, UserReport};
@@ -51,64 +53,6 @@ pub(super) fn now_secs() -> u64 {
 
 pub(super) fn proto(server: &Server, what: &str, e: ProtocolError) -> Error {
     e.in_context(&format!("{}: {what}", server.addr))
-}
-
-/// A folder as FMULTISTATUS listed it.
-pub(super) struct Listed {
-    pub(super) name: String,
-    pub(super) uniqueid: String,
-    pub(super) stats: FolderStats,
-}
-
-/// Whether an external name is a delayed-delete folder (`DELETED.user.bob.Old.5F3A1B2C`
-/// or with `/`): never an INBOX name, `<prefix> user <localpart> ... <hex stamp>`.
-pub(crate) fn is_delayed_delete(name: &str) -> bool {
-    if name == "INBOX" || name.starts_with("INBOX.") || name.starts_with("INBOX/") {
-        return false;
-    }
-    let sep = if name.contains('/') { '/' } else { '.' };
-    let parts: Vec<&str> = name.split(sep).collect();
-    parts.len() >= 4
-        && parts[1] == "user"
-        && parts
-            .last()
-            .is_some_and(|h| h.len() >= 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// Cyrus's internal name of a user's folder from its external name (standard or
-/// alternate namespace, `.` or `/` separator): `user.bob.Sent`, `ex.org!user.bob`.
-pub(crate) fn internal_name(userid: &str, external: &str) -> String {
-    let (local, domain) = match userid.split_once('@') {
-        Some((l, d)) => (l, Some(d)),
-        None => (userid, None),
-    };
-    let mut s = String::new();
-    if let Some(d) = domain {
-        s.push_str(d);
-        s.push('!');
-    }
-    s.push_str("user.");
-    s.push_str(&local.replace('.', "^"));
-    let rest = if external == "INBOX" {
-        None
-    } else {
-        Some(
-            external
-                .strip_prefix("INBOX.")
-                .or_else(|| external.strip_prefix("INBOX/"))
-                .unwrap_or(external),
-        )
-    };
-    if let Some(rest) = rest {
-        s.push('.');
-        if external.contains('/') {
-            let comps: Vec<String> = rest.split('/').map(|c| c.replace('.', "^")).collect();
-            s.push_str(&comps.join("."));
-        } else {
-            s.push_str(rest);
-        }
-    }
-    s
 }
 
 fn map_open_error(e: Error, user: &str, archive: &Path) -> Error {
@@ -156,45 +100,26 @@ pub fn backup_user(
         user: userid.to_string(),
         ..Default::default()
     };
-    let listing = server
-        .client
-        .fmultistatus(userid.as_bytes())
-        .map_err(|e| proto(server, "FMULTISTATUS", e))?;
-    let mut live: Vec<Listed> = Vec::new();
+    let listing = listing::list_owner(server, userid)?;
+    let mut live: Vec<Listed> = listing.folders;
+    // A lower bound of the server's clock: the newest mtime it listed (the racy rule
+    // without SERVERTIME, doc/backup.md).
     let mut clock = ClockFloor::default();
-    for f in listing {
-        for (n, s) in &f.files {
-            if n.as_slice() != b"mailbox_annotations" {
-                clock.saw_mtime(s.mtime);
-            }
+    for f in &live {
+        for s in [f.stats.header, f.stats.index, f.stats.annotations]
+            .into_iter()
+            .flatten()
+        {
+            clock.saw_mtime(s[1]);
         }
-        let name = String::from_utf8_lossy(&f.name).into_owned();
-        if is_delayed_delete(&name) {
-            rep.folders_delayed_delete += 1;
-            continue;
-        }
-        let mut stats = FolderStats::default();
-        for (n, s) in &f.files {
-            stats.set(n, stat3(s));
-        }
-        live.push(Listed {
-            name,
-            uniqueid: String::from_utf8_lossy(&f.uniqueid).into_owned(),
-            stats,
-        });
     }
-    let Some(inbox) = live.iter().find(|f| f.name == "INBOX") else {
-        return Err(BackupError::NoSuchUser {
-            user: userid.to_string(),
-        }
-        .into());
-    };
-    rep.folders_seen = live.len();
-    rep.inbox_uniqueid = inbox.uniqueid.clone();
+    rep.folders_delayed_delete = live.iter().filter(|f| f.deleted.is_some()).count();
+    rep.folders_seen = live.len() - rep.folders_delayed_delete;
+    rep.inbox_uniqueid = listing.root.clone();
     if let Some(p) = &opts.progress {
         p.user_started(userid, live.len());
     }
-    let ua = vault.set_user(userid, &inbox.uniqueid)?;
+    let ua = vault.set_user(userid, &listing.root)?;
     rep.archive = ua.archive.clone();
 
     // Catalog, then the archive at the catalog's committed length.
@@ -242,15 +167,27 @@ pub fn backup_user(
         .unwrap_or(0);
     let run = last.as_ref().map_or(0, |r| r.run).max(used) + 1;
     let prev_ext = ext::read_ext(&ua.archive, last.as_ref().and_then(|r| r.manifest));
+    // Folders the server held at the last run: live ones and those in its
+    // delayed-delete area (both are listed by FMULTISTATUS; either can go).
     let live_before: HashMap<String, FolderAt> = match &last {
         Some(l) => catalog
             .folders_at(l.run)?
             .into_iter()
-            .filter(|f| !f.deleted)
+            .filter(|f| f.present(l.run))
             .map(|f| (f.uniqueid.clone(), f))
             .collect(),
         None => HashMap::new(),
     };
+    // A delayed-delete folder whose former name had to be guessed from its `DELETED.*`
+    // name (stock server) keeps the name the archive knew it by.
+    for f in &mut live {
+        if let (Some(d), Some(before)) = (&mut f.deleted, live_before.get(&f.uniqueid))
+            && d.guessed
+            && before.deleted_at.is_none()
+        {
+            d.original = before.name.clone();
+        }
+    }
 
     let mut ctx = RunCtx {
         server,
@@ -270,7 +207,8 @@ pub fn backup_user(
         if let Some(p) = &opts.progress {
             p.folder(userid, &f.name);
         }
-        let internal = internal_name(userid, &f.name);
+        let internal = f.internal(userid);
+        let deleted_at = f.deleted.as_ref().map(|d| d.at);
         let unchanged = match (&last, prev_ext.folders.get(&f.uniqueid)) {
             (Some(l), Some(prev))
                 if !prev.racy
@@ -296,11 +234,12 @@ pub fn backup_user(
         if let Some((state, snapshot_run, stats)) = unchanged {
             folders.push(FolderInRun {
                 uniqueid: f.uniqueid.clone(),
-                name: f.name.clone(),
+                name: f.record_name().to_string(),
                 internal_name: internal,
                 deleted: false,
                 state,
                 snapshot_run,
+                deleted_at,
             });
             new_ext.folders.insert(f.uniqueid.clone(), stats);
             ctx.rep.folders_unchanged += 1;
@@ -318,11 +257,12 @@ pub fn backup_user(
         };
         folders.push(FolderInRun {
             uniqueid: f.uniqueid.clone(),
-            name: f.name.clone(),
+            name: f.record_name().to_string(),
             internal_name: internal,
             deleted: false,
             state: taken.state,
             snapshot_run: run,
+            deleted_at,
         });
         records.insert(f.uniqueid.clone(), taken.records);
         new_ext.folders.insert(f.uniqueid.clone(), taken.stats);
@@ -349,6 +289,7 @@ pub fn backup_user(
                 deleted: true,
                 state,
                 snapshot_run,
+                deleted_at: g.deleted_at,
             });
             ctx.rep.folders_gone += 1;
         }
@@ -512,34 +453,4 @@ pub(super) struct RunCtx<'a> {
     pub(super) opts: &'a BackupOptions,
     /// A lower bound of the server's clock (for a server without `SERVERTIME`).
     pub(super) clock: ClockFloor,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delayed_delete_names() {
-        assert!(is_delayed_delete("DELETED.user.bob.Old.5F3A1B2C"));
-        assert!(is_delayed_delete("DELETED/user/bob/Old/5F3A1B2C"));
-        assert!(is_delayed_delete("DELETED.user.bob.5F3A1B2D"));
-        assert!(!is_delayed_delete("INBOX"));
-        assert!(!is_delayed_delete("INBOX.DELETED.user.x.5F3A1B2C"));
-        assert!(!is_delayed_delete("Sent"));
-        assert!(!is_delayed_delete("Archive.2023"));
-    }
-
-    #[test]
-    fn internal_names() {
-        assert_eq!(internal_name("bob", "INBOX"), "user.bob");
-        assert_eq!(
-            internal_name("bob", "INBOX.Sent Items"),
-            "user.bob.Sent Items"
-        );
-        assert_eq!(internal_name("bob", "INBOX/a.b/c"), "user.bob.a^b.c");
-        assert_eq!(
-            internal_name("bob.s@ex.org", "Work"),
-            "ex.org!user.bob^s.Work"
-        );
-    }
 }

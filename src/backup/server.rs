@@ -124,6 +124,35 @@ impl Server {
             .collect())
     }
 
+    /// Extension `SHARED`: every top-level shared hierarchy as `(owner id,
+    /// partition)`, the owner id (`%shared`) backed up like a user. Empty, with a
+    /// warning, from a server without the extension (a stock `backupcyrusd` cannot
+    /// list shared mailboxes).
+    pub fn shared_owners(&mut self) -> Result<Vec<(String, String)>> {
+        if !self.has("SHARED") {
+            log::warn!(
+                target: "cyrvault::backup",
+                "{}: the server does not offer SHARED (a stock backupcyrusd, or an older \
+                 cyrvaultd): shared mailboxes are not listed and not backed up",
+                self.addr
+            );
+            return Ok(Vec::new());
+        }
+        let all = self
+            .client
+            .shared()
+            .map_err(|e| proto(&self.addr, "SHARED", e))?;
+        Ok(all
+            .into_iter()
+            .map(|s| {
+                (
+                    String::from_utf8_lossy(&s.owner).into_owned(),
+                    String::from_utf8_lossy(&s.partition).into_owned(),
+                )
+            })
+            .collect())
+    }
+
     /// The slot as bytes (for requests built by the caller).
     pub(crate) fn slot(&self) -> Vec<u8> {
         self.servername.as_bytes().to_vec()

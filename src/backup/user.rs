@@ -24,6 +24,11 @@ impl RunCtx<'_> {
         last_run: Option<u64>,
         prev: &BackupExt,
     ) -> Result<(Option<UserStateRef>, Option<UserStats>)> {
+        if self.userid.starts_with('%') {
+            // A shared hierarchy (doc/protocol.md 2.8) has no seen, subscriptions or
+            // sieve of its own: nothing to ask for.
+            return Ok((None, None));
+        }
         let listing = self
             .server
             .client

@@ -38,7 +38,7 @@ const DUMP: &[(&str, &str, &str)] = &[
     ),
     (
         "folder_names",
-        "uniqueid, name, internal_name, from_run, to_run",
+        "uniqueid, name, internal_name, from_run, to_run, deleted_at",
         "uniqueid, from_run",
     ),
     (

@@ -131,6 +131,9 @@ impl Catalog {
         conn.busy_timeout(BUSY_TIMEOUT)
             .db("setting busy_timeout", path)?;
         match schema::inspect(&conn).db("reading the schema version", path)? {
+            Found::Version(v)
+                if v < SCHEMA_VERSION
+                    && schema::read_as_current(&conn, v).db("reading an older schema", path)? => {}
             Found::Version(v) => check_version(path, v)?,
             Found::Empty | Found::Foreign => {
                 return Err(Error::Catalog(CatalogError::NotACatalog {
@@ -167,7 +170,17 @@ impl Catalog {
             .db("enabling foreign keys", path)?;
         match schema::inspect(&conn).db("reading the schema version", path)? {
             Found::Empty => schema::create(&mut conn).db("creating the schema", path)?,
-            Found::Version(v) => check_version(path, v)?,
+            Found::Version(v) => {
+                if v < SCHEMA_VERSION && schema::migrate(&mut conn, v).db("migrating", path)? {
+                    log::info!(
+                        target: "cyrvault::catalog",
+                        "{}: schema version {v} upgraded to {SCHEMA_VERSION}",
+                        path.display()
+                    );
+                } else {
+                    check_version(path, v)?;
+                }
+            }
             Found::Foreign => {
                 return Err(Error::Catalog(CatalogError::NotACatalog {
                     path: path.to_path_buf(),

@@ -40,10 +40,24 @@ pub struct FolderAt {
     /// External name at that run (for a deleted folder: its last name).
     pub name: String,
     pub internal_name: String,
-    /// Deleted at or before that run; its content is readable at `last_run`.
+    /// Deleted at or before that run; its content is readable at `last_run`. True too
+    /// for a folder in Cyrus's delayed-delete area at that run (`deleted_at` set,
+    /// `last_run` the asked run: its content was captured there).
     pub deleted: bool,
     /// The last run at which the folder existed on the server (up to the asked run).
     pub last_run: u64,
+    /// When the user deleted it, if the backup saw it in Cyrus's delayed-delete area
+    /// (`DELETED.*`); None for a live folder and for one that vanished between two
+    /// runs without passing through that area.
+    pub deleted_at: Option<i64>,
+}
+
+impl FolderAt {
+    /// Whether the server still held the folder at the asked run (live, or in the
+    /// delayed-delete area), as opposed to gone at or before it.
+    pub fn present(&self, run: u64) -> bool {
+        self.last_run == run
+    }
 }
 
 /// One name a folder had, for runs `from_run <= run < to_run` (`None`: still).
@@ -53,6 +67,9 @@ pub struct NameSpan {
     pub internal_name: String,
     pub from_run: u64,
     pub to_run: Option<u64>,
+    /// Set while the folder sat in Cyrus's delayed-delete area: when it was deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
 }
 
 /// A folder's stored state at one run and where its meta files are.
@@ -196,22 +213,25 @@ impl Catalog {
             .db("finding the run at a time", &self.path)
     }
 
-    /// Folders at `run`: those that existed (`deleted == false`) and those deleted at or
-    /// before it (`deleted == true`, with their last name), sorted by name. Deletion is
-    /// read from the name intervals (an interval that ends with no successor), so a
-    /// folder that came back (Cyrus keeps the UniqueID when a deleted mailbox is
-    /// restored) shows as deleted exactly for the runs it was gone.
+    /// Folders at `run`: those that existed (`deleted == false`), those in Cyrus's
+    /// delayed-delete area at that run (`deleted == true`, `deleted_at` set, content
+    /// at `run` itself) and those deleted at or before it (`deleted == true`, with
+    /// their last name), sorted by name. Deletion is read from the name intervals (an
+    /// interval that ends with no successor), so a folder that came back (Cyrus keeps
+    /// the UniqueID when a deleted mailbox is restored) shows as deleted exactly for
+    /// the runs it was gone.
     pub fn folders_at(&self, run: u64) -> Result<Vec<FolderAt>> {
         let op = "listing folders";
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT n.uniqueid, n.name, n.internal_name, 0, ?1
+                "SELECT n.uniqueid, n.name, n.internal_name, n.deleted_at IS NOT NULL, ?1,
+                     n.deleted_at
                  FROM folder_names n
                  WHERE n.from_run <= ?1 AND (n.to_run IS NULL OR n.to_run > ?1)
                  UNION ALL
                  SELECT n.uniqueid, n.name, n.internal_name, 1,
-                     (SELECT max(run) FROM runs WHERE run < n.to_run)
+                     (SELECT max(run) FROM runs WHERE run < n.to_run), n.deleted_at
                  FROM folder_names n
                  WHERE n.to_run <= ?1
                    -- the interval ended by deletion, not by a rename
@@ -232,6 +252,7 @@ impl Catalog {
                     internal_name: r.get(2)?,
                     deleted: r.get(3)?,
                     last_run: r.get::<_, Option<u64>>(4)?.unwrap_or(0),
+                    deleted_at: r.get(5)?,
                 })
             })
             .db(op, &self.path)?;
@@ -256,7 +277,7 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT name, internal_name, from_run, to_run FROM folder_names
+                "SELECT name, internal_name, from_run, to_run, deleted_at FROM folder_names
                  WHERE uniqueid = ?1 ORDER BY from_run",
             )
             .db(op, &self.path)?;
@@ -267,6 +288,7 @@ impl Catalog {
                     internal_name: r.get(1)?,
                     from_run: r.get(2)?,
                     to_run: r.get(3)?,
+                    deleted_at: r.get(4)?,
                 })
             })
             .db(op, &self.path)?;

@@ -14,7 +14,9 @@ use rusqlite::Connection;
 /// Version of the schema this cyrvault writes and reads. History:
 /// 1 — first version (runs, members, messages, folders, folder_names, folder_runs,
 ///     records, user_files, meta).
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2 — `folder_names.deleted_at`: a name interval during which the folder sat in
+///     Cyrus's delayed-delete area (migrated from 1 in place by [`migrate`]).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a cyrvault catalog: "cyrv" in ASCII.
 pub const APPLICATION_ID: i64 = 0x6379_7276;
@@ -71,6 +73,7 @@ CREATE TABLE folder_names (
     internal_name  TEXT NOT NULL,
     from_run       INTEGER NOT NULL REFERENCES runs(run),
     to_run         INTEGER REFERENCES runs(run),
+    deleted_at     INTEGER,
     PRIMARY KEY (uniqueid, from_run)
 ) WITHOUT ROWID;
 CREATE INDEX folder_names_by_name ON folder_names(name, from_run);
@@ -142,6 +145,42 @@ pub(crate) fn create(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// Bring a catalog of an older schema version up to [`SCHEMA_VERSION`] in one
+/// transaction. Every step only adds what the older version could not have held, so
+/// no derived fact changes (a version-1 catalog never saw a delayed-delete folder).
+/// Returns whether anything was done.
+pub(crate) fn migrate(conn: &mut Connection, found: i64) -> rusqlite::Result<bool> {
+    if found != 1 {
+        return Ok(false);
+    }
+    let tx = conn.transaction()?;
+    tx.execute_batch("ALTER TABLE folder_names ADD COLUMN deleted_at INTEGER;")?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Let a read-only connection to a catalog of an older schema version answer every
+/// query of [`SCHEMA_VERSION`] without writing to the file: a `TEMP` view shadows each
+/// table the newer version changed (SQLite looks in the temp schema first), with the
+/// columns the older version cannot have held as NULL. Returns whether `found` is
+/// handled so.
+pub(crate) fn read_as_current(conn: &Connection, found: i64) -> rusqlite::Result<bool> {
+    if found != 1 {
+        return Ok(false);
+    }
+    conn.execute_batch(
+        "CREATE TEMP VIEW folder_names AS
+             SELECT uniqueid, name, internal_name, from_run, to_run, NULL AS deleted_at
+             FROM main.folder_names;",
+    )?;
+    Ok(true)
+}
+
 /// What an opened database is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Found {
@@ -189,6 +228,80 @@ mod tests {
             )
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION.to_string());
+    }
+
+    #[test]
+    fn version_1_is_migrated_in_place() {
+        let mut c = Connection::open_in_memory().unwrap();
+        // the version-1 DDL: today's without the column version 2 added
+        let v1 = DDL.replace("    deleted_at     INTEGER,\n", "");
+        assert_ne!(v1, DDL);
+        c.execute_batch(&v1).unwrap();
+        c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+            .unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(1));
+        assert!(migrate(&mut c, 1).unwrap());
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        c.execute(
+            "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete')",
+            [],
+        )
+        .unwrap();
+        c.execute("INSERT INTO folders VALUES ('f', 1, 1, NULL)", [])
+            .unwrap();
+        c.execute(
+            "INSERT INTO folder_names VALUES ('f', 'n', 'i', 1, NULL, 5)",
+            [],
+        )
+        .unwrap();
+        assert!(!migrate(&mut c, SCHEMA_VERSION).unwrap());
+    }
+
+    #[test]
+    fn version_1_is_read_as_current_without_writing() {
+        let dir = std::env::temp_dir().join(format!("cyrvault-schema1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&DDL.replace("    deleted_at     INTEGER,\n", ""))
+                .unwrap();
+            c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete')",
+                [],
+            )
+            .unwrap();
+            c.execute("INSERT INTO folders VALUES ('f', 1, 1, NULL)", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO folder_names VALUES ('f', 'INBOX', 'user.u', 1, NULL)",
+                [],
+            )
+            .unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let cat = crate::catalog::Catalog::open_read_only(&path).unwrap();
+        let f = cat.folders_at(1).unwrap();
+        assert_eq!((f[0].name.as_str(), f[0].deleted_at), ("INBOX", None));
+        assert_eq!(cat.folder_history("f").unwrap()[0].deleted_at, None);
+        drop(cat);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not written");
+        // a writer migrates it in place
+        let cat = crate::catalog::Catalog::open(&path).unwrap();
+        assert_eq!(cat.folders_at(1).unwrap()[0].deleted_at, None);
+        drop(cat);
+        let c = Connection::open(&path).unwrap();
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct FolderRef<'a> {
     pub name: &'a str,
     /// Cyrus's internal name (`user.bob.Lists.cyrus`).
     pub internal_name: &'a str,
+    /// The folder sits in Cyrus's delayed-delete area since this time
+    /// ([`crate::model::FolderInRun::deleted_at`]).
+    pub deleted_at: Option<i64>,
 }
 
 impl<'a> From<&'a crate::model::FolderInRun> for FolderRef<'a> {
@@ -69,6 +72,7 @@ impl<'a> From<&'a crate::model::FolderInRun> for FolderRef<'a> {
             uniqueid: &f.uniqueid,
             name: &f.name,
             internal_name: &f.internal_name,
+            deleted_at: f.deleted_at,
         }
     }
 }
@@ -397,18 +401,18 @@ impl RunTx<'_> {
                 params![f.uniqueid, run],
             )
             .db("adding a folder", self.path)?;
-        let cur: Option<(String, String, u64)> = self
+        let cur: Option<(String, String, u64, Option<i64>)> = self
             .tx
             .query_row(
-                "SELECT name, internal_name, from_run FROM folder_names
+                "SELECT name, internal_name, from_run, deleted_at FROM folder_names
                  WHERE uniqueid = ?1 AND to_run IS NULL",
                 [f.uniqueid],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .db("reading a folder name", self.path)?;
-        if let Some((name, internal, from)) = &cur {
-            if name == f.name && internal == f.internal_name {
+        if let Some((name, internal, from, deleted_at)) = &cur {
+            if name == f.name && internal == f.internal_name && *deleted_at == f.deleted_at {
                 return Ok(());
             }
             self.tx
@@ -420,9 +424,9 @@ impl RunTx<'_> {
         }
         self.tx
             .execute(
-                "INSERT INTO folder_names (uniqueid, name, internal_name, from_run)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![f.uniqueid, f.name, f.internal_name, run],
+                "INSERT INTO folder_names (uniqueid, name, internal_name, from_run, deleted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![f.uniqueid, f.name, f.internal_name, run, f.deleted_at],
             )
             .db("adding a folder name", self.path)?;
         Ok(())

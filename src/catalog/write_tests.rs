@@ -21,6 +21,7 @@ fn folder(uniqueid: &str) -> FolderRef<'_> {
         uniqueid,
         name: uniqueid,
         internal_name: uniqueid,
+        deleted_at: None,
     }
 }
 

@@ -180,7 +180,9 @@ fn name_hash(conf: &ImapdConf, root: &Path, internal_name: &str) -> Result<PathB
         p.push(dir_hash_c(idx, full).to_string());
     }
     for c in &comps {
-        check_component("mailbox name", internal_name, c)?;
+        // `_append_intbuf` writes a literal `.` as `^`, so the folder Cyrus accepts
+        // as `INBOX/..` lives in a directory `^^`: only the escaped form is a path
+        // component, and only it must be safe.
         let escaped = c.replace('.', "^");
         check_component("mailbox name", internal_name, &escaped)?;
         p.push(escaped);
@@ -610,6 +612,12 @@ mod tests {
                 "{n:?}"
             );
         }
+        // `INBOX/..` and `INBOX/dots/../up` (unixhierarchysep) are real folders; Cyrus
+        // keeps them in `^^` directories, which are safe.
+        let d = mailbox_data_dir(&c, "default", "user.bob.dots.^^.up", None, true).unwrap();
+        assert!(d.ends_with("user/bob/dots/^^/up"), "{}", d.display());
+        let d = mailbox_data_dir(&c, "default", "user.bob.^^", None, true).unwrap();
+        assert!(d.ends_with("user/bob/^^"), "{}", d.display());
         for id in ["../etc", "a/b", "x", ".."] {
             assert!(
                 mailbox_data_dir(&c, "default", "user.x", Some(id), false).is_err(),

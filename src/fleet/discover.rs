@@ -1,7 +1,9 @@
 //! `cyrvault discover`: fill the user directory from the servers. For each server in
 //! `cyrvault.conf`: connect to its `cyrvaultd`, ask `PARTITIONS` (each partition's
-//! path and filesystem device, each user's INBOX partition; doc/protocol.md 2), map
-//! partitions to drive units (the device, or the admin's override) and record it.
+//! path and filesystem device, each user's INBOX partition; doc/protocol.md 2) and
+//! `SHARED` (each top-level shared hierarchy, an owner `%<top>` backed up like a
+//! user), map partitions to drive units (the device, or the admin's override) and
+//! record it.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -57,15 +59,27 @@ fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Resul
         units.entry(unit.clone()).or_default().push(name.clone());
         unit_of.insert(name, unit);
     }
-    let mut users = Vec::with_capacity(map.users.len());
-    for (u, p) in &map.users {
-        let partition = String::from_utf8_lossy(p).into_owned();
+    // Users, then every top-level shared hierarchy (owner `%shared`, backed up into
+    // an archive of its own like a user; doc/protocol.md 2.8).
+    let mut owners: Vec<(String, String)> = map
+        .users
+        .iter()
+        .map(|(u, p)| {
+            (
+                String::from_utf8_lossy(u).into_owned(),
+                String::from_utf8_lossy(p).into_owned(),
+            )
+        })
+        .collect();
+    owners.extend(server.shared_owners()?);
+    let mut users = Vec::with_capacity(owners.len());
+    for (userid, partition) in owners {
         let unit = unit_of
             .get(&partition)
             .cloned()
             .unwrap_or_else(|| format!("partition-{partition}"));
         users.push(SeenUser {
-            userid: String::from_utf8_lossy(u).into_owned(),
+            userid,
             partition,
             unit,
         });

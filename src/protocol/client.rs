@@ -93,6 +93,31 @@ pub struct FolderStatus {
     pub files: Vec<NamedStat>,
 }
 
+/// One top-level shared hierarchy, from `SHARED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedOwner {
+    /// The owner id (`%shared`) the other commands take in place of a user.
+    pub owner: Vec<u8>,
+    /// The UniqueID of its top-level entry.
+    pub uniqueid: Vec<u8>,
+    /// Its partition (empty if unknown).
+    pub partition: Vec<u8>,
+}
+
+/// One delayed-delete folder, from `FDELETED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedFolder {
+    /// The name `FMULTISTATUS` lists it under (and `FMETA`/`FDATA` take).
+    pub name: Vec<u8>,
+    pub uniqueid: Vec<u8>,
+    /// When it was deleted (Unix seconds: the hex stamp of its name).
+    pub time: u64,
+    /// The name it had before (`INBOX.Old`, `Old`, `shared.News`).
+    pub original: Vec<u8>,
+    /// Cyrus's internal name (`DELETED.user.bob.Old.5F3A1B2C`).
+    pub internal: Vec<u8>,
+}
+
 /// One connection to a `backupcyrusd` or `cyrvaultd`.
 pub struct Client<R, W> {
     replies: ReplyReader<R>,
@@ -266,6 +291,61 @@ impl<R: Read, W: Write> Client<R, W> {
             other => Err(unexpected("PARTITION or USERPART", &other)),
         })?;
         Ok(map)
+    }
+
+    /// Extension `SHARED`: every top-level shared hierarchy.
+    pub fn shared(&mut self) -> Result<Vec<SharedOwner>, ProtocolError> {
+        self.send(&Request::Shared {
+            slot: self.slot.clone(),
+        })?;
+        self.replies.expect_ok()?;
+        let mut out = Vec::new();
+        self.listing(|r| match r {
+            Reply::Shared {
+                owner,
+                uniqueid,
+                partition,
+            } => {
+                out.push(SharedOwner {
+                    owner,
+                    uniqueid,
+                    partition,
+                });
+                Ok(())
+            }
+            other => Err(unexpected("SHARED", &other)),
+        })?;
+        Ok(out)
+    }
+
+    /// Extension `FDELETED <owner>`: the owner's delayed-delete folders.
+    pub fn fdeleted(&mut self, owner: &[u8]) -> Result<Vec<DeletedFolder>, ProtocolError> {
+        self.send(&Request::FDeleted {
+            slot: self.slot.clone(),
+            user: owner.to_vec(),
+        })?;
+        self.replies.expect_ok()?;
+        let mut out = Vec::new();
+        self.listing(|r| match r {
+            Reply::FDeleted {
+                name,
+                uniqueid,
+                time,
+                original,
+                internal,
+            } => {
+                out.push(DeletedFolder {
+                    name,
+                    uniqueid,
+                    time,
+                    original,
+                    internal,
+                });
+                Ok(())
+            }
+            other => Err(unexpected("FDELETED", &other)),
+        })?;
+        Ok(out)
     }
 
     fn stats(&mut self, req: Request) -> Result<Listing, ProtocolError> {

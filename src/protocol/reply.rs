@@ -98,6 +98,22 @@ pub enum Reply {
     },
     /// Extension: `USERPART <userid> <partition>`: the user's INBOX partition.
     UserPart { user: Vec<u8>, partition: Vec<u8> },
+    /// Extension: `SHARED <owner> <uniqueid> <partition>`: one top-level shared
+    /// hierarchy (answer to `SHARED`).
+    Shared {
+        owner: Vec<u8>,
+        uniqueid: Vec<u8>,
+        partition: Vec<u8>,
+    },
+    /// Extension: `FDELETED <name> <uniqueid> <time> <former name> <internal name>`:
+    /// one delayed-delete folder (answer to `FDELETED`).
+    FDeleted {
+        name: Vec<u8>,
+        uniqueid: Vec<u8>,
+        time: u64,
+        original: Vec<u8>,
+        internal: Vec<u8>,
+    },
 }
 
 fn num(w: &[u8], what: &'static str) -> Result<u64, ProtocolError> {
@@ -183,6 +199,18 @@ pub fn parse_reply(line: &[u8]) -> Result<Reply, ProtocolError> {
         [b"USERPART", u, p] => Ok(Reply::UserPart {
             user: d(u),
             partition: d(p),
+        }),
+        [b"SHARED", o, u, p] => Ok(Reply::Shared {
+            owner: d(o),
+            uniqueid: d(u),
+            partition: d(p),
+        }),
+        [b"FDELETED", n, u, t, o, i] => Ok(Reply::FDeleted {
+            name: d(n),
+            uniqueid: d(u),
+            time: num(t, "deletion time")?,
+            original: d(o),
+            internal: d(i),
         }),
         _ => bad("unknown reply line"),
     }
@@ -377,6 +405,33 @@ impl<W: Write> ReplyWriter<W> {
     pub fn partition(&mut self, name: &[u8], path: &[u8], dev: u64) -> Result<(), ProtocolError> {
         let dev = dev.to_string();
         self.words(b"PARTITION", &[name, path, dev.as_bytes()], None)
+    }
+
+    /// Extension: `SHARED <owner> <uniqueid> <partition>`.
+    pub fn shared(
+        &mut self,
+        owner: &[u8],
+        uniqueid: &[u8],
+        partition: &[u8],
+    ) -> Result<(), ProtocolError> {
+        self.words(b"SHARED", &[owner, uniqueid, partition], None)
+    }
+
+    /// Extension: `FDELETED <name> <uniqueid> <time> <former name> <internal name>`.
+    pub fn fdeleted(
+        &mut self,
+        name: &[u8],
+        uniqueid: &[u8],
+        time: u64,
+        original: &[u8],
+        internal: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let t = time.to_string();
+        self.words(
+            b"FDELETED",
+            &[name, uniqueid, t.as_bytes(), original, internal],
+            None,
+        )
     }
 
     /// Extension: `USERPART <userid> <partition>`.

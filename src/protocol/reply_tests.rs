@@ -161,6 +161,40 @@ fn parse_reply_shapes() {
             value: 4
         }
     );
+    // the two listings of issue 9, written and read back
+    let w = written(|w| {
+        w.shared(b"%shared", b"u1", b"p1")?;
+        w.fdeleted(
+            b"INBOX/..",
+            b"u2",
+            1_700_000_000,
+            b"INBOX/Old",
+            b"user.bob.^^",
+        )
+    });
+    let lines: Vec<Reply> = w
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| parse_reply(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            Reply::Shared {
+                owner: b"%shared".to_vec(),
+                uniqueid: b"u1".to_vec(),
+                partition: b"p1".to_vec()
+            },
+            Reply::FDeleted {
+                name: b"INBOX/..".to_vec(),
+                uniqueid: b"u2".to_vec(),
+                time: 1_700_000_000,
+                original: b"INBOX/Old".to_vec(),
+                internal: b"user.bob.^^".to_vec()
+            }
+        ]
+    );
+    assert!(parse_reply(b"FDELETED a u x o i").is_err());
     let ch = format!("CHALLENGE {}", "0f".repeat(32));
     assert_eq!(
         parse_reply(ch.as_bytes()).unwrap(),

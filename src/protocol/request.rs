@@ -82,6 +82,12 @@ pub enum Request {
     /// Extension: `PARTITIONS <slot>`: each partition's device and each user's
     /// INBOX partition (the fleet's drive units, doc/protocol.md 2).
     Partitions { slot: Vec<u8> },
+    /// Extension: `SHARED <slot>`: every top-level shared hierarchy, as an owner
+    /// id (`%shared`) the other commands take in place of a user.
+    Shared { slot: Vec<u8> },
+    /// Extension: `FDELETED <slot> <owner>`: the owner's delayed-delete folders
+    /// with their deletion time and former name.
+    FDeleted { slot: Vec<u8>, user: Vec<u8> },
     /// A line answered by a fixed reply after the slot check.
     Refused {
         slot: Vec<u8>,
@@ -106,6 +112,8 @@ impl Request {
             | Status { slot }
             | Snapshot { slot, .. }
             | Partitions { slot }
+            | Shared { slot }
+            | FDeleted { slot, .. }
             | Refused { slot, .. } => Some(slot),
         }
     }
@@ -168,6 +176,9 @@ pub fn parse_request_line(line: &[u8], terminated: bool) -> Result<Request, Prot
     if is(b"PARTITIONS") {
         return Ok(Request::Partitions { slot });
     }
+    if is(b"SHARED") {
+        return Ok(Request::Shared { slot });
+    }
     let body = if !st.is_space() {
         Err(Refusal::BadCommand)
     } else if is(b"META") {
@@ -186,6 +197,19 @@ pub fn parse_request_line(line: &[u8], terminated: bool) -> Result<Request, Prot
         parse_fdata(&mut c, slot.clone())
     } else if is(b"AUTH") {
         parse_auth(&mut c, slot.clone())
+    } else if is(b"FDELETED") {
+        user_arg(&mut c).and_then(|(user, t)| {
+            if t == Term::Eof && user.is_empty() {
+                return Err(Refusal::Invalid(ProtocolError::BadArgument {
+                    command: "fdeleted",
+                    reason: "missing owner",
+                }));
+            }
+            Ok(Request::FDeleted {
+                slot: slot.clone(),
+                user: valid_user(user)?,
+            })
+        })
     } else if is(b"SNAPSHOT") {
         user_arg(&mut c).and_then(|(user, t)| {
             if t == Term::Eof && user.is_empty() {
@@ -354,8 +378,12 @@ fn control_bytes(name: &[u8], what: &'static str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// A user id may be used to build file paths (seen, sub, sieve): no separators, no
-/// `..`, no control bytes, bounded.
+/// A user id (or a shared hierarchy's owner id, `%shared`): bounded, no control
+/// bytes, no `/` (never in a Cyrus userid: it is the hierarchy separator with
+/// `unixhierarchysep`, and not a legal mailbox name character without). Nothing
+/// else: with `unixhierarchysep` Cyrus accepts userids such as `a..b`, `.x` and even
+/// `..` (issue 9), and every path built from a userid (seen, sub, sieve) checks each
+/// component itself (`cyrus::paths`).
 pub fn valid_user(user: Vec<u8>) -> Result<Vec<u8>, Refusal> {
     if user.is_empty() {
         return Err(name_rule("user", "empty"));
@@ -370,14 +398,13 @@ pub fn valid_user(user: Vec<u8>) -> Result<Vec<u8>, Refusal> {
     if user.contains(&b'/') {
         return Err(name_rule("user", "contains '/'"));
     }
-    if user.windows(2).any(|w| w == b"..") || user.starts_with(b".") {
-        return Err(name_rule("user", "contains '..' or starts with '.'"));
-    }
     Ok(user)
 }
 
-/// A folder name is looked up in mailboxes.db, never used as a path; `/` is a
-/// legitimate hierarchy separator, but a `..` component is refused anyway.
+/// A folder name is looked up in mailboxes.db among the owner's own mailboxes and is
+/// never used as a path, so any name Cyrus accepts passes: with `unixhierarchysep`
+/// Cyrus lets a user create `INBOX/..` and `INBOX/dots/../up` (stored as `^^`), and a
+/// backup must not refuse them (issue 9). Only NUL and control bytes are refused.
 pub fn valid_folder(folder: Vec<u8>) -> Result<Vec<u8>, Refusal> {
     if folder.len() > MAX_FOLDER {
         return Err(invalid(ProtocolError::TokenTooLong {
@@ -386,9 +413,6 @@ pub fn valid_folder(folder: Vec<u8>) -> Result<Vec<u8>, Refusal> {
         }));
     }
     control_bytes(&folder, "folder")?;
-    if folder.split(|&b| b == b'/').any(|part| part == b"..") {
-        return Err(name_rule("folder", "has a '..' component"));
-    }
     Ok(folder)
 }
 
@@ -449,6 +473,8 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, ProtocolError> {
         Status { slot } => (b"STATUS", slot),
         Snapshot { slot, .. } => (b"SNAPSHOT", slot),
         Partitions { slot } => (b"PARTITIONS", slot),
+        Shared { slot } => (b"SHARED", slot),
+        FDeleted { slot, .. } => (b"FDELETED", slot),
         Refused { .. } => return Err(ProtocolError::NotEncodable),
     };
     out.extend_from_slice(name);
@@ -460,7 +486,9 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, ProtocolError> {
                 push_item(i, &mut out)?;
             }
         }
-        FMultiStatus { user, .. } | Snapshot { user, .. } => push_arg(user, &mut out),
+        FMultiStatus { user, .. } | Snapshot { user, .. } | FDeleted { user, .. } => {
+            push_arg(user, &mut out)
+        }
         FMeta {
             user,
             folder,

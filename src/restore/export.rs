@@ -98,24 +98,42 @@ pub fn from_line(internaldate: i64) -> String {
     )
 }
 
-/// Whether a path component cannot leave the directory it is joined to.
-fn safe_part(p: &str) -> bool {
-    !p.is_empty() && p != "." && p != ".." && !p.contains(['/', '\0'])
+/// One level of a folder name as a file name that stays inside the directory it is
+/// joined to: `%`, `/`, NUL and control bytes become `%XX`, and so does a leading `.`
+/// (so `.` and `..` become `%2E` and `%2E.`: Cyrus accepts `INBOX/..` as a folder).
+/// With `dots`, every `.` is escaped (Maildir++ uses `.` between levels). The name
+/// is data: it is escaped, never refused.
+pub fn file_name_part(p: &str, dots: bool) -> String {
+    let mut out = String::with_capacity(p.len() + 4);
+    for (i, c) in p.chars().enumerate() {
+        let escape = c == '%' || c == '/' || c.is_control() || (c == '.' && (i == 0 || dots));
+        if escape {
+            let mut b = [0u8; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        // an empty level (never made by Cyrus, but a name is data)
+        out.push_str("%00");
+    }
+    out
 }
 
 /// Where a folder's messages go for this kind of export (file for mbox, directory
-/// otherwise). The INBOX is `INBOX` (mbox, eml) or the Maildir root.
-fn folder_path(kind: ExportKind, root: &Path, parts: &[String], single: bool) -> Option<PathBuf> {
-    if !parts.iter().all(|p| safe_part(p)) {
-        return None;
-    }
+/// otherwise). The INBOX is `INBOX` (mbox, eml) or the Maildir root. Every level is
+/// escaped with [`file_name_part`], so every path is under `root`.
+fn folder_path(kind: ExportKind, root: &Path, parts: &[String], single: bool) -> PathBuf {
     let inbox = ["INBOX".to_string()];
     let named: &[String] = if parts.is_empty() { &inbox } else { parts };
     let mut nested = root.to_path_buf();
     for x in named {
-        nested.push(x);
+        nested.push(file_name_part(x, false));
     }
-    Some(match kind {
+    match kind {
         ExportKind::Mbox if single => root.to_path_buf(),
         ExportKind::Mbox => {
             let mut s = nested.into_os_string();
@@ -124,13 +142,11 @@ fn folder_path(kind: ExportKind, root: &Path, parts: &[String], single: bool) ->
         }
         ExportKind::Maildir if parts.is_empty() => root.to_path_buf(),
         ExportKind::Maildir => {
-            if parts.iter().any(|p| p.contains('.')) {
-                return None;
-            }
-            root.join(format!(".{}", parts.join(".")))
+            let levels: Vec<String> = parts.iter().map(|p| file_name_part(p, true)).collect();
+            root.join(format!(".{}", levels.join(".")))
         }
         ExportKind::Eml => nested,
-    })
+    }
 }
 
 fn create_maildir(dir: &Path, sub: bool) -> Result<()> {
@@ -158,11 +174,7 @@ pub fn export(
     // Per folder: its path, or None (reported).
     let mut dest: Vec<Option<PathBuf>> = Vec::new();
     for f in &plan.folders {
-        let Some(p) = folder_path(kind, path, &f.parts, single) else {
-            sum.fail(&f.name, None, "the name cannot be a file name here".into());
-            dest.push(None);
-            continue;
-        };
+        let p = folder_path(kind, path, &f.parts, single);
         match kind {
             ExportKind::Mbox => {
                 if let Some(dir) = p.parent() {
@@ -288,10 +300,7 @@ fn write_sieve(plan: &Plan, path: &Path, beside_file: bool) -> Result<()> {
     };
     fs::create_dir_all(&base).at("creating", &base)?;
     for (name, bytes) in &plan.sieve {
-        if !safe_part(name) {
-            continue;
-        }
-        let p = base.join(name);
+        let p = base.join(file_name_part(name, false));
         fs::write(&p, bytes).at("writing", &p)?;
     }
     if let Some(a) = &plan.active_sieve {
@@ -353,23 +362,53 @@ mod tests {
     fn paths_stay_inside() {
         let r = Path::new("/x");
         let p = |s: &str| crate::restore::name_parts(s);
+        let fp = |k, n: &str| folder_path(k, r, &p(n), false);
         assert_eq!(
-            folder_path(ExportKind::Maildir, r, &p("INBOX.Archive.2023"), false).unwrap(),
+            fp(ExportKind::Maildir, "INBOX.Archive.2023"),
             PathBuf::from("/x/.Archive.2023")
         );
+        assert_eq!(fp(ExportKind::Maildir, "INBOX"), PathBuf::from("/x"));
         assert_eq!(
-            folder_path(ExportKind::Maildir, r, &p("INBOX"), false).unwrap(),
-            PathBuf::from("/x")
-        );
-        assert_eq!(
-            folder_path(ExportKind::Mbox, r, &p("INBOX.Archive.2023"), false).unwrap(),
+            fp(ExportKind::Mbox, "INBOX.Archive.2023"),
             PathBuf::from("/x/Archive/2023.mbox")
         );
+        assert_eq!(fp(ExportKind::Eml, "INBOX"), PathBuf::from("/x/INBOX"));
+        // Names Cyrus accepts (`INBOX/..`, `INBOX/dots/../up`) are escaped, never
+        // refused, and never leave the target directory.
+        assert_eq!(fp(ExportKind::Eml, "INBOX/.."), PathBuf::from("/x/%2E."));
         assert_eq!(
-            folder_path(ExportKind::Eml, r, &p("INBOX"), false).unwrap(),
-            PathBuf::from("/x/INBOX")
+            fp(ExportKind::Eml, "INBOX/dots/../up"),
+            PathBuf::from("/x/dots/%2E./up")
         );
-        assert!(folder_path(ExportKind::Eml, r, &p("INBOX/../etc"), false).is_none());
-        assert!(folder_path(ExportKind::Maildir, r, &p("INBOX/a.b"), false).is_none());
+        assert_eq!(
+            fp(ExportKind::Mbox, "INBOX/.."),
+            PathBuf::from("/x/%2E..mbox")
+        );
+        assert_eq!(
+            fp(ExportKind::Maildir, "INBOX/dots/../up"),
+            PathBuf::from("/x/.dots.%2E%2E.up")
+        );
+        assert_eq!(
+            fp(ExportKind::Maildir, "INBOX/a.b"),
+            PathBuf::from("/x/.a%2Eb")
+        );
+        assert_eq!(
+            fp(ExportKind::Eml, "INBOX/100%/a\u{1}b"),
+            PathBuf::from("/x/100%25/a%01b")
+        );
+        for n in ["INBOX/..", "INBOX/../..", "INBOX/dots/../up", "INBOX/./x"] {
+            for k in [ExportKind::Eml, ExportKind::Mbox, ExportKind::Maildir] {
+                let got = fp(k, n);
+                assert!(
+                    got.components().all(|c| matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )),
+                    "{n}: {}",
+                    got.display()
+                );
+                assert!(got.starts_with(r));
+            }
+        }
     }
 }

@@ -33,8 +33,17 @@ pub struct ImapTarget {
     pub admin: String,
     /// The admin's password.
     pub password: String,
-    /// The user to restore into (usually the backed-up user).
+    /// The user to restore into (usually the backed-up user), or a shared
+    /// hierarchy's owner id (`%shared`): then the folders are restored by their
+    /// full names (`shared.News`) in the admin's own session.
     pub user: String,
+}
+
+impl ImapTarget {
+    /// Whether the target is a shared hierarchy rather than a user.
+    pub fn is_shared(&self) -> bool {
+        self.user.starts_with('%')
+    }
 }
 
 /// How to restore.
@@ -79,9 +88,13 @@ impl<'a> Sessions<'a> {
     }
 }
 
+/// The session that creates folders and appends: the admin acting as the user, or
+/// for a shared hierarchy the admin's own (shared mailboxes have no owner; their
+/// `\Seen` is per reader anyway).
 fn connect_as_user(t: &ImapTarget) -> Result<Client> {
     let mut c = Client::connect(t.addr.as_str())?;
-    c.authenticate_plain(&t.user, &t.admin, &t.password)?;
+    let authz = if t.is_shared() { "" } else { t.user.as_str() };
+    c.authenticate_plain(authz, &t.admin, &t.password)?;
     Ok(c)
 }
 
@@ -114,6 +127,21 @@ pub fn target_name(parts: &[String], into: Option<&str>, sep: char) -> Option<St
         name.push_str(p);
     }
     Some(name)
+}
+
+/// The name of a backed-up shared folder (by its levels from the top: `[shared,
+/// News]`) on the target: `shared<sep>News`, or under `into` (`Restored/2026-11-28`,
+/// a top-level folder of its own). `None` if a level holds the separator.
+pub fn shared_target_name(parts: &[String], into: Option<&str>, sep: char) -> Option<String> {
+    let mut all: Vec<&str> = Vec::new();
+    if let Some(i) = into {
+        all.extend(i.split('/').filter(|p| !p.is_empty()));
+    }
+    all.extend(parts.iter().map(String::as_str));
+    if all.is_empty() || all.iter().any(|p| p.is_empty() || p.contains(sep)) {
+        return None;
+    }
+    Some(all.join(&sep.to_string()))
 }
 
 /// The admin's name of the user's INBOX: `user<sep>bob` (`user<sep>bob@example.com`).
@@ -210,8 +238,9 @@ pub fn restore_to_imap(
         .first()
         .and_then(|e| e.delimiter)
         .unwrap_or('.');
+    let shared = target.is_shared();
     // The INBOX must exist before anything can go under it.
-    if !folder_exists(&mut s.user, "INBOX")? {
+    if !shared && !folder_exists(&mut s.user, "INBOX")? {
         sum.created += 1;
         if opts.dry_run {
             sum.actions.push(Action::Create {
@@ -223,7 +252,12 @@ pub fn restore_to_imap(
     }
     let mut jobs: Vec<Job> = Vec::new();
     for f in &plan.folders {
-        let Some(name) = target_name(&f.parts, opts.into.as_deref(), sep) else {
+        let name = if shared {
+            shared_target_name(&f.parts, opts.into.as_deref(), sep)
+        } else {
+            target_name(&f.parts, opts.into.as_deref(), sep)
+        };
+        let Some(name) = name else {
             sum.fail(
                 &f.name,
                 None,
@@ -275,7 +309,7 @@ pub fn restore_to_imap(
     } else {
         append_all(src, &mut s, &jobs, &mut sum, progress)?;
     }
-    if opts.subscriptions {
+    if opts.subscriptions && !shared {
         subscribe(&mut s, plan, opts, sep, &mut sum)?;
     }
     if let Some(addr) = &opts.sieve {
@@ -312,8 +346,12 @@ fn prepare_folder(
     }
     if !f.acl.is_empty() {
         let user = s.target.user.clone();
+        let aname = if s.target.is_shared() {
+            name.to_string()
+        } else {
+            admin_name(name, &user, sep)
+        };
         let admin = s.admin()?;
-        let aname = admin_name(name, &user, sep);
         let now = admin.getacl(&aname)?;
         for (id, rights) in &f.acl {
             admin.setacl(&aname, id, rights)?;
@@ -446,5 +484,14 @@ mod tests {
         assert_eq!(admin_name("INBOX.Work", "bob", '.'), "user.bob.Work");
         assert_eq!(admin_name("INBOX", "bob@ex.org", '.'), "user.bob@ex.org");
         assert_eq!(admin_inbox("bob", '/'), "user/bob");
+        assert_eq!(
+            shared_target_name(&p("shared.News"), None, '/').unwrap(),
+            "shared/News"
+        );
+        assert_eq!(
+            shared_target_name(&p("shared"), Some("Restored/x"), '.').unwrap(),
+            "Restored.x.shared"
+        );
+        assert!(shared_target_name(&p("shared/a.b"), None, '.').is_none());
     }
 }

@@ -344,6 +344,9 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
     let mut folders = Vec::new();
     let mut problems = Vec::new();
     let mut sieve_folder = None;
+    // Selected folders left out only because they are deleted: named in the error if
+    // nothing else is selected (the admin probably wants `--include-expunged`).
+    let mut deleted_left_out: Vec<String> = Vec::new();
     for f in src.catalog.folders_at(run)? {
         let parts = name_parts(&f.name);
         if !f.deleted && parts.len() == 1 && parts[0].eq_ignore_ascii_case("#sieve") {
@@ -353,6 +356,20 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
             continue;
         }
         if f.deleted && !sel.include_expunged {
+            deleted_left_out.push(match f.deleted_at {
+                Some(t) => {
+                    let (days, secs) = crate::time::split_unix(t);
+                    let (y, m, d) = crate::time::civil_from_days(days);
+                    format!(
+                        "{} (deleted {y:04}-{m:02}-{d:02}T{:02}:{:02}Z, held as of run {})",
+                        f.name,
+                        secs / 3600,
+                        secs / 60 % 60,
+                        f.last_run
+                    )
+                }
+                None => format!("{} (deleted, as of run {})", f.name, f.last_run),
+            });
             continue;
         }
         // A deleted folder and a live one of the same name: the live one wins.
@@ -405,9 +422,18 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
     }
     folders.sort_by(|a, b| a.name.cmp(&b.name));
     if !sel.folders.is_empty() && folders.is_empty() {
+        let name = if deleted_left_out.is_empty() {
+            sel.folders.join(", ")
+        } else {
+            format!(
+                "{}: only deleted folders match: {}; --include-expunged restores them",
+                sel.folders.join(", "),
+                deleted_left_out.join(", ")
+            )
+        };
         return Err(Error::NotFound {
             what: "folder at that run",
-            name: sel.folders.join(", "),
+            name,
         });
     }
     let mut plan = Plan {

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::session::{
-    Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap, Spool, UserFile,
+    DeletedAs, Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap,
+    SharedEntry, Spool, UserFile,
 };
 use crate::cyrus::mboxlist::Mboxlist;
 use crate::error::IoContext;
@@ -169,9 +170,31 @@ impl Spool for CyrusSpool {
                 index: st.index.map(wire_stat),
                 annotations: st.annotations.map(wire_stat),
                 mailbox_annotations: self.spool.mailbox_annotations(&f, &annots),
+                deleted: match (&f.entry.deleted, &f.original) {
+                    (Some(d), Some(original)) => Some(DeletedAs {
+                        time: d.timestamp,
+                        original: original.clone().into_bytes(),
+                        internal: f.entry.name.clone().into_bytes(),
+                    }),
+                    _ => None,
+                },
             });
         }
         Ok(out)
+    }
+
+    fn shared(&self) -> Result<Vec<SharedEntry>> {
+        let ml = self.spool.mboxlist()?;
+        Ok(self
+            .spool
+            .shared_hierarchies(&ml)
+            .into_iter()
+            .map(|h| SharedEntry {
+                owner: h.owner.into_bytes(),
+                uniqueid: h.uniqueid.into_bytes(),
+                partition: h.partition.unwrap_or_default().into_bytes(),
+            })
+            .collect())
     }
 
     fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {

@@ -23,8 +23,8 @@ pub mod session;
 
 pub use auth::{AuthPolicy, Secret};
 pub use session::{
-    Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, ServiceStats, Session,
-    SessionConfig, Spool, UserFile,
+    DeletedAs, Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, ServiceStats, Session,
+    SessionConfig, SharedEntry, Spool, UserFile,
 };
 
 /// What `init` learned once per process: the configuration, the spool and the

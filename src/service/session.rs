@@ -95,6 +95,31 @@ pub struct FolderEntry {
     pub annotations: Option<FileStat>,
     /// The synthetic `mailbox_annotations` JSON (None: the folder has none).
     pub mailbox_annotations: Option<Vec<u8>>,
+    /// For a delayed-delete folder (`DELETED.*`): when it was deleted and what it
+    /// was called (the `FDELETED` extension).
+    pub deleted: Option<DeletedAs>,
+}
+
+/// What a delayed-delete folder was before it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedAs {
+    /// Deletion time, Unix seconds (the hex stamp of the name).
+    pub time: u64,
+    /// The external name it had (`INBOX.Old`, `Old`, `shared.News`).
+    pub original: Vec<u8>,
+    /// Cyrus's internal name now (`DELETED.user.bob.Old.5F3A1B2C`).
+    pub internal: Vec<u8>,
+}
+
+/// One top-level shared hierarchy (`SHARED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEntry {
+    /// Its owner id, `%<top>[@<domain>]`.
+    pub owner: Vec<u8>,
+    /// The UniqueID of its top-level entry.
+    pub uniqueid: Vec<u8>,
+    /// Its partition.
+    pub partition: Vec<u8>,
 }
 
 /// Result of opening a folder.
@@ -125,6 +150,13 @@ pub trait Spool {
     /// user's INBOX partition. A spool that cannot tell refuses.
     fn partitions(&self) -> Result<PartitionMap> {
         Err(Error::Refused("this spool does not list partitions".into()))
+    }
+    /// `SHARED`: every top-level shared hierarchy, each an owner the other commands
+    /// take in place of a user. A spool that cannot tell refuses.
+    fn shared(&self) -> Result<Vec<SharedEntry>> {
+        Err(Error::Refused(
+            "this spool does not list shared hierarchies".into(),
+        ))
     }
 }
 
@@ -424,6 +456,8 @@ impl<'a> Session<'a> {
             Request::Status { .. } => self.status(w)?,
             Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
             Request::Partitions { .. } => self.partitions(w)?,
+            Request::Shared { .. } => self.shared(w)?,
+            Request::FDeleted { user, .. } => self.fdeleted(&user, w)?,
             Request::Refused { refusal, .. } => match refusal_text(refusal) {
                 Some(text) => {
                     self.log_refusal(&text);
@@ -700,6 +734,8 @@ impl<'a> Session<'a> {
         w.cap("SNAPSHOT", None)?;
         w.cap("PARTITIONS", None)?;
         w.cap("SERVERTIME", None)?;
+        w.cap("SHARED", None)?;
+        w.cap("FDELETED", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
         w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
         w.done("CAPABILITY", &[])?;
@@ -752,6 +788,35 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    fn shared(&mut self, w: &mut W<'_>) -> Result<()> {
+        let list = match self.spool.shared() {
+            Ok(l) => l,
+            Err(e) => return self.spool_failed("listing shared hierarchies", b"-", &e, w),
+        };
+        w.ok()?;
+        for s in &list {
+            w.shared(&s.owner, &s.uniqueid, &s.partition)?;
+        }
+        w.done("SHARED", &[])?;
+        Ok(())
+    }
+
+    fn fdeleted(&mut self, user: &[u8], w: &mut W<'_>) -> Result<()> {
+        self.note_user(user);
+        let folders = match self.spool.folders(user) {
+            Ok(f) => f,
+            Err(e) => return self.spool_failed("listing deleted folders", user, &e, w),
+        };
+        w.ok()?;
+        for f in &folders {
+            if let Some(d) = &f.deleted {
+                w.fdeleted(&f.name, &f.uniqueid, d.time, &d.original, &d.internal)?;
+            }
+        }
+        w.done("FDELETED", &[])?;
+        Ok(())
+    }
+
     fn partitions(&mut self, w: &mut W<'_>) -> Result<()> {
         let map = match self.spool.partitions() {
             Ok(m) => m,
@@ -791,7 +856,9 @@ impl<'a> Session<'a> {
         for f in &folders {
             // each folder under its own index lock, released before the next
             let held = match self.open(user, &f.name, w)? {
-                None => return Err(Error::Other("spool failed during snapshot".into())),
+                // `open` answered `NO <why>` (a damaged folder, a lock timeout):
+                // the other folders still come
+                None => continue,
                 Some(FolderOpen::Missing { .. }) => {
                     w.no_name("no such folder", &f.name)?;
                     continue;

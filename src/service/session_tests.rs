@@ -171,6 +171,7 @@ impl Spool for MemSpool {
                 index: f.index.as_deref().map(|b| st(b, 12)),
                 annotations: f.annotations.as_deref().map(|b| st(b, 13)),
                 mailbox_annotations: f.annots_json.clone(),
+                deleted: None,
             })
             .collect())
     }
@@ -445,6 +446,22 @@ fn overlong_line_answers_no_and_resyncs() {
 }
 
 #[test]
+fn fdeleted_and_shared_listings() {
+    // The memory spool has no delayed-delete folder and lists no shared hierarchy:
+    // FDELETED is an empty listing, SHARED a refusal naming nothing internal.
+    let out = run_with(
+        &spool(),
+        &cfg(None),
+        &ServiceStats::default(),
+        b"FDELETED imap1 bob\nSHARED imap1\nFDELETED imap1\n",
+    );
+    assert_eq!(
+        out,
+        "OK\nDONE FDELETED\nNO internal error\nNO bad command\n"
+    );
+}
+
+#[test]
 fn auth_gate_challenge_and_replay() {
     let secret = Secret::from_bytes(b"a-shared-secret-for-tests").unwrap();
     let c = cfg(Some(secret.clone()));
@@ -455,7 +472,8 @@ fn auth_gate_challenge_and_replay() {
     assert_eq!(
         out,
         "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
-         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP SERVERTIME\nCAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
+         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP SERVERTIME\nCAP SHARED\nCAP FDELETED\n\
+         CAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
     );
 
     // a real exchange over a socket pair: the client computes the answer

@@ -22,6 +22,7 @@ pub mod detect;
 mod error;
 mod folder;
 mod names;
+pub mod owner;
 mod user;
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub use copy::{FileCopy, FileStat};
 pub use detect::Detection;
 pub use error::{Damage, MailboxError};
 pub use folder::{MessageFile, OpenFolder};
+pub use owner::{Owner, OwnerKeys, SharedHierarchy, owner_keys};
 pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy};
 
 use crate::cyrus::annotations::{self, Annotation, AnnotationDb};
@@ -70,14 +72,17 @@ pub struct FolderPaths {
     pub lockname: String,
 }
 
-/// One of a user's folders, as FMULTISTATUS lists it.
+/// One of an owner's folders, as FMULTISTATUS lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderRef {
-    /// The owner.
+    /// The owner id (`bob`, or `%shared` for a shared hierarchy; see `owner.rs`).
     pub userid: String,
     /// Upstream's external name relative to the owner (`INBOX`, `INBOX.Sent` or
-    /// `Sent`, `DELETED.user.bob.Old.5F3A1B2C`).
+    /// `Sent`, `DELETED.user.bob.Old.5F3A1B2C`; `shared.News` for a shared owner).
     pub external: String,
+    /// For a delayed-delete (`DELETED.*`) mailbox: the external name it had before
+    /// it was deleted (`INBOX.Old`, `Old`, `shared.News`).
+    pub original: Option<String>,
     /// The mailboxes.db entry.
     pub entry: MailboxEntry,
     /// Its files; None if they cannot be located (no partition, unknown
@@ -184,56 +189,39 @@ impl Spool {
         Ok(users_of(&self.mboxlist()?, self.conf.deletedprefix()))
     }
 
-    /// A user's folders in upstream FMULTISTATUS order (`mboxlist_usermboxtree`
-    /// with `MBOXTREE_DELETED`): the INBOX, its children in key order, then the
-    /// user's delayed-delete folders; tombstones and intermediates left out.
-    pub fn folders(&self, mboxlist: &Mboxlist, userid: &str) -> Vec<FolderRef> {
-        let dp = self.conf.deletedprefix();
-        let (localpart, domain) = self.ns.user_parts(userid);
-        let inbox = MbName {
-            domain: domain.clone(),
-            localpart: Some(localpart),
-            ..MbName::default()
-        }
-        .to_dbname(dp);
-        let mut children = inbox.clone();
-        children.push(crate::cyrus::mboxlist::DB_HIERSEP);
-        // `<domain> GS DELETED US <rest of the INBOX dbname> US`, or without a
-        // domain `DELETED US <INBOX dbname> US`.
-        let mut deleted = Vec::new();
-        let rest = match &domain {
-            Some(d) => {
-                deleted.extend_from_slice(d.as_bytes());
-                deleted.push(crate::cyrus::mboxlist::DB_DOMAINSEP);
-                &inbox[d.len() + 1..]
-            }
-            None => &inbox[..],
+    /// An owner's folders in upstream FMULTISTATUS order (`mboxlist_usermboxtree`
+    /// with `MBOXTREE_DELETED`): the INBOX (or a shared hierarchy's top-level
+    /// mailbox), its children in key order, then the delayed-delete copies;
+    /// tombstones and intermediates left out. `owner` is a userid or a shared
+    /// hierarchy's `%<top>` (`owner.rs`); an id that names nothing has no folders.
+    pub fn folders(&self, mboxlist: &Mboxlist, owner: &str) -> Vec<FolderRef> {
+        let Some(o) = self.ns.owner(owner) else {
+            return Vec::new();
         };
-        deleted.extend_from_slice(dp.as_bytes());
-        deleted.push(crate::cyrus::mboxlist::DB_HIERSEP);
-        deleted.extend_from_slice(rest);
-        deleted.push(crate::cyrus::mboxlist::DB_HIERSEP);
-
-        let live =
-            |e: &&MailboxEntry| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate();
-        let entries = mboxlist.entries();
-        let root = with_prefix(entries, &inbox)
-            .iter()
-            .filter(|e| e.dbname == inbox);
-        let kids = with_prefix(entries, &children).iter();
-        let dels = with_prefix(entries, &deleted).iter();
-        root.chain(kids)
-            .chain(dels)
-            .filter(live)
-            .map(|e| self.folder_ref(userid, e))
+        owner::owner_entries(mboxlist, &o)
+            .map(|e| self.folder_ref(&o, owner, e))
             .collect()
     }
 
-    fn folder_ref(&self, userid: &str, e: &MailboxEntry) -> FolderRef {
+    /// Every top-level shared hierarchy with a live mailbox (`SHARED`).
+    pub fn shared_hierarchies(&self, mboxlist: &Mboxlist) -> Vec<SharedHierarchy> {
+        owner::shared_hierarchies(mboxlist)
+    }
+
+    fn folder_ref(&self, owner: &Owner, id: &str, e: &MailboxEntry) -> FolderRef {
         let dp = self.conf.deletedprefix();
-        let external = match MbName::from_dbname(&e.dbname, dp) {
-            Ok(m) => self.ns.extname(&m),
-            Err(_) => e.name.clone(),
+        let (external, original) = match MbName::from_dbname(&e.dbname, dp) {
+            Ok(m) => {
+                let original = m.deleted.map(|_| {
+                    let live = MbName {
+                        deleted: None,
+                        ..m.clone()
+                    };
+                    self.ns.owner_extname(owner, &live)
+                });
+                (self.ns.owner_extname(owner, &m), original)
+            }
+            Err(_) => (e.name.clone(), None),
         };
         let paths = match self.folder_paths(e) {
             Ok(p) => Some(p),
@@ -243,8 +231,9 @@ impl Spool {
             }
         };
         FolderRef {
-            userid: userid.to_string(),
+            userid: id.to_string(),
             external,
+            original,
             entry: e.clone(),
             paths,
         }
@@ -270,29 +259,32 @@ impl Spool {
         })
     }
 
-    /// The user's folder that `external` names, as upstream resolves it
-    /// (`mbname_from_extname`), or by the exact name [`Spool::folders`] gives.
-    /// Only the user's own folders resolve (upstream would also open other
+    /// The owner's folder that `external` names, by the exact name
+    /// [`Spool::folders`] gives, or as upstream resolves it (`mbname_from_extname`).
+    /// Only the owner's own folders resolve (upstream would also open other
     /// users' and shared mailboxes); tombstones and intermediates never do.
     pub fn resolve_folder(
         &self,
         mboxlist: &Mboxlist,
-        userid: &str,
+        owner: &str,
         external: &str,
     ) -> Option<FolderRef> {
-        let mut folders = self.folders(mboxlist, userid);
+        let mut folders = self.folders(mboxlist, owner);
         if let Some(i) = folders.iter().position(|f| f.external == external) {
             return Some(folders.swap_remove(i));
         }
-        let internal = self.ns.intname(external, userid)?;
+        let internal = self.internal_name(owner, external)?;
         folders.into_iter().find(|f| f.entry.name == internal)
     }
 
     /// The internal mailbox name upstream computes for `external` as seen by
-    /// `userid` (`mbname_from_extname`), e.g. for FMETA's `NO no such folder
-    /// <internal name>`; None if upstream could not parse it.
-    pub fn internal_name(&self, userid: &str, external: &str) -> Option<String> {
-        self.ns.intname(external, userid)
+    /// `owner` (`mbname_from_extname`), e.g. for FMETA's `NO no such folder
+    /// <internal name>`; None if it cannot be parsed.
+    pub fn internal_name(&self, owner: &str, external: &str) -> Option<String> {
+        match self.ns.owner(owner) {
+            Some(o) => self.ns.owner_intname(&o, external),
+            None => self.ns.intname(external, owner),
+        }
     }
 
     /// `stat` of the folder's header, index and annotations, without locks, as
@@ -340,17 +332,6 @@ impl Spool {
             .collect();
         crate::protocol::annotations::mailbox_annotations_json(&rows)
     }
-}
-
-/// The entries whose dbname starts with `prefix` (entries are in byte order of
-/// their keys, so this is one binary search and a contiguous run).
-fn with_prefix<'a>(entries: &'a [MailboxEntry], prefix: &[u8]) -> &'a [MailboxEntry] {
-    let start = entries.partition_point(|e| e.dbname.as_slice() < prefix);
-    let len = entries[start..]
-        .iter()
-        .take_while(|e| e.dbname.starts_with(prefix))
-        .count();
-    &entries[start..start + len]
 }
 
 /// [`Spool::users`] on an already read mailbox list.
@@ -450,6 +431,17 @@ mod tests {
             .map(|f| f.entry.name)
             .collect();
         assert_eq!(bobby, ["user.bobby", "DELETED.user.bobby.5F3A1B2D"]);
+        // A delayed-delete copy says what it was called.
+        let del = s.folders(&l, "bob").pop().unwrap();
+        assert_eq!(del.original.as_deref(), Some("INBOX.Old"));
+        // A shared hierarchy is an owner of its own.
+        let shared: Vec<String> = s
+            .folders(&l, "%shared")
+            .into_iter()
+            .map(|f| f.external)
+            .collect();
+        assert_eq!(shared, ["shared"]);
+        assert!(s.folders(&l, "%user").is_empty());
         // A user without INBOX still lists its folders, as upstream does.
         assert_eq!(s.folders(&l, "ghost").len(), 1);
         let r = s

@@ -12,10 +12,19 @@
 //!
 //! One deliberate difference: upstream gives delayed-delete folders **no** name
 //! in the alternate namespace (`mbname_extname` returns NULL and `one_status`
-//! would then dereference it); we name them as the standard namespace does, with
-//! the configured separator (`DELETED/user/bob/Old/5F3A1B2C`).
+//! would then dereference it). We name them as a non-owner sees a mailbox outside
+//! `user.*` there: under `sharedprefix` (`Shared Folders/DELETED/user/bob/Old/5F3A1B2C`).
+//! The standard namespace's form (`DELETED/user/bob/...`) would collide with a
+//! folder the user may create in the alternate namespace (a top-level `DELETED`),
+//! and one of the two could then never be opened by name.
+//!
+//! A shared hierarchy's folders (owner `%shared`, see `owner.rs`) are named as an
+//! admin names them, relative to the hierarchy's domain: the standard namespace
+//! with the configured separator (`shared`, `shared.Announcements`,
+//! `DELETED.shared.Old.5F3A1B2C`), whatever `altnamespace` says.
 #![forbid(unsafe_code)]
 
+use super::owner::Owner;
 use crate::cyrus::config::{ImapdConf, VirtDomains};
 use crate::cyrus::mboxlist::MbName;
 
@@ -67,12 +76,80 @@ impl Namespace {
         (userid.to_string(), None)
     }
 
+    /// The owner an owner id names (`bob`, `%shared`), with this server's
+    /// virtual-domain and deleted-prefix settings.
+    pub(crate) fn owner(&self, id: &str) -> Option<Owner> {
+        Owner::parse(id, self.virtdomains, &self.deletedprefix)
+    }
+
+    /// The external name of `mb`, one of `owner`'s mailboxes, as the protocol shows
+    /// it to a client backing `owner` up.
+    pub(crate) fn owner_extname(&self, owner: &Owner, mb: &MbName) -> String {
+        match owner {
+            Owner::User { .. } => self.extname(mb),
+            Owner::Shared { .. } => self.shared_extname(mb),
+        }
+    }
+
+    /// A shared mailbox's name in the standard namespace, relative to its domain:
+    /// `shared.Announcements`, `DELETED.shared.Old.5F3A1B2C`.
+    fn shared_extname(&self, mb: &MbName) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        if mb.deleted.is_some() {
+            parts.push(&self.deletedprefix);
+        }
+        parts.extend(mb.boxes.iter().map(String::as_str));
+        let mut out = String::new();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push(self.sep);
+            }
+            self.push(&mut out, p);
+        }
+        if let Some(t) = mb.deleted {
+            out.push(self.sep);
+            out.push_str(&format!("{:X}", t as u32));
+        }
+        out
+    }
+
+    /// The internal name an external name of `owner`'s stands for: as upstream
+    /// computes it for a user (`mbname_from_extname`), and for a shared hierarchy
+    /// the inverse of [`Namespace::owner_extname`]. None if it cannot be parsed.
+    pub(crate) fn owner_intname(&self, owner: &Owner, extname: &str) -> Option<String> {
+        let domain = match owner {
+            Owner::User { .. } => return self.intname(extname, &owner.id()),
+            Owner::Shared { domain, .. } => domain.clone(),
+        };
+        let mut boxes = Vec::new();
+        for c in extname.split(self.sep) {
+            if c.is_empty() || c.contains('/') || (self.sep == '/' && c.contains('^')) {
+                return None;
+            }
+            boxes.push(if self.sep == '/' {
+                c.to_string()
+            } else {
+                c.replace('^', ".")
+            });
+        }
+        let mb = MbName {
+            domain,
+            boxes,
+            ..MbName::default()
+        };
+        Some(mb.to_internal(&self.deletedprefix))
+    }
+
     /// The external name of `mb`, one of `userid`'s own mailboxes (INBOX, a
     /// child, or a delayed-delete copy of one), relative to `userid`.
     pub(crate) fn extname(&self, mb: &MbName) -> String {
         let sep = self.sep;
         let mut out = String::new();
         if let Some(t) = mb.deleted {
+            if self.alt {
+                out.push_str(&self.sharedprefix);
+                out.push(sep);
+            }
             out.push_str(&self.deletedprefix);
             out.push(sep);
             out.push_str("user");
@@ -235,9 +312,21 @@ mod tests {
             n.extname(&mb("user.bob.Other Users")),
             "Alt Folders/Other Users"
         );
+        // Under the shared prefix, where it cannot collide with a folder the user
+        // made (the user's own top-level `DELETED/user/bob/Old/5F3A1B2C` is
+        // `user.bob.DELETED.user.bob.Old.5F3A1B2C`).
         assert_eq!(
             n.extname(&mb("DELETED.user.bob.Old.5F3A1B2C")),
-            "DELETED/user/bob/Old/5F3A1B2C"
+            "Shared Folders/DELETED/user/bob/Old/5F3A1B2C"
+        );
+        assert_eq!(
+            n.intname("Shared Folders/DELETED/user/bob/Old/5F3A1B2C", "bob")
+                .unwrap(),
+            "DELETED.user.bob.Old.5F3A1B2C"
+        );
+        assert_eq!(
+            n.intname("DELETED/user/bob/Old/5F3A1B2C", "bob").unwrap(),
+            "user.bob.DELETED.user.bob.Old.5F3A1B2C"
         );
         assert_eq!(n.intname("Sent", "bob").unwrap(), "user.bob.Sent");
         assert_eq!(n.intname("inbox", "bob").unwrap(), "user.bob");
@@ -255,6 +344,55 @@ mod tests {
             "user.carol.X"
         );
         assert_eq!(n.intname("a^b", "bob"), None);
+    }
+
+    #[test]
+    fn shared_hierarchies_are_named_as_an_admin_names_them() {
+        for (conf, sep) in [
+            ("altnamespace: yes\nunixhierarchysep: yes\n", "/"),
+            ("altnamespace: no\nunixhierarchysep: no\n", "."),
+        ] {
+            let n = ns(conf);
+            let o = n.owner("%shared").unwrap();
+            for (int, ext) in [
+                ("shared", "shared".to_string()),
+                ("shared.News", format!("shared{sep}News")),
+                (
+                    "DELETED.shared.Old.5F3A1B2C",
+                    format!("DELETED{sep}shared{sep}Old{sep}5F3A1B2C"),
+                ),
+            ] {
+                assert_eq!(n.owner_extname(&o, &mb(int)), ext);
+                assert_eq!(n.owner_intname(&o, &ext).unwrap(), int);
+            }
+        }
+        let n = ns("altnamespace: no\nunixhierarchysep: no\n");
+        let o = n.owner("%a.b").unwrap();
+        assert_eq!(n.owner_extname(&o, &mb("a^b.c")), "a^b.c");
+        assert_eq!(n.owner_intname(&o, "a^b.c").unwrap(), "a^b.c");
+        let n = ns("altnamespace: no\nunixhierarchysep: no\nvirtdomains: userid\n");
+        let o = n.owner("%shared@ex.org").unwrap();
+        assert_eq!(
+            n.owner_extname(&o, &mb("ex.org!shared.News")),
+            "shared.News"
+        );
+        assert_eq!(
+            n.owner_intname(&o, "shared.News").unwrap(),
+            "ex.org!shared.News"
+        );
+    }
+
+    #[test]
+    fn dot_dot_names_with_slash() {
+        // `INBOX/..` and `INBOX/dots/../up` are folders Cyrus accepts with `/`.
+        let n = ns("altnamespace: no\nunixhierarchysep: yes\n");
+        assert_eq!(n.extname(&mb("user.bob.^^")), "INBOX/..");
+        assert_eq!(n.extname(&mb("user.bob.dots.^^.up")), "INBOX/dots/../up");
+        assert_eq!(n.intname("INBOX/..", "bob").unwrap(), "user.bob.^^");
+        assert_eq!(
+            n.intname("INBOX/dots/../up", "bob").unwrap(),
+            "user.bob.dots.^^.up"
+        );
     }
 
     #[test]

@@ -64,6 +64,10 @@ impl Spool {
     /// INBOX is UUID-based they are `seen.db`/`sub.db` under the INBOX uniqueid
     /// directory, else the legacy `user/<h>/<userid>.<suffix>`.
     pub fn user_files(&self, userid: &str, mboxlist: &Mboxlist) -> Result<UserFiles> {
+        if userid.starts_with(super::owner::SHARED_MARK) {
+            // A shared hierarchy has no seen, subscriptions or sieve of its own.
+            return Ok(UserFiles::default());
+        }
         let (localpart, domain) = self.ns.user_parts(userid);
         let inbox = MbName {
             domain,
@@ -92,6 +96,9 @@ impl Spool {
     /// lock SHARED (released before returning). A file that vanished since the
     /// listing is None.
     pub fn read_user_files(&self, userid: &str, files: &UserFiles) -> Result<UserFilesCopy> {
+        if *files == UserFiles::default() {
+            return Ok(UserFilesCopy::default());
+        }
         let ns = self.locker.user_namespace(userid, LockMode::Shared)?;
         let seen = match &files.seen {
             Some(f) => self.copy_db(&f.path, self.conf.seenstate_db())?,

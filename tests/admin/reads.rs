@@ -261,6 +261,7 @@ fn measure_show_on_a_large_catalog() {
                 deleted: false,
                 state: Default::default(),
                 snapshot_run: 1,
+                deleted_at: None,
             }],
             user_state: None,
             members: vec![],

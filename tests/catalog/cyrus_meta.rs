@@ -110,6 +110,7 @@ fn records_from_meta_through_the_catalog() {
                 uniqueid: "0b1c2d3e-4f50-4a61-8b72-c3d4e5f60718",
                 name: "INBOX",
                 internal_name: "user.fix",
+                deleted_at: None,
             },
             &state,
             &recs,

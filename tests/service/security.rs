@@ -178,13 +178,16 @@ fn secret_bounds_names_logs_and_allowlist() {
             format!("FDATA {slot} alice INBOX%00x 1"),
             "NO invalid folder",
         ),
+        // A folder name is looked up in mailboxes.db, never used as a path: a name
+        // with `..` in it is simply not one of alice's folders (issue 9: Cyrus
+        // accepts `INBOX/..` as a folder name, so it must not be refused).
         (
             format!("FMETA {slot} alice INBOX/../../x header"),
-            "NO invalid folder",
+            "NO no such folder",
         ),
         (
             format!("FMETA {slot} alice INBOX.%2E%2E%2F%2E%2E header"),
-            "NO invalid folder",
+            "NO no such folder",
         ),
         (
             format!("META {slot} {}", "u".repeat(300)),
@@ -212,7 +215,11 @@ fn secret_bounds_names_logs_and_allowlist() {
         assert_eq!(a.line(), "DONE PING");
         answers.push(got);
     }
-    for got in &answers {
+    // every refusal is logged (a folder that is not there is an answer, not one)
+    for got in answers
+        .iter()
+        .filter(|a| !a.starts_with("NO no such folder"))
+    {
         let text = got.strip_prefix("NO ").unwrap();
         let head = &text[..text.len().min(40)];
         assert!(

@@ -72,7 +72,9 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
     let vault = Vault::open(&a.vault)?;
     let mut users = a.users.clone();
     if a.all {
-        for u in server.users()? {
+        // every user, then every top-level shared hierarchy (`%shared`, its own archive)
+        let shared = server.shared_owners()?.into_iter().map(|(o, _)| o);
+        for u in server.users()?.into_iter().chain(shared) {
             if !users.contains(&u) {
                 users.push(u);
             }

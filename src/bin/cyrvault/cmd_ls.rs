@@ -39,7 +39,13 @@ pub fn run(a: &LsArgs) -> Result<ExitCode, cyrvault::Error> {
                         f.name.clone(),
                         f.messages.to_string(),
                         size(f.bytes),
-                        if f.deleted {
+                        if let Some(t) = f.deleted_at {
+                            format!(
+                                "deleted {} (as of run {})",
+                                admin::format_time(t),
+                                f.last_run
+                            )
+                        } else if f.deleted {
                             format!("deleted (as of run {})", f.last_run)
                         } else {
                             String::new()
@@ -59,7 +65,11 @@ pub fn run(a: &LsArgs) -> Result<ExitCode, cyrvault::Error> {
                 r.user,
                 f.name,
                 f.shown_run,
-                if f.deleted { " (deleted since)" } else { "" }
+                match f.deleted_at {
+                    Some(t) => format!(" (deleted {})", admin::format_time(t)),
+                    None if f.deleted => " (deleted since)".to_string(),
+                    None => String::new(),
+                }
             );
             let rows: Vec<Vec<String>> = r
                 .messages

@@ -45,6 +45,7 @@ pub fn run(a: &ShowArgs) -> Result<ExitCode, cyrvault::Error> {
         &rows,
     ))?;
     println!();
+    let last = r.runs.last().map_or(0, |x| x.run);
     let rows: Vec<Vec<String>> = r
         .folders
         .iter()
@@ -52,14 +53,30 @@ pub fn run(a: &ShowArgs) -> Result<ExitCode, cyrvault::Error> {
             let names: Vec<String> = f
                 .names
                 .iter()
-                .map(|n| match n.to_run {
-                    Some(t) => format!("{} (runs {}-{})", n.name, n.from_run, t - 1),
-                    None => format!("{} (runs {}-)", n.name, n.from_run),
+                .map(|n| {
+                    // a span in Cyrus's delayed-delete area keeps the former name
+                    let del = if n.deleted_at.is_some() {
+                        "deleted, "
+                    } else {
+                        ""
+                    };
+                    match n.to_run {
+                        Some(t) => format!("{} ({del}runs {}-{})", n.name, n.from_run, t - 1),
+                        None => format!("{} ({del}runs {}-)", n.name, n.from_run),
+                    }
                 })
                 .collect();
             vec![
                 f.name.clone(),
-                if f.deleted {
+                if let (Some(t), true) = (f.deleted_at, f.last_run == last) {
+                    format!("deleted {} (held by Cyrus)", admin::format_time(t))
+                } else if let Some(t) = f.deleted_at {
+                    format!(
+                        "deleted {}, gone after run {}",
+                        admin::format_time(t),
+                        f.last_run
+                    )
+                } else if f.deleted {
                     format!("deleted after run {}", f.last_run)
                 } else {
                     "live".into()
