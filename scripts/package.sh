@@ -134,6 +134,7 @@ gz README.md "$doc/README.md.gz"
 for d in operations fleet backup restore admin design archive-format catalog performance; do
   gz "doc/$d.md" "$doc/$d.md.gz"
 done
+put packaging/prometheus/cyrvault-alerts.yml "$doc/examples/cyrvault-alerts.yml" 0644
 put packaging/cyrvault/lintian-overrides "$t/usr/share/lintian/overrides/cyrvault" 0644
 changelog "$t" cyrvault
 control "$t" cyrvault "$(shlibs "$t/usr/bin/cyrvault")"

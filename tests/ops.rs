@@ -1,4 +1,4 @@
-//! Operations (issue 15 item 2): the manual pages and shell completions.
+//! Operations (issue 15 items 2 and 3): the manual pages, shell completions and alert rules.
 //!
 //! - every visible subcommand of `cyrvault` (as `--help` lists them) gets a page from
 //!   `cyrvault man`, and every page (those and the two hand-written ones in `man/`)
@@ -7,7 +7,8 @@
 //! - the hand-written pages cannot drift: cyrvaultd(8) documents exactly the options
 //!   `RuntimeOptions::parse` takes and every `cyrvaultd_*` option the service reads,
 //!   cyrvault.conf(5) every key `fleet::config` knows;
-//! - the bash completion loads in bash and completes subcommands.
+//! - the bash completion loads in bash and completes subcommands;
+//! - the example alert rules pass `promtool test rules` and are what the guide shows.
 //!
 //! The packaged pages (`man cyrvault-restore` after `dpkg -i`) are checked by
 //! `scripts/package-test.sh`.
@@ -248,4 +249,40 @@ fn completions_load_and_complete_subcommands() {
         assert!(text.contains("fleet-status"), "{shell}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 15 item 3: the example alert rules are what doc/operations.md shows, and
+/// `promtool test rules` shows each one firing on the figures it is about and only
+/// then (packaging/prometheus/cyrvault-alerts.test.yml). That the rules name only
+/// metrics a real run writes is checked by fleet::metrics.
+#[test]
+fn example_alert_rules_fire_as_documented() {
+    let dir = repo("packaging/prometheus");
+    let rules = std::fs::read_to_string(dir.join("cyrvault-alerts.yml")).unwrap();
+    let doc = std::fs::read_to_string(repo("doc/operations.md")).unwrap();
+    let shown = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```\n").next())
+        .expect("doc/operations.md shows the alert rules in a ```yaml block");
+    assert_eq!(
+        shown, rules,
+        "doc/operations.md and cyrvault-alerts.yml differ"
+    );
+    for args in [
+        ["check", "rules", "cyrvault-alerts.yml"],
+        ["test", "rules", "cyrvault-alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (Debian's prometheus package; scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

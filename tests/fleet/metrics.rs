@@ -239,5 +239,25 @@ fn metrics_listen_during_a_real_fleet_run() {
         sample(&after, "cyrvault_fleet_round_stored_bytes"),
         sample(&after, "cyrvault_run_stored_bytes_total")
     );
+
+    // The example alert rules (packaging/prometheus, doc/operations.md) only name
+    // metrics a real run writes: a renamed metric would silence an alert.
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/prometheus/cyrvault-alerts.yml"),
+    )
+    .unwrap();
+    let named: BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("cyrvault_"))
+        .collect();
+    assert!(named.len() >= 4, "{named:?}");
+    for name in named {
+        assert!(
+            after.lines().any(|l| l
+                .strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))),
+            "the alert rules name {name}, which the run did not write:\n{after}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
