@@ -18,9 +18,15 @@ step() { echo "package-test: $* ($(($(date +%s) - t0)) s)"; }
 exec 9>/var/lock/cyrvault-package-test.lock
 flock 9
 
-# One release build for the packages and the demo (package.sh finds it fresh).
-cargo build --release --lib --bins --examples
-mapfile -t debs < <(bash scripts/package.sh target/debian)
+# One build for the packages and the demo (package.sh finds it fresh): release by
+# default, the test build with CYRVAULT_PACKAGE_PROFILE=dev (as scripts/test.sh does).
+case ${CYRVAULT_PACKAGE_PROFILE:=release} in
+  release) cargo build --release --lib --bins --examples; rel=target/release ;;
+  dev) cargo build --all-targets; rel=target/debug ;;
+  *) echo "package-test: CYRVAULT_PACKAGE_PROFILE is release or dev" >&2; exit 2 ;;
+esac
+export CYRVAULT_PACKAGE_PROFILE
+mapfile -t debs < <(bash scripts/package.sh "target/debian-$CYRVAULT_PACKAGE_PROFILE")
 [ ${#debs[@]} -eq 2 ] || { echo "package-test: expected 2 packages, got: ${debs[*]}" >&2; exit 1; }
 step "built ${debs[*]}"
 
@@ -63,6 +69,13 @@ MANPAGER=cat man 5 cyrvault.conf | grep -q 'metrics_file' || fail "man 5 cyrvaul
 step "man cyrvault-restore renders"
 
 systemd-analyze verify /lib/systemd/system/cyrvault-run.service /lib/systemd/system/cyrvault-run.timer
+# what `systemctl cat cyrvault-run.timer` shows (systemctl cat needs a running systemd;
+# cat-config reads the same unit and drop-ins offline)
+unit=$(systemd-analyze cat-config systemd/system/cyrvault-run.timer)
+echo "$unit"
+grep -q '^OnCalendar=' <<<"$unit" || fail "systemd-analyze cat-config shows no cyrvault-run.timer"
+systemd-analyze cat-config systemd/system/cyrvault-run.service | grep -q '^ExecStart=/usr/bin/cyrvault run' ||
+  fail "cyrvault-run.service does not start cyrvault run"
 # installed, and disabled until the admin enables it (systemd need not run: --root)
 systemctl --root=/ list-unit-files 'cyrvault-run.*'
 [ "$(systemctl --root=/ is-enabled cyrvault-run.timer)" = disabled ] || fail "the timer is not installed disabled"
@@ -70,9 +83,11 @@ step "systemd-analyze verify: units clean"
 
 bash -c 'source /usr/share/bash-completion/completions/cyrvault && complete -p cyrvault' >/dev/null ||
   fail "bash completion does not load"
+promtool check rules /usr/share/doc/cyrvault/examples/cyrvault-alerts.yml >/dev/null ||
+  fail "the installed example alert rules do not load"
 [ -s /usr/share/zsh/vendor-completions/_cyrvault ] && [ -s /usr/share/fish/vendor_completions.d/cyrvault.fish ] ||
   fail "zsh/fish completions missing"
 
 # The demo's main path from the installed files.
-CYRVAULT_BIN_DIR=/usr/bin CYRVAULT_SERVICE_DIR=/usr/lib/cyrus/bin target/release/examples/demo
+CYRVAULT_BIN_DIR=/usr/bin CYRVAULT_SERVICE_DIR=/usr/lib/cyrus/bin "$rel/examples/demo"
 step "the demo ran with the installed binaries"

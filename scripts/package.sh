@@ -6,9 +6,15 @@
 #                     add to /etc/cyrus.conf (it never edits it)
 #   cyrvault          the backup host: /usr/bin/cyrvault, /etc/cyrvault.conf (conffile),
 #                     cyrvault-run.service + .timer, the cyrvault user owning
-#                     /var/lib/cyrvault, man pages, bash/zsh/fish completions, the guides
+#                     /var/lib/cyrvault, man pages, bash/zsh/fish completions, the guides,
+#                     example Prometheus alert rules
 #
 #   scripts/package.sh [OUTDIR]        (default target/debian; prints the .deb paths)
+#
+# CYRVAULT_PACKAGE_PROFILE=dev packages the debug build instead (the one
+# `cargo build --all-targets` just made for the tests, so nothing is compiled) with
+# fast gzip: what scripts/test.sh checks on every CI run. A release build costs more
+# CPU than the whole integration suite; the packages to ship use the default, release.
 #
 # Plain dpkg-deb over trees staged here, not cargo-deb or debhelper: cargo-deb would be
 # compiled on every CI machine (minutes) and still needs these maintainer scripts;
@@ -35,12 +41,15 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 # (before SOURCE_DATE_EPOCH is exported: build scripts see it, and a build with
 # another environment than the caller's would not be the fresh one)
-cargo build --release --lib --bins --examples
+case ${CYRVAULT_PACKAGE_PROFILE:-release} in
+  release) cargo build --release --lib --bins --examples; rel=target/release; zip=(-Zxz) ;;
+  dev) cargo build --all-targets; rel=target/debug; zip=(-Zgzip -z1) ;;
+  *) echo "package: CYRVAULT_PACKAGE_PROFILE is release or dev" >&2; exit 2 ;;
+esac
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 fi
 export SOURCE_DATE_EPOCH
-rel=target/release
 for f in cyrvault cyrvaultd libcyrvault.a; do
   [ -e "$rel/$f" ] || { echo "package: $rel/$f was not built" >&2; exit 1; }
 done
@@ -89,7 +98,7 @@ control() { # TREE PACKAGE DEPENDS
     xargs -0 md5sum >DEBIAN/md5sums)
   chmod 0644 "$tree/DEBIAN/md5sums"
   find "$tree" -type d -exec chmod 0755 {} +
-  dpkg-deb --root-owner-group -Zxz --build "$tree" "$out/${pkg}_${version}_${arch}.deb" >/dev/null
+  dpkg-deb --root-owner-group "${zip[@]}" --build "$tree" "$out/${pkg}_${version}_${arch}.deb" >/dev/null
   echo "$out/${pkg}_${version}_${arch}.deb"
 }
 

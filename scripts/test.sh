@@ -11,4 +11,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --all-targets
 cargo test --all-targets -- --test-threads="${CYRVAULT_TEST_THREADS:-4}"
-bash scripts/package-test.sh
+# packages of the build above (no release build: see scripts/package.sh)
+CYRVAULT_PACKAGE_PROFILE=dev bash scripts/package-test.sh
