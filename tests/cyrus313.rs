@@ -357,3 +357,50 @@ fn list(dir: &Path) -> String {
     let out = Command::new("find").arg(dir).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The service's per-owner reads of mailboxes.db (issue #10: lookups and walks of
+/// the owner's key ranges) on Cyrus 3.13's own file, whose `J` records (JMAP ids)
+/// sort between the `I` and `N` ranges: each owner's entries equal the whole-file
+/// parse's, users whose names prefix each other's included, and the two users'
+/// entries are all of the file's.
+#[test]
+fn owner_ranges_of_a_3_13_mailboxes_db() {
+    use cyrvault::spool::{Owner, Spool, owner_keys};
+    let t = Tree::unpack("ranges");
+    let whole = t.mboxlist();
+    let db = std::fs::read(t.root.join("conf/mailboxes.db")).unwrap();
+    let raw = twoskip::read_all(&db).unwrap();
+    assert!(
+        raw.iter().any(|(k, _)| k.first() == Some(&b'J')),
+        "the 3.13 fixture has no J records"
+    );
+    let conf = cyrvault::cyrus::config::load(Some(&t.imapd_conf), None).unwrap();
+    let sp = Spool::open(conf, std::time::Duration::from_secs(10)).unwrap();
+    let mut total = 0;
+    for u in ["alice", "bob", "al", "alicex", "nobody", "%user", "%shared"] {
+        let own = sp.owner_mboxlist(u).unwrap();
+        let want: Vec<_> = match Owner::parse(u, false, "DELETED") {
+            Some(o) => {
+                let keys = owner_keys(&o, "DELETED");
+                whole
+                    .entries()
+                    .iter()
+                    .filter(|e| keys.contains(&e.dbname))
+                    .cloned()
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        assert_eq!(own.entries(), want.as_slice(), "{u}");
+        total += own.entries().len();
+    }
+    let alice = sp.owner_mboxlist("alice").unwrap();
+    assert!(
+        alice
+            .entries()
+            .iter()
+            .any(|e| e.name.starts_with("DELETED.user.alice.")),
+        "{alice:?}"
+    );
+    assert_eq!(total, whole.entries().len());
+}

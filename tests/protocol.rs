@@ -21,7 +21,7 @@ use cyrvault::protocol::token::decode_reply_token;
 use cyrvault::service::AuthPolicy;
 use cyrvault::service::session::{
     Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, ServiceStats, Session,
-    SessionConfig, Spool, UserFile,
+    SessionConfig, Spool, UserFile, Want,
 };
 
 /// One transcript step.
@@ -425,7 +425,12 @@ impl Spool for Fixture {
             })
             .collect())
     }
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> cyrvault::Result<FolderOpen<'_>> {
+    fn open_folder(
+        &self,
+        user: &[u8],
+        folder: &[u8],
+        _want: Want<'_>,
+    ) -> cyrvault::Result<FolderOpen<'_>> {
         let u = String::from_utf8_lossy(user);
         let name = String::from_utf8_lossy(folder);
         match self.folder(&u, &name) {

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use cyrvault::cyrus::Guid;
 use cyrvault::cyrus::config::load;
+use cyrvault::cyrus::index::Index;
 use cyrvault::cyrus::paths;
 use cyrvault::error::Error;
 use cyrvault::sandbox::{PopulatePlan, Sandbox, SandboxOptions, make_history, populate};
-use cyrvault::spool::{FolderRef, Spool};
+use cyrvault::spool::{FolderRef, Load, OpenFolder, Spool};
 
 fn start(hint: &str, extra: &[(&str, &str)]) -> Sandbox {
     Sandbox::start(SandboxOptions {
@@ -30,6 +31,14 @@ fn start(hint: &str, extra: &[(&str, &str)]) -> Sandbox {
         ..SandboxOptions::default()
     })
     .unwrap()
+}
+
+/// Everything `Load::All` read of the index.
+fn index_of(of: &OpenFolder<'_>) -> Index {
+    Index {
+        header: of.index_header().clone(),
+        records: of.records().to_vec(),
+    }
 }
 
 fn spool(sb: &Sandbox, timeout: Duration) -> Spool {
@@ -254,7 +263,7 @@ fn snapshots_match_mbexamine_and_files_hash_to_their_guids() {
         for f in sp.folders(&ml, &user) {
             let of = sp.open_folder(&f, true).unwrap();
             assert!(!of.header_crc_mismatch(), "{}", f.internal());
-            let idx = of.index();
+            let idx = index_of(&of);
             assert_eq!(idx.header.num_records as usize, idx.records.len());
             assert_eq!(of.header().uniqueid.as_deref(), Some(f.uniqueid()));
             let ex = mbexamine(&sb, f.internal());
@@ -376,7 +385,7 @@ fn snapshots_stay_consistent_while_a_client_appends() {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(6) || snaps < 50 {
         let of = sp.open_folder(&f, true).unwrap();
-        let idx = of.index();
+        let idx = index_of(&of);
         assert_eq!(idx.header.num_records as usize, idx.records.len());
         assert!(idx.header.num_records >= last, "records went backwards");
         assert_eq!(
@@ -423,7 +432,7 @@ fn hold_time_on_a_folder_of_a_few_thousand_messages() {
         let mut holds: Vec<Duration> = (0..200)
             .map(|_| {
                 let of = sp.open_folder(&f, want_cache).unwrap();
-                assert_eq!(of.index().records.len(), n);
+                assert_eq!(of.records().len(), n);
                 of.hold_time()
             })
             .collect();
@@ -556,6 +565,11 @@ fn damaged_files_give_typed_errors_naming_the_file() {
         text.contains("record 2") && text.contains("user.ivy") && text.contains("cyrus.index"),
         "{text}"
     );
+    // FMETA's streaming check of its copies finds it too, in memory or spilled.
+    for sp in [sp.clone(), sp.clone().with_spill_threshold(0)] {
+        let e = sp.open_folder_for(&bad, Load::Meta).unwrap_err();
+        assert!(e.to_string().contains("record 2"), "{e}");
+    }
     // The header CRC.
     let bad = copied(&f, &scratch.join("ihead"));
     flip(&bad.paths.as_ref().unwrap().index, 40);

@@ -14,8 +14,10 @@ mod every_folder; // issue 9: `..` names, delayed-delete folders, shared hierarc
 mod exit_codes; // issue 11: failures retrying cannot fix exit 65/77/78, never 75; the session line counts them
 mod ffi_c; // the C harness: include/cyrvault.h + libcyrvault.a driven over a socketpair
 mod fleet; // issue 6: discover, run with N worker processes (kill -9, locks, retry), SQLite and a real PostgreSQL
+mod folder_load; // issue 10: FDATA reads only its records and no annotations.db; spilled FMETA copies
 mod foundation; // issue 2 end to end: inspect vs mbexamine/ctl_mboxlist, write-back, lock interop, damage
 mod header; // committed include/cyrvault.h == what cbindgen generates
+mod listing; // issue 10: the service's per-owner range reads of mailboxes.db/annotations.db vs whole-file parses, repack, cache
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod mbexamine; // shared oracle: parsers for mbexamine and unexpunge -l output

@@ -18,16 +18,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::session::{
     DeletedAs, Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, PartitionMap,
-    SharedEntry, Spool, UserFile,
+    SharedEntry, Spool, UserFile, Want,
 };
 use crate::cyrus::mboxlist::Mboxlist;
 use crate::error::IoContext;
 use crate::protocol::FileStat;
-use crate::spool::{self, FileCopy, MessageFile, OpenFolder};
+use crate::spool::{self, FileCopy, Load, MessageFile, MetaCopy, OpenFolder};
 use crate::{Error, Result};
 
 /// Most message descriptors one `FDATA` opens before it falls back to holding the
@@ -54,6 +55,11 @@ impl CyrusSpool {
     fn user(user: &[u8]) -> Result<&str> {
         std::str::from_utf8(user).map_err(|_| Error::Refused("user id is not UTF-8".into()))
     }
+
+    /// The user's own entries of mailboxes.db (a range read, cached per session).
+    fn list(&self, user: &str) -> Result<Arc<Mboxlist>> {
+        self.spool.owner_mboxlist(user)
+    }
 }
 
 fn wire_stat(s: spool::FileStat) -> FileStat {
@@ -75,6 +81,16 @@ fn copy_fetch(copy: &FileCopy) -> Fetch<'_> {
     })
 }
 
+/// A private metadata copy (in memory or spilled) as a file to send.
+fn meta_fetch(copy: &MetaCopy) -> Fetch<'_> {
+    let mut stat = wire_stat(copy.stat);
+    stat.size = copy.len();
+    Fetch::Open(OpenFile {
+        stat,
+        reader: Box::new(copy.reader()),
+    })
+}
+
 fn owned_fetch(stat: spool::FileStat, bytes: Vec<u8>) -> Fetch<'static> {
     let mut stat = wire_stat(stat);
     stat.size = bytes.len() as u64;
@@ -82,17 +98,6 @@ fn owned_fetch(stat: spool::FileStat, bytes: Vec<u8>) -> Fetch<'static> {
         stat,
         reader: Box::new(Cursor::new(bytes)),
     })
-}
-
-/// Each user's INBOX partition, in mailboxes.db order: the same users `USERS` lists
-/// (`spool::users_of`), an entry without a partition falling back to `default`.
-pub fn user_partitions(ml: &Mboxlist, deletedprefix: &str, default: &str) -> Vec<(String, String)> {
-    spool::user_inboxes(ml, deletedprefix)
-        .map(|(user, e)| {
-            let part = e.partition.clone().unwrap_or_else(|| default.to_string());
-            (user, part)
-        })
-        .collect()
 }
 
 impl Spool for CyrusSpool {
@@ -113,10 +118,11 @@ impl Spool for CyrusSpool {
             .defaultpartition()
             .or_else(|| parts.keys().next().cloned())
             .unwrap_or_default();
-        let ml = self.spool.mboxlist()?;
-        for (u, p) in user_partitions(&ml, conf.deletedprefix(), &default) {
-            map.users.push((u.into_bytes(), p.into_bytes()));
-        }
+        // The same users `USERS` lists; an INBOX without a partition is on the default.
+        self.spool.each_user_inbox(|u, e| {
+            let part = e.partition.as_deref().unwrap_or(&default);
+            map.users.push((u.into_bytes(), part.as_bytes().to_vec()));
+        })?;
         Ok(map)
     }
 
@@ -130,8 +136,8 @@ impl Spool for CyrusSpool {
     }
 
     fn user_file_stat(&self, user: &[u8], which: UserFile) -> Result<Option<FileStat>> {
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(Self::user(user)?, &ml)?;
+        let user = Self::user(user)?;
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let f = match which {
             UserFile::Seen => files.seen,
             UserFile::Sub => files.sub,
@@ -141,8 +147,7 @@ impl Spool for CyrusSpool {
 
     fn open_user_file(&self, user: &[u8], which: UserFile) -> Result<Fetch<'_>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(user, &ml)?;
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let copy = self.spool.read_user_files(user, &files)?;
         let c = match which {
             UserFile::Seen => copy.seen,
@@ -156,11 +161,12 @@ impl Spool for CyrusSpool {
 
     fn folders(&self, user: &[u8]) -> Result<Vec<FolderEntry>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let annots = self.spool.global_annotations()?;
+        let folders = self.spool.folders(&*self.list(user)?, user);
+        let refs: Vec<&spool::FolderRef> = folders.iter().collect();
+        let annots = self.spool.folder_annotations(&refs)?;
         let mut out = Vec::new();
-        for f in self.spool.folders(&ml, user) {
-            let st = self.spool.stat_meta(&f)?;
+        for (f, annots) in folders.iter().zip(annots) {
+            let st = self.spool.stat_meta(f)?;
             out.push(FolderEntry {
                 name: f.external.clone().into_bytes(),
                 uniqueid: f.uniqueid().as_bytes().to_vec(),
@@ -169,7 +175,7 @@ impl Spool for CyrusSpool {
                 header: st.header.map(wire_stat),
                 index: st.index.map(wire_stat),
                 annotations: st.annotations.map(wire_stat),
-                mailbox_annotations: self.spool.mailbox_annotations(&f, &annots),
+                mailbox_annotations: self.spool.mailbox_annotations(f, &annots),
                 deleted: match (&f.entry.deleted, &f.original) {
                     (Some(d), Some(original)) => Some(DeletedAs {
                         time: d.timestamp,
@@ -184,10 +190,9 @@ impl Spool for CyrusSpool {
     }
 
     fn shared(&self) -> Result<Vec<SharedEntry>> {
-        let ml = self.spool.mboxlist()?;
         Ok(self
             .spool
-            .shared_hierarchies(&ml)
+            .shared()?
             .into_iter()
             .map(|h| SharedEntry {
                 owner: h.owner.into_bytes(),
@@ -197,7 +202,7 @@ impl Spool for CyrusSpool {
             .collect())
     }
 
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
+    fn open_folder(&self, user: &[u8], folder: &[u8], want: Want<'_>) -> Result<FolderOpen<'_>> {
         let user = Self::user(user)?;
         let missing = || FolderOpen::Missing {
             intname: self
@@ -209,13 +214,24 @@ impl Spool for CyrusSpool {
         let Ok(external) = std::str::from_utf8(folder) else {
             return Ok(missing());
         };
-        let ml = self.spool.mboxlist()?;
-        let Some(fref) = self.spool.resolve_folder(&ml, user, external) else {
+        let Some(fref) = self
+            .spool
+            .resolve_folder(&*self.list(user)?, user, external)
+        else {
             return Ok(missing());
         };
-        let annots = self.spool.global_annotations()?;
-        let mailbox_annotations = self.spool.mailbox_annotations(&fref, &annots);
-        let open = match self.spool.open_folder(&fref, false) {
+        // FDATA needs no annotations: annotations.db is not even opened for it.
+        let (load, mailbox_annotations) = match want {
+            Want::Messages(uids) => (Load::Messages(uids), None),
+            Want::Meta => {
+                let annots = self.spool.folder_annotations(&[&fref])?;
+                let json = annots
+                    .first()
+                    .and_then(|a| self.spool.mailbox_annotations(&fref, a));
+                (Load::Meta, json)
+            }
+        };
+        let open = match self.spool.open_folder_for(&fref, load) {
             Ok(o) => o,
             Err(Error::NotFound { .. }) => return Ok(missing()),
             Err(e) => return Err(e),
@@ -234,8 +250,7 @@ impl Spool for CyrusSpool {
 
     fn sieve_scripts(&self, user: &[u8]) -> Result<Vec<Vec<u8>>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(user, &ml)?;
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let copy = self.spool.read_user_files(user, &files)?;
         Ok(copy
             .sieve
@@ -246,8 +261,7 @@ impl Spool for CyrusSpool {
 
     fn open_sieve(&self, user: &[u8], name: &[u8]) -> Result<Fetch<'_>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(user, &ml)?;
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let copy = self.spool.read_user_files(user, &files)?;
         Ok(
             match copy.sieve.into_iter().find(|s| s.name.as_bytes() == name) {
@@ -256,6 +270,12 @@ impl Spool for CyrusSpool {
             },
         )
     }
+}
+
+/// One metadata file of an open folder.
+enum Meta<'a> {
+    Bytes(&'a FileCopy),
+    Copy(&'a MetaCopy),
 }
 
 /// One open folder: metadata copies in memory, message descriptors opened on demand.
@@ -276,12 +296,12 @@ struct CyrusFolder<'a> {
 }
 
 impl CyrusFolder<'_> {
-    fn copy(&self, file: MetaFile) -> Option<&FileCopy> {
+    fn meta(&self, file: MetaFile) -> Option<Meta<'_>> {
         let open = self.open.as_ref()?;
         match file {
-            MetaFile::Header => Some(open.header_file()),
-            MetaFile::Index => Some(open.index_file()),
-            MetaFile::Annotations => open.annotations_file(),
+            MetaFile::Header => Some(Meta::Bytes(open.header_file())),
+            MetaFile::Index => open.index_file().map(Meta::Copy),
+            MetaFile::Annotations => open.annotations_file().map(Meta::Copy),
         }
     }
 
@@ -295,10 +315,7 @@ impl CyrusFolder<'_> {
                 // The record exists but its file could not be opened: remember the
                 // failure under the path the record names.
                 let path = open
-                    .index()
-                    .records
-                    .iter()
-                    .find(|r| r.uid == uid)
+                    .record(uid)
                     .and_then(|_| open.folder().paths.as_ref())
                     .map(|p| crate::cyrus::paths::message_path(&p.data_dir, uid))?;
                 Some((path, Err(e)))
@@ -317,14 +334,22 @@ impl Folder for CyrusFolder<'_> {
     }
 
     fn meta_stat(&self, file: MetaFile) -> Option<FileStat> {
-        self.copy(file).map(|c| wire_stat(c.stat))
+        self.meta(file).map(|m| match m {
+            Meta::Bytes(c) => wire_stat(c.stat),
+            Meta::Copy(c) => wire_stat(c.stat),
+        })
     }
 
     fn open_meta(&self, file: MetaFile) -> Fetch<'_> {
-        match self.copy(file) {
-            Some(c) => copy_fetch(c),
+        match self.meta(file) {
+            Some(Meta::Bytes(c)) => copy_fetch(c),
+            Some(Meta::Copy(c)) => meta_fetch(c),
             None => Fetch::Missing,
         }
+    }
+
+    fn detached(&self) -> bool {
+        true
     }
 
     fn mailbox_annotations(&self) -> Result<Option<Vec<u8>>> {
@@ -336,11 +361,7 @@ impl Folder for CyrusFolder<'_> {
             // Over budget: resolve the path now, open after the index phase.
             *self.lazy.borrow_mut() = true;
             let open = self.open.as_ref()?;
-            let rec = open
-                .index()
-                .records
-                .iter()
-                .find(|r| r.uid == uid && !r.is_unlinked())?;
+            let rec = open.record(uid).filter(|r| !r.is_unlinked())?;
             let paths = open.folder().paths.as_ref()?;
             let dir = if rec.is_archived() {
                 &paths.archive_dir
@@ -356,11 +377,12 @@ impl Folder for CyrusFolder<'_> {
 
     fn unlock_index(&mut self) {
         // The namespace and index locks were dropped inside open_folder. Once every
-        // message file is open, the name lock can go too: streaming needs no lock.
+        // message file is open, the name lock can go too: streaming needs no lock,
+        // and the metadata copies are private.
         if !*self.lazy.borrow()
-            && let Some(open) = self.open.take()
+            && let Some(open) = self.open.as_mut()
         {
-            open.release();
+            open.release_locks();
         }
     }
 

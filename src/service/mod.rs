@@ -238,6 +238,25 @@ fn cyrus_info(conf: &ImapdConf, d: &crate::spool::Detection) -> Vec<(String, Str
     ]
 }
 
+/// User + system CPU time of this process so far, in microseconds (a session's
+/// cost is the difference; the service serves one session at a time).
+fn cpu_micros() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| {
+        let us = |t: nix::sys::time::TimeVal| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
+                + u64::try_from(t.tv_usec()).unwrap_or(0)
+        };
+        us(u.user_time()) + us(u.system_time())
+    })
+}
+
+/// Peak resident set size of this process so far (`ru_maxrss`, KiB on Linux).
+fn peak_rss_kb() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u64::try_from(u.max_rss()).unwrap_or(0))
+}
+
 /// FDATA keeps message descriptors open after the locks are gone: give the
 /// process as many as its hard limit allows.
 fn raise_fd_limit() {
@@ -272,6 +291,7 @@ pub fn serve(
         )));
     }
     let started = Instant::now();
+    let cpu_before = cpu_micros();
     let before = ctx.spool.spool().lock_stats();
     let mut cfg = ctx.session.clone();
     cfg.peer = peer_text.clone();
@@ -298,7 +318,7 @@ pub fn serve(
     };
     log::info!(
         target: "cyrvault::service",
-        "session client={peer_text} user={} folders={} requests={} failed={} refused={} bytes={} duration_ms={} locks={} max_lock_hold_us={hold} {outcome}",
+        "session client={peer_text} user={} folders={} requests={} failed={} refused={} bytes={} duration_ms={} cpu_us={} maxrss_kb={} locks={} max_lock_hold_us={hold} {outcome}",
         summary.user.as_deref().unwrap_or("-"),
         summary.folders,
         summary.requests,
@@ -306,6 +326,8 @@ pub fn serve(
         summary.refused,
         summary.bytes_out,
         started.elapsed().as_millis(),
+        cpu_micros().saturating_sub(cpu_before),
+        peak_rss_kb(),
         after.count.saturating_sub(before.count),
     );
     result

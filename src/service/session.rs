@@ -122,6 +122,16 @@ pub struct SharedEntry {
     pub partition: Vec<u8>,
 }
 
+/// What a request needs of a folder it opens: the spool loads only that (an
+/// `FDATA` of 1,024 UIDs must not cost a read of a 200,000-record index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want<'u> {
+    /// The metadata files (`FMETA`, `SNAPSHOT`).
+    Meta,
+    /// The message files of these UIDs (`FDATA`), in any order.
+    Messages(&'u [u32]),
+}
+
 /// Result of opening a folder.
 pub enum FolderOpen<'a> {
     /// Opened: name lock and index lock held until [`Folder::unlock_index`] / drop.
@@ -140,8 +150,9 @@ pub trait Spool {
     fn open_user_file(&self, user: &[u8], which: UserFile) -> Result<Fetch<'_>>;
     /// The user's folders including deleted ones (`FMULTISTATUS`).
     fn folders(&self, user: &[u8]) -> Result<Vec<FolderEntry>>;
-    /// Open a folder by external name, taking Cyrus's shared locks.
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>>;
+    /// Open a folder by external name, taking Cyrus's shared locks, for what
+    /// `want` says.
+    fn open_folder(&self, user: &[u8], folder: &[u8], want: Want<'_>) -> Result<FolderOpen<'_>>;
     /// Names of the files in the user's sieve directory (SNAPSHOT).
     fn sieve_scripts(&self, user: &[u8]) -> Result<Vec<Vec<u8>>>;
     /// Open one of them.
@@ -178,6 +189,12 @@ pub trait Folder {
     fn unlock_index(&mut self);
     /// Open a message file found by [`Folder::message_file`].
     fn open_message(&self, path: &Path) -> Fetch<'_>;
+    /// Whether the metadata files are private copies that stay readable after
+    /// [`Folder::unlock_index`]: the session then releases every lock first and
+    /// sends them straight from the copies, without buffering them again.
+    fn detached(&self) -> bool {
+        false
+    }
     /// How long Cyrus's index (and namespace) locks were really held, when the
     /// folder released them itself before the session's `unlock_index` (the real
     /// spool does: it copies the meta files and lets go at once). None: the time
@@ -589,10 +606,11 @@ impl<'a> Session<'a> {
         &mut self,
         user: &[u8],
         folder: &[u8],
+        want: Want<'_>,
         w: &mut W<'_>,
     ) -> Result<Option<FolderOpen<'a>>> {
         self.note_user(user);
-        match self.spool.open_folder(user, folder) {
+        match self.spool.open_folder(user, folder, want) {
             Ok(o) => {
                 if let FolderOpen::Open(_) = o {
                     self.summary.folders += 1;
@@ -613,7 +631,7 @@ impl<'a> Session<'a> {
         items: Option<Vec<Vec<u8>>>,
         w: &mut W<'_>,
     ) -> Result<()> {
-        let mut held = match self.open(user, folder, w)? {
+        let mut held = match self.open(user, folder, Want::Meta, w)? {
             None => return Ok(()),
             Some(FolderOpen::Missing { intname }) => {
                 // FMETA names the internal name here, FDATA the name as given
@@ -644,6 +662,27 @@ impl<'a> Session<'a> {
                         _ => None,
                     })
                     .collect();
+                if held.folder.detached() {
+                    // private copies: every lock goes first, then the same bytes
+                    // are sent straight from the copies (doc/protocol.md, 1.7)
+                    let json = held.folder.mailbox_annotations()?;
+                    // the clock is read before the name lock goes, as below
+                    let servertime = servertime_frame();
+                    held.unlock_index();
+                    for item in &wanted {
+                        match item {
+                            MetaItem::File(file) => {
+                                send_fetch(file.wire_name(), held.folder.open_meta(*file), w)?
+                            }
+                            MetaItem::Annotations => {
+                                write_frames(vec![annotations_frame(json.clone())], w)?
+                            }
+                            MetaItem::ServerTime => write_frames(vec![servertime.clone()], w)?,
+                        }
+                    }
+                    w.done("FMETA", &[held.folder.uniqueid(), held.folder.jmapid()])?;
+                    return Ok(());
+                }
                 if fits_budget(held.folder.as_ref(), &files, self.cfg.buffer_budget) {
                     // same bytes as upstream, but read into memory under the lock and
                     // sent after every lock is released (doc/protocol.md, 1.7)
@@ -697,7 +736,8 @@ impl<'a> Session<'a> {
         items: &[Vec<u8>],
         w: &mut W<'_>,
     ) -> Result<()> {
-        let mut held = match self.open(user, folder, w)? {
+        let uids: Vec<u32> = items.iter().map(|i| c_atoi_u32(i)).collect();
+        let mut held = match self.open(user, folder, Want::Messages(&uids), w)? {
             None => return Ok(()),
             Some(FolderOpen::Missing { .. }) => {
                 w.no_name("no such folder", folder)?;
@@ -707,9 +747,9 @@ impl<'a> Session<'a> {
         };
         w.ok()?;
         // resolve every UID under the index lock, then drop it before sending
-        let files: Vec<Option<PathBuf>> = items
+        let files: Vec<Option<PathBuf>> = uids
             .iter()
-            .map(|i| held.folder.message_file(c_atoi_u32(i)))
+            .map(|&uid| held.folder.message_file(uid))
             .collect();
         held.unlock_index();
         for (item, path) in items.iter().zip(files) {
@@ -855,7 +895,7 @@ impl<'a> Session<'a> {
         let mut sent = 0u64;
         for f in &folders {
             // each folder under its own index lock, released before the next
-            let held = match self.open(user, &f.name, w)? {
+            let mut held = match self.open(user, &f.name, Want::Meta, w)? {
                 // `open` answered `NO <why>` (a damaged folder, a lock timeout):
                 // the other folders still come
                 None => continue,
@@ -869,7 +909,18 @@ impl<'a> Session<'a> {
                 held.folder.uniqueid().to_vec(),
                 held.folder.jmapid().to_vec(),
             ];
-            if fits_budget(held.folder.as_ref(), &MetaFile::ALL, self.cfg.buffer_budget) {
+            if held.folder.detached() {
+                // private copies: locks go first, then straight from the copies
+                let json = held.folder.mailbox_annotations()?;
+                held.unlock_index();
+                w.folder(&f.name, &ids[0], &ids[1])?;
+                for file in MetaFile::ALL {
+                    send_fetch(file.wire_name(), held.folder.open_meta(file), w)?;
+                }
+                if let Some(json) = json {
+                    write_frames(vec![annotations_frame(Some(json))], w)?;
+                }
+            } else if fits_budget(held.folder.as_ref(), &MetaFile::ALL, self.cfg.buffer_budget) {
                 let mut frames = Vec::with_capacity(4);
                 for file in MetaFile::ALL {
                     frames.push(buffer_meta(
@@ -938,6 +989,7 @@ fn annot_stat(json: &[u8]) -> FileStat {
 pub const BUFFER_BUDGET: u64 = 32 << 20;
 
 /// One reply unit prepared under a lock and written after it is released.
+#[derive(Clone)]
 enum Frame {
     Data {
         name: &'static [u8],

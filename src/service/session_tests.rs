@@ -175,7 +175,7 @@ impl Spool for MemSpool {
             })
             .collect())
     }
-    fn open_folder(&self, user: &[u8], folder: &[u8]) -> Result<FolderOpen<'_>> {
+    fn open_folder(&self, user: &[u8], folder: &[u8], _want: Want<'_>) -> Result<FolderOpen<'_>> {
         let found = (user == self.user.as_bytes())
             .then(|| self.folders.iter().find(|f| f.name.as_bytes() == folder))
             .flatten();
@@ -926,7 +926,7 @@ impl Spool for FailingSpool {
     fn folders(&self, _: &[u8]) -> Result<Vec<FolderEntry>> {
         Err(self.err())
     }
-    fn open_folder(&self, _: &[u8], _: &[u8]) -> Result<FolderOpen<'_>> {
+    fn open_folder(&self, _: &[u8], _: &[u8], _: Want<'_>) -> Result<FolderOpen<'_>> {
         Err(self.err())
     }
     fn sieve_scripts(&self, _: &[u8]) -> Result<Vec<Vec<u8>>> {

@@ -31,10 +31,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::copy;
 use crate::cyrus::config::ImapdConf;
 use crate::cyrus::mboxlist::KindCounts;
-use crate::cyrus::twoskip;
 use crate::cyrus::version::{
     Conventions, CyrusVersion, Support, UserLockNaming, conventions_for, conventions_from_marker,
     newest,
@@ -245,24 +243,37 @@ pub fn ask_master(exe: &Path) -> Result<CyrusVersion, String> {
     CyrusVersion::parse(&out).ok_or_else(|| format!("no version in {:?}", out.trim()))
 }
 
-/// What mailboxes.db's record kinds say (read under its shared lock).
+/// What mailboxes.db's record kinds say (read under its shared lock). A `J`
+/// or `UG` key is found by one lookup each; only without them are the values
+/// walked for a `J` field, in place, so memory does not grow with the server.
 fn mailboxes_db_marker(conf: &ImapdConf, locker: &Locker) -> crate::Result<Option<(u32, u32)>> {
     let path = conf.mboxlist_db_path();
-    let Some(c) = copy::copy_twoskip(locker, &path)? else {
-        return Ok(None);
-    };
-    let records = twoskip::read_all(&c.bytes).map_err(|e| crate::Error::parse(&path, e))?;
-    let mut kinds = KindCounts::of(&records);
-    // A J field in any value marks 3.13 too, when no J record survived.
-    if kinds.newest_marker().is_none()
-        && records.iter().any(|(k, v)| {
-            matches!(k.first(), Some(b'N' | b'I'))
-                && crate::cyrus::dlist::parse_dlist(v).is_ok_and(|d| d.get("J").is_some())
-        })
-    {
-        kinds.jmapid_fields += 1;
-    }
-    Ok(kinds.newest_marker())
+    let found = super::db::with_db(locker, &path, &Default::default(), |db| {
+        let mut kinds = KindCounts::default();
+        let mut any = |prefix: &[u8]| -> crate::Result<bool> {
+            let mut first = None;
+            db.walk_from(prefix, |k, _| {
+                first = Some(k.starts_with(prefix));
+                false
+            })?;
+            Ok(first == Some(true))
+        };
+        kinds.jmap_ids = u64::from(any(b"J")?);
+        kinds.user_groups = u64::from(any(b"UG")?);
+        if kinds.newest_marker().is_none() {
+            // A J field in any value marks 3.13 too, when no J record survived.
+            db.walk_from(b"", |k, v| {
+                let field = matches!(k.first(), Some(b'N' | b'I'))
+                    && crate::cyrus::dlist::parse_dlist(v).is_ok_and(|d| d.get("J").is_some());
+                if field {
+                    kinds.jmapid_fields += 1;
+                }
+                !field
+            })?;
+        }
+        Ok(kinds.newest_marker())
+    })?;
+    Ok(found.flatten())
 }
 
 #[cfg(test)]

@@ -2,14 +2,20 @@
 //! own locks: the engine of the service. It knows nothing about the network;
 //! `service` turns requests into calls here.
 //!
-//! * [`Spool::mboxlist`]: `mailboxes.db` copied under its shared lock.
+//! * [`Spool::owner_mboxlist`] (`listing.rs` over `db.rs`): one owner's entries
+//!   of `mailboxes.db`, by lookups and range walks of the live file under its
+//!   shared lock, cached per file state; [`Spool::users`] and [`Spool::shared`]
+//!   walk all names in bounded chunks; [`Spool::mboxlist`] copies and parses the
+//!   whole file (inspection, tests).
 //! * [`Spool::users`], [`Spool::folders`], [`Spool::resolve_folder`],
 //!   [`Spool::stat_meta`]: what upstream `backupcyrusd` lists (USERS,
 //!   FMULTISTATUS), with upstream's folder names (`names.rs`).
-//! * [`Spool::open_folder`] (`folder.rs`): namespace → name → index locks, all
-//!   metadata read into memory and validated, index and namespace locks dropped
-//!   at once; only the shared name lock is kept while message files are
-//!   *opened*, then [`OpenFolder::release`] drops it before anything is streamed.
+//! * [`Spool::open_folder_for`] (`folder.rs`, `records.rs`): namespace → name →
+//!   index locks, what the request needs read and validated ([`Load`]: private
+//!   metadata copies, spilled to a temporary file when large, or only the index
+//!   records of the UIDs asked for), index and namespace locks dropped at once;
+//!   only the shared name lock is kept while message files are *opened*, then
+//!   [`OpenFolder::release`] drops it before anything is streamed.
 //! * [`Spool::user_files`] / [`Spool::read_user_files`] (`user.rs`): seen, sub
 //!   and the sieve directory under the user's namespace lock.
 //!
@@ -17,25 +23,31 @@
 //! mailbox consistently"; protocol contract: `doc/protocol.md` §5.
 #![forbid(unsafe_code)]
 
+mod annotations;
 mod copy;
+mod db;
 pub mod detect;
 mod error;
 mod folder;
+mod listing;
 mod names;
 pub mod owner;
+mod records;
 mod user;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use copy::{FileCopy, FileStat};
+pub use copy::{CopyReader, FileCopy, FileStat, MetaCopy, SPILL_AT};
 pub use detect::Detection;
 pub use error::{Damage, MailboxError};
-pub use folder::{MessageFile, OpenFolder};
+pub use folder::{Load, MessageFile, OpenFolder};
 pub use owner::{Owner, OwnerKeys, SharedHierarchy, owner_keys};
 pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy};
 
-use crate::cyrus::annotations::{self, Annotation, AnnotationDb};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::cyrus::config::ImapdConf;
 use crate::cyrus::mboxlist::{MailboxEntry, MbName, Mboxlist, parse_mboxlist};
 use crate::cyrus::paths::{self, MetaFile};
@@ -51,6 +63,52 @@ pub struct Spool {
     locker: Locker,
     ns: Namespace,
     detection: Detection,
+    /// The last owner's mailbox list (`listing.rs`).
+    list_cache: listing::SharedListCache,
+    reads: Arc<DbReads>,
+    /// Metadata files above this many bytes are spilled, not held in memory.
+    spill_at: u64,
+    /// Records of mailboxes.db per lock hold of the all-users walk.
+    users_chunk: usize,
+}
+
+/// How often the global databases were opened (for `STATUS`-style figures and
+/// for tests that prove a request does not touch one).
+#[derive(Debug, Default)]
+pub(crate) struct DbReads {
+    mailboxes: AtomicU64,
+    annotations: AtomicU64,
+    list_hits: AtomicU64,
+    mailboxes_bytes: AtomicU64,
+    annotations_bytes: AtomicU64,
+}
+
+impl DbReads {
+    fn mailboxes_db(&self) {
+        self.mailboxes.fetch_add(1, Ordering::Relaxed);
+    }
+    fn annotations_db(&self) {
+        self.annotations.fetch_add(1, Ordering::Relaxed);
+    }
+    fn list_hit(&self) {
+        self.list_hits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// [`Spool::db_reads`]: opens of `mailboxes.db` and `annotations.db` so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DbReadCounts {
+    /// Lock-and-read passes over `mailboxes.db` (lookups, walk chunks, copies).
+    pub mailboxes_db: u64,
+    /// Lock-and-read passes over the global `annotations.db`.
+    pub annotations_db: u64,
+    /// Owner lists served from the cache (the file was unchanged since).
+    pub list_cache_hits: u64,
+    /// Bytes read from `mailboxes.db` (every `pread`, header included; a whole
+    /// copy counts its size): what a request costs the server's disk and cache.
+    pub mailboxes_db_bytes: u64,
+    /// Bytes read from the global `annotations.db`, likewise.
+    pub annotations_db_bytes: u64,
 }
 
 /// Where one mailbox's files are.
@@ -145,12 +203,42 @@ impl Spool {
             locker,
             ns,
             detection,
+            list_cache: Default::default(),
+            reads: Default::default(),
+            spill_at: SPILL_AT,
+            users_chunk: listing::USERS_CHUNK,
         })
     }
 
     /// What is known about the Cyrus release, and the conventions in force.
     pub fn detection(&self) -> &Detection {
         &self.detection
+    }
+
+    /// Walk all users ([`Spool::each_user_inbox`]) `records` records per lock
+    /// hold (at least 1): smaller only to exercise the resumed walk (tests).
+    pub fn with_users_chunk(mut self, records: usize) -> Spool {
+        self.users_chunk = records.max(1);
+        self
+    }
+
+    /// Spill metadata copies above `bytes` (at most [`SPILL_AT`]) to temporary
+    /// files: lower only to exercise the spilled path (tests, benchmarks).
+    pub fn with_spill_threshold(mut self, bytes: u64) -> Spool {
+        self.spill_at = bytes.min(SPILL_AT);
+        self
+    }
+
+    /// How many times this spool (and its clones) read `mailboxes.db` and
+    /// `annotations.db`.
+    pub fn db_reads(&self) -> DbReadCounts {
+        DbReadCounts {
+            mailboxes_db: self.reads.mailboxes.load(Ordering::Relaxed),
+            annotations_db: self.reads.annotations.load(Ordering::Relaxed),
+            list_cache_hits: self.reads.list_hits.load(Ordering::Relaxed),
+            mailboxes_db_bytes: self.reads.mailboxes_bytes.load(Ordering::Relaxed),
+            annotations_db_bytes: self.reads.annotations_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The configuration.
@@ -170,23 +258,32 @@ impl Spool {
         self.locker.stats()
     }
 
-    /// `mailboxes.db`: shared lock with reopen-if-replaced, copy
-    /// `[0, current_size)`, release, then parse the copy.
+    /// All of `mailboxes.db`: shared lock with reopen-if-replaced, copy
+    /// `[0, current_size)`, release, then parse the copy. O(server) in time and
+    /// memory: for inspection and as the tests' oracle; the service reads an
+    /// owner's keys only ([`Spool::owner_mboxlist`]).
     pub fn mboxlist(&self) -> Result<Mboxlist> {
         let path = self.conf.mboxlist_db_path();
+        self.reads.mailboxes_db();
         let copy = copy::copy_twoskip(&self.locker, &path)?.ok_or_else(|| Error::NotFound {
             what: "mailboxes.db",
             name: path.display().to_string(),
         })?;
+        self.reads
+            .mailboxes_bytes
+            .fetch_add(copy.bytes.len() as u64, Ordering::Relaxed);
         let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
         parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| Error::parse(&path, e))
     }
 
     /// The users upstream `USERS` lists: owners of every user INBOX that is
     /// neither a tombstone, an intermediate nor a delayed-delete copy, in
-    /// mailboxes.db order (`mboxlist_alluser`).
+    /// mailboxes.db order (`mboxlist_alluser`); a chunked walk
+    /// ([`Spool::each_user_inbox`]).
     pub fn users(&self) -> Result<Vec<String>> {
-        Ok(users_of(&self.mboxlist()?, self.conf.deletedprefix()))
+        let mut users = Vec::new();
+        self.each_user_inbox(|u, _| users.push(u))?;
+        Ok(users)
     }
 
     /// An owner's folders in upstream FMULTISTATUS order (`mboxlist_usermboxtree`
@@ -298,39 +395,6 @@ impl Spool {
             index: FileStat::stat(&p.index)?,
             annotations: FileStat::stat(&p.annotations)?,
         })
-    }
-
-    /// Every record of the global `annotations.db` (`annotation_db_path`),
-    /// copied under its shared lock; empty if the file does not exist.
-    pub fn global_annotations(&self) -> Result<Vec<Annotation>> {
-        let path = match self.conf.get("annotation_db_path") {
-            Some(p) => PathBuf::from(p),
-            None => self.conf.configdirectory().join("annotations.db"),
-        };
-        let Some(copy) = copy::copy_twoskip(&self.locker, &path)? else {
-            return Ok(Vec::new());
-        };
-        let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
-        annotations::parse_annotations(&records, AnnotationDb::Global)
-            .map_err(|e| Error::parse(&path, e))
-    }
-
-    /// Upstream's synthetic `mailbox_annotations` file of a folder, from
-    /// [`Spool::global_annotations`]; None if the folder has no annotations.
-    pub fn mailbox_annotations(&self, folder: &FolderRef, all: &[Annotation]) -> Option<Vec<u8>> {
-        let owner = folder.entry.userid.as_deref();
-        let rows = annotations::mailbox_annotation_rows(all, folder.uniqueid(), owner);
-        let rows: Vec<crate::protocol::annotations::Annotation<'_>> = rows
-            .iter()
-            .map(
-                |[entry, userid, value]| crate::protocol::annotations::Annotation {
-                    entry,
-                    userid,
-                    value,
-                },
-            )
-            .collect();
-        crate::protocol::annotations::mailbox_annotations_json(&rows)
     }
 }
 
