@@ -684,13 +684,30 @@ fn base_protocol_lock_and_short_archive() {
     assert_eq!(js[0]["user"], "carol");
     assert_eq!(js[0]["ok"], true);
     assert_eq!(js[0]["report"]["bytes_fetched"], 0);
-    // --all (USERS) and the human table.
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
-        .args(["backup", "--all", "--base-protocol", "--server", &e.addr])
-        .arg("--vault")
-        .arg(&e.vault)
-        .output()
-        .unwrap();
+    // --all (USERS) and the human table. The base protocol cannot list shared
+    // mailboxes: --all says so and exits 78 (users backed up all the same) unless
+    // the admin opts out with --no-shared.
+    let all = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+            .args(["backup", "--all", "--base-protocol", "--server", &e.addr])
+            .args(extra)
+            .arg("--vault")
+            .arg(&e.vault)
+            .output()
+            .unwrap()
+    };
+    let out = all(&[]);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot list shared mailboxes") && err.contains("--no-shared"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("carol"),
+        "{out:?}"
+    );
+    let out = all(&["--no-shared"]);
     assert!(out.status.success(), "{out:?}");
     let table = String::from_utf8_lossy(&out.stdout);
     let mut lines = table.lines();

@@ -15,6 +15,12 @@
 //! - `shared_hierarchies_backed_up_and_restored`: `shared`, `shared.Announcements` and
 //!   `Lists.x` are listed by `backup --all` and `discover`, backed up by both and by a
 //!   fleet run, each top-level hierarchy its own archive, and restored into IMAP.
+//! - `deleted_shared_hierarchies_backed_up`: a shared hierarchy deleted as a whole
+//!   (only `DELETED.<top>.*` left) is listed and backed up into the archive of its
+//!   earlier runs; one created and deleted before any backup is captured.
+//! - `orphan_folders_backed_up_as_their_user`: `user.x.Sub` without `user.x`, and a
+//!   deleted user's `DELETED.user.x.*` tree, are listed by `--all`, `discover` and the
+//!   fleet, backed up as user `x` and restored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -783,8 +789,246 @@ fn shared_hierarchies_backed_up_and_restored(cyrus: &CyrusInstall) {
     e.same_as_cyrus(&cat, &ann, 1, "shared.Announcements");
 }
 
+/// Folders no live INBOX owns: `user.orph.Sub` whose `user.orph` record is gone
+/// (removed with Cyrus's own `cyr_dbtool`, as a failed delete or `ctl_mboxlist -u`
+/// leaves it), and the delayed-delete tree of a deleted user (`DELETED.user.gone.*`).
+/// `backup --all`, `discover` and a fleet run list both users; each is backed up as
+/// itself, equal to `mbexamine`, and restored.
+fn orphan_folders_backed_up_as_their_user(cyrus: &CyrusInstall) {
+    let e = env(cyrus, "eforph", false, false);
+    e.sb.create_user("keep", None).unwrap();
+    e.sb.append("keep", None, &[], None, &msg("keep", 0))
+        .unwrap();
+    let mut want: BTreeMap<&str, BTreeMap<Guid, usize>> = BTreeMap::new();
+    for (user, sub, n_inbox, n_sub) in [("orph", "Sub", 1, 2), ("gone", "Sub", 2, 1)] {
+        e.sb.create_user(user, None).unwrap();
+        e.sb.create_folder(user, sub, None).unwrap();
+        let g = want.entry(user).or_default();
+        for i in 0..n_inbox {
+            let m = msg(&format!("{user}-in"), i);
+            e.sb.append(user, None, &[], None, &m).unwrap();
+            if user == "gone" {
+                *g.entry(Guid::of(&m)).or_insert(0) += 1;
+            }
+        }
+        for i in 0..n_sub {
+            let m = msg(&format!("{user}-sub"), i);
+            e.sb.append(user, Some(sub), &["\\Flagged"], None, &m)
+                .unwrap();
+            *g.entry(Guid::of(&m)).or_insert(0) += 1;
+        }
+    }
+    // the whole user deleted (delayed): only DELETED.user.gone.* is left
+    let mut admin = e.sb.admin().unwrap();
+    admin.setacl("user.gone", "cyrus", "lrswipkxtecda").unwrap();
+    admin.delete("user.gone").unwrap();
+    admin.logout().unwrap();
+    // orph's INBOX record removed from mailboxes.db by Cyrus's own tool
+    let db = e.sb.config_dir().join("mailboxes.db");
+    e.sb.tool_ok(
+        "cyr_dbtool",
+        &[db.to_str().unwrap(), "twoskip", "delete", "Nuser\u{1f}orph"],
+    )
+    .unwrap();
+    let dump = e.sb.ctl_mboxlist_dump().unwrap();
+    // live entries (the deleted names stay in the dump as tombstones)
+    let names: BTreeSet<&str> = dump
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["mbtype"] == "e")
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert!(
+        !names.contains("user.orph") && names.contains("user.orph.Sub"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("user.gone"))
+            && names
+                .iter()
+                .filter(|n| n.starts_with("DELETED.user.gone."))
+                .count()
+                == 2,
+        "{names:?}"
+    );
+
+    let (code, v, stderr) = e.backup(&[], &["--all"]);
+    assert_eq!(code, Some(0), "{v:#}\n{stderr}");
+    let owners: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, ["keep", "gone", "orph"], "{v:#}");
+    let gone = &v[1]["report"];
+    assert_eq!(gone["folders_delayed_delete"], 2, "{gone:#}");
+    assert_eq!(gone["messages_fetched"], 3, "{gone:#}");
+    assert_eq!(v[2]["report"]["messages_fetched"], 2, "{v:#}");
+    for owner in ["gone", "orph"] {
+        let (cat, _) = e.catalog(owner);
+        let at1 = cat.folders_at(1).unwrap();
+        assert!(!at1.is_empty(), "{owner}");
+        for f in &at1 {
+            e.same_as_cyrus(&cat, f, 1, &f.internal_name);
+        }
+        drop(cat);
+        replay_equal(&e, owner);
+    }
+    let (cat, _) = e.catalog("orph");
+    let internal: Vec<String> = cat
+        .folders_at(1)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.internal_name)
+        .collect();
+    assert_eq!(internal, ["user.orph.Sub"]);
+    drop(cat);
+
+    // Restored: to files, every message the user had; the deleted user into IMAP
+    // once the admin has created it again.
+    for owner in ["orph", "gone"] {
+        let dir = e.dir.join(format!("restore-{owner}"));
+        e.restore_ok(
+            owner,
+            &["--include-expunged", "--to-eml", dir.to_str().unwrap()],
+        );
+        let mut got: BTreeMap<Guid, usize> = BTreeMap::new();
+        for b in files_below(&dir).values() {
+            *got.entry(Guid::of(b)).or_insert(0) += 1;
+        }
+        assert_eq!(got, want[owner], "{owner}");
+    }
+    e.sb.create_user("gone", None).unwrap();
+    let r = e.restore_ok("gone", &["--include-expunged", "--into", "Back"]);
+    assert_eq!(r["appended"], 3, "{r:#}");
+
+    // discover lists them (PARTITIONS), a fleet run backs them up.
+    let fleet = e.dir.join("fleet");
+    std::fs::create_dir_all(&fleet).unwrap();
+    let conf = fleet.join("cyrvault.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "servers: s1\ns1_address: {}\ns1_secret_file: {}\nvault: {}\nworkers: 1\n\
+             batch: 10\nunit_limit: 1\nlease: 30\nretry_backoff: 0\n",
+            e.addr(),
+            e.secret.display(),
+            fleet.join("vault").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+            .args(args)
+            .arg("--config")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let found: serde_json::Value = serde_json::from_str(&run(&["discover", "--json"])).unwrap();
+    // keep, gone (live again, with its DELETED tree), orph
+    assert_eq!(found[0]["counts"]["users"], 3, "{found:#}");
+    let out = run(&["run", "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["ok"], 3, "{out}");
+    let v = Vault::open(&fleet.join("vault")).unwrap();
+    let ua = v.user("orph").unwrap().expect("orph in the fleet's vault");
+    let cat = Catalog::open_existing(&ua.catalog).unwrap();
+    let f = cat.folder_by_name_at("INBOX.Sub", 1).unwrap().unwrap();
+    e.same_as_cyrus(&cat, &f, 1, "user.orph.Sub");
+}
+
+/// A shared hierarchy deleted as a whole (delayed delete: only `DELETED.Gone.*` left)
+/// is still listed by `SHARED` and backed up into the archive of its earlier runs, as
+/// deleted folders; one created and deleted before any backup is captured; both are
+/// restored.
+fn deleted_shared_hierarchies_backed_up(cyrus: &CyrusInstall) {
+    let e = env(cyrus, "efshdel", false, false);
+    let mut want: BTreeMap<&str, BTreeMap<Guid, usize>> = BTreeMap::new();
+    let make = |names: &[(&'static str, usize)],
+                want: &mut BTreeMap<&str, BTreeMap<Guid, usize>>| {
+        let mut admin = e.sb.admin().unwrap();
+        for (name, n) in names {
+            admin.create(name).unwrap();
+            admin.setacl(name, "cyrus", "lrswipkxtecda").unwrap();
+            let top = name.split('.').next().unwrap();
+            for i in 0..*n {
+                let m = msg(name, i);
+                admin.append(name, &[], None, &m).unwrap();
+                *want
+                    .entry(top)
+                    .or_default()
+                    .entry(Guid::of(&m))
+                    .or_insert(0) += 1;
+            }
+        }
+        admin.logout().unwrap();
+    };
+    let delete = |names: &[&str]| {
+        let mut admin = e.sb.admin().unwrap();
+        for name in names {
+            admin.delete(name).unwrap();
+        }
+        admin.logout().unwrap();
+    };
+    make(&[("Gone", 1), ("Gone.x", 2)], &mut want);
+    let (code, v, stderr) = e.backup(&[], &["--all"]);
+    assert_eq!(code, Some(0), "{v:#}\n{stderr}");
+    let (_, archive1) = e.catalog("%Gone");
+    // Deleted as a whole (children first, as an admin must), and one created and
+    // deleted before any backup of it.
+    delete(&["Gone.x", "Gone"]);
+    make(&[("Brief", 2)], &mut want);
+    delete(&["Brief"]);
+    let (code, v, stderr) = e.backup(&[], &["--all"]);
+    assert_eq!(code, Some(0), "{v:#}\n{stderr}");
+    let owners: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, ["%Brief", "%Gone"], "{v:#}");
+    let (cat, archive2) = e.catalog("%Gone");
+    assert_eq!(archive1, archive2, "the archive of its earlier run");
+    assert_eq!(cat.runs().unwrap().len(), 2);
+    let at2 = cat.folders_at(2).unwrap();
+    assert_eq!(at2.len(), 2, "{at2:?}");
+    for f in &at2 {
+        assert!(f.deleted && f.deleted_at.is_some(), "{f:?}");
+        assert!(f.internal_name.starts_with("DELETED.Gone"), "{f:?}");
+        e.same_as_cyrus(&cat, f, 2, &f.internal_name);
+    }
+    drop(cat);
+    let (cat, _) = e.catalog("%Brief");
+    let at1 = cat.folders_at(1).unwrap();
+    assert_eq!(at1.len(), 1, "{at1:?}");
+    e.same_as_cyrus(&cat, &at1[0], 1, &at1[0].internal_name);
+    drop(cat);
+    for owner in ["%Gone", "%Brief"] {
+        replay_equal(&e, owner);
+        let dir = e.dir.join(format!("restore-{}", &owner[1..]));
+        e.restore_ok(
+            owner,
+            &["--include-expunged", "--to-eml", dir.to_str().unwrap()],
+        );
+        let mut got: BTreeMap<Guid, usize> = BTreeMap::new();
+        for b in files_below(&dir).values() {
+            *got.entry(Guid::of(b)).or_insert(0) += 1;
+        }
+        assert_eq!(got, want[&owner[1..]], "{owner}");
+    }
+}
+
 crate::per_cyrus!(
+    deleted_shared_hierarchies_backed_up,
     dot_dot_folders_backed_up_and_restored,
     delayed_delete_folders_captured,
     shared_hierarchies_backed_up_and_restored,
+    orphan_folders_backed_up_as_their_user,
 );

@@ -9,10 +9,14 @@
 //!   parallel), `verify --all` green, every archive scanned clean; a locked archive fails one user, the rest
 //!   completes, exit 75, the next run retries it.
 //! - `discover_gone_users_terminal_and_server_down` (a small fleet of its own): a
-//!   deleted user is marked gone; the live display on a terminal; a server down.
+//!   deleted user is listed while its delayed-delete tree is held, marked gone once
+//!   `cyr_expire` removed it; the live display on a terminal; a server down.
 //! - `postgres_two_runs_split_the_round` / `sqlite_two_runs_split_the_round`: two
 //!   `cyrvault run` at once on one directory: every user backed up exactly once (its
 //!   catalog has one run), both processes did work, unit limit kept.
+//! - `postgres_failure_classes_and_the_most_severe_exit`: failures carry their class
+//!   (78 wrong servername, 77 refused secret, 75 server down) in `--json`, the
+//!   PostgreSQL directory and `fleet-status`; the exit status is the most severe.
 //! - `bench_fleet` (ignored; `scripts/bench-fleet.sh`): 1, 2, 4, 12 workers.
 //! - `metrics::metrics_listen_during_a_real_fleet_run`: Prometheus metrics before,
 //!   during (curl of `--metrics-listen`) and after a run (issue 15).
@@ -499,7 +503,9 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A user deleted from Cyrus is marked gone by the next discover, not forgotten; the
+/// A user deleted from Cyrus is listed while Cyrus still holds its delayed-delete
+/// tree, then marked gone by the next discover once `cyr_expire` removed it, not
+/// forgotten; the
 /// live display on a terminal; a server that is down (a fleet of its own: the shared
 /// one must keep its 300 users and its servers).
 #[test]
@@ -516,6 +522,14 @@ fn discover_gone_users_terminal_and_server_down() {
     admin.setacl(&mbox, "cyrus", "lrswipkxtecda").unwrap();
     admin.delete(&mbox).unwrap();
     admin.logout().unwrap();
+    // Deleted with delayed delete, its folders are still held (DELETED.user.u3x002.*):
+    // it is still listed, to be backed up as deleted folders, until Cyrus removes them.
+    let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
+    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found[2]["counts"]["gone"], 0, "{out}");
+    assert_eq!(found[2]["counts"]["users"], 3, "{out}");
+    sb.tool_ok("cyr_expire", &["-D", "0", "-u", "u3x002"])
+        .unwrap();
     let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
     let found: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(found[2]["counts"]["gone"], 1, "{out}");
@@ -651,53 +665,80 @@ impl Postgres {
         let pg = nix::unistd::User::from_name("postgres").ok()??;
         nix::unistd::chown(&root, Some(pg.uid), Some(pg.gid)).unwrap();
         let data = root.join("data");
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let log = root.join("log");
         let as_pg = |prog: &str, args: &[&str]| {
-            let out = Command::new("runuser")
+            Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(bin.join(prog))
                 .args(args)
                 .current_dir(&root)
                 .stdin(Stdio::null())
                 .output()
-                .unwrap();
+                .unwrap()
+        };
+        let must = |prog: &str, out: std::process::Output| {
             assert!(
                 out.status.success(),
                 "{prog}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        as_pg(
+        must(
             "initdb",
-            &[
-                "-D",
-                data.to_str()?,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
+            as_pg(
+                "initdb",
+                &[
+                    "-D",
+                    data.to_str()?,
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                ],
+            ),
         );
-        as_pg(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str()?,
-                "-w",
-                "-l",
-                root.join("log").to_str()?,
-                "-o",
-                &format!(
-                    "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-                    root.display()
-                ),
-                "start",
-            ],
-        );
+        // The port is free when picked but may be taken before the postmaster binds
+        // it (other tests pick ports too): then, as an admin would, pick another.
+        // `-t`: on a loaded machine a start can take longer than pg_ctl's default
+        // 60 s wait; this is a bound on a hang, not a measurement.
+        let mut attempt = 0;
+        let port = loop {
+            attempt += 1;
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let out = as_pg(
+                "pg_ctl",
+                &[
+                    "-D",
+                    data.to_str()?,
+                    "-w",
+                    "-t",
+                    "600",
+                    "-l",
+                    log.to_str()?,
+                    "-o",
+                    &format!(
+                        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+                        root.display()
+                    ),
+                    "start",
+                ],
+            );
+            if out.status.success() {
+                break port;
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let taken = text.contains("could not bind") || text.contains("Address already in use");
+            if !taken || attempt >= 5 {
+                must("pg_ctl start", out);
+                panic!("pg_ctl start failed; its log: {text}");
+            }
+            eprintln!("PostgreSQL: port {port} was taken meanwhile; trying another");
+            let _ = std::fs::remove_file(&log);
+        };
         Some(Postgres {
             bin,
             data,
@@ -742,6 +783,134 @@ fn postgres_two_runs_split_the_round() {
         !dir.join("vault-a/fleet.db").exists(),
         "no SQLite file beside the vault"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Fleet failures carry the class `cyrvault backup` gives them, stored in the
+/// directory (a real PostgreSQL), shown in `--json`, and the exit status is the most
+/// severe class seen: a wrong servername 78, a refused secret 77, a server down 75.
+#[test]
+fn postgres_failure_classes_and_the_most_severe_exit() {
+    let Some(pg) = crate::prerequisite::require(
+        "postgres_failure_classes_and_the_most_severe_exit",
+        "PostgreSQL (Debian's postgresql package: /usr/lib/postgresql/*/bin/initdb and \
+         pg_ctl, and the postgres user)",
+        Postgres::start(),
+    ) else {
+        return;
+    };
+    let mut f = start_fleet(2, 1, 300);
+    let dir = scratch("classes");
+    let url = pg.url();
+    let base = write_conf(
+        &f,
+        &dir,
+        &ConfOpts {
+            database: Some(&url),
+            ..Default::default()
+        },
+    );
+    ok(cli(&["discover"], &base).output().unwrap());
+    ok(cli(&["run", "--workers", "2"], &base).output().unwrap());
+    // Later lines win: a variant of the configuration for s1.
+    let variant = |name: &str, extra: &str| {
+        let p = dir.join(name);
+        let mut c = std::fs::read_to_string(&base).unwrap();
+        c += extra;
+        std::fs::write(&p, c).unwrap();
+        p
+    };
+    let run_json = |conf: &Path| {
+        let out = cli(&["run", "--workers", "2", "--json"], conf)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (events, summary) = parse_events(&text);
+        (out.status.code(), events, summary)
+    };
+    let classes = |summary: &serde_json::Value| -> BTreeMap<String, String> {
+        summary["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    format!(
+                        "{}/{}",
+                        f["server"].as_str().unwrap(),
+                        f["userid"].as_str().unwrap()
+                    ),
+                    f["class"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+
+    // A wrong servername: permanent, 78, class "config" in the events, the summary
+    // and the directory; the other servers' users are backed up.
+    let conf = variant("servername.conf", "s1_servername: not-this-one\n");
+    let (code, events, summary) = run_json(&conf);
+    assert_eq!(code, Some(78), "{summary:#}");
+    assert_eq!(summary["worst_class"], "config", "{summary:#}");
+    assert_eq!(summary["ok"], 4, "{summary:#}");
+    assert_eq!(
+        classes(&summary),
+        BTreeMap::from([
+            ("s1/u1x000".to_string(), "config".to_string()),
+            ("s1/u1x001".to_string(), "config".to_string()),
+        ])
+    );
+    for ev in &events {
+        if let Event::Done {
+            ok: false, class, ..
+        } = ev
+        {
+            assert_eq!(*class, Some(cyrvault::error::ErrorKind::Config), "{ev:?}");
+        }
+    }
+    let mut d = directory(&conf);
+    let round = summary["round"].as_i64().unwrap();
+    let fails = d.failures(round).unwrap();
+    assert!(
+        fails.iter().all(
+            |f| f.class == cyrvault::error::ErrorKind::Config && f.error.contains("servername")
+        ),
+        "{fails:?}"
+    );
+
+    // A refused secret (77) and a server down (75) in one run: 77, the most severe.
+    let wrong = dir.join("wrong-secret");
+    std::fs::write(&wrong, "not-the-secret-0123456789\n").unwrap();
+    let conf = variant(
+        "secret.conf",
+        &format!("s1_secret_file: {}\n", wrong.display()),
+    );
+    f.sbs[1].stop().unwrap();
+    let (code, _, summary) = run_json(&conf);
+    assert_eq!(code, Some(77), "{summary:#}");
+    assert_eq!(summary["worst_class"], "permission", "{summary:#}");
+    let got = classes(&summary);
+    assert_eq!(got["s1/u1x000"], "permission", "{got:?}");
+    assert_eq!(got["s2/u2x000"], "temporary", "{got:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
+    // fleet-status --json shows the stored classes
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["fleet-status", "--json"], &conf)
+            .output()
+            .unwrap()))
+        .unwrap();
+    assert_eq!(classes(&status), got);
+    // discover: the same classes per server, the most severe as the exit status
+    let out = cli(&["discover", "--json"], &conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found[0]["class"], "permission", "{found:#}");
+    assert_eq!(found[1]["class"], "temporary", "{found:#}");
+    assert!(found[2]["class"].is_null(), "{found:#}");
+    // Only the server down left: 75, as before.
+    let (code, _, summary) = run_json(&base);
+    assert_eq!(code, Some(75), "{summary:#}");
+    assert_eq!(summary["worst_class"], "temporary", "{summary:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

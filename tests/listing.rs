@@ -239,7 +239,40 @@ fn owner_ranges_equal_the_whole_file_parse() {
     }
     // Many more users, by Cyrus's own tool, so the skiplist has many levels.
     undump(&sb, &bulk(0, 400, 4));
+    // Folders no live INBOX owns (USERS lists their users after the others), and a
+    // shared hierarchy left with delayed-delete copies only (SHARED lists it): a
+    // sub-folder without its INBOX record, a deleted user's tree, an INBOX
+    // tombstone with a live sub-folder, `DELETED.Gone.*`.
+    let mut orphans = serde_json::Map::new();
+    for (i, (name, mbtype)) in [
+        ("user.ghost.Kid", "e"),
+        ("user.ghost.Kid.Deeper", "e"),
+        ("DELETED.user.gonner.6B000000", "e"),
+        ("DELETED.user.gonner.Sub.6B000000", "e"),
+        ("user.tombu", "d"),
+        ("user.tombu.Kid", "e"),
+        ("DELETED.Gone.6B000001", "e"),
+        ("DELETED.Gone.x.6B000001", "e"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        orphans.insert(
+            name.into(),
+            json!({"uidvalidity": "1", "createdmodseq": "1", "foldermodseq": "1",
+                   "mbtype": mbtype, "partition": "p1", "acl": {"cyrus": "lrswipkxtecdan"},
+                   "uniqueid": format!("0b000000-0000-4000-8000-{i:012}")}),
+        );
+    }
+    undump(&sb, &Value::Object(orphans));
     let sp = spool(&sb);
+    let users = sp.users().unwrap();
+    let tail: Vec<&str> = users[users.len() - 3..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["gonner", "ghost", "tombu"], "after the live INBOXes");
+    assert_eq!(sp.shared().unwrap().last().unwrap().owner, "%Gone");
     let whole = sp.mboxlist().unwrap();
     assert!(whole.entries().len() > 2000, "{}", whole.entries().len());
     let ann = sp.owner_mboxlist("ann").unwrap();

@@ -68,6 +68,10 @@ pub(super) struct OwnerListing {
     /// The root folder's UniqueID: the user's INBOX, or the hierarchy's top-level
     /// mailbox (the archive key, doc/backup.md "The vault").
     pub(super) root: String,
+    /// The user has no live INBOX (its record is gone, or the whole user was deleted
+    /// with delayed delete): `root` is a stand-in (see [`orphan_root`]), and an
+    /// archive the vault already has for the user is kept instead.
+    pub(super) orphan: bool,
 }
 
 /// `FMULTISTATUS` for `owner`, the delayed-delete folders told apart, the root found.
@@ -120,16 +124,42 @@ pub(super) fn list_owner(server: &mut Server, owner: &str) -> Result<OwnerListin
             f.deleted = guess_deleted(owner, &f.name);
         }
     }
+    let mut orphan = false;
     let root = match folders
         .iter()
         .find(|f| f.deleted.is_none() && is_root(owner, &f.name))
     {
         Some(f) => f.uniqueid.clone(),
-        None => shared_root(server, owner)?.ok_or_else(|| BackupError::NoSuchUser {
-            user: owner.to_string(),
-        })?,
+        None => match shared_root(server, owner)? {
+            Some(u) => u,
+            None => {
+                orphan = true;
+                orphan_root(owner, &folders).ok_or_else(|| BackupError::NoSuchUser {
+                    user: owner.to_string(),
+                })?
+            }
+        },
     };
-    Ok(OwnerListing { folders, root })
+    Ok(OwnerListing {
+        folders,
+        root,
+        orphan,
+    })
+}
+
+/// The archive key of a user without a live INBOX that still owns folders (doc/backup.md
+/// "Folders no INBOX owns"): the delayed-delete copy of its INBOX, which keeps the
+/// INBOX's UniqueID (so a deleted user's tree lands in the archive its earlier backups
+/// are in), else the first folder listed. None for a shared owner or no folder.
+fn orphan_root(owner: &str, folders: &[Listed]) -> Option<String> {
+    if owner.starts_with('%') {
+        return None;
+    }
+    folders
+        .iter()
+        .find(|f| f.deleted.as_ref().is_some_and(|d| d.original == "INBOX"))
+        .or_else(|| folders.first())
+        .map(|f| f.uniqueid.clone())
 }
 
 /// A shared hierarchy whose top-level mailbox is not itself listed (Cyrus ≥ 3.8 keeps

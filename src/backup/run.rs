@@ -115,11 +115,18 @@ pub fn backup_user(
     }
     rep.folders_delayed_delete = live.iter().filter(|f| f.deleted.is_some()).count();
     rep.folders_seen = live.len() - rep.folders_delayed_delete;
-    rep.inbox_uniqueid = listing.root.clone();
+    // A user without a live INBOX keeps the archive the vault has for it.
+    let root = match listing.orphan {
+        true => vault
+            .user(userid)?
+            .map_or_else(|| listing.root.clone(), |ua| ua.inbox_uniqueid),
+        false => listing.root.clone(),
+    };
+    rep.inbox_uniqueid = root.clone();
     if let Some(p) = &opts.progress {
         p.user_started(userid, live.len());
     }
-    let ua = vault.set_user(userid, &listing.root)?;
+    let ua = vault.set_user(userid, &root)?;
     rep.archive = ua.archive.clone();
 
     // Catalog, then the archive at the catalog's committed length.

@@ -40,6 +40,10 @@ pub struct ServerConf {
     pub servername: Option<String>,
     /// Drive unit overrides: partition name → unit name.
     pub units: BTreeMap<String, String>,
+    /// Whether the server's shared mailboxes are backed up (`<name>_shared`, default
+    /// yes). `no` is the admin saying the server has none (or they are backed up
+    /// otherwise): only then may a server that cannot list them pass discovery.
+    pub shared: bool,
 }
 
 /// The whole `cyrvault.conf`.
@@ -251,7 +255,22 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
             .iter()
             .filter_map(|(k, (v, _))| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
             .collect();
+        let shared = match get(&format!("{name}_shared")) {
+            None => true,
+            Some((v, l)) => match v.to_ascii_lowercase().as_str() {
+                "yes" | "on" | "true" | "1" => true,
+                "no" | "off" | "false" | "0" => false,
+                _ => {
+                    return Err(bad(
+                        file,
+                        l,
+                        format!("{name}_shared: {v:?} is not yes or no"),
+                    ));
+                }
+            },
+        };
         conf.servers.push(ServerConf {
+            shared,
             address: address.to_string(),
             secret_file: get(&format!("{name}_secret_file")).map(|(v, _)| PathBuf::from(v)),
             servername: get(&format!("{name}_servername")).map(|(v, _)| v.to_string()),
@@ -353,6 +372,19 @@ mod tests {
         let e =
             parse_fleet_conf("servers: a\na_address: x\nvault: /v\nbatch: x\n", "f").unwrap_err();
         assert!(e.to_string().contains("f:4: batch"), "{e}");
+        assert!(
+            c.servers[0].shared,
+            "shared mailboxes are backed up by default"
+        );
+        let c =
+            parse_fleet_conf("servers: a\na_address: x:1\nvault: /v\na_shared: no\n", "f").unwrap();
+        assert!(!c.servers[0].shared);
+        let e = parse_fleet_conf(
+            "servers: a\na_address: x\nvault: /v\na_shared: maybe\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("f:4: a_shared"), "{e}");
         assert!(parse_fleet_conf("nonsense\n", "f").is_err());
         assert!(parse_fleet_conf("servers: a\na_address: x\n", "f").is_err());
     }

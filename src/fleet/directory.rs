@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use super::report::{Failure, UnitSummary};
 
 use super::sql::{Dialect, Sql, Val};
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 
 const SCHEMA_COMMON: &str = "
 CREATE TABLE IF NOT EXISTS servers (
@@ -171,6 +171,7 @@ impl Directory {
             Dialect::Postgres => SCHEMA_PG,
         })?;
         add_stored_column(db.as_mut())?;
+        super::report::migrate(db.as_mut())?;
         Ok(Directory {
             db,
             clock: Box::new(super::now_ms),
@@ -507,7 +508,7 @@ impl Directory {
         round: i64,
         b: &Batch,
         userid: &str,
-        outcome: &std::result::Result<Transfer, String>,
+        outcome: &std::result::Result<Transfer, (ErrorKind, String)>,
         backoff_ms: i64,
         lease_ms: i64,
         started: i64,
@@ -525,7 +526,7 @@ impl Directory {
             match outcome {
                 Ok(t) => {
                     db.exec(
-                        "UPDATE users SET last_round = ?, last_result = 'ok', last_error = NULL, \
+                        "UPDATE users SET last_round = ?, last_result = 'ok', last_error = NULL, last_class = NULL, \
                          last_try = ?, last_success = ?, last_bytes = ?, failures = 0, next_try = 0, \
                          lease_owner = NULL, lease_expires = NULL WHERE server = ? AND userid = ?",
                         &[
@@ -538,16 +539,17 @@ impl Directory {
                         ],
                     )?;
                 }
-                Err(msg) => {
+                Err((class, msg)) => {
                     let shift = failures.clamp(0, 10) as u32;
                     let wait = backoff_ms.saturating_mul(1i64 << shift);
                     db.exec(
                         "UPDATE users SET last_round = ?, last_result = 'failed', last_error = ?, \
-                         last_try = ?, failures = failures + 1, next_try = ?, \
+                         last_class = ?, last_try = ?, failures = failures + 1, next_try = ?, \
                          lease_owner = NULL, lease_expires = NULL WHERE server = ? AND userid = ?",
                         &[
                             round.into(),
                             msg.as_str().into(),
+                            class.name().into(),
                             now.into(),
                             now.saturating_add(wait).into(),
                             b.server.as_str().into(),
@@ -556,14 +558,14 @@ impl Directory {
                     )?;
                 }
             }
-            let (ok, t, err) = match outcome {
-                Ok(t) => (1i64, *t, Val::Null),
-                Err(m) => (0, Transfer::default(), Val::T(m.clone())),
+            let (ok, t, err, class) = match outcome {
+                Ok(t) => (1i64, *t, Val::Null, Val::Null),
+                Err((k, m)) => (0, Transfer::default(), Val::T(m.clone()), k.name().into()),
             };
             let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             db.exec(
                 "INSERT INTO attempts (round, server, userid, unit, worker, started, finished, ok, \
-                 bytes, error, stored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 bytes, error, stored, class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 &[
                     round.into(),
                     b.server.as_str().into(),
@@ -576,6 +578,7 @@ impl Directory {
                     as_i64(t.fetched).into(),
                     err,
                     as_i64(t.stored).into(),
+                    class,
                 ],
             )?;
             let expires = now.saturating_add(lease_ms);
@@ -716,10 +719,21 @@ mod tests {
         let r = d.join_round(10, 1000).unwrap();
         let b = at(&clk, 10, &mut d).claim("w", r, LIM).unwrap().unwrap();
         at(&clk, 20, &mut d)
-            .record("w", r, &b, "u1", &Err("down".into()), 100, 1000, 10)
+            .record(
+                "w",
+                r,
+                &b,
+                "u1",
+                &Err((ErrorKind::Permission, "down".into())),
+                100,
+                1000,
+                10,
+            )
             .unwrap();
         at(&clk, 21, &mut d).release("w", &b).unwrap();
         assert_eq!(d.failures(r).unwrap()[0].error, "down");
+        assert_eq!(d.failures(r).unwrap()[0].class, ErrorKind::Permission);
+        assert_eq!(d.worst_class(r).unwrap(), Some(ErrorKind::Permission));
         assert_eq!(d.remaining(r, 22).unwrap(), 0);
         d.finish_round(r, 23).unwrap();
         let r2 = d.join_round(24, 1000).unwrap();

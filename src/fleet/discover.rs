@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::config::{FleetConf, ServerConf};
 use super::directory::{Directory, DiscoverCounts, SeenUser};
 use crate::backup::{ConnectOptions, Server};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// What discovery found on one server (or why it could not ask).
 #[derive(Debug, Serialize)]
@@ -24,8 +24,12 @@ pub struct ServerDiscovery {
     pub units: BTreeMap<String, Vec<String>>,
     /// What changed in the directory.
     pub counts: DiscoverCounts,
-    /// The error, when the server could not be asked (its users are left as they were).
+    /// The error, when the server could not be asked (its users are left as they
+    /// were), or could not list everything it holds (what it listed is recorded).
     pub error: Option<String>,
+    /// The error's class (`temporary`, `config`, `permission`, `data`, ...: the exit
+    /// status `cyrvault backup` gives the same failure).
+    pub class: Option<ErrorKind>,
 }
 
 /// Connect to one configured server.
@@ -71,7 +75,26 @@ fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Resul
             )
         })
         .collect();
-    owners.extend(server.shared_owners()?);
+    // A server that cannot list shared mailboxes (no SHARED: an older cyrvaultd) has
+    // its users recorded, but discovery of it fails unless the config says it has
+    // no shared mailboxes to back up (`<server>_shared: no`).
+    let mut unlisted = None;
+    if s.shared {
+        if server.has("SHARED") {
+            owners.extend(server.shared_owners()?);
+        } else {
+            unlisted = Some(Error::Server {
+                kind: ErrorKind::Config,
+                message: format!(
+                    "{}: {} cannot list shared mailboxes (it does not offer SHARED): \
+                     shared (non-user) mailboxes on it, if any, are not backed up. Use a \
+                     cyrvaultd that offers SHARED, or set `{}_shared: no` if the server has \
+                     none",
+                    s.name, s.address, s.name
+                ),
+            });
+        }
+    }
     let mut users = Vec::with_capacity(owners.len());
     for (userid, partition) in owners {
         let unit = unit_of
@@ -98,7 +121,8 @@ fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Resul
         server: s.name.clone(),
         units,
         counts,
-        error: None,
+        class: unlisted.as_ref().map(Error::kind),
+        error: unlisted.map(|e| e.to_string()),
     })
 }
 
@@ -114,6 +138,7 @@ pub fn discover(dir: &mut Directory, conf: &FleetConf) -> Vec<ServerDiscovery> {
                 units: BTreeMap::new(),
                 counts: DiscoverCounts::default(),
                 error: Some(e.to_string()),
+                class: Some(e.kind()),
             })
         })
         .collect()

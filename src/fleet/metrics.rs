@@ -657,6 +657,7 @@ mod tests {
             stored: 5,
             ms: 1,
             error: None,
+            class: None,
         });
         live.finish(0);
         let t = render(&snap(), Some(&live));

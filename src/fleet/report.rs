@@ -6,7 +6,47 @@
 use serde::Serialize;
 
 use super::directory::Directory;
-use crate::error::Result;
+use super::sql::{Dialect, Sql};
+use crate::error::{ErrorKind, Result};
+
+/// Columns added after the first schema, `(table, column)`: the failure class of a
+/// user's last failed attempt and of each attempt (an [`ErrorKind::name`]; NULL on
+/// success, and on failures recorded before the column existed, which read as
+/// `temporary`, the class they were given then).
+const ADDED_COLUMNS: [(&str, &str); 2] = [("users", "last_class"), ("attempts", "class")];
+
+/// Bring a directory made by an older cyrvault up to date (idempotent; several
+/// workers may open the same directory at once).
+pub(super) fn migrate(db: &mut dyn Sql) -> Result<()> {
+    for (table, column) in ADDED_COLUMNS {
+        let has = |db: &mut dyn Sql| -> Result<bool> {
+            let sql = match db.dialect() {
+                Dialect::Sqlite => "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?",
+                Dialect::Postgres => {
+                    "SELECT COUNT(*) FROM information_schema.columns WHERE \
+                     table_schema = current_schema() AND table_name = ? AND column_name = ?"
+                }
+            };
+            Ok(db.query(sql, &[table.into(), column.into()])?[0][0].int() > 0)
+        };
+        if has(db)? {
+            continue;
+        }
+        let add = match db.dialect() {
+            Dialect::Sqlite => format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"),
+            Dialect::Postgres => {
+                format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} TEXT")
+            }
+        };
+        // Another process may have added it between the check and here.
+        if let Err(e) = db.batch(&add)
+            && !has(db)?
+        {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
 
 /// A row of the per-server/per-unit summary of a round.
 #[derive(Debug, Clone, Serialize)]
@@ -73,8 +113,19 @@ pub struct Failure {
     pub userid: String,
     /// What went wrong.
     pub error: String,
+    /// Its class (`temporary`, `config`, `permission`, `data`, ...: the exit status
+    /// `cyrvault backup` gives the same failure).
+    pub class: ErrorKind,
     /// Failures in a row.
     pub failures: i64,
+}
+
+/// A stored class name; NULL (recorded before classes were stored) or unknown
+/// (a newer cyrvault's) reads as temporary.
+fn class_of(name: Option<String>) -> ErrorKind {
+    name.as_deref()
+        .and_then(ErrorKind::from_name)
+        .unwrap_or(ErrorKind::Temporary)
 }
 
 impl Directory {
@@ -154,7 +205,7 @@ impl Directory {
     /// Users whose last attempt in `round` failed.
     pub fn failures(&mut self, round: i64) -> Result<Vec<Failure>> {
         let rows = self.db.query(
-            "SELECT server, userid, COALESCE(last_error, ''), failures FROM users \
+            "SELECT server, userid, COALESCE(last_error, ''), failures, last_class FROM users \
              WHERE last_round = ? AND last_result = 'failed' ORDER BY server, userid",
             &[round.into()],
         )?;
@@ -165,8 +216,19 @@ impl Directory {
                 userid: r[1].text(),
                 error: r[2].text(),
                 failures: r[3].int(),
+                class: class_of(r[4].opt_text()),
             })
             .collect())
+    }
+
+    /// The most severe class among the users whose last attempt in `round` failed
+    /// (None: no failure).
+    pub fn worst_class(&mut self, round: i64) -> Result<Option<ErrorKind>> {
+        Ok(self
+            .failures(round)?
+            .into_iter()
+            .map(|f| f.class)
+            .reduce(ErrorKind::worst))
     }
 
     /// Every claim of `round`: `(worker, unit, claimed_at, end)` where end is the
@@ -206,5 +268,69 @@ impl Directory {
             .into_iter()
             .map(|r| (r[0].text(), r[1].text(), r[2].opt_int()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::sql::Lite;
+
+    /// A directory written before classes were stored (the first schema, one failed
+    /// user) is upgraded on open: its old failure reads as temporary, new ones keep
+    /// their class, and opening it again changes nothing.
+    #[test]
+    fn an_old_directory_gains_the_class_columns() {
+        let file =
+            std::env::temp_dir().join(format!("cyrvault-fleet-migrate-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let url = file.display().to_string();
+        {
+            let mut db = Lite::open(&url).unwrap();
+            db.batch(
+                "CREATE TABLE users (server TEXT NOT NULL, userid TEXT NOT NULL, \
+                 partition TEXT NOT NULL, unit TEXT NOT NULL, vault TEXT NOT NULL, \
+                 gone_since BIGINT, last_round BIGINT, last_result TEXT, last_error TEXT, \
+                 last_try BIGINT, last_success BIGINT, last_bytes BIGINT, \
+                 failures BIGINT NOT NULL DEFAULT 0, next_try BIGINT NOT NULL DEFAULT 0, \
+                 lease_owner TEXT, lease_expires BIGINT, PRIMARY KEY (server, userid));
+                 CREATE TABLE attempts (id INTEGER PRIMARY KEY, round BIGINT NOT NULL, \
+                 server TEXT NOT NULL, userid TEXT NOT NULL, unit TEXT NOT NULL, \
+                 worker TEXT NOT NULL, started BIGINT NOT NULL, finished BIGINT NOT NULL, \
+                 ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT);
+                 INSERT INTO users (server, userid, partition, unit, vault, last_round, \
+                 last_result, last_error, failures) VALUES ('s1', 'old', 'p', 'u', '/v', 7, \
+                 'failed', 'connection refused', 1);",
+            )
+            .unwrap();
+        }
+        for _ in 0..2 {
+            let mut d = Directory::open(Box::new(Lite::open(&url).unwrap())).unwrap();
+            let f = d.failures(7).unwrap();
+            assert_eq!(f.len(), 1);
+            assert_eq!(f[0].class, ErrorKind::Temporary, "{f:?}");
+            assert_eq!(d.worst_class(7).unwrap(), Some(ErrorKind::Temporary));
+        }
+        let mut db = Lite::open(&url).unwrap();
+        for (table, column) in ADDED_COLUMNS {
+            let n = db
+                .query(
+                    "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?",
+                    &[table.into(), column.into()],
+                )
+                .unwrap();
+            assert_eq!(n[0][0].int(), 1, "{table}.{column}");
+        }
+        db.exec(
+            "UPDATE users SET last_class = 'config' WHERE userid = 'old'",
+            &[],
+        )
+        .unwrap();
+        let mut d = Directory::open(Box::new(db)).unwrap();
+        assert_eq!(d.failures(7).unwrap()[0].class, ErrorKind::Config);
+        drop(d);
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{url}{ext}"));
+        }
     }
 }

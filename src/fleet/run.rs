@@ -19,7 +19,7 @@ use super::config::FleetConf;
 use super::directory::{Failure, UnitSummary};
 use super::worker::Event;
 use super::{now_ms, open_directory};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ErrorKind, IoContext, Result};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -59,6 +59,9 @@ pub struct RunSummary {
     pub units: Vec<UnitSummary>,
     /// Users whose attempt in this round failed (all hosts).
     pub failures: Vec<Failure>,
+    /// The most severe class among `failures` (None: none failed); the run's exit
+    /// status is its code.
+    pub worst_class: Option<ErrorKind>,
 }
 
 impl RunSummary {
@@ -76,6 +79,7 @@ impl RunSummary {
             untried: 0,
             units: Vec::new(),
             failures: Vec::new(),
+            worst_class: None,
         }
     }
 
@@ -222,6 +226,11 @@ pub fn run_fleet(
     }
     sum.units = dir.summary(round)?;
     sum.failures = dir.failures(round)?;
+    sum.worst_class = sum
+        .failures
+        .iter()
+        .map(|f| f.class)
+        .reduce(ErrorKind::worst);
     sum.seconds = t0.elapsed().as_secs_f64();
     Ok(sum)
 }

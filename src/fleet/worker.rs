@@ -20,7 +20,7 @@ use super::config::FleetConf;
 use super::directory::{Directory, Transfer};
 use super::{limits, now_ms};
 use crate::backup::{self, BackupOptions, Server};
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 use crate::vault::Vault;
 
 /// How long an idle worker sleeps before it tries to claim again.
@@ -58,6 +58,9 @@ pub enum Event {
         ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The failure's class (`temporary`, `config`, `permission`, `data`, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<ErrorKind>,
     },
     /// The lease was lost (expired and taken over); the rest of the batch is dropped.
     LeaseLost {
@@ -135,7 +138,7 @@ pub fn work(
                 user,
                 &opts,
             );
-            let outcome = result.map_err(|e| e.to_string());
+            let outcome = result.map_err(|e| (e.kind(), e.to_string()));
             if outcome.is_err() {
                 // the protocol stream may be out of step: start afresh next time
                 servers.remove(&batch.server);
@@ -167,7 +170,8 @@ pub fn work(
                 bytes: outcome.as_ref().map_or(0, |t| t.fetched),
                 stored: outcome.as_ref().map_or(0, |t| t.stored),
                 ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-                error: outcome.err(),
+                class: outcome.as_ref().err().map(|(k, _)| *k),
+                error: outcome.err().map(|(_, m)| m),
             });
         }
         dir.release(owner, &batch)?;

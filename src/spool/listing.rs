@@ -20,11 +20,12 @@
 //! can never serve a list older than the file. A DIRTY file is never cached.
 #![forbid(unsafe_code)]
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use super::Spool;
 use super::db::{DbState, LockedDb, with_db};
-use super::owner::{SharedHierarchy, owner_keys};
+use super::owner::{SharedHierarchy, owner_entries, owner_keys};
 use crate::cyrus::mboxlist::{
     DB_DOMAINSEP, DB_HIERSEP, MailboxEntry, MbName, Mboxlist, RecordKind, kind_of, parse_mboxlist,
 };
@@ -143,35 +144,76 @@ impl Spool {
 
     /// Call `f(userid, entry)` for every user's INBOX entry in `mailboxes.db`
     /// order: live, not intermediate, not a delayed-delete copy (what upstream
-    /// `USERS` lists, `mboxlist_alluser`). O(server) by nature, but streamed
-    /// ([`Spool::walk_names`]).
+    /// `USERS` lists, `mboxlist_alluser`); then for every user **without** a live
+    /// INBOX that still owns folders (`owner::user_owners`, the same list from a
+    /// whole-file parse: sub-folders whose INBOX record is gone, a deleted user's
+    /// delayed-delete tree), with its first live entry. O(server) by nature, but
+    /// streamed ([`Spool::walk_names`]): under the lock only INBOX-shaped keys,
+    /// delayed-delete copies of users' folders and sub-folders whose INBOX key was
+    /// not just seen are kept (an INBOX key sorts right before its sub-folders);
+    /// each candidate is then confirmed by its owner's key ranges (`owner_keys`,
+    /// [`Spool::owner_mboxlist`]), so what is listed is exactly what is backed up.
     pub fn each_user_inbox(&self, mut f: impl FnMut(String, &MailboxEntry)) -> Result<()> {
         let path = self.conf.mboxlist_db_path();
         let dp = self.conf.deletedprefix();
-        self.walk_names(inbox_shaped, |inboxes| {
-            let list = parse_mboxlist(&inboxes, dp).map_err(|e| Error::parse(&path, e))?;
+        let mut listed: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut candidates: Vec<String> = Vec::new();
+        let mut last_inbox: Vec<u8> = Vec::new();
+        let keep = |dbname: &[u8]| {
+            if inbox_shaped(dbname) {
+                last_inbox.clear();
+                last_inbox.extend_from_slice(dbname);
+                return true;
+            }
+            match user_tree_of(dbname, dp) {
+                Some(UserKey::Deleted) => true,
+                Some(UserKey::Child(tree)) => tree != last_inbox.as_slice(),
+                None => false,
+            }
+        };
+        self.walk_names(keep, |recs| {
+            let list = parse_mboxlist(&recs, dp).map_err(|e| Error::parse(&path, e))?;
             for e in list.entries() {
-                if e.mbtype.is_deleted_tombstone() || e.mbtype.is_intermediate() {
-                    continue;
-                }
                 let Ok(m) = MbName::from_dbname(&e.dbname, dp) else {
                     continue;
                 };
-                if m.deleted.is_some() || !m.boxes.is_empty() {
+                let Some(user) = m.userid() else {
                     continue;
-                }
-                if let Some(user) = m.userid() {
+                };
+                let live = !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate();
+                let inbox = m.deleted.is_none() && m.boxes.is_empty();
+                if inbox && live {
+                    listed.insert(user.clone());
                     f(user, e);
+                } else if (inbox || live) && seen.insert(user.clone()) {
+                    // a dead INBOX record (its folders may live on), or a folder
+                    // whose INBOX key was not seen: confirmed below
+                    candidates.push(user);
                 }
             }
             Ok(())
-        })
+        })?;
+        for user in candidates {
+            if listed.contains(&user) {
+                continue;
+            }
+            let Some(owner) = self.ns.owner(&user) else {
+                continue;
+            };
+            let list = self.owner_mboxlist(&user)?;
+            if let Some(e) = owner_entries(&list, &owner).next() {
+                f(user, e);
+            }
+        }
+        Ok(())
     }
 
-    /// Every top-level shared hierarchy with a live mailbox (`SHARED`), as
-    /// `owner::shared_hierarchies` finds them in the whole list, from a streamed
-    /// walk ([`Spool::walk_names`]) that keeps only the names outside `user` and
-    /// the deleted prefix: memory grows with the shared mailboxes, not the server.
+    /// Every top-level shared hierarchy with a live mailbox, then those left with
+    /// only delayed-delete copies (`SHARED`), as `owner::shared_hierarchies` finds
+    /// them in the whole list, from a streamed walk ([`Spool::walk_names`]) that
+    /// keeps only the names outside `user` and `<deleted prefix>.user`: memory
+    /// grows with the shared mailboxes, not the server.
     pub fn shared(&self) -> Result<Vec<SharedHierarchy>> {
         let path = self.conf.mboxlist_db_path();
         let dp = self.conf.deletedprefix().to_string();
@@ -183,7 +225,9 @@ impl Spool {
             };
             let under =
                 |top: &[u8]| name.starts_with(top) && name.get(top.len()) == Some(&DB_HIERSEP);
-            !under(b"user") && !under(dp.as_bytes())
+            // a hierarchy deleted as a whole is only `DELETED US <top> ...`
+            let deleted_users = [dp.as_bytes(), b"\x1fuser"].concat();
+            !under(b"user") && (!under(dp.as_bytes()) || !under(&deleted_users))
         };
         self.walk_names(not_users, |recs| {
             kept.extend(recs);
@@ -260,6 +304,31 @@ fn inbox_shaped(dbname: &[u8]) -> bool {
         None => dbname,
     };
     name.starts_with(b"user\x1f") && name.iter().filter(|&&b| b == DB_HIERSEP).count() == 1
+}
+
+/// What a dbname that is not INBOX-shaped is to the all-users walk.
+enum UserKey<'a> {
+    /// A user's sub-folder; the INBOX key of its user (`[<domain> GS] user US <lp>`).
+    Child(&'a [u8]),
+    /// A delayed-delete copy of a user's folder (`[<domain> GS] <dp> US user US ...`).
+    Deleted,
+}
+
+/// The [`UserKey`] of a dbname, None when it is not under `user` or `<dp>.user`.
+fn user_tree_of<'a>(dbname: &'a [u8], dp: &str) -> Option<UserKey<'a>> {
+    let start = dbname
+        .iter()
+        .position(|&b| b == DB_DOMAINSEP)
+        .map_or(0, |i| i + 1);
+    let name = &dbname[start..];
+    if let Some(rest) = name.strip_prefix(b"user\x1f") {
+        let lp = rest.iter().position(|&b| b == DB_HIERSEP)?;
+        return Some(UserKey::Child(&dbname[..start + 5 + lp]));
+    }
+    let deleted = name
+        .strip_prefix(dp.as_bytes())
+        .is_some_and(|r| r.starts_with(b"\x1fuser\x1f"));
+    deleted.then_some(UserKey::Deleted)
 }
 
 /// A pre-3.6 `mailboxes.db` (plain internal names as keys) has none of the keys

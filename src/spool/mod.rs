@@ -276,10 +276,9 @@ impl Spool {
         parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| Error::parse(&path, e))
     }
 
-    /// The users upstream `USERS` lists: owners of every user INBOX that is
-    /// neither a tombstone, an intermediate nor a delayed-delete copy, in
-    /// mailboxes.db order (`mboxlist_alluser`); a chunked walk
-    /// ([`Spool::each_user_inbox`]).
+    /// The users `USERS` lists: owners of every live user INBOX in mailboxes.db
+    /// order (upstream's `mboxlist_alluser`), then users that own folders without a
+    /// live INBOX; a chunked walk ([`Spool::each_user_inbox`]).
     pub fn users(&self) -> Result<Vec<String>> {
         let mut users = Vec::new();
         self.each_user_inbox(|u, _| users.push(u))?;
@@ -405,23 +404,14 @@ pub fn users_of(mboxlist: &Mboxlist, deletedprefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every user's INBOX entry with its userid, in mailboxes.db order: live, not
-/// intermediate, not a deleted copy, no sub-folder.
+/// Every user that owns a folder, with the entry giving its partition: users with
+/// a live INBOX in mailboxes.db order, then users whose INBOX record is gone but who
+/// still own folders or a delayed-delete tree ([`owner::user_owners`]).
 pub fn user_inboxes<'a>(
     mboxlist: &'a Mboxlist,
-    deletedprefix: &'a str,
+    _deletedprefix: &'a str,
 ) -> impl Iterator<Item = (String, &'a MailboxEntry)> + 'a {
-    mboxlist
-        .entries()
-        .iter()
-        .filter(|e| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate())
-        .filter_map(move |e| {
-            let m = MbName::from_dbname(&e.dbname, deletedprefix).ok()?;
-            if m.deleted.is_some() || !m.boxes.is_empty() {
-                return None;
-            }
-            Some((m.userid()?, e))
-        })
+    owner::user_owners(mboxlist).into_iter()
 }
 
 #[cfg(test)]
@@ -468,7 +458,10 @@ mod tests {
     #[test]
     fn users_are_live_inboxes_in_key_order() {
         let l = list();
-        assert_eq!(users_of(&l, "DELETED"), ["bob@ex.org", "bob", "bobby"]);
+        assert_eq!(
+            users_of(&l, "DELETED"),
+            ["bob@ex.org", "bob", "bobby", "ghost"]
+        );
     }
 
     #[test]

@@ -194,6 +194,63 @@ fn with_prefix<'a>(entries: &'a [MailboxEntry], prefix: &[u8]) -> &'a [MailboxEn
     &entries[start..start + len]
 }
 
+/// Every user that owns a folder Cyrus holds, with the entry that gives its
+/// partition, in two groups: first each user with a live INBOX, in mailboxes.db
+/// order (upstream `USERS`, `mboxlist_alluser`); then each user **without** one
+/// whose [`owner_entries`] are not empty, in key order of its first entry:
+///
+/// - sub-folders whose INBOX record is gone (`user.x.Sub` without `user.x`: made by
+///   `ctl_mboxlist -u`, or left by a delete that failed half-way);
+/// - a deleted user's delayed-delete tree (`DELETED.user.x.<hex>`,
+///   `DELETED.user.x.Sub.<hex>`, after the user was deleted with
+///   `delete_mode: delayed`), until `cyr_expire -D` removes it.
+///
+/// Such a user is backed up as itself (its archive, its folders as the owner's
+/// folders); nothing Cyrus holds under `user.` or `DELETED.user.` is left unlisted.
+/// For the second group the entry is the first live folder's.
+pub fn user_owners(mboxlist: &Mboxlist) -> Vec<(String, &MailboxEntry)> {
+    let dp = mboxlist.deletedprefix.as_str();
+    let live = |e: &&MailboxEntry| !e.mbtype.is_deleted_tombstone() && !e.mbtype.is_intermediate();
+    let mut out: Vec<(String, &MailboxEntry)> = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for e in mboxlist.entries().iter().filter(live) {
+        let Ok(m) = MbName::from_dbname(&e.dbname, dp) else {
+            continue;
+        };
+        if m.deleted.is_none()
+            && m.boxes.is_empty()
+            && let Some(u) = m.userid()
+        {
+            listed.insert(u.clone());
+            out.push((u, e));
+        }
+    }
+    let mut orphans = Vec::new();
+    for e in mboxlist.entries().iter().filter(live) {
+        let Ok(m) = MbName::from_dbname(&e.dbname, dp) else {
+            continue;
+        };
+        let (Some(localpart), Some(u)) = (m.localpart.clone(), m.userid()) else {
+            continue;
+        };
+        if listed.contains(&u) {
+            continue;
+        }
+        // owner_keys decides: the user is listed only if its own key ranges hold
+        // this entry (so listing and backing up can never disagree).
+        let owner = Owner::User {
+            localpart,
+            domain: m.domain.clone(),
+        };
+        if owner_entries(mboxlist, &owner).next().is_some() {
+            listed.insert(u.clone());
+            orphans.push((u, e));
+        }
+    }
+    out.extend(orphans);
+    out
+}
+
 /// One top-level shared hierarchy, as `SHARED` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedHierarchy {
@@ -209,8 +266,10 @@ pub struct SharedHierarchy {
 }
 
 /// Every top-level shared hierarchy that holds at least one live mailbox, in
-/// mailboxes.db order. Delayed-delete copies alone do not make a hierarchy (as a
-/// deleted user is not listed by `USERS`).
+/// mailboxes.db order; then, as [`user_owners`] does for users, every hierarchy
+/// left with only delayed-delete copies (`DELETED.shared.<hex>`,
+/// `DELETED.shared.News.<hex>` after the whole hierarchy was deleted), keyed by the
+/// copy of its top-level mailbox (same UniqueID) or else its first copy.
 pub fn shared_hierarchies(mboxlist: &Mboxlist) -> Vec<SharedHierarchy> {
     let dp = mboxlist.deletedprefix.as_str();
     let mut out: Vec<SharedHierarchy> = Vec::new();
@@ -263,6 +322,57 @@ pub fn shared_hierarchies(mboxlist: &Mboxlist) -> Vec<SharedHierarchy> {
         }
     }
     flush(current.take(), first_live.take());
+    out.extend(deleted_hierarchies(mboxlist, &out));
+    out
+}
+
+/// Shared hierarchies not in `listed` whose [`owner_entries`] are all delayed-delete
+/// copies, in key order of their first copy.
+fn deleted_hierarchies(mboxlist: &Mboxlist, listed: &[SharedHierarchy]) -> Vec<SharedHierarchy> {
+    let dp = mboxlist.deletedprefix.as_str();
+    let mut seen: std::collections::HashSet<String> =
+        listed.iter().map(|h| h.owner.clone()).collect();
+    let mut out = Vec::new();
+    for e in mboxlist.entries() {
+        if e.mbtype.is_deleted_tombstone() || e.mbtype.is_intermediate() {
+            continue;
+        }
+        let Ok(mb) = MbName::from_dbname(&e.dbname, dp) else {
+            continue;
+        };
+        if mb.deleted.is_none() || mb.localpart.is_some() {
+            continue;
+        }
+        let Some(top) = mb.boxes.first() else {
+            continue;
+        };
+        if top == "user" || top == dp {
+            continue;
+        }
+        let owner = Owner::Shared {
+            top: top.clone(),
+            domain: mb.domain.clone(),
+        };
+        let id = owner.id();
+        if seen.contains(&id) {
+            continue;
+        }
+        // owner_keys decides, as for users: only what the owner's ranges hold.
+        let entries: Vec<&MailboxEntry> = owner_entries(mboxlist, &owner).collect();
+        let Some(first) = entries.first() else {
+            continue;
+        };
+        let top_copy = entries
+            .iter()
+            .find(|c| MbName::from_dbname(&c.dbname, dp).is_ok_and(|m| m.boxes.len() == 1));
+        let pick = top_copy.unwrap_or(first);
+        seen.insert(id.clone());
+        out.push(SharedHierarchy {
+            owner: id,
+            uniqueid: pick.uniqueid.clone().unwrap_or_default(),
+            partition: pick.partition.clone(),
+        });
+    }
     out
 }
 
@@ -317,9 +427,43 @@ mod tests {
 
     #[test]
     #[rustfmt::skip]
+    fn users_without_an_inbox_are_listed_after_the_others() {
+        let recs = vec![
+            rec(b"NDELETED\x1fuser\x1fann\x1f5F3A1B2C", b"%(T e I a1 P p1)"),
+            rec(b"NDELETED\x1fuser\x1fann\x1fSub\x1f5F3A1B2C", b"%(T e I a2 P p1)"),
+            rec(b"NDELETED\x1fuser\x1fbob\x1fOld\x1f5F3A1B2C", b"%(T e I b9 P p1)"),
+            rec(b"NDELETED\x1fuser\x1ftomb\x1f5F3A1B2C", b"%(T ed I t1)"),
+            rec(b"Nex.org\x1duser\x1fdan\x1fKid", b"%(T e I d1 P p2)"),
+            rec(b"Nuser\x1fbob", b"%(T e I b1 P p1)"),
+            rec(b"Nuser\x1fghost\x1fKid", b"%(T e I g1 P p3)"),
+            rec(b"Nuser\x1fghost\x1fKid\x1fDeeper", b"%(T e I g2 P p3)"),
+            rec(b"Nuser\x1fmid\x1fOnly", b"%(T i I m1)"),
+        ];
+        let l = parse_mboxlist(&recs, "DELETED").unwrap();
+        let got: Vec<(String, Option<String>)> = user_owners(&l)
+            .into_iter()
+            .map(|(u, e)| (u, e.partition.clone()))
+            .collect();
+        let s = |u: &str, p: &str| (u.to_string(), Some(p.to_string()));
+        // bob (live INBOX) first; then ann (deleted user), dan@ex.org and ghost
+        // (sub-folders without an INBOX); not a tombstone, not an intermediate alone
+        assert_eq!(got, [s("bob", "p1"), s("ann", "p1"), s("dan@ex.org", "p2"), s("ghost", "p3")]);
+        let ghost = Owner::parse("ghost", false, "DELETED").unwrap();
+        let names: Vec<&str> = owner_entries(&l, &ghost).map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["user.ghost.Kid", "user.ghost.Kid.Deeper"]);
+        let ann = Owner::parse("ann", false, "DELETED").unwrap();
+        assert_eq!(owner_entries(&l, &ann).count(), 2);
+    }
+
+    #[test]
+    #[rustfmt::skip]
     fn shared_hierarchies_in_key_order() {
         let recs = vec![
             rec(b"NDELETED\x1fGone\x1f5F3A1B2C", b"%(T e I g1 P p1)"),
+            rec(b"NDELETED\x1fGone\x1fSub\x1f5F3A1B2C", b"%(T e I g2 P p1)"),
+            rec(b"NDELETED\x1fLists\x1fOld\x1f5F3A1B2C", b"%(T e I l9 P p2)"),
+            rec(b"NDELETED\x1fNoTop\x1fKid\x1f5F3A1B2C", b"%(T e I n1 P p3)"),
+            rec(b"NDELETED\x1fTomb\x1f5F3A1B2C", b"%(T ed I t9)"),
             rec(b"NLists", b"%(T e I l1 P p2)"),
             rec(b"NLists\x1fx", b"%(T e I l2 P p2)"),
             rec(b"NMid", b"%(T i I m0)"),
@@ -342,8 +486,13 @@ mod tests {
                 s("%Mid", "m0", Some("p1")),
                 s("%shared@ex.org", "d1", Some("p1")),
                 s("%shared", "s1", Some("p1")),
+                // only delayed-delete copies left: after the live ones
+                s("%Gone", "g1", Some("p1")),
+                s("%NoTop", "n1", Some("p3")),
             ]
         );
+        let gone = Owner::parse("%Gone", false, "DELETED").unwrap();
+        assert_eq!(owner_entries(&l, &gone).count(), 2);
         let mid = Owner::parse("%Mid", false, "DELETED").unwrap();
         let names: Vec<&str> = owner_entries(&l, &mid).map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["Mid.a"]);

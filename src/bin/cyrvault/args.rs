@@ -231,9 +231,14 @@ pub struct BackupArgs {
     /// The vault directory (archives, catalogs, vault.json).
     #[arg(long, default_value = "/var/lib/cyrvault")]
     pub vault: PathBuf,
-    /// Back up every user the server lists (USERS).
+    /// Back up every user the server lists (USERS) and every shared hierarchy (SHARED).
     #[arg(long)]
     pub all: bool,
+    /// With --all: do not back up shared (non-user) mailboxes. Without it, --all
+    /// against a server that cannot list them (a stock backupcyrusd, --base-protocol)
+    /// fails with exit status 78 after backing up the users.
+    #[arg(long, requires = "all")]
+    pub no_shared: bool,
     /// Speak only the base protocol (stock backupcyrusd): no CAPABILITY, AUTH, SNAPSHOT.
     #[arg(long)]
     pub base_protocol: bool,

@@ -1,17 +1,19 @@
 //! `cyrvault backup USER... --server HOST:PORT [--secret-file F] [--servername NAME]
-//! [--vault DIR] [--all] [--base-protocol] [--json]`: one library call per user
-//! (`backup::backup_users`), a progress bar on a terminal, a summary table or JSON, and
-//! an exit status that is non-zero if any user failed (the first failure's sysexits
-//! code), had a folder it could not back up (75 when all such folders changed while
-//! read, else 65) or had spool damage (65). Every folder not backed up is named with
-//! its reason on stderr, after the table, and in `--json`.
+//! [--vault DIR] [--all [--no-shared]] [--base-protocol] [--json]`: one library call
+//! per user (`backup::backup_users`), a progress bar on a terminal, a summary table or
+//! JSON, and an exit status that is non-zero if any user failed (its sysexits code),
+//! had a folder it could not back up (75 when all such folders changed while read,
+//! else 65) or had spool damage (65), or if `--all` could not list shared mailboxes
+//! (78, unless `--no-shared`); with several, the most severe class
+//! (`ErrorKind::severity`). Every folder not backed up is named with its reason on
+//! stderr, after the table, and in `--json`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use cyrvault::backup::{self, BackupOptions, ConnectOptions, Progress, Server, UserReport};
-use cyrvault::error::{EX_USAGE, IoContext};
+use cyrvault::error::{EX_CONFIG, EX_USAGE, ErrorKind, IoContext};
 use cyrvault::vault::Vault;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -71,9 +73,18 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
     let mut server = Server::connect(&a.server, &copts)?;
     let vault = Vault::open(&a.vault)?;
     let mut users = a.users.clone();
+    let mut shared_unlisted = false;
     if a.all {
         // every user, then every top-level shared hierarchy (`%shared`, its own archive)
-        let shared = server.shared_owners()?.into_iter().map(|(o, _)| o);
+        let shared = if a.no_shared {
+            Vec::new()
+        } else if server.has("SHARED") {
+            server.shared_owners()?
+        } else {
+            shared_unlisted = true;
+            Vec::new()
+        };
+        let shared = shared.into_iter().map(|(o, _)| o);
         for u in server.users()?.into_iter().chain(shared) {
             if !users.contains(&u) {
                 users.push(u);
@@ -100,11 +111,20 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         b.0.finish_and_clear();
     }
     let mut code: Option<i32> = None;
+    // the most severe class wins (78 over 77 over 65 ... over 75)
+    let mut worse = |c: i32| {
+        code = Some(match (code, ErrorKind::from_exit_code(c)) {
+            (Some(old), Some(k)) => {
+                ErrorKind::from_exit_code(old).map_or(old, |o| o.worst(k).exit_code())
+            }
+            _ => code.unwrap_or(c),
+        });
+    };
     for (u, r) in &results {
         match r {
             Err(e) => {
                 eprintln!("cyrvault backup: {u}: {e}");
-                code.get_or_insert(e.exit_code());
+                worse(e.exit_code());
             }
             Ok(rep) => {
                 for d in &rep.damage {
@@ -114,7 +134,7 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
                     eprintln!("cyrvault backup: {f}");
                 }
                 if let Some(c) = rep.problem_exit_code() {
-                    code.get_or_insert(c);
+                    worse(c);
                 }
             }
         }
@@ -150,6 +170,17 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         .and_then(|()| failed_folders(&results))
     };
     output::io_result(printed)?;
+    if shared_unlisted {
+        eprintln!(
+            "cyrvault backup: {}: the server cannot list shared mailboxes (it does not offer \
+             SHARED: a stock backupcyrusd, an older cyrvaultd, or --base-protocol): shared \
+             (non-user) mailboxes on it, if any, were NOT backed up. Back them up from a \
+             cyrvaultd that offers SHARED, or give --no-shared if the server has none or \
+             they are backed up otherwise",
+            a.server
+        );
+        worse(EX_CONFIG);
+    }
     Ok(match code {
         None => ExitCode::SUCCESS,
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),

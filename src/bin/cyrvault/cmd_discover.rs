@@ -1,5 +1,8 @@
 //! `cyrvault discover [--config F] [--json]`: fill the fleet's user directory from
-//! every server in `cyrvault.conf` (users, partitions, drive units); and
+//! every server in `cyrvault.conf` (users, partitions, drive units). Exit status 0
+//! when every server was asked and listed everything; else the code of the most
+//! severe failure class seen (78 a wrong servername or a server that cannot list
+//! shared mailboxes, 77 authentication refused, 75 unreachable, ...); and
 //! `cyrvault worker` (hidden): one worker process of `cyrvault run`, printing its
 //! events as JSON lines on stdout.
 
@@ -8,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use cyrvault::error::EX_TEMPFAIL;
+use cyrvault::error::ErrorKind;
 use cyrvault::fleet::{self, Event};
 
 use crate::output;
@@ -40,7 +43,11 @@ pub fn run(a: &DiscoverArgs) -> Result<ExitCode, cyrvault::Error> {
     let conf = fleet::load_fleet_conf(&a.config)?;
     let mut dir = fleet::open_directory(&conf)?;
     let found = fleet::discover(&mut dir, &conf);
-    let failed = found.iter().any(|d| d.error.is_some());
+    let worst = found
+        .iter()
+        .filter(|d| d.error.is_some())
+        .map(|d| d.class.unwrap_or(ErrorKind::Temporary))
+        .reduce(ErrorKind::worst);
     for d in &found {
         if let Some(e) = &d.error {
             eprintln!("cyrvault discover: {}: {e}", d.server);
@@ -81,10 +88,9 @@ pub fn run(a: &DiscoverArgs) -> Result<ExitCode, cyrvault::Error> {
         )
     };
     output::io_result(printed)?;
-    Ok(if failed {
-        ExitCode::from(EX_TEMPFAIL as u8)
-    } else {
-        ExitCode::SUCCESS
+    Ok(match worst {
+        None => ExitCode::SUCCESS,
+        Some(k) => ExitCode::from(u8::try_from(k.exit_code()).unwrap_or(1)),
     })
 }
 

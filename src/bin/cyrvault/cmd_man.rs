@@ -66,7 +66,7 @@ A local I/O error (EX_IOERR).
 .TP
 .B 75
 Try again later: a server down, an archive locked by another backup, users that
-failed in a fleet run and will be retried (EX_TEMPFAIL).
+failed in a fleet run for such reasons and will be retried (EX_TEMPFAIL).
 .TP
 .B 77
 The server refused us: a wrong shared secret, or this host is not in
@@ -74,6 +74,9 @@ cyrvaultd_allow (EX_NOPERM).
 .TP
 .B 78
 A configuration error, e.g. a servername that is not the server's (EX_CONFIG).
+.PP
+A fleet run or discover that met several kinds of failure exits with the most
+severe: 78 over 77 over 65 over 74, 70, 66, 64 over 75.
 .PP
 What the administrator does about each: /usr/share/doc/cyrvault/operations.md.gz
 ("When a run fails").

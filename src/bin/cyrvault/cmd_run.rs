@@ -2,10 +2,12 @@
 //! worker processes (`fleet::run_fleet`). On a terminal: live progress (users done of
 //! total, bytes, rate, ETA, what each worker is on); otherwise one log line per user;
 //! `--json`: the event stream, one JSON object a line, the summary last. Exit status
-//! 0 when every user tried in the round succeeded, 75 (EX_TEMPFAIL) when any failed
-//! (they are retried by the next run, after their backoff). `--metrics-listen ADDR`
-//! serves the fleet's Prometheus metrics over HTTP while the run lasts; with
-//! `metrics_file` in the config they are written there when it ends.
+//! 0 when every user tried in the round succeeded; else the code of the most severe
+//! failure class seen, as `cyrvault backup` gives it: 78 (a wrong servername or
+//! configuration), 77 (authentication refused), 65 (damaged or refused data), ...,
+//! 75 (temporary: retried by the next run, after their backoff).
+//! `--metrics-listen ADDR` serves the fleet's Prometheus metrics over HTTP while the
+//! run lasts; with `metrics_file` in the config they are written there when it ends.
 //!
 //! `cyrvault fleet-status [--config F] [--stale 26h] [--json]`: the per-server,
 //! per-drive-unit summary of the last round, its failures, and the users whose last
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use cyrvault::error::{EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
+use cyrvault::error::{EX_SOFTWARE, EX_USAGE};
 use cyrvault::fleet::metrics::{self, LiveRun};
 use cyrvault::fleet::{self, Event, RunOptions, RunSummary};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -154,6 +156,7 @@ fn log_line(ev: &Event, done: &mut u64, total: u64) {
             bytes,
             ms,
             error,
+            class,
             ..
         } => {
             *done += 1;
@@ -163,7 +166,8 @@ fn log_line(ev: &Event, done: &mut u64, total: u64) {
                     mb(*bytes)
                 ),
                 _ => eprintln!(
-                    "cyrvault run: [{done}/{total}] {server}/{user} FAILED: {} ({worker})",
+                    "cyrvault run: [{done}/{total}] {server}/{user} FAILED ({}): {} ({worker})",
+                    class.map_or("?", |k| k.name()),
                     error.as_deref().unwrap_or("?")
                 ),
             }
@@ -260,10 +264,11 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, cyrvault::Error> {
             sum.untried, sum.round
         );
         EX_SOFTWARE as u8
-    } else if sum.failures.is_empty() {
-        0
     } else {
-        EX_TEMPFAIL as u8
+        match sum.worst_class {
+            None => 0,
+            Some(k) => u8::try_from(k.exit_code()).unwrap_or(1),
+        }
     };
     if let Ok(mut c) = counts.lock() {
         c.finish(code);
@@ -347,8 +352,12 @@ fn print_units(sum: &RunSummary) -> Result<ExitCode, cyrvault::Error> {
     ))?;
     for f in &sum.failures {
         println!(
-            "FAILED {}/{} ({} in a row): {}",
-            f.server, f.userid, f.failures, f.error
+            "FAILED {}/{} ({}, {} in a row): {}",
+            f.server,
+            f.userid,
+            f.class.name(),
+            f.failures,
+            f.error
         );
     }
     Ok(ExitCode::SUCCESS)
