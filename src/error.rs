@@ -54,6 +54,9 @@ pub enum Error {
     /// A backup run refused or failed in a way the admin must act on.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// Prune, forget or hold refused (held user, catalog behind the archive, ...).
+    #[error(transparent)]
+    Retention(#[from] crate::retention::RetentionError),
     /// A mailbox or user does not exist.
     #[error("{what} not found: {name}")]
     NotFound { what: &'static str, name: String },
@@ -201,6 +204,7 @@ impl Error {
             Error::Archive { source, .. } if source.is_temporary() => ErrorKind::Temporary,
             Error::Archive { .. } => ErrorKind::Data,
             Error::Backup(e) => e.kind(),
+            Error::Retention(e) => e.kind(),
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
             Error::Server { kind, .. } => *kind,

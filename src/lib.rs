@@ -26,6 +26,7 @@ pub mod log;
 pub mod model;
 pub mod protocol;
 pub mod restore;
+pub mod retention;
 pub mod sandbox;
 pub mod service;
 pub mod spool;

@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod retention;
+
 use crate::cyrus::header::parse_header;
 use crate::cyrus::index::{FLAG_INTERNAL_EXPUNGED, parse_index};
 use crate::cyrus::{Guid, ParseError, crc32};

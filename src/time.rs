@@ -56,6 +56,41 @@ pub fn unix_from_civil(y: i64, m: i64, d: i64, hh: i64, mi: i64, ss: i64) -> i64
     days_from_civil(y, m, d) * SECS_PER_DAY + hh * 3600 + mi * 60 + ss
 }
 
+/// A duration in seconds: a number with a unit `s`, `m` (minutes), `h`, `d`, `w` or
+/// `y` (365 days), or several (`1d12h`); a bare number is seconds. `None` if it does
+/// not parse or overflows.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let t = s.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if let Ok(v) = t.parse::<u64>() {
+        return Some(v);
+    }
+    let mut total: u64 = 0;
+    let mut n: Option<u64> = None;
+    for c in t.chars() {
+        if let Some(d) = c.to_digit(10) {
+            n = Some(n.unwrap_or(0).checked_mul(10)?.checked_add(u64::from(d))?);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            'y' => 365 * 86_400,
+            _ => return None,
+        };
+        total = total.checked_add(n.take()?.checked_mul(unit)?)?;
+    }
+    if n.is_some() {
+        return None;
+    }
+    Some(total)
+}
+
 /// The abbreviation of month `m` (1–12; out-of-range months are clamped).
 pub fn month_abbr(m: i64) -> &'static str {
     MONTHS[usize::try_from((m - 1).clamp(0, 11)).unwrap_or(0)]

@@ -133,6 +133,27 @@ impl Vault {
         Ok(ua)
     }
 
+    /// Drop every user the index maps to the archive at `archive` (`forget --all`).
+    /// Returns the user ids dropped.
+    pub fn remove_archive(&self, archive: &Path) -> Result<Vec<String>> {
+        let _lock = self.lock()?;
+        let mut idx = self.read_index()?;
+        let mut gone = Vec::new();
+        let mut keep = BTreeMap::new();
+        for (u, id) in std::mem::take(&mut idx.users) {
+            if self.archive_for(&id).is_ok_and(|a| a.archive == archive) {
+                gone.push(u);
+            } else {
+                keep.insert(u, id);
+            }
+        }
+        idx.users = keep;
+        if !gone.is_empty() {
+            self.write_index(&idx)?;
+        }
+        Ok(gone)
+    }
+
     /// Rebuild the index from the archives alone: for every `<shard>/<id>.tar.gz`, the
     /// user named by the archive's last run manifest. Returns how many users it found.
     /// Archives without a committed run are skipped.

@@ -152,6 +152,8 @@ struct ConfOpts<'a> {
     lease: u64,
     overrides: bool,
     workers: usize,
+    /// Extra `cyrvault.conf` lines (the retention policy).
+    extra: &'a str,
 }
 
 impl Default for ConfOpts<'_> {
@@ -162,6 +164,7 @@ impl Default for ConfOpts<'_> {
             lease: 4,
             overrides: true,
             workers: 12,
+            extra: "",
         }
     }
 }
@@ -190,6 +193,7 @@ fn write_conf(f: &Fleet, dir: &Path, o: &ConfOpts<'_>) -> PathBuf {
         "workers: {}\nbatch: {}\nunit_limit: 1\nlease: {}\nretry_backoff: 0\n",
         o.workers, o.batch, o.lease
     );
+    c += o.extra;
     let p = dir.join("cyrvault.conf");
     std::fs::write(&p, c).unwrap();
     p
@@ -512,7 +516,15 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
 fn discover_gone_users_terminal_and_server_down() {
     let mut f = start_fleet(3, 1, 300);
     let dir = scratch("gone");
-    let conf = write_conf(&f, &dir, &ConfOpts::default());
+    // With a retention policy: each run prunes the user's archive after its backup.
+    let conf = write_conf(
+        &f,
+        &dir,
+        &ConfOpts {
+            extra: "prune_keep_last: 1\n",
+            ..ConfOpts::default()
+        },
+    );
     let out = ok(cli(&["discover", "--json"], &conf).output().unwrap());
     let found: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(found[2]["counts"]["users"], 3, "{out}");
@@ -579,6 +591,20 @@ fn discover_gone_users_terminal_and_server_down() {
     let out = cli(&["discover"], &conf).output().unwrap();
     assert_eq!(out.status.code(), Some(75));
     assert!(String::from_utf8_lossy(&out.stderr).contains("s2:"));
+    // Three runs, `prune_keep_last: 1`: every archive holds its last run alone.
+    for v in ["vault-a", "vault-b"] {
+        let Ok(users) = Vault::open(&dir.join(v)).and_then(|v| v.users()) else {
+            continue;
+        };
+        for (u, ua) in users {
+            let runs = Catalog::open_read_only(&ua.catalog)
+                .unwrap()
+                .runs()
+                .unwrap();
+            assert_eq!(runs.len(), 1, "{u}: {runs:?}");
+            assert!(runs[0].run > 1, "{u}: the last run kept");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -95,7 +95,12 @@ impl UserArchive {
     /// one). The admin commands never write to a catalog: `verify` of an empty file
     /// leaves it empty.
     pub fn open_catalog(&self) -> Result<Catalog> {
-        Catalog::open_read_only(&self.catalog)
+        // While a prune's swap is half done (the archive already new), the new catalog
+        // waits beside the old one: read that (doc/retention.md).
+        Catalog::open_read_only(&crate::retention::pair::catalog_to_read(
+            &self.archive,
+            &self.catalog,
+        ))
     }
 
     /// Open the archive file for reading (readers take no lock: it is append-only).

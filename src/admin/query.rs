@@ -12,10 +12,11 @@ use serde::Serialize;
 
 use super::dump::locations;
 use super::{RunSel, UserArchive, vault_archives};
-use crate::catalog::{Catalog, CatalogStats, NameSpan};
+use crate::catalog::{Catalog, CatalogStats, NameSpan, RetentionRow};
 use crate::cyrus::Guid;
 use crate::error::{Error, IoContext, Result};
 use crate::model::RecordState;
+use crate::retention::{HoldInfo, active_holds};
 
 /// One user in `list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +37,8 @@ pub struct UserLine {
     pub last_run_finished: Option<i64>,
     /// Older than `--stale` (or no run at all).
     pub stale: bool,
+    /// Legal holds in force (doc/retention.md): prune and forget refuse the user.
+    pub holds: Vec<HoldInfo>,
     /// Why the catalog could not be read (then the other fields are partial).
     pub error: Option<String>,
 }
@@ -74,10 +77,15 @@ pub fn list(vault: &Path, stale_after: Option<u64>, now: i64) -> Result<ListRepo
             last_run: None,
             last_run_finished: None,
             stale: true,
+            holds: Vec::new(),
             error: None,
         };
-        match ua.open_catalog().and_then(|c| c.runs()) {
-            Ok(runs) => {
+        match ua
+            .open_catalog()
+            .and_then(|c| Ok((c.runs()?, c.retention_events()?)))
+        {
+            Ok((runs, events)) => {
+                line.holds = active_holds(&events, now);
                 line.runs = runs.len() as u64;
                 if let Some(last) = runs.last() {
                     line.last_run = Some(last.run);
@@ -140,6 +148,10 @@ pub struct ShowReport {
     pub id: String,
     pub runs: Vec<ShowRun>,
     pub folders: Vec<ShowFolder>,
+    /// Legal holds in force.
+    pub holds: Vec<HoldInfo>,
+    /// Every hold, release, erasure and prune, oldest first (doc/retention.md).
+    pub retention: Vec<RetentionRow>,
 }
 
 /// A user's runs and folders.
@@ -186,11 +198,17 @@ pub fn show(ua: &UserArchive) -> Result<ShowReport> {
             });
         }
     }
+    let retention = cat.retention_events()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     Ok(ShowReport {
         user: ua.user.clone(),
         id: ua.id.clone(),
         runs,
         folders,
+        holds: active_holds(&retention, now),
+        retention,
     })
 }
 

@@ -32,7 +32,8 @@ use super::dump::user_file_entry;
 use crate::archive::{self, EntryName, MemberInfo};
 use crate::catalog::{Catalog, FolderMeta, LocKind, MemberRow, RunParts};
 use crate::cyrus::Guid;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
+use crate::model::retention::{Erasure, EventKind, RetentionEvent, parse_event};
 use crate::model::{self, EntryLoc, RecordState, RunManifest, UserFile};
 
 /// Something reindex could not use, and what it cost.
@@ -113,8 +114,11 @@ impl ReindexReport {
 
 /// The old catalog's runs, message GUIDs and committed end, to tell what a rebuild
 /// would lose. `Err`: it cannot be read.
-fn old_catalog(ua: &UserArchive) -> std::result::Result<(Vec<u64>, HashSet<Guid>, u64), String> {
-    let cat = ua.open_catalog().map_err(|e| e.to_string())?;
+type OldCatalog = (Vec<u64>, HashSet<Guid>, u64, Option<String>);
+
+fn old_catalog(ua: &UserArchive) -> std::result::Result<OldCatalog, String> {
+    let cat = crate::catalog::Catalog::open_read_only(&ua.catalog).map_err(|e| e.to_string())?;
+    let generation = cat.archive_generation().map_err(|e| e.to_string())?;
     let runs = cat
         .audit_locations()
         .map_err(|e| e.to_string())?
@@ -133,7 +137,7 @@ fn old_catalog(ua: &UserArchive) -> std::result::Result<(Vec<u64>, HashSet<Guid>
         })
         .max()
         .unwrap_or(0);
-    Ok((runs, guids.into_iter().collect(), end))
+    Ok((runs, guids.into_iter().collect(), end, generation))
 }
 
 /// A manifest found in the archive.
@@ -154,9 +158,7 @@ fn model_loc(member: u64, e: &archive::EntryLoc) -> EntryLoc {
 /// Take the archive's writer lock (the same `flock` `ArchiveWriter` takes), so no
 /// backup appends while the catalog is rebuilt. Held until the returned file drops.
 fn lock_archive(ua: &UserArchive) -> Result<File> {
-    let f = File::open(&ua.archive).at("opening", &ua.archive)?;
-    archive::lock_exclusive(&f, &ua.archive)?;
-    Ok(f)
+    archive::lock_archive(&ua.archive, None)
 }
 
 /// Read the manifests of every intact member, in run order (the first copy of a run
@@ -222,6 +224,7 @@ fn read_snapshot(
     file: &mut File,
     ua: &UserArchive,
     names: &HashMap<String, EntryLoc>,
+    erased: &HashMap<Guid, Erasure>,
     uniqueid: &str,
     run_id: &str,
 ) -> std::result::Result<(FolderMeta, Vec<RecordState>), String> {
@@ -253,8 +256,70 @@ fn read_snapshot(
     };
     let hb = read(h)?;
     let ib = read(i)?;
-    let (_, records) = model::records_from_meta(&hb, &ib).map_err(|e| e.to_string())?;
+    let (_, mut records) = model::records_from_meta(&hb, &ib).map_err(|e| e.to_string())?;
+    // Erased messages leave the records of snapshots as the compaction and the backup
+    // left them out (`Erasure::keeps`, doc/retention.md).
+    let snapshot_run: u64 = run_id.parse().unwrap_or(0);
+    records.retain(|r| {
+        erased
+            .get(&r.guid)
+            .is_none_or(|e| e.keeps(snapshot_run, r.is_expunged()))
+    });
     Ok((meta, records))
+}
+
+/// Every retention event in the intact members (any member: a hold appended after the
+/// last run is committed by itself), in event order. A second event of one number is
+/// reported and ignored.
+fn retention_events(
+    file: &mut File,
+    ua: &UserArchive,
+    members: &[MemberInfo],
+    problems: &mut Vec<RunProblem>,
+) -> Result<Vec<(RetentionEvent, EntryLoc)>> {
+    let mut out: Vec<(RetentionEvent, EntryLoc)> = Vec::new();
+    for m in members {
+        for e in &m.entries {
+            let EntryName::Retention { seq } = archive::parse_entry_name(&e.name) else {
+                continue;
+            };
+            let bytes =
+                archive::read_entry_at(file, &ua.archive, m.offset, e.offset_in_member, e.size)?;
+            let ev = match parse_event(&bytes) {
+                Ok(ev) if seq.parse::<u64>().ok() == Some(ev.seq) => ev,
+                Ok(ev) => {
+                    problems.push(RunProblem {
+                        run: None,
+                        what: format!("{} says it is event {}", e.name, ev.seq),
+                        run_lost: false,
+                    });
+                    continue;
+                }
+                Err(err) => {
+                    problems.push(RunProblem {
+                        run: None,
+                        what: format!("{} in the member at {}: {err}", e.name, m.offset),
+                        run_lost: false,
+                    });
+                    continue;
+                }
+            };
+            if out.iter().any(|(x, _)| x.seq == ev.seq) {
+                problems.push(RunProblem {
+                    run: None,
+                    what: format!(
+                        "a second {} in the member at {} (ignored)",
+                        e.name, m.offset
+                    ),
+                    run_lost: false,
+                });
+                continue;
+            }
+            out.push((ev, model_loc(m.offset, e)));
+        }
+    }
+    out.sort_by_key(|(e, _)| e.seq);
+    Ok(out)
 }
 
 /// Rebuild `ua`'s catalog from its archive and put it in place; a damaged archive is
@@ -291,6 +356,40 @@ pub fn reindex(ua: &UserArchive, opts: &ReindexOptions) -> Result<ReindexReport>
     };
     let by_offset: HashMap<u64, &MemberInfo> = scan.members.iter().map(|m| (m.offset, m)).collect();
     let found = manifests(&mut file, ua, &scan.members, &mut report.problems)?;
+    let events = retention_events(&mut file, ua, &scan.members, &mut report.problems)?;
+    // Erased messages, as the catalog's `erased_messages` (the latest erasure wins).
+    let mut erased: HashMap<Guid, Erasure> = HashMap::new();
+    for (ev, _) in &events {
+        for m in &ev.erased {
+            erased.insert(
+                m.guid,
+                Erasure {
+                    size: m.size,
+                    up_to_run: ev.up_to_run.unwrap_or(0),
+                    permanent: ev.kind == EventKind::Erase,
+                },
+            );
+        }
+    }
+    let generation = match by_offset.get(&0) {
+        Some(first) => match first
+            .entries
+            .iter()
+            .find(|e| e.name == archive::GENERATION_ENTRY)
+        {
+            Some(e) => {
+                let b =
+                    archive::read_entry_at(&mut file, &ua.archive, 0, e.offset_in_member, e.size)?;
+                Some(
+                    String::from_utf8_lossy(&b)
+                        .trim_end_matches('\n')
+                        .to_string(),
+                )
+            }
+            None => None,
+        },
+        None => None,
+    };
 
     let mut cat = Catalog::create_fresh(&ua.catalog)?;
     // First location of every entry name in the members of the runs applied so far.
@@ -341,18 +440,21 @@ pub fn reindex(ua: &UserArchive, opts: &ReindexOptions) -> Result<ReindexReport>
                 }
             }
         }
-        let run_id = archive::run_id(m.run);
         let mut snapshots: HashMap<String, (FolderMeta, Vec<RecordState>)> = HashMap::new();
         // Folders whose snapshot of this run cannot be used (damaged member, bad bytes,
         // records naming messages no member holds).
         let mut unreadable: HashMap<String, String> = HashMap::new();
         let held_now: HashSet<Guid> = messages.iter().map(|(g, _)| *g).collect();
-        for folder in m
-            .folders
-            .iter()
-            .filter(|x| !x.deleted && x.snapshot_run == m.run)
-        {
-            match read_snapshot(&mut file, ua, &names, &folder.uniqueid, &run_id) {
+        for folder in m.folders.iter().filter(|x| !x.deleted) {
+            // Snapshotted in this run, or described by an earlier run's entries the
+            // catalog does not carry (that run was pruned): read them.
+            let s = folder.snapshot_run;
+            let want = s == m.run || (s < m.run && cat.needs_snapshot(&folder.uniqueid, s)?);
+            if !want {
+                continue;
+            }
+            let run_id = archive::run_id(s);
+            match read_snapshot(&mut file, ua, &names, &erased, &folder.uniqueid, &run_id) {
                 Ok(snap) => {
                     let unheld: Vec<u32> = snap
                         .1
@@ -408,7 +510,7 @@ pub fn reindex(ua: &UserArchive, opts: &ReindexOptions) -> Result<ReindexReport>
                 ));
                 return false;
             }
-            if folder.snapshot_run < run && !known.contains(&uid) {
+            if folder.snapshot_run < run && !known.contains(&uid) && !snapshots.contains_key(&uid) {
                 if missing_reported.insert(uid.clone()) {
                     degraded.push(format!(
                         "folder {} ({uid}): no readable snapshot yet; left out of this and \
@@ -470,8 +572,25 @@ pub fn reindex(ua: &UserArchive, opts: &ReindexOptions) -> Result<ReindexReport>
         }
     }
     report.messages = guids.len() as u64;
+    for (ev, loc) in &events {
+        cat.add_retention_event(ev, loc)?;
+    }
+    if let Some(g) = &generation {
+        cat.set_archive_generation(g)?;
+    }
     match &old {
-        Ok((runs, messages, _)) => {
+        // A catalog of an earlier generation (a prune or forget rewrote the archive
+        // since) is not compared: what it has and the archive lacks was removed on
+        // purpose, and the archive's retention events say so.
+        Ok((_, _, _, g)) if *g != generation => {
+            report.lost.no_old_catalog = Some(format!(
+                "it indexes archive generation {}, the archive is generation {} (rewritten \
+                 by a prune or forget since): not compared",
+                g.as_deref().unwrap_or("0"),
+                generation.as_deref().unwrap_or("0")
+            ));
+        }
+        Ok((runs, messages, _, _)) => {
             report.lost.runs = runs
                 .iter()
                 .filter(|r| !report.runs_indexed.contains(r))
@@ -483,7 +602,8 @@ pub fn reindex(ua: &UserArchive, opts: &ReindexOptions) -> Result<ReindexReport>
         }
         Err(why) => report.lost.no_old_catalog = Some(why.clone()),
     }
-    report.damage = damage_found(&report, old.as_ref().ok().map(|o| o.2));
+    let old_end = old.as_ref().ok().filter(|o| o.3 == generation).map(|o| o.2);
+    report.damage = damage_found(&report, old_end);
     if !report.damage.is_empty() && !opts.salvage {
         report.refused = true;
         cat.discard()?;
@@ -495,7 +615,11 @@ pub fn reindex(ua: &UserArchive, opts: &ReindexOptions) -> Result<ReindexReport>
         .iter()
         .filter(|m| !applied.contains(&m.offset))
         // The format marker member belongs to no run.
-        .filter(|m| !m.entries.iter().all(|e| e.name == archive::FORMAT_ENTRY))
+        .filter(|m| {
+            !m.entries
+                .iter()
+                .all(|e| e.name == archive::FORMAT_ENTRY || e.name == archive::GENERATION_ENTRY)
+        })
         .map(|m| m.offset)
         .collect();
     Ok(report)

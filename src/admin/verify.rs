@@ -17,6 +17,10 @@
 //!    catalog knows is a run whose catalog commit a crash interrupted: noted, not a
 //!    failure (the next backup or reindex adds it).
 //!
+//! 5. Retention (`check_retention`): the catalog indexes the archive's generation, the
+//!    archive's retention events and the catalog's agree, no erased message is stored
+//!    (unless a later backup stored it again).
+//!
 //! `verify` never writes: the catalog is opened read-only.
 //!
 //! Damage is reported by member: its file offset, and from the catalog exactly which
@@ -636,6 +640,7 @@ fn check_catalog(
             }
         }
     }
+    check_retention(ua, cat, scan, catalog_end, report)?;
     report.counts = VerifyCounts {
         catalog: counts,
         archive_runs,
@@ -659,6 +664,123 @@ fn check_catalog(
                     member_offset: None,
                     what,
                 });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Retention (doc/retention.md): the catalog indexes the archive's generation; every
+/// `retention/<seq>.json` of the archive is a catalog event and vice versa (one
+/// written after the last run whose catalog write a crash cut off is a note: the next
+/// writer adds it); no erased message is in the archive unless a later backup stored
+/// it again (then the catalog has it).
+fn check_retention(
+    ua: &UserArchive,
+    cat: &Catalog,
+    scan: &Scan,
+    catalog_end: u64,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let archive_gen = match scan.members.first().filter(|m| m.offset == 0) {
+        Some(first) => match first
+            .entries
+            .iter()
+            .find(|e| e.name == archive::GENERATION_ENTRY)
+        {
+            Some(e) => {
+                let mut f = File::open(&ua.archive)
+                    .map_err(|e| crate::error::Error::io("opening", &ua.archive, e))?;
+                let b = archive::read_entry_at(&mut f, &ua.archive, 0, e.offset_in_member, e.size)?;
+                Some(
+                    String::from_utf8_lossy(&b)
+                        .trim_end_matches('\n')
+                        .to_string(),
+                )
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let cat_gen = cat.archive_generation()?;
+    if cat_gen != archive_gen {
+        report.mismatches.push(CatalogMismatch {
+            member_offset: Some(0),
+            what: format!(
+                "the catalog indexes archive generation {}, the archive is generation {} \
+                 (run reindex)",
+                cat_gen.as_deref().unwrap_or("0"),
+                archive_gen.as_deref().unwrap_or("0")
+            ),
+        });
+    }
+    if cat.path() != ua.catalog {
+        report.notes.push(format!(
+            "a prune or forget was interrupted after it replaced the archive: its new catalog \
+             {} is read; the next backup, prune or forget puts it in place",
+            cat.path().display()
+        ));
+    }
+    let events = cat.retention_events()?;
+    let mut in_archive: HashMap<u64, (u64, u64, u64)> = HashMap::new();
+    for m in &scan.members {
+        for e in &m.entries {
+            if let EntryName::Retention { seq } = archive::parse_entry_name(&e.name)
+                && let Ok(seq) = seq.parse::<u64>()
+            {
+                in_archive
+                    .entry(seq)
+                    .or_insert((m.offset, e.offset_in_member, e.size));
+            }
+        }
+    }
+    for ev in &events {
+        match in_archive.remove(&ev.seq) {
+            Some(at) if at == (ev.loc.member_offset, ev.loc.offset_in_member, ev.loc.size) => {}
+            Some((m, o, s)) => report.mismatches.push(CatalogMismatch {
+                member_offset: Some(m),
+                what: format!(
+                    "retention event {}: the catalog has it at {}+{} ({} bytes), the archive \
+                     at {m}+{o} ({s} bytes)",
+                    ev.seq, ev.loc.member_offset, ev.loc.offset_in_member, ev.loc.size
+                ),
+            }),
+            None => report.mismatches.push(CatalogMismatch {
+                member_offset: Some(ev.loc.member_offset),
+                what: format!(
+                    "retention event {} ({}) is in the catalog, not in any intact member",
+                    ev.seq, ev.kind
+                ),
+            }),
+        }
+    }
+    for (seq, (m, _, _)) in in_archive {
+        if m >= catalog_end {
+            report.notes.push(format!(
+                "retention event {seq} (member at {m}) is in the archive but not yet in the \
+                 catalog: the next backup, hold, prune or reindex adds it"
+            ));
+        } else {
+            report.mismatches.push(CatalogMismatch {
+                member_offset: Some(m),
+                what: format!("retention event {seq} is in the archive, not in the catalog"),
+            });
+        }
+    }
+    let erased = cat.erased()?;
+    if !erased.is_empty() {
+        let held: HashSet<Guid> = cat.message_guids()?.into_iter().collect();
+        for m in &scan.members {
+            for e in &m.entries {
+                if let EntryName::Message(g) = archive::parse_entry_name(&e.name)
+                    && erased.contains_key(&g)
+                    && !held.contains(&g)
+                {
+                    report.mismatches.push(CatalogMismatch {
+                        member_offset: Some(m.offset),
+                        what: format!("message {g} was erased but is still in the archive"),
+                    });
+                }
             }
         }
     }

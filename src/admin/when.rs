@@ -109,51 +109,15 @@ fn local_to_unix(civil: &str) -> Option<i64> {
     std::str::from_utf8(&out.stdout).ok()?.trim().parse().ok()
 }
 
-/// Parse a duration for `--stale`: a number with a unit `s`, `m`, `h`, `d` or `w`, or
-/// several (`1d12h`). A bare number is seconds.
+/// Parse a duration for `--stale`, `--keep-within`, ...: a number with a unit `s`, `m`
+/// (minutes), `h`, `d`, `w` or `y` (365 days), or several (`1d12h`). A bare number is
+/// seconds. (restic's `m` is months; here it is minutes: say `30d`.)
 pub fn parse_duration(s: &str) -> Result<u64> {
-    let bad = || {
+    crate::time::parse_duration(s).ok_or_else(|| {
         Error::Refused(format!(
-            "duration {s:?}: use e.g. 26h, 90m, 2d, 1d12h (units s m h d w)"
+            "duration {s:?}: use e.g. 26h, 90m, 2d, 1d12h, 1y (units s m h d w y)"
         ))
-    };
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(v) = t.parse::<u64>() {
-        return Ok(v);
-    }
-    let mut total: u64 = 0;
-    let mut n: Option<u64> = None;
-    for c in t.chars() {
-        if let Some(d) = c.to_digit(10) {
-            n = Some(
-                n.unwrap_or(0)
-                    .checked_mul(10)
-                    .and_then(|v| v.checked_add(u64::from(d)))
-                    .ok_or_else(bad)?,
-            );
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => return Err(bad()),
-        };
-        let v = n.take().ok_or_else(bad)?;
-        total = v
-            .checked_mul(unit)
-            .and_then(|x| total.checked_add(x))
-            .ok_or_else(bad)?;
-    }
-    if n.is_some() {
-        return Err(bad());
-    }
-    Ok(total)
+    })
 }
 
 #[cfg(test)]

@@ -42,6 +42,42 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     }
 }
 
+/// Take the archive's writer lock without writing (reindex, retention): the file at
+/// `path` opened and locked as [`lock_exclusive`] does; held until the returned file
+/// drops. With `wait`, a lock still held after the grace is retried every 100 ms until
+/// then. A lock taken on a file that was renamed over meanwhile (a compaction swapped
+/// the archive, doc/retention.md) is let go and the new file locked.
+pub fn lock_archive(path: &Path, wait: Option<Duration>) -> Result<File> {
+    let deadline = wait.map(|w| Instant::now() + w);
+    loop {
+        let f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        match lock_exclusive(&f, path) {
+            Ok(()) if same_file(&f, path)? => return Ok(f),
+            Ok(()) => continue,
+            Err(e)
+                if e.as_archive() == Some(&ArchiveError::Locked)
+                    && deadline.is_some_and(|d| Instant::now() < d) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `path` still names the file `file` is open on (same device and inode).
+pub(crate) fn same_file(file: &File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file
+        .metadata()
+        .map_err(|e| Error::io("reading metadata of", path, e))?;
+    Ok(match std::fs::metadata(path) {
+        Ok(now) => now.ino() == open.ino() && now.dev() == open.dev(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io("reading metadata of", path, e)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,9 @@
 //! boundaries), `tarfmt.rs` (tar headers and the streaming entry parser), `compress.rs`
 //! (text/binary lanes and the deflate settings), `lock.rs` (the writer lock), `write.rs` (the writer: lock, tail
 //! repair, second-thread compression, fsync order), `read.rs` (member iteration,
-//! single-entry reads, scan with resync, the crash-leftover rule), `error.rs`.
+//! single-entry reads, scan with resync, the crash-leftover rule), `rewrite.rs` (a new
+//! archive from an old one: members copied byte for byte or re-packed, for
+//! retention), `error.rs`.
 //!
 //! Offsets are `u64` everywhere (archives pass 4 GiB); the gzip ISIZE field is the
 //! only 32-bit quantity and is compared modulo 2^32.
@@ -29,31 +31,44 @@ mod gzip;
 mod lock;
 mod names;
 mod read;
+pub mod rewrite;
 mod tarfmt;
 mod write;
 
 pub use compress::{Lane, Level, classify};
 pub use error::{ArchiveError, Damage};
-pub use lock::{LOCK_GRACE, lock_exclusive};
+pub use lock::{LOCK_GRACE, lock_archive, lock_exclusive};
 pub use names::{
-    EntryName, FORMAT_ENTRY, MAX_COMPONENT, MAX_NAME, decode_component, encode_component,
-    folder_entry, message_entry, parse_entry_name, run_id, run_manifest_entry, user_entry,
-    valid_run_id,
+    EntryName, FORMAT_ENTRY, GENERATION_ENTRY, MAX_COMPONENT, MAX_NAME, decode_component,
+    encode_component, folder_entry, message_entry, parse_entry_name, retention_entry, run_id,
+    run_manifest_entry, user_entry, valid_run_id,
 };
 pub use read::{
-    Members, Scan, ScanDamage, find_entry, read_entry_at, read_member_at, scan, scan_from,
+    Members, Scan, ScanDamage, find_entry, is_crash_leftover, read_entry_at, read_member_at, scan,
+    scan_from,
 };
 pub use write::{ArchiveWriter, DEFAULT_MEMBER_TARGET, OpenReport, WriterOptions};
 
 use crate::cyrus::Guid;
 
-/// The archive format version written in `cyrvault/FORMAT`. Readers refuse archives
-/// whose first member names a higher version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The highest archive format version this cyrvault reads (`cyrvault/FORMAT`). Readers
+/// refuse archives whose first member names a higher version. Version 2 is an archive
+/// retention rewrote (`doc/retention.md`): a generation, retention events, and runs
+/// described by the entries of runs it removed, which a version-1 reader would
+/// misread.
+pub const FORMAT_VERSION: u32 = 2;
 
-/// The exact content of the `cyrvault/FORMAT` entry for [`FORMAT_VERSION`].
+/// The version a new archive starts at: nothing in it needs a version-2 reader.
+pub const NEW_ARCHIVE_FORMAT: u32 = 1;
+
+/// The exact content of the `cyrvault/FORMAT` entry of a new archive.
 pub fn format_entry_content() -> Vec<u8> {
-    format!("cyrvault archive format {FORMAT_VERSION}\n").into_bytes()
+    format_entry_for(NEW_ARCHIVE_FORMAT)
+}
+
+/// The content of a `cyrvault/FORMAT` entry for `version`.
+pub fn format_entry_for(version: u32) -> Vec<u8> {
+    format!("cyrvault archive format {version}\n").into_bytes()
 }
 
 /// Parse the content of a `cyrvault/FORMAT` entry into its version.

@@ -6,6 +6,8 @@
 //! folders/<uniqueid>/<run>/<file>         a folder's metadata snapshot in a run
 //! user/<run>/<item>                       seen, subscriptions, sieve/<name>, sieve.active
 //! runs/<run>.json                         run manifest, written last: commits the run
+//! cyrvault/GENERATION                     the archive's generation (rewritten archives)
+//! retention/<seq>.json                    a retention event: hold, release, erase, prune
 //! ```
 //!
 //! Names are built here and nowhere else; `parse_entry_name` maps them back for reindex.
@@ -17,6 +19,10 @@ use crate::cyrus::Guid;
 
 /// The format marker entry.
 pub const FORMAT_ENTRY: &str = "cyrvault/FORMAT";
+
+/// The generation marker: second entry of the first member of an archive that
+/// retention rewrote (`doc/retention.md`); its catalog records the same line.
+pub const GENERATION_ENTRY: &str = "cyrvault/GENERATION";
 
 /// Longest entry name accepted (GNU tar and libarchive handle longer via pax, but a
 /// bound keeps every name readable on every filesystem we restore to).
@@ -42,6 +48,10 @@ pub enum EntryName {
     User { run: String, item: String },
     /// `runs/<run>.json`.
     RunManifest { run: String },
+    /// `cyrvault/GENERATION`.
+    Generation,
+    /// `retention/<seq>.json`: a hold, release, erasure or prune record.
+    Retention { seq: String },
     /// Anything else (written by a newer version): kept, not interpreted.
     Other,
 }
@@ -149,6 +159,12 @@ pub fn run_manifest_entry(run: &str) -> Result<String, ArchiveError> {
     Ok(format!("runs/{run}.json"))
 }
 
+/// `retention/<seq>.json`: a retention event (`doc/retention.md`), numbered 1, 2, ...
+/// with at least six digits.
+pub fn retention_entry(seq: u64) -> String {
+    format!("retention/{}.json", run_id(seq))
+}
+
 /// Check a name any entry must satisfy (the writer calls this for every entry).
 pub(crate) fn check_name(name: &str) -> Result<(), ArchiveError> {
     let bad = |why| {
@@ -183,6 +199,13 @@ pub fn parse_entry_name(name: &str) -> EntryName {
     let parts: Vec<&str> = name.split('/').collect();
     match parts.as_slice() {
         ["cyrvault", "FORMAT"] => EntryName::Format,
+        ["cyrvault", "GENERATION"] => EntryName::Generation,
+        ["retention", file] => match file.strip_suffix(".json") {
+            Some(seq) if valid_run_id(seq) => EntryName::Retention {
+                seq: seq.to_string(),
+            },
+            _ => EntryName::Other,
+        },
         ["messages", shard, hex] if hex.len() == 40 && hex.get(..2) == Some(*shard) => {
             match Guid::from_hex(hex) {
                 Some(g) if g.to_hex() == *hex => EntryName::Message(g),
@@ -256,6 +279,13 @@ mod tests {
             }
         );
         assert_eq!(parse_entry_name(FORMAT_ENTRY), EntryName::Format);
+        assert_eq!(parse_entry_name(GENERATION_ENTRY), EntryName::Generation);
+        assert_eq!(
+            parse_entry_name(&retention_entry(4)),
+            EntryName::Retention {
+                seq: "000004".into()
+            }
+        );
         assert_eq!(parse_entry_name("messages/aa/zz"), EntryName::Other);
         assert_eq!(run_id(3), "000003");
     }

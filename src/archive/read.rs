@@ -226,7 +226,7 @@ pub fn scan_from(path: &Path, offset: u64) -> Result<Scan> {
 /// a valid prefix of a member (it inflates cleanly until the bytes run out), possibly
 /// followed by zero bytes (blocks the filesystem allocated but never wrote), and no
 /// intact member after it.
-pub(crate) fn is_crash_leftover(file: &mut File, path: &Path, at: u64, len: u64) -> Result<bool> {
+pub fn is_crash_leftover(file: &mut File, path: &Path, at: u64, len: u64) -> Result<bool> {
     let tail_len = usize::try_from(len - at).unwrap_or(usize::MAX);
     // A leftover is at most one member; members are bounded by the target size unless
     // an entry is huge, so read the tail in memory only when it is reasonable.

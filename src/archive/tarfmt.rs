@@ -119,6 +119,8 @@ pub(crate) struct TarParser {
     pax_size: Option<u64>,
     current: Option<(String, u64, u64)>,
     hasher: Sha1,
+    /// Whether to hash each entry's data (off: `EntryLoc::sha1` is all zeros).
+    hash: bool,
     /// Entries recorded so far.
     pub entries: Vec<EntryLoc>,
 }
@@ -134,7 +136,17 @@ impl TarParser {
             pax_size: None,
             current: None,
             hasher: Sha1::new(),
+            hash: true,
             entries: Vec::new(),
+        }
+    }
+
+    /// A parser that does not hash entries (a compaction re-packing a member needs
+    /// only where entries are).
+    pub fn without_hashes() -> Self {
+        TarParser {
+            hash: false,
+            ..Self::new()
         }
     }
 
@@ -162,7 +174,9 @@ impl TarParser {
                 State::Data { left, pad } => {
                     if *left > 0 {
                         let n = take(*left, chunk.len());
-                        self.hasher.update(&chunk[..n]);
+                        if self.hash {
+                            self.hasher.update(&chunk[..n]);
+                        }
                         *left -= n as u64;
                         entry_done = *left == 0;
                         if entry_done && *pad == 0 {

@@ -149,7 +149,7 @@ impl RunCtx<'_> {
             self.fail(f, FailureClass::Damaged, why);
             return Ok(None);
         };
-        let (mut state, records) = match records_from_meta(header, index) {
+        let (mut state, mut records) = match records_from_meta(header, index) {
             Ok(x) => x,
             Err(e) => {
                 let why = format!("its metadata does not parse: {e} (run reconstruct)");
@@ -157,6 +157,17 @@ impl RunCtx<'_> {
                 return Ok(None);
             }
         };
+        if !self.erased.is_empty() {
+            // Erased (doc/retention.md): not in this state, not fetched.
+            let n = records.len();
+            let run = self.run;
+            records.retain(|r| {
+                self.erased
+                    .get(&r.guid)
+                    .is_none_or(|e| e.keeps(run, r.is_expunged()))
+            });
+            self.rep.messages_erased_skipped += (n - records.len()) as u64;
+        }
         state.index_file_stat = stats.index.map(|[size, mtime, inode]| FileStat {
             size,
             mtime: i64::try_from(mtime).unwrap_or(i64::MAX),

@@ -149,6 +149,10 @@ pub struct UserReport {
     pub folders_failed: Vec<FolderFailure>,
     /// Messages fetched and stored.
     pub messages_fetched: u64,
+    /// Records left out because their message was erased (`cyrvault forget`, or an
+    /// expunged copy of one `--keep-deleted` expired): still on the server, not backed
+    /// up again (doc/retention.md).
+    pub messages_erased_skipped: u64,
     /// Message bytes fetched.
     pub bytes_fetched: u64,
     /// Metadata bytes fetched (index, header, annotations, user files).

@@ -129,7 +129,9 @@ pub fn backup_user(
     let ua = vault.set_user(userid, &root)?;
     rep.archive = ua.archive.clone();
 
-    // Catalog, then the archive at the catalog's committed length.
+    // Finish a prune/forget swap a crash interrupted (doc/retention.md), then the
+    // catalog, then the archive at the catalog's committed length.
+    crate::retention::pair::settle(&ua.archive, &ua.catalog, None)?;
     let mut catalog = Catalog::open(&ua.catalog)?;
     let committed = committed_len(&catalog, userid, &ua.archive)?;
     let wopts = WriterOptions {
@@ -138,6 +140,11 @@ pub fn backup_user(
     };
     let mut writer = ArchiveWriter::open_with(&ua.archive, wopts)
         .map_err(|e| map_open_error(e, userid, &ua.archive))?;
+    // A prune that finished between the catalog's open and the archive's lock swapped
+    // both: this catalog is the old one. Temporary: the next attempt opens the new pair.
+    if !open_created(&writer) {
+        crate::retention::pair::check_same_generation(&catalog, &ua.archive)?;
+    }
     let open = writer.open_report().clone();
     rep.recovery.cut = open.cut;
     let mut uncommitted = open.uncommitted.clone();
@@ -206,6 +213,7 @@ pub fn backup_user(
         rep: &mut rep,
         opts,
         clock,
+        erased: catalog.erased()?,
     };
     let mut folders: Vec<FolderInRun> = Vec::new();
     let mut records: HashMap<String, Vec<RecordState>> = HashMap::new();
@@ -373,6 +381,10 @@ pub fn backup_user(
     Ok(rep)
 }
 
+fn open_created(w: &ArchiveWriter) -> bool {
+    w.open_report().created
+}
+
 /// The archive length the catalog has committed: the end of the last run's manifest
 /// member (the manifest is written last, alone in its member), read from the archive
 /// itself; a catalog without a manifest location falls back to the members table.
@@ -460,4 +472,7 @@ pub(super) struct RunCtx<'a> {
     pub(super) opts: &'a BackupOptions,
     /// A lower bound of the server's clock (for a server without `SERVERTIME`).
     pub(super) clock: ClockFloor,
+    /// Erased messages (doc/retention.md): left out of a folder's records (and never
+    /// fetched) unless [`Erasure::keeps`] says otherwise.
+    pub(super) erased: HashMap<Guid, crate::model::retention::Erasure>,
 }

@@ -60,6 +60,17 @@ const DUMP: &[(&str, &str, &str)] = &[
         "run, snapshot_run, kind, name, active, member_offset, offset_in_member, size",
         "run, kind, name",
     ),
+    (
+        "retention_events",
+        "seq, kind, at, reason, until, releases, up_to_run, event, member_offset, \
+         offset_in_member, size",
+        "seq",
+    ),
+    (
+        "erased_messages",
+        "hex(guid), size, seq, up_to_run, permanent",
+        "guid",
+    ),
 ];
 
 /// Totals for `cyrvault stats`.
@@ -93,7 +104,20 @@ impl Catalog {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .db(op, &self.path)?;
         let _ = writeln!(out, "schema_version {v}");
+        let generation = self.archive_generation()?;
+        let _ = writeln!(out, "archive_generation {generation:?}");
         for (table, cols, order) in DUMP {
+            let present: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .db(op, &self.path)?;
+            if present == 0 {
+                continue;
+            }
             let _ = writeln!(out, "[{table}] {cols}");
             let mut st = self
                 .conn

@@ -10,7 +10,7 @@
 //! Files: `schema.rs` (DDL, [`SCHEMA_VERSION`]), `write.rs` (one transaction per run:
 //! [`RunTx`]), `replay.rs` (a whole run from its manifest: [`Catalog::write_run`]),
 //! `query.rs` (typed reads), `dump.rs` (canonical dump, stats), `audit.rs` (raw reads
-//! for `verify`),
+//! for `verify`), `retention.rs` (holds, erasures, prunes, the archive generation),
 //! `error.rs` ([`CatalogError`]). The tables are described for operators in
 //! `doc/catalog.md`.
 //!
@@ -24,6 +24,7 @@ mod dump;
 mod error;
 mod query;
 mod replay;
+mod retention;
 mod schema;
 mod write;
 
@@ -39,6 +40,7 @@ pub use query::{
     FolderAt, FolderSnapshot, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse, RunInfo,
 };
 pub use replay::RunParts;
+pub use retention::{DeletedFolder, MessageLife, Needs, RetentionRow};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use write::{FolderMeta, FolderRef, MemberRow, RunHeader, RunTx};
 
@@ -131,6 +133,8 @@ impl Catalog {
         conn.busy_timeout(BUSY_TIMEOUT)
             .db("setting busy_timeout", path)?;
         match schema::inspect(&conn).db("reading the schema version", path)? {
+            // An older schema a writer would migrate reads as the current one, without
+            // writing (what it lacks reads as NULL or empty).
             Found::Version(v)
                 if v < SCHEMA_VERSION
                     && schema::read_as_current(&conn, v).db("reading an older schema", path)? => {}
@@ -217,14 +221,24 @@ impl Catalog {
     /// the old catalog open. The old catalog's `-wal`/`-shm` are removed *before* the
     /// rename: SQLite would otherwise replay the old WAL into the new file.
     pub fn install(self) -> Result<Catalog> {
+        let target = self.seal()?;
+        Self::install_sealed(&target)?;
+        Catalog::open(&target)
+    }
+
+    /// Finish a catalog made by [`Catalog::create_fresh`] without putting it in place:
+    /// it leaves WAL mode (so the whole database is the one `<path>.new` file), is
+    /// closed and fsynced. Returns the final path; [`Catalog::install_sealed`] moves it
+    /// there. Retention seals the new catalog before it swaps the archive, so a crash
+    /// between the two renames finds it complete (`doc/retention.md`).
+    pub fn seal(self) -> Result<PathBuf> {
         let Some(target) = self.install_to.clone() else {
             return Err(misuse(
                 &self.path,
-                "install() on a catalog not made by create_fresh",
+                "seal() on a catalog not made by create_fresh",
             ));
         };
         let new = self.path.clone();
-        // Leave WAL mode so the whole database is in the one file we rename.
         self.conn
             .pragma_update(None, "journal_mode", "DELETE")
             .db("checkpointing", &new)?;
@@ -232,7 +246,20 @@ impl Catalog {
         std::fs::File::open(&new)
             .and_then(|f| f.sync_all())
             .at("fsyncing", &new)?;
-        for p in [sibling(&target, "-wal"), sibling(&target, "-shm")] {
+        Ok(target)
+    }
+
+    /// Where a sealed new catalog for `target` waits to be installed: `<target>.new`.
+    pub fn pending_path(target: &Path) -> PathBuf {
+        sibling(target, ".new")
+    }
+
+    /// Move the sealed `<target>.new` over `target`: the old catalog's `-wal`/`-shm`
+    /// go first (SQLite would replay an old WAL into the new file), then the rename and
+    /// an fsync of the directory. The caller holds the archive's lock.
+    pub fn install_sealed(target: &Path) -> Result<()> {
+        let new = sibling(target, ".new");
+        for p in [sibling(target, "-wal"), sibling(target, "-shm")] {
             match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(Error::io("removing old", &p, e));
@@ -240,13 +267,13 @@ impl Catalog {
                 _ => {}
             }
         }
-        std::fs::rename(&new, &target).at("renaming into place", &target)?;
+        std::fs::rename(&new, target).at("renaming into place", target)?;
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)
                 .and_then(|f| f.sync_all())
                 .at("fsyncing", dir)?;
         }
-        Catalog::open(&target)
+        Ok(())
     }
 
     /// Throw away a catalog made by [`Catalog::create_fresh`] (a refused `reindex`):

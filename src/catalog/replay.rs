@@ -25,7 +25,10 @@ pub struct RunParts<'a> {
     /// Message entries in those members, in file order.
     pub messages: &'a [(Guid, EntryLoc)],
     /// For every folder the manifest says was snapshotted in this run
-    /// (`snapshot_run == run`, not deleted): its meta locations and records.
+    /// (`snapshot_run == run`, not deleted): its meta locations and records. Also, for
+    /// a folder described by an earlier run's entries that the catalog does not carry
+    /// (`Catalog::needs_snapshot`: that run was pruned), those entries' locations and
+    /// records; every other folder with `snapshot_run < run` is carried forward.
     pub snapshots: &'a HashMap<String, (FolderMeta, Vec<RecordState>)>,
     /// The user files as of this run, with their locations.
     pub user_files: &'a [(UserFile, EntryLoc)],
@@ -72,6 +75,18 @@ impl Catalog {
         for f in &m.folders {
             if f.deleted {
                 tx.folder_gone(&f.uniqueid)?;
+            } else if f.snapshot_run < m.run
+                && let Some((meta, records)) = parts.snapshots.get(&f.uniqueid)
+            {
+                // Described by an earlier run's entries the catalog does not carry
+                // (that run was pruned): see `Catalog::needs_snapshot`.
+                tx.folder_snapshot_from(
+                    FolderRef::from(f),
+                    f.snapshot_run,
+                    &f.state,
+                    records,
+                    meta,
+                )?;
             } else if f.snapshot_run == m.run {
                 let Some((meta, records)) = parts.snapshots.get(&f.uniqueid) else {
                     return Err(corrupt(

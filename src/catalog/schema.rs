@@ -16,7 +16,11 @@ use rusqlite::Connection;
 ///     records, user_files, meta).
 /// 2 — `folder_names.deleted_at`: a name interval during which the folder sat in
 ///     Cyrus's delayed-delete area (migrated from 1 in place by [`migrate`]).
-pub const SCHEMA_VERSION: i64 = 2;
+/// 3 — retention: `retention_events`, `erased_messages`; `folder_runs.snapshot_run`
+///     and `user_files.snapshot_run` no longer reference `runs` (they name the
+///     entries' run, which a prune may have removed while its entries still describe
+///     kept runs); the archive's generation in `meta`. Migrated from 2 in place.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a cyrvault catalog: "cyrv" in ASCII.
 pub const APPLICATION_ID: i64 = 0x6379_7276;
@@ -81,7 +85,7 @@ CREATE INDEX folder_names_by_name ON folder_names(name, from_run);
 CREATE TABLE folder_runs (
     uniqueid          TEXT NOT NULL REFERENCES folders(uniqueid),
     run               INTEGER NOT NULL REFERENCES runs(run),
-    snapshot_run      INTEGER NOT NULL REFERENCES runs(run),
+    snapshot_run      INTEGER NOT NULL,
     uidvalidity       INTEGER NOT NULL,
     highestmodseq     INTEGER NOT NULL,
     last_uid          INTEGER NOT NULL,
@@ -118,7 +122,7 @@ CREATE INDEX records_by_from_run ON records(from_run);
 
 CREATE TABLE user_files (
     run               INTEGER NOT NULL REFERENCES runs(run),
-    snapshot_run      INTEGER NOT NULL REFERENCES runs(run),
+    snapshot_run      INTEGER NOT NULL,
     kind              TEXT NOT NULL CHECK (kind IN ('seen', 'subs', 'sieve')),
     name              TEXT NOT NULL,
     active            INTEGER NOT NULL,
@@ -129,10 +133,36 @@ CREATE TABLE user_files (
 ) WITHOUT ROWID;
 ";
 
+/// The retention tables (version 3), also what [`migrate`] adds to an older catalog.
+pub(crate) const RETENTION_DDL: &str = "
+CREATE TABLE retention_events (
+    seq               INTEGER PRIMARY KEY,
+    kind              TEXT NOT NULL CHECK (kind IN ('hold', 'release', 'erase', 'prune')),
+    at                INTEGER NOT NULL,
+    reason            TEXT NOT NULL,
+    until             INTEGER,
+    releases          INTEGER,
+    up_to_run         INTEGER,
+    event             TEXT NOT NULL,
+    member_offset     INTEGER NOT NULL,
+    offset_in_member  INTEGER NOT NULL,
+    size              INTEGER NOT NULL
+);
+
+CREATE TABLE erased_messages (
+    guid       BLOB PRIMARY KEY CHECK (length(guid) = 20),
+    size       INTEGER NOT NULL,
+    seq        INTEGER NOT NULL REFERENCES retention_events(seq),
+    up_to_run  INTEGER NOT NULL,
+    permanent  INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Create the schema in an empty database, inside one transaction.
 pub(crate) fn create(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     tx.execute_batch(DDL)?;
+    tx.execute_batch(RETENTION_DDL)?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('created_by', ?2)",
         (
@@ -146,15 +176,48 @@ pub(crate) fn create(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 /// Bring a catalog of an older schema version up to [`SCHEMA_VERSION`] in one
-/// transaction. Every step only adds what the older version could not have held, so
-/// no derived fact changes (a version-1 catalog never saw a delayed-delete folder).
-/// Returns whether anything was done.
+/// transaction, step by step. No step changes a derived fact: each adds what the older
+/// version could not have held (a version-1 catalog never saw a delayed-delete folder,
+/// a version-2 one never saw a prune). Returns whether anything was done.
+/// * 1 → 2: `folder_names.deleted_at`;
+/// * 2 → 3: `folder_runs` and `user_files` copied into tables without the
+///   `snapshot_run` reference (SQLite cannot drop a constraint in place; nothing
+///   references these two tables), and the retention tables created.
 pub(crate) fn migrate(conn: &mut Connection, found: i64) -> rusqlite::Result<bool> {
-    if found != 1 {
+    if !(1..SCHEMA_VERSION).contains(&found) {
         return Ok(false);
     }
     let tx = conn.transaction()?;
-    tx.execute_batch("ALTER TABLE folder_names ADD COLUMN deleted_at INTEGER;")?;
+    if found < 2 {
+        tx.execute_batch("ALTER TABLE folder_names ADD COLUMN deleted_at INTEGER;")?;
+    }
+    if found < 3 {
+        let table = |name: &str| -> String {
+            let start = DDL.find(&format!("CREATE TABLE {name} (")).unwrap_or(0);
+            let end = DDL[start..].find(';').map_or(DDL.len(), |e| start + e + 1);
+            DDL[start..end].replacen(
+                &format!("CREATE TABLE {name} ("),
+                &format!("CREATE TABLE {name}_v3 ("),
+                1,
+            )
+        };
+        for (name, index) in [
+            (
+                "folder_runs",
+                "CREATE INDEX folder_runs_by_run ON folder_runs(run);",
+            ),
+            ("user_files", ""),
+        ] {
+            tx.execute_batch(&table(name))?;
+            tx.execute_batch(&format!(
+                "INSERT INTO {name}_v3 SELECT * FROM {name};
+                 DROP TABLE {name};
+                 ALTER TABLE {name}_v3 RENAME TO {name};
+                 {index}"
+            ))?;
+        }
+        tx.execute_batch(RETENTION_DDL)?;
+    }
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
         [SCHEMA_VERSION.to_string()],
@@ -167,17 +230,20 @@ pub(crate) fn migrate(conn: &mut Connection, found: i64) -> rusqlite::Result<boo
 /// Let a read-only connection to a catalog of an older schema version answer every
 /// query of [`SCHEMA_VERSION`] without writing to the file: a `TEMP` view shadows each
 /// table the newer version changed (SQLite looks in the temp schema first), with the
-/// columns the older version cannot have held as NULL. Returns whether `found` is
-/// handled so.
+/// columns the older version cannot have held as NULL. The retention tables of
+/// version 3 need nothing: their readers find them absent and answer empty. Returns
+/// whether `found` is handled so.
 pub(crate) fn read_as_current(conn: &Connection, found: i64) -> rusqlite::Result<bool> {
-    if found != 1 {
+    if !(1..SCHEMA_VERSION).contains(&found) {
         return Ok(false);
     }
-    conn.execute_batch(
-        "CREATE TEMP VIEW folder_names AS
-             SELECT uniqueid, name, internal_name, from_run, to_run, NULL AS deleted_at
-             FROM main.folder_names;",
-    )?;
+    if found < 2 {
+        conn.execute_batch(
+            "CREATE TEMP VIEW folder_names AS
+                 SELECT uniqueid, name, internal_name, from_run, to_run, NULL AS deleted_at
+                 FROM main.folder_names;",
+        )?;
+    }
     Ok(true)
 }
 
@@ -230,11 +296,67 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION.to_string());
     }
 
+    /// The version-2 DDL: today's with the references version 3 dropped.
+    fn v2_ddl() -> String {
+        DDL.replace(
+            "snapshot_run      INTEGER NOT NULL,",
+            "snapshot_run      INTEGER NOT NULL REFERENCES runs(run),",
+        )
+    }
+
+    #[test]
+    fn version_2_is_migrated_in_place() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        c.execute_batch(&v2_ddl()).unwrap();
+        c.execute("INSERT INTO meta VALUES ('schema_version', '2')", [])
+            .unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
+        c.execute_batch(
+            "INSERT INTO runs VALUES (1, 0, 0, 's', 'u', 't', NULL, NULL, NULL, 'complete');
+             INSERT INTO folders VALUES ('f', 1, 1, NULL);
+             INSERT INTO folder_runs (uniqueid, run, snapshot_run, uidvalidity, highestmodseq,
+                 last_uid, exists_count, state) VALUES ('f', 1, 1, 1, 1, 0, 0, '{}');
+             INSERT INTO user_files VALUES (1, 1, 'seen', 'seen', 0, 0, 0, 0);",
+        )
+        .unwrap();
+        // version 2 refuses a snapshot run that is not a run
+        assert!(
+            c.execute(
+                "INSERT INTO user_files VALUES (1, 9, 'subs', 'subs', 0, 0, 0, 0)",
+                []
+            )
+            .is_err()
+        );
+        assert!(migrate(&mut c, 2).unwrap());
+        assert_eq!(inspect(&c).unwrap(), Found::Version(SCHEMA_VERSION));
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM folder_runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "rows kept");
+        c.execute(
+            "INSERT INTO user_files VALUES (1, 9, 'subs', 'subs', 0, 0, 0, 0)",
+            [],
+        )
+        .unwrap();
+        let fk: i64 = c
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(fk, 0);
+        c.execute_batch("SELECT * FROM retention_events; SELECT * FROM erased_messages;")
+            .unwrap();
+        assert!(!migrate(&mut c, SCHEMA_VERSION).unwrap());
+    }
+
     #[test]
     fn version_1_is_migrated_in_place() {
         let mut c = Connection::open_in_memory().unwrap();
-        // the version-1 DDL: today's without the column version 2 added
-        let v1 = DDL.replace("    deleted_at     INTEGER,\n", "");
+        // the version-1 DDL: version 2's without the column version 2 added
+        let v1 = v2_ddl().replace("    deleted_at     INTEGER,\n", "");
         assert_ne!(v1, DDL);
         c.execute_batch(&v1).unwrap();
         c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
@@ -268,7 +390,7 @@ mod tests {
         let path = dir.join("c.sqlite");
         {
             let c = Connection::open(&path).unwrap();
-            c.execute_batch(&DDL.replace("    deleted_at     INTEGER,\n", ""))
+            c.execute_batch(&v2_ddl().replace("    deleted_at     INTEGER,\n", ""))
                 .unwrap();
             c.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
                 .unwrap();

@@ -226,20 +226,46 @@ impl RunTx<'_> {
         records: &[RecordState],
         meta: &FolderMeta,
     ) -> Result<()> {
-        let r = self.folder_snapshot_inner(f, state, records, meta);
+        let r = self.folder_snapshot_inner(f, self.run, state, records, meta);
+        self.poison(r)
+    }
+
+    /// As [`RunTx::folder_snapshot`], for a folder described by the entries an earlier
+    /// run `snapshot_run` wrote (`folders/<uniqueid>/<snapshot_run>/...`) that this
+    /// catalog does not carry: the first kept run after a prune removed that run.
+    pub fn folder_snapshot_from(
+        &mut self,
+        f: FolderRef<'_>,
+        snapshot_run: u64,
+        state: &FolderState,
+        records: &[RecordState],
+        meta: &FolderMeta,
+    ) -> Result<()> {
+        let r = if snapshot_run > self.run {
+            Err(misuse(
+                self.path,
+                format!(
+                    "run {}: folder {} described by a later run {snapshot_run}",
+                    self.run, f.uniqueid
+                ),
+            ))
+        } else {
+            self.folder_snapshot_inner(f, snapshot_run, state, records, meta)
+        };
         self.poison(r)
     }
 
     fn folder_snapshot_inner(
         &mut self,
         f: FolderRef<'_>,
+        snapshot_run: u64,
         state: &FolderState,
         records: &[RecordState],
         meta: &FolderMeta,
     ) -> Result<()> {
         self.touch(f.uniqueid)?;
         self.upsert_folder(f)?;
-        self.insert_folder_run(f.uniqueid, self.run, state, meta)?;
+        self.insert_folder_run(f.uniqueid, snapshot_run, state, meta)?;
         self.diff_records(f.uniqueid, records)
     }
 

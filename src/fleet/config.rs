@@ -19,6 +19,9 @@
 //! round_window: 43200               # seconds an open round is joined (else closed)
 //! stale_after: 93600                # seconds without a good backup before a user is stale
 //! metrics_file: /var/lib/prometheus/node-exporter/cyrvault.prom   # written after each run
+//! prune_keep_daily: 7               # retention after each user's backup (doc/retention.md):
+//! prune_keep_monthly: 12            #   prune_keep_{last,hourly,daily,weekly,monthly,yearly},
+//! prune_keep_deleted: 30d           #   prune_keep_within, prune_keep_deleted
 //! ```
 #![forbid(unsafe_code)]
 
@@ -75,6 +78,9 @@ pub struct FleetConf {
     /// Where `cyrvault run` writes the Prometheus text after each run (node_exporter's
     /// textfile collector); None: not written.
     pub metrics_file: Option<PathBuf>,
+    /// The retention policy `cyrvault run` applies after each user's backup
+    /// (`prune_keep_*`, doc/retention.md); `None`: no pruning.
+    pub retention: Option<crate::retention::Policy>,
 }
 
 /// Every global key `cyrvault.conf` knows, and the per-server ones as `<name>_<suffix>`
@@ -174,6 +180,7 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
         round_window_secs: DEFAULT_ROUND_WINDOW,
         stale_after_secs: DEFAULT_STALE_AFTER,
         metrics_file: get("metrics_file").map(|(v, _)| PathBuf::from(v)),
+        retention: None,
     };
     if let Some((v, l)) = get("workers") {
         conf.workers = number(file, l, "workers", v)?;
@@ -199,6 +206,10 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
     if let Some((v, l)) = get("stale_after") {
         conf.stale_after_secs = number(file, l, "stale_after", v)?;
     }
+    conf.retention = crate::retention::Policy::from_conf(|k| get(k).map(|x| x.0)).map_err(|e| {
+        let line = e.split(':').next().and_then(&get).map_or(0, |x| x.1);
+        bad(file, line, e)
+    })?;
     for (key, min) in [
         ("workers", conf.workers),
         ("batch", conf.batch),
@@ -355,6 +366,27 @@ mod tests {
         .unwrap();
         assert_eq!(c.stale_after_secs, 60);
         assert_eq!(c.metrics_file.as_deref(), Some(Path::new("/m.prom")));
+        assert_eq!(c.retention, None, "no prune_* key: no pruning");
+    }
+
+    #[test]
+    fn retention_policy() {
+        let c = parse_fleet_conf(
+            "servers: a\na_address: x:1\nvault: /v\nprune_keep_daily: 7\n\
+             prune_keep_monthly: unlimited\nprune_keep_deleted: 30d\n",
+            "f",
+        )
+        .unwrap();
+        let p = c.retention.unwrap();
+        assert_eq!(p.keep_daily, Some(crate::retention::Count::N(7)));
+        assert_eq!(p.keep_monthly, Some(crate::retention::Count::Unlimited));
+        assert_eq!(p.keep_deleted, Some(30 * 86_400));
+        let e = parse_fleet_conf(
+            "servers: a\na_address: x:1\nvault: /v\nprune_keep_within: soon\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("f:4: prune_keep_within"), "{e}");
     }
 
     #[test]

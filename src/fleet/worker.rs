@@ -244,6 +244,9 @@ fn backup_one(
         return Err(crate::Error::Other("connection cache lost an entry".into()));
     };
     let rep = backup::backup_user(s, v, user, opts)?;
+    if let Some(policy) = &conf.retention {
+        prune_after(v, user, policy);
+    }
     // A run that left folders out (carried forward) or met spool damage is a failure
     // for the directory: it is retried, and fleet-status names it with the reason.
     if let Some(e) = rep.problems() {
@@ -253,4 +256,39 @@ fn backup_one(
         fetched: rep.bytes_fetched,
         stored: rep.bytes_written,
     })
+}
+
+/// Apply `cyrvault.conf`'s retention policy after a user's run (doc/retention.md). A
+/// held user is left alone; a failed prune is logged and retried after the next run
+/// (the backup itself succeeded).
+fn prune_after(v: &Vault, user: &str, policy: &crate::retention::Policy) {
+    let ua = match v.user(user) {
+        Ok(Some(ua)) => ua,
+        _ => return,
+    };
+    let t = crate::retention::Target {
+        user: user.to_string(),
+        archive: ua.archive,
+        catalog: ua.catalog,
+    };
+    let opts = crate::retention::PruneOptions {
+        policy: policy.clone(),
+        wait: Some(std::time::Duration::from_secs(30)),
+        ..Default::default()
+    };
+    match crate::retention::prune(&t, &opts) {
+        Ok(r) if r.nothing_to_do => {}
+        Ok(r) => log::info!(
+            target: "cyrvault::fleet",
+            "{user}: pruned runs {:?} ({}): archive {} -> {} bytes",
+            r.runs_removed,
+            r.policy,
+            r.bytes_before,
+            r.bytes_after
+        ),
+        Err(crate::Error::Retention(crate::retention::RetentionError::Held { .. })) => {
+            log::info!(target: "cyrvault::fleet", "{user}: under legal hold: not pruned");
+        }
+        Err(e) => log::warn!(target: "cyrvault::fleet", "{user}: prune failed: {e}"),
+    }
 }

@@ -37,6 +37,12 @@ pub enum Command {
     Reindex(ReindexArgs),
     /// Raw vs unique vs stored bytes, dedup and compression ratios, runs.
     Stats(StatsArgs),
+    /// Remove runs by a policy (restic's --keep-*) and compact the archive.
+    Prune(crate::cmd_prune::PruneArgs),
+    /// Erase messages, a folder, everything before a date, or a whole user, with a record.
+    Forget(crate::cmd_forget::ForgetArgs),
+    /// Place, release or list legal holds (prune and forget refuse a held user).
+    Hold(crate::cmd_hold::HoldArgs),
     /// Pull users' mail from a cyrvaultd (or stock backupcyrusd) into the vault.
     Backup(BackupArgs),
     /// Restore a user, folders or messages from the vault into IMAP or to files.
@@ -74,6 +80,9 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Reindex(_) => "reindex",
             Command::Stats(_) => "stats",
+            Command::Prune(_) => "prune",
+            Command::Forget(_) => "forget",
+            Command::Hold(_) => "hold",
             Command::Backup(_) => "backup",
             Command::Restore(_) => "restore",
             Command::Discover(_) => "discover",

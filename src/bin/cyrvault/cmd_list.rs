@@ -48,12 +48,17 @@ pub fn run(a: &ListArgs) -> Result<ExitCode, cyrvault::Error> {
                     u.runs.to_string(),
                     size(u.archive_bytes),
                     u.id.clone(),
+                    if u.holds.is_empty() {
+                        String::new()
+                    } else {
+                        format!("HELD ({})", u.holds.len())
+                    },
                     u.error.clone().unwrap_or_default(),
                 ]
             })
             .collect();
         output::io_result(output::table(
-            &["USER", "LAST RUN", "RUN", "RUNS", "SIZE", "ID", ""],
+            &["USER", "LAST RUN", "RUN", "RUNS", "SIZE", "ID", "HOLD", ""],
             &rows,
         ))?;
     }

@@ -15,6 +15,13 @@ pub fn run(a: &ShowArgs) -> Result<ExitCode, cyrvault::Error> {
         return output::io_result(output::json(&r));
     }
     println!("user {} (archive {})", r.user, ua.archive.display());
+    for h in &r.holds {
+        println!(
+            "LEGAL HOLD: {} (placed {})",
+            h.describe(),
+            admin::format_time(h.at)
+        );
+    }
     let rows: Vec<Vec<String>> = r
         .runs
         .iter()
@@ -89,5 +96,22 @@ pub fn run(a: &ShowArgs) -> Result<ExitCode, cyrvault::Error> {
     output::io_result(output::table(
         &["FOLDER", "STATE", "UNIQUEID", "NAMES"],
         &rows,
-    ))
+    ))?;
+    if !r.retention.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = r
+            .retention
+            .iter()
+            .map(|e| {
+                vec![
+                    e.seq.to_string(),
+                    admin::format_time(e.at),
+                    e.kind.clone(),
+                    e.reason.clone(),
+                ]
+            })
+            .collect();
+        output::io_result(output::table(&["EVENT", "AT", "KIND", "REASON"], &rows))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -5,11 +5,14 @@ mod args;
 mod cmd_backup;
 mod cmd_cat;
 mod cmd_discover;
+mod cmd_forget;
+mod cmd_hold;
 mod cmd_inspect;
 mod cmd_list;
 mod cmd_ls;
 mod cmd_man;
 mod cmd_metrics;
+mod cmd_prune;
 mod cmd_reindex;
 mod cmd_restore;
 mod cmd_run;
@@ -41,6 +44,9 @@ fn main() -> ExitCode {
         args::Command::Verify(a) => cmd_verify::run(a, cli.quiet),
         args::Command::Reindex(a) => cmd_reindex::run(a, cli.quiet),
         args::Command::Stats(a) => cmd_stats::run(a),
+        args::Command::Prune(a) => cmd_prune::run(a, cli.quiet),
+        args::Command::Forget(a) => cmd_forget::run(a),
+        args::Command::Hold(a) => cmd_hold::run(a),
         args::Command::Backup(a) => cmd_backup::run(a),
         args::Command::Restore(a) => cmd_restore::run(a),
         args::Command::Discover(a) => cmd_discover::run(a),
