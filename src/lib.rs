@@ -25,6 +25,7 @@ pub mod lock;
 pub mod log;
 pub mod model;
 pub mod protocol;
+pub mod replication;
 pub mod restore;
 pub mod retention;
 pub mod sandbox;

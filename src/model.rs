@@ -172,7 +172,7 @@ pub struct FolderInRun {
     pub deleted_at: Option<i64>,
 }
 
-/// Which run's user-level files (seen, subscriptions, sieve) describe the user.
+/// Which run's user-level files (seen, subscriptions, sieve, quota) describe the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserStateRef {
     /// The run whose `user/<run>/...` entries hold the files.
@@ -203,6 +203,9 @@ pub enum UserFileKind {
     Subs,
     /// A sieve script (`user/<run>/sieve/<name>`).
     Sieve,
+    /// The user's quota roots and limits (`user/<run>/quota`, the service's `quota`
+    /// file: `cyrus::quota`). Added with the QUOTA extension; older runs have none.
+    Quota,
 }
 
 impl UserFileKind {
@@ -212,6 +215,7 @@ impl UserFileKind {
             UserFileKind::Seen => "seen",
             UserFileKind::Subs => "subs",
             UserFileKind::Sieve => "sieve",
+            UserFileKind::Quota => "quota",
         }
     }
 
@@ -221,6 +225,7 @@ impl UserFileKind {
             "seen" => Some(UserFileKind::Seen),
             "subs" => Some(UserFileKind::Subs),
             "sieve" => Some(UserFileKind::Sieve),
+            "quota" => Some(UserFileKind::Quota),
             _ => None,
         }
     }

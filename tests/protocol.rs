@@ -458,6 +458,7 @@ impl Fixture {
         let name = match which {
             UserFile::Seen => "seen",
             UserFile::Sub => "sub",
+            UserFile::Quota => "quota",
         };
         self.users.get(u)?.0.get(name)
     }

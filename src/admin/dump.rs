@@ -143,13 +143,14 @@ fn loc_at(row: &[Val], i: usize) -> Option<EntryLoc> {
 }
 
 /// The archive entry name of a user file, as the backup writes it
-/// (`archive::user_entry`): `seen`, `subscriptions`, `sieve/<name>`.
+/// (`archive::user_entry`): `seen`, `subscriptions`, `sieve/<name>`, `quota`.
 pub(crate) fn user_file_entry(snapshot_run: u64, kind: &str, name: &str) -> Option<String> {
     let run = crate::archive::run_id(snapshot_run);
     match kind {
         "seen" => crate::archive::user_entry(&run, "seen", None).ok(),
         "subs" => crate::archive::user_entry(&run, "subscriptions", None).ok(),
         "sieve" => crate::archive::user_entry(&run, "sieve", Some(name)).ok(),
+        "quota" => crate::archive::user_entry(&run, "quota", None).ok(),
         _ => None,
     }
 }

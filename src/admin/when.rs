@@ -1,9 +1,10 @@
 //! Times and durations on the admin command line: `--at 2026-11-29 14:30`,
 //! `--at 2026-11-29T14:30:00Z`, `--stale 26h`, and RFC 3339 UTC in every report.
 //!
-//! Times with `Z` or a numeric offset are converted here. A time without one is local
-//! time: the machine's zone rules are applied by GNU `date -d` (the one place we need
-//! them, and a pure-Rust reader of `/etc/localtime` is not worth its weight here).
+//! One rule for every `--at` (`ls`, `cat`, `restore`, ...): a time is UTC unless it
+//! says otherwise with `Z` or a numeric offset (`+01:00`); a bare number is Unix
+//! seconds. Local time is never guessed: the same string picks the same run on every
+//! machine and in every command.
 #![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
@@ -23,8 +24,8 @@ pub fn format_time(t: i64) -> String {
 
 fn bad_time(s: &str) -> Error {
     Error::Refused(format!(
-        "time {s:?}: use RFC 3339 (2026-11-29T14:30:00Z) or YYYY-MM-DD[ HH:MM[:SS]] \
-         (local time, or with Z / +HH:MM)"
+        "time {s:?}: use RFC 3339 (2026-11-29T14:30:00Z), YYYY-MM-DD[ HH:MM[:SS]] \
+         (UTC unless followed by Z or +HH:MM) or Unix seconds"
     ))
 }
 
@@ -34,10 +35,13 @@ fn num(s: &str, len: usize) -> Option<i64> {
         .flatten()
 }
 
-/// Parse a time for `--at`: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` or
-/// `YYYY-MM-DDTHH:MM[:SS]`, followed by `Z`, `+HH:MM`/`-HH:MM`, or nothing (local time).
+/// Parse a time for `--at`: Unix seconds, or `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` or
+/// `YYYY-MM-DDTHH:MM[:SS]`, followed by `Z`, `+HH:MM`/`-HH:MM`, or nothing (UTC).
 pub fn parse_time(s: &str) -> Result<i64> {
     let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad_time(s));
+    }
     let (body, zone) = split_zone(t);
     let (date, clock) = match body.find(['T', 't', ' ']) {
         Some(i) => (&body[..i], Some(&body[i + 1..])),
@@ -74,8 +78,7 @@ pub fn parse_time(s: &str) -> Result<i64> {
     let naive = unix_from_civil(y, mo, d, h, mi, se);
     match zone {
         Some(offset) => Ok(naive - offset.ok_or_else(|| bad_time(s))?),
-        None => local_to_unix(&format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{se:02}"))
-            .ok_or_else(|| bad_time(s)),
+        None => Ok(naive),
     }
 }
 
@@ -94,19 +97,6 @@ fn split_zone(t: &str) -> (&str, Option<Option<i64>>) {
     let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
     let off = num(&digits, 4).map(|v| sign * ((v / 100) * 3600 + (v % 100) * 60));
     (body.trim_end(), Some(off))
-}
-
-/// Local civil time → Unix seconds, by the machine's zone rules (GNU `date`).
-fn local_to_unix(civil: &str) -> Option<i64> {
-    let out = std::process::Command::new("date")
-        .args(["-d", civil, "+%s"])
-        .env("LC_ALL", "C")
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    std::str::from_utf8(&out.stdout).ok()?.trim().parse().ok()
 }
 
 /// Parse a duration for `--stale`, `--keep-within`, ...: a number with a unit `s`, `m`
@@ -144,16 +134,15 @@ mod tests {
     }
 
     #[test]
-    fn local_times_follow_the_zone_rules() {
-        // Whatever the zone, a local time is within 14 h of the same time in UTC.
-        let utc = parse_time("2025-06-01 12:00Z").unwrap();
-        let local = parse_time("2025-06-01 12:00").unwrap();
-        assert!((utc - local).abs() <= 14 * 3600, "{utc} vs {local}");
+    fn no_zone_is_utc_and_numbers_are_unix_seconds() {
+        // Issue #12: `ls --at` and `restore --at` read the same string the same way.
         assert_eq!(
-            parse_time("2025-06-01").unwrap() + 12 * 3600,
-            local,
-            "midnight and noon of one local day (no DST switch on June 1)"
+            parse_time("2025-06-01 12:00").unwrap(),
+            parse_time("2025-06-01T12:00:00Z").unwrap()
         );
+        assert_eq!(parse_time("2025-06-01").unwrap(), 1_748_736_000);
+        assert_eq!(parse_time("1764300000").unwrap(), 1_764_300_000);
+        assert_eq!(parse_time("2026-11-28T13:05:09Z").unwrap(), 1_795_871_109);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub(crate) fn user_file_entry(run: u64, f: &UserFile) -> Result<String> {
         UserFileKind::Seen => user_entry(&r, "seen", None),
         UserFileKind::Subs => user_entry(&r, "subscriptions", None),
         UserFileKind::Sieve => user_entry(&r, "sieve", Some(&f.name)),
+        UserFileKind::Quota => user_entry(&r, "quota", None),
     };
     name.map_err(|e| crate::error::Error::archive("(entry name)", e))
 }

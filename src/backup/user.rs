@@ -1,7 +1,11 @@
 //! The user-level files in a run: `META` lists `seen`/`sub`; they are fetched (with
-//! `SNAPSHOT` when the server has it, which adds the sieve directory) on the first run,
-//! when their stats moved, or with `SNAPSHOT` when any folder changed; and stored anew
-//! only when their SHA-1s differ from the stored ones.
+//! `SNAPSHOT` when the server has it, which adds the sieve directory and the quota) on
+//! the first run, when their stats moved, when the quota limits changed, or with
+//! `SNAPSHOT` when any folder changed; and stored anew only when their SHA-1s differ
+//! from the stored ones. The quota (a cyrvaultd extension, `CAP QUOTA`; a stock
+//! `backupcyrusd` has none) is asked for on every run with `META <user> quota`, one
+//! short line per quota root; it counts as changed only when its roots or limits
+//! change, not its usage, which moves with every message.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -66,10 +70,17 @@ impl RunCtx<'_> {
             )
         };
         let changed_folders = self.rep.folders_changed + self.rep.folders_gone > 0;
+        let quota_key = if self.server.has("QUOTA") {
+            let q = self.fetch_quota()?;
+            Some(quota_limits_sha1(&q))
+        } else {
+            None
+        };
         if let Some(p) = &prev.user
             && last_run.is_some()
             && p.seen == seen
             && p.sub == sub
+            && p.sha1.get(QUOTA_KEY) == quota_key.as_ref()
             && !(snapshot && changed_folders)
         {
             return Ok(carried(p));
@@ -81,10 +92,16 @@ impl RunCtx<'_> {
         };
         let mut sha1 = std::collections::BTreeMap::new();
         for (f, bytes) in &files {
+            if f.kind == UserFileKind::Quota {
+                continue;
+            }
             let key = user_file_entry(0, f)?
                 .trim_start_matches("user/000000/")
                 .to_string();
             sha1.insert(key, Guid::of(bytes).to_hex());
+        }
+        if let Some(k) = quota_key {
+            sha1.insert(QUOTA_KEY.to_string(), k);
         }
         let stats = UserStats { seen, sub, sha1 };
         if let Some(p) = &prev.user
@@ -109,11 +126,35 @@ impl RunCtx<'_> {
         ))
     }
 
-    fn meta_user_files(&mut self) -> Result<Vec<(UserFile, Vec<u8>)>> {
+    /// The quota file (`META <user> quota`); empty when the user has no quota root.
+    fn fetch_quota(&mut self) -> Result<Vec<u8>> {
         let req = Request::Meta {
             slot: self.server.slot(),
             user: self.userid.as_bytes().to_vec(),
-            items: Some(vec![b"seen".to_vec(), b"sub".to_vec()]),
+            items: Some(vec![b"quota".to_vec()]),
+        };
+        let mut rx = Collect::default();
+        self.server
+            .client
+            .fetch(&req, &mut rx)
+            .map_err(|e| proto(self.server, "META quota", e))?;
+        Ok(rx
+            .files
+            .into_iter()
+            .find(|(h, _)| h.name == b"quota")
+            .map(|(_, b)| b)
+            .unwrap_or_default())
+    }
+
+    fn meta_user_files(&mut self) -> Result<Vec<(UserFile, Vec<u8>)>> {
+        let mut items = vec![b"seen".to_vec(), b"sub".to_vec()];
+        if self.server.has("QUOTA") {
+            items.push(b"quota".to_vec());
+        }
+        let req = Request::Meta {
+            slot: self.server.slot(),
+            user: self.userid.as_bytes().to_vec(),
+            items: Some(items),
         };
         let mut rx = Collect::default();
         self.server
@@ -126,6 +167,7 @@ impl RunCtx<'_> {
             let kind = match h.name.as_slice() {
                 b"seen" => UserFileKind::Seen,
                 b"sub" => UserFileKind::Subs,
+                b"quota" => UserFileKind::Quota,
                 _ => continue,
             };
             out.push((
@@ -168,6 +210,7 @@ impl RunCtx<'_> {
             let (kind, fname) = match name.as_str() {
                 "seen" => (UserFileKind::Seen, name.clone()),
                 "sub" => (UserFileKind::Subs, name.clone()),
+                "quota" => (UserFileKind::Quota, name.clone()),
                 n => match n.strip_prefix("sieve/") {
                     Some(s) if !s.is_empty() => (UserFileKind::Sieve, s.to_string()),
                     _ => continue,
@@ -184,6 +227,24 @@ impl RunCtx<'_> {
             ));
         }
         Ok(out)
+    }
+}
+
+/// The key of the quota in [`UserStats::sha1`].
+const QUOTA_KEY: &str = "quota-limits";
+
+/// SHA-1 (hex) of the quota file's roots and limits, without usage or modseq, so that
+/// only a change of limits counts as a change (an unparsable file: of its bytes).
+fn quota_limits_sha1(bytes: &[u8]) -> String {
+    match crate::cyrus::quota::parse_quota_file(bytes) {
+        Ok(roots) => {
+            let mut canon = String::new();
+            for (root, v) in roots {
+                canon.push_str(&format!("{root}\t{:?}\n", v.limits));
+            }
+            Guid::of(canon.as_bytes()).to_hex()
+        }
+        Err(_) => Guid::of(bytes).to_hex(),
     }
 }
 

@@ -20,7 +20,9 @@ use rusqlite::Connection;
 ///     and `user_files.snapshot_run` no longer reference `runs` (they name the
 ///     entries' run, which a prune may have removed while its entries still describe
 ///     kept runs); the archive's generation in `meta`. Migrated from 2 in place.
-pub const SCHEMA_VERSION: i64 = 3;
+/// 4 — `user_files.kind` may also be `quota` (the QUOTA extension; migrated from 3
+///     in place: `user_files` rebuilt with the wider CHECK).
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a cyrvault catalog: "cyrv" in ASCII.
 pub const APPLICATION_ID: i64 = 0x6379_7276;
@@ -123,7 +125,7 @@ CREATE INDEX records_by_from_run ON records(from_run);
 CREATE TABLE user_files (
     run               INTEGER NOT NULL REFERENCES runs(run),
     snapshot_run      INTEGER NOT NULL,
-    kind              TEXT NOT NULL CHECK (kind IN ('seen', 'subs', 'sieve')),
+    kind              TEXT NOT NULL CHECK (kind IN ('seen', 'subs', 'sieve', 'quota')),
     name              TEXT NOT NULL,
     active            INTEGER NOT NULL,
     member_offset     INTEGER NOT NULL,
@@ -182,41 +184,46 @@ pub(crate) fn create(conn: &mut Connection) -> rusqlite::Result<()> {
 /// * 1 → 2: `folder_names.deleted_at`;
 /// * 2 → 3: `folder_runs` and `user_files` copied into tables without the
 ///   `snapshot_run` reference (SQLite cannot drop a constraint in place; nothing
-///   references these two tables), and the retention tables created.
+///   references these two tables), and the retention tables created;
+/// * 3 → 4: `user_files` copied again, into a table whose CHECK admits `quota` (a
+///   version-3 catalog never held a quota file).
 pub(crate) fn migrate(conn: &mut Connection, found: i64) -> rusqlite::Result<bool> {
     if !(1..SCHEMA_VERSION).contains(&found) {
         return Ok(false);
     }
+    // A table of the current DDL under a temporary name, to copy rows into.
+    let table = |name: &str| -> String {
+        let start = DDL.find(&format!("CREATE TABLE {name} (")).unwrap_or(0);
+        let end = DDL[start..].find(';').map_or(DDL.len(), |e| start + e + 1);
+        DDL[start..end].replacen(
+            &format!("CREATE TABLE {name} ("),
+            &format!("CREATE TABLE {name}_v3 ("),
+            1,
+        )
+    };
     let tx = conn.transaction()?;
     if found < 2 {
         tx.execute_batch("ALTER TABLE folder_names ADD COLUMN deleted_at INTEGER;")?;
     }
     if found < 3 {
-        let table = |name: &str| -> String {
-            let start = DDL.find(&format!("CREATE TABLE {name} (")).unwrap_or(0);
-            let end = DDL[start..].find(';').map_or(DDL.len(), |e| start + e + 1);
-            DDL[start..end].replacen(
-                &format!("CREATE TABLE {name} ("),
-                &format!("CREATE TABLE {name}_v3 ("),
-                1,
-            )
-        };
-        for (name, index) in [
-            (
-                "folder_runs",
-                "CREATE INDEX folder_runs_by_run ON folder_runs(run);",
-            ),
-            ("user_files", ""),
-        ] {
-            tx.execute_batch(&table(name))?;
-            tx.execute_batch(&format!(
-                "INSERT INTO {name}_v3 SELECT * FROM {name};
-                 DROP TABLE {name};
-                 ALTER TABLE {name}_v3 RENAME TO {name};
-                 {index}"
-            ))?;
-        }
+        tx.execute_batch(&table("folder_runs"))?;
+        tx.execute_batch(
+            "INSERT INTO folder_runs_v3 SELECT * FROM folder_runs;
+             DROP TABLE folder_runs;
+             ALTER TABLE folder_runs_v3 RENAME TO folder_runs;
+             CREATE INDEX folder_runs_by_run ON folder_runs(run);",
+        )?;
         tx.execute_batch(RETENTION_DDL)?;
+    }
+    if found < 4 {
+        // `user_files` from the current DDL: without the `snapshot_run` reference
+        // (from 2) and with the `quota` kind (from 2 and 3); rows unchanged.
+        tx.execute_batch(&table("user_files"))?;
+        tx.execute_batch(
+            "INSERT INTO user_files_v3 SELECT * FROM user_files;
+             DROP TABLE user_files;
+             ALTER TABLE user_files_v3 RENAME TO user_files;",
+        )?;
     }
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
@@ -231,7 +238,8 @@ pub(crate) fn migrate(conn: &mut Connection, found: i64) -> rusqlite::Result<boo
 /// query of [`SCHEMA_VERSION`] without writing to the file: a `TEMP` view shadows each
 /// table the newer version changed (SQLite looks in the temp schema first), with the
 /// columns the older version cannot have held as NULL. The retention tables of
-/// version 3 need nothing: their readers find them absent and answer empty. Returns
+/// version 3 need nothing: their readers find them absent and answer empty; nor does
+/// version 4's `quota` kind, which an older catalog never holds. Returns
 /// whether `found` is handled so.
 pub(crate) fn read_as_current(conn: &Connection, found: i64) -> rusqlite::Result<bool> {
     if !(1..SCHEMA_VERSION).contains(&found) {

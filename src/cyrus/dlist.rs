@@ -367,8 +367,9 @@ fn is_qchar(c: u8) -> bool {
     !(c & 0x80 != 0 || matches!(c, 0 | b'\r' | b'\n' | b'"' | b'%' | b'\\'))
 }
 
-/// `prot_printastring`: atom if possible, else quoted, else a literal.
-fn print_astring(b: &[u8], out: &mut Vec<u8>) {
+/// `prot_printastring`: atom if possible, else quoted, else a literal (`{N+}`, the
+/// non-synchronising form; the replication protocol's writer uses it too).
+pub fn print_astring(b: &[u8], out: &mut Vec<u8>) {
     if b.is_empty() {
         out.extend_from_slice(b"\"\"");
     } else if is_atom(b) && b != b"NIL" {

@@ -18,6 +18,10 @@ use layout::{GUID_AT, header_rows, put_val, read_val, record_rows, sizes, ty_len
 pub const SUPPORTED_VERSIONS: &str = "12-20";
 
 /// Record `system_flags` word: the IMAP system flags (low 16 bits) ...
+/// The longest index header of any supported version (v20: 192 bytes); reading this
+/// many bytes of a `cyrus.index` always gets its whole header.
+pub const INDEX_HEADER_MAX: usize = 192;
+
 pub const FLAG_ANSWERED: u32 = 1 << 0;
 pub const FLAG_FLAGGED: u32 = 1 << 1;
 pub const FLAG_DELETED: u32 = 1 << 2;

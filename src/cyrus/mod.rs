@@ -18,6 +18,7 @@ pub mod header;
 pub mod index;
 pub mod mboxlist;
 pub mod paths;
+pub mod quota;
 pub mod twoskip;
 pub mod version;
 

@@ -455,6 +455,36 @@ pub fn user_file_path(
     Ok(p)
 }
 
+/// The `quotalegacy` file of quota root `root` (an internal name, `user.bob` or
+/// `domain!user.bob`): `<dir of quota_db_path>/quota/<h>/<root>`, with virtual domains
+/// `<dir>/domain/<h>/<domain>/quota/<h>/<rest>` (`hash_quota` in
+/// `lib/cyrusdb_quotalegacy.c`; `<h>` hashes the root after its first `.`).
+pub fn quota_legacy_path(conf: &ImapdConf, root: &str) -> Result<PathBuf> {
+    let db = conf.quota_db_path();
+    let mut p = db.parent().map(Path::to_path_buf).unwrap_or_default();
+    let full = conf.fulldirhash();
+    let mut qr = root;
+    let virt = conf.virtdomains() != crate::cyrus::config::VirtDomains::Off;
+    if let (true, Some((dom, rest))) = (virt, root.split_once('!')) {
+        check_component("quota root", root, dom)?;
+        p.push("domain");
+        p.push(dir_hash_c(dom, full).to_string());
+        p.push(dom);
+        qr = rest;
+        if qr.is_empty() {
+            p.push("quota");
+            p.push("root");
+            return Ok(p);
+        }
+    }
+    check_component("quota root", root, qr)?;
+    let idx = qr.split_once('.').map_or(qr, |(_, after)| after);
+    p.push("quota");
+    p.push(dir_hash_c(idx, full).to_string());
+    p.push(qr);
+    Ok(p)
+}
+
 /// A user's sieve script directory (§6.11, `user_sieve_path`): by INBOX uniqueid,
 /// or for legacy users `<sievedir>/[domain/<h>/<d>/]<h>/<user>` (the user is the
 /// local part with virtual domains, else the whole userid).

@@ -12,7 +12,9 @@
 
 pub mod date;
 pub mod error;
+pub mod meta;
 pub mod parse;
+pub mod pipeline;
 pub mod types;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -43,6 +45,9 @@ pub enum Arg<'a> {
     Str(&'a [u8]),
     /// Always sent as a literal (message bodies).
     Literal(&'a [u8]),
+    /// Sent verbatim right after the previous argument, without the space (a `)`
+    /// closing a list whose last element is a string or literal).
+    Glued(&'a str),
 }
 
 /// The outcome of one command: the untagged responses it produced and its tagged status.
@@ -168,7 +173,7 @@ impl Client {
     }
 
     /// The error for a tagged NO/BAD answer.
-    fn refused(&self, st: &StatusText) -> ImapError {
+    pub(crate) fn refused(&self, st: &StatusText) -> ImapError {
         let kind = if st.status == Status::Bad {
             ImapErrorKind::Bad
         } else {
@@ -255,7 +260,7 @@ impl Client {
         })
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         self.writer
             .write_all(bytes)
             .map_err(|e| self.err(ImapErrorKind::Io, format!("sending command: {e}")))
@@ -286,8 +291,13 @@ impl Client {
         let mut untagged = Vec::new();
         let mut out = tag.clone().into_bytes();
         for arg in args {
+            if let Arg::Glued(g) = *arg {
+                out.extend_from_slice(g.as_bytes());
+                continue;
+            }
             out.push(b' ');
             let literal = match *arg {
+                Arg::Glued(_) => continue,
                 Arg::Atom(a) => {
                     out.extend_from_slice(a.as_bytes());
                     continue;
@@ -322,7 +332,7 @@ impl Client {
         self.finish(&tag, untagged)
     }
 
-    fn finish(&mut self, tag: &str, mut untagged: Vec<Response>) -> Result<Reply> {
+    pub(crate) fn finish(&mut self, tag: &str, mut untagged: Vec<Response>) -> Result<Reply> {
         loop {
             let response = match self.read_response() {
                 Ok(r) => r,

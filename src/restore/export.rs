@@ -6,7 +6,8 @@
 //!   files (`INBOX.mbox`, `Archive/2023.mbox`). The message bytes are otherwise untouched (CRLF as
 //!   Cyrus stores them), so flags are not written into headers.
 //! * **Maildir** (`--to-maildir DIR`): Maildir++ — INBOX is `DIR` itself, folder
-//!   `INBOX.A.B` is `DIR/.A.B`; every message in `cur/` named
+//!   `INBOX.A.B` is `DIR/.A.B` (a `.` inside a level written `%2E`, so no folder is
+//!   refused); every message in `cur/` named
 //!   `<internaldate>.<guid>.cyrvault:2,<flags>` with the flags `D` (\Draft), `F`
 //!   (\Flagged), `P` ($Forwarded), `R` (\Answered), `S` (\Seen), `T` (\Deleted) in
 //!   ASCII order, and its mtime set to the internal date.

@@ -1,11 +1,19 @@
-//! Restore into a live Cyrus over IMAP.
+//! Restore into a live Cyrus over IMAP: works on any Cyrus and for partial restores.
 //!
 //! The session is the admin acting as the user (SASL PLAIN with authorization id =
 //! the user, authentication id = the admin), so every flag lands as the owner's own:
 //! in Cyrus 3.6 the owner's `\Seen` lives in the index record, a non-owner's in the
 //! seen database. A second session, the admin's own (PLAIN without an authorization
-//! id), creates a missing INBOX and sets the backed-up ACL on every folder the restore
-//! creates.
+//! id), creates a missing INBOX, sets the backed-up ACL on every folder the restore
+//! creates (the INBOX too) and the quota of a user it creates.
+//!
+//! Every folder the restore creates gets its backed-up ACL, its mailbox annotations
+//! (special-use, comments, every other entry, private ones as their user) and its
+//! options (shared seen, duplicate delivery, POP3 UIDLs). Messages go in ascending
+//! backed-up UID (`imap_append`). Then subscriptions (a folder Cyrus will not
+//! subscribe to because it does not exist is a warning, not a failure), sieve scripts
+//! and, for a whole user restored to its names, the user's `\Seen` on other users'
+//! folders (`imap_extra`).
 //!
 //! Idempotent: before appending to a folder, its messages' GUIDs are read
 //! (`UID FETCH 1:* (DIGEST.SHA1)`; Cyrus's digest is the SHA-1 of the message file,
@@ -13,16 +21,18 @@
 //! hashed). Per GUID, only as many copies as the backup held and the folder lacks are
 //! appended, so a restore that was interrupted finishes when run again, without
 //! duplicates. A folder created here is a new mailbox with a new UniqueID: nothing
-//! is ever made to share the backed-up folder's identity (Cyrus issue #4702).
+//! is ever made to share the backed-up folder's identity (Cyrus issue #4702); use
+//! `restore::exact` for the same UniqueIDs and UIDs.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
-use super::{Action, FolderPlan, Plan, Progress, Source, Subscription, Summary, imap_flags};
+use super::imap_append::{Job, append_all};
+use super::{Action, FolderPlan, Plan, Progress, Source, Subscription, Summary};
 use crate::cyrus::Guid;
 use crate::error::{Error, Result};
 use crate::imap::{Client, ImapError, ImapErrorKind};
-use crate::model::RecordState;
 
 /// Where and as whom to restore.
 #[derive(Debug, Clone)]
@@ -58,11 +68,20 @@ pub struct ImapOptions {
     pub subscriptions: bool,
     /// Upload the sieve scripts (and activate the active one) over ManageSieve here.
     pub sieve: Option<String>,
+    /// The vault the archive is in: the user's `\Seen` on another user's folder is
+    /// mapped through that user's archive when the folder came back with new UIDs.
+    pub vault: Option<PathBuf>,
+    /// Sessions of the user appending at the same time (folders shared out between
+    /// them; 0 or 1: one).
+    pub sessions: usize,
+    /// Leave the `\Seen` on other users' folders for a later [`restore_foreign_seen`]
+    /// (a whole-server restore does it once every user is back).
+    pub defer_foreign_seen: bool,
 }
 
 /// A session as the user plus the admin's own session.
-struct Sessions<'a> {
-    target: &'a ImapTarget,
+pub(crate) struct Sessions<'a> {
+    pub(crate) target: &'a ImapTarget,
     user: Client,
     admin: Option<Client>,
 }
@@ -76,7 +95,13 @@ impl<'a> Sessions<'a> {
         })
     }
 
-    fn admin(&mut self) -> Result<&mut Client> {
+    /// The session as the user.
+    pub(crate) fn user_client(&mut self) -> &mut Client {
+        &mut self.user
+    }
+
+    /// The admin's own session (opened on first use).
+    pub(crate) fn admin(&mut self) -> Result<&mut Client> {
         if self.admin.is_none() {
             let mut c = Client::connect(self.target.addr.as_str())?;
             c.authenticate_plain("", &self.target.admin, &self.target.password)?;
@@ -88,22 +113,19 @@ impl<'a> Sessions<'a> {
     }
 }
 
-/// The session that creates folders and appends: the admin acting as the user, or
-/// for a shared hierarchy the admin's own (shared mailboxes have no owner; their
-/// `\Seen` is per reader anyway).
-fn connect_as_user(t: &ImapTarget) -> Result<Client> {
+/// A session of `user` opened with the admin's credentials.
+pub(crate) fn connect_as(t: &ImapTarget, user: &str) -> Result<Client> {
     let mut c = Client::connect(t.addr.as_str())?;
-    let authz = if t.is_shared() { "" } else { t.user.as_str() };
-    c.authenticate_plain(authz, &t.admin, &t.password)?;
+    c.authenticate_plain(user, &t.admin, &t.password)?;
     Ok(c)
 }
 
-/// Whether an IMAP failure is the connection's rather than this command's.
-fn connection_lost(e: &ImapError) -> bool {
-    matches!(
-        e.kind,
-        ImapErrorKind::Io | ImapErrorKind::Bye | ImapErrorKind::Connect | ImapErrorKind::Protocol
-    )
+/// The session that creates folders and appends: the admin acting as the user, or
+/// for a shared hierarchy the admin's own (shared mailboxes have no owner; their
+/// `\Seen` is per reader anyway).
+pub(crate) fn connect_as_user(t: &ImapTarget) -> Result<Client> {
+    let authz = if t.is_shared() { "" } else { t.user.as_str() };
+    connect_as(t, authz)
 }
 
 /// The name the user sees for a backed-up folder (by its levels below the INBOX):
@@ -145,7 +167,7 @@ pub fn shared_target_name(parts: &[String], into: Option<&str>, sep: char) -> Op
 }
 
 /// The admin's name of the user's INBOX: `user<sep>bob` (`user<sep>bob@example.com`).
-fn admin_inbox(user: &str, sep: char) -> String {
+pub(crate) fn admin_inbox(user: &str, sep: char) -> String {
     match user.split_once('@') {
         Some((l, d)) => format!("user{sep}{l}@{d}"),
         None => format!("user{sep}{user}"),
@@ -153,7 +175,7 @@ fn admin_inbox(user: &str, sep: char) -> String {
 }
 
 /// The user-view name → admin-view name (`INBOX.X` → `user.bob.X`).
-fn admin_name(user_view: &str, user: &str, sep: char) -> String {
+pub(crate) fn admin_name(user_view: &str, user: &str, sep: char) -> String {
     let (local, domain) = match user.split_once('@') {
         Some((l, d)) => (l, Some(d)),
         None => (user, None),
@@ -167,62 +189,104 @@ fn admin_name(user_view: &str, user: &str, sep: char) -> String {
     n
 }
 
+/// The backed-up ACL for the target user: with `--to-user`, the source user's entry
+/// becomes the target user's, and the target user gets every right on what the
+/// restore creates (it must be able to append, and the folders are theirs now).
+pub fn map_acl(acl: &[(String, String)], source: &str, target: &str) -> Vec<(String, String)> {
+    if source == target {
+        return acl.to_vec();
+    }
+    const ALL: &str = "lrswipkxtecdan";
+    let mut out: Vec<(String, String)> = acl
+        .iter()
+        .filter(|(id, _)| id != target)
+        .map(|(id, r)| {
+            let id = if id == source { target } else { id };
+            (id.to_string(), r.clone())
+        })
+        .collect();
+    match out.iter_mut().find(|(id, _)| id == target) {
+        Some((_, r)) => {
+            for c in ALL.chars() {
+                if !r.contains(c) {
+                    r.push(c);
+                }
+            }
+        }
+        None => out.push((target.to_string(), ALL.to_string())),
+    }
+    out
+}
+
 /// GUID → how many copies a folder holds.
 fn folder_guids(c: &mut Client, name: &str) -> Result<HashMap<Guid, usize>> {
     let mut out = HashMap::new();
+    for (_, g) in folder_uid_guids(c, name)? {
+        *out.entry(g).or_insert(0) += 1;
+    }
+    Ok(out)
+}
+
+/// (UID, GUID) of every message of a folder (EXAMINEd here), by DIGEST.SHA1 or, where
+/// the server has none, by hashing the bodies a hundred at a time.
+pub(crate) fn folder_uid_guids(c: &mut Client, name: &str) -> Result<Vec<(u32, Guid)>> {
+    let mut out = Vec::new();
     let info = c.examine(name)?;
     if info.exists == 0 {
         return Ok(out);
     }
-    let digests = c.uid_fetch("1:*", "(UID DIGEST.SHA1)");
-    let items = match digests {
-        Ok(items) if items.iter().all(|i| i.digest_sha1.is_some()) => items,
-        Ok(_)
-        | Err(ImapError {
-            kind: ImapErrorKind::Bad | ImapErrorKind::No,
-            ..
-        }) => {
-            // No DIGEST.SHA1: hash the bodies, a hundred at a time.
-            let uids: Vec<u32> = c
-                .uid_fetch("1:*", "(UID)")?
-                .iter()
-                .filter_map(|i| i.uid)
-                .collect();
-            for chunk in uids.chunks(100) {
-                let set: Vec<String> = chunk.iter().map(u32::to_string).collect();
-                for i in c.uid_fetch(&set.join(","), "(UID BODY.PEEK[])")? {
-                    if let Some(b) = &i.body {
-                        *out.entry(Guid::of(b)).or_insert(0) += 1;
-                    }
+    match c.uid_fetch("1:*", "(UID DIGEST.SHA1)") {
+        Ok(items) if items.iter().all(|i| i.digest_sha1.is_some()) => {
+            for i in items {
+                if let (Some(u), Some(g)) =
+                    (i.uid, i.digest_sha1.as_deref().and_then(Guid::from_hex))
+                {
+                    out.push((u, g));
                 }
             }
             return Ok(out);
         }
+        Ok(_)
+        | Err(ImapError {
+            kind: ImapErrorKind::Bad | ImapErrorKind::No,
+            ..
+        }) => {}
         Err(e) => return Err(e.into()),
-    };
-    for i in items {
-        if let Some(g) = i.digest_sha1.as_deref().and_then(Guid::from_hex) {
-            *out.entry(g).or_insert(0) += 1;
+    }
+    let uids: Vec<u32> = c
+        .uid_fetch("1:*", "(UID)")?
+        .iter()
+        .filter_map(|i| i.uid)
+        .collect();
+    for chunk in uids.chunks(100) {
+        let set: Vec<String> = chunk.iter().map(u32::to_string).collect();
+        for i in c.uid_fetch(&set.join(","), "(UID BODY.PEEK[])")? {
+            if let (Some(u), Some(b)) = (i.uid, &i.body) {
+                out.push((u, Guid::of(b)));
+            }
         }
     }
     Ok(out)
 }
 
-/// Whether the user can see a folder of exactly this name.
-fn folder_exists(c: &mut Client, name: &str) -> Result<bool> {
-    Ok(c.list("", name)?
-        .iter()
-        .any(|e| e.name == name || (name == "INBOX" && e.name.eq_ignore_ascii_case("INBOX"))))
+/// Every folder the user can see (one LIST, not one per folder), INBOX spelt `INBOX`.
+fn visible_folders(c: &mut Client) -> Result<HashSet<String>> {
+    Ok(c.list("", "*")?
+        .into_iter()
+        .filter(|e| !e.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Noselect")))
+        .map(|e| {
+            if e.name.eq_ignore_ascii_case("INBOX") {
+                "INBOX".to_string()
+            } else {
+                e.name
+            }
+        })
+        .collect())
 }
 
-/// One message to append.
-struct Job {
-    folder: String,
-    record: RecordState,
-}
-
-/// Carry out `plan` against the server: create folders, append what is missing,
-/// subscribe, upload sieve scripts. Messages that fail are listed in the summary.
+/// Carry out `plan` against the server: create folders (with their ACLs, metadata and
+/// options), append what is missing, quota, subscriptions, sieve scripts, `\Seen` on
+/// other users' folders. Messages that fail are listed in the summary.
 pub fn restore_to_imap(
     src: &mut Source,
     plan: &Plan,
@@ -239,8 +303,11 @@ pub fn restore_to_imap(
         .and_then(|e| e.delimiter)
         .unwrap_or('.');
     let shared = target.is_shared();
+    let mut created: HashSet<String> = HashSet::new();
+    let existing = visible_folders(&mut s.user)?;
     // The INBOX must exist before anything can go under it.
-    if !shared && !folder_exists(&mut s.user, "INBOX")? {
+    if !shared && !existing.contains("INBOX") {
+        created.insert("INBOX".to_string());
         sum.created += 1;
         if opts.dry_run {
             sum.actions.push(Action::Create {
@@ -249,6 +316,10 @@ pub fn restore_to_imap(
         } else {
             s.admin()?.create(&admin_inbox(&target.user, sep))?;
         }
+    }
+    // A user this restore creates gets the backed-up quota.
+    if created.contains("INBOX") && opts.into.is_none() && !opts.dry_run {
+        super::imap_extra::set_quota(&mut s, plan, sep, &mut sum);
     }
     let mut jobs: Vec<Job> = Vec::new();
     for f in &plan.folders {
@@ -265,7 +336,18 @@ pub fn restore_to_imap(
             );
             continue;
         };
-        match prepare_folder(&mut s, f, &name, sep, opts.dry_run, &mut sum) {
+        let exists = existing.contains(&name);
+        match prepare_folder(
+            &mut s,
+            plan,
+            f,
+            &name,
+            exists,
+            sep,
+            opts,
+            &mut created,
+            &mut sum,
+        ) {
             Ok(mut have) => {
                 for r in &f.records {
                     match have.get_mut(&r.guid) {
@@ -306,8 +388,10 @@ pub fn restore_to_imap(
                 uid: j.record.uid,
             });
         }
+        // What the real run would count.
+        sum.appended += jobs.len() as u64;
     } else {
-        append_all(src, &mut s, &jobs, &mut sum, progress)?;
+        append_all(src, &mut s, &jobs, opts.sessions, &mut sum, progress)?;
     }
     if opts.subscriptions && !shared {
         subscribe(&mut s, plan, opts, sep, &mut sum)?;
@@ -315,36 +399,101 @@ pub fn restore_to_imap(
     if let Some(addr) = &opts.sieve {
         super::sieve::restore_scripts(addr, target, plan, opts.dry_run, &mut sum);
     }
+    if !opts.defer_foreign_seen {
+        foreign_seen(src, &mut s, plan, opts, sep, &mut sum)?;
+    }
     Ok(sum)
 }
 
-/// Make sure the folder exists (creating it with its backed-up ACL) and return the
-/// GUIDs it already holds.
+fn foreign_seen(
+    src: &mut Source,
+    s: &mut Sessions<'_>,
+    plan: &Plan,
+    opts: &ImapOptions,
+    sep: char,
+    sum: &mut Summary,
+) -> Result<()> {
+    if plan_is_whole(plan) && opts.into.is_none() && plan.user == s.target.user && !opts.dry_run {
+        let at = src
+            .catalog
+            .runs()?
+            .iter()
+            .find(|r| r.run == plan.run)
+            .map_or(i64::MAX, |r| r.started);
+        super::imap_extra::foreign_seen(s, plan, opts.vault.as_deref(), at, sep, sum)?;
+    }
+    Ok(())
+}
+
+/// Only the user's `\Seen` on other users' folders (see
+/// [`ImapOptions::defer_foreign_seen`]).
+pub fn restore_foreign_seen(
+    src: &mut Source,
+    plan: &Plan,
+    target: &ImapTarget,
+    opts: &ImapOptions,
+) -> Result<Summary> {
+    let mut sum = Summary {
+        run: plan.run,
+        ..Summary::default()
+    };
+    if plan.foreign_seen.is_empty() {
+        return Ok(sum);
+    }
+    let mut s = Sessions::open(target)?;
+    let sep = s
+        .user
+        .list("", "")?
+        .first()
+        .and_then(|e| e.delimiter)
+        .unwrap_or('.');
+    foreign_seen(src, &mut s, plan, opts, sep, &mut sum)?;
+    Ok(sum)
+}
+
+/// Make sure the folder exists (creating it with its backed-up ACL, annotations and
+/// options) and return the GUIDs it already holds.
+#[allow(clippy::too_many_arguments)]
 fn prepare_folder(
     s: &mut Sessions<'_>,
+    plan: &Plan,
     f: &FolderPlan,
     name: &str,
+    exists: bool,
     sep: char,
-    dry_run: bool,
+    opts: &ImapOptions,
+    created: &mut HashSet<String>,
     sum: &mut Summary,
 ) -> Result<HashMap<Guid, usize>> {
-    if folder_exists(&mut s.user, name)? {
+    let fresh = created.contains(name);
+    if !fresh && exists {
         return folder_guids(&mut s.user, name);
     }
-    sum.created += 1;
-    if dry_run {
-        sum.actions.push(Action::Create {
-            folder: name.to_string(),
-        });
+    if !fresh {
+        sum.created += 1;
+        created.insert(name.to_string());
+        if opts.dry_run {
+            sum.actions.push(Action::Create {
+                folder: name.to_string(),
+            });
+        }
+    }
+    if opts.dry_run {
         return Ok(HashMap::new());
     }
-    match s.user.create(name) {
-        Ok(()) => {}
-        // Created meanwhile (or an intermediate Cyrus made): fine.
-        Err(e) if e.is_no(Some("ALREADYEXISTS")) => {}
-        Err(e) => return Err(e.into()),
+    if !fresh {
+        match s.user.create(name) {
+            Ok(()) => {}
+            // Created meanwhile (or an intermediate Cyrus made): fine.
+            Err(e) if e.is_no(Some("ALREADYEXISTS")) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    if !f.acl.is_empty() {
+    // Metadata first: setting it needs the `a` right, which the backed-up ACL may not
+    // give the user.
+    super::imap_extra::set_metadata(s, plan, f, name, sep, opts.into.is_some(), sum);
+    let acl = map_acl(&f.acl, &plan.user, &s.target.user);
+    if !acl.is_empty() {
         let user = s.target.user.clone();
         let aname = if s.target.is_shared() {
             name.to_string()
@@ -353,11 +502,11 @@ fn prepare_folder(
         };
         let admin = s.admin()?;
         let now = admin.getacl(&aname)?;
-        for (id, rights) in &f.acl {
+        for (id, rights) in &acl {
             admin.setacl(&aname, id, rights)?;
         }
         for (id, _) in now {
-            if !f.acl.iter().any(|(i, _)| *i == id) {
+            if !acl.iter().any(|(i, _)| *i == id) {
                 admin.deleteacl(&aname, &id)?;
             }
         }
@@ -365,59 +514,9 @@ fn prepare_folder(
     Ok(HashMap::new())
 }
 
-/// Append every job, reading the messages member by member.
-fn append_all(
-    src: &mut Source,
-    s: &mut Sessions<'_>,
-    jobs: &[Job],
-    sum: &mut Summary,
-    progress: &mut dyn Progress,
-) -> Result<()> {
-    let guids: Vec<Guid> = jobs.iter().map(|j| j.record.guid).collect();
-    let mut fatal: Option<Error> = None;
-    src.read_batch(&guids, |i, bytes| {
-        let Some(job) = jobs.get(i) else { return };
-        progress.tick();
-        if fatal.is_some() {
-            sum.fail(&job.folder, Some(&job.record), "restore stopped".into());
-            return;
-        }
-        let bytes = match bytes {
-            Ok(b) => b,
-            Err(e) => {
-                sum.fail(&job.folder, Some(&job.record), e.to_string());
-                return;
-            }
-        };
-        let flags = imap_flags(&job.record);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let date = Some(job.record.internaldate);
-        let mut r = s.user.append(&job.folder, &flags, date, &bytes);
-        if let Err(e) = &r
-            && connection_lost(e)
-        {
-            // One reconnect, then the same message again.
-            match connect_as_user(s.target) {
-                Ok(c) => {
-                    s.user = c;
-                    r = s.user.append(&job.folder, &flags, date, &bytes);
-                }
-                Err(e) => fatal = Some(e),
-            }
-        }
-        match r {
-            Ok(_) => sum.appended += 1,
-            Err(e) => sum.fail(&job.folder, Some(&job.record), e.to_string()),
-        }
-    })?;
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
 /// SUBSCRIBE the user to the backed-up subscriptions that name restored folders (or
-/// anything else, under the original names).
+/// anything else, under the original names). A subscription Cyrus refuses (to a
+/// folder that does not exist, without `allowallsubscribe`) is a warning.
 fn subscribe(
     s: &mut Sessions<'_>,
     plan: &Plan,
@@ -425,11 +524,15 @@ fn subscribe(
     sep: char,
     sum: &mut Summary,
 ) -> Result<()> {
+    let whole = plan_is_whole(plan);
+    // What the user is subscribed to already is left alone (a rerun subscribes to
+    // nothing).
+    let have: HashSet<String> = s.user.lsub("", "*")?.into_iter().map(|e| e.name).collect();
     for sub in &plan.subscriptions {
         let name = match sub {
             Subscription::Own(n) => {
-                // Only folders this restore covers (a partial restore leaves the rest).
-                if !plan.folders.iter().any(|f| &f.parts == n) {
+                // A partial restore subscribes only to the folders it restores.
+                if !whole && !plan.folders.iter().any(|f| &f.parts == n) {
                     continue;
                 }
                 match target_name(n, opts.into.as_deref(), sep) {
@@ -437,17 +540,24 @@ fn subscribe(
                     None => continue,
                 }
             }
-            Subscription::Other(n) if opts.into.is_none() && plan_is_whole(plan) => {
+            Subscription::Other(n) if opts.into.is_none() && whole => {
                 n.replace('.', &sep.to_string())
             }
             Subscription::Other(_) => continue,
         };
+        if have.contains(&name) {
+            continue;
+        }
         if opts.dry_run {
             sum.actions.push(Action::Subscribe { folder: name });
+            sum.subscribed += 1;
             continue;
         }
         match s.user.subscribe(&name) {
             Ok(()) => sum.subscribed += 1,
+            Err(e) if matches!(e.kind, ImapErrorKind::No) => {
+                sum.warn(&name, format!("subscription not restored: {}", e.text))
+            }
             Err(e) => sum.fail(&name, None, format!("subscribe: {e}")),
         }
     }
@@ -456,7 +566,7 @@ fn subscribe(
 
 /// Whether the plan restores the user's whole tree (then foreign subscriptions go back
 /// too).
-fn plan_is_whole(plan: &Plan) -> bool {
+pub(crate) fn plan_is_whole(plan: &Plan) -> bool {
     plan.folders.iter().any(|f| f.parts.is_empty())
 }
 
@@ -493,5 +603,20 @@ mod tests {
             "Restored.x.shared"
         );
         assert!(shared_target_name(&p("shared/a.b"), None, '.').is_none());
+    }
+
+    #[test]
+    fn acl_for_another_user() {
+        let acl = vec![
+            ("bob".to_string(), "lrs".to_string()),
+            ("carol".to_string(), "lr".to_string()),
+        ];
+        assert_eq!(map_acl(&acl, "bob", "bob"), acl);
+        let m = map_acl(&acl, "bob", "eve");
+        assert_eq!(m[0].0, "eve");
+        assert!("lrswipkxtecdan".chars().all(|c| m[0].1.contains(c)));
+        assert_eq!(m[1], ("carol".to_string(), "lr".to_string()));
+        let m = map_acl(&[("carol".into(), "lr".into())], "bob", "eve");
+        assert_eq!(m[1], ("eve".to_string(), "lrswipkxtecdan".to_string()));
     }
 }

@@ -11,18 +11,24 @@
 //! Operators' guide: `doc/restore.md`.
 #![forbid(unsafe_code)]
 
+pub mod all;
+pub mod exact;
 pub mod export;
 pub mod imap;
+mod imap_append;
+mod imap_extra;
+pub mod meta;
 pub mod seen;
 pub mod sieve;
 mod source;
+mod summary;
 
 use serde::Serialize;
 
 pub use source::{Source, catalog_path_for, check_guid};
+pub use summary::{Action, Failure, NoProgress, Progress, Summary, Warning};
 
 use crate::cyrus::Guid;
-use crate::cyrus::header::parse_header;
 use crate::error::{Error, Result};
 use crate::model::{RecordState, UserFileKind};
 
@@ -80,6 +86,8 @@ pub struct FolderPlan {
     pub uniqueid: String,
     /// Its backed-up name as the user saw it (`INBOX`, `INBOX.Lists.cyrus`).
     pub name: String,
+    /// Cyrus's internal name at the run (`user.bob.Lists.cyrus`).
+    pub internal_name: String,
     /// Its levels below the INBOX (`[]` for the INBOX, `["Lists", "cyrus"]`).
     pub parts: Vec<String>,
     /// It was deleted at or before the run; its content is as of `source_run`.
@@ -88,6 +96,13 @@ pub struct FolderPlan {
     pub source_run: u64,
     /// Its ACL as backed up (identifier, rights), from the archived `cyrus.header`.
     pub acl: Vec<(String, String)>,
+    /// Its quota root (`user.bob`), from the archived `cyrus.header`.
+    pub quotaroot: Option<String>,
+    /// Cyrus's mailbox options (`OPT_*` bits of the index header: shared seen,
+    /// duplicate delivery, ...).
+    pub options: u32,
+    /// Mailbox annotations: special-use, comments and the rest.
+    pub annotations: Vec<meta::MailboxAnnotation>,
     /// The messages to restore, by ascending UID (expunged bit already cleared).
     pub records: Vec<RecordState>,
 }
@@ -108,6 +123,13 @@ pub struct Plan {
     pub sieve: Vec<(String, Vec<u8>)>,
     /// The active sieve script's name.
     pub active_sieve: Option<String>,
+    /// The user's `\Seen` state in other users' (and shared) folders, from the
+    /// backed-up seen database: folder UniqueID → seen UIDs there.
+    pub foreign_seen: Vec<(String, seen::UidSet)>,
+    /// Quota roots among the user's folders with their limits (`user/<run>/quota`;
+    /// runs made before the QUOTA extension, or from a stock `backupcyrusd`, have
+    /// none).
+    pub quota: Vec<(String, crate::cyrus::quota::QuotaValue)>,
     /// Meta that could not be read (a damaged member): the restore goes on without
     /// it (e.g. a folder is created without its backed-up ACL) and reports these as
     /// failures.
@@ -121,127 +143,6 @@ pub enum Subscription {
     Own(Vec<String>),
     /// Anything else (other users', shared), internal name as stored.
     Other(String),
-}
-
-/// The outcome of a restore: the `--json` summary.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    /// The run restored from.
-    pub run: u64,
-    /// Folders created (or files/directories written for exports).
-    pub created: u64,
-    /// Messages appended (or written).
-    pub appended: u64,
-    /// Messages already in the target (same GUID), not appended again.
-    pub skipped: u64,
-    /// Messages or steps that failed; see `failures`.
-    pub failed: u64,
-    /// What failed and why.
-    pub failures: Vec<Failure>,
-    /// Subscriptions made, sieve scripts put.
-    pub subscribed: u64,
-    /// Sieve scripts uploaded.
-    pub sieve_scripts: u64,
-    /// With `--dry-run`: every step that would be taken, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<Action>,
-}
-
-/// One failure, with enough to find the message again.
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    /// Target folder (or file), as the target names it.
-    pub folder: String,
-    /// The message, if the failure is about one.
-    pub guid: Option<String>,
-    /// Its UID in the backed-up folder.
-    pub uid: Option<u32>,
-    /// What went wrong.
-    pub reason: String,
-}
-
-/// A step of a restore, as `--dry-run` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    /// Create a folder (then set its backed-up ACL).
-    Create { folder: String },
-    /// Append a message.
-    Append {
-        folder: String,
-        guid: String,
-        uid: u32,
-    },
-    /// A message the target already holds.
-    Skip {
-        folder: String,
-        guid: String,
-        uid: u32,
-    },
-    /// Subscribe the user to a folder.
-    Subscribe { folder: String },
-    /// Upload a sieve script (and activate it).
-    Sieve { script: String, active: bool },
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Action::Create { folder } => write!(f, "create {folder}"),
-            Action::Append { folder, guid, uid } => write!(f, "append {folder} {guid} uid {uid}"),
-            Action::Skip { folder, guid, uid } => {
-                write!(f, "skip   {folder} {guid} uid {uid} (already there)")
-            }
-            Action::Subscribe { folder } => write!(f, "subscribe {folder}"),
-            Action::Sieve { script, active } => {
-                write!(
-                    f,
-                    "sieve  {script}{}",
-                    if *active { " (active)" } else { "" }
-                )
-            }
-        }
-    }
-}
-
-impl Summary {
-    /// The summary a restore of `plan` starts from: its run, and the problems found
-    /// while planning already counted as failures.
-    pub(crate) fn for_plan(plan: &Plan) -> Self {
-        Summary {
-            run: plan.run,
-            failed: plan.problems.len() as u64,
-            failures: plan.problems.clone(),
-            ..Summary::default()
-        }
-    }
-
-    /// Record a failure.
-    pub fn fail(&mut self, folder: &str, rec: Option<&RecordState>, reason: String) {
-        self.failed += 1;
-        self.failures.push(Failure {
-            folder: folder.to_string(),
-            guid: rec.map(|r| r.guid.to_hex()),
-            uid: rec.map(|r| r.uid),
-            reason,
-        });
-    }
-}
-
-/// Progress reports for a terminal: total messages once known, then one tick each.
-pub trait Progress {
-    /// How many messages the restore will handle.
-    fn total(&mut self, n: u64);
-    /// One message done (appended, skipped or failed).
-    fn tick(&mut self);
-}
-
-/// No progress output.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn total(&mut self, _: u64) {}
-    fn tick(&mut self) {}
 }
 
 /// The IMAP system flag names of Cyrus's low flag bits, in bit order.
@@ -377,16 +278,16 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
             continue;
         }
         let source_run = if f.deleted { f.last_run } else { run };
-        let acl = match folder_acl(src, &f.uniqueid, source_run) {
-            Ok(acl) => acl,
+        let meta = match src.folder_files(&f.uniqueid, source_run, meta::IndexWant::Header) {
+            Ok(m) => m,
             Err(e) => {
                 problems.push(Failure {
                     folder: f.name.clone(),
                     guid: None,
                     uid: None,
-                    reason: format!("backed-up ACL not restored: {e}"),
+                    reason: format!("backed-up ACL and metadata not restored: {e}"),
                 });
-                Vec::new()
+                meta::FolderFiles::default()
             }
         };
         let mut records = Vec::new();
@@ -406,17 +307,24 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
                 {
                     continue;
                 }
-                r.system_flags &= 0xFFFF;
+                // Restored messages are normal, visible messages: the \Deleted an
+                // expunged message carried would make the next EXPUNGE remove it again.
+                r.system_flags &= 0xFFFF & !crate::cyrus::index::FLAG_DELETED;
             }
             records.push(r);
         }
+        let header = meta.header.as_ref();
         folders.push(FolderPlan {
             uniqueid: f.uniqueid,
             name: f.name,
+            internal_name: f.internal_name,
             parts,
             deleted: f.deleted,
             source_run,
-            acl,
+            acl: header.map(|h| h.acl.clone()).unwrap_or_default(),
+            quotaroot: header.and_then(|h| h.quotaroot.clone()),
+            options: meta.index_header.as_ref().map_or(0, |h| h.options),
+            annotations: meta.mailbox_annotations,
             records,
         });
     }
@@ -443,6 +351,8 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
         subscriptions: Vec::new(),
         sieve: Vec::new(),
         active_sieve: None,
+        quota: Vec::new(),
+        foreign_seen: Vec::new(),
         problems,
     };
     user_files(src, run, sel, &mut plan)?;
@@ -489,28 +399,21 @@ fn sieve_from_folder(src: &mut Source, uniqueid: &str, run: u64, plan: &mut Plan
     Ok(())
 }
 
-/// The folder's ACL from its archived `cyrus.header` at `run` (empty if none stored).
-fn folder_acl(src: &mut Source, uniqueid: &str, run: u64) -> Result<Vec<(String, String)>> {
-    let Some(loc) = src
-        .catalog
-        .folder_snapshot_at(uniqueid, run)?
-        .and_then(|s| s.meta.header)
-    else {
-        return Ok(Vec::new());
-    };
-    let bytes = src.read_entry(&loc)?;
-    Ok(parse_header(&bytes)
-        .map_err(|e| Error::parse(format!("cyrus.header of folder {uniqueid}"), e))?
-        .acl)
-}
-
 /// Subscriptions, sieve scripts and (with `seen_db`) the seen database of `run`. A
 /// file that cannot be read or parsed becomes a problem of the plan.
 fn user_files(src: &mut Source, run: u64, sel: &Selection, plan: &mut Plan) -> Result<()> {
+    // Every folder the user ever had: seen entries for other UniqueIDs are about other
+    // users' folders.
+    let mut own: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for r in src.catalog.runs()? {
+        own.extend(
+            src.catalog
+                .folders_at(r.run)?
+                .into_iter()
+                .map(|f| f.uniqueid),
+        );
+    }
     for (_, file, loc) in src.catalog.user_files_at(run)? {
-        if file.kind == UserFileKind::Seen && !sel.seen_db {
-            continue;
-        }
         let name = format!("{}:{}", file.kind.as_str(), file.name);
         let r = src.read_entry(&loc).and_then(|bytes| match file.kind {
             UserFileKind::Subs => {
@@ -524,8 +427,21 @@ fn user_files(src: &mut Source, run: u64, sel: &Selection, plan: &mut Plan) -> R
                 plan.sieve.push((file.name.clone(), bytes));
                 Ok(())
             }
+            UserFileKind::Quota => {
+                plan.quota = crate::cyrus::quota::parse_quota_file(&bytes)
+                    .map_err(|e| Error::parse("quota file", e))?;
+                Ok(())
+            }
             UserFileKind::Seen => {
                 let db = seen::parse_seen_db(&bytes)?;
+                plan.foreign_seen = db
+                    .iter()
+                    .filter(|(id, uids)| !own.contains(*id) && !uids.0.is_empty())
+                    .map(|(id, uids)| (id.clone(), uids.clone()))
+                    .collect();
+                if !sel.seen_db {
+                    return Ok(());
+                }
                 for f in &mut plan.folders {
                     if let Some(uids) = db.get(&f.uniqueid) {
                         for r in &mut f.records {

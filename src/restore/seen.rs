@@ -14,13 +14,29 @@ use crate::cyrus::twoskip;
 use crate::error::{Error, Result};
 
 /// A set of UIDs as `(first, last)` ranges.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UidSet(pub Vec<(u32, u32)>);
 
 impl UidSet {
     /// Whether `uid` is in the set.
     pub fn contains(&self, uid: u32) -> bool {
         self.0.iter().any(|&(a, b)| a <= uid && uid <= b)
+    }
+
+    /// The set as IMAP writes it (`1:5,7`); empty for no UID.
+    pub fn to_imap(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}:{b}")
+                }
+            })
+            .collect();
+        parts.join(",")
     }
 }
 

@@ -219,25 +219,39 @@ pub fn restore_scripts(
     if scripts.is_empty() {
         return;
     }
-    if dry_run {
-        for (n, _) in &scripts {
-            sum.actions.push(Action::Sieve {
-                script: n.to_string(),
-                active: active.as_deref() == Some(n),
-            });
-        }
-        return;
-    }
     let mut go = || -> Result<()> {
         let mut c = SieveClient::connect(addr)?;
         c.authenticate_plain(&target.user, &target.admin, &target.password)?;
+        // Scripts the server holds with the same text, and the active one if it is
+        // already active, are left alone: a rerun uploads nothing.
+        let there = c.listscripts()?;
+        let mut todo = Vec::new();
         for (n, b) in &scripts {
+            let same = there.iter().any(|(t, _)| t == n) && c.getscript(n)?.as_bytes() == *b;
+            if !same {
+                todo.push((*n, *b));
+            }
+        }
+        let activate = active
+            .as_deref()
+            .filter(|a| !there.iter().any(|(t, on)| t == a && *on));
+        if dry_run {
+            for (n, _) in &todo {
+                sum.actions.push(Action::Sieve {
+                    script: n.to_string(),
+                    active: active.as_deref() == Some(n),
+                });
+                sum.sieve_scripts += 1;
+            }
+            return c.logout();
+        }
+        for (n, b) in &todo {
             match c.putscript(n, b) {
                 Ok(()) => sum.sieve_scripts += 1,
                 Err(e) => sum.fail(&format!("sieve:{n}"), None, e.to_string()),
             }
         }
-        if let Some(a) = &active {
+        if let Some(a) = activate {
             c.setactive(a)?;
         }
         c.logout()

@@ -9,11 +9,11 @@
 //! and the rest of the restore goes on.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::archive::read_entry_at;
+use crate::archive::{read_entry_at, read_member_at};
 use crate::catalog::Catalog;
 use crate::cyrus::Guid;
 use crate::error::{Error, IoContext, Result};
@@ -25,6 +25,8 @@ pub struct Source {
     file: File,
     /// The catalog (read-only use).
     pub catalog: Catalog,
+    /// Entry lists of members read by [`Source::find_entry_in`], by member offset.
+    members: HashMap<u64, Vec<crate::archive::EntryLoc>>,
 }
 
 /// The catalog path that goes with an archive path: `X.tar.gz` → `X.catalog.sqlite`.
@@ -43,7 +45,14 @@ impl Source {
             archive: archive.to_path_buf(),
             file,
             catalog,
+            members: HashMap::new(),
         })
+    }
+
+    /// The same archive and catalog opened again (for a reader thread beside this one).
+    pub fn reopen(&self) -> Result<Source> {
+        let catalog = self.catalog.path().to_path_buf();
+        Source::open(&self.archive, &catalog)
     }
 
     /// The archive's path.
@@ -61,6 +70,41 @@ impl Source {
             loc.offset_in_member,
             loc.size,
         )
+    }
+
+    /// Read the first `len` bytes of an entry (e.g. a `cyrus.index` header): the
+    /// member is inflated only that far.
+    pub fn read_entry_prefix(&mut self, loc: &EntryLoc, len: u64) -> Result<Vec<u8>> {
+        read_entry_at(
+            &mut self.file,
+            &self.archive,
+            loc.member_offset,
+            loc.offset_in_member,
+            loc.size.min(len),
+        )
+    }
+
+    /// Find an entry the catalog has no location for (e.g. a folder's
+    /// `mailbox_annotations.json`) by name in these members: each member's entry list
+    /// is read once (the member inflated whole) and kept for later lookups.
+    pub fn find_entry_in(&mut self, name: &str, members: &[u64]) -> Result<Option<EntryLoc>> {
+        for &m in members {
+            if !self.members.contains_key(&m) {
+                let info = read_member_at(&mut self.file, &self.archive, m)?;
+                self.members.insert(m, info.entries);
+            }
+            let found = self.members.get(&m).and_then(|entries| {
+                entries.iter().find(|e| e.name == name).map(|e| EntryLoc {
+                    member_offset: m,
+                    offset_in_member: e.offset_in_member,
+                    size: e.size,
+                })
+            });
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// Read one message by GUID through the catalog and check its bytes hash to it.
@@ -166,6 +210,111 @@ impl Source {
             }
         }
         Ok(())
+    }
+}
+
+impl Source {
+    /// `guids` in archive order (member, then offset in it); GUIDs the archive does not
+    /// hold go last.
+    pub fn sort_by_location(&self, guids: &mut [Guid]) -> Result<()> {
+        let mut keyed = Vec::with_capacity(guids.len());
+        for g in guids.iter() {
+            let loc = self.catalog.message_loc(g)?;
+            keyed.push((
+                loc.map_or((u64::MAX, 0), |l| (l.member_offset, l.offset_in_member)),
+                *g,
+            ));
+        }
+        keyed.sort_by_key(|(k, _)| *k);
+        for (slot, (_, g)) in guids.iter_mut().zip(keyed) {
+            *slot = g;
+        }
+        Ok(())
+    }
+
+    /// Cut a list into consecutive chunks of about `bytes` (by `sizes`).
+    pub fn chunks_by_size(sizes: &[u64], bytes: u64) -> Vec<std::ops::Range<usize>> {
+        let mut chunks = Vec::new();
+        let (mut start, mut acc) = (0, 0u64);
+        for (i, s) in sizes.iter().enumerate() {
+            acc = acc.saturating_add(*s);
+            if acc >= bytes {
+                chunks.push(start..i + 1);
+                (start, acc) = (i + 1, 0);
+            }
+        }
+        if start < sizes.len() {
+            chunks.push(start..sizes.len());
+        }
+        chunks
+    }
+
+    /// Cut a list in archive order ([`Source::sort_by_location`]) where the member
+    /// changes: each chunk is one member's messages, inflated once.
+    pub fn chunks_by_member(&self, guids: &[Guid]) -> Result<Vec<std::ops::Range<usize>>> {
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        let mut cur = None;
+        for (i, g) in guids.iter().enumerate() {
+            let m = self.catalog.message_loc(g)?.map(|l| l.member_offset);
+            if i > 0 && m != cur {
+                chunks.push(start..i);
+                start = i;
+            }
+            cur = m;
+        }
+        if start < guids.len() {
+            chunks.push(start..guids.len());
+        }
+        Ok(chunks)
+    }
+
+    /// Read `guids` on a second thread, with its own handle on the archive, while
+    /// `each(i, bytes)` runs on this one, in list order: one core inflates and checks
+    /// while the other side stores. Each chunk (consecutive ranges covering the list)
+    /// is read with [`Source::read_batch`] (its members inflated once); two chunks are
+    /// read ahead. An error from `each` stops everything and is returned.
+    pub fn read_ahead(
+        &self,
+        guids: &[Guid],
+        chunks: &[std::ops::Range<usize>],
+        mut each: impl FnMut(usize, Result<Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
+        if guids.is_empty() {
+            return Ok(());
+        }
+        let mut reader = self.reopen()?;
+        type Chunk = (usize, Vec<Option<Result<Vec<u8>>>>);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+        std::thread::scope(|scope| -> Result<()> {
+            let handle = scope.spawn(move || -> Result<()> {
+                for range in chunks {
+                    let mut out: Vec<Option<Result<Vec<u8>>>> =
+                        (0..range.len()).map(|_| None).collect();
+                    reader.read_batch(&guids[range.clone()], |i, b| out[i] = Some(b))?;
+                    if tx.send((range.start, out)).is_err() {
+                        break; // the consumer stopped
+                    }
+                }
+                Ok(())
+            });
+            let mut result = Ok(());
+            'outer: for (first, msgs) in rx {
+                for (k, m) in msgs.into_iter().enumerate() {
+                    let b = m.unwrap_or_else(|| {
+                        Err(Error::Other("message not read from the archive".into()))
+                    });
+                    if let Err(e) = each(first + k, b) {
+                        result = Err(e);
+                        break 'outer;
+                    }
+                }
+            }
+            let read = handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::Other("archive reader thread panicked".into())));
+            result.and(read)
+        })
     }
 }
 

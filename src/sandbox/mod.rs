@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod corpus;
 pub mod install;
 pub mod lmtp;
 pub mod mailgen;

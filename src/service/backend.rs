@@ -141,17 +141,35 @@ impl Spool for CyrusSpool {
         let f = match which {
             UserFile::Seen => files.seen,
             UserFile::Sub => files.sub,
+            // Synthetic: never listed.
+            UserFile::Quota => None,
         };
         Ok(f.map(|f| wire_stat(f.stat)))
     }
 
     fn open_user_file(&self, user: &[u8], which: UserFile) -> Result<Fetch<'_>> {
         let user = Self::user(user)?;
-        let files = self.spool.user_files(user, &*self.list(user)?)?;
+        let ml = self.list(user)?;
+        if which == UserFile::Quota {
+            let bytes = self.spool.user_quota(user, &ml)?;
+            if bytes.is_empty() {
+                return Ok(Fetch::Missing);
+            }
+            // Like `mailbox_annotations`: mtime 0, inode from the content's SHA-1.
+            let sha: [u8; 20] = <sha1::Sha1 as sha1::Digest>::digest(&bytes).into();
+            let stat = spool::FileStat {
+                size: bytes.len() as u64,
+                mtime: 0,
+                inode: crate::protocol::reply::synthetic_ino(&sha),
+            };
+            return Ok(owned_fetch(stat, bytes));
+        }
+        let files = self.spool.user_files(user, &ml)?;
         let copy = self.spool.read_user_files(user, &files)?;
         let c = match which {
             UserFile::Seen => copy.seen,
             UserFile::Sub => copy.sub,
+            UserFile::Quota => None,
         };
         Ok(match c {
             Some(c) => owned_fetch(c.stat, c.bytes),

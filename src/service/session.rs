@@ -52,6 +52,10 @@ pub enum UserFile {
     Seen,
     /// `<user>.sub`.
     Sub,
+    /// Extension: the synthetic `quota` file (the user's quota roots with their
+    /// database values, `cyrus::quota`). Never listed by `META` without items; sent
+    /// for the item `quota` and by `SNAPSHOT`.
+    Quota,
 }
 
 /// The per-folder files of `FMETA`/`FMULTISTATUS`.
@@ -571,6 +575,7 @@ impl<'a> Session<'a> {
             let which = match item.as_slice() {
                 b"seen" => UserFile::Seen,
                 b"sub" => UserFile::Sub,
+                b"quota" => UserFile::Quota,
                 _ => continue, // upstream ignores unknown items
             };
             let fetch = self.spool.open_user_file(user, which)?;
@@ -773,6 +778,7 @@ impl<'a> Session<'a> {
         w.cap("STATUS", None)?;
         w.cap("SNAPSHOT", None)?;
         w.cap("PARTITIONS", None)?;
+        w.cap("QUOTA", None)?;
         w.cap("SERVERTIME", None)?;
         w.cap("SHARED", None)?;
         w.cap("FDELETED", None)?;
@@ -884,7 +890,11 @@ impl<'a> Session<'a> {
             Err(e) => return self.spool_failed("listing for snapshot", user, &e, w),
         };
         w.ok()?;
-        for (which, name) in [(UserFile::Seen, &b"seen"[..]), (UserFile::Sub, b"sub")] {
+        for (which, name) in [
+            (UserFile::Seen, &b"seen"[..]),
+            (UserFile::Sub, b"sub"),
+            (UserFile::Quota, b"quota"),
+        ] {
             send_fetch(name, self.spool.open_user_file(user, which)?, w)?;
         }
         for s in &scripts {

@@ -145,6 +145,7 @@ impl Spool for MemSpool {
         Ok(match which {
             UserFile::Seen => self.seen.as_deref().map(|b| st(b, 1)),
             UserFile::Sub => self.sub.as_deref().map(|b| st(b, 2)),
+            UserFile::Quota => None,
         })
     }
     fn open_user_file(&self, user: &[u8], which: UserFile) -> Result<Fetch<'_>> {
@@ -154,6 +155,7 @@ impl Spool for MemSpool {
         Ok(match which {
             UserFile::Seen => fetch(&self.seen, 1),
             UserFile::Sub => fetch(&self.sub, 2),
+            UserFile::Quota => Fetch::Missing,
         })
     }
     fn folders(&self, user: &[u8]) -> Result<Vec<FolderEntry>> {
@@ -472,7 +474,7 @@ fn auth_gate_challenge_and_replay() {
     assert_eq!(
         out,
         "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
-         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP SERVERTIME\nCAP SHARED\nCAP FDELETED\n\
+         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP QUOTA\nCAP SERVERTIME\nCAP SHARED\nCAP FDELETED\n\
          CAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
     );
 
@@ -599,6 +601,7 @@ fn snapshot_is_one_round_trip_with_verified_frames() {
         [
             "data seen",
             "no no such file sub",
+            "no no such file quota",
             "data sieve/main.script",
             "folder INBOX",
             "data header",

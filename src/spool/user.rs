@@ -134,6 +134,57 @@ impl Spool {
     }
 }
 
+impl Spool {
+    /// The service's `quota` file for `userid` (`cyrus::quota`): one line per quota
+    /// root among the user's own mailboxes (normally just the INBOX), in folder
+    /// order; empty if none has a quota. `quotalegacy` (Cyrus's default) is one
+    /// small file per root, replaced by rename, so each is read with a plain open,
+    /// and only the user's mailbox names are looked up (cost: one `stat` per
+    /// folder). A single-file database (twoskip, flat) is copied like the seen
+    /// database and its records for those names are taken.
+    pub fn user_quota(&self, userid: &str, mboxlist: &Mboxlist) -> Result<Vec<u8>> {
+        let roots: Vec<String> = self
+            .folders(mboxlist, userid)
+            .into_iter()
+            .filter(|f| !f.is_deleted())
+            .map(|f| f.internal().to_string())
+            .collect();
+        let mut out = Vec::new();
+        match self.conf.quota_db() {
+            "quotalegacy" => {
+                for root in &roots {
+                    let path = paths::quota_legacy_path(&self.conf, root)?;
+                    if let Some(c) = copy::read_file(&path)? {
+                        out.extend(crate::cyrus::quota::quota_line(root, &c.bytes));
+                    }
+                }
+            }
+            backend @ ("twoskip" | "flat") => {
+                let path = self.conf.quota_db_path();
+                let Some(c) = self.copy_db(&path, backend)? else {
+                    return Ok(out);
+                };
+                let recs = match backend {
+                    "twoskip" => crate::cyrus::twoskip::read_all(&c.bytes),
+                    _ => crate::cyrus::flat::parse_flat(&c.bytes),
+                }
+                .map_err(|e| Error::parse(path.display().to_string(), e))?;
+                for root in &roots {
+                    if let Some((_, v)) = recs.iter().find(|(k, _)| k == root.as_bytes()) {
+                        out.extend(crate::cyrus::quota::quota_line(root, v));
+                    }
+                }
+            }
+            other => {
+                return Err(Error::Refused(format!(
+                    "quota_db backend {other} is not supported (quotalegacy, twoskip and flat are)"
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The scripts and bytecode of a sieve directory, and the active script.
 fn read_sieve_dir(dir: &Path) -> Result<(Vec<SieveFile>, Option<String>)> {
     let mut files = Vec::new();

@@ -146,8 +146,8 @@ pub struct AdminOpts {
 /// Which run: the latest by default.
 #[derive(Debug, Args)]
 pub struct RunSelArgs {
-    /// The newest run that started at or before TIME (RFC 3339, or
-    /// `YYYY-MM-DD[ HH:MM]` in local time or with Z).
+    /// The newest run that started at or before TIME (RFC 3339, Unix seconds, or
+    /// `YYYY-MM-DD[ HH:MM[:SS]]`, UTC unless followed by Z or an offset).
     #[arg(long, value_name = "TIME", conflicts_with = "run")]
     pub at: Option<String>,
     /// Run number N.
@@ -259,7 +259,16 @@ pub struct BackupArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backed-up user.
-    pub user: String,
+    #[arg(required_unless_present = "all")]
+    pub user: Option<String>,
+    /// Every user of the vault (a lost server onto its replacement): each as of its
+    /// latest run (or --at), N at a time; a second run does only what is missing.
+    #[arg(long, conflicts_with_all = ["user", "run", "messages", "into", "to_user", "to_mbox", "to_maildir", "to_eml", "archive", "dry_run"])]
+    pub all: bool,
+    /// With --all: users restored at the same time; for one user over IMAP: sessions
+    /// appending at the same time (its folders shared out between them).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
     /// Folders by their backed-up name (INBOX, Work, Archive/2023; subfolders come
     /// along). None: every folder.
     pub folders: Vec<String>,
@@ -270,7 +279,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub archive: Option<PathBuf>,
     /// Restore the state of the newest run that started at or before TIME (Unix
-    /// seconds, or YYYY-MM-DD[THH:MM[:SS]] in UTC).
+    /// seconds, or YYYY-MM-DD[THH:MM[:SS]], UTC unless followed by Z or an offset).
     #[arg(long, conflicts_with = "run")]
     pub at: Option<String>,
     /// Restore the state of this run.
@@ -280,8 +289,22 @@ pub struct RestoreArgs {
     #[arg(long = "message", value_name = "GUID")]
     pub messages: Vec<String>,
     /// The IMAP server to restore into, HOST:PORT.
-    #[arg(long, required_unless_present_any = ["to_mbox", "to_maildir", "to_eml"])]
+    #[arg(long, required_unless_present_any = ["to_mbox", "to_maildir", "to_eml", "exact"])]
     pub imap: Option<String>,
+    /// Re-create the user exactly as at the run (same UniqueIDs, UIDVALIDITY, UIDs,
+    /// MODSEQs) through the target's sync_server (--sync); only where the user does
+    /// not exist there.
+    #[arg(long, requires = "sync", conflicts_with_all = ["into", "to_user", "include_expunged", "messages", "folders", "to_mbox", "to_maildir", "to_eml"])]
+    pub exact: bool,
+    /// With --exact: the target's sync_server, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub sync: Option<String>,
+    /// With --exact: the target partition for the folders (default: Cyrus's `default`).
+    #[arg(long, default_value = "default")]
+    pub partition: String,
+    /// With --exact: continue an exact restore of this user that did not finish.
+    #[arg(long, requires = "exact")]
+    pub resume: bool,
     /// The IMAP admin to act as the user with.
     #[arg(long, default_value = "cyrus")]
     pub admin: String,

@@ -12,6 +12,8 @@ use std::process::ExitCode;
 
 use cyrvault::cyrus::Guid;
 use cyrvault::error::{EX_DATAERR, EX_USAGE, Error, IoContext};
+use cyrvault::restore::all::{AllOptions, AllTarget, restore_all};
+use cyrvault::restore::exact::{ExactOptions, ExactTarget, restore_exact};
 use cyrvault::restore::export::{ExportKind, export};
 use cyrvault::restore::imap::{ImapOptions, ImapTarget, restore_to_imap};
 use cyrvault::restore::{NoProgress, Progress, Selection, Source, When, catalog_path_for, plan};
@@ -33,39 +35,6 @@ impl Progress for Bar {
     }
 }
 
-/// Unix seconds from `1764300000` or `YYYY-MM-DD[THH:MM[:SS]]` (UTC).
-pub fn parse_time(s: &str) -> Option<i64> {
-    if let Ok(n) = s.parse::<i64>() {
-        return Some(n);
-    }
-    let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
-        None => (s, None),
-    };
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let [y, m, day] = d[..] else { return None };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let t: Vec<i64> = match time {
-        Some(t) => t
-            .split(':')
-            .map(|x| x.parse().ok())
-            .collect::<Option<_>>()?,
-        None => Vec::new(),
-    };
-    let (hh, mm, ss) = match t[..] {
-        [] => (0, 0, 0),
-        [h, m] => (h, m, 0),
-        [h, m, s] => (h, m, s),
-        _ => return None,
-    };
-    Some(cyrvault::time::unix_from_civil(y, m, day, hh, mm, ss))
-}
-
 fn usage(msg: String) -> Error {
     Error::Refused(msg)
 }
@@ -80,23 +49,123 @@ fn password(a: &RestoreArgs) -> Result<String, Error> {
     })
 }
 
+/// `restore --all`: every user of the vault, N at a time, a line per user on stderr
+/// as each finishes, then the report.
+fn run_all(a: &RestoreArgs) -> Result<ExitCode, Error> {
+    let at =
+        a.at.as_deref()
+            .map(cyrvault::admin::parse_time)
+            .transpose()?;
+    let target = if a.exact {
+        AllTarget::Exact(ExactTarget {
+            addr: a.sync.clone().unwrap_or_default(),
+            admin: a.admin.clone(),
+            password: password(a)?,
+            partition: a.partition.clone(),
+        })
+    } else {
+        let Some(addr) = &a.imap else {
+            return Err(usage(
+                "--all needs --exact --sync HOST:PORT or --imap HOST:PORT".into(),
+            ));
+        };
+        let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+        let sieve = match &a.sieve {
+            Some(s) if !s.is_empty() => s.clone(),
+            _ => format!("{host}:4190"),
+        };
+        AllTarget::Imap(
+            ImapTarget {
+                addr: addr.clone(),
+                admin: a.admin.clone(),
+                password: password(a)?,
+                user: String::new(),
+            },
+            // A whole server: everything comes back.
+            ImapOptions {
+                subscriptions: true,
+                sieve: Some(sieve),
+                ..ImapOptions::default()
+            },
+        )
+    };
+    let opts = AllOptions {
+        jobs: a.jobs,
+        at,
+        users: Vec::new(),
+    };
+    let quiet = a.json;
+    let report = restore_all(&a.vault, &target, &opts, &|o, done, total| {
+        if quiet {
+            return;
+        }
+        let what = match (&o.error, &o.summary) {
+            (Some(e), _) => format!("FAILED: {e}"),
+            (None, Some(s)) if s.failed > 0 => format!("{} failures", s.failed),
+            (None, Some(s)) if s.created + s.appended == 0 => "nothing missing".into(),
+            (None, Some(s)) => format!(
+                "{} folders, {} messages, {:.1} MB",
+                s.created,
+                s.appended,
+                s.bytes as f64 / 1e6
+            ),
+            (None, None) => String::new(),
+        };
+        eprintln!(
+            "[{done}/{total}] {} (run {}): {what}, {:.1} s",
+            o.user, o.run, o.seconds
+        );
+    })?;
+    let printed = if a.json {
+        output::json(&report)
+    } else {
+        use std::io::Write;
+        std::io::stdout().lock().write_all(
+            format!(
+                "{} users: {} restored, {} already complete, {} failed; {} folders, {} \
+                 messages, {:.1} MB in {:.1} s ({:.1} MB/s)\n",
+                report.users,
+                report.restored,
+                report.unchanged,
+                report.failed,
+                report.created,
+                report.appended,
+                report.bytes as f64 / 1e6,
+                report.seconds,
+                report.bytes as f64 / 1e6 / report.seconds.max(1e-9)
+            )
+            .as_bytes(),
+        )
+    };
+    output::io_result(printed)?;
+    Ok(if report.failed > 0 {
+        ExitCode::from(EX_DATAERR as u8)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
+    if a.all {
+        return run_all(a);
+    }
+    let user = a.user.clone().unwrap_or_default();
     let (archive, catalog) = match &a.archive {
         Some(p) => (p.clone(), catalog_path_for(p)),
         None => {
             let ua = Vault::open(&a.vault)?
-                .user(&a.user)?
+                .user(&user)?
                 .ok_or_else(|| Error::NotFound {
                     what: "user in the vault",
-                    name: a.user.clone(),
+                    name: user.clone(),
                 })?;
             (ua.archive, ua.catalog)
         }
     };
+    // One rule for every --at (`cyrvault ls` uses the same parser): UTC unless the
+    // string says otherwise.
     let time = |s: &Option<String>| -> Result<Option<i64>, Error> {
-        s.as_deref()
-            .map(|t| parse_time(t).ok_or_else(|| usage(format!("{t:?} is not a time"))))
-            .transpose()
+        s.as_deref().map(cyrvault::admin::parse_time).transpose()
     };
     let when = match (a.run, time(&a.at)?) {
         (Some(n), _) => When::Run(n),
@@ -117,8 +186,10 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
         expunged_until: time(&a.expunged_until)?,
         seen_db: a.seen,
     };
+    let t = std::time::Instant::now();
     let mut src = Source::open(&archive, &catalog)?;
     let plan = plan(&mut src, &sel)?;
+    log::debug!(target: "cyrvault::restore", "{user}: planned in {:?}", t.elapsed());
     if !sel.messages.is_empty() {
         let found: usize = plan.folders.iter().map(|f| f.records.len()).sum();
         if found == 0 {
@@ -148,6 +219,22 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
         .or(a.to_maildir.as_ref().map(|p| (ExportKind::Maildir, p)))
         .or(a.to_eml.as_ref().map(|p| (ExportKind::Eml, p)));
     let summary = match (export_to, &a.imap) {
+        _ if a.exact => {
+            if a.dry_run {
+                return Err(usage("--dry-run is for IMAP restores".into()));
+            }
+            let target = ExactTarget {
+                addr: a.sync.clone().unwrap_or_default(),
+                admin: a.admin.clone(),
+                password: password(a)?,
+                partition: a.partition.clone(),
+            };
+            let opts = ExactOptions {
+                resume: a.resume,
+                connections: a.jobs,
+            };
+            restore_exact(&mut src, &plan, &target, &opts, progress)?
+        }
         (Some((kind, path)), _) => {
             if a.dry_run {
                 return Err(usage("--dry-run is for IMAP restores".into()));
@@ -159,7 +246,7 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 addr: addr.clone(),
                 admin: a.admin.clone(),
                 password: password(a)?,
-                user: a.to_user.clone().unwrap_or_else(|| a.user.clone()),
+                user: a.to_user.clone().unwrap_or_else(|| user.clone()),
             };
             let sieve = a.sieve.as_ref().map(|s| {
                 if s.is_empty() {
@@ -174,6 +261,9 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 dry_run: a.dry_run,
                 subscriptions: a.subscriptions,
                 sieve,
+                vault: a.archive.is_none().then(|| a.vault.clone()),
+                sessions: a.jobs,
+                defer_foreign_seen: false,
             };
             restore_to_imap(&mut src, &plan, &target, &opts, progress)?
         }
@@ -206,6 +296,9 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 f.reason
             );
         }
+        for w in &summary.warnings {
+            eprintln!("cyrvault restore: warning: {}: {}", w.folder, w.reason);
+        }
         out.push_str(&format!(
             "run {}: {} created, {} appended, {} skipped, {} failed{}\n",
             summary.run,
@@ -228,19 +321,4 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_time;
-
-    #[test]
-    fn times() {
-        assert_eq!(parse_time("1764300000"), Some(1_764_300_000));
-        assert_eq!(parse_time("1970-01-01"), Some(0));
-        assert_eq!(parse_time("2026-11-28T13:05:09Z"), Some(1_795_871_109));
-        assert_eq!(parse_time("2026-11-28 13:05"), Some(1_795_871_100));
-        assert_eq!(parse_time("2026-13-01"), None);
-        assert_eq!(parse_time("yesterday"), None);
-    }
 }

@@ -316,6 +316,21 @@ impl ImapdConf {
         self.get("subscription_db").unwrap_or("flat")
     }
 
+    /// `quota_db` (default `quotalegacy`: one file per quota root).
+    pub fn quota_db(&self) -> &str {
+        self.get("quota_db").unwrap_or("quotalegacy")
+    }
+
+    /// `quota_db_path`, default `{configdirectory}/quotas.db`. For `quotalegacy` only
+    /// its directory counts: the files are `<that dir>/quota/<h>/<root>`
+    /// (`cyrusdb_quotalegacy.c` strips the file name, `hash_quota` adds `quota/`).
+    pub fn quota_db_path(&self) -> PathBuf {
+        match self.get("quota_db_path") {
+            Some(p) => PathBuf::from(p),
+            None => self.configdirectory.join("quotas.db"),
+        }
+    }
+
     /// `seenstate_db` (default `twoskip`).
     pub fn seenstate_db(&self) -> &str {
         self.get("seenstate_db").unwrap_or("twoskip")
