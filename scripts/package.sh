@@ -140,7 +140,7 @@ chmod 0644 "$t"/usr/share/*/completions/cyrvault "$t"/usr/share/zsh/vendor-compl
   "$t"/usr/share/fish/vendor_completions.d/cyrvault.fish
 doc=$t/usr/share/doc/cyrvault
 gz README.md "$doc/README.md.gz"
-for d in operations fleet backup restore admin design archive-format catalog performance; do
+for d in operations fleet backup restore retention admin design archive-format catalog performance; do
   gz "doc/$d.md" "$doc/$d.md.gz"
 done
 put packaging/prometheus/cyrvault-alerts.yml "$doc/examples/cyrvault-alerts.yml" 0644
