@@ -9,7 +9,9 @@
 #   full backup (cyrvault backup --all), no-change incremental, incremental after
 #   APPENDing the held-back 1 %, cyrvault verify --all, single-message cat from the
 #   largest archive (median of several, cold), and tar|gzip -6, tar|gzip -1,
-#   tar|zstd -3, plain tar over the same spool (the sandbox's partitions + config dir).
+#   tar|zstd -3, plain tar over the same spool (the sandbox's partitions + config dir),
+#   and restic and borg (full, then nothing changed) when they are installed
+#   (SKIP_TOOLS=1 skips them).
 # Prints one markdown table (with the reference figures of
 # ../shared/performance-baseline.md) and writes it to $WORK/table.md.
 #
@@ -31,7 +33,7 @@ SEED=${SEED:-1}
 WORK=${WORK:-/var/tmp/cyrvault-bench}
 CORPUS=${CORPUS:-$WORK/corpus-u$USERS-m$MPU-s$SEED}
 CAT_RUNS=${CAT_RUNS:-7}
-GEN=$REPO/../shared/corpus/gen_corpus.py
+GEN=${GEN:-$REPO/../shared/corpus/gen_corpus.py}
 BIN=${BIN:-$REPO/target/release}
 RUN=$WORK/run.$$
 VAULT=$RUN/vault
@@ -122,6 +124,16 @@ row("`tar -cf - SPOOL \\| zstd -3` (one thread)", f("tar_zstd3_WALL"), tar_in / 
     f("tar_zstd3_SIZE"), R("zstd"), f("tar_zstd3_CPU"))
 row("`tar -cf - SPOOL` (no compression)", f("tar_cat_WALL"), tar_in / MB, total_msgs, tar_in,
     R("tar"), f("tar_cat_CPU"))
+for tool, label, ref_full, ref_none in (
+        ("restic", "restic 0.14 (zstd auto, encrypted)", "7.37 s", "1.10 s"),
+        ("borg", "borg 1.2 (`-e none`, lz4)", "7.13 s", "1.16 s")):
+    if f"{tool}_full_WALL" in r:
+        refs = (f"performance-baseline.md (20 users): full {ref_full}, no change {ref_none}"
+                if (users, mpu, seed) == ("20", "200", "1") else "")
+        row(f"{label} of the spool, full", f(f"{tool}_full_WALL"), tar_in / MB, total_msgs,
+            f(f"{tool}_SIZE"), refs, f(f"{tool}_full_CPU"))
+        row(f"{label}, nothing changed", f(f"{tool}_nochange_WALL"), None, None, None, "",
+            f(f"{tool}_nochange_CPU"))
 print()
 print(f"Sizes: {r['ARCHIVES']} archives, {f('ARCHIVE_BYTES')/MB:.1f} MB in total after the +1 % run "
       f"({f('ARCHIVE_BYTES_FULL')/MB:.1f} MB after the full run) plus {f('CATALOG_BYTES')/MB:.1f} MB of catalogs; "
@@ -303,6 +315,27 @@ for name in gzip6 gzip1 zstd3 cat; do
     timed "$name" bash -c "tar -cf - $SPOOL 2>/dev/null | $c | wc -c >'$RUN/$name.size'"
     rec "${name}_SIZE" "$(cat "$RUN/$name.size")"
 done
+# General-purpose backup tools on the same spool, when installed (as in
+# performance-baseline.md: restic with its defaults, borg unencrypted with lz4), full
+# then nothing changed, their caches kept between the two like cyrvault's catalog.
+if command -v restic >/dev/null && [ "${SKIP_TOOLS:-0}" != 1 ]; then
+    export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$RUN/restic-cache
+    restic init -q --repo "$RUN/restic" >/dev/null
+    say "restic full / no change"
+    timed restic_full bash -c "restic -q --repo '$RUN/restic' backup $SPOOL >/dev/null"
+    timed restic_nochange bash -c "restic -q --repo '$RUN/restic' backup $SPOOL >/dev/null"
+    rec restic_SIZE "$(du -sb "$RUN/restic" | cut -f1)"
+    rm -rf "$RUN/restic" "$RUN/restic-cache"
+fi
+if command -v borg >/dev/null && [ "${SKIP_TOOLS:-0}" != 1 ]; then
+    export BORG_BASE_DIR=$RUN/borg-base BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+    borg init -e none "$RUN/borg" >/dev/null 2>&1
+    say "borg full / no change"
+    timed borg_full bash -c "borg create --compression lz4 '$RUN/borg::full' $SPOOL"
+    timed borg_nochange bash -c "borg create --compression lz4 '$RUN/borg::again' $SPOOL"
+    rec borg_SIZE "$(du -sb "$RUN/borg" | cut -f1)"
+    rm -rf "$RUN/borg" "$RUN/borg-base"
+fi
 rec LOAD_AFTER "$(cut -d' ' -f1-3 /proc/loadavg)"
 rec DROP_CACHES "$DROP"
 

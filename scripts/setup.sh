@@ -9,9 +9,10 @@ set -euo pipefail
 
 # postgresql: the fleet tests start a private cluster (initdb + pg_ctl) on loopback.
 # python3, libarchive-tools: independent readers the archive tests check our tar.gz with.
+# strace: the scale tests count the fsyncs a backup makes (tests/scale.rs).
 # eatmydata: preloaded into `ctl_mboxlist -u` by tests that add tens of thousands of
 # mailboxes (Cyrus fsyncs each entry; tests/listing.rs).
-pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql python3 libarchive-tools eatmydata)
+pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql python3 libarchive-tools strace eatmydata)
 # The operations tests (issue 15), installed without their Recommends (prometheus
 # would bring node-exporter and its collectors; only promtool is used): dpkg-dev
 # (dpkg-shlibdeps), lintian, man-db and groff-base (man pages render), systemd

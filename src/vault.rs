@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,12 @@ pub const INDEX_FORMAT: u32 = 1;
 #[derive(Debug, Clone)]
 pub struct Vault {
     root: PathBuf,
+    /// The index as this process last read or wrote it (shared by clones, so the
+    /// parallel jobs of one backup share it): [`Vault::set_user`] of a user it already
+    /// maps right costs no I/O. Another process may change the file meanwhile; the
+    /// cache is only trusted to say "already recorded", and any change re-reads the
+    /// file under the lock.
+    known: Arc<Mutex<Option<BTreeMap<String, String>>>>,
 }
 
 /// One user's archive and catalog.
@@ -66,6 +73,7 @@ impl Vault {
         fs::create_dir_all(root).at("creating the vault directory", root)?;
         Ok(Vault {
             root: root.to_path_buf(),
+            known: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -116,21 +124,36 @@ impl Vault {
     /// Record that `userid`'s INBOX has `inbox_uniqueid`. Any other user id mapped to the
     /// same UniqueID is dropped: the user was renamed on the server and the archive
     /// follows the new name. Creates the shard directory of the archive.
+    /// Known already (the common case, every night): no lock, no read, no write.
     pub fn set_user(&self, userid: &str, inbox_uniqueid: &str) -> Result<UserArchive> {
         let ua = self.archive_for(inbox_uniqueid)?;
         if let Some(dir) = ua.archive.parent() {
             fs::create_dir_all(dir).at("creating", dir)?;
         }
-        let _lock = self.lock()?;
-        let mut idx = self.read_index()?;
-        if idx.users.get(userid).map(String::as_str) == Some(inbox_uniqueid) {
+        if self.cached(userid) == Some(inbox_uniqueid.to_string()) {
             return Ok(ua);
         }
-        idx.users.retain(|_, id| id != inbox_uniqueid);
-        idx.users
-            .insert(userid.to_string(), inbox_uniqueid.to_string());
-        self.write_index(&idx)?;
+        let _lock = self.lock()?;
+        let mut idx = self.read_index()?;
+        if idx.users.get(userid).map(String::as_str) != Some(inbox_uniqueid) {
+            idx.users.retain(|_, id| id != inbox_uniqueid);
+            idx.users
+                .insert(userid.to_string(), inbox_uniqueid.to_string());
+            self.write_index(&idx)?;
+        }
+        if let Ok(mut k) = self.known.lock() {
+            *k = Some(idx.users);
+        }
         Ok(ua)
+    }
+
+    /// What the cached index maps `userid` to (reading the index once per process).
+    fn cached(&self, userid: &str) -> Option<String> {
+        let mut k = self.known.lock().ok()?;
+        if k.is_none() {
+            *k = Some(self.read_index().ok()?.users);
+        }
+        k.as_ref()?.get(userid).cloned()
     }
 
     /// Drop every user the index maps to the archive at `archive` (`forget --all`).
@@ -252,6 +275,9 @@ impl Vault {
         File::open(&self.root)
             .and_then(|d| d.sync_all())
             .at("syncing", &self.root)?;
+        if let Ok(mut k) = self.known.lock() {
+            *k = Some(idx.users.clone());
+        }
         Ok(())
     }
 }

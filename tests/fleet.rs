@@ -497,8 +497,23 @@ fn sqlite_fleet_kill9_locked_archive_and_retry() {
     ok(cli(&["run", "--workers", "4"], &conf).output().unwrap());
     assert!(d.failures(round2 + 1).unwrap().is_empty());
     let runs = check_archives(f, &dir);
-    assert_eq!(runs[&luser], 2, "the locked user: rounds 1 and 3");
-    assert_eq!(runs["u1x000"], 3);
+    // Nothing changed on the servers after round 1, so later rounds write no run
+    // (doc/backup.md, "An unchanged user"): they record a check instead.
+    assert_eq!(runs[&luser], 1, "the locked user: round 1, then checks");
+    assert_eq!(runs["u1x000"], 1);
+    let checked = ["vault-a", "vault-b"]
+        .iter()
+        .find_map(|v| Vault::open(&dir.join(v)).unwrap().user(&luser).unwrap())
+        .map(|ua| {
+            Catalog::open_read_only(&ua.catalog)
+                .unwrap()
+                .last_check()
+                .unwrap()
+        });
+    assert!(
+        checked.flatten().is_some(),
+        "round 3 checked the locked user"
+    );
     let stale = ok(cli(&["fleet-status", "--stale", "1h"], &conf)
         .output()
         .unwrap());
@@ -561,6 +576,20 @@ fn discover_gone_users_terminal_and_server_down() {
         .unwrap());
     let (_, s) = parse_events(&out);
     assert_eq!(s["ok"], 8, "{s}");
+    // New mail for every user, then a run: each archive gets a second run and the
+    // policy prunes the first (an unchanged user writes no run, doc/backup.md).
+    let mut mail = MailGen::new(61);
+    for (server, user, _) in f.users.iter().filter(|(_, u, _)| u != "u3x002") {
+        let i: usize = server[1..].parse().unwrap();
+        let sb = &f.sbs[i - 1];
+        let m = mail.message_of_size(2_000);
+        lmtp::deliver(sb.lmtp_addr, &sb.servername, &[user.as_str()], &m.bytes).unwrap();
+    }
+    let out = ok(cli(&["run", "--workers", "2", "--json"], &conf)
+        .output()
+        .unwrap());
+    let (_, s) = parse_events(&out);
+    assert_eq!(s["ok"], 8, "{s}");
     // on a terminal (util-linux `script` gives it one): the live display, then the table
     let cmd = format!(
         "{} run --workers 2 --config {}",
@@ -591,7 +620,8 @@ fn discover_gone_users_terminal_and_server_down() {
     let out = cli(&["discover"], &conf).output().unwrap();
     assert_eq!(out.status.code(), Some(75));
     assert!(String::from_utf8_lossy(&out.stderr).contains("s2:"));
-    // Three runs, `prune_keep_last: 1`: every archive holds its last run alone.
+    // Runs with new mail between them, `prune_keep_last: 1`: every archive holds its
+    // last run alone, not its first.
     for v in ["vault-a", "vault-b"] {
         let Ok(users) = Vault::open(&dir.join(v)).and_then(|v| v.users()) else {
             continue;

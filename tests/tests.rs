@@ -28,5 +28,6 @@ mod protocol; // the wire protocol: transcripts of every base command, codec rou
 mod restore; // cyrvault restore vs real Cyrus: round trip, point in time, kill and rerun, exports read by Python, damage, single message
 mod retention; // issue 14: prune by policy (30 daily runs), compaction crash-safe under kill -9 and beside a backup, forget leaves no byte, legal hold
 mod sandbox; // the private real-Cyrus sandbox, the IMAP client, the mail generator
+mod scale; // issue 10, backup host: unchanged user = one round trip and no fsync (strace), changed <= 2 fsyncs, no user-file fetch unless changed, --jobs deterministic
 mod service; // cyrvaultd under the real master from the shipped snippet: load, lock hold, security, interop
 mod spool; // spool: listings, snapshots, locks, user files and annotations vs the real sandbox

@@ -8,12 +8,14 @@
 //! catalog (`reindex`), and reads one archive member per message (`cat`).
 //!
 //! Files: `query.rs` (list, show, ls, cat, stats), `verify.rs`, `reindex.rs`,
-//! `when.rs` (time and duration parsing and printing), `dump.rs` (the catalog's
-//! location tables, read from `Catalog::dump_canonical`). Operators' guide:
-//! `doc/admin.md`.
+//! `when.rs` (time and duration parsing and printing), `entries.rs` (the archive entry
+//! names catalog rows imply). Every listing reads the catalog through indexed or
+//! grouped queries, streaming where the answer can be large (`ls_each`); nothing reads
+//! a whole-catalog dump (`Catalog::dump_canonical` is for the reindex equality tests).
+//! Operators' guide: `doc/admin.md`.
 #![forbid(unsafe_code)]
 
-mod dump;
+mod entries;
 mod query;
 mod reindex;
 mod verify;
@@ -27,7 +29,8 @@ use serde::Serialize;
 
 pub use query::{
     CatReport, FolderLine, ListReport, LsFolder, LsMessage, LsReport, ShowFolder, ShowReport,
-    ShowRun, StatsReport, UserLine, UserStats, cat, cat_guid, list, ls, read_message, show, stats,
+    ShowRun, StatsReport, UserLine, UserStats, cat, cat_guid, list, ls, ls_each, read_message,
+    show, stats,
 };
 pub use reindex::{Lost, ReindexOptions, ReindexReport, RunProblem, reindex};
 pub use verify::{
@@ -189,6 +192,53 @@ pub fn find_user(vault: &Path, who: &str) -> Result<UserArchive> {
     }
 }
 
+/// Apply `op` to every item with up to `jobs` of them at once (threads), and hand each
+/// result to `done` on the calling thread in the order of `items`, each as soon as
+/// every earlier one is in: `verify --all` and `reindex --all` use both cores and still
+/// print in the vault's order.
+pub fn map_ordered<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    op: impl Fn(&T) -> R + Sync,
+    mut done: impl FnMut(usize, R),
+) {
+    let jobs = jobs.clamp(1, items.len().max(1));
+    if jobs == 1 {
+        for (i, t) in items.iter().enumerate() {
+            done(i, op(t));
+        }
+        return;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, R)>();
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let (tx, next, op) = (tx.clone(), &next, &op);
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(t) = items.get(i) else {
+                        return;
+                    };
+                    if tx.send((i, op(t))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending: std::collections::BTreeMap<usize, R> = std::collections::BTreeMap::new();
+        let mut want = 0;
+        for (i, r) in rx {
+            pending.insert(i, r);
+            while let Some(r) = pending.remove(&want) {
+                done(want, r);
+                want += 1;
+            }
+        }
+    });
+}
+
 /// Which run a query is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RunSel {
@@ -237,6 +287,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(d.join("ab")).unwrap();
         d
+    }
+
+    #[test]
+    fn map_ordered_keeps_the_order_whatever_finishes_first() {
+        let items: Vec<u64> = (0..40).collect();
+        for jobs in [1, 3, 8] {
+            let mut got = Vec::new();
+            map_ordered(
+                &items,
+                jobs,
+                |&x| {
+                    // later items finish first
+                    std::thread::sleep(std::time::Duration::from_micros(400 - 10 * x));
+                    x * 2
+                },
+                |i, r| got.push((i, r)),
+            );
+            let want: Vec<(usize, u64)> = items.iter().map(|&x| (x as usize, x * 2)).collect();
+            assert_eq!(got, want, "jobs {jobs}");
+        }
     }
 
     #[test]

@@ -4,13 +4,11 @@
 //! Answers come from the catalog; only `cat` touches the archive.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::dump::locations;
 use super::{RunSel, UserArchive, vault_archives};
 use crate::catalog::{Catalog, CatalogStats, NameSpan, RetentionRow};
 use crate::cyrus::Guid;
@@ -35,7 +33,11 @@ pub struct UserLine {
     pub last_run: Option<u64>,
     /// When the latest run finished (Unix seconds).
     pub last_run_finished: Option<i64>,
-    /// Older than `--stale` (or no run at all).
+    /// When a later backup last found nothing changed since that run (Unix seconds;
+    /// such a backup writes no run, doc/backup.md).
+    pub last_checked: Option<i64>,
+    /// Neither the latest run nor a later check is younger than `--stale` (or no run
+    /// at all).
     pub stale: bool,
     /// Legal holds in force (doc/retention.md): prune and forget refuse the user.
     pub holds: Vec<HoldInfo>,
@@ -60,8 +62,9 @@ impl ListReport {
     }
 }
 
-/// List the users in `vault`; with `stale_after`, only those whose latest run finished
-/// more than that many seconds before `now` (or that have no run).
+/// List the users in `vault`; with `stale_after`, only those whose latest run finished,
+/// and which no backup has found unchanged since, more than that many seconds before
+/// `now` (or that have no run).
 pub fn list(vault: &Path, stale_after: Option<u64>, now: i64) -> Result<ListReport> {
     let mut users = Vec::new();
     for ua in vault_archives(vault)? {
@@ -76,21 +79,24 @@ pub fn list(vault: &Path, stale_after: Option<u64>, now: i64) -> Result<ListRepo
             runs: 0,
             last_run: None,
             last_run_finished: None,
+            last_checked: None,
             stale: true,
             holds: Vec::new(),
             error: None,
         };
-        match ua
+        let read = ua
             .open_catalog()
-            .and_then(|c| Ok((c.runs()?, c.retention_events()?)))
-        {
-            Ok((runs, events)) => {
+            .and_then(|c| Ok((c.runs()?, c.last_check()?, c.retention_events()?)));
+        match read {
+            Ok((runs, check, events)) => {
                 line.holds = active_holds(&events, now);
                 line.runs = runs.len() as u64;
+                line.last_checked = check.map(|c| c.time);
                 if let Some(last) = runs.last() {
                     line.last_run = Some(last.run);
                     line.last_run_finished = Some(last.finished);
-                    let age = now.saturating_sub(last.finished);
+                    let seen = last.finished.max(line.last_checked.unwrap_or(i64::MIN));
+                    let age = now.saturating_sub(seen);
                     line.stale =
                         stale_after.is_some_and(|s| age > i64::try_from(s).unwrap_or(i64::MAX));
                 }
@@ -154,20 +160,12 @@ pub struct ShowReport {
     pub retention: Vec<RetentionRow>,
 }
 
-/// A user's runs and folders.
+/// A user's runs and folders: a handful of grouped, indexed queries, whatever the
+/// size of the archive (no whole-catalog read).
 pub fn show(ua: &UserArchive) -> Result<ShowReport> {
     let cat = ua.open_catalog()?;
-    let loc = locations(&cat)?;
-    let mut added: HashMap<u64, (u64, u64)> = HashMap::new();
-    for m in &loc.messages {
-        let e = added.entry(m.first_run).or_default();
-        e.0 += 1;
-        e.1 += m.loc.size;
-    }
-    let mut stored: HashMap<u64, u64> = HashMap::new();
-    for m in &loc.members {
-        *stored.entry(m.run).or_default() += m.compressed_len;
-    }
+    let added = cat.messages_added_by_run()?;
+    let stored = cat.stored_bytes_by_run()?;
     let runs: Vec<ShowRun> = cat
         .runs()?
         .into_iter()
@@ -187,9 +185,10 @@ pub fn show(ua: &UserArchive) -> Result<ShowReport> {
         .collect();
     let mut folders = Vec::new();
     if let Some(last) = runs.last() {
+        let mut histories = cat.folder_histories()?;
         for f in cat.folders_at(last.run)? {
             folders.push(ShowFolder {
-                names: cat.folder_history(&f.uniqueid)?,
+                names: histories.remove(&f.uniqueid).unwrap_or_default(),
                 uniqueid: f.uniqueid,
                 name: f.name,
                 deleted: f.deleted,
@@ -328,6 +327,27 @@ fn folder_at(cat: &Catalog, name: &str, run: u64) -> Result<FolderLine> {
 
 /// Folders at a run, or one folder's messages at a run.
 pub fn ls(ua: &UserArchive, folder: Option<&str>, sel: RunSel) -> Result<LsReport> {
+    let mut messages = Vec::new();
+    let mut r = ls_each(ua, folder, sel, &mut |_| Ok(()), &mut |m| {
+        messages.push(m);
+        Ok(())
+    })?;
+    r.messages = messages;
+    Ok(r)
+}
+
+/// [`ls`], handing one folder's messages to `each` as the catalog reads them instead of
+/// collecting them (the report's `messages` stays empty): constant memory and output
+/// that starts at once for a folder of any size. `head` gets the report (run, folder)
+/// before the first message. Either may stop the listing by returning an error (a
+/// closed pipe).
+pub fn ls_each(
+    ua: &UserArchive,
+    folder: Option<&str>,
+    sel: RunSel,
+    head: &mut dyn FnMut(&LsReport) -> Result<()>,
+    each: &mut dyn FnMut(LsMessage) -> Result<()>,
+) -> Result<LsReport> {
     let cat = ua.open_catalog()?;
     let run = sel.resolve(&cat)?;
     let run_started = cat
@@ -347,14 +367,10 @@ pub fn ls(ua: &UserArchive, folder: Option<&str>, sel: RunSel) -> Result<LsRepor
         None => {
             for f in cat.folders_at(run)? {
                 let shown = if f.deleted { f.last_run } else { run };
-                let live: Vec<RecordState> = cat
-                    .records_at(&f.uniqueid, shown)?
-                    .into_iter()
-                    .filter(|r| !r.is_expunged())
-                    .collect();
+                let (messages, bytes) = cat.folder_totals_at(&f.uniqueid, shown)?;
                 out.folders.push(LsFolder {
-                    messages: live.len() as u64,
-                    bytes: live.iter().map(|r| r.size).sum(),
+                    messages,
+                    bytes,
                     name: f.name,
                     uniqueid: f.uniqueid,
                     deleted: f.deleted,
@@ -365,14 +381,14 @@ pub fn ls(ua: &UserArchive, folder: Option<&str>, sel: RunSel) -> Result<LsRepor
         }
         Some(name) => {
             let f = folder_at(&cat, name, run)?;
-            out.messages = cat
-                .records_at(&f.uniqueid, f.shown_run)?
-                .iter()
-                .map(ls_message)
-                .collect();
+            let (uniqueid, shown) = (f.uniqueid.clone(), f.shown_run);
             out.folder = Some(f);
+            head(&out)?;
+            cat.each_record_at(&uniqueid, shown, &mut |r| each(ls_message(&r)))?;
+            return Ok(out);
         }
     }
+    head(&out)?;
     Ok(out)
 }
 

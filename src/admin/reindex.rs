@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::UserArchive;
-use super::dump::user_file_entry;
+use super::entries::user_file_entry;
 use crate::archive::{self, EntryName, MemberInfo};
 use crate::catalog::{Catalog, FolderMeta, LocKind, MemberRow, RunParts};
 use crate::cyrus::Guid;

@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::UserArchive;
-use super::dump::user_file_entry;
+use super::entries::user_file_entry;
 use crate::archive::{self, EntryName, MemberInfo, Scan};
 use crate::catalog::{Catalog, CatalogCounts, LocKind, MetaEntry, RawMember};
 use crate::cyrus::Guid;
@@ -214,10 +214,60 @@ fn affected(
     })
 }
 
+/// What the catalog side of `verify` reads, all of it before any comparison: on its
+/// own thread and connection, beside the archive's scan.
+struct CatalogAudit {
+    integrity: Vec<String>,
+    members: Vec<RawMember>,
+    locs: Vec<crate::catalog::LocRow>,
+    unheld: Vec<crate::catalog::UnheldRecord>,
+    counts: CatalogCounts,
+}
+
+impl CatalogAudit {
+    fn read(ua: &UserArchive) -> Result<CatalogAudit> {
+        let cat = ua.open_catalog()?;
+        // SQLite's integrity check reads the file in B-tree order, not file order: ask
+        // the kernel to read the whole file ahead, sequentially, first (a cold catalog
+        // of 200,000 messages otherwise costs ~180,000 random reads from disk).
+        if let Ok(f) = File::open(&ua.catalog) {
+            use std::os::fd::AsRawFd;
+            let _ = nix::fcntl::posix_fadvise(
+                f.as_raw_fd(),
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+        Ok(CatalogAudit {
+            integrity: cat.integrity_check()?,
+            members: cat.audit_members()?,
+            locs: cat.audit_locations()?,
+            unheld: cat.unheld_records()?,
+            counts: cat.counts()?,
+        })
+    }
+}
+
 /// Check one user's archive and catalog. Damage is reported, not returned as an
 /// error; errors are for an archive or catalog that cannot be read at all.
+///
+/// The two sides are read at once, on two threads (two cores): the archive's scan
+/// (inflate, CRC, SHA-1 of every entry) and the catalog's audit (SQLite's integrity
+/// check and every row); they are compared when both are in.
 pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
-    let scan: Scan = archive::scan(&ua.archive)?;
+    let (scan, audit) = std::thread::scope(|s| {
+        let audit = s.spawn(|| CatalogAudit::read(ua));
+        let scan = archive::scan(&ua.archive);
+        let audit = audit.join().unwrap_or_else(|_| {
+            Err(crate::Error::Other(format!(
+                "{}: the catalog audit thread panicked",
+                ua.catalog.display()
+            )))
+        });
+        (scan, audit)
+    });
+    let scan: Scan = scan?;
     let mut report = VerifyReport {
         user: ua.user.clone(),
         id: ua.id.clone(),
@@ -248,7 +298,7 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
             what: format!("entry {} hashes to {}", e.name, e.sha1),
         });
     }
-    let cat = match ua.open_catalog() {
+    let cat = match audit.and_then(|a| Ok((ua.open_catalog()?, a))) {
         Ok(c) => Some(c),
         Err(e) => {
             report.mismatches.push(CatalogMismatch {
@@ -258,8 +308,8 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
             None
         }
     };
-    if let Some(cat) = &cat {
-        check_catalog(ua, cat, &scan, &mut report)?;
+    if let Some((cat, audit)) = cat {
+        check_catalog(ua, &cat, audit, &scan, &mut report)?;
     } else {
         for d in &scan.damage {
             report.damaged.push(DamagedMember {
@@ -348,19 +398,23 @@ fn describe(kind: &LocKind, run: i64) -> String {
 fn check_catalog(
     ua: &UserArchive,
     cat: &Catalog,
+    audit: CatalogAudit,
     scan: &Scan,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    for c in cat.integrity_check()? {
+    let CatalogAudit {
+        integrity,
+        members,
+        locs,
+        unheld,
+        counts,
+    } = audit;
+    for c in integrity {
         report.mismatches.push(CatalogMismatch {
             member_offset: None,
             what: format!("catalog: {c}"),
         });
     }
-    let members = cat.audit_members()?;
-    let locs = cat.audit_locations()?;
-    let unheld = cat.unheld_records()?;
-    let counts = cat.counts()?;
     let runs: Vec<u64> = locs
         .iter()
         .filter(|l| l.kind == LocKind::Manifest)
@@ -464,17 +518,21 @@ fn check_catalog(
         {
             catalog_guids.insert(g);
         }
-        let mut what = describe(&l.kind, l.run);
-        if let Ok(name) = expected_entry(&l.kind, l.run) {
-            what = format!("{what} ({name})");
-        }
+        // Only a mismatch needs the words (200,000 rows would format them for nothing).
+        let what = || match expected_entry(&l.kind, l.run) {
+            Ok(name) => format!("{} ({name})", describe(&l.kind, l.run)),
+            Err(_) => describe(&l.kind, l.run),
+        };
         if l.loc.is_absent() {
             let required = match &l.kind {
                 LocKind::FolderMeta { required, .. } => *required,
                 _ => true,
             };
             if required {
-                mismatch(None, format!("{what}: the catalog has no location for it"));
+                mismatch(
+                    None,
+                    format!("{}: the catalog has no location for it", what()),
+                );
             }
             continue;
         }
@@ -488,7 +546,8 @@ fn check_catalog(
             mismatch(
                 None,
                 format!(
-                    "{what}: damaged location (member {}, offset {}, size {})",
+                    "{}: damaged location (member {}, offset {}, size {})",
+                    what(),
                     show(parts.0),
                     show(parts.1),
                     show(parts.2)
@@ -499,14 +558,17 @@ fn check_catalog(
         let name = match expected_entry(&l.kind, l.run) {
             Ok(n) => n,
             Err(why) => {
-                mismatch(Some(member), format!("{what}: damaged row ({why})"));
+                mismatch(Some(member), format!("{}: damaged row ({why})", what()));
                 continue;
             }
         };
         if !catalog_members.contains_key(&member) {
             mismatch(
                 Some(member),
-                format!("{what}: member {member} is not one of the catalog's members"),
+                format!(
+                    "{}: member {member} is not one of the catalog's members",
+                    what()
+                ),
             );
             continue;
         }
@@ -516,7 +578,7 @@ fn check_catalog(
         let Some(m) = by_offset.get(&member) else {
             mismatch(
                 Some(member),
-                format!("{what}: the archive has no member at offset {member}"),
+                format!("{}: the archive has no member at offset {member}", what()),
             );
             continue;
         };
@@ -524,23 +586,33 @@ fn check_catalog(
             mismatch(
                 Some(member),
                 format!(
-                    "{what}: {size} bytes at {offset} run past the end of the member ({} tar \
+                    "{}: {size} bytes at {offset} run past the end of the member ({} tar \
                      bytes)",
+                    what(),
                     m.uncompressed_len
                 ),
             );
             continue;
         }
-        match m.entries.iter().find(|e| e.offset_in_member == offset) {
+        // A member's entries are in tar order, i.e. by offset: a binary search, not a
+        // walk of the member's thousands of entries for each of its messages.
+        let at = m
+            .entries
+            .binary_search_by_key(&offset, |e| e.offset_in_member)
+            .ok()
+            .map(|i| &m.entries[i]);
+        match at {
             None => mismatch(
                 Some(member),
-                format!("{what}: no entry at {offset} in the member at {member}"),
+                format!("{}: no entry at {offset} in the member at {member}", what()),
             ),
             Some(e) if e.name != name || e.size != size => mismatch(
                 Some(member),
                 format!(
-                    "{what}: {name} ({size} bytes) expected, the entry there is {} ({} bytes)",
-                    e.name, e.size
+                    "{}: {name} ({size} bytes) expected, the entry there is {} ({} bytes)",
+                    what(),
+                    e.name,
+                    e.size
                 ),
             ),
             Some(_) => {}

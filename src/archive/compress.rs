@@ -8,6 +8,8 @@
 //! Measurements are in `doc/archive-format.md`. Any strategy or level gives a plain
 //! gzip member that every inflater reads.
 
+use std::io::Write;
+
 use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Method, Status, Strategy};
 
 use super::gzip;
@@ -91,6 +93,24 @@ impl Lane {
 /// Compress `tar` into one complete gzip member (header, deflate, trailer); also
 /// returns the CRC-32 of `tar` (the trailer's).
 pub(crate) fn gzip_member(tar: &[u8], level: Level) -> (Vec<u8>, u32) {
+    let mut out = Vec::with_capacity(tar.len() / 2 + 64);
+    // Writing into a Vec cannot fail.
+    let (_, crc) = gzip_member_to(&[tar], level, &mut out).unwrap_or((0, 0));
+    (out, crc)
+}
+
+/// Output chunk of [`gzip_member_to`]: what a member costs in memory beside its input.
+const OUT_CHUNK: usize = 256 * 1024;
+
+/// Compress the concatenation of `parts` into one complete gzip member written to
+/// `out` in chunks of [`OUT_CHUNK`] (so a member costs its input and one chunk, not a
+/// compressed copy as large as its input). Returns the bytes written and the CRC-32 of
+/// the input (the trailer's).
+pub(crate) fn gzip_member_to(
+    parts: &[&[u8]],
+    level: Level,
+    out: &mut dyn Write,
+) -> std::io::Result<(u64, u32)> {
     let (lvl, strategy) = match level {
         Level::Huffman => (1, Strategy::HuffmanOnly),
         Level::Deflate(l) => (i32::from(l.clamp(1, 9)), Strategy::Default),
@@ -103,28 +123,57 @@ pub(crate) fn gzip_member(tar: &[u8], level: Level) -> (Vec<u8>, u32) {
         mem_level: 8,
         strategy,
     });
-    let bound = zlib_rs::compress_bound(tar.len());
-    let mut out = vec![0u8; gzip::HEADER.len() + bound + 8];
-    out[..gzip::HEADER.len()].copy_from_slice(&gzip::HEADER);
-    let mut written = gzip::HEADER.len();
-    let mut consumed = 0usize;
-    loop {
-        let (in0, out0) = (deflate.total_in(), deflate.total_out());
-        let status = deflate.compress(&tar[consumed..], &mut out[written..], DeflateFlush::Finish);
-        consumed += (deflate.total_in() - in0) as usize;
-        written += (deflate.total_out() - out0) as usize;
-        match status {
-            Ok(Status::StreamEnd) => break,
-            // compress_bound is a true bound; grow anyway rather than trust it blindly.
-            Ok(_) => out.resize(out.len() + 64 * 1024, 0),
-            // Only a broken configuration gives an error; ours is constant.
-            Err(e) => panic!("deflate with a fixed valid configuration failed: {e:?}"),
+    let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let mut buf = vec![0u8; OUT_CHUNK];
+    out.write_all(&gzip::HEADER)?;
+    let mut written = gzip::HEADER.len() as u64;
+    let mut crc = crc32fast::Hasher::new();
+    let last = parts.len().saturating_sub(1);
+    for (i, part) in parts.iter().enumerate() {
+        crc.update(part);
+        let flush = if i == last {
+            DeflateFlush::Finish
+        } else {
+            DeflateFlush::NoFlush
+        };
+        let mut consumed = 0usize;
+        loop {
+            let (in0, out0) = (deflate.total_in(), deflate.total_out());
+            let status = deflate.compress(&part[consumed..], &mut buf, flush);
+            consumed += (deflate.total_in() - in0) as usize;
+            let n = (deflate.total_out() - out0) as usize;
+            out.write_all(&buf[..n])?;
+            written += n as u64;
+            match status {
+                Ok(Status::StreamEnd) => break,
+                // More to do while the input lasts or the output filled the buffer.
+                Ok(_) if consumed < part.len() || n == buf.len() => {}
+                Ok(_) if flush == DeflateFlush::NoFlush => break,
+                Ok(_) => {}
+                // Only a broken configuration gives an error; ours is constant.
+                Err(e) => panic!("deflate with a fixed valid configuration failed: {e:?}"),
+            }
         }
     }
-    out.truncate(written);
-    let crc = crc32fast::hash(tar);
-    out.extend_from_slice(&gzip::trailer(crc, tar.len() as u64));
-    (out, crc)
+    if parts.is_empty() {
+        // An empty member still needs its final block.
+        loop {
+            let out0 = deflate.total_out();
+            let status = deflate.compress(&[], &mut buf, DeflateFlush::Finish);
+            let n = (deflate.total_out() - out0) as usize;
+            out.write_all(&buf[..n])?;
+            written += n as u64;
+            match status {
+                Ok(Status::StreamEnd) => break,
+                Ok(_) => {}
+                Err(e) => panic!("deflate with a fixed valid configuration failed: {e:?}"),
+            }
+        }
+    }
+    let crc = crc.finalize();
+    out.write_all(&gzip::trailer(crc, total))?;
+    written += 8;
+    Ok((written, crc))
 }
 
 #[cfg(test)]
@@ -168,6 +217,24 @@ mod tests {
             );
             assert_eq!(got, data);
             assert_eq!(input.pos, member.len() as u64);
+            // The same bytes cut into parts give a member of the same content.
+            let cut = data.len() / 3;
+            let mut parts = Vec::new();
+            let (n, crc2) =
+                gzip_member_to(&[&data[..cut], &[], &data[cut..]], level, &mut parts).unwrap();
+            assert_eq!((n, crc2), (parts.len() as u64, crc));
+            let mut input = Input::new(&parts[..], 0);
+            let mut again = Vec::new();
+            read_member(&mut input, &mut |c| {
+                again.extend_from_slice(c);
+                Ok(true)
+            })
+            .unwrap();
+            assert_eq!(again, data);
         }
+        let (empty, _) = gzip_member(&[], Level::Deflate(6));
+        let mut input = Input::new(&empty[..], 0);
+        let ended = read_member(&mut input, &mut |_| Ok(true)).unwrap();
+        assert_eq!(ended, Ended::Complete { len: 0, crc32: 0 });
     }
 }

@@ -129,6 +129,24 @@ pub fn folder_entry(uniqueid: &str, run: &str, file: &str) -> Result<String, Arc
     ))
 }
 
+/// The entry a user file of `kind` stored at run `snapshot_run` has: the one mapping
+/// from the catalog's and the manifest's kinds to names (backup, verify, reindex,
+/// retention).
+pub fn user_file_entry(
+    snapshot_run: u64,
+    kind: crate::model::UserFileKind,
+    name: &str,
+) -> Result<String, ArchiveError> {
+    use crate::model::UserFileKind;
+    let run = run_id(snapshot_run);
+    match kind {
+        UserFileKind::Seen => user_entry(&run, "seen", None),
+        UserFileKind::Subs => user_entry(&run, "subscriptions", None),
+        UserFileKind::Sieve => user_entry(&run, "sieve", Some(name)),
+        UserFileKind::Quota => user_entry(&run, "quota", None),
+    }
+}
+
 /// `user/<run>/<item>`: `seen`, `subscriptions`, `sieve.active`, or a sieve script
 /// (`sieve` with `Some(script name)`, stored as `sieve/<encoded name>`).
 pub fn user_entry(run: &str, item: &str, script: Option<&str>) -> Result<String, ArchiveError> {

@@ -2,8 +2,9 @@
 //! lanes (text and binary, see `compress.rs`), compression on a second thread, and the
 //! durability order.
 //!
-//! Crash model: a member is written with one `write_all` at the end of the file; a crash
-//! leaves at most one incomplete member at the tail. `finish_member` returns only after
+//! Crash model: a member is appended at the end of the file as it is compressed (in
+//! chunks of 256 KiB, one member at a time); a crash leaves at most one incomplete
+//! member at the tail. `finish_member` returns only after
 //! `fsync` of the file (and of the directory when this open created the file), so a
 //! catalog committed after it never points at bytes that can vanish. On open, bytes
 //! past the last complete member are checked to be such a leftover and cut; anything
@@ -11,14 +12,14 @@
 //! by rewriting: existing members are never modified.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use sha1::{Digest, Sha1};
 
-use super::compress::{Lane, Level, classify, gzip_member};
+use super::compress::{Lane, Level, classify, gzip_member_to};
 use super::error::{ArchiveError, Damage};
 use super::names::{FORMAT_ENTRY, check_name};
 use super::read::{Members, is_crash_leftover, read_member_at};
@@ -27,10 +28,11 @@ use super::{EntryLoc, FORMAT_VERSION, MemberInfo, format_entry_content, parse_fo
 use crate::cyrus::Guid;
 use crate::error::{Error, IoContext, Result};
 
-/// Default uncompressed size at which a member is closed (8 MiB): bounds the inflate
-/// work of reading one message (~25 ms worst case) at no cost in ratio (deflate's
-/// window is 32 KiB; a member costs 18 bytes of framing).
-pub const DEFAULT_MEMBER_TARGET: u64 = 8 << 20;
+/// Default uncompressed size at which a member is closed (4 MiB): bounds the inflate
+/// work of reading one message (~12 ms worst case) and the writer's memory (two lanes
+/// filling, one member compressing, one queued: ~16 MiB) at no cost in ratio
+/// (deflate's window is 32 KiB; a member costs 18 bytes of framing).
+pub const DEFAULT_MEMBER_TARGET: u64 = 4 << 20;
 
 /// How to open an archive for appending.
 #[derive(Debug, Clone)]
@@ -81,8 +83,9 @@ struct LaneBuf {
 }
 
 enum Job {
+    /// One member: the concatenation of `parts` (tar bytes) compressed.
     Member {
-        tar: Vec<u8>,
+        parts: Vec<Vec<u8>>,
         entries: Vec<EntryLoc>,
         level: Level,
     },
@@ -112,6 +115,8 @@ pub struct ArchiveWriter {
     unsynced: bool,
     poisoned: bool,
     report: OpenReport,
+    /// fsyncs done (file and directory), for the run report.
+    fsyncs: u64,
 }
 
 impl ArchiveWriter {
@@ -162,6 +167,7 @@ impl ArchiveWriter {
             unsynced: false,
             poisoned: false,
             report: OpenReport::default(),
+            fsyncs: u64::from(report.cut.is_some()),
         };
         // The lock lives on `file`'s open file description, shared with the worker's clone.
         drop(file);
@@ -189,6 +195,11 @@ impl ArchiveWriter {
         &self.path
     }
 
+    /// How many fsyncs (of the file or its directory) this writer has done.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs
+    }
+
     fn err(&self, e: ArchiveError) -> Error {
         Error::archive(&self.path, e)
     }
@@ -206,6 +217,24 @@ impl ArchiveWriter {
     /// `mtime` (seconds since the epoch). The entry goes whole into the member of its
     /// lane; a member that would pass the target size is closed first.
     pub fn add(&mut self, name: &str, bytes: &[u8], mtime: u64) -> Result<()> {
+        self.add_entry(name, bytes, mtime, None)
+    }
+
+    /// [`ArchiveWriter::add`] of bytes whose SHA-1 the caller has just computed (a
+    /// message checked against its GUID as it arrived): the writer records `sha1`
+    /// instead of hashing the bytes a second time. The run's own check of message
+    /// entries against their names (`backup::run`) then compares that hash.
+    pub fn add_hashed(&mut self, name: &str, bytes: &[u8], mtime: u64, sha1: Guid) -> Result<()> {
+        self.add_entry(name, bytes, mtime, Some(sha1))
+    }
+
+    fn add_entry(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        mtime: u64,
+        sha1: Option<Guid>,
+    ) -> Result<()> {
         if self.poisoned {
             return Err(self.err(ArchiveError::Poisoned));
         }
@@ -226,6 +255,12 @@ impl ArchiveWriter {
             self.flush_lane(lane)?;
         }
         let buf = &mut self.lanes[lane as usize];
+        if buf.tar.capacity() == 0 {
+            // One allocation of the member's size, not a doubling series (which leaves
+            // up to twice the target allocated per lane).
+            let want = self.opts.member_target.max(need).min(1 << 30);
+            buf.tar.reserve_exact(usize::try_from(want).unwrap_or(0));
+        }
         let offset_in_member = (buf.tar.len() + headers.len()) as u64;
         buf.tar.extend_from_slice(&headers);
         buf.tar.extend_from_slice(bytes);
@@ -235,12 +270,65 @@ impl ArchiveWriter {
             name: name.to_string(),
             offset_in_member,
             size,
-            sha1: Guid(Sha1::digest(bytes).into()),
+            sha1: sha1.unwrap_or_else(|| Guid(Sha1::digest(bytes).into())),
         });
         if buf.tar.len() as u64 >= self.opts.member_target {
             self.flush_lane(lane)?;
         }
         Ok(())
+    }
+
+    /// [`ArchiveWriter::add`] taking the bytes by value: an entry that gets a member
+    /// of its own (bigger than the member target, e.g. the `cyrus.index` of a folder
+    /// of 200,000 messages) is compressed from `bytes` itself, with no copy into a
+    /// lane; smaller ones are copied as `add` does.
+    pub fn add_owned(&mut self, name: &str, bytes: Vec<u8>, mtime: u64) -> Result<()> {
+        if self.poisoned {
+            return Err(self.err(ArchiveError::Poisoned));
+        }
+        check_name(name).map_err(|e| self.err(e))?;
+        let size = bytes.len() as u64;
+        let headers = entry_headers(name, size, mtime);
+        let Some(padded_size) = padded(size) else {
+            return Err(self.err(ArchiveError::BadName {
+                name: name.to_string(),
+                why: "entry too large",
+            }));
+        };
+        if padded_size.saturating_add(headers.len() as u64) < self.opts.member_target {
+            return self.add(name, &bytes, mtime);
+        }
+        let lane = classify(&bytes);
+        self.flush_lane(lane)?;
+        let entry = EntryLoc {
+            name: name.to_string(),
+            offset_in_member: headers.len() as u64,
+            size,
+            sha1: Guid(Sha1::digest(&bytes).into()),
+        };
+        let pad = vec![0u8; usize::try_from(padded_size - size).unwrap_or(0)];
+        let level = self.level(lane);
+        self.send(Job::Member {
+            parts: vec![headers, bytes, pad],
+            entries: vec![entry],
+            level,
+        })?;
+        self.unsynced = true;
+        self.collect_some()
+    }
+
+    /// The members finished since the last call (or `finish_member`), in file order,
+    /// without waiting or syncing: a long run hands them to its caller as they come
+    /// instead of holding every entry until the end. They are not durable yet.
+    pub fn take_written(&mut self) -> Vec<MemberInfo> {
+        std::mem::take(&mut self.written)
+    }
+
+    fn level(&self, lane: Lane) -> Level {
+        match lane {
+            Lane::Text => self.opts.text_level,
+            Lane::Binary => self.opts.binary_level,
+        }
     }
 
     /// End the open members, write them, fsync the file (and the directory of a new
@@ -256,10 +344,12 @@ impl ArchiveWriter {
                 self.written.push(m);
             }
             self.unsynced = false;
+            self.fsyncs += 1;
         }
         if self.sync_dir {
             sync_dir(&self.path)?;
             self.sync_dir = false;
+            self.fsyncs += 1;
         }
         Ok(std::mem::take(&mut self.written))
     }
@@ -269,17 +359,19 @@ impl ArchiveWriter {
         if buf.tar.is_empty() {
             return Ok(());
         }
-        let level = match lane {
-            Lane::Text => self.opts.text_level,
-            Lane::Binary => self.opts.binary_level,
-        };
+        let level = self.level(lane);
         self.send(Job::Member {
-            tar: buf.tar,
+            parts: vec![buf.tar],
             entries: buf.entries,
             level,
         })?;
         self.unsynced = true;
-        // Collect finished members without blocking, to keep the queue short.
+        self.collect_some()
+    }
+
+    /// Collect finished members, waiting only while more than one is in flight (the
+    /// queue stays short: at most one member compressing and one waiting).
+    fn collect_some(&mut self) -> Result<()> {
         while self.in_flight > 1 {
             if let Done::Member(m) = self.receive()? {
                 self.written.push(m);
@@ -345,20 +437,21 @@ fn spawn_worker(mut file: File, path: &Path, mut end: u64) -> Result<WorkerParts
             for job in job_rx {
                 let result = match job {
                     Job::Member {
-                        tar,
+                        parts,
                         entries,
                         level,
                     } => {
-                        let (gz, crc32) = gzip_member(&tar, level);
-                        file.write_all(&gz).map(|()| {
+                        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                        let len: u64 = slices.iter().map(|p| p.len() as u64).sum();
+                        gzip_member_to(&slices, level, &mut file).map(|(written, crc32)| {
                             let m = MemberInfo {
                                 offset: end,
-                                compressed_len: gz.len() as u64,
-                                uncompressed_len: tar.len() as u64,
+                                compressed_len: written,
+                                uncompressed_len: len,
                                 crc32,
                                 entries,
                             };
-                            end += gz.len() as u64;
+                            end += written;
                             Done::Member(m)
                         })
                     }

@@ -78,6 +78,54 @@ pub struct UserStats {
     /// Entry item (`seen`, `subscriptions`, `sieve/<name>`) -> SHA-1 hex of its bytes.
     #[serde(default)]
     pub sha1: BTreeMap<String, String>,
+    /// The `USERFILES` listing (`seen`, `sub`, `sieve/<file>` -> stat) when the server
+    /// has that extension: any difference means the files are fetched again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, Stat3>>,
+}
+
+/// The user's own files as the server listed them in this run (`META` or
+/// `USERFILES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserListing {
+    pub seen: Option<Stat3>,
+    pub sub: Option<Stat3>,
+    /// Every file `USERFILES` listed; `None` from `META` (no sieve stats).
+    pub files: Option<BTreeMap<String, Stat3>>,
+    /// The quota file (`META <user> quota`, sent with the listing) when the server
+    /// has `CAP QUOTA`; empty when the user has no quota root.
+    pub quota: Option<Vec<u8>>,
+}
+
+impl UserListing {
+    /// From the `(name, stat)` lines of `META` (`userfiles == false`) or `USERFILES`.
+    pub fn from_lines(lines: &[crate::protocol::client::NamedStat], userfiles: bool) -> Self {
+        let mut l = UserListing {
+            files: userfiles.then(BTreeMap::new),
+            ..Default::default()
+        };
+        for (n, s) in lines {
+            match n.as_slice() {
+                b"seen" => l.seen = Some(stat3(s)),
+                b"sub" => l.sub = Some(stat3(s)),
+                _ => {}
+            }
+            if let Some(f) = &mut l.files {
+                f.insert(String::from_utf8_lossy(n).into_owned(), stat3(s));
+            }
+        }
+        l
+    }
+
+    /// Whether the files the last run stored (`prev`) are, by their stats, still the
+    /// same: with `USERFILES` every file (sieve included) must be listed alike; from
+    /// `META` only seen and sub can be compared.
+    pub fn same_as(&self, prev: &UserStats) -> bool {
+        match &self.files {
+            Some(now) => prev.files.as_ref() == Some(now),
+            None => prev.seen == self.seen && prev.sub == self.sub,
+        }
+    }
 }
 
 /// The `"backup"` key of a manifest.

@@ -196,7 +196,7 @@ impl RunCtx<'_> {
             self.fail(f, FailureClass::Damaged, why);
             return Ok(None);
         }
-        self.write_folder_entries(f, &state, records.len(), &files)?;
+        self.write_folder_entries(f, &state, records.len(), files)?;
         Ok(Some(Taken {
             state,
             records,
@@ -205,13 +205,14 @@ impl RunCtx<'_> {
     }
 
     /// The folder's entries: `folders/<uniqueid>/<run>/cyrus.header`, `cyrus.index`,
-    /// `cyrus.annotations`, `mailbox_annotations.json` and `state.json`.
+    /// `cyrus.annotations`, `mailbox_annotations.json` and `state.json`. The files are
+    /// handed over, not copied: a big `cyrus.index` is compressed from its own buffer.
     fn write_folder_entries(
         &mut self,
         f: &Listed,
         state: &FolderState,
         records: usize,
-        files: &HashMap<Vec<u8>, Vec<u8>>,
+        mut files: HashMap<Vec<u8>, Vec<u8>>,
     ) -> Result<()> {
         let now = now_secs();
         let runid = run_id(self.run);
@@ -224,8 +225,8 @@ impl RunCtx<'_> {
             (b"annotations", "cyrus.annotations"),
             (b"mailbox_annotations", "mailbox_annotations.json"),
         ] {
-            if let Some(bytes) = files.get(proto_name) {
-                self.writer.add(&entry(file)?, bytes, now)?;
+            if let Some(bytes) = files.remove(proto_name) {
+                self.writer.add_owned(&entry(file)?, bytes, now)?;
             }
         }
         let mut summary = serde_json::to_value(state)
@@ -248,18 +249,29 @@ impl RunCtx<'_> {
     /// FDATA for the records whose GUID the archive does not have yet. Messages that
     /// arrive intact are stored (and held) whatever becomes of the folder.
     fn fetch_messages(&mut self, f: &Listed, records: &[RecordState]) -> Result<Fetched> {
+        // One pass: a GUID held already (in the archive, adopted, or stored in this
+        // run) costs a set lookup, one the catalog has a primary-key lookup (then it
+        // is held); the rest are wanted, each once. No list of every GUID is built, so
+        // a folder of 200,000 messages costs the `have` set and the wanted ones.
         let mut want: Vec<(u32, Guid, i64)> = Vec::new();
-        let mut seen: HashSet<Guid> = HashSet::new();
+        let mut wanted: HashSet<Guid> = HashSet::new();
         let mut no_guid = Vec::new();
         for r in records {
             if r.guid.0 == [0u8; 20] {
                 no_guid.push(r.uid);
                 continue;
             }
-            if !self.have.contains(&r.guid) && seen.insert(r.guid) {
+            if self.have.contains(&r.guid) || wanted.contains(&r.guid) {
+                continue;
+            }
+            if self.catalog.has_message(&r.guid)? {
+                self.have.insert(r.guid);
+            } else {
+                wanted.insert(r.guid);
                 want.push((r.uid, r.guid, r.internaldate));
             }
         }
+        drop(wanted);
         if !no_guid.is_empty() {
             return Ok(Fetched::Failed(
                 FailureClass::Damaged,
@@ -272,14 +284,7 @@ impl RunCtx<'_> {
         if want.is_empty() {
             return Ok(Fetched::Complete);
         }
-        let guids: Vec<Guid> = want.iter().map(|w| w.1).collect();
-        let missing: HashSet<Guid> = self.catalog.missing_guids(&guids)?.into_iter().collect();
-        for (_, g, _) in &want {
-            if !missing.contains(g) {
-                self.have.insert(*g);
-            }
-        }
-        want.retain(|w| missing.contains(&w.1));
+        self.written.messages.reserve(want.len());
         let mut damaged = Vec::new();
         let mut gone = Vec::new();
         for batch in want.chunks(FDATA_BATCH) {
@@ -316,6 +321,9 @@ impl RunCtx<'_> {
             self.rep
                 .missing
                 .extend(rx.missing.into_iter().map(|u| (f.name.clone(), u)));
+            let done = self.writer.take_written();
+            let archive = self.writer.path().to_path_buf();
+            self.written.absorb(done, &archive)?;
             match r {
                 Ok(_) => {}
                 Err(ProtocolError::No(t)) => {
@@ -431,7 +439,12 @@ impl Receiver for MessageRx<'_> {
             return Ok(());
         }
         let mtime = u64::try_from(internaldate).unwrap_or(0);
-        if let Err(e) = self.writer.add(&message_entry(&guid), &self.buf, mtime) {
+        // The protocol hashed the bytes as they arrived and they equal the GUID: the
+        // writer need not hash them again.
+        if let Err(e) = self
+            .writer
+            .add_hashed(&message_entry(&guid), &self.buf, mtime, guid)
+        {
             self.err = Some(e);
             return Err(ProtocolError::MalformedReply {
                 what: "archive write failed",

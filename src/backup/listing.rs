@@ -68,6 +68,12 @@ pub(super) struct OwnerListing {
     /// The root folder's UniqueID: the user's INBOX, or the hierarchy's top-level
     /// mailbox (the archive key, doc/backup.md "The vault").
     pub(super) root: String,
+    /// The user-file listing (`USERFILES`, else `META`) that came with `FMULTISTATUS`
+    /// in the same round trip; empty for a shared hierarchy (it has no user files).
+    pub(super) user_lines: Vec<crate::protocol::client::NamedStat>,
+    /// The quota file (`META <user> quota`) from the same round trip, when the server
+    /// has `CAP QUOTA` and the owner is a user (empty: no quota root).
+    pub(super) quota: Option<Vec<u8>>,
     /// The user has no live INBOX (its record is gone, or the whole user was deleted
     /// with delayed delete): `root` is a stand-in (see [`orphan_root`]), and an
     /// archive the vault already has for the user is kept instead.
@@ -75,11 +81,40 @@ pub(super) struct OwnerListing {
 }
 
 /// `FMULTISTATUS` for `owner`, the delayed-delete folders told apart, the root found.
-pub(super) fn list_owner(server: &mut Server, owner: &str) -> Result<OwnerListing> {
-    let listing = server
-        .client
-        .fmultistatus(owner.as_bytes())
-        .map_err(|e| proto(server, "FMULTISTATUS", e))?;
+///
+/// For a user, the user-file listing is pipelined with `FMULTISTATUS` (one round
+/// trip: `USERFILES` when `userfiles`, else `META`; doc/protocol.md 2.12).
+pub(super) fn list_owner(
+    server: &mut Server,
+    owner: &str,
+    userfiles: bool,
+) -> Result<OwnerListing> {
+    let mut quota = None;
+    let (listing, user_lines) = if owner.starts_with('%') {
+        let l = server.client.fmultistatus(owner.as_bytes());
+        (l.map_err(|e| proto(server, "FMULTISTATUS", e))?, Vec::new())
+    } else {
+        let mut rx = crate::protocol::client::Collect::default();
+        let want_quota = server.has("QUOTA");
+        let got = server
+            .client
+            .user_status(
+                owner.as_bytes(),
+                userfiles,
+                want_quota.then_some(&mut rx as &mut dyn crate::protocol::client::Receiver),
+            )
+            .map_err(|e| proto(server, "FMULTISTATUS", e))?;
+        if want_quota {
+            quota = Some(
+                rx.files
+                    .into_iter()
+                    .find(|(h, _)| h.name == b"quota")
+                    .map(|(_, b)| b)
+                    .unwrap_or_default(),
+            );
+        }
+        got
+    };
     let mut folders: Vec<Listed> = listing
         .into_iter()
         .map(|f| {
@@ -143,6 +178,8 @@ pub(super) fn list_owner(server: &mut Server, owner: &str) -> Result<OwnerListin
     Ok(OwnerListing {
         folders,
         root,
+        user_lines,
+        quota,
         orphan,
     })
 }

@@ -22,25 +22,19 @@ use std::path::Path;
 
 use super::BackupError;
 use crate::archive::{
-    EntryName, MemberInfo, folder_entry, parse_entry_name, read_entry_at, run_id, user_entry,
+    EntryName, MemberInfo, folder_entry, parse_entry_name, read_entry_at, run_id,
 };
 use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
 use crate::cyrus::Guid;
 use crate::error::{IoContext, Result};
 use crate::model::{
-    EntryLoc, RecordState, RunManifest, UserFile, UserFileKind, parse_manifest, records_from_meta,
+    EntryLoc, RecordState, RunManifest, UserFile, parse_manifest, records_from_meta,
 };
 
 /// The archive entry name of a user-level file stored in `run`.
 pub(crate) fn user_file_entry(run: u64, f: &UserFile) -> Result<String> {
-    let r = run_id(run);
-    let name = match f.kind {
-        UserFileKind::Seen => user_entry(&r, "seen", None),
-        UserFileKind::Subs => user_entry(&r, "subscriptions", None),
-        UserFileKind::Sieve => user_entry(&r, "sieve", Some(&f.name)),
-        UserFileKind::Quota => user_entry(&r, "quota", None),
-    };
-    name.map_err(|e| crate::error::Error::archive("(entry name)", e))
+    crate::archive::user_file_entry(run, f.kind, &f.name)
+        .map_err(|e| crate::error::Error::archive("(entry name)", e))
 }
 
 /// Catalog rows of these members, in file order.
@@ -143,15 +137,29 @@ pub(crate) fn commit_run(
     members: &[MemberInfo],
     snapshots: &HashMap<String, (FolderMeta, Vec<RecordState>)>,
 ) -> Result<()> {
+    let messages = message_locs(members);
+    commit_run_with(catalog, m, manifest_loc, members, &messages, snapshots)
+}
+
+/// [`commit_run`] with the message entries given apart, in file order (the backup
+/// keeps them as `(GUID, location)` pairs instead of named entries, to stay small):
+/// `members` then need not list their message entries.
+pub(crate) fn commit_run_with(
+    catalog: &mut Catalog,
+    m: &RunManifest,
+    manifest_loc: EntryLoc,
+    members: &[MemberInfo],
+    messages: &[(Guid, EntryLoc)],
+    snapshots: &HashMap<String, (FolderMeta, Vec<RecordState>)>,
+) -> Result<()> {
     let user_files = user_file_locs(catalog, members, m)?;
     let rows = member_rows(members);
-    let messages = message_locs(members);
     catalog.write_run(
         m,
         &RunParts {
             manifest_loc: Some(manifest_loc),
             members: &rows,
-            messages: &messages,
+            messages,
             snapshots,
             user_files: &user_files,
         },

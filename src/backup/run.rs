@@ -24,11 +24,11 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::time::Instant;
 
-use super::ext::{self, BackupExt};
+use super::ext::{self, BackupExt, FolderStats, UserListing};
 use super::folder::ClockFloor;
 use super::listing::{self, Listed};
 use super::recover::{self, folder_meta, message_locs};
@@ -38,10 +38,10 @@ use crate::archive::{
     ArchiveError, ArchiveWriter, EntryName, MemberInfo, WriterOptions, parse_entry_name,
     read_member_at, run_id, run_manifest_entry,
 };
-use crate::catalog::{Catalog, FolderAt, FolderMeta};
+use crate::catalog::{Catalog, Check, FolderMeta, LiveFolder, RunInfo};
 use crate::cyrus::Guid;
 use crate::error::{Error, IoContext, Result};
-use crate::model::{FileStat, FolderInRun, MANIFEST_FORMAT, RecordState, RunManifest};
+use crate::model::{FileStat, FolderInRun, FolderState, MANIFEST_FORMAT, RecordState, RunManifest};
 use crate::protocol::ProtocolError;
 use crate::vault::Vault;
 
@@ -87,7 +87,103 @@ fn map_open_error(e: Error, user: &str, archive: &Path) -> Error {
     }
 }
 
+/// What the last committed run left that the next run compares against.
+struct Prior {
+    last: Option<RunInfo>,
+    /// The `"backup"` key of its manifest (read from the archive).
+    ext: BackupExt,
+    /// Folders live at the last run, by UniqueID.
+    live: HashMap<String, LiveFolder>,
+}
+
+impl Prior {
+    fn load(catalog: &Catalog, archive: &Path) -> Result<Prior> {
+        let last = catalog.last_run()?;
+        let ext = ext::read_ext(archive, last.as_ref().and_then(|r| r.manifest));
+        let live = match &last {
+            Some(l) => catalog
+                .folders_live_at(l.run)?
+                .into_iter()
+                .map(|f| (f.uniqueid.clone(), f))
+                .collect(),
+            None => HashMap::new(),
+        };
+        Ok(Prior { last, ext, live })
+    }
+
+    /// The folder's state, snapshot run and stats at the last run, if its files are as
+    /// that run read them: the same four stat lines, none racy then, live in the
+    /// catalog with the same `cyrus.index` stat. Such a folder costs nothing more.
+    fn carried(&self, f: &Listed) -> Option<(FolderState, u64, FolderStats)> {
+        self.last.as_ref()?;
+        let prev = self.ext.folders.get(&f.uniqueid)?;
+        if prev.racy || !prev.same_files(&f.stats) {
+            return None;
+        }
+        let lf = self.live.get(&f.uniqueid)?;
+        let index_now = f.stats.index.map(|[size, mtime, inode]| FileStat {
+            size,
+            mtime: i64::try_from(mtime).unwrap_or(i64::MAX),
+            inode,
+        });
+        (lf.state.index_file_stat == index_now)
+            .then(|| (lf.state.clone(), lf.snapshot_run, prev.clone()))
+    }
+
+    /// Whether nothing at all changed since the last run: the same folders under the
+    /// same names, each carried, the user files listed alike, and the archive ending
+    /// where the catalog's last run does (no crash leftover to recover). Then the run
+    /// writes nothing. The run it was checked against, if so.
+    fn unchanged(
+        &self,
+        catalog: &Catalog,
+        archive: &Path,
+        userid: &str,
+        live: &[Listed],
+        user: &UserListing,
+    ) -> Result<Option<u64>> {
+        let Some(last) = &self.last else {
+            return Ok(None);
+        };
+        let (Some(loc), Some(prev_user)) = (last.manifest, &self.ext.user) else {
+            return Ok(None);
+        };
+        if live.len() != self.live.len() || !user.same_as(prev_user) {
+            return Ok(None);
+        }
+        for f in live {
+            let same_name = self.live.get(&f.uniqueid).is_some_and(|lf| {
+                lf.name == f.record_name() && lf.internal_name == f.internal(userid)
+            });
+            if !same_name || self.carried(f).is_none() {
+                return Ok(None);
+            }
+        }
+        let Ok(file) = File::open(archive) else {
+            return Ok(None);
+        };
+        // A writer holds the archive (another backup of this user, a compaction): its
+        // state is in flux, so say so as the full path would (exit 75). A shared lock
+        // taken and dropped at once tells it without waiting.
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::archive(archive, ArchiveError::Locked));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", archive, e)),
+        }
+        let len = file.metadata().at("reading metadata of", archive)?.len();
+        drop(file);
+        Ok((catalog.member_end(loc.member_offset)? == Some(len)).then_some(last.run))
+    }
+}
+
 /// Back up one user from `server` into `vault`. See the module docs for the order.
+///
+/// A user with nothing changed since its last run (no folder, no user file) costs one
+/// round trip (`FMULTISTATUS` with the user-file listing pipelined) and writes no run:
+/// no archive byte, no fsync; the catalog records the check (`Catalog::note_check`)
+/// and the report says `unchanged` with the last run's number.
 pub fn backup_user(
     server: &mut Server,
     vault: &Vault,
@@ -96,11 +192,17 @@ pub fn backup_user(
 ) -> Result<UserReport> {
     let t0 = Instant::now();
     let started = now_secs();
+    let rt0 = server.client.round_trips();
     let mut rep = UserReport {
         user: userid.to_string(),
         ..Default::default()
     };
-    let listing = listing::list_owner(server, userid)?;
+    let userfiles = server.has("USERFILES");
+    let listing = listing::list_owner(server, userid, userfiles)?;
+    let user_listing = UserListing {
+        quota: listing.quota,
+        ..UserListing::from_lines(&listing.user_lines, userfiles)
+    };
     let mut live: Vec<Listed> = listing.folders;
     // A lower bound of the server's clock: the newest mtime it listed (the racy rule
     // without SERVERTIME, doc/backup.md).
@@ -128,11 +230,39 @@ pub fn backup_user(
     }
     let ua = vault.set_user(userid, &root)?;
     rep.archive = ua.archive.clone();
-
-    // Finish a prune/forget swap a crash interrupted (doc/retention.md), then the
-    // catalog, then the archive at the catalog's committed length.
+    // Finish a prune/forget swap a crash interrupted (doc/retention.md) before
+    // anything reads the pair.
     crate::retention::pair::settle(&ua.archive, &ua.catalog, None)?;
-    let mut catalog = Catalog::open(&ua.catalog)?;
+    let mut catalog = Catalog::open_backup(&ua.catalog)?;
+    let prior = Prior::load(&catalog, &ua.archive)?;
+    // A delayed-delete folder whose former name had to be guessed from its `DELETED.*`
+    // name (stock server) keeps the name the archive knew it by.
+    for f in &mut live {
+        if let (Some(d), Some(before)) = (&mut f.deleted, prior.live.get(&f.uniqueid))
+            && d.guessed
+            && before.deleted_at.is_none()
+        {
+            d.original = before.name.clone();
+        }
+    }
+    let unchanged = prior
+        .unchanged(&catalog, &ua.archive, userid, &live, &user_listing)
+        .map_err(|e| map_open_error(e, userid, &ua.archive))?;
+    if let Some(run) = unchanged {
+        catalog.note_check(&Check {
+            run,
+            time: i64::try_from(started).unwrap_or(i64::MAX),
+            server: server.addr.clone(),
+        })?;
+        rep.run = run;
+        rep.unchanged = true;
+        rep.folders_unchanged = live.len();
+        rep.round_trips = server.client.round_trips() - rt0;
+        rep.duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        return Ok(rep);
+    }
+
+    // The archive at the catalog's committed length.
     let committed = committed_len(&catalog, userid, &ua.archive)?;
     let wopts = WriterOptions {
         committed_len: Some(committed),
@@ -154,6 +284,11 @@ pub fn backup_user(
         uncommitted.insert(0, read_member_at(&mut f, &ua.archive, 0)?);
     }
     let rec = recover::recover(&mut catalog, &ua.archive, userid, uncommitted)?;
+    let prior = if rec.runs.is_empty() {
+        prior
+    } else {
+        Prior::load(&catalog, &ua.archive)?
+    };
     rep.recovery.rolled_forward = rec.runs;
     let adopted = rec.orphans;
     let adopted_msgs = message_locs(&adopted);
@@ -164,7 +299,6 @@ pub fn backup_user(
     let mut have: HashSet<Guid> = adopted_msgs.iter().map(|(g, _)| *g).collect();
     let len_before = open.len;
 
-    let last = catalog.last_run()?;
     // A crashed attempt may have written `folders/<uid>/<run>/...` under the number
     // this run would take; its members are adopted, so skip past every run number they
     // use: entry names never collide (runs may be numbered with gaps).
@@ -179,33 +313,14 @@ pub fn backup_user(
         })
         .max()
         .unwrap_or(0);
+    let last = prior.last.clone();
     let run = last.as_ref().map_or(0, |r| r.run).max(used) + 1;
-    let prev_ext = ext::read_ext(&ua.archive, last.as_ref().and_then(|r| r.manifest));
-    // Folders the server held at the last run: live ones and those in its
-    // delayed-delete area (both are listed by FMULTISTATUS; either can go).
-    let live_before: HashMap<String, FolderAt> = match &last {
-        Some(l) => catalog
-            .folders_at(l.run)?
-            .into_iter()
-            .filter(|f| f.present(l.run))
-            .map(|f| (f.uniqueid.clone(), f))
-            .collect(),
-        None => HashMap::new(),
-    };
-    // A delayed-delete folder whose former name had to be guessed from its `DELETED.*`
-    // name (stock server) keeps the name the archive knew it by.
-    for f in &mut live {
-        if let (Some(d), Some(before)) = (&mut f.deleted, live_before.get(&f.uniqueid))
-            && d.guessed
-            && before.deleted_at.is_none()
-        {
-            d.original = before.name.clone();
-        }
-    }
 
+    let mut written = Written::default();
     let mut ctx = RunCtx {
         server,
         writer: &mut writer,
+        written: &mut written,
         catalog: &catalog,
         userid,
         run,
@@ -224,29 +339,7 @@ pub fn backup_user(
         }
         let internal = f.internal(userid);
         let deleted_at = f.deleted.as_ref().map(|d| d.at);
-        let unchanged = match (&last, prev_ext.folders.get(&f.uniqueid)) {
-            (Some(l), Some(prev))
-                if !prev.racy
-                    && prev.same_files(&f.stats)
-                    && live_before.contains_key(&f.uniqueid) =>
-            {
-                let st = catalog.folder_state_last(&f.uniqueid)?;
-                let snap = catalog.folder_snapshot_at(&f.uniqueid, l.run)?;
-                let index_now = f.stats.index.map(|[size, mtime, inode]| FileStat {
-                    size,
-                    mtime: i64::try_from(mtime).unwrap_or(i64::MAX),
-                    inode,
-                });
-                match (st, snap) {
-                    (Some(st), Some(snap)) if st.index_file_stat == index_now => {
-                        Some((st, snap.snapshot_run, prev.clone()))
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        if let Some((state, snapshot_run, stats)) = unchanged {
+        if let Some((state, snapshot_run, stats)) = prior.carried(f) {
             folders.push(FolderInRun {
                 uniqueid: f.uniqueid.clone(),
                 name: f.record_name().to_string(),
@@ -264,7 +357,7 @@ pub fn backup_user(
             target: "cyrvault::backup",
             "user {userid} folder {}: changed (before: {:?}, now: {:?})",
             f.name,
-            prev_ext.folders.get(&f.uniqueid),
+            prior.ext.folders.get(&f.uniqueid),
             f.stats
         );
         let Some(taken) = ctx.take_folder(f)? else {
@@ -286,31 +379,27 @@ pub fn backup_user(
 
     // Folders the catalog had live that the server no longer lists.
     let listed: HashSet<&str> = live.iter().map(|f| f.uniqueid.as_str()).collect();
-    let mut gone: Vec<&FolderAt> = live_before
+    let mut gone: Vec<&LiveFolder> = prior
+        .live
         .values()
         .filter(|f| !listed.contains(f.uniqueid.as_str()))
         .collect();
     gone.sort_by(|a, b| a.uniqueid.cmp(&b.uniqueid));
-    if let Some(l) = &last {
-        for g in gone {
-            let state = catalog.folder_state_last(&g.uniqueid)?.unwrap_or_default();
-            let snapshot_run = catalog
-                .folder_snapshot_at(&g.uniqueid, l.run)?
-                .map_or(l.run, |s| s.snapshot_run);
-            folders.push(FolderInRun {
-                uniqueid: g.uniqueid.clone(),
-                name: g.name.clone(),
-                internal_name: g.internal_name.clone(),
-                deleted: true,
-                state,
-                snapshot_run,
-                deleted_at: g.deleted_at,
-            });
-            ctx.rep.folders_gone += 1;
-        }
+    for g in gone {
+        folders.push(FolderInRun {
+            uniqueid: g.uniqueid.clone(),
+            name: g.name.clone(),
+            internal_name: g.internal_name.clone(),
+            deleted: true,
+            state: g.state.clone(),
+            snapshot_run: g.snapshot_run,
+            deleted_at: g.deleted_at,
+        });
+        ctx.rep.folders_gone += 1;
     }
 
-    let (user_state, user_stats) = ctx.user_state(last.as_ref().map(|l| l.run), &prev_ext)?;
+    let (user_state, user_stats) =
+        ctx.user_state(last.as_ref().map(|l| l.run), &prior.ext, &user_listing)?;
     new_ext.user = user_stats;
     // A failed folder keeps the state the catalog has for it (carried forward at
     // commit), if it has one.
@@ -318,15 +407,15 @@ pub fn backup_user(
         f.carried_forward = f
             .uniqueid
             .as_ref()
-            .is_some_and(|u| live_before.contains_key(u));
+            .is_some_and(|u| prior.live.contains_key(u));
     }
     new_ext.failed = rep.folders_failed.clone();
 
     // Durable members first, then the manifest alone in the last member, then commit.
     let content = writer.finish_member()?;
-    check_message_names(&content, &ua.archive)?;
+    written.absorb(content, &ua.archive)?;
     let mut member_offsets: Vec<u64> = adopted.iter().map(|m| m.offset).collect();
-    member_offsets.extend(content.iter().map(|m| m.offset));
+    member_offsets.extend(written.members.iter().map(|m| m.offset));
     let manifest = RunManifest {
         format: MANIFEST_FORMAT,
         run,
@@ -362,8 +451,11 @@ pub fn backup_user(
         size: mentry.size,
     };
     let end = mm.iter().map(MemberInfo::end).max().unwrap_or(len_before);
+    let mut messages = message_locs(&adopted);
+    messages.append(&mut written.messages);
+    messages.sort_by_key(|(_, l)| (l.member_offset, l.offset_in_member));
     let mut all: Vec<MemberInfo> = adopted;
-    all.extend(content);
+    all.append(&mut written.members);
     all.extend(mm.iter().cloned());
     all.sort_by_key(|m| m.offset);
     let mut snapshots: HashMap<String, (FolderMeta, Vec<RecordState>)> = HashMap::new();
@@ -371,9 +463,20 @@ pub fn backup_user(
         let meta = folder_meta(&all, &uid, run)?;
         snapshots.insert(uid, (meta, recs));
     }
-    recover::commit_run(&mut catalog, &manifest, manifest_loc, &all, &snapshots)?;
+    recover::commit_run_with(
+        &mut catalog,
+        &manifest,
+        manifest_loc,
+        &all,
+        &messages,
+        &snapshots,
+    )?;
+    // A checkpoint of a large run's WAL costs the catalog its only fsyncs (two).
+    let settled = catalog.settle()?;
     rep.run = run;
     rep.bytes_written = end.saturating_sub(len_before);
+    rep.fsyncs = writer.fsyncs() + if settled { 2 } else { 0 };
+    rep.round_trips = server.client.round_trips() - rt0;
     rep.duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
     for d in &rep.damage {
         log::error!(target: "cyrvault::backup", "{d}");
@@ -460,9 +563,36 @@ fn check_message_names(members: &[MemberInfo], archive: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The members a run's writer has finished, compacted as they come: each message
+/// entry, once checked to hash to its name, becomes a `(GUID, location)` pair (44
+/// bytes instead of a named entry); the other entries keep their names (the folder
+/// snapshots are found by name). A folder of 200,000 messages so costs ~9 MB here
+/// instead of ~25 MB.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    pub(super) members: Vec<MemberInfo>,
+    pub(super) messages: Vec<(Guid, crate::model::EntryLoc)>,
+}
+
+impl Written {
+    /// Take in members the writer finished.
+    pub(super) fn absorb(&mut self, members: Vec<MemberInfo>, archive: &Path) -> Result<()> {
+        check_message_names(&members, archive)?;
+        for mut m in members {
+            self.messages.extend(message_locs(std::slice::from_ref(&m)));
+            m.entries
+                .retain(|e| !matches!(parse_entry_name(&e.name), EntryName::Message(_)));
+            self.members.push(m);
+        }
+        Ok(())
+    }
+}
+
 pub(super) struct RunCtx<'a> {
     pub(super) server: &'a mut Server,
     pub(super) writer: &'a mut ArchiveWriter,
+    /// What the writer finished so far (drained after each FDATA batch).
+    pub(super) written: &'a mut Written,
     pub(super) catalog: &'a Catalog,
     pub(super) userid: &'a str,
     pub(super) run: u64,

@@ -32,6 +32,21 @@ pub struct ConnectOptions {
     pub timeout: Option<Duration>,
 }
 
+/// How to open another connection to a server already connected to (`Send`, for the
+/// threads of parallel jobs).
+#[derive(Debug, Clone)]
+pub struct Connector {
+    addr: String,
+    opts: ConnectOptions,
+}
+
+impl Connector {
+    /// Connect and authenticate.
+    pub fn connect(&self) -> Result<Server> {
+        Server::connect(&self.addr, &self.opts)
+    }
+}
+
 /// A connected, authenticated session.
 pub struct Server {
     pub(crate) client: Client<TcpStream, TcpStream>,
@@ -97,12 +112,20 @@ impl Server {
     /// Drop this connection and open a new one with the same options and slot (after
     /// an error that may have left the protocol stream out of step).
     pub fn reconnect(&mut self) -> Result<()> {
-        let opts = ConnectOptions {
-            servername: Some(self.servername.clone()),
-            ..self.opts.clone()
-        };
-        *self = Server::connect(&self.addr, &opts)?;
+        *self = self.connector().connect()?;
         Ok(())
+    }
+
+    /// What it takes to open more connections like this one (same address, options
+    /// and slot, no probe): one per parallel job.
+    pub fn connector(&self) -> Connector {
+        Connector {
+            addr: self.addr.clone(),
+            opts: ConnectOptions {
+                servername: Some(self.servername.clone()),
+                ..self.opts.clone()
+            },
+        }
     }
 
     /// Whether the server announced the extension `name` (`SNAPSHOT`, `STATUS`, ...).

@@ -1,16 +1,16 @@
-//! The user-level files in a run: `META` lists `seen`/`sub`; they are fetched (with
-//! `SNAPSHOT` when the server has it, which adds the sieve directory and the quota) on
-//! the first run, when their stats moved, when the quota limits changed, or with
-//! `SNAPSHOT` when any folder changed; and stored anew only when their SHA-1s differ
-//! from the stored ones. The quota (a cyrvaultd extension, `CAP QUOTA`; a stock
-//! `backupcyrusd` has none) is asked for on every run with `META <user> quota`, one
-//! short line per quota root; it counts as changed only when its roots or limits
-//! change, not its usage, which moves with every message.
+//! The user-level files in a run: `USERFILES` (cyrvaultd) lists `seen`, `sub` and every
+//! sieve file with its stat, `META` (a stock server) lists `seen`/`sub`; the listing
+//! comes with `FMULTISTATUS` in the run's first round trip, and so does the quota
+//! (`META <user> quota`, a cyrvaultd extension, `CAP QUOTA`: one short line per quota
+//! root; a stock `backupcyrusd` has none). The files are fetched (`USERFILES FETCH`,
+//! else `SNAPSHOT` or `META` items) on the first run, when that listing moved or when
+//! the quota's roots or limits changed (not its usage, which moves with every
+//! message), and stored anew only when their SHA-1s differ from the stored ones.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 
-use super::ext::{BackupExt, UserStats, stat3};
+use super::ext::{BackupExt, UserListing, UserStats};
 use super::recover::user_file_entry;
 use super::run::{RunCtx, now_secs, proto};
 use crate::cyrus::Guid;
@@ -20,33 +20,24 @@ use crate::protocol::client::{Collect, Receiver};
 use crate::protocol::{DataHeader, ProtocolError, Reply, Request};
 
 impl RunCtx<'_> {
-    /// User-level files: fetched when the first run, when `META`'s stats changed, or
-    /// (with `SNAPSHOT`, for the sieve files) when any folder changed; stored anew only
-    /// when their bytes differ from the last stored ones.
+    /// User-level files: fetched on the first run, or when the server's listing of
+    /// them (`USERFILES`: seen, sub and every sieve file; `META`: seen and sub) differs
+    /// from the last run's; stored anew only when their bytes differ from the last
+    /// stored ones. A server with `SNAPSHOT` but without `USERFILES` (an older
+    /// cyrvaultd) cannot list its sieve files, so there they are also fetched whenever
+    /// a folder changed or went, as before.
     pub(super) fn user_state(
         &mut self,
         last_run: Option<u64>,
         prev: &BackupExt,
+        listing: &UserListing,
     ) -> Result<(Option<UserStateRef>, Option<UserStats>)> {
         if self.userid.starts_with('%') {
             // A shared hierarchy (doc/protocol.md 2.8) has no seen, subscriptions or
             // sieve of its own: nothing to ask for.
             return Ok((None, None));
         }
-        let listing = self
-            .server
-            .client
-            .meta_listing(self.userid.as_bytes())
-            .map_err(|e| proto(self.server, "META", e))?;
-        let mut seen = None;
-        let mut sub = None;
-        for (n, s) in &listing {
-            match n.as_slice() {
-                b"seen" => seen = Some(stat3(s)),
-                b"sub" => sub = Some(stat3(s)),
-                _ => {}
-            }
-        }
+        let userfiles = self.server.has("USERFILES");
         let snapshot = self.server.has("SNAPSHOT");
         let prev_files: Vec<(u64, UserFile)> = match last_run {
             Some(l) => self
@@ -70,23 +61,27 @@ impl RunCtx<'_> {
             )
         };
         let changed_folders = self.rep.folders_changed + self.rep.folders_gone > 0;
-        let quota_key = if self.server.has("QUOTA") {
-            let q = self.fetch_quota()?;
-            Some(quota_limits_sha1(&q))
-        } else {
-            None
-        };
+        let blind_sieve = snapshot && !userfiles && changed_folders;
+        let quota_key = listing.quota.as_deref().map(quota_limits_sha1);
         if let Some(p) = &prev.user
             && last_run.is_some()
-            && p.seen == seen
-            && p.sub == sub
+            && listing.same_as(p)
             && p.sha1.get(QUOTA_KEY) == quota_key.as_ref()
-            && !(snapshot && changed_folders)
+            && !blind_sieve
         {
             return Ok(carried(p));
         }
-        let files = if snapshot {
-            self.snapshot_user_files()?
+        let files = if userfiles {
+            self.fetch_user_files(Request::UserFiles {
+                slot: self.server.slot(),
+                user: self.userid.as_bytes().to_vec(),
+                fetch: true,
+            })?
+        } else if snapshot {
+            self.fetch_user_files(Request::Snapshot {
+                slot: self.server.slot(),
+                user: self.userid.as_bytes().to_vec(),
+            })?
         } else {
             self.meta_user_files()?
         };
@@ -103,7 +98,12 @@ impl RunCtx<'_> {
         if let Some(k) = quota_key {
             sha1.insert(QUOTA_KEY.to_string(), k);
         }
-        let stats = UserStats { seen, sub, sha1 };
+        let stats = UserStats {
+            seen: listing.seen,
+            sub: listing.sub,
+            sha1,
+            files: listing.files.clone(),
+        };
         if let Some(p) = &prev.user
             && last_run.is_some()
             && p.sha1 == stats.sha1
@@ -124,26 +124,6 @@ impl RunCtx<'_> {
             }),
             Some(stats),
         ))
-    }
-
-    /// The quota file (`META <user> quota`); empty when the user has no quota root.
-    fn fetch_quota(&mut self) -> Result<Vec<u8>> {
-        let req = Request::Meta {
-            slot: self.server.slot(),
-            user: self.userid.as_bytes().to_vec(),
-            items: Some(vec![b"quota".to_vec()]),
-        };
-        let mut rx = Collect::default();
-        self.server
-            .client
-            .fetch(&req, &mut rx)
-            .map_err(|e| proto(self.server, "META quota", e))?;
-        Ok(rx
-            .files
-            .into_iter()
-            .find(|(h, _)| h.name == b"quota")
-            .map(|(_, b)| b)
-            .unwrap_or_default())
     }
 
     fn meta_user_files(&mut self) -> Result<Vec<(UserFile, Vec<u8>)>> {
@@ -182,16 +162,18 @@ impl RunCtx<'_> {
         Ok(out)
     }
 
-    fn snapshot_user_files(&mut self) -> Result<Vec<(UserFile, Vec<u8>)>> {
-        let req = Request::Snapshot {
-            slot: self.server.slot(),
-            user: self.userid.as_bytes().to_vec(),
+    /// The user files of `USERFILES FETCH` or (an older cyrvaultd) `SNAPSHOT`, whose
+    /// folder frames are discarded.
+    fn fetch_user_files(&mut self, req: Request) -> Result<Vec<(UserFile, Vec<u8>)>> {
+        let what = match req {
+            Request::Snapshot { .. } => "SNAPSHOT",
+            _ => "USERFILES",
         };
         let mut rx = SnapshotRx::default();
         self.server
             .client
             .fetch(&req, &mut rx)
-            .map_err(|e| proto(self.server, "SNAPSHOT", e))?;
+            .map_err(|e| proto(self.server, what, e))?;
         self.rep.meta_bytes_fetched += rx.bytes;
         let mut out = Vec::new();
         // The active script: Cyrus's `defaultbc` is a link to the active `<name>.bc`.

@@ -230,15 +230,22 @@ impl Catalog {
     }
 
     /// Record versions whose GUID has no `messages` row (a message no member holds).
+    ///
+    /// The records are walked in GUID order (the `records_by_guid` index), so each
+    /// probe of `messages` (keyed by GUID) lands next to the last one: a merge of two
+    /// sorted lists, with SQLite's page cache hitting, instead of one random B-tree
+    /// descent per record (at 200,000 records that was ~340,000 page reads). The few
+    /// rows found are sorted afterwards.
     pub fn unheld_records(&self) -> Result<Vec<UnheldRecord>> {
         let op = "auditing records";
         let mut st = self
             .conn
             .prepare(
                 "SELECT r.uniqueid, r.uid, lower(hex(r.guid)), r.from_run, r.to_run
-                 FROM records r
-                 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.guid = r.guid)
-                 ORDER BY r.uniqueid, r.uid, r.from_run",
+                 FROM records r INDEXED BY records_by_guid
+                 WHERE r.guid IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.guid = r.guid)
+                 ORDER BY r.guid",
             )
             .db(op, &self.path)?;
         let rows = st
@@ -252,7 +259,10 @@ impl Catalog {
                 })
             })
             .db(op, &self.path)?;
-        rows.collect::<rusqlite::Result<_>>().db(op, &self.path)
+        let mut out: Vec<UnheldRecord> =
+            rows.collect::<rusqlite::Result<_>>().db(op, &self.path)?;
+        out.sort_by(|a, b| (&a.uniqueid, a.uid, a.from_run).cmp(&(&b.uniqueid, b.uid, b.from_run)));
+        Ok(out)
     }
 
     /// Every message GUID the catalog has (what `reindex` compares a rebuild with).

@@ -15,11 +15,20 @@
 //! `doc/catalog.md`.
 //!
 //! Durability: the archive member is written and fsynced first, then the run's catalog
-//! transaction commits (`synchronous = FULL`, WAL). A crash between the two leaves an
-//! archive ahead of the catalog, never the reverse.
+//! transaction commits. A crash between the two leaves an archive ahead of the
+//! catalog, never the reverse. [`Catalog::open`] commits with `synchronous = FULL`
+//! (WAL): a commit is on disk when it returns. The backup opens with
+//! [`Catalog::open_backup`] instead: `synchronous = NORMAL` and no checkpoint on
+//! close, so a commit costs no fsync (the WAL is synced only when it is checkpointed,
+//! every ~1000 pages). A power loss may then take the latest commits with it, never
+//! corrupt the file; those runs' manifests are in the archive (fsynced before the
+//! commit), past what the catalog has, and the next backup replays them
+//! (`backup::recover`) exactly as after a kill between the manifest's fsync and the
+//! commit. doc/backup.md, "Crash safety".
 #![forbid(unsafe_code)]
 
 mod audit;
+mod check;
 mod dump;
 mod error;
 mod query;
@@ -31,13 +40,16 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 pub use audit::{CatalogCounts, LocKind, LocRow, RawLoc, RawMember, UnheldRecord};
+pub use check::Check;
 pub use dump::CatalogStats;
 pub use error::CatalogError;
 pub use query::{
-    FolderAt, FolderSnapshot, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse, RunInfo,
+    FolderAt, FolderSnapshot, LiveFolder, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse,
+    RunInfo,
 };
 pub use replay::RunParts;
 pub use retention::{DeletedFolder, MessageLife, Needs, RetentionRow};
@@ -46,6 +58,21 @@ pub use write::{FolderMeta, FolderRef, MemberRow, RunHeader, RunTx};
 
 use crate::error::{Error, IoContext, Result};
 use schema::Found;
+
+/// Whether a commit is on disk when it returns (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// `synchronous = FULL`: every commit fsyncs the WAL.
+    Full,
+    /// `synchronous = NORMAL`, no checkpoint on close: commits are not fsynced; the
+    /// WAL is synced when a checkpoint copies it (~every 1000 pages).
+    Deferred,
+}
+
+/// Pages the backup lets the WAL grow to before SQLite checkpoints it (1 MiB): the
+/// first reader to open the catalog afterwards reads every frame of the WAL to rebuild
+/// its index, so `cat` and `ls` pay for the WAL's length.
+const WAL_PAGES: i64 = 256;
 
 /// How long a writer or reader waits for another process's lock on the catalog.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,7 +126,19 @@ impl Catalog {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        Self::open_with(path, flags)
+        Self::open_with(path, flags, Durability::Full)
+    }
+
+    /// Open (or create) the catalog as the backup does: like [`Catalog::open`], but a
+    /// commit is not fsynced and closing does not checkpoint (module docs: the
+    /// archive, fsynced first, holds every run a power loss could take from the
+    /// catalog, and the next backup replays it). An unchanged user's check and a
+    /// changed user's run thus cost the catalog no fsync.
+    pub fn open_backup(path: &Path) -> Result<Catalog> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Self::open_with(path, flags, Durability::Deferred)
     }
 
     /// Open an existing catalog; a missing file is `Error::NotFound` (for the read-only
@@ -114,6 +153,7 @@ impl Catalog {
         Self::open_with(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            Durability::Full,
         )
     }
 
@@ -152,13 +192,13 @@ impl Catalog {
         })
     }
 
-    fn open_with(path: &Path, flags: OpenFlags) -> Result<Catalog> {
+    fn open_with(path: &Path, flags: OpenFlags, durability: Durability) -> Result<Catalog> {
         let mut conn = Connection::open_with_flags(path, flags).db("opening", path)?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .db("setting busy_timeout", path)?;
-        // WAL lets readers (ls, verify) run beside the writer. FULL: a commit must
-        // survive power loss, or an archive member whose run the catalog lost would be
-        // taken for an uncommitted tail.
+        // WAL lets readers (ls, verify) run beside the writer. FULL: a commit
+        // survives power loss. Deferred (the backup): it may not, and the run is
+        // replayed from the archive (module docs).
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .db("setting journal_mode", path)?;
@@ -168,7 +208,21 @@ impl Catalog {
                 format!("journal_mode is {mode}, WAL was refused"),
             ));
         }
-        conn.pragma_update(None, "synchronous", "FULL")
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Deferred => {
+                conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                    .db("keeping the WAL on close", path)?;
+                // Readers rebuild the WAL index by reading every frame of the WAL when
+                // they are the first to open the file: keep it short.
+                conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)
+                    .db("setting wal_autocheckpoint", path)?;
+                conn.pragma_update(None, "journal_size_limit", WAL_PAGES * 4096)
+                    .db("setting journal_size_limit", path)?;
+                "NORMAL"
+            }
+        };
+        conn.pragma_update(None, "synchronous", sync)
             .db("setting synchronous", path)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .db("enabling foreign keys", path)?;
@@ -296,6 +350,24 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// After a backup's commit: if the WAL has grown past [`WAL_PAGES`] (a run that
+    /// changed thousands of records: one transaction cannot be checkpointed while it
+    /// is written), fold it into the file and truncate it (two fsyncs, paid only by
+    /// such large runs), so that readers opening the catalog next do not read it all.
+    /// Returns whether it checkpointed.
+    pub fn settle(&mut self) -> Result<bool> {
+        let mut wal = self.path.as_os_str().to_os_string();
+        wal.push("-wal");
+        let len = std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len());
+        if len <= u64::try_from(WAL_PAGES).unwrap_or(0) * 4200 {
+            return Ok(false);
+        }
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .db("checkpointing", &self.path)?;
+        Ok(true)
     }
 
     /// Change how long calls wait for another process's lock (default

@@ -3,6 +3,7 @@
 //! Every answer is plain data; no SQL leaves this module.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{OptionalExtension, Row, params};
@@ -58,6 +59,20 @@ impl FolderAt {
     pub fn present(&self, run: u64) -> bool {
         self.last_run == run
     }
+}
+
+/// A folder live at a run, with what the next run needs to skip it when unchanged:
+/// its name there, its state and the run whose snapshot holds its meta files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFolder {
+    pub uniqueid: String,
+    pub name: String,
+    pub internal_name: String,
+    /// The run whose `folders/<uniqueid>/<snapshot_run>/` entries hold its meta.
+    pub snapshot_run: u64,
+    pub state: FolderState,
+    /// Set when the folder was in Cyrus's delayed-delete area at that run.
+    pub deleted_at: Option<i64>,
 }
 
 /// One name a folder had, for runs `from_run <= run < to_run` (`None`: still).
@@ -259,6 +274,51 @@ impl Catalog {
         rows.collect::<rusqlite::Result<_>>().db(op, &self.path)
     }
 
+    /// Every folder live at `run` with its state there, in one indexed query (the
+    /// backup's view of the last run: no query per folder).
+    pub fn folders_live_at(&self, run: u64) -> Result<Vec<LiveFolder>> {
+        let op = "listing live folders";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT r.uniqueid, n.name, n.internal_name, r.snapshot_run, r.state,
+                     n.deleted_at
+                 FROM folder_runs r JOIN folder_names n ON n.uniqueid = r.uniqueid
+                     AND n.from_run <= ?1 AND (n.to_run IS NULL OR n.to_run > ?1)
+                 WHERE r.run = ?1
+                 ORDER BY r.uniqueid",
+            )
+            .db(op, &self.path)?;
+        let mut rows = st.query([run]).db(op, &self.path)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().db(op, &self.path)? {
+            let uniqueid: String = r.get(0).db(op, &self.path)?;
+            let json: String = r.get(4).db(op, &self.path)?;
+            out.push(LiveFolder {
+                state: self.decode_state(&uniqueid, &json)?,
+                name: r.get(1).db(op, &self.path)?,
+                internal_name: r.get(2).db(op, &self.path)?,
+                snapshot_run: r.get(3).db(op, &self.path)?,
+                deleted_at: r.get(5).db(op, &self.path)?,
+                uniqueid,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The end (offset + compressed length) of the member at `offset`, if the catalog
+    /// has it.
+    pub fn member_end(&self, offset: u64) -> Result<Option<u64>> {
+        self.conn
+            .query_row(
+                "SELECT offset + compressed_len FROM members WHERE offset = ?1",
+                [offset],
+                |r| r.get(0),
+            )
+            .optional()
+            .db("reading a member", &self.path)
+    }
+
     /// The folder called `name` at `run`: a live one if there is one, else the most
     /// recently deleted one of that name.
     pub fn folder_by_name_at(&self, name: &str, run: u64) -> Result<Option<FolderAt>> {
@@ -313,6 +373,107 @@ impl Catalog {
         let mut out = Vec::new();
         while let Some(r) = rows.next().db(op, &self.path)? {
             out.push(record_from_row(r, 0, &self.path)?);
+        }
+        Ok(out)
+    }
+
+    /// The folder's records as they were at `run`, by ascending uid, handed to `each`
+    /// one at a time as SQLite reads them (the `records_by_folder_uid` index gives the
+    /// order): `ls` of a folder of any size in constant memory. `each` may stop the
+    /// walk by returning an error.
+    pub fn each_record_at(
+        &self,
+        uniqueid: &str,
+        run: u64,
+        each: &mut dyn FnMut(RecordState) -> Result<()>,
+    ) -> Result<()> {
+        let op = "reading records";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT uid, guid, system_flags, keywords, internaldate, size, modseq,
+                     last_updated, savedate
+                 FROM records
+                 WHERE uniqueid = ?1 AND from_run <= ?2 AND (to_run IS NULL OR to_run > ?2)
+                 ORDER BY uid",
+            )
+            .db(op, &self.path)?;
+        let mut rows = st.query(params![uniqueid, run]).db(op, &self.path)?;
+        while let Some(r) = rows.next().db(op, &self.path)? {
+            each(record_from_row(r, 0, &self.path)?)?;
+        }
+        Ok(())
+    }
+
+    /// How many records the folder had at `run` without the EXPUNGED bit, and their
+    /// bytes: counted by SQLite, no record decoded.
+    pub fn folder_totals_at(&self, uniqueid: &str, run: u64) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM records
+                 WHERE uniqueid = ?1 AND from_run <= ?2 AND (to_run IS NULL OR to_run > ?2)
+                   AND (system_flags & ?3) = 0",
+                params![
+                    uniqueid,
+                    run,
+                    i64::from(crate::cyrus::index::FLAG_INTERNAL_EXPUNGED)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .db("counting records", &self.path)
+    }
+
+    /// Per run: the messages it stored first and their bytes (`show`), by one grouped
+    /// scan of `messages`.
+    pub fn messages_added_by_run(&self) -> Result<HashMap<u64, (u64, u64)>> {
+        let op = "counting messages per run";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT first_run, count(*), sum(size) FROM messages GROUP BY first_run",
+            )
+            .db(op, &self.path)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .db(op, &self.path)?;
+        rows.collect::<rusqlite::Result<_>>().db(op, &self.path)
+    }
+
+    /// Per run: the compressed bytes of the members it wrote (`show`).
+    pub fn stored_bytes_by_run(&self) -> Result<HashMap<u64, u64>> {
+        let op = "summing members per run";
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT run, sum(compressed_len) FROM members GROUP BY run")
+            .db(op, &self.path)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .db(op, &self.path)?;
+        rows.collect::<rusqlite::Result<_>>().db(op, &self.path)
+    }
+
+    /// Every folder's names over time, by UniqueID (`show`: one query, not one per
+    /// folder).
+    pub fn folder_histories(&self) -> Result<HashMap<String, Vec<NameSpan>>> {
+        let op = "reading folder names";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT uniqueid, name, internal_name, from_run, to_run, deleted_at
+                 FROM folder_names ORDER BY uniqueid, from_run",
+            )
+            .db(op, &self.path)?;
+        let mut rows = st.query([]).db(op, &self.path)?;
+        let mut out: HashMap<String, Vec<NameSpan>> = HashMap::new();
+        while let Some(r) = rows.next().db(op, &self.path)? {
+            let uniqueid: String = r.get(0).db(op, &self.path)?;
+            out.entry(uniqueid).or_default().push(NameSpan {
+                name: r.get(1).db(op, &self.path)?,
+                internal_name: r.get(2).db(op, &self.path)?,
+                from_run: r.get(3).db(op, &self.path)?,
+                to_run: r.get(4).db(op, &self.path)?,
+                deleted_at: r.get(5).db(op, &self.path)?,
+            });
         }
         Ok(out)
     }

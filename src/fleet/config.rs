@@ -11,6 +11,7 @@
 //! vault: /srv/vault1 /srv/vault2
 //! database: sqlite:/srv/vault1/fleet.db      # or postgresql://user@host/db
 //! workers: 12
+//! jobs: 0                           # users one worker backs up at once (0: the cores)
 //! batch: 50
 //! unit_limit: 1
 //! server_limit: 0                   # 0: no limit
@@ -61,6 +62,9 @@ pub struct FleetConf {
     pub database: String,
     /// Worker processes per `cyrvault run`.
     pub workers: usize,
+    /// Users one worker backs up at once (each on its own connection); 0: the number
+    /// of cores ([`crate::backup::default_jobs`]).
+    pub jobs: usize,
     /// Most users per claim.
     pub batch: usize,
     /// Most workers on one drive unit at once.
@@ -256,6 +260,7 @@ fn parse(r: &Reader, file: &str) -> Result<FleetConf> {
         vaults: Vec::new(),
         database: String::new(),
         workers: DEFAULT_WORKERS,
+        jobs: 0,
         batch: DEFAULT_BATCH,
         unit_limit: 1,
         server_limit: 0,
@@ -268,6 +273,9 @@ fn parse(r: &Reader, file: &str) -> Result<FleetConf> {
     };
     if let Some((v, l)) = get("workers") {
         conf.workers = number(file, l, "workers", v)?;
+    }
+    if let Some((v, l)) = get("jobs") {
+        conf.jobs = number(file, l, "jobs", v)?;
     }
     if let Some((v, l)) = get("batch") {
         conf.batch = number(file, l, "batch", v)?;
@@ -384,6 +392,15 @@ pub fn load_fleet_conf(path: &Path) -> Result<FleetConf> {
 }
 
 impl FleetConf {
+    /// Users one worker backs up at once: `jobs`, or the number of cores when 0.
+    pub fn worker_jobs(&self) -> usize {
+        if self.jobs == 0 {
+            crate::backup::default_jobs()
+        } else {
+            self.jobs
+        }
+    }
+
     /// The server called `name`.
     pub fn server(&self, name: &str) -> Option<&ServerConf> {
         self.servers.iter().find(|s| s.name == name)
@@ -421,7 +438,7 @@ mod tests {
     const SAMPLE: &str = "# fleet\nservers: imap1 IMAP2\nimap1_address: 127.0.0.1:1\n\
         imap1_secret_file: /s1\nimap1_unit_p2: diskb  # override\nimap2_address: h:2\n\
         imap2_servername: other\nvault: /v1 /v2\nworkers: 4\nbatch: 7\nunit_limit: 2\n\
-        server_limit: 3\nlease: 30\nretry_backoff: 5\n";
+        server_limit: 3\nlease: 30\nretry_backoff: 5\njobs: 3\n";
 
     #[test]
     fn parses_servers_limits_and_overrides() {
@@ -440,6 +457,7 @@ mod tests {
             (4, 7, 2, 3)
         );
         assert_eq!((c.lease_secs, c.retry_backoff_secs), (30, 5));
+        assert_eq!((c.jobs, c.worker_jobs()), (3, 3));
         assert_eq!((c.stale_after_secs, c.metrics_file), (93600, None));
         let c = parse_fleet_conf(
             "servers: a\na_address: x:1\nvault: /v\nstale_after: 60\nmetrics_file: /m.prom\n",
@@ -478,6 +496,8 @@ mod tests {
             (c.workers, c.batch, c.unit_limit, c.server_limit),
             (12, 50, 1, 0)
         );
+        assert_eq!(c.jobs, 0);
+        assert_eq!(c.worker_jobs(), crate::backup::default_jobs());
         let e = parse_fleet_conf("servers: a\nvault: /v\n", "f").unwrap_err();
         assert!(
             e.to_string().contains("f:1: server a has no `a_address:`"),

@@ -1,7 +1,7 @@
 //! One worker process of `cyrvault run`: claim a batch (users of one drive unit),
-//! back each user up one after another with `backup::backup_user`, record each
-//! result (a failure is recorded and the batch goes on), release the batch, claim
-//! again. When nothing can be claimed it waits while other workers still hold users
+//! back its users up with `backup::backup_user`, `jobs` of them at once (the cores the
+//! worker has), record each result (a failure is recorded and the batch goes on),
+//! release the batch, claim again. When nothing can be claimed it waits while other workers still hold users
 //! of the round (their leases may run out), and stops when none is left.
 //!
 //! Events go to a callback; the `cyrvault worker` subcommand prints them as JSON
@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -85,8 +85,27 @@ fn connect(conf: &FleetConf, server: &str) -> Result<Server> {
     super::discover::connect(s)
 }
 
+/// What a job thread tells the worker's main thread.
+enum JobMsg {
+    /// The user at this index of the batch starts.
+    Started(usize),
+    /// It ended: bytes fetched and stored, or the error; when it started (ms), how
+    /// long it took.
+    Done(
+        usize,
+        std::result::Result<Transfer, (ErrorKind, String)>,
+        i64,
+        Duration,
+    ),
+}
+
 /// Run one worker until the round has nothing left for it. `owner` must be unique
 /// across every worker of every host (`host:pid`).
+///
+/// A batch is worked by up to `conf.worker_jobs()` threads at once, each with its own
+/// connections; the main thread records each result in the directory as it comes and
+/// emits the events, so the directory connection is never shared. When the lease is
+/// lost, no further user of the batch is started.
 pub fn work(
     conf: &FleetConf,
     dir: &mut Directory,
@@ -98,7 +117,9 @@ pub fn work(
     let backoff_ms =
         i64::try_from(conf.retry_backoff_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let _heartbeat = Heartbeat::start(conf, owner, lim.lease_ms)?;
-    let mut servers: HashMap<String, Server> = HashMap::new();
+    let jobs = conf.worker_jobs().max(1);
+    // One connection cache per job thread, kept across batches.
+    let mut conns: Vec<HashMap<String, Server>> = (0..jobs).map(|_| HashMap::new()).collect();
     let mut vaults: HashMap<String, Vault> = HashMap::new();
     let mut done = 0u64;
     let opts = BackupOptions::default();
@@ -121,58 +142,106 @@ pub fn work(
             unit: batch.unit.clone(),
             users: batch.users.len(),
         });
-        for (user, vault_root) in &batch.users {
-            emit(Event::Start {
-                worker: owner.to_string(),
-                server: batch.server.clone(),
-                user: user.clone(),
-            });
-            let t0 = Instant::now();
-            let started = now_ms();
-            let result = backup_one(
-                conf,
-                &mut servers,
-                &mut vaults,
-                &batch.server,
-                vault_root,
-                user,
-                &opts,
-            );
-            let outcome = result.map_err(|e| (e.kind(), e.to_string()));
-            if outcome.is_err() {
-                // the protocol stream may be out of step: start afresh next time
-                servers.remove(&batch.server);
+        for (_, root) in &batch.users {
+            if !vaults.contains_key(root) {
+                vaults.insert(root.clone(), Vault::open(Path::new(root))?);
             }
-            let kept = dir.record(
-                owner,
-                round,
-                &batch,
-                user,
-                &outcome,
-                backoff_ms,
-                lim.lease_ms,
-                started,
-            )?;
-            if !kept {
-                emit(Event::LeaseLost {
-                    worker: owner.to_string(),
-                    claim: batch.claim,
-                    user: user.clone(),
+        }
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel::<JobMsg>();
+        let mut failure: Option<crate::Error> = None;
+        std::thread::scope(|s| {
+            let n = jobs.min(batch.users.len());
+            for pool in conns.iter_mut().take(n) {
+                let (tx, next, stop, vaults, batch, opts) =
+                    (tx.clone(), &next, &stop, &vaults, &batch, &opts);
+                s.spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some((user, root)) = batch.users.get(i) else {
+                            return;
+                        };
+                        if tx.send(JobMsg::Started(i)).is_err() {
+                            return;
+                        }
+                        let t0 = Instant::now();
+                        let started = now_ms();
+                        let r = backup_one(conf, pool, vaults, &batch.server, root, user, opts);
+                        if r.is_err() {
+                            // the protocol stream may be out of step: start afresh next time
+                            pool.remove(&batch.server);
+                        }
+                        let r = r.map_err(|e| (e.kind(), e.to_string()));
+                        if tx.send(JobMsg::Done(i, r, started, t0.elapsed())).is_err() {
+                            return;
+                        }
+                    }
                 });
-                break;
             }
-            done += 1;
-            emit(Event::Done {
-                worker: owner.to_string(),
-                server: batch.server.clone(),
-                user: user.clone(),
-                ok: outcome.is_ok(),
-                bytes: outcome.as_ref().map_or(0, |t| t.fetched),
-                stored: outcome.as_ref().map_or(0, |t| t.stored),
-                ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-                class: outcome.as_ref().err().map(|(k, _)| *k),
-                error: outcome.err().map(|(_, m)| m),
-            });
+            drop(tx);
+            for msg in rx {
+                let (i, outcome, started, took) = match msg {
+                    JobMsg::Started(i) => {
+                        if let Some((user, _)) = batch.users.get(i) {
+                            emit(Event::Start {
+                                worker: owner.to_string(),
+                                server: batch.server.clone(),
+                                user: user.clone(),
+                            });
+                        }
+                        continue;
+                    }
+                    JobMsg::Done(i, r, started, took) => (i, r, started, took),
+                };
+                let Some((user, _)) = batch.users.get(i) else {
+                    continue;
+                };
+                if stop.load(Ordering::SeqCst) {
+                    continue; // lease lost or the directory failed: not ours to record
+                }
+                let kept = match dir.record(
+                    owner,
+                    round,
+                    &batch,
+                    user,
+                    &outcome,
+                    backoff_ms,
+                    lim.lease_ms,
+                    started,
+                ) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        failure = Some(e);
+                        stop.store(true, Ordering::SeqCst);
+                        continue;
+                    }
+                };
+                if !kept {
+                    emit(Event::LeaseLost {
+                        worker: owner.to_string(),
+                        claim: batch.claim,
+                        user: user.clone(),
+                    });
+                    stop.store(true, Ordering::SeqCst);
+                    continue;
+                }
+                done += 1;
+                emit(Event::Done {
+                    worker: owner.to_string(),
+                    server: batch.server.clone(),
+                    user: user.clone(),
+                    ok: outcome.is_ok(),
+                    bytes: outcome.as_ref().map_or(0, |t| t.fetched),
+                    stored: outcome.as_ref().map_or(0, |t| t.stored),
+                    ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                    class: outcome.as_ref().err().map(|(k, _)| *k),
+                    error: outcome.err().map(|(_, m)| m),
+                });
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
         }
         dir.release(owner, &batch)?;
         emit(Event::Release {
@@ -227,7 +296,7 @@ impl Drop for Heartbeat {
 fn backup_one(
     conf: &FleetConf,
     servers: &mut HashMap<String, Server>,
-    vaults: &mut HashMap<String, Vault>,
+    vaults: &HashMap<String, Vault>,
     server: &str,
     vault_root: &str,
     user: &str,
@@ -236,9 +305,6 @@ fn backup_one(
     if !servers.contains_key(server) {
         let s = connect(conf, server)?;
         servers.insert(server.to_string(), s);
-    }
-    if !vaults.contains_key(vault_root) {
-        vaults.insert(vault_root.to_string(), Vault::open(Path::new(vault_root))?);
     }
     let (Some(s), Some(v)) = (servers.get_mut(server), vaults.get(vault_root)) else {
         return Err(crate::Error::Other("connection cache lost an entry".into()));

@@ -38,9 +38,16 @@ pub struct Collect {
     current: Vec<u8>,
 }
 
+/// The most a receiver reserves ahead for one file on the word of its `DATA` line (a
+/// bigger file still arrives, growing its buffer as it comes).
+pub const RESERVE_LIMIT: u64 = 256 << 20;
+
 impl Receiver for Collect {
-    fn file(&mut self, _header: &DataHeader) -> Result<&mut dyn Write, ProtocolError> {
-        self.current.clear();
+    fn file(&mut self, header: &DataHeader) -> Result<&mut dyn Write, ProtocolError> {
+        // Exactly the announced size: a `cyrus.index` of 20 MB grown by doubling would
+        // hold 33 MB.
+        self.current =
+            Vec::with_capacity(usize::try_from(header.stat.size.min(RESERVE_LIMIT)).unwrap_or(0));
         Ok(&mut self.current)
     }
     fn file_done(&mut self, header: &DataHeader, _sha1: &[u8; 20]) -> Result<(), ProtocolError> {
@@ -123,6 +130,9 @@ pub struct Client<R, W> {
     replies: ReplyReader<R>,
     out: W,
     slot: Vec<u8>,
+    /// Times requests were sent and their answers awaited (a pipelined batch counts
+    /// once): the round trips this connection cost.
+    round_trips: u64,
 }
 
 fn unexpected(wanted: &'static str, got: &Reply) -> ProtocolError {
@@ -139,13 +149,30 @@ impl<R: Read, W: Write> Client<R, W> {
             replies: ReplyReader::new(reader),
             out: writer,
             slot: slot.to_vec(),
+            round_trips: 0,
         }
     }
 
+    /// Round trips so far: each request sent (or pipelined batch of requests) whose
+    /// answer was then awaited counts one.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
+    }
+
     fn send(&mut self, req: &Request) -> Result<(), ProtocolError> {
-        let line = encode_request(req)?;
+        self.send_all(&[req])
+    }
+
+    /// Send several requests in one write: the server answers them in order (it reads
+    /// from a buffered stream, upstream's as ours), so the answers cost one round trip.
+    fn send_all(&mut self, reqs: &[&Request]) -> Result<(), ProtocolError> {
+        let mut lines = Vec::new();
+        for r in reqs {
+            lines.extend_from_slice(&encode_request(r)?);
+        }
+        self.round_trips += 1;
         self.out
-            .write_all(&line)
+            .write_all(&lines)
             .and_then(|()| self.out.flush())
             .map_err(|e| ProtocolError::io("sending request", &e))
     }
@@ -350,6 +377,11 @@ impl<R: Read, W: Write> Client<R, W> {
 
     fn stats(&mut self, req: Request) -> Result<Listing, ProtocolError> {
         self.send(&req)?;
+        self.read_stats()
+    }
+
+    /// The answer to a `STAT` listing request already sent.
+    fn read_stats(&mut self) -> Result<Listing, ProtocolError> {
         self.replies.expect_ok()?;
         let mut stats = Vec::new();
         let done = self.listing(|r| match r {
@@ -389,12 +421,88 @@ impl<R: Read, W: Write> Client<R, W> {
         })
     }
 
+    /// Extension `USERFILES <user>`: the `(name, stat)` of `seen`, `sub` and each
+    /// `sieve/<file>`, as far as they exist.
+    pub fn user_files_listing(&mut self, user: &[u8]) -> Result<Vec<NamedStat>, ProtocolError> {
+        let slot = self.slot.clone();
+        Ok(self
+            .stats(Request::UserFiles {
+                slot,
+                user: user.to_vec(),
+                fetch: false,
+            })?
+            .files)
+    }
+
+    /// `FMULTISTATUS <user>` and the listing of the user's own files (`USERFILES`
+    /// when `userfiles`, else `META`), and with `quota` the user's quota file
+    /// (`META <user> quota`, handed to that receiver), pipelined: one round trip for
+    /// everything a backup needs to decide whether the user changed.
+    pub fn user_status(
+        &mut self,
+        user: &[u8],
+        userfiles: bool,
+        quota: Option<&mut dyn Receiver>,
+    ) -> Result<(Vec<FolderStatus>, Vec<NamedStat>), ProtocolError> {
+        let slot = self.slot.clone();
+        let status = Request::FMultiStatus {
+            slot: slot.clone(),
+            user: user.to_vec(),
+        };
+        let files = if userfiles {
+            Request::UserFiles {
+                slot,
+                user: user.to_vec(),
+                fetch: false,
+            }
+        } else {
+            Request::Meta {
+                slot,
+                user: user.to_vec(),
+                items: None,
+            }
+        };
+        let quota_req = Request::Meta {
+            slot: self.slot.clone(),
+            user: user.to_vec(),
+            items: Some(vec![b"quota".to_vec()]),
+        };
+        match quota {
+            Some(_) => self.send_all(&[&status, &files, &quota_req])?,
+            None => self.send_all(&[&status, &files])?,
+        }
+        let folders = self.read_fmultistatus();
+        // A NO leaves the stream in step and the later answers on their way: read
+        // them too. Any other error leaves it out of step: give up at once.
+        let folders = match folders {
+            Err(e) if !matches!(e, ProtocolError::No(_)) => return Err(e),
+            r => r,
+        };
+        let stats = match self.read_stats() {
+            Err(e) if !matches!(e, ProtocolError::No(_)) => return Err(e),
+            r => r,
+        };
+        if let Some(rx) = quota {
+            if folders.is_ok() && stats.is_ok() {
+                self.read_fetch(rx)?;
+            } else {
+                self.read_fetch(&mut Collect::default())?;
+            }
+        }
+        Ok((folders?, stats?.files))
+    }
+
     /// `FMULTISTATUS <user>`.
     pub fn fmultistatus(&mut self, user: &[u8]) -> Result<Vec<FolderStatus>, ProtocolError> {
         self.send(&Request::FMultiStatus {
             slot: self.slot.clone(),
             user: user.to_vec(),
         })?;
+        self.read_fmultistatus()
+    }
+
+    /// The answer to an `FMULTISTATUS` already sent.
+    fn read_fmultistatus(&mut self) -> Result<Vec<FolderStatus>, ProtocolError> {
         self.replies.expect_ok()?;
         let mut out: Vec<FolderStatus> = Vec::new();
         self.listing(|r| match r {
@@ -437,6 +545,12 @@ impl<R: Read, W: Write> Client<R, W> {
         rx: &mut dyn Receiver,
     ) -> Result<Vec<Vec<u8>>, ProtocolError> {
         self.send(req)?;
+        self.read_fetch(rx)
+    }
+
+    /// The answer to a `META`/`SNAPSHOT`/`USERFILES FETCH` already sent: files to `rx`;
+    /// returns the `DONE` words.
+    fn read_fetch(&mut self, rx: &mut dyn Receiver) -> Result<Vec<Vec<u8>>, ProtocolError> {
         self.replies.expect_ok()?;
         loop {
             match self.replies.next_reply()? {
@@ -506,6 +620,17 @@ mod tests {
             let meta = c.meta_listing(b"bob").unwrap();
             assert_eq!(meta.len(), 1);
             assert_eq!(meta[0].0, b"seen");
+            // pipelined: one round trip for both listings, in step afterwards
+            let rt = c.round_trips();
+            for userfiles in [false, true] {
+                let (folders, files) = c.user_status(b"bob", userfiles, None).unwrap();
+                assert_eq!(folders.len(), 2);
+                assert_eq!(files[0].0, b"seen");
+            }
+            assert_eq!(c.round_trips(), rt + 2);
+            let files = c.user_files_listing(b"bob").unwrap();
+            assert_eq!(files[0], meta[0]);
+            assert!(files[1..].iter().all(|(n, _)| n.starts_with(b"sieve/")));
             let folders = c.fmultistatus(b"bob").unwrap();
             assert_eq!(folders.len(), 2);
             assert_eq!(folders[1].name, b"Sent Items");

@@ -82,6 +82,14 @@ pub enum Request {
     /// Extension: `PARTITIONS <slot>`: each partition's device and each user's
     /// INBOX partition (the fleet's drive units, doc/protocol.md 2).
     Partitions { slot: Vec<u8> },
+    /// Extension: `USERFILES <slot> <user> [FETCH]`: the stats of the user's own files
+    /// (seen, sub, the sieve directory), or with `FETCH` the files themselves
+    /// (doc/protocol.md 2.11).
+    UserFiles {
+        slot: Vec<u8>,
+        user: Vec<u8>,
+        fetch: bool,
+    },
     /// Extension: `SHARED <slot>`: every top-level shared hierarchy, as an owner
     /// id (`%shared`) the other commands take in place of a user.
     Shared { slot: Vec<u8> },
@@ -112,6 +120,7 @@ impl Request {
             | Status { slot }
             | Snapshot { slot, .. }
             | Partitions { slot }
+            | UserFiles { slot, .. }
             | Shared { slot }
             | FDeleted { slot, .. }
             | Refused { slot, .. } => Some(slot),
@@ -197,6 +206,8 @@ pub fn parse_request_line(line: &[u8], terminated: bool) -> Result<Request, Prot
         parse_fdata(&mut c, slot.clone())
     } else if is(b"AUTH") {
         parse_auth(&mut c, slot.clone())
+    } else if is(b"USERFILES") {
+        parse_userfiles(&mut c, slot.clone())
     } else if is(b"FDELETED") {
         user_arg(&mut c).and_then(|(user, t)| {
             if t == Term::Eof && user.is_empty() {
@@ -333,6 +344,30 @@ fn parse_fdata(c: &mut Cursor<'_>, slot: Vec<u8>) -> Result<Request, Refusal> {
         folder,
         items,
     })
+}
+
+fn parse_userfiles(c: &mut Cursor<'_>, slot: Vec<u8>) -> Result<Request, Refusal> {
+    let bad = |reason| {
+        invalid(ProtocolError::BadArgument {
+            command: "userfiles",
+            reason,
+        })
+    };
+    let (user, t) = user_arg(c)?;
+    if t == Term::Eof && user.is_empty() {
+        return Err(bad("missing user"));
+    }
+    let user = valid_user(user)?;
+    let fetch = if t.is_space() {
+        let (w, _) = c.word();
+        if !w.eq_ignore_ascii_case(b"FETCH") {
+            return Err(bad("expected FETCH or nothing after the user"));
+        }
+        true
+    } else {
+        false
+    };
+    Ok(Request::UserFiles { slot, user, fetch })
 }
 
 fn parse_auth(c: &mut Cursor<'_>, slot: Vec<u8>) -> Result<Request, Refusal> {
@@ -473,6 +508,7 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, ProtocolError> {
         Status { slot } => (b"STATUS", slot),
         Snapshot { slot, .. } => (b"SNAPSHOT", slot),
         Partitions { slot } => (b"PARTITIONS", slot),
+        UserFiles { slot, .. } => (b"USERFILES", slot),
         Shared { slot } => (b"SHARED", slot),
         FDeleted { slot, .. } => (b"FDELETED", slot),
         Refused { .. } => return Err(ProtocolError::NotEncodable),
@@ -488,6 +524,12 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, ProtocolError> {
         }
         FMultiStatus { user, .. } | Snapshot { user, .. } | FDeleted { user, .. } => {
             push_arg(user, &mut out)
+        }
+        UserFiles { user, fetch, .. } => {
+            push_arg(user, &mut out);
+            if *fetch {
+                out.extend_from_slice(b" FETCH");
+            }
         }
         FMeta {
             user,

@@ -260,6 +260,35 @@ fn extensions() {
             user: v("bob")
         }
     );
+    for (line, fetch) in [
+        (&b"USERFILES srv bob"[..], false),
+        (b"USERFILES srv bob FETCH", true),
+    ] {
+        let r = p(line);
+        assert_eq!(
+            r,
+            Request::UserFiles {
+                slot: v("srv"),
+                user: v("bob"),
+                fetch
+            }
+        );
+        assert_eq!(encode_request(&r).unwrap(), [line, b"\n"].concat());
+    }
+    assert!(matches!(
+        p(b"USERFILES srv bob ALL"),
+        Request::Refused {
+            refusal: Refusal::Invalid(ProtocolError::BadArgument { .. }),
+            ..
+        }
+    ));
+    assert!(matches!(
+        p(b"USERFILES srv ../x"),
+        Request::Refused {
+            refusal: Refusal::Invalid(ProtocolError::InvalidName { .. }),
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -294,6 +323,8 @@ const VOCAB: &[&[u8]] = &[
     b"AUTH",
     b"STATUS",
     b"SNAPSHOT",
+    b"USERFILES",
+    b"FETCH",
     b"BEGIN",
     b"ANSWER",
     b"srv",

@@ -192,13 +192,8 @@ fn tiles(known: &[Known], len: u64) -> bool {
 
 /// The user-file entry name the catalog's `(snapshot_run, kind, name)` stands for.
 pub(crate) fn user_entry_name(snapshot_run: u64, kind: &str, name: &str) -> Option<String> {
-    let run = archive::run_id(snapshot_run);
-    match kind {
-        "seen" => archive::user_entry(&run, "seen", None).ok(),
-        "subs" => archive::user_entry(&run, "subscriptions", None).ok(),
-        "sieve" => archive::user_entry(&run, "sieve", Some(name)).ok(),
-        _ => None,
-    }
+    let kind = crate::model::UserFileKind::from_name(kind)?;
+    archive::user_file_entry(snapshot_run, kind, name).ok()
 }
 
 /// Decide a compaction: keep `kept` runs, erase `erase` (the messages' bytes leave the

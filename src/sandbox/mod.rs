@@ -39,7 +39,9 @@ use crate::imap::Client;
 pub use config::{Listen, ServiceLine};
 pub use install::CyrusInstall;
 pub use mailgen::MailGen;
-pub use populate::{History, PopulatePlan, Population, StoredMessage, make_history, populate};
+pub use populate::{
+    History, PopulatePlan, Population, StoredMessage, fill_folder, make_history, populate,
+};
 use process::{cyrus_ids, pick_port, system_syslog_lines};
 pub use process::{file_tail, port_open};
 

@@ -369,3 +369,46 @@ pub fn make_history(sb: &Sandbox, pop: &Population, seed: u64) -> Result<History
     }
     Ok(h)
 }
+
+/// Fill `folder` of `user` (created first unless it is INBOX) with `n` generated
+/// messages of about `size` bytes, up to 500 (and 64 MB) at a time in one MULTIAPPEND
+/// each (one command, one fsync of Cyrus per batch: a folder of 200,000 messages
+/// loads in minutes, not hours). Returns the SHA-1 (Cyrus's GUID) of every message, in UID order.
+pub fn fill_folder(
+    sb: &Sandbox,
+    user: &str,
+    folder: &str,
+    n: usize,
+    size: usize,
+    seed: u64,
+) -> Result<Vec<[u8; 20]>> {
+    use sha1::{Digest, Sha1};
+    const BATCH: usize = 500;
+    let mut gen_ = MailGen::new(seed);
+    let mut c = sb.login(user)?;
+    if folder != "INBOX" {
+        c.run(&[
+            crate::imap::Arg::Atom("CREATE"),
+            crate::imap::Arg::Str(folder.as_bytes()),
+        ])?;
+    }
+    let mut guids = Vec::with_capacity(n);
+    let mut sent = 0;
+    while sent < n {
+        let k = BATCH.min((64 << 20) / size.max(1)).max(1).min(n - sent);
+        let batch: Vec<Vec<u8>> = (0..k).map(|_| gen_.message_of_size(size).bytes).collect();
+        let mut a = vec![
+            crate::imap::Arg::Atom("APPEND"),
+            crate::imap::Arg::Str(folder.as_bytes()),
+        ];
+        for m in &batch {
+            a.push(crate::imap::Arg::Atom("()"));
+            a.push(crate::imap::Arg::Literal(m));
+            guids.push(Sha1::digest(m).into());
+        }
+        c.run(&a)?;
+        sent += k;
+    }
+    c.logout()?;
+    Ok(guids)
+}

@@ -266,6 +266,24 @@ impl Spool for CyrusSpool {
         })))
     }
 
+    fn user_file_stats(&self, user: &[u8]) -> Result<Vec<(Vec<u8>, FileStat)>> {
+        let user = Self::user(user)?;
+        let ml = self.spool.mboxlist()?;
+        let files = self.spool.user_files(user, &ml)?;
+        let mut out = Vec::new();
+        for (name, f) in [(&b"seen"[..], &files.seen), (b"sub", &files.sub)] {
+            if let Some(f) = f {
+                out.push((name.to_vec(), wire_stat(f.stat)));
+            }
+        }
+        if let Some(dir) = &files.sieve_dir {
+            for (name, st) in spool::sieve_stats(dir)? {
+                out.push((format!("sieve/{name}").into_bytes(), wire_stat(st)));
+            }
+        }
+        Ok(out)
+    }
+
     fn sieve_scripts(&self, user: &[u8]) -> Result<Vec<Vec<u8>>> {
         let user = Self::user(user)?;
         let files = self.spool.user_files(user, &*self.list(user)?)?;

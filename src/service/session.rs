@@ -161,6 +161,26 @@ pub trait Spool {
     fn sieve_scripts(&self, user: &[u8]) -> Result<Vec<Vec<u8>>>;
     /// Open one of them.
     fn open_sieve(&self, user: &[u8], name: &[u8]) -> Result<Fetch<'_>>;
+    /// `USERFILES` listing: `(name, stat)` of `seen`, `sub` and `sieve/<file>` for
+    /// every file SNAPSHOT would send (plus `sieve/defaultbc`, the link itself), as
+    /// far as they exist, without locks (as `META`). The default builds it from the
+    /// calls above; a real spool stats the files without reading them.
+    fn user_file_stats(&self, user: &[u8]) -> Result<Vec<(Vec<u8>, FileStat)>> {
+        let mut out = Vec::new();
+        for (which, name) in [(UserFile::Seen, &b"seen"[..]), (UserFile::Sub, b"sub")] {
+            if let Some(st) = self.user_file_stat(user, which)? {
+                out.push((name.to_vec(), st));
+            }
+        }
+        for s in self.sieve_scripts(user)? {
+            if let Fetch::Open(f) = self.open_sieve(user, &s)? {
+                let mut name = b"sieve/".to_vec();
+                name.extend_from_slice(&s);
+                out.push((name, f.stat));
+            }
+        }
+        Ok(out)
+    }
     /// `PARTITIONS`: every partition with its path and filesystem device, and every
     /// user's INBOX partition. A spool that cannot tell refuses.
     fn partitions(&self) -> Result<PartitionMap> {
@@ -477,6 +497,7 @@ impl<'a> Session<'a> {
             Request::Status { .. } => self.status(w)?,
             Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
             Request::Partitions { .. } => self.partitions(w)?,
+            Request::UserFiles { user, fetch, .. } => self.userfiles(&user, fetch, w)?,
             Request::Shared { .. } => self.shared(w)?,
             Request::FDeleted { user, .. } => self.fdeleted(&user, w)?,
             Request::Refused { refusal, .. } => match refusal_text(refusal) {
@@ -780,6 +801,7 @@ impl<'a> Session<'a> {
         w.cap("PARTITIONS", None)?;
         w.cap("QUOTA", None)?;
         w.cap("SERVERTIME", None)?;
+        w.cap("USERFILES", None)?;
         w.cap("SHARED", None)?;
         w.cap("FDELETED", None)?;
         w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
@@ -879,6 +901,50 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// `USERFILES`: the user's own files (seen, sub, sieve) listed with their stats,
+    /// or sent (`FETCH`) as SNAPSHOT sends them, without any folder.
+    fn userfiles(&mut self, user: &[u8], fetch: bool, w: &mut W<'_>) -> Result<()> {
+        self.note_user(user);
+        if !fetch {
+            let stats = match self.spool.user_file_stats(user) {
+                Ok(s) => s,
+                Err(e) => return self.spool_failed("stat of user files", user, &e, w),
+            };
+            w.ok()?;
+            for (name, st) in &stats {
+                w.stat(None, name, *st)?;
+            }
+            w.done("USERFILES", &[])?;
+            return Ok(());
+        }
+        let scripts = match self.spool.sieve_scripts(user) {
+            Ok(s) => s,
+            Err(e) => return self.spool_failed("listing sieve scripts", user, &e, w),
+        };
+        w.ok()?;
+        self.send_user_files(user, &scripts, w)?;
+        w.done("USERFILES", &[])?;
+        Ok(())
+    }
+
+    /// `seen`, `sub`, `quota` and every sieve file, as SNAPSHOT and `USERFILES FETCH`
+    /// send them.
+    fn send_user_files(&mut self, user: &[u8], scripts: &[Vec<u8>], w: &mut W<'_>) -> Result<()> {
+        for (which, name) in [
+            (UserFile::Seen, &b"seen"[..]),
+            (UserFile::Sub, b"sub"),
+            (UserFile::Quota, b"quota"),
+        ] {
+            send_fetch(name, self.spool.open_user_file(user, which)?, w)?;
+        }
+        for s in scripts {
+            let mut name = b"sieve/".to_vec();
+            name.extend_from_slice(s);
+            send_fetch(&name, self.spool.open_sieve(user, s)?, w)?;
+        }
+        Ok(())
+    }
+
     fn snapshot(&mut self, user: &[u8], w: &mut W<'_>) -> Result<()> {
         self.note_user(user);
         let listed = self.spool.folders(user).and_then(|f| {
@@ -890,18 +956,7 @@ impl<'a> Session<'a> {
             Err(e) => return self.spool_failed("listing for snapshot", user, &e, w),
         };
         w.ok()?;
-        for (which, name) in [
-            (UserFile::Seen, &b"seen"[..]),
-            (UserFile::Sub, b"sub"),
-            (UserFile::Quota, b"quota"),
-        ] {
-            send_fetch(name, self.spool.open_user_file(user, which)?, w)?;
-        }
-        for s in &scripts {
-            let mut name = b"sieve/".to_vec();
-            name.extend_from_slice(s);
-            send_fetch(&name, self.spool.open_sieve(user, s)?, w)?;
-        }
+        self.send_user_files(user, &scripts, w)?;
         let mut sent = 0u64;
         for f in &folders {
             // each folder under its own index lock, released before the next

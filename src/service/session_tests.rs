@@ -474,7 +474,7 @@ fn auth_gate_challenge_and_replay() {
     assert_eq!(
         out,
         "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
-         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP QUOTA\nCAP SERVERTIME\nCAP SHARED\nCAP FDELETED\n\
+         CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP QUOTA\nCAP SERVERTIME\nCAP USERFILES\nCAP SHARED\nCAP FDELETED\n\
          CAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
     );
 
@@ -831,6 +831,69 @@ fn fmeta_files_are_sent_after_locks_are_released_when_they_fit() {
         ]
     );
     assert_eq!(buffered, streamed);
+}
+
+#[test]
+fn userfiles_lists_then_sends_the_user_files_alone() {
+    let out = run("USERFILES imap1 bob\nUSERFILES imap1 bob FETCH\nUSERFILES imap1 bob ALL\n");
+    let mut r = ReplyReader::new(out.as_bytes());
+    r.expect_ok().unwrap();
+    let mut listed = Vec::new();
+    loop {
+        match r.next_reply().unwrap() {
+            Reply::Stat {
+                folder: None,
+                name,
+                stat,
+            } => listed.push((String::from_utf8_lossy(&name).into_owned(), stat.size)),
+            Reply::Done(w) => {
+                assert_eq!(w, [b"USERFILES".to_vec()]);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["seen", "sieve/main.script"],
+        "sub is missing: left out"
+    );
+    r.expect_ok().unwrap();
+    let mut sent = Vec::new();
+    loop {
+        match r.next_reply().unwrap() {
+            Reply::Data(h) => {
+                let mut b = Vec::new();
+                r.read_data(&h, &mut b).unwrap();
+                sent.push(format!(
+                    "data {} {}",
+                    String::from_utf8_lossy(&h.name),
+                    b.len()
+                ));
+            }
+            Reply::No(t) => sent.push(format!("no {}", String::from_utf8_lossy(&t))),
+            Reply::Done(w) => {
+                assert_eq!(w, [b"USERFILES".to_vec()]);
+                break;
+            }
+            other => panic!("unexpected {other:?}: no folder data"),
+        }
+    }
+    // The listed sizes are the sizes sent.
+    assert_eq!(
+        sent,
+        [
+            format!("data seen {}", listed[0].1),
+            "no no such file sub".to_string(),
+            "no no such file quota".to_string(),
+            format!("data sieve/main.script {}", listed[1].1),
+        ]
+    );
+    assert!(
+        matches!(r.next_reply().unwrap(), Reply::No(t) if t.starts_with(b"bad userfiles argument")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -43,7 +43,7 @@ pub use detect::Detection;
 pub use error::{Damage, MailboxError};
 pub use folder::{Load, MessageFile, OpenFolder};
 pub use owner::{Owner, OwnerKeys, SharedHierarchy, owner_keys};
-pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy};
+pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy, sieve_stats};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

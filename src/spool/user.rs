@@ -134,6 +134,40 @@ impl Spool {
     }
 }
 
+/// `(name, stat)` of what [`Spool::read_user_files`] would copy from a sieve
+/// directory (`*.script`, `*.bc` regular files) and of the `defaultbc` link itself
+/// (`lstat`: activating another script replaces the link), by name. Nothing is read
+/// and no lock is taken: a listing to compare with the last run's (`USERFILES`).
+pub fn sieve_stats(dir: &Path) -> Result<Vec<(String, FileStat)>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    for ent in rd {
+        let ent = ent.at("listing", dir)?;
+        let Ok(name) = ent.file_name().into_string() else {
+            continue;
+        };
+        let wanted = name == "defaultbc" || name.ends_with(".script") || name.ends_with(".bc");
+        if !wanted {
+            continue;
+        }
+        let path = ent.path();
+        let md = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        };
+        if name == "defaultbc" || md.is_file() {
+            out.push((name, FileStat::of(&md)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 impl Spool {
     /// The service's `quota` file for `userid` (`cyrus::quota`): one line per quota
     /// root among the user's own mailboxes (normally just the INBOX), in folder

@@ -234,11 +234,16 @@ fn exports_damage_and_single_message() {
     fs::create_dir_all(&dmg).unwrap();
     let dmg_archive = dmg.join("carol.tar.gz");
     fs::copy(&archive, &dmg_archive).unwrap();
-    fs::copy(
+    // A catalog is its file and its `-wal` (the backup does not checkpoint on close).
+    let (cat_from, cat_to) = (
         cyrvault::restore::catalog_path_for(&archive),
         cyrvault::restore::catalog_path_for(&dmg_archive),
-    )
-    .unwrap();
+    );
+    fs::copy(&cat_from, &cat_to).unwrap();
+    let wal = |p: &std::path::Path| std::path::PathBuf::from(format!("{}-wal", p.display()));
+    if wal(&cat_from).exists() {
+        fs::copy(wal(&cat_from), wal(&cat_to)).unwrap();
+    }
     // In the middle: the entries before the flip still inflate and are restored.
     flip_byte(&dmg_archive, loc.member_offset, member_len);
     let (out, v) = e.restore(

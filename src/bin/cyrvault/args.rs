@@ -202,6 +202,9 @@ pub struct TargetsArgs {
     /// Every archive in the vault.
     #[arg(long, conflicts_with = "users")]
     pub all: bool,
+    /// Archives processed at once (default: the number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
     #[arg(required_unless_present = "all")]
     pub users: Vec<String>,
 }
@@ -251,6 +254,9 @@ pub struct BackupArgs {
     /// Speak only the base protocol (stock backupcyrusd): no CAPABILITY, AUTH, SNAPSHOT.
     #[arg(long)]
     pub base_protocol: bool,
+    /// Users backed up at once, each on its own connection (default: the number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
     /// Machine-readable JSON summary on stdout.
     #[arg(long)]
     pub json: bool,

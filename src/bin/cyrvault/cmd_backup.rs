@@ -1,12 +1,12 @@
 //! `cyrvault backup USER... --server HOST:PORT [--secret-file F] [--servername NAME]
-//! [--vault DIR] [--all [--no-shared]] [--base-protocol] [--json]`: one library call
-//! per user (`backup::backup_users`), a progress bar on a terminal, a summary table or
-//! JSON, and an exit status that is non-zero if any user failed (its sysexits code),
-//! had a folder it could not back up (75 when all such folders changed while read,
-//! else 65) or had spool damage (65), or if `--all` could not list shared mailboxes
-//! (78, unless `--no-shared`); with several, the most severe class
-//! (`ErrorKind::severity`). Every folder not backed up is named with its reason on
-//! stderr, after the table, and in `--json`.
+//! [--vault DIR] [--all [--no-shared]] [--base-protocol] [--jobs N] [--json]`: one
+//! library call (`backup::backup_users_jobs`: N users at once, results in the order
+//! given), a progress bar on a terminal, a summary table or JSON, and an exit status
+//! that is non-zero if any user failed (its sysexits code), had a folder it could not
+//! back up (75 when all such folders changed while read, else 65) or had spool damage
+//! (65), or if `--all` could not list shared mailboxes (78, unless `--no-shared`);
+//! with several, the most severe class (`ErrorKind::severity`). Every folder not
+//! backed up is named with its reason on stderr, after the table, and in `--json`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -63,6 +63,10 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         eprintln!("cyrvault backup: name at least one USER, or --all");
         return Ok(ExitCode::from(EX_USAGE as u8));
     }
+    if a.jobs == Some(0) {
+        eprintln!("cyrvault backup: --jobs must be at least 1");
+        return Ok(ExitCode::from(EX_USAGE as u8));
+    }
     let secret = read_secret(a.secret_file.as_deref())?;
     let copts = ConnectOptions {
         servername: a.servername.clone(),
@@ -106,7 +110,8 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         progress: bar.clone().map(|b| b as Arc<dyn Progress>),
         writer: None,
     };
-    let results = backup::backup_users(&mut server, &vault, &users, &opts);
+    let jobs = a.jobs.unwrap_or_else(backup::default_jobs);
+    let results = backup::backup_users_jobs(&mut server, &vault, &users, &opts, jobs);
     if let Some(b) = &bar {
         b.0.finish_and_clear();
     }
@@ -205,6 +210,7 @@ fn row(user: &str, r: &Result<UserReport, cyrvault::Error>) -> Vec<String> {
             mb(rep.bytes_written),
             format!("{:.2}", rep.duration_ms as f64 / 1000.0),
             match (rep.folders_failed.len(), rep.damage.len()) {
+                (0, 0) if rep.unchanged => "no change, ok".into(),
                 (0, 0) => "ok".into(),
                 (0, d) => format!("{d} damaged"),
                 (f, 0) => format!("FAILED: {f} folder(s)"),

@@ -45,6 +45,8 @@ pub fn run(a: &ListArgs) -> Result<ExitCode, cyrvault::Error> {
                     u.last_run_finished
                         .map_or_else(|| "never".into(), admin::format_time),
                     u.last_run.map_or_else(|| "-".into(), |n| n.to_string()),
+                    u.last_checked
+                        .map_or_else(|| "-".into(), admin::format_time),
                     u.runs.to_string(),
                     size(u.archive_bytes),
                     u.id.clone(),
@@ -58,7 +60,9 @@ pub fn run(a: &ListArgs) -> Result<ExitCode, cyrvault::Error> {
             })
             .collect();
         output::io_result(output::table(
-            &["USER", "LAST RUN", "RUN", "RUNS", "SIZE", "ID", "HOLD", ""],
+            &[
+                "USER", "LAST RUN", "RUN", "CHECKED", "RUNS", "SIZE", "ID", "HOLD", "",
+            ],
             &rows,
         ))?;
     }

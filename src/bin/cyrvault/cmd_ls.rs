@@ -1,5 +1,7 @@
 //! `cyrvault ls USER [FOLDER] [--at TIME|--run N] [--json]`.
 
+use std::cell::RefCell;
+use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
 use cyrvault::admin::{self, RunSel};
@@ -19,79 +21,129 @@ pub fn run_sel(a: &RunSelArgs) -> Result<RunSel, cyrvault::Error> {
 
 pub fn run(a: &LsArgs) -> Result<ExitCode, cyrvault::Error> {
     let ua = admin::find_user(&a.opts.vault, &a.user)?;
-    let r = admin::ls(&ua, a.folder.as_deref(), run_sel(&a.sel)?)?;
+    let sel = run_sel(&a.sel)?;
+    if let Some(folder) = &a.folder {
+        return messages(&ua, folder, sel, a.opts.json);
+    }
+    let r = admin::ls(&ua, None, sel)?;
     if a.opts.json {
         return output::io_result(output::json(&r));
     }
-    match &r.folder {
-        None => {
-            println!(
-                "{} at run {} ({})",
-                r.user,
-                r.run,
-                admin::format_time(r.run_started)
-            );
-            let rows: Vec<Vec<String>> = r
-                .folders
-                .iter()
-                .map(|f| {
-                    vec![
-                        f.name.clone(),
-                        f.messages.to_string(),
-                        size(f.bytes),
-                        if let Some(t) = f.deleted_at {
-                            format!(
-                                "deleted {} (as of run {})",
-                                admin::format_time(t),
-                                f.last_run
-                            )
-                        } else if f.deleted {
-                            format!("deleted (as of run {})", f.last_run)
-                        } else {
-                            String::new()
-                        },
-                        f.uniqueid.clone(),
-                    ]
-                })
-                .collect();
-            output::io_result(output::table(
-                &["FOLDER", "MESSAGES", "SIZE", "", "UNIQUEID"],
-                &rows,
-            ))
-        }
-        Some(f) => {
-            println!(
-                "{} {} at run {}{}",
-                r.user,
-                f.name,
-                f.shown_run,
-                match f.deleted_at {
-                    Some(t) => format!(" (deleted {})", admin::format_time(t)),
-                    None if f.deleted => " (deleted since)".to_string(),
-                    None => String::new(),
+    println!(
+        "{} at run {} ({})",
+        r.user,
+        r.run,
+        admin::format_time(r.run_started)
+    );
+    let rows: Vec<Vec<String>> = r
+        .folders
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                f.messages.to_string(),
+                size(f.bytes),
+                if f.deleted {
+                    format!("deleted (as of run {})", f.last_run)
+                } else {
+                    String::new()
+                },
+                f.uniqueid.clone(),
+            ]
+        })
+        .collect();
+    output::io_result(output::table(
+        &["FOLDER", "MESSAGES", "SIZE", "", "UNIQUEID"],
+        &rows,
+    ))
+}
+
+fn out_err(e: std::io::Error) -> cyrvault::Error {
+    cyrvault::Error::io("writing", "stdout", e)
+}
+
+/// One folder's messages, streamed as the catalog reads them: a table with fixed
+/// columns (the widths are known without seeing every row), or JSON with the same
+/// shape `ls --json` always had (`{..., "messages": [...]}`), one message per line.
+fn messages(
+    ua: &admin::UserArchive,
+    folder: &str,
+    sel: RunSel,
+    json: bool,
+) -> Result<ExitCode, cyrvault::Error> {
+    // Both callbacks write to it, one after the other.
+    let out = RefCell::new(BufWriter::with_capacity(1 << 16, std::io::stdout().lock()));
+    let mut first = true;
+    let r = admin::ls_each(
+        ua,
+        Some(folder),
+        sel,
+        &mut |r| {
+            let Some(f) = &r.folder else {
+                return Ok(());
+            };
+            let mut out = out.borrow_mut();
+            if json {
+                let mut head = serde_json::to_value(r)
+                    .map_err(|e| cyrvault::Error::Other(format!("encoding JSON: {e}")))?;
+                if let Some(m) = head.as_object_mut() {
+                    m.remove("messages");
                 }
-            );
-            let rows: Vec<Vec<String>> = r
-                .messages
-                .iter()
-                .map(|m| {
-                    let mut flags = m.flags.join(" ");
-                    if m.expunged {
-                        flags.push_str(" [expunged]");
-                    }
-                    vec![
-                        m.uid.to_string(),
-                        m.guid.to_hex(),
-                        admin::format_time(m.internaldate),
-                        m.size.to_string(),
-                        flags.trim().to_string(),
-                    ]
-                })
-                .collect();
-            output::io_result(output::table(
-                &["UID", "GUID", "INTERNALDATE", "SIZE", "FLAGS"],
-                &rows,
-            ))
+                let head = serde_json::to_string(&head)
+                    .map_err(|e| cyrvault::Error::Other(format!("encoding JSON: {e}")))?;
+                // `{...}` without its closing brace, then the messages array.
+                let open = head.strip_suffix('}').unwrap_or(&head);
+                let comma = if open.ends_with('{') { "" } else { "," };
+                write!(out, "{open}{comma}\"messages\":[").map_err(out_err)
+            } else {
+                writeln!(
+                    out,
+                    "{} {} at run {}{}\n{:>10}  {:40}  {:20}  {:>10}  FLAGS",
+                    r.user,
+                    f.name,
+                    f.shown_run,
+                    if f.deleted { " (deleted since)" } else { "" },
+                    "UID",
+                    "GUID",
+                    "INTERNALDATE",
+                    "SIZE"
+                )
+                .map_err(out_err)
+            }
+        },
+        &mut |m| {
+            let mut out = out.borrow_mut();
+            if json {
+                let line = serde_json::to_string(&m)
+                    .map_err(|e| cyrvault::Error::Other(format!("encoding JSON: {e}")))?;
+                let sep = if first { "\n" } else { ",\n" };
+                first = false;
+                return write!(out, "{sep}{line}").map_err(out_err);
+            }
+            let mut flags = m.flags.join(" ");
+            if m.expunged {
+                flags.push_str(" [expunged]");
+            }
+            writeln!(
+                out,
+                "{:>10}  {}  {:20}  {:>10}  {}",
+                m.uid,
+                m.guid.to_hex(),
+                admin::format_time(m.internaldate),
+                m.size,
+                flags.trim()
+            )
+            .map_err(out_err)
+        },
+    );
+    let mut out = out.into_inner();
+    let done = match r {
+        Ok(_) if json => writeln!(out, "\n]}}").and_then(|()| out.flush()),
+        Ok(_) => out.flush(),
+        Err(e) => {
+            let _ = out.flush();
+            return Err(e);
         }
-    }
+    };
+    output::io_result(done)
 }

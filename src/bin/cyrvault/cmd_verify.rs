@@ -1,5 +1,6 @@
-//! `cyrvault verify USER...|--all [--json]`: every member inflates, every message hashes
-//! to its name, archive and catalog agree. Exit status 65 (EX_DATAERR) when anything
+//! `cyrvault verify USER...|--all [--jobs N] [--json]`: every member inflates, every
+//! message hashes to its name, archive and catalog agree (N archives at once, each with
+//! its archive and catalog sides on two threads). Exit status 65 (EX_DATAERR) when anything
 //! is damaged or disagrees; damage names the member and what it takes with it.
 
 use std::io::IsTerminal;
@@ -62,16 +63,20 @@ pub struct Gathered<R> {
     pub all_temporary: bool,
 }
 
-/// The command-line's archives in turn, under a progress bar: `op` on each, `print` of
-/// its report unless `--json`, `cyrvault VERB: USER: error` on stderr for one that
-/// fails.
-pub fn each_archive<R>(
+/// The command-line's archives, `--jobs` at once (`admin::map_ordered`), under a
+/// progress bar: `op` on each, `print` of its report unless `--json`, `cyrvault VERB:
+/// USER: error` on stderr for one that fails; reports and errors in the archives'
+/// order whatever order they finished in.
+pub fn each_archive<R: Send>(
     a: &TargetsArgs,
     quiet: bool,
     verb: &str,
-    op: impl Fn(&UserArchive) -> cyrvault::Result<R>,
+    op: impl Fn(&UserArchive) -> cyrvault::Result<R> + Sync,
     print: impl Fn(&R),
 ) -> Result<Gathered<R>, cyrvault::Error> {
+    if a.jobs == Some(0) {
+        return Err(cyrvault::Error::Refused("--jobs must be at least 1".into()));
+    }
     let users = targets(a)?;
     let pb = progress(&users, quiet, verb);
     let mut g = Gathered {
@@ -79,9 +84,11 @@ pub fn each_archive<R>(
         errors: Vec::new(),
         all_temporary: true,
     };
-    for ua in &users {
+    let jobs = a.jobs.unwrap_or_else(cyrvault::backup::default_jobs);
+    admin::map_ordered(&users, jobs, &op, |i, r| {
+        let ua = &users[i];
         pb.set_message(ua.user.clone());
-        match op(ua) {
+        match r {
             Ok(r) => {
                 if !a.opts.json {
                     pb.suspend(|| print(&r));
@@ -95,7 +102,7 @@ pub fn each_archive<R>(
             }
         }
         done(&pb, ua);
-    }
+    });
     pb.finish_and_clear();
     Ok(g)
 }
