@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::query::record_from_row;
 use super::{Catalog, DbContext, corrupt};
 use crate::cyrus::Guid;
 use crate::error::Result;
@@ -505,21 +504,6 @@ impl Catalog {
         let Some(run) = first else {
             return Ok(Vec::new());
         };
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT uid, guid, system_flags, keywords, internaldate, size, modseq,
-                     last_updated, savedate
-                 FROM records
-                 WHERE uniqueid = ?1 AND from_run <= ?2 AND (to_run IS NULL OR to_run > ?2)
-                 ORDER BY uid",
-            )
-            .db(op, &self.path)?;
-        let mut rows = st.query(params![uniqueid, run]).db(op, &self.path)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().db(op, &self.path)? {
-            out.push(record_from_row(r, 0, &self.path)?);
-        }
-        Ok(out)
+        self.records_at(uniqueid, run)
     }
 }
