@@ -296,22 +296,12 @@ pub fn shared_hierarchies(mboxlist: &Mboxlist) -> Vec<SharedHierarchy> {
         if e.mbtype.is_deleted_tombstone() {
             continue;
         }
-        let Ok(mb) = MbName::from_dbname(&e.dbname, dp) else {
+        let Some((owner, mb)) = shared_owner(e, dp) else {
             continue;
         };
-        if mb.deleted.is_some() || mb.localpart.is_some() {
+        if mb.deleted.is_some() {
             continue;
         }
-        let Some(top) = mb.boxes.first() else {
-            continue;
-        };
-        if top == "user" || top == dp {
-            continue;
-        }
-        let owner = Owner::Shared {
-            top: top.clone(),
-            domain: mb.domain.clone(),
-        };
         if current.as_ref().map(|(o, _)| o) != Some(&owner) {
             flush(current.take(), first_live.take());
             let is_top = mb.boxes.len() == 1;
@@ -326,6 +316,25 @@ pub fn shared_hierarchies(mboxlist: &Mboxlist) -> Vec<SharedHierarchy> {
     out
 }
 
+/// The shared hierarchy an entry of mailboxes.db belongs to (its top-level name and
+/// domain), with its parsed name; `None` for a user's folder, a name that does not
+/// parse, or the delayed-delete area's own top.
+fn shared_owner(e: &MailboxEntry, dp: &str) -> Option<(Owner, MbName)> {
+    let mb = MbName::from_dbname(&e.dbname, dp).ok()?;
+    if mb.localpart.is_some() {
+        return None;
+    }
+    let top = mb.boxes.first()?;
+    if top == "user" || top == dp {
+        return None;
+    }
+    let owner = Owner::Shared {
+        top: top.clone(),
+        domain: mb.domain.clone(),
+    };
+    Some((owner, mb))
+}
+
 /// Shared hierarchies not in `listed` whose [`owner_entries`] are all delayed-delete
 /// copies, in key order of their first copy.
 fn deleted_hierarchies(mboxlist: &Mboxlist, listed: &[SharedHierarchy]) -> Vec<SharedHierarchy> {
@@ -337,22 +346,12 @@ fn deleted_hierarchies(mboxlist: &Mboxlist, listed: &[SharedHierarchy]) -> Vec<S
         if e.mbtype.is_deleted_tombstone() || e.mbtype.is_intermediate() {
             continue;
         }
-        let Ok(mb) = MbName::from_dbname(&e.dbname, dp) else {
+        let Some((owner, mb)) = shared_owner(e, dp) else {
             continue;
         };
-        if mb.deleted.is_none() || mb.localpart.is_some() {
+        if mb.deleted.is_none() {
             continue;
         }
-        let Some(top) = mb.boxes.first() else {
-            continue;
-        };
-        if top == "user" || top == dp {
-            continue;
-        }
-        let owner = Owner::Shared {
-            top: top.clone(),
-            domain: mb.domain.clone(),
-        };
         let id = owner.id();
         if seen.contains(&id) {
             continue;
