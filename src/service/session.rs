@@ -236,6 +236,8 @@ pub struct ServiceStats {
     locks_held: AtomicU64,
     bytes_served: AtomicU64,
     holds: Mutex<LockHolds>,
+    /// The service-wide figures (across master's children) and Cyrus facts.
+    pub tally: super::counters::Tally,
 }
 
 /// Index-lock hold times in power-of-two microsecond buckets.
@@ -249,6 +251,7 @@ struct LockHolds {
 impl ServiceStats {
     /// Record one index-lock hold.
     pub fn record_lock_hold(&self, us: u64) {
+        self.tally.lock_hold(us);
         if let Ok(mut h) = self.holds.lock() {
             h.count += 1;
             h.max_us = h.max_us.max(us);
@@ -429,6 +432,7 @@ impl<'a> Session<'a> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let before = w.bytes_out();
             let flow = match parse_request_line(&line.bytes, line.terminated) {
                 Ok(req) => self.handle(req, w)?,
                 Err(e) => {
@@ -438,6 +442,9 @@ impl<'a> Session<'a> {
                 }
             };
             w.flush()?;
+            self.stats
+                .tally
+                .request(w.bytes_out().saturating_sub(before));
             if let Flow::Quit = flow {
                 return Ok(());
             }
@@ -509,6 +516,7 @@ impl<'a> Session<'a> {
     /// rule, missing authentication), with the peer; the text is cut to 200 bytes.
     fn log_refusal(&mut self, text: &[u8]) {
         self.summary.refused += 1;
+        self.stats.tally.refused();
         let cut: String = String::from_utf8_lossy(&text[..text.len().min(200)])
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })
@@ -530,6 +538,7 @@ impl<'a> Session<'a> {
     /// `NO internal error [DATAERR] <message>` (doc/protocol.md, 2.7).
     fn spool_failed(&mut self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
         self.summary.failed += 1;
+        self.stats.tally.error();
         log::error!(
             target: "cyrvault::session",
             "{what} for user {} from {}: {e}",
@@ -836,6 +845,12 @@ impl<'a> Session<'a> {
         w.ok()?;
         for (k, v) in self.stats.snapshot() {
             w.status(k, v)?;
+        }
+        for (k, v) in self.stats.tally.status_lines() {
+            match v.parse::<u64>() {
+                Ok(n) => w.status(&k, n)?,
+                Err(_) => w.status_text(&k, v.as_bytes())?,
+            }
         }
         w.done("STATUS", &[])?;
         Ok(())

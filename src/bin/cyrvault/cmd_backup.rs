@@ -46,6 +46,18 @@ struct JsonUser<'a> {
     report: Option<&'a UserReport>,
 }
 
+/// The shared secret from `--secret-file`, trailing newline removed.
+pub fn read_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, cyrvault::Error> {
+    let Some(p) = file else {
+        return Ok(None);
+    };
+    let mut s = std::fs::read(p).at("reading the secret file", p)?;
+    while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        s.pop();
+    }
+    Ok(Some(s))
+}
+
 pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
     if a.users.is_empty() && !a.all {
         eprintln!("cyrvault backup: name at least one USER, or --all");
@@ -55,16 +67,7 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         eprintln!("cyrvault backup: --jobs must be at least 1");
         return Ok(ExitCode::from(EX_USAGE as u8));
     }
-    let secret = match &a.secret_file {
-        Some(p) => {
-            let mut s = std::fs::read(p).at("reading the secret file", p)?;
-            while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                s.pop();
-            }
-            Some(s)
-        }
-        None => None,
-    };
+    let secret = read_secret(a.secret_file.as_deref())?;
     let copts = ConnectOptions {
         servername: a.servername.clone(),
         secret,
