@@ -2,6 +2,8 @@
 //! by Cyrus's real master, and the `cyrvault` command run against it step by step.
 //! Run it with `bash scripts/demo.sh` (it builds the binaries and sets
 //! `CYRVAULT_BIN_DIR`). Every step prints the command it runs and its output.
+//! `CYRVAULT_SERVICE_DIR` names another directory for `cyrvaultd` (the packages'
+//! test runs `/usr/bin/cyrvault` with `/usr/lib/cyrus/bin/cyrvaultd`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,7 +55,9 @@ fn run(bin: &Path, args: &[&str]) -> bool {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bins = bin_dir();
     let cyrvault = bins.join("cyrvault");
-    let cyrvaultd = bins.join("cyrvaultd");
+    let cyrvaultd = std::env::var_os("CYRVAULT_SERVICE_DIR")
+        .map_or_else(|| bins.clone(), PathBuf::from)
+        .join("cyrvaultd");
 
     // The shared secret the backup host proves it knows (it never crosses the wire):
     // mode 0600, owned by the cyrus user, as the service insists.
@@ -85,6 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .copied()
         .ok_or("no cyrvaultd address")?
         .to_string();
+    println!(
+        "binaries {} and {}",
+        cyrvault.display(),
+        cyrvaultd.display()
+    );
     println!(
         "sandbox {} (servername {})",
         sb.root.display(),

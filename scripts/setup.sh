@@ -14,13 +14,22 @@ set -euo pipefail
 # eatmydata: preloaded into `ctl_mboxlist -u` by tests that add tens of thousands of
 # mailboxes (Cyrus fsyncs each entry; tests/listing.rs).
 pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql python3 libarchive-tools afl++ strace eatmydata)
+# The operations tests (issue 15), installed without their Recommends (prometheus
+# would bring node-exporter and its collectors; only promtool is used): dpkg-dev
+# (dpkg-shlibdeps), lintian, man-db and groff-base (man pages render), systemd
+# (systemd-analyze verify of the units), curl and promtool (a live --metrics-listen).
+ops_pkgs=(dpkg-dev lintian man-db groff-base systemd curl prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
+ops_missing=()
+for p in "${ops_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || ops_missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ] || [ ${#ops_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: need root to install: ${missing[*]}" >&2
+    echo "setup: need root to install: ${missing[*]} ${ops_missing[*]}" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
@@ -30,7 +39,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [ ${#ops_missing[@]} -gt 0 ]; then
+    apt-get install -y -qq --no-install-recommends "${ops_missing[@]}" >/dev/null
+  fi
 fi
 
 # Cyrus 3.10 from bookworm-backports, BESIDE the system's 3.6 (which stays the

@@ -173,21 +173,24 @@ fn try_lock(file: &File, mode: LockMode) -> io::Result<bool> {
     }
 }
 
-/// Poll `try_lock` until `deadline`.
+/// Poll `try_lock` until `deadline`. Ok(true): granted after a wait (the first
+/// attempt met a conflicting lock).
 fn acquire(
     file: &File,
     path: &Path,
     mode: LockMode,
     started: Instant,
     deadline: Instant,
-) -> Result<(), LockError> {
+) -> Result<bool, LockError> {
     let mut backoff = MIN_BACKOFF;
+    let mut waited = false;
     loop {
         match try_lock(file, mode) {
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(waited),
             Ok(false) => {}
             Err(e) => return Err(LockError::io(path, "fcntl(F_OFD_SETLK)", e)),
         }
+        waited = true;
         let now = Instant::now();
         if now >= deadline {
             return Err(LockError {
@@ -254,12 +257,15 @@ fn lock_existing(
     let deadline = started + timeout;
     loop {
         let file = open_for(path, mode).map_err(|e| LockError::io(path, "opening", e))?;
-        if let Err(e) = acquire(&file, path, mode, started, deadline) {
-            if let (true, Some(s)) = (e.timeout, stats) {
-                s.record_timeout();
+        let contended = match acquire(&file, path, mode, started, deadline) {
+            Ok(c) => c,
+            Err(e) => {
+                if let (true, Some(s)) = (e.timeout, stats) {
+                    s.record_timeout();
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         if reopen_if_replaced && !same_file(&file, path)? {
             log::debug!(target: "lock", "{} was replaced while we waited; reopening", path.display());
             drop(file);
@@ -267,7 +273,7 @@ fn lock_existing(
         }
         let waited = started.elapsed();
         if let Some(s) = stats {
-            s.record_wait(waited);
+            s.record_wait(waited, contended);
         }
         return Ok(FileLock {
             file,
@@ -363,6 +369,11 @@ impl Locker {
         self.stats.snapshot()
     }
 
+    /// The statistics themselves (shared with every clone), to read later.
+    pub fn stats_handle(&self) -> Arc<LockStats> {
+        self.stats.clone()
+    }
+
     /// The user namespace lock (§9.2): shared for readers. Named `*U*<userid>`
     /// or `*U*user.<userid>` by the Cyrus release ([`Locker::with_user_lock_naming`]);
     /// under [`UserLockNaming::Both`] the 3.12 name is held as [`FileLock::also`].
@@ -436,14 +447,17 @@ impl Locker {
         mode: LockMode,
         started: Instant,
     ) -> crate::Result<FileLock> {
-        if let Err(e) = acquire(&file, &path, mode, started, started + self.timeout) {
-            if e.timeout {
-                self.stats.record_timeout();
+        let contended = match acquire(&file, &path, mode, started, started + self.timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                if e.timeout {
+                    self.stats.record_timeout();
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
         let waited = started.elapsed();
-        self.stats.record_wait(waited);
+        self.stats.record_wait(waited, contended);
         Ok(FileLock {
             file,
             path,

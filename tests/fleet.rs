@@ -18,6 +18,8 @@
 //!   (78 wrong servername, 77 refused secret, 75 server down) in `--json`, the
 //!   PostgreSQL directory and `fleet-status`; the exit status is the most severe.
 //! - `bench_fleet` (ignored; `scripts/bench-fleet.sh`): 1, 2, 4, 12 workers.
+//! - `metrics::metrics_listen_during_a_real_fleet_run`: Prometheus metrics before,
+//!   during (curl of `--metrics-listen`) and after a run (issue 15).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -33,6 +35,8 @@ use cyrvault::catalog::Catalog;
 use cyrvault::fleet::{self, Event};
 use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine, lmtp};
 use cyrvault::vault::Vault;
+
+mod metrics;
 
 const USERS_PER_SERVER: usize = 100;
 const SECRET: &str = "fleet-test-secret-0123456789abcdefgh";

@@ -12,6 +12,7 @@
 //! * `fleet_tls`: cyrvault.conf's `tls`, `tls_ca_file`, `<server>_tls_pin` (#13).
 //! * `interop`: the transcripts replayed on a real spool; a base-protocol-only
 //!   client backs a user up completely (GUIDs == mbexamine's).
+//! * `status`: `cyrvault status --server`: figures summed across master's children.
 //!
 //! This file holds what they share: the SERVICES line built from the snippet, the
 //! sandbox start, TCP clients with bounded waits, and a few small parsers.
@@ -36,6 +37,7 @@ mod lock_hold;
 mod master_child;
 mod secure_default;
 mod security;
+mod status;
 
 /// Longest any single read from the service may take before a test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -320,6 +322,8 @@ impl Receiver for Grouped {
                 self.status
                     .insert(String::from_utf8_lossy(&key).into_owned(), value);
             }
+            // the Cyrus version and conventions (text values)
+            Reply::StatusText { .. } => {}
             other => panic!("unexpected line {other:?}"),
         }
         Ok(())

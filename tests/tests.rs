@@ -23,6 +23,7 @@ mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiti
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
 mod mbexamine; // shared oracle: parsers for mbexamine and unexpunge -l output
 mod noloss; // issue 9: failed folders carry their state forward (rename race, churn), verify both ways, reindex refuses damage, racy on the server's clock
+mod ops; // issue 15: man pages from the clap definition render cleanly, hand-written pages match the parsers, completions
 mod prerequisite; // a test whose prerequisite is missing fails, unless CYRVAULT_ALLOW_SKIP=1
 mod protocol; // the wire protocol: transcripts of every base command, codec round trips
 mod restore; // cyrvault restore vs real Cyrus: round trip, point in time, kill and rerun, exports read by Python, damage, single message

@@ -15,7 +15,7 @@
 //! Files: `server.rs` (connection, servername, AUTH), `run.rs` (one user's run),
 //! `folder.rs` (a changed folder: FMETA, FDATA, GUID checks), `user.rs` (seen, subs,
 //! sieve), `recover.rs` (roll forward, adoption), `ext.rs` (what a run remembers for the next
-//! one, inside its manifest).
+//! one, inside its manifest), `status.rs` (a running service's `STATUS`).
 #![forbid(unsafe_code)]
 
 mod ext;
@@ -25,6 +25,7 @@ mod recover;
 mod report;
 mod run;
 mod server;
+mod status;
 mod user;
 
 use std::fmt;
@@ -38,6 +39,7 @@ pub use recover::replay_archive;
 pub use report::{FailureClass, FolderFailure};
 pub use run::backup_user;
 pub use server::{ConnectOptions, Connector, Server};
+pub use status::ServiceStatus;
 
 use crate::error::{ErrorKind, Result};
 use crate::vault::Vault;

@@ -21,13 +21,16 @@
 //! lease: 900                        # seconds
 //! retry_backoff: 300                # seconds, doubled per consecutive failure
 //! round_window: 43200               # seconds an open round is joined (else closed)
+//! stale_after: 93600                # seconds without a good backup before a user is stale
+//! metrics_file: /var/lib/prometheus/node-exporter/cyrvault.prom   # written after each run
 //! prune_keep_daily: 7               # retention after each user's backup (doc/retention.md):
 //! prune_keep_monthly: 12            #   prune_keep_{last,hourly,daily,weekly,monthly,yearly},
 //! prune_keep_deleted: 30d           #   prune_keep_within, prune_keep_deleted
 //! ```
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -84,9 +87,36 @@ pub struct FleetConf {
     /// Seconds during which a started round is joined by another `cyrvault run`
     /// (another host, or a restart); an older open round is closed instead.
     pub round_window_secs: u64,
+    /// Seconds without a good backup after which a user counts as stale (metrics).
+    pub stale_after_secs: u64,
+    /// Where `cyrvault run` writes the Prometheus text after each run (node_exporter's
+    /// textfile collector); None: not written.
+    pub metrics_file: Option<PathBuf>,
     /// The retention policy `cyrvault run` applies after each user's backup
     /// (`prune_keep_*`, doc/retention.md); `None`: no pruning.
     pub retention: Option<crate::retention::Policy>,
+}
+
+/// The keys `cyrvault.conf` accepts: exactly those the parser reads, recorded while
+/// it parses a minimal file (so a key the parser gains is accepted, and must be
+/// documented in cyrvault.conf(5): tests/ops.rs, without a list to keep in step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedKeys {
+    /// Global keys (`vault`, `workers`, `prune_keep_daily`, ...).
+    pub global: BTreeSet<String>,
+    /// Per-server key suffixes: `address` is `<name>_address`; `unit_` takes a
+    /// partition after it (`<name>_unit_<partition>`).
+    pub per_server: BTreeSet<String>,
+}
+
+/// What `cyrvault.conf` accepts (see [`AcceptedKeys`]).
+pub fn accepted_keys() -> AcceptedKeys {
+    let reader = Reader::new(entries("servers: s\ns_address: x:1\nvault: /v\n", "-").unwrap());
+    parse(&reader, "-").expect("the minimal cyrvault.conf parses");
+    AcceptedKeys {
+        global: reader.global.into_inner(),
+        per_server: reader.suffixes.into_inner(),
+    }
 }
 
 /// Default `workers`.
@@ -99,6 +129,8 @@ pub const DEFAULT_LEASE: u64 = 900;
 pub const DEFAULT_BACKOFF: u64 = 300;
 /// Default `round_window` in seconds.
 pub const DEFAULT_ROUND_WINDOW: u64 = 12 * 3600;
+/// Default `stale_after` in seconds: a nightly backup may run late by two hours.
+pub const DEFAULT_STALE_AFTER: u64 = 26 * 3600;
 
 fn bad(file: &str, line: usize, msg: String) -> Error {
     Error::Other(format!("{file}:{line}: {msg}"))
@@ -142,15 +174,96 @@ fn number<T: std::str::FromStr>(file: &str, line: usize, key: &str, v: &str) -> 
         .map_err(|_| bad(file, line, format!("{key}: {v:?} is not a number")))
 }
 
-/// Parse the text of a `cyrvault.conf`; `file` names it in errors. `database`
-/// defaults to `sqlite:<first vault>/fleet.db`.
-pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
-    let all = entries(text, file)?;
-    let mut map: BTreeMap<String, (String, usize)> = BTreeMap::new();
-    for (k, v, l) in all {
-        map.insert(k, (v, l));
+/// A file's entries, and every key the parser asked for (what it accepts is what
+/// it reads).
+struct Reader {
+    map: BTreeMap<String, (String, usize)>,
+    /// Global keys asked for.
+    global: RefCell<BTreeSet<String>>,
+    /// Per-server suffixes asked for (`address`, `unit_`).
+    suffixes: RefCell<BTreeSet<String>>,
+    /// Every full key asked for, and the prefixes (`imap1_unit_`) whose keys were read.
+    asked: RefCell<BTreeSet<String>>,
+    prefixes: RefCell<Vec<String>>,
+}
+
+impl Reader {
+    fn new(all: Vec<(String, String, usize)>) -> Reader {
+        let mut map = BTreeMap::new();
+        for (k, v, l) in all {
+            map.insert(k, (v, l));
+        }
+        Reader {
+            map,
+            global: RefCell::default(),
+            suffixes: RefCell::default(),
+            asked: RefCell::default(),
+            prefixes: RefCell::default(),
+        }
     }
-    let get = |k: &str| map.get(k).map(|(v, l)| (v.as_str(), *l));
+
+    fn value(&self, k: &str) -> Option<(&str, usize)> {
+        self.asked.borrow_mut().insert(k.to_string());
+        self.map.get(k).map(|(v, l)| (v.as_str(), *l))
+    }
+
+    /// A global key's value and line.
+    fn get(&self, k: &str) -> Option<(&str, usize)> {
+        self.global.borrow_mut().insert(k.to_string());
+        self.value(k)
+    }
+
+    /// Server `name`'s key `<name>_<suffix>`.
+    fn server(&self, name: &str, suffix: &str) -> Option<(&str, usize)> {
+        self.suffixes.borrow_mut().insert(suffix.to_string());
+        self.value(&format!("{name}_{suffix}"))
+    }
+
+    /// Server `name`'s keys `<name>_<suffix><rest>`, as `(rest, value)`.
+    fn server_prefixed(&self, name: &str, suffix: &str) -> BTreeMap<String, String> {
+        self.suffixes.borrow_mut().insert(suffix.to_string());
+        let prefix = format!("{name}_{suffix}");
+        let found = self
+            .map
+            .iter()
+            .filter_map(|(k, (v, _))| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
+            .collect();
+        self.prefixes.borrow_mut().push(prefix);
+        found
+    }
+
+    /// The first key (in file order) the parser never asked for.
+    fn unknown(&self) -> Option<(&str, usize)> {
+        let asked = self.asked.borrow();
+        let prefixes = self.prefixes.borrow();
+        self.map
+            .iter()
+            .filter(|(k, _)| {
+                !asked.contains(k.as_str()) && !prefixes.iter().any(|p| k.starts_with(p.as_str()))
+            })
+            .map(|(k, (_, l))| (k.as_str(), *l))
+            .min_by_key(|(_, l)| *l)
+    }
+}
+
+/// Parse the text of a `cyrvault.conf`; `file` names it in errors. `database`
+/// defaults to `sqlite:<first vault>/fleet.db`. A key the parser does not read is
+/// an error (a misspelt `prune_keep_*` would otherwise prune by another policy).
+pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
+    let reader = Reader::new(entries(text, file)?);
+    let conf = parse(&reader, file)?;
+    if let Some((k, l)) = reader.unknown() {
+        return Err(bad(
+            file,
+            l,
+            format!("unknown key {k:?} (cyrvault.conf(5) lists the keys)"),
+        ));
+    }
+    Ok(conf)
+}
+
+fn parse(r: &Reader, file: &str) -> Result<FleetConf> {
+    let get = |k: &str| r.get(k);
     let mut conf = FleetConf {
         servers: Vec::new(),
         vaults: Vec::new(),
@@ -163,6 +276,8 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
         lease_secs: DEFAULT_LEASE,
         retry_backoff_secs: DEFAULT_BACKOFF,
         round_window_secs: DEFAULT_ROUND_WINDOW,
+        stale_after_secs: DEFAULT_STALE_AFTER,
+        metrics_file: get("metrics_file").map(|(v, _)| PathBuf::from(v)),
         retention: None,
     };
     if let Some((v, l)) = get("workers") {
@@ -188,6 +303,9 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
     }
     if let Some((v, l)) = get("round_window") {
         conf.round_window_secs = number(file, l, "round_window", v)?;
+    }
+    if let Some((v, l)) = get("stale_after") {
+        conf.stale_after_secs = number(file, l, "stale_after", v)?;
     }
     conf.retention = crate::retention::Policy::from_conf(|k| get(k).map(|x| x.0)).map_err(|e| {
         let line = e.split(':').next().and_then(&get).map_or(0, |x| x.1);
@@ -237,19 +355,15 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
     };
     for name in names.split_whitespace() {
         let name = name.to_ascii_lowercase();
-        let Some((address, _)) = get(&format!("{name}_address")) else {
+        let Some((address, _)) = r.server(&name, "address") else {
             return Err(bad(
                 file,
                 sl,
                 format!("server {name} has no `{name}_address:` line"),
             ));
         };
-        let prefix = format!("{name}_unit_");
-        let units = map
-            .iter()
-            .filter_map(|(k, (v, _))| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
-            .collect();
-        let shared = match get(&format!("{name}_shared")) {
+        let units = r.server_prefixed(&name, "unit_");
+        let shared = match r.server(&name, "shared") {
             None => true,
             Some((v, l)) => match v.to_ascii_lowercase().as_str() {
                 "yes" | "on" | "true" | "1" => true,
@@ -268,8 +382,10 @@ pub fn parse_fleet_conf(text: &str, file: &str) -> Result<FleetConf> {
             tls,
             shared,
             address: address.to_string(),
-            secret_file: get(&format!("{name}_secret_file")).map(|(v, _)| PathBuf::from(v)),
-            servername: get(&format!("{name}_servername")).map(|(v, _)| v.to_string()),
+            secret_file: r
+                .server(&name, "secret_file")
+                .map(|(v, _)| PathBuf::from(v)),
+            servername: r.server(&name, "servername").map(|(v, _)| v.to_string()),
             units,
             name,
         });
@@ -384,6 +500,14 @@ mod tests {
         );
         assert_eq!((c.lease_secs, c.retry_backoff_secs), (30, 5));
         assert_eq!((c.jobs, c.worker_jobs()), (3, 3));
+        assert_eq!((c.stale_after_secs, c.metrics_file), (93600, None));
+        let c = parse_fleet_conf(
+            "servers: a\na_address: x:1\nvault: /v\nstale_after: 60\nmetrics_file: /m.prom\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(c.stale_after_secs, 60);
+        assert_eq!(c.metrics_file.as_deref(), Some(Path::new("/m.prom")));
         assert_eq!(c.retention, None, "no prune_* key: no pruning");
     }
 
@@ -437,7 +561,67 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("f:4: a_shared"), "{e}");
+        // a key the parser does not read is refused, naming it and its line
+        let e = parse_fleet_conf(
+            "servers: a\na_address: x:1\nvault: /v\nprune_keep_dialy: 7\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("f:4: unknown key \"prune_keep_dialy\""),
+            "{e}"
+        );
+        let e = parse_fleet_conf("servers: a\na_address: x:1\nvault: /v\nb_address: y\n", "f")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("f:4: unknown key \"b_address\""),
+            "{e}"
+        );
         assert!(parse_fleet_conf("nonsense\n", "f").is_err());
         assert!(parse_fleet_conf("servers: a\na_address: x\n", "f").is_err());
+    }
+
+    #[test]
+    fn accepted_keys_are_the_keys_the_parser_reads() {
+        let k = accepted_keys();
+        for g in [
+            "servers",
+            "vault",
+            "metrics_file",
+            "prune_keep_daily",
+            "prune_keep_deleted",
+        ] {
+            assert!(k.global.contains(g), "{g}: {k:?}");
+        }
+        for s in ["address", "secret_file", "servername", "shared", "unit_"] {
+            assert!(k.per_server.contains(s), "{s}: {k:?}");
+        }
+        // and every one of them parses (the sample sets them all)
+        let mut text = String::from("servers: a\na_address: x:1\nvault: /v\n");
+        for g in &k.global {
+            if !["servers", "vault"].contains(&g.as_str()) {
+                let v = if g == "database" {
+                    "sqlite:/d"
+                } else if g.ends_with("within") || g.ends_with("deleted") {
+                    "1d"
+                } else if g == "metrics_file" {
+                    "/m"
+                } else {
+                    "1"
+                };
+                text.push_str(&format!("{g}: {v}\n"));
+            }
+        }
+        for s in &k.per_server {
+            if s != "address" {
+                let v = if s == "shared" { "yes" } else { "v" };
+                text.push_str(&format!(
+                    "a_{s}{}: {v}\n",
+                    if s == "unit_" { "p1" } else { "" }
+                ));
+            }
+        }
+        parse_fleet_conf(&text, "f").unwrap();
     }
 }

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE TABLE IF NOT EXISTS attempts (
   id INTEGER PRIMARY KEY, round BIGINT NOT NULL, server TEXT NOT NULL, userid TEXT NOT NULL,
   unit TEXT NOT NULL, worker TEXT NOT NULL, started BIGINT NOT NULL, finished BIGINT NOT NULL,
-  ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT);
+  ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT, stored BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS claims_open ON claims (unit, released_at);
 ";
 const SCHEMA_PG: &str = "
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE TABLE IF NOT EXISTS attempts (
   id BIGSERIAL PRIMARY KEY, round BIGINT NOT NULL, server TEXT NOT NULL, userid TEXT NOT NULL,
   unit TEXT NOT NULL, worker TEXT NOT NULL, started BIGINT NOT NULL, finished BIGINT NOT NULL,
-  ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT);
+  ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT, stored BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS claims_open ON claims (unit, released_at);
 ";
 
@@ -67,6 +67,16 @@ pub struct Limits {
     pub server_limit: usize,
     /// Lease length, ms.
     pub lease_ms: i64,
+}
+
+/// What one successful backup moved: message bytes fetched from the server and
+/// bytes the archive grew by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    /// Message bytes fetched.
+    pub fetched: u64,
+    /// Bytes appended to the archive.
+    pub stored: u64,
 }
 
 /// A claimed batch: users of one drive unit, leased to one worker.
@@ -108,6 +118,44 @@ pub struct DiscoverCounts {
     pub units: usize,
 }
 
+/// Directories made before `attempts.stored` existed get the column (0 for their
+/// old attempts). Checked, then added in a write transaction, so workers opening one
+/// old directory at once add it once.
+fn add_stored_column(db: &mut dyn Sql) -> Result<()> {
+    let probe = match db.dialect() {
+        Dialect::Sqlite => {
+            "SELECT COUNT(*) FROM pragma_table_info('attempts') WHERE name = 'stored'"
+        }
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.columns \
+             WHERE table_name = 'attempts' AND column_name = 'stored' \
+             AND table_schema = current_schema()"
+        }
+    };
+    let has = |db: &mut dyn Sql| -> Result<bool> {
+        Ok(db
+            .query(probe, &[])?
+            .first()
+            .is_some_and(|r| r[0].int() > 0))
+    };
+    if has(db)? {
+        return Ok(());
+    }
+    db.begin()?;
+    let r = match has(db) {
+        Ok(true) => Ok(()),
+        Ok(false) => db.batch("ALTER TABLE attempts ADD COLUMN stored BIGINT NOT NULL DEFAULT 0"),
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(()) => db.commit(),
+        Err(e) => {
+            db.rollback();
+            Err(e)
+        }
+    }
+}
+
 /// The directory over one connection.
 pub struct Directory {
     pub(super) db: Box<dyn Sql>,
@@ -122,6 +170,7 @@ impl Directory {
             Dialect::Sqlite => SCHEMA_SQLITE,
             Dialect::Postgres => SCHEMA_PG,
         })?;
+        add_stored_column(db.as_mut())?;
         super::report::migrate(db.as_mut())?;
         Ok(Directory {
             db,
@@ -459,7 +508,7 @@ impl Directory {
         round: i64,
         b: &Batch,
         userid: &str,
-        outcome: &std::result::Result<u64, (ErrorKind, String)>,
+        outcome: &std::result::Result<Transfer, (ErrorKind, String)>,
         backoff_ms: i64,
         lease_ms: i64,
         started: i64,
@@ -475,7 +524,7 @@ impl Directory {
             };
             let failures = row[0].int();
             match outcome {
-                Ok(bytes) => {
+                Ok(t) => {
                     db.exec(
                         "UPDATE users SET last_round = ?, last_result = 'ok', last_error = NULL, last_class = NULL, \
                          last_try = ?, last_success = ?, last_bytes = ?, failures = 0, next_try = 0, \
@@ -484,7 +533,7 @@ impl Directory {
                             round.into(),
                             now.into(),
                             now.into(),
-                            (*bytes as i64).into(),
+                            (t.fetched as i64).into(),
                             b.server.as_str().into(),
                             userid.into(),
                         ],
@@ -509,13 +558,14 @@ impl Directory {
                     )?;
                 }
             }
-            let (ok, bytes, err, class) = match outcome {
-                Ok(n) => (1i64, *n as i64, Val::Null, Val::Null),
-                Err((k, m)) => (0, 0, Val::T(m.clone()), k.name().into()),
+            let (ok, t, err, class) = match outcome {
+                Ok(t) => (1i64, *t, Val::Null, Val::Null),
+                Err((k, m)) => (0, Transfer::default(), Val::T(m.clone()), k.name().into()),
             };
+            let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             db.exec(
                 "INSERT INTO attempts (round, server, userid, unit, worker, started, finished, ok, \
-                 bytes, error, class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 bytes, error, stored, class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 &[
                     round.into(),
                     b.server.as_str().into(),
@@ -525,8 +575,9 @@ impl Directory {
                     started.into(),
                     now.into(),
                     ok.into(),
-                    bytes.into(),
+                    as_i64(t.fetched).into(),
                     err,
+                    as_i64(t.stored).into(),
                     class,
                 ],
             )?;
@@ -615,6 +666,11 @@ mod tests {
         (d, clk)
     }
 
+    const T5: Transfer = Transfer {
+        fetched: 5,
+        stored: 3,
+    };
+
     const LIM: Limits = Limits {
         batch: 2,
         unit_limit: 1,
@@ -639,13 +695,13 @@ mod tests {
         assert_eq!(b3.unit, b1.unit);
         assert!(
             !at(&clk, 2001, &mut d)
-                .record("w1", r, &b1, "u1", &Ok(5), 0, 1000, 10)
+                .record("w1", r, &b1, "u1", &Ok(T5), 0, 1000, 10)
                 .unwrap()
         );
         for (u, _) in &b3.users {
             assert!(
                 at(&clk, 2001, &mut d)
-                    .record("w3", r, &b3, u, &Ok(5), 0, 1000, 2000)
+                    .record("w3", r, &b3, u, &Ok(T5), 0, 1000, 2000)
                     .unwrap()
             );
         }

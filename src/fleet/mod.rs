@@ -9,7 +9,9 @@
 //! - `worker.rs`: one worker process: claim a batch on one unit, back each user up
 //!   (`backup::backup_user`), record, release, until nothing is left;
 //! - `run.rs`: `cyrvault run`: starts the workers as processes, replaces one that
-//!   dies while work is left, turns their event lines into progress, and sums up.
+//!   dies while work is left, turns their event lines into progress, and sums up;
+//! - `metrics.rs`: the fleet's health as Prometheus text (`cyrvault metrics`, after
+//!   each run, and `exporter.rs`: `cyrvault run --metrics-listen`).
 //!
 //! See `doc/fleet.md`.
 #![forbid(unsafe_code)]
@@ -17,13 +19,15 @@
 pub mod config;
 pub mod directory;
 pub mod discover;
+pub mod exporter;
+pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod sql;
 pub mod worker;
 
 pub use config::{FleetConf, ServerConf, load_fleet_conf, parse_fleet_conf};
-pub use directory::{Batch, Directory, Limits, UnitSummary};
+pub use directory::{Batch, Directory, Limits, Transfer, UnitSummary};
 pub use discover::discover;
 pub use run::{RunOptions, RunSummary, run_fleet};
 pub use worker::{Event, work};

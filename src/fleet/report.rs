@@ -65,8 +65,43 @@ pub struct UnitSummary {
     pub failed: i64,
     /// Message bytes fetched.
     pub bytes: i64,
+    /// Bytes the unit's archives grew by.
+    pub stored: i64,
     /// Wall time from the unit's first claim to its last result, ms.
     pub span_ms: i64,
+    /// When the unit's first attempt of the round started, ms (0: none yet).
+    pub first_start: i64,
+    /// When its last attempt of the round ended, ms (0: none yet).
+    pub last_end: i64,
+}
+
+/// How well one drive unit's users are covered, whatever round: the oldest of their
+/// last good backups, and who has none recent enough.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitHealth {
+    /// Server name.
+    pub server: String,
+    /// Unit id `server/unit`.
+    pub unit: String,
+    /// Users on the unit (not gone).
+    pub users: i64,
+    /// The oldest last good backup among users that have one, ms.
+    pub oldest_success: Option<i64>,
+    /// Users never backed up.
+    pub never: i64,
+    /// Users without a good backup since the cutoff (the never backed up included).
+    pub stale: i64,
+}
+
+/// The newest round.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RoundInfo {
+    /// Its number.
+    pub id: i64,
+    /// When it started, ms.
+    pub started: i64,
+    /// When it was closed, ms (None: still open).
+    pub finished: Option<i64>,
 }
 
 /// A user whose last attempt failed.
@@ -102,7 +137,9 @@ impl Directory {
              COALESCE(CAST(SUM(CASE WHEN a.ok = 1 THEN 1 ELSE 0 END) AS BIGINT), 0), \
              COALESCE(CAST(SUM(CASE WHEN a.ok = 0 THEN 1 ELSE 0 END) AS BIGINT), 0), \
              COALESCE(CAST(SUM(a.bytes) AS BIGINT), 0), \
-             COALESCE(MAX(a.finished), 0) - COALESCE(MIN(a.started), 0) \
+             COALESCE(MAX(a.finished), 0) - COALESCE(MIN(a.started), 0), \
+             COALESCE(CAST(SUM(a.stored) AS BIGINT), 0), \
+             COALESCE(MIN(a.started), 0), COALESCE(MAX(a.finished), 0) \
              FROM users u LEFT JOIN (SELECT server, userid, MAX(id) AS id FROM attempts \
                WHERE round = ? GROUP BY server, userid) l \
                ON l.server = u.server AND l.userid = u.userid \
@@ -121,8 +158,48 @@ impl Directory {
                 failed: r[5].int(),
                 bytes: r[6].int(),
                 span_ms: r[7].int(),
+                stored: r[8].int(),
+                first_start: r[9].int(),
+                last_end: r[10].int(),
             })
             .collect())
+    }
+
+    /// Per server and drive unit: the oldest last good backup, users never backed
+    /// up, users without a good backup since `cutoff` (ms). Gone users do not count.
+    pub fn health(&mut self, cutoff: i64) -> Result<Vec<UnitHealth>> {
+        let rows = self.db.query(
+            "SELECT server, unit, COUNT(*), MIN(last_success), \
+             COALESCE(CAST(SUM(CASE WHEN last_success IS NULL THEN 1 ELSE 0 END) AS BIGINT), 0), \
+             COALESCE(CAST(SUM(CASE WHEN COALESCE(last_success, 0) < ? THEN 1 ELSE 0 END) \
+               AS BIGINT), 0) \
+             FROM users WHERE gone_since IS NULL GROUP BY server, unit ORDER BY server, unit",
+            &[cutoff.into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UnitHealth {
+                server: r[0].text(),
+                unit: r[1].text(),
+                users: r[2].int(),
+                oldest_success: r[3].opt_int(),
+                never: r[4].int(),
+                stale: r[5].int(),
+            })
+            .collect())
+    }
+
+    /// The newest round, finished or not.
+    pub fn round_info(&mut self) -> Result<Option<RoundInfo>> {
+        let rows = self.db.query(
+            "SELECT id, started, finished FROM rounds ORDER BY id DESC LIMIT 1",
+            &[],
+        )?;
+        Ok(rows.first().map(|r| RoundInfo {
+            id: r[0].int(),
+            started: r[1].int(),
+            finished: r[2].opt_int(),
+        }))
     }
 
     /// Users whose last attempt in `round` failed.

@@ -47,6 +47,8 @@ pub struct RunSummary {
     pub failed: u64,
     /// Message bytes this run's workers fetched.
     pub bytes: u64,
+    /// Bytes the archives grew by in this run.
+    pub stored: u64,
     /// Wall time of the run.
     pub seconds: f64,
     /// Worker processes that died abnormally (and were replaced).
@@ -71,6 +73,7 @@ impl RunSummary {
             ok: 0,
             failed: 0,
             bytes: 0,
+            stored: 0,
             seconds: 0.0,
             workers_died: 0,
             untried: 0,
@@ -82,11 +85,15 @@ impl RunSummary {
 
     /// Count a worker's `Done` event (other events count nothing).
     fn count(&mut self, ev: &Event) {
-        if let Event::Done { ok, bytes, .. } = ev {
+        if let Event::Done {
+            ok, bytes, stored, ..
+        } = ev
+        {
             self.tried += 1;
             if *ok {
                 self.ok += 1;
                 self.bytes = self.bytes.saturating_add(*bytes);
+                self.stored = self.stored.saturating_add(*stored);
             } else {
                 self.failed += 1;
             }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::config::FleetConf;
-use super::directory::Directory;
+use super::directory::{Directory, Transfer};
 use super::{limits, now_ms};
 use crate::backup::{self, BackupOptions, Server};
 use crate::error::{ErrorKind, Result};
@@ -50,7 +50,11 @@ pub enum Event {
         server: String,
         user: String,
         ok: bool,
+        /// Message bytes fetched.
         bytes: u64,
+        /// Bytes the archive grew by (0 from workers older than this field).
+        #[serde(default)]
+        stored: u64,
         ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
@@ -85,10 +89,11 @@ fn connect(conf: &FleetConf, server: &str) -> Result<Server> {
 enum JobMsg {
     /// The user at this index of the batch starts.
     Started(usize),
-    /// It ended: bytes fetched or the error, when it started (ms), how long it took.
+    /// It ended: bytes fetched and stored, or the error; when it started (ms), how
+    /// long it took.
     Done(
         usize,
-        std::result::Result<u64, (ErrorKind, String)>,
+        std::result::Result<Transfer, (ErrorKind, String)>,
         i64,
         Duration,
     ),
@@ -227,7 +232,8 @@ pub fn work(
                     server: batch.server.clone(),
                     user: user.clone(),
                     ok: outcome.is_ok(),
-                    bytes: *outcome.as_ref().unwrap_or(&0),
+                    bytes: outcome.as_ref().map_or(0, |t| t.fetched),
+                    stored: outcome.as_ref().map_or(0, |t| t.stored),
                     ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
                     class: outcome.as_ref().err().map(|(k, _)| *k),
                     error: outcome.err().map(|(_, m)| m),
@@ -295,7 +301,7 @@ fn backup_one(
     vault_root: &str,
     user: &str,
     opts: &BackupOptions,
-) -> Result<u64> {
+) -> Result<Transfer> {
     if !servers.contains_key(server) {
         let s = connect(conf, server)?;
         servers.insert(server.to_string(), s);
@@ -312,7 +318,10 @@ fn backup_one(
     if let Some(e) = rep.problems() {
         return Err(e.into());
     }
-    Ok(rep.bytes_fetched)
+    Ok(Transfer {
+        fetched: rep.bytes_fetched,
+        stored: rep.bytes_written,
+    })
 }
 
 /// Apply `cyrvault.conf`'s retention policy after a user's run (doc/retention.md). A

@@ -20,6 +20,8 @@ struct StatsInner {
     total: Duration,
     max: Duration,
     max_waited: Duration,
+    waits: u64,
+    total_waited: Duration,
     timeouts: u64,
     buckets: [u64; BUCKETS],
 }
@@ -37,6 +39,10 @@ pub struct LockStatsSnapshot {
     pub p99_held: Duration,
     /// Longest wait for a lock that was granted.
     pub max_waited: Duration,
+    /// Locks granted only after a wait (somebody held a conflicting lock).
+    pub waits: u64,
+    /// Time spent in those waits.
+    pub total_waited: Duration,
     /// Lock requests that timed out.
     pub timeouts: u64,
 }
@@ -57,9 +63,14 @@ impl LockStats {
         s.buckets[i] += 1;
     }
 
-    pub(super) fn record_wait(&self, d: Duration) {
+    /// A lock was granted after `d`; `contended`: not at the first attempt.
+    pub(super) fn record_wait(&self, d: Duration, contended: bool) {
         let mut s = self.lock();
         s.max_waited = s.max_waited.max(d);
+        if contended {
+            s.waits += 1;
+            s.total_waited += d;
+        }
     }
 
     pub(super) fn record_timeout(&self) {
@@ -87,6 +98,8 @@ impl LockStats {
             max_held: s.max,
             p99_held: p99,
             max_waited: s.max_waited,
+            waits: s.waits,
+            total_waited: s.total_waited,
             timeouts: s.timeouts,
         }
     }

@@ -305,6 +305,28 @@ impl<R: Read, W: Write> Client<R, W> {
         }
     }
 
+    /// `STATUS` (extension): every `(key, value)` line, numbers as decimal text.
+    pub fn status(&mut self) -> Result<Vec<(String, String)>, ProtocolError> {
+        self.send(&Request::Status {
+            slot: self.slot.clone(),
+        })?;
+        self.replies.expect_ok()?;
+        let mut out = Vec::new();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        self.listing(|r| match r {
+            Reply::Status { key, value } => {
+                out.push((text(&key), value.to_string()));
+                Ok(())
+            }
+            Reply::StatusText { key, value } => {
+                out.push((text(&key), text(&value)));
+                Ok(())
+            }
+            other => Err(unexpected("STATUS", &other)),
+        })?;
+        Ok(out)
+    }
+
     /// `USERS`.
     pub fn users(&mut self) -> Result<Vec<Vec<u8>>, ProtocolError> {
         self.send(&Request::Users {

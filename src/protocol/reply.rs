@@ -89,6 +89,9 @@ pub enum Reply {
     Proof([u8; AUTH_LEN]),
     /// Extension: `STATUS <key> <value>`.
     Status { key: Vec<u8>, value: u64 },
+    /// Extension: `STATUS <key> <token>` whose value is not a number (the Cyrus
+    /// version, conventions), decoded.
+    StatusText { key: Vec<u8>, value: Vec<u8> },
     /// Extension: `PARTITION <name> <path> <st_dev>` (answer to `PARTITIONS`).
     Partition {
         name: Vec<u8>,
@@ -190,9 +193,12 @@ pub fn parse_reply(line: &[u8]) -> Result<Reply, ProtocolError> {
                 Err(_) => bad("proof is not 64 hex digits"),
             }
         }
-        [b"STATUS", k, v] => Ok(Reply::Status {
-            key: d(k),
-            value: num(v, "status value")?,
+        [b"STATUS", k, v] => Ok(match num(v, "status value") {
+            Ok(value) => Reply::Status { key: d(k), value },
+            Err(_) => Reply::StatusText {
+                key: d(k),
+                value: d(v),
+            },
         }),
         [b"PARTITION", n, p, v] => Ok(Reply::Partition {
             name: d(n),
@@ -402,6 +408,11 @@ impl<W: Write> ReplyWriter<W> {
     /// Extension: `STATUS <key> <value>`.
     pub fn status(&mut self, key: &str, value: u64) -> Result<(), ProtocolError> {
         self.raw(format!("STATUS {key} {value}\n").as_bytes())
+    }
+
+    /// Extension: `STATUS <key> <token>` (the value percent-encoded like names).
+    pub fn status_text(&mut self, key: &str, value: &[u8]) -> Result<(), ProtocolError> {
+        self.words(b"STATUS", &[key.as_bytes(), value], None)
     }
 
     /// Extension: `PARTITION <name> <path> <st_dev>`.

@@ -21,6 +21,7 @@ pub mod allow;
 pub mod auth;
 pub mod backend;
 pub mod channel;
+pub mod counters;
 pub mod master;
 pub mod peers;
 pub mod refusal_log;
@@ -223,9 +224,23 @@ pub fn init(
     let mut session = SessionConfig::new(conf.servername().as_bytes(), access);
     session.shutdown = Some(shutdown::ShutdownFile::new(&config_dir, service_name));
     raise_fd_limit();
+    let socket_dir = conf.configdirectory().join("socket");
+    let info_conf = conf.clone();
     let spool = crate::spool::Spool::open(conf, lock_timeout)?;
     // Which Cyrus this is decides how the user namespace lock is named: say it once.
     spool.detection().log();
+    stats()
+        .tally
+        .set_info(cyrus_info(&info_conf, spool.detection()));
+    // service-wide counters across master's children: without the file (no socket
+    // directory: not under master) STATUS reports this process's figures only
+    match counters::SharedCounters::open(&socket_dir, service_name, spool.locker().owner()) {
+        Ok(c) => stats().tally.attach(c, spool.locker().stats_handle()),
+        Err(e) => log::warn!(
+            target: "cyrvault::service",
+            "service-wide counters off (STATUS reports this process only): {e}"
+        ),
+    }
     Ok(ServiceContext {
         service_name: service_name.to_string(),
         config_path,
@@ -234,6 +249,64 @@ pub fn init(
         allow,
         spool: backend::CyrusSpool::new(spool, backend::FD_BUDGET),
     })
+}
+
+/// What `STATUS` tells about the Cyrus this service reads: its release as detected
+/// at start (`spool::detect`), where that came from, the conventions that follow, and
+/// the imapd.conf settings that shape names and paths. `(key, token)`.
+fn cyrus_info(conf: &ImapdConf, d: &crate::spool::Detection) -> Vec<(String, String)> {
+    use crate::spool::detect::Source as DetectionSource;
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let version = d
+        .version
+        .as_ref()
+        .map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    let source = match &d.source {
+        DetectionSource::Master(_) => "master",
+        DetectionSource::MailboxesDb => "mailboxes.db",
+        DetectionSource::Unknown => "unknown",
+    };
+    let support = match d.support {
+        Some(s) => format!("{s:?}").to_ascii_lowercase(),
+        None => "unknown".into(),
+    };
+    vec![
+        ("cyrus_version".into(), version),
+        ("cyrus_version_source".into(), source.into()),
+        ("cyrus_support".into(), support),
+        (
+            "cyrus_user_lock".into(),
+            d.conventions.user_lock.example().to_string(),
+        ),
+        (
+            "cyrus_virtdomains".into(),
+            format!("{:?}", conf.virtdomains()).to_ascii_lowercase(),
+        ),
+        (
+            "cyrus_unixhierarchysep".into(),
+            yes(conf.unixhierarchysep()),
+        ),
+        ("cyrus_altnamespace".into(), yes(conf.altnamespace())),
+        (
+            "cyrus_mailbox_layout".into(),
+            if conf.mailbox_legacy_dirs() {
+                "legacy"
+            } else {
+                "uuid"
+            }
+            .into(),
+        ),
+        ("cyrus_hashimapspool".into(), yes(conf.hashimapspool())),
+        ("cyrus_fulldirhash".into(), yes(conf.fulldirhash())),
+        (
+            "cyrus_mboxlist_db".into(),
+            conf.mboxlist_db().unwrap_or("unknown").to_string(),
+        ),
+        (
+            "cyrus_partitions".into(),
+            conf.partitions().len().to_string(),
+        ),
+    ]
 }
 
 /// User + system CPU time of this process so far, in microseconds (a session's
@@ -291,6 +364,7 @@ where
         if refusal_log::allow() {
             log::warn!(target: "cyrvault::service", "refused connection from {peer_text}: not in cyrvaultd_allow");
         }
+        stats().tally.refused();
         let _ = output.write_all(b"NO access denied\n");
         let _ = output.flush();
         return Err(Error::Refused(format!(
@@ -307,8 +381,13 @@ where
     let timed = transport::Timed::new(input, output, Some(ctx.timeout), cfg.deadline.clone())
         .yield_to(listener);
     let shared = Shared::new(Stream::plain(timed));
+    stats().tally.session_started();
     let result = Session::new(&cfg, &ctx.spool, stats()).run_channel(&shared);
     shared.lock().close_notify();
+    if result.is_err() {
+        stats().tally.error();
+    }
+    stats().tally.session_ended();
     let after = ctx.spool.spool().lock_stats();
     let (summary, hold, outcome) = match &result {
         Ok(s) => (s.clone(), s.max_lock_hold_us.to_string(), s.outcome()),

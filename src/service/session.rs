@@ -241,6 +241,8 @@ pub struct ServiceStats {
     locks_held: AtomicU64,
     bytes_served: AtomicU64,
     holds: Mutex<LockHolds>,
+    /// The service-wide figures (across master's children) and Cyrus facts.
+    pub tally: super::counters::Tally,
 }
 
 /// Index-lock hold times in power-of-two microsecond buckets.
@@ -254,6 +256,7 @@ struct LockHolds {
 impl ServiceStats {
     /// Record one index-lock hold.
     pub fn record_lock_hold(&self, us: u64) {
+        self.tally.lock_hold(us);
         if let Ok(mut h) = self.holds.lock() {
             h.count += 1;
             h.max_us = h.max_us.max(us);
@@ -507,6 +510,7 @@ impl<'a> Session<'a> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let before = w.bytes_out();
             let flow = match parsed {
                 Ok(req) => self.handle(req, w, chan, lines.buffered())?,
                 Err(e) => {
@@ -517,6 +521,9 @@ impl<'a> Session<'a> {
                 }
             };
             w.flush()?;
+            self.stats
+                .tally
+                .request(w.bytes_out().saturating_sub(before));
             if let Flow::Quit = flow {
                 return Ok(());
             }
@@ -596,6 +603,7 @@ impl<'a> Session<'a> {
     /// counted and reported at the end of the session.
     fn log_refusal(&mut self, text: &[u8]) {
         self.summary.refused += 1;
+        self.stats.tally.refused();
         if !super::refusal_log::allow() {
             self.unlogged = self.unlogged.saturating_add(1);
             return;
@@ -618,6 +626,7 @@ impl<'a> Session<'a> {
     /// `NO internal error [DATAERR] <message>` (doc/protocol.md, 2.7).
     fn spool_failed(&mut self, what: &str, user: &[u8], e: &Error, w: &mut W<'_>) -> Result<()> {
         self.summary.failed += 1;
+        self.stats.tally.error();
         log::error!(
             target: "cyrvault::session",
             "{what} for user {} from {}: {e}",
@@ -872,6 +881,12 @@ impl<'a> Session<'a> {
         w.ok()?;
         for (k, v) in self.stats.snapshot() {
             w.status(k, v)?;
+        }
+        for (k, v) in self.stats.tally.status_lines() {
+            match v.parse::<u64>() {
+                Ok(n) => w.status(&k, n)?,
+                Err(_) => w.status_text(&k, v.as_bytes())?,
+            }
         }
         w.done("STATUS", &[])?;
         Ok(())

@@ -53,9 +53,19 @@ pub enum Command {
     Run(crate::cmd_run::RunArgs),
     /// Per-server, per-drive-unit summary of the last fleet run; stale users.
     FleetStatus(crate::cmd_run::FleetStatusArgs),
+    /// The fleet's health as Prometheus text (for node_exporter's textfile collector).
+    Metrics(crate::cmd_metrics::MetricsArgs),
+    /// Ask a running cyrvaultd how it is doing (sessions, requests, bytes, lock
+    /// waits, errors since master started; the Cyrus it serves).
+    Status(crate::cmd_status::StatusArgs),
     /// One worker process of `cyrvault run` (started by it).
     #[command(hide = true)]
     Worker(crate::cmd_discover::WorkerArgs),
+    /// Shell completions on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(crate::cmd_man::CompletionsArgs),
+    /// Write the manual pages into DIR (the packages do).
+    #[command(hide = true)]
+    Man(crate::cmd_man::ManArgs),
 }
 
 impl Command {
@@ -78,7 +88,11 @@ impl Command {
             Command::Discover(_) => "discover",
             Command::Run(_) => "run",
             Command::FleetStatus(_) => "fleet-status",
+            Command::Metrics(_) => "metrics",
+            Command::Status(_) => "status",
             Command::Worker(_) => "worker",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 }

@@ -6,6 +6,8 @@
 //! failure class seen, as `cyrvault backup` gives it: 78 (a wrong servername or
 //! configuration), 77 (authentication refused), 65 (damaged or refused data), ...,
 //! 75 (temporary: retried by the next run, after their backoff).
+//! `--metrics-listen ADDR` serves the fleet's Prometheus metrics over HTTP while the
+//! run lasts; with `metrics_file` in the config they are written there when it ends.
 //!
 //! `cyrvault fleet-status [--config F] [--stale 26h] [--json]`: the per-server,
 //! per-drive-unit summary of the last round, its failures, and the users whose last
@@ -15,10 +17,12 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use cyrvault::error::{EX_SOFTWARE, EX_USAGE};
+use cyrvault::fleet::metrics::{self, LiveRun};
 use cyrvault::fleet::{self, Event, RunOptions, RunSummary};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -36,6 +40,10 @@ pub struct RunArgs {
     /// The event stream as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the run lasts
+    /// (HOST:PORT; port 0 picks one, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +157,7 @@ fn log_line(ev: &Event, done: &mut u64, total: u64) {
             ms,
             error,
             class,
+            ..
         } => {
             *done += 1;
             match error {
@@ -210,10 +219,28 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, cyrvault::Error> {
         );
     }
     let t0 = Instant::now();
+    let counts = Arc::new(Mutex::new(LiveRun::start(fleet::now_ms(), total)));
+    let _exporter = match &a.metrics_listen {
+        Some(addr) => {
+            let ex = fleet::exporter::Exporter::start(
+                addr,
+                metrics::live_page(conf.clone(), counts.clone()),
+            )?;
+            eprintln!(
+                "cyrvault run: metrics at http://{}/metrics",
+                ex.local_addr()
+            );
+            Some(ex)
+        }
+        None => None,
+    };
     let mut live = (!a.json && std::io::stderr().is_terminal()).then(|| Live::new(total));
     let mut done = 0u64;
     let json = a.json;
     let sum = fleet::run_fleet(&conf, &opts, &mut |ev| {
+        if let Ok(mut c) = counts.lock() {
+            c.event(ev);
+        }
         if json {
             if let Ok(line) = serde_json::to_string(ev) {
                 let mut out = std::io::stdout().lock();
@@ -231,17 +258,33 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, cyrvault::Error> {
         let _ = l.multi.clear();
     }
     print_summary(&sum, json)?;
-    if sum.untried > 0 {
+    let code = if sum.untried > 0 {
         eprintln!(
             "cyrvault run: {} users of round {} were not tried (the workers failed; see above)",
             sum.untried, sum.round
         );
-        return Ok(ExitCode::from(EX_SOFTWARE as u8));
+        EX_SOFTWARE as u8
+    } else {
+        match sum.worst_class {
+            None => 0,
+            Some(k) => u8::try_from(k.exit_code()).unwrap_or(1),
+        }
+    };
+    if let Ok(mut c) = counts.lock() {
+        c.finish(code);
     }
-    Ok(match sum.worst_class {
-        None => ExitCode::SUCCESS,
-        Some(k) => ExitCode::from(u8::try_from(k.exit_code()).unwrap_or(1)),
-    })
+    if let Some(path) = &conf.metrics_file {
+        // a metrics file that cannot be written does not change the run's status:
+        // its age (cyrvault_metrics_generated_timestamp_seconds) is what alerts
+        let run = counts.lock().map(|c| c.clone()).unwrap_or_default();
+        let written = fleet::open_directory(&conf)
+            .and_then(|mut d| metrics::collect(&mut d, fleet::now_ms(), conf.stale_after_secs))
+            .and_then(|snap| metrics::write_atomically(path, &metrics::render(&snap, Some(&run))));
+        if let Err(e) = written {
+            eprintln!("cyrvault run: metrics file: {e}");
+        }
+    }
+    Ok(ExitCode::from(code))
 }
 
 fn print_summary(sum: &RunSummary, json: bool) -> Result<ExitCode, cyrvault::Error> {

@@ -10,12 +10,15 @@ mod cmd_hold;
 mod cmd_inspect;
 mod cmd_list;
 mod cmd_ls;
+mod cmd_man;
+mod cmd_metrics;
 mod cmd_prune;
 mod cmd_reindex;
 mod cmd_restore;
 mod cmd_run;
 mod cmd_show;
 mod cmd_stats;
+mod cmd_status;
 mod cmd_verify;
 mod output;
 
@@ -49,7 +52,11 @@ fn main() -> ExitCode {
         args::Command::Discover(a) => cmd_discover::run(a),
         args::Command::Run(a) => cmd_run::run(a),
         args::Command::FleetStatus(a) => cmd_run::status(a),
+        args::Command::Metrics(a) => cmd_metrics::run(a),
+        args::Command::Status(a) => cmd_status::run(a),
         args::Command::Worker(a) => cmd_discover::worker(a),
+        args::Command::Completions(a) => cmd_man::completions(a),
+        args::Command::Man(a) => cmd_man::man(a),
     };
     match result {
         Ok(code) => code,
