@@ -377,7 +377,7 @@ fn parse(r: &Reader, file: &str) -> Result<FleetConf> {
                 }
             },
         };
-        let tls = tls_of(&name, &get, file)?;
+        let tls = tls_of(&name, r, file)?;
         conf.servers.push(ServerConf {
             tls,
             shared,
@@ -397,13 +397,13 @@ fn parse(r: &Reader, file: &str) -> Result<FleetConf> {
 }
 
 /// A server's TLS settings: its own keys, else the global ones.
-fn tls_of<'m>(
-    name: &str,
-    get: &dyn Fn(&str) -> Option<(&'m str, usize)>,
-    file: &str,
-) -> Result<Option<ClientOptions>> {
-    let own = |key: &str| get(&format!("{name}_{key}"));
-    let either = |key: &str| own(key).or_else(|| get(key));
+fn tls_of(name: &str, r: &Reader, file: &str) -> Result<Option<ClientOptions>> {
+    let own = |key: &str| r.server(name, key);
+    // the global key is read (and so accepted) even where the server's own wins
+    let either = |key: &str| {
+        let global = r.get(key);
+        own(key).or(global)
+    };
     let on = match either("tls") {
         None => false,
         Some((v, l)) => match v.to_ascii_lowercase().as_str() {
@@ -615,7 +615,12 @@ mod tests {
         }
         for s in &k.per_server {
             if s != "address" {
-                let v = if s == "shared" { "yes" } else { "v" };
+                let pin = "ab".repeat(32);
+                let v = match s.as_str() {
+                    "shared" | "tls" => "yes",
+                    "tls_pin" => pin.as_str(),
+                    _ => "v",
+                };
                 text.push_str(&format!(
                     "a_{s}{}: {v}\n",
                     if s == "unit_" { "p1" } else { "" }
