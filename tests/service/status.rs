@@ -156,7 +156,8 @@ fn status_sums_every_child_of_master() {
         std::thread::sleep(Duration::from_millis(300));
         drop(lock);
     });
-    let mut c = client(&sb, "cyrvaultd");
+    // this sandbox's secret is the test's own file, not the sandbox's usual one
+    let mut c = unauthenticated(&sb, tcp(addr(&sb, "cyrvaultd")));
     c.authenticate(SECRET.as_bytes(), None).unwrap();
     let listing = c
         .fmeta_listing(b"alice", b"INBOX")
