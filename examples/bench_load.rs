@@ -25,7 +25,7 @@ use cyrvault::sandbox::corpus::{Msg, load, scan_corpus};
 use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 
 /// The secret cyrvaultd and `cyrvault backup` share in the benchmark.
-const SECRET: &[u8] = b"bench-secret-0123456789abcdef\n";
+const SECRET: &[u8] = b"bench-secret-0123456789abcdefghijklm\n";
 type BoxError = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), BoxError> {

@@ -39,7 +39,7 @@ use rand::{Rng, SeedableRng};
 type BoxError = Box<dyn std::error::Error>;
 
 const USER: &str = "bigbox";
-const SECRET: &[u8] = b"prune-bench-secret-0123456789\n";
+const SECRET: &[u8] = b"prune-bench-secret-0123456789abcdefgh\n";
 
 fn say(msg: &str) {
     eprintln!("[prune_bench] {msg}");

@@ -27,7 +27,7 @@ use cyrvault::sandbox::{Listen, Sandbox, SandboxOptions, ServiceLine};
 
 type BoxError = Box<dyn std::error::Error>;
 
-const SECRET: &[u8] = b"bench-secret-0123456789abcdef\n";
+const SECRET: &[u8] = b"bench-secret-0123456789abcdefghijklm\n";
 
 fn free_port() -> Result<u16, BoxError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -38,7 +38,7 @@ use cyrvault::protocol::{ProtocolError, Request};
 use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine};
 
 /// The secret cyrvaultd and the clients share.
-const SECRET: &[u8] = b"scale-secret-0123456789abcdef\n";
+const SECRET: &[u8] = b"scale-secret-0123456789abcdefghijkl\n";
 /// One MULTIAPPEND carries at most this many messages...
 const BATCH_MSGS: usize = 1000;
 /// ...or this many bytes.
@@ -296,7 +296,7 @@ impl Driver {
         s.set_nodelay(true)?;
         let mut c = Client::new(s.try_clone()?, s, self.sb.servername.as_bytes());
         c.capabilities()?;
-        c.authenticate(SECRET.trim_ascii_end())?;
+        c.authenticate(SECRET.trim_ascii_end(), None)?;
         Ok(c)
     }
 

@@ -2,17 +2,18 @@
 # Install what cyrvault's tests and demo need on a fresh Debian 12 machine:
 # the real Cyrus IMAP (the tests start private instances of it), Cyrus 3.10
 # unpacked beside it (the tests that matter run on both), a C compiler (the C
-# harness for the static library), PostgreSQL (the fleet tests), and the Rust
-# toolchain's fmt/clippy.
+# harness for the static library), PostgreSQL (the fleet tests), AFL++ and cargo-afl
+# (the fuzz smoke run, fuzz/run.sh), and the Rust toolchain's fmt/clippy.
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 
 # postgresql: the fleet tests start a private cluster (initdb + pg_ctl) on loopback.
 # python3, libarchive-tools: independent readers the archive tests check our tar.gz with.
+# afl++: AFL++'s tools and the C toolchain and make cargo-afl builds its AFL++ with (fuzz/).
 # strace: the scale tests count the fsyncs a backup makes (tests/scale.rs).
 # eatmydata: preloaded into `ctl_mboxlist -u` by tests that add tens of thousands of
 # mailboxes (Cyrus fsyncs each entry; tests/listing.rs).
-pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql python3 libarchive-tools strace eatmydata)
+pkgs=(cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin gcc libc6-dev postgresql python3 libarchive-tools afl++ strace eatmydata)
 # The operations tests (issue 15), installed without their Recommends (prometheus
 # would bring node-exporter and its collectors; only promtool is used): dpkg-dev
 # (dpkg-shlibdeps), lintian, man-db and groff-base (man pages render), systemd
@@ -112,3 +113,19 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
+
+# cargo-afl builds the fuzz targets with AFL++'s instrumentation on the stable
+# toolchain and brings the matching afl-fuzz: `cargo afl config --build` builds
+# AFL++'s afl-fuzz and runtime (no LLVM plugins) from the copy it ships, with the
+# make and cc that Debian's afl++ package depends on (about 20 s of CPU), once per Rust
+# version, under ~/.local/share/afl.rs. It refuses to run again once built: that
+# answer is success here.
+if ! cargo afl --version >/dev/null 2>&1; then
+  cargo install cargo-afl --version 0.18.2 --locked
+fi
+if ! out=$(cargo afl config --build 2>&1); then
+  case "$out" in
+    *"already built"*) ;;
+    *) echo "setup: cargo afl config --build failed:" >&2; echo "$out" >&2; exit 1 ;;
+  esac
+fi

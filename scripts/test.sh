@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what is missing,
 # checks formatting and lints, then runs every test (unit tests, and integration
-# tests against real Cyrus instances started on 127.0.0.1 high ports), then builds
-# the Debian packages, installs them and runs the demo from the installed files
-# (scripts/package-test.sh).
+# tests against real Cyrus instances started on 127.0.0.1 high ports), a short run of
+# every fuzz target (doc/security.md), then builds the Debian packages, installs them
+# and runs the demo from the installed files (scripts/package-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --all-targets
 cargo test --all-targets -- --test-threads="${CYRVAULT_TEST_THREADS:-4}"
+# every fuzz target for a few seconds: they build, they run, nothing crashes
+bash fuzz/run.sh smoke "${CYRVAULT_FUZZ_SECONDS:-10}"
 # packages of the build above (no release build: see scripts/package.sh)
 CYRVAULT_PACKAGE_PROFILE=dev bash scripts/package-test.sh

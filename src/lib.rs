@@ -8,7 +8,8 @@
 //!
 //! `cyrus` owns the byte layouts of Cyrus's files (pure parsers and writers),
 //! `lock` owns every fcntl lock, `imap` is a small IMAP client (restore and the
-//! test sandbox), `sandbox` starts a private real Cyrus for tests and demos.
+//! test sandbox), `sandbox` starts a private real Cyrus for tests and demos,
+//! `secret` and `tls` are what both halves use to trust each other (doc/security.md).
 //! See `doc/design.md`.
 
 pub mod admin;
@@ -29,9 +30,11 @@ pub mod replication;
 pub mod restore;
 pub mod retention;
 pub mod sandbox;
+pub mod secret;
 pub mod service;
 pub mod spool;
 pub mod time;
+pub mod tls;
 pub mod vault;
 
 pub use error::{Error, ErrorKind, Result};

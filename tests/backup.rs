@@ -24,7 +24,9 @@ use rand::{Rng, SeedableRng};
 
 static N: AtomicU32 = AtomicU32::new(0);
 
-/// A sandbox with cyrvaultd under master, a secret (optional) and a vault directory.
+/// A sandbox with cyrvaultd under master, and a vault directory. With a secret (the
+/// sandbox's), the default; without, `cyrvaultd_allow_unauthenticated` (the base
+/// protocol, for the stock client's scenarios).
 struct Env {
     sb: Sandbox,
     addr: String,
@@ -63,15 +65,12 @@ fn env_on(
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut conf = extra;
-    let secret = with_secret.then(|| {
-        let p = dir.join("secret");
-        std::fs::write(&p, b"backup-test-secret-0123456789\n").unwrap();
-        let cyrus = nix::unistd::User::from_name("cyrus").unwrap().unwrap();
-        nix::unistd::chown(&p, Some(cyrus.uid), Some(cyrus.gid)).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        conf.push(("cyrvaultd_secret_file".to_string(), p.display().to_string()));
-        p
-    });
+    if !with_secret {
+        conf.push((
+            "cyrvaultd_allow_unauthenticated".to_string(),
+            "yes".to_string(),
+        ));
+    }
     let sb = Sandbox::start(SandboxOptions {
         name_hint: name.into(),
         extra_services: vec![ServiceLine::tcp(
@@ -85,6 +84,7 @@ fn env_on(
     .unwrap();
     let addr = sb.service_addrs["cyrvaultd"].to_string();
     let vault = dir.join("vault");
+    let secret = with_secret.then(|| sb.cyrvaultd_secret_file.clone());
     Env {
         sb,
         addr,
@@ -100,7 +100,7 @@ impl Env {
             secret: self
                 .secret
                 .as_ref()
-                .map(|_| b"backup-test-secret-0123456789".to_vec()),
+                .map(|_| self.sb.cyrvaultd_secret().unwrap()),
             ..Default::default()
         }
     }

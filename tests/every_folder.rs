@@ -37,7 +37,7 @@ use cyrvault::sandbox::{CyrusInstall, Sandbox, SandboxOptions, ServiceLine};
 use cyrvault::vault::Vault;
 
 static N: AtomicU32 = AtomicU32::new(0);
-const SECRET: &str = "every-folder-secret-0123456789";
+const SECRET: &str = "every-folder-secret-0123456789abcdef";
 
 /// A sandbox with cyrvaultd under master (with a secret), a scratch directory and a
 /// vault in it.

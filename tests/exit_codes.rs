@@ -39,8 +39,14 @@ fn env() -> Env {
     let cyrus = nix::unistd::User::from_name("cyrus").unwrap().unwrap();
     nix::unistd::chown(&secret, Some(cyrus.uid), Some(cyrus.gid)).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(dir.join("right"), SECRET).unwrap();
-    std::fs::write(dir.join("wrong"), "not-the-secret-of-this-server-42").unwrap();
+    // the client checks its secret file as the service does: mode 0600
+    for (name, text) in [
+        ("right", SECRET),
+        ("wrong", "not-the-secret-of-this-server-42"),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let sb = Sandbox::start(SandboxOptions {
         name_hint: "exitcodes".into(),
         extra_services: vec![ServiceLine::tcp(
@@ -127,7 +133,10 @@ fn permanent_failures_exit_with_their_class_not_tempfail() {
         .unwrap();
     let mut c = Client::new(s.try_clone().unwrap(), s, e.sb.servername.as_bytes());
     assert!(c.capabilities().unwrap().is_some());
-    c.authenticate(SECRET.as_bytes()).unwrap();
+    // a failed AUTH from this address refuses its next AUTH for 2 s (our backup
+    // client waits that out by itself; this raw one is told to)
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    c.authenticate(SECRET.as_bytes(), None).unwrap();
     let Err(ProtocolError::No(text)) = c.fmeta_listing(b"vic", b"INBOX") else {
         panic!("FMETA of a v21 index succeeded");
     };

@@ -189,6 +189,23 @@ fn cyrvaultd_page_documents_exactly_the_options_the_service_takes() {
                 read.insert(format!("cyrvaultd_{name}"));
             }
         }
+        // the names a loop reads (`for name in ["secret_file", ...]`)
+        for part in src.split("for name in [\"").skip(1) {
+            let list = part.split(']').next().unwrap_or("");
+            for name in list.split('"').step_by(2) {
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                    read.insert(format!("cyrvaultd_{name}"));
+                }
+            }
+        }
+        // and the options read by their whole name (`conf.get_switch("cyrvaultd_...")`)
+        for part in src.split("(\"cyrvaultd_").skip(1) {
+            if let Some(name) = part.split('"').next()
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                read.insert(format!("cyrvaultd_{name}"));
+            }
+        }
     }
     assert!(read.contains("cyrvaultd_secret_file"), "{read:?}");
     for o in &read {

@@ -18,7 +18,7 @@ use sha1::{Digest, Sha1};
 use cyrvault::protocol::FileStat;
 use cyrvault::protocol::reply::synthetic_ino;
 use cyrvault::protocol::token::decode_reply_token;
-use cyrvault::service::AuthPolicy;
+use cyrvault::service::AccessPolicy;
 use cyrvault::service::session::{
     Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, ServiceStats, Session,
     SessionConfig, Spool, UserFile, Want,
@@ -522,13 +522,9 @@ fn parser_rejects_malformed_lines() {
 #[test]
 fn transcripts_agree_with_the_session_on_a_fixture() {
     let fx = fixture();
-    let cfg = SessionConfig {
-        servername: b"cyrvault-test".to_vec(),
-        secret: None,
-        auth_policy: AuthPolicy::default(),
-        peer: "transcript".into(),
-        buffer_budget: cyrvault::service::session::BUFFER_BUDGET,
-    };
+    // the base protocol as upstream serves it: no authentication
+    let mut cfg = SessionConfig::new(b"cyrvault-test", AccessPolicy::open(Vec::new()));
+    cfg.peer = "transcript".into();
     let stats = ServiceStats::default();
     for t in all_transcripts() {
         let (input, expected) = render(&t, &fx).unwrap();

@@ -41,6 +41,7 @@ mod exports; // mbox/Maildir read back by Python, a damaged member, one message 
 mod must_show; // issue #12: the realistic user restored --exact, at run 1, and over IMAP, compared over IMAP
 mod quota; // issue #12: quota roots read like Cyrus's `quota` tool (quotalegacy, twoskip), stored on limit changes
 mod realistic; // issue #12's realistic user and the IMAP/ManageSieve view the restores are compared with
+mod tls; // restore over IMAP STARTTLS / imaps and ManageSieve STARTTLS, certificates checked
 mod whole_server; // issue #12: restore --all, exact and over IMAP, killed and resumed, rerun does nothing
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -99,7 +100,11 @@ impl Env {
     fn backup(&self, user: &str) -> u64 {
         let v = Vault::open(&self.vault).unwrap();
         let addr = self.sb.service_addrs["cyrvaultd"].to_string();
-        let mut s = Server::connect(&addr, &ConnectOptions::default()).unwrap();
+        let opts = ConnectOptions {
+            secret: Some(self.sb.cyrvaultd_secret().unwrap()),
+            ..Default::default()
+        };
+        let mut s = Server::connect(&addr, &opts).unwrap();
         backup::backup_user(&mut s, &v, user, &BackupOptions::default())
             .unwrap_or_else(|e| panic!("backing up {user}: {e}"))
             .run

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::prerequisite;
 
 static N: AtomicU32 = AtomicU32::new(0);
-const SECRET: &str = "scale-test-secret-0123456789";
+const SECRET: &str = "scale-test-secret-0123456789abcdef";
 
 /// A sandbox with cyrvaultd under master (with a secret) and a scratch directory.
 struct Env {

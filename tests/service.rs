@@ -7,6 +7,9 @@
 //! * `load`: 200 snapshots while 4 IMAP clients write; each is consistent.
 //! * `lock_hold`: FMETA lock hold on a big folder; no growth with message size.
 //! * `security`: secret, replay, bounds, names, logs, world-readable secret, allowlist.
+//! * `secure_default` (issue #13): nothing without AUTH by default, TLS against a MITM
+//!   relay, idle connections dropped, hostile connections beside a backup.
+//! * `fleet_tls`: cyrvault.conf's `tls`, `tls_ca_file`, `<server>_tls_pin` (#13).
 //! * `interop`: the transcripts replayed on a real spool; a base-protocol-only
 //!   client backs a user up completely (GUIDs == mbexamine's).
 //! * `status`: `cyrvault status --server`: figures summed across master's children.
@@ -27,10 +30,12 @@ use cyrvault::protocol::reply::{DataHeader, Reply};
 use cyrvault::protocol::request::Request;
 use cyrvault::sandbox::{Listen, Sandbox, SandboxOptions, ServiceLine};
 
+mod fleet_tls;
 mod interop;
 mod load;
 mod lock_hold;
 mod master_child;
+mod secure_default;
 mod security;
 mod status;
 
@@ -145,13 +150,29 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
 /// Our protocol client over TCP to the service of `sb` named `name`.
 pub type TcpClient = Client<BufReader<TcpStream>, TcpStream>;
 
-pub fn client(sb: &Sandbox, name: &str) -> TcpClient {
-    let s = tcp(addr(sb, name));
+/// A client on `s` that has not authenticated.
+pub fn unauthenticated(sb: &Sandbox, s: TcpStream) -> TcpClient {
     Client::new(
         BufReader::new(s.try_clone().unwrap()),
         s,
         sb.servername.as_bytes(),
     )
+}
+
+/// A client on `s`, authenticated with the sandbox's secret (the server proved it
+/// knows it too).
+pub fn authenticated(sb: &Sandbox, s: TcpStream) -> TcpClient {
+    let mut c = unauthenticated(sb, s);
+    let secret = sb
+        .cyrvaultd_secret()
+        .expect("the sandbox's cyrvaultd secret");
+    c.authenticate(secret.bytes(), None).expect("AUTH");
+    c
+}
+
+/// An authenticated client to the service of `sb` named `name`.
+pub fn client(sb: &Sandbox, name: &str) -> TcpClient {
+    authenticated(sb, tcp(addr(sb, name)))
 }
 
 /// A line-level connection for requests the typed client will not send.
@@ -186,6 +207,40 @@ impl Raw {
     pub fn ask(&mut self, line: &str) -> String {
         self.send(format!("{line}\n").as_bytes());
         self.line()
+    }
+    /// `AUTH` with the sandbox's secret, by hand (the server's proof is checked).
+    pub fn auth(&mut self, sb: &Sandbox) {
+        use cyrvault::protocol::auth::{Transcript, client_answer, verify_server};
+        let secret = sb
+            .cyrvaultd_secret()
+            .expect("the sandbox's cyrvaultd secret");
+        let slot = &sb.servername;
+        let cn = [0x42u8; 32];
+        assert_eq!(
+            self.ask(&format!("AUTH {slot} BEGIN {}", hex::encode(cn))),
+            "OK"
+        );
+        let ch = self.line();
+        let sn: [u8; 32] = hex::decode(ch.strip_prefix("CHALLENGE ").expect("CHALLENGE"))
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(self.line(), "DONE AUTH");
+        let t = Transcript {
+            server_nonce: &sn,
+            client_nonce: &cn,
+            slot: slot.as_bytes(),
+            binding: None,
+        };
+        let a = client_answer(secret.bytes(), &t);
+        assert_eq!(
+            self.ask(&format!("AUTH {slot} ANSWER {}", hex::encode(a))),
+            "OK"
+        );
+        let proof = self.line();
+        let p = hex::decode(proof.strip_prefix("PROOF ").expect("PROOF")).unwrap();
+        assert!(verify_server(secret.bytes(), &t, &p), "the server's proof");
+        assert_eq!(self.line(), "DONE AUTH");
     }
     /// Everything until the server closes.
     pub fn rest(&mut self) -> Vec<u8> {

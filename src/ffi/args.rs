@@ -80,6 +80,12 @@ impl BorrowedStdio {
     }
 }
 
+impl std::os::fd::AsFd for BorrowedStdio {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 impl Read for BorrowedStdio {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.file.read(buf)
@@ -105,6 +111,21 @@ pub fn stdin_peer() -> Option<SocketAddr> {
     // peer_addr only calls getpeername, which fails cleanly on a non-IP socket.
     let stream = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(0) });
     stream.peer_addr().ok()
+}
+
+/// Master's listening socket (fd 4) when this process runs under Cyrus's own
+/// `service.c`, which keeps it open for the whole process: a stream socket in the
+/// listening state.
+pub fn listener() -> Option<std::os::fd::BorrowedFd<'static>> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    const LISTEN_FD: RawFd = 4;
+    if !is_open(LISTEN_FD) {
+        return None;
+    }
+    // SAFETY: fd 4 is open (checked above) and master's listening socket stays open
+    // for the life of a service process; we never close it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(LISTEN_FD) };
+    matches!(getsockopt(&fd, sockopt::AcceptConn), Ok(true)).then_some(fd)
 }
 
 /// Point fds 0 and 1 at /dev/null, which closes this process's hold on the client

@@ -17,6 +17,7 @@ pub mod guard;
 pub mod signals;
 
 use std::ffi::{OsString, c_char, c_int};
+use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
 use crate::error::{EX_SOFTWARE, EX_TEMPFAIL};
@@ -70,34 +71,33 @@ pub fn serve_stdio() -> c_int {
         log::error!("service_main called before a successful service_init");
         return EX_SOFTWARE;
     };
-    serve_stdio_with(ctx)
+    serve_stdio_with(ctx, args::listener())
 }
 
 /// Serve one client on fds 0/1 with `ctx` (used by `cyrvaultd`, which keeps its own
-/// context), then reset fds 0/1 to /dev/null so the client sees the end.
-pub fn serve_stdio_with(ctx: &ServiceContext) -> c_int {
+/// context), then reset fds 0/1 to /dev/null so the client sees the end. `listener`:
+/// the service's listening socket (master's fd 4), if there is one.
+pub fn serve_stdio_with(ctx: &ServiceContext, listener: Option<BorrowedFd<'_>>) -> c_int {
     let peer = args::stdin_peer();
     let code = match (args::BorrowedStdio::stdin(), args::BorrowedStdio::stdout()) {
-        (Ok(mut input), Ok(mut output)) => {
-            match service::serve(ctx, &mut input, &mut output, peer) {
-                Ok(summary) => {
-                    log::info!(
-                        "session done: peer={} user={} folders={} bytes_out={} {}",
-                        peer.map(|p| p.to_string())
-                            .unwrap_or_else(|| "[local]".into()),
-                        summary.user.as_deref().unwrap_or("-"),
-                        summary.folders,
-                        summary.bytes_out,
-                        summary.outcome()
-                    );
-                    0
-                }
-                Err(err) => {
-                    log::error!("session failed: {err}");
-                    guard::exit_code(&err)
-                }
+        (Ok(input), Ok(output)) => match service::serve(ctx, input, output, peer, listener) {
+            Ok(summary) => {
+                log::info!(
+                    "session done: peer={} user={} folders={} bytes_out={} {}",
+                    peer.map(|p| p.to_string())
+                        .unwrap_or_else(|| "[local]".into()),
+                    summary.user.as_deref().unwrap_or("-"),
+                    summary.folders,
+                    summary.bytes_out,
+                    summary.outcome()
+                );
+                0
             }
-        }
+            Err(err) => {
+                log::error!("session failed: {err}");
+                guard::exit_code(&err)
+            }
+        },
         (Err(err), _) | (_, Err(err)) => {
             log::error!("service_main: client descriptors: {err}");
             EX_SOFTWARE

@@ -7,6 +7,9 @@
 //! imap1_address: imap1.example.org:4190
 //! imap1_secret_file: /etc/cyrvault/imap1.secret
 //! imap1_servername: imap1            # the slot; learnt from the server if absent
+//! imap1_tls: yes                     # STARTTLS, server checked against tls_ca_file
+//! imap1_tls_pin: AB:CD:...           # or against its certificate's SHA-256
+//! tls_ca_file: /etc/cyrvault/ca.pem  # default for every server (<name>_tls_ca_file)
 //! imap1_unit_p2: disk-b             # drive unit override for partition p2
 //! vault: /srv/vault1 /srv/vault2
 //! database: sqlite:/srv/vault1/fleet.db      # or postgresql://user@host/db
@@ -31,6 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::secret::Secret;
+use crate::tls::client::{ClientOptions, parse_pin};
 
 /// One IMAP server the fleet backs up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +48,10 @@ pub struct ServerConf {
     pub secret_file: Option<PathBuf>,
     /// The slot (`servername`); None: learnt from the server.
     pub servername: Option<String>,
+    /// TLS to this server (`<name>_tls`, `_tls_ca_file`, `_tls_pin`,
+    /// `_tls_server_name`; `tls` and `tls_ca_file` apply to every server); None:
+    /// plaintext.
+    pub tls: Option<ClientOptions>,
     /// Drive unit overrides: partition name → unit name.
     pub units: BTreeMap<String, String>,
     /// Whether the server's shared mailboxes are backed up (`<name>_shared`, default
@@ -368,7 +377,9 @@ fn parse(r: &Reader, file: &str) -> Result<FleetConf> {
                 }
             },
         };
+        let tls = tls_of(&name, r, file)?;
         conf.servers.push(ServerConf {
+            tls,
             shared,
             address: address.to_string(),
             secret_file: r
@@ -383,6 +394,40 @@ fn parse(r: &Reader, file: &str) -> Result<FleetConf> {
         return Err(bad(file, sl, "`servers:` names no server".into()));
     }
     Ok(conf)
+}
+
+/// A server's TLS settings: its own keys, else the global ones.
+fn tls_of(name: &str, r: &Reader, file: &str) -> Result<Option<ClientOptions>> {
+    let own = |key: &str| r.server(name, key);
+    // the global key is read (and so accepted) even where the server's own wins
+    let either = |key: &str| {
+        let global = r.get(key);
+        own(key).or(global)
+    };
+    let on = match either("tls") {
+        None => false,
+        Some((v, l)) => match v.to_ascii_lowercase().as_str() {
+            "yes" | "on" | "true" | "1" => true,
+            "no" | "off" | "false" | "0" => false,
+            _ => return Err(bad(file, l, format!("{name}_tls: {v:?} is not yes or no"))),
+        },
+    };
+    let pin = match own("tls_pin") {
+        None => None,
+        Some((v, l)) => {
+            Some(parse_pin(v).map_err(|m| bad(file, l, format!("{name}_tls_pin: {m}")))?)
+        }
+    };
+    let ca_file = either("tls_ca_file").map(|(v, _)| PathBuf::from(v));
+    let server_name = own("tls_server_name").map(|(v, _)| v.to_string());
+    if !on && pin.is_none() && own("tls_ca_file").is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ClientOptions {
+        ca_file,
+        pin,
+        server_name,
+    }))
 }
 
 /// Read and parse `path`.
@@ -408,16 +453,13 @@ impl FleetConf {
 }
 
 impl ServerConf {
-    /// The secret from `secret_file`, trailing newline removed.
-    pub fn secret(&self) -> Result<Option<Vec<u8>>> {
-        let Some(p) = &self.secret_file else {
-            return Ok(None);
-        };
-        let mut s = std::fs::read(p).at("reading the secret file", p)?;
-        while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            s.pop();
+    /// The secret from `secret_file`, checked as the service checks its own (mode,
+    /// length: `secret::Secret::load`).
+    pub fn secret(&self) -> Result<Option<Secret>> {
+        match &self.secret_file {
+            None => Ok(None),
+            Some(p) => Secret::load(p, &format!("{}_secret_file", self.name)).map(Some),
         }
-        Ok(Some(s))
     }
 
     /// The drive unit of partition `part` whose filesystem device is `dev`: the
@@ -573,7 +615,12 @@ mod tests {
         }
         for s in &k.per_server {
             if s != "address" {
-                let v = if s == "shared" { "yes" } else { "v" };
+                let pin = "ab".repeat(32);
+                let v = match s.as_str() {
+                    "shared" | "tls" => "yes",
+                    "tls_pin" => pin.as_str(),
+                    _ => "v",
+                };
                 text.push_str(&format!(
                     "a_{s}{}: {v}\n",
                     if s == "unit_" { "p1" } else { "" }

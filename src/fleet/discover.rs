@@ -39,6 +39,7 @@ pub fn connect(s: &ServerConf) -> Result<Server> {
         secret: s.secret()?,
         base_only: false,
         timeout: None,
+        tls: s.tls.clone(),
     };
     Server::connect(&s.address, &opts)
 }

@@ -21,6 +21,9 @@ pub enum ImapErrorKind {
     Bad,
     /// The server ended the session with an untagged BYE.
     Bye,
+    /// TLS was asked for and could not be had: the server offers none, or its
+    /// certificate does not verify. Trying again cannot help.
+    Tls,
 }
 
 /// An IMAP failure, with context.
@@ -79,9 +82,16 @@ impl std::error::Error for ImapError {}
 
 impl From<ImapError> for crate::Error {
     fn from(e: ImapError) -> Self {
-        crate::Error::Imap {
-            server: e.server.clone(),
-            message: e.to_string(),
+        match e.kind {
+            // the server cannot be trusted (or offers no TLS): exit 77, not "later"
+            ImapErrorKind::Tls => crate::Error::Server {
+                kind: crate::ErrorKind::Permission,
+                message: format!("imap {}: {e}", e.server),
+            },
+            _ => crate::Error::Imap {
+                server: e.server.clone(),
+                message: e.to_string(),
+            },
         }
     }
 }

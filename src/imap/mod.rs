@@ -1,5 +1,6 @@
-//! A small synchronous IMAP4rev1 client over plain TCP (no TLS), used by restore and by
-//! the test sandbox to talk to a real Cyrus.
+//! A small synchronous IMAP4rev1 client, over plain TCP, STARTTLS or implicit TLS
+//! (the server's certificate checked, `tls::client`), used by restore and by the test
+//! sandbox to talk to a real Cyrus.
 //!
 //! It owns the connection: tags, command serialisation (quoted strings, `{N}` literals
 //! with continuation, LITERAL+ `{N+}` when announced), and reading whole responses
@@ -15,15 +16,19 @@ pub mod error;
 pub mod meta;
 pub mod parse;
 pub mod pipeline;
+mod tls;
 pub mod types;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::tls::{Half, Shared, Stream};
+
 pub use date::{format_internaldate, parse_internaldate};
 pub use error::{ImapError, ImapErrorKind};
 pub use parse::{Response, Status, StatusText, Value};
+pub use tls::{Tls, TlsMode};
 pub use types::{FetchItem, ListEntry, SelectInfo};
 
 /// Results of the client.
@@ -71,8 +76,11 @@ impl Reply {
 
 /// A connected IMAP session.
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Half<TcpStream>>,
+    writer: Half<TcpStream>,
+    stream: Shared<TcpStream>,
+    /// The address as given (its host names the certificate to expect).
+    given: String,
     server: String,
     next_tag: u32,
     caps: Vec<String>,
@@ -82,9 +90,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connect, read the greeting (OK or PREAUTH; BYE is an error) and learn the
-    /// capabilities (from the greeting's code, or by asking).
+    /// Connect in plaintext, read the greeting (OK or PREAUTH; BYE is an error) and
+    /// learn the capabilities (from the greeting's code, or by asking).
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Client> {
+        Client::open(addr, String::new(), None)
+    }
+
+    /// Connect as `tls` says (None: plaintext). With TLS asked for, a server that
+    /// does not offer it, or whose certificate does not verify, is an error of kind
+    /// [`ImapErrorKind::Tls`]: nothing (no password) is ever sent in plaintext.
+    pub fn connect_with(addr: &str, tls: Option<&Tls>) -> Result<Client> {
+        Client::open(addr, addr.to_string(), tls)
+    }
+
+    /// `given`: the address as the user wrote it (its host is what the certificate
+    /// must name), or empty.
+    fn open(addr: impl ToSocketAddrs, given: String, tls: Option<&Tls>) -> Result<Client> {
         let connect_err = |server: &str, text: String| ImapError {
             server: server.to_string(),
             command: String::new(),
@@ -106,16 +127,25 @@ impl Client {
         stream.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
         stream.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
         stream.set_nodelay(true).map_err(io_err)?;
-        let writer = stream.try_clone().map_err(io_err)?;
+        let shared = Shared::new(Stream::plain(stream));
         let mut client = Client {
-            reader: BufReader::with_capacity(64 * 1024, stream),
-            writer,
+            reader: BufReader::with_capacity(64 * 1024, shared.half()),
+            writer: shared.half(),
+            stream: shared,
+            given: if given.is_empty() {
+                server.clone()
+            } else {
+                given
+            },
             server,
             next_tag: 1,
             caps: Vec::new(),
             greeting: String::new(),
             command: "greeting".into(),
         };
+        if let Some(t) = tls.filter(|t| t.mode == TlsMode::Implicit) {
+            client.handshake(t)?;
+        }
         match client.read_response()? {
             Response::UntaggedStatus(st) if matches!(st.status, Status::Ok | Status::PreAuth) => {
                 client.greeting = st.text.clone();
@@ -132,6 +162,9 @@ impl Client {
                     format!("unexpected greeting {other:?}"),
                 ));
             }
+        }
+        if let Some(t) = tls.filter(|t| t.mode == TlsMode::StartTls) {
+            client.starttls(t)?;
         }
         Ok(client)
     }
@@ -263,6 +296,7 @@ impl Client {
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         self.writer
             .write_all(bytes)
+            .and_then(|()| self.writer.flush())
             .map_err(|e| self.err(ImapErrorKind::Io, format!("sending command: {e}")))
     }
 

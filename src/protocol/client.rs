@@ -9,8 +9,9 @@
 
 use std::io::{Read, Write};
 
+use super::AUTH_LEN;
 use super::ProtocolError;
-use super::auth::auth_answer;
+use super::auth::{BINDING_LEN, Transcript, client_answer, verify_server};
 use super::reply::{DataHeader, FileStat, Reply, ReplyReader};
 use super::request::{AuthStep, Request, encode_request};
 
@@ -204,8 +205,23 @@ impl<R: Read, W: Write> Client<R, W> {
         self.replies.expect_ok()
     }
 
-    /// `CAPABILITY`: `None` from a stock `backupcyrusd` (it answers `NO`), else the
-    /// announced `(name, value)` pairs.
+    /// `STARTTLS`: `Ok` once the server said `OK`; the caller does the handshake on
+    /// the connection next (and must check [`Client::buffered`] is 0 first).
+    pub fn starttls(&mut self) -> Result<(), ProtocolError> {
+        self.send(&Request::StartTls {
+            slot: self.slot.clone(),
+        })?;
+        self.replies.expect_ok()
+    }
+
+    /// Bytes received and not read yet.
+    pub fn buffered(&self) -> usize {
+        self.replies.buffered()
+    }
+
+    /// `CAPABILITY`: `None` from a stock `backupcyrusd` (it answers `NO bad
+    /// command`), else the announced `(name, value)` pairs. `NO iam <servername>` (a
+    /// wrong slot) is an error.
     pub fn capabilities(&mut self) -> Result<Option<Vec<Capability>>, ProtocolError> {
         self.send(&Request::Capability {
             slot: self.slot.clone(),
@@ -231,12 +247,26 @@ impl<R: Read, W: Write> Client<R, W> {
         Ok(Some(caps))
     }
 
-    /// `AUTH`: ask for a nonce and answer it with the shared secret.
-    pub fn authenticate(&mut self, secret: &[u8]) -> Result<(), ProtocolError> {
+    /// `AUTH`, both ways (doc/protocol.md 2.2): send our nonce, answer the server's
+    /// with the shared secret, and check the server's proof that it knows the secret
+    /// too. `binding` is the TLS exporter's output when the connection runs in TLS
+    /// (the server mixes in its own; a relay between two TLS sessions makes them
+    /// differ). A proof that does not verify is [`ProtocolError::ServerNotProven`].
+    pub fn authenticate(
+        &mut self,
+        secret: &[u8],
+        binding: Option<&[u8; BINDING_LEN]>,
+    ) -> Result<(), ProtocolError> {
         let slot = self.slot.clone();
+        let mut client_nonce = [0u8; AUTH_LEN];
+        getrandom::getrandom(&mut client_nonce).map_err(|e| ProtocolError::Io {
+            op: "getting random bytes for the auth nonce",
+            kind: std::io::ErrorKind::Other,
+            message: e.to_string(),
+        })?;
         self.send(&Request::Auth {
             slot: slot.clone(),
-            step: AuthStep::Begin,
+            step: AuthStep::Begin(client_nonce),
         })?;
         self.replies.expect_ok()?;
         let mut nonce = None;
@@ -247,16 +277,32 @@ impl<R: Read, W: Write> Client<R, W> {
             }
             other => Err(unexpected("CHALLENGE", &other)),
         })?;
-        let nonce = nonce.ok_or(ProtocolError::MalformedReply {
+        let server_nonce = nonce.ok_or(ProtocolError::MalformedReply {
             what: "auth answer without challenge",
         })?;
+        let t = Transcript {
+            server_nonce: &server_nonce,
+            client_nonce: &client_nonce,
+            slot: &slot,
+            binding,
+        };
         self.send(&Request::Auth {
             slot: slot.clone(),
-            step: AuthStep::Answer(auth_answer(secret, &nonce, &slot)),
+            step: AuthStep::Answer(client_answer(secret, &t)),
         })?;
         self.replies.expect_ok()?;
-        self.listing(|r| Err(unexpected("DONE AUTH", &r)))?;
-        Ok(())
+        let mut proof = None;
+        self.listing(|r| match r {
+            Reply::Proof(p) => {
+                proof = Some(p);
+                Ok(())
+            }
+            other => Err(unexpected("PROOF", &other)),
+        })?;
+        match proof {
+            Some(p) if verify_server(secret, &t, &p) => Ok(()),
+            _ => Err(ProtocolError::ServerNotProven),
+        }
     }
 
     /// `STATUS` (extension): every `(key, value)` line, numbers as decimal text.
@@ -660,17 +706,36 @@ mod tests {
 
     #[test]
     fn authenticate_against_our_session() {
-        let secret = b"client-test-secret-0123";
+        let secret = b"client-test-secret-0123456789abcdef";
         with_server(Some(secret), |c| {
             assert!(
                 matches!(c.users(), Err(ProtocolError::No(t)) if t == "authentication required")
             );
-            c.authenticate(secret).unwrap();
+            c.authenticate(secret, None).unwrap();
             assert_eq!(c.users().unwrap().len(), 2);
         });
         with_server(Some(secret), |c| {
-            assert!(c.authenticate(b"wrong-secret-of-16-bytes").is_err());
+            assert_eq!(
+                c.authenticate(b"wrong-secret-0123456789abcdefghijk", None),
+                Err(ProtocolError::No("authentication failed".into()))
+            );
         });
+    }
+
+    #[test]
+    fn a_server_that_cannot_prove_the_secret_is_refused() {
+        // a server that accepts any answer (it does not know the secret) and makes
+        // up a proof
+        let wire = format!(
+            "OK\nCHALLENGE {}\nDONE AUTH\nOK\nPROOF {}\nDONE AUTH\n",
+            "11".repeat(32),
+            "22".repeat(32)
+        );
+        let mut c = Client::new(wire.as_bytes(), Vec::new(), b"imap1");
+        assert_eq!(
+            c.authenticate(b"client-test-secret-0123456789abcdef", None),
+            Err(ProtocolError::ServerNotProven)
+        );
     }
 
     #[test]

@@ -52,6 +52,18 @@ impl<R: Read> LineReader<R> {
         self.bytes_in
     }
 
+    /// Bytes read from the connection but not handed out yet. Must be 0 where the
+    /// transport changes under the reader (STARTTLS): bytes the peer sent ahead of
+    /// the TLS handshake would otherwise be taken as if they came through TLS.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Change the line bound (the service uses a tighter one before authentication).
+    pub fn set_max_line(&mut self, max_line: usize) {
+        self.max_line = max_line;
+    }
+
     /// Refill the buffer; Ok(false) at end of stream.
     fn fill(&mut self) -> Result<bool, ProtocolError> {
         if self.start < self.end {

@@ -29,7 +29,7 @@ pub use token::{decode_reply_token, encode_reply_token, encode_request_token};
 
 /// Version of cyrvault's extensions, announced as `CAP VERSION <n>`. The base protocol
 /// (what `backupcyrusd` speaks) has no version number of its own.
-pub const EXTENSION_VERSION: u32 = 1;
+pub const EXTENSION_VERSION: u32 = 2;
 
 /// Longest request or reply line we accept, in bytes, without the newline. Upstream has
 /// no line limit (only a per-word limit, `maxword`); the Perl client's longest line is
@@ -94,6 +94,9 @@ pub enum ProtocolError {
         announced: u64,
         got: u64,
     },
+    /// The server accepted our AUTH answer but could not prove it knows the secret
+    /// (a server that is not the one configured, or a relay).
+    ServerNotProven,
     /// A read or write on the connection failed.
     Io {
         op: &'static str,
@@ -147,6 +150,10 @@ impl fmt::Display for ProtocolError {
             } => write!(
                 f,
                 "source of {name:?} ended after {got} of {announced} announced bytes"
+            ),
+            ServerNotProven => write!(
+                f,
+                "the server accepted our authentication but did not prove it knows the shared secret"
             ),
             Io { op, message, .. } => write!(f, "{op}: {message}"),
         }

@@ -83,8 +83,10 @@ pub enum Reply {
         name: Vec<u8>,
         value: Option<Vec<u8>>,
     },
-    /// Extension: `CHALLENGE <64 hex>`.
+    /// Extension: `CHALLENGE <64 hex>`: the server's AUTH nonce.
     Challenge([u8; AUTH_LEN]),
+    /// Extension: `PROOF <64 hex>`: the server's HMAC after a right AUTH answer.
+    Proof([u8; AUTH_LEN]),
     /// Extension: `STATUS <key> <value>`.
     Status { key: Vec<u8>, value: u64 },
     /// Extension: `STATUS <key> <token>` whose value is not a number (the Cyrus
@@ -182,6 +184,13 @@ pub fn parse_reply(line: &[u8]) -> Result<Reply, ProtocolError> {
             match hex::decode_to_slice(h, &mut nonce) {
                 Ok(()) => Ok(Reply::Challenge(nonce)),
                 Err(_) => bad("challenge is not 64 hex digits"),
+            }
+        }
+        [b"PROOF", h] => {
+            let mut proof = [0u8; AUTH_LEN];
+            match hex::decode_to_slice(h, &mut proof) {
+                Ok(()) => Ok(Reply::Proof(proof)),
+                Err(_) => bad("proof is not 64 hex digits"),
             }
         }
         [b"STATUS", k, v] => Ok(match num(v, "status value") {
@@ -391,6 +400,11 @@ impl<W: Write> ReplyWriter<W> {
         self.raw(format!("CHALLENGE {}\n", hex::encode(nonce)).as_bytes())
     }
 
+    /// Extension: `PROOF <64 hex>`.
+    pub fn proof(&mut self, mac: &[u8; AUTH_LEN]) -> Result<(), ProtocolError> {
+        self.raw(format!("PROOF {}\n", hex::encode(mac)).as_bytes())
+    }
+
     /// Extension: `STATUS <key> <value>`.
     pub fn status(&mut self, key: &str, value: u64) -> Result<(), ProtocolError> {
         self.raw(format!("STATUS {key} {value}\n").as_bytes())
@@ -452,6 +466,11 @@ impl<R: Read> ReplyReader<R> {
         ReplyReader {
             lines: LineReader::new(inner, MAX_LINE),
         }
+    }
+
+    /// Bytes received but not read yet (must be 0 before a STARTTLS handshake).
+    pub fn buffered(&self) -> usize {
+        self.lines.buffered()
     }
 
     /// The next reply line; end of stream is an error (a reply was due).

@@ -200,6 +200,12 @@ fn parse_reply_shapes() {
         parse_reply(ch.as_bytes()).unwrap(),
         Reply::Challenge([0x0f; 32])
     );
+    let pr = format!("PROOF {}", "a0".repeat(32));
+    assert_eq!(
+        parse_reply(pr.as_bytes()).unwrap(),
+        Reply::Proof([0xa0; 32])
+    );
+    assert!(parse_reply(b"PROOF 12").is_err());
 }
 
 #[test]

@@ -12,12 +12,13 @@
 use super::token::{AString, Cursor, Term, c_str, decode_request_token, encode_request_token};
 use super::{AUTH_LEN, MAX_FOLDER, MAX_ITEMS, MAX_LINE, MAX_TOKEN, MAX_USER, ProtocolError};
 
-/// The two steps of cyrvault's `AUTH` extension.
+/// The two steps of cyrvault's `AUTH` extension (doc/protocol.md 2.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthStep {
-    /// `AUTH <slot> BEGIN`: ask for a fresh nonce.
-    Begin,
-    /// `AUTH <slot> ANSWER <64 hex>`: HMAC-SHA256(secret, nonce || context).
+    /// `AUTH <slot> BEGIN <64 hex>`: the client's nonce; asks for the server's.
+    Begin([u8; AUTH_LEN]),
+    /// `AUTH <slot> ANSWER <64 hex>`: the client's HMAC over both nonces
+    /// (`protocol::auth::client_answer`).
     Answer([u8; AUTH_LEN]),
 }
 
@@ -75,6 +76,8 @@ pub enum Request {
     Capability { slot: Vec<u8> },
     /// Extension: `AUTH <slot> BEGIN|ANSWER <hex>`.
     Auth { slot: Vec<u8>, step: AuthStep },
+    /// Extension: `STARTTLS <slot>`: the TLS handshake follows the `OK`.
+    StartTls { slot: Vec<u8> },
     /// Extension: `STATUS <slot>`.
     Status { slot: Vec<u8> },
     /// Extension: `SNAPSHOT <slot> <user>`.
@@ -117,6 +120,7 @@ impl Request {
             | FData { slot, .. }
             | Capability { slot }
             | Auth { slot, .. }
+            | StartTls { slot }
             | Status { slot }
             | Snapshot { slot, .. }
             | Partitions { slot }
@@ -127,13 +131,15 @@ impl Request {
         }
     }
 
-    /// Whether the line is allowed before authentication (`PING`, `QUIT`,
-    /// `CAPABILITY` and `AUTH`, including a malformed `AUTH`).
+    /// Whether the line is allowed before authentication (the handshake: `PING`,
+    /// `QUIT`, `CAPABILITY`, `STARTTLS` and `AUTH`, including a malformed `AUTH`).
     pub fn allowed_before_auth(&self) -> bool {
         match self {
-            Request::Quit | Request::Ping | Request::Capability { .. } | Request::Auth { .. } => {
-                true
-            }
+            Request::Quit
+            | Request::Ping
+            | Request::Capability { .. }
+            | Request::Auth { .. }
+            | Request::StartTls { .. } => true,
             Request::Refused { command, .. } => {
                 command.eq_ignore_ascii_case(b"AUTH") || command.eq_ignore_ascii_case(b"CAPABILITY")
             }
@@ -184,6 +190,9 @@ pub fn parse_request_line(line: &[u8], terminated: bool) -> Result<Request, Prot
     }
     if is(b"PARTITIONS") {
         return Ok(Request::Partitions { slot });
+    }
+    if is(b"STARTTLS") {
+        return Ok(Request::StartTls { slot });
     }
     if is(b"SHARED") {
         return Ok(Request::Shared { slot });
@@ -378,24 +387,33 @@ fn parse_auth(c: &mut Cursor<'_>, slot: Vec<u8>) -> Result<Request, Refusal> {
         })
     };
     let (step, t) = c.word();
-    if step.eq_ignore_ascii_case(b"BEGIN") {
-        return Ok(Request::Auth {
-            slot,
-            step: AuthStep::Begin,
-        });
-    }
-    if !step.eq_ignore_ascii_case(b"ANSWER") {
+    let begin = step.eq_ignore_ascii_case(b"BEGIN");
+    if !begin && !step.eq_ignore_ascii_case(b"ANSWER") {
         return Err(bad("expected BEGIN or ANSWER"));
     }
     if !t.is_space() {
-        return Err(bad("missing answer"));
+        return Err(bad(if begin {
+            "missing client nonce"
+        } else {
+            "missing answer"
+        }));
     }
     let (hexed, _) = c.word();
-    let mut answer = [0u8; AUTH_LEN];
-    hex::decode_to_slice(hexed, &mut answer).map_err(|_| bad("answer is not 64 hex digits"))?;
+    let mut value = [0u8; AUTH_LEN];
+    hex::decode_to_slice(hexed, &mut value).map_err(|_| {
+        bad(if begin {
+            "client nonce is not 64 hex digits"
+        } else {
+            "answer is not 64 hex digits"
+        })
+    })?;
     Ok(Request::Auth {
         slot,
-        step: AuthStep::Answer(answer),
+        step: if begin {
+            AuthStep::Begin(value)
+        } else {
+            AuthStep::Answer(value)
+        },
     })
 }
 
@@ -505,6 +523,7 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, ProtocolError> {
         FData { slot, .. } => (b"FDATA", slot),
         Capability { slot } => (b"CAPABILITY", slot),
         Auth { slot, .. } => (b"AUTH", slot),
+        StartTls { slot } => (b"STARTTLS", slot),
         Status { slot } => (b"STATUS", slot),
         Snapshot { slot, .. } => (b"SNAPSHOT", slot),
         Partitions { slot } => (b"PARTITIONS", slot),
@@ -556,7 +575,10 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, ProtocolError> {
             }
         }
         Auth { step, .. } => match step {
-            AuthStep::Begin => out.extend_from_slice(b" BEGIN"),
+            AuthStep::Begin(n) => {
+                out.extend_from_slice(b" BEGIN ");
+                out.extend_from_slice(hex::encode(n).as_bytes());
+            }
             AuthStep::Answer(a) => {
                 out.extend_from_slice(b" ANSWER ");
                 out.extend_from_slice(hex::encode(a).as_bytes());

@@ -229,14 +229,27 @@ fn name_validation() {
 fn extensions() {
     assert_eq!(p(b"CAPABILITY srv"), Request::Capability { slot: v("srv") });
     assert_eq!(p(b"status srv"), Request::Status { slot: v("srv") });
+    let hexed = "ab".repeat(32);
     assert_eq!(
-        p(b"AUTH srv BEGIN"),
+        p(format!("AUTH srv BEGIN {hexed}").as_bytes()),
         Request::Auth {
             slot: v("srv"),
-            step: AuthStep::Begin
+            step: AuthStep::Begin([0xab; 32])
         }
     );
-    let hexed = "ab".repeat(32);
+    // the client's nonce is required (mutual authentication)
+    assert!(matches!(
+        p(b"AUTH srv BEGIN"),
+        Request::Refused {
+            refusal: Refusal::Invalid(ProtocolError::BadArgument {
+                reason: "missing client nonce",
+                ..
+            }),
+            ..
+        }
+    ));
+    assert_eq!(p(b"starttls srv"), Request::StartTls { slot: v("srv") });
+    assert!(p(b"STARTTLS srv").allowed_before_auth());
     assert_eq!(
         p(format!("AUTH srv ANSWER {hexed}").as_bytes()),
         Request::Auth {
@@ -323,9 +336,11 @@ const VOCAB: &[&[u8]] = &[
     b"AUTH",
     b"STATUS",
     b"SNAPSHOT",
+    b"STARTTLS",
     b"USERFILES",
     b"FETCH",
     b"BEGIN",
+    b"abababababababababababababababababababababababababababababababab",
     b"ANSWER",
     b"srv",
     b"bob",

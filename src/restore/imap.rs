@@ -47,6 +47,8 @@ pub struct ImapTarget {
     /// hierarchy's owner id (`%shared`): then the folders are restored by their
     /// full names (`shared.News`) in the admin's own session.
     pub user: String,
+    /// TLS for the IMAP connections (and STARTTLS for ManageSieve); None: plaintext.
+    pub tls: Option<crate::imap::Tls>,
 }
 
 impl ImapTarget {
@@ -103,9 +105,7 @@ impl<'a> Sessions<'a> {
     /// The admin's own session (opened on first use).
     pub(crate) fn admin(&mut self) -> Result<&mut Client> {
         if self.admin.is_none() {
-            let mut c = Client::connect(self.target.addr.as_str())?;
-            c.authenticate_plain("", &self.target.admin, &self.target.password)?;
-            self.admin = Some(c);
+            self.admin = Some(connect_as(self.target, "")?);
         }
         self.admin
             .as_mut()
@@ -115,7 +115,7 @@ impl<'a> Sessions<'a> {
 
 /// A session of `user` opened with the admin's credentials.
 pub(crate) fn connect_as(t: &ImapTarget, user: &str) -> Result<Client> {
-    let mut c = Client::connect(t.addr.as_str())?;
+    let mut c = Client::connect_with(&t.addr, t.tls.as_ref())?;
     c.authenticate_plain(user, &t.admin, &t.password)?;
     Ok(c)
 }

@@ -15,13 +15,17 @@ use std::time::Duration;
 use super::imap::ImapTarget;
 use super::{Action, Plan, Summary};
 use crate::error::{Error, Result};
-use crate::imap::base64;
+use crate::imap::{Tls, base64};
+use crate::tls::{Half, Shared, Stream};
 
 /// A ManageSieve session.
 pub struct SieveClient {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Half<TcpStream>>,
+    writer: Half<TcpStream>,
+    stream: Shared<TcpStream>,
     server: String,
+    /// The capability lines of the greeting (or of the one after STARTTLS).
+    caps: Vec<String>,
 }
 
 fn err(server: &str, what: String) -> Error {
@@ -45,23 +49,73 @@ fn quoted(s: &str) -> String {
 }
 
 impl SieveClient {
-    /// Connect and read the greeting (capabilities up to `OK`).
+    /// Connect and read the greeting (capabilities up to `OK`), in plaintext.
     pub fn connect(addr: &str) -> Result<SieveClient> {
+        SieveClient::connect_with(addr, None)
+    }
+
+    /// Connect, read the greeting and, with `tls`, switch to TLS with `STARTTLS`
+    /// (RFC 5804 2.2; ManageSieve has no implicit-TLS port, so the mode is ignored)
+    /// before anything else is sent. A server that does not offer it, or whose
+    /// certificate does not verify, is refused: no password goes out in plaintext.
+    pub fn connect_with(addr: &str, tls: Option<&Tls>) -> Result<SieveClient> {
         let s = TcpStream::connect(addr).map_err(|e| err(addr, format!("connecting: {e}")))?;
         let t = Some(Duration::from_secs(60));
         s.set_read_timeout(t)
             .and_then(|()| s.set_write_timeout(t))
             .map_err(|e| err(addr, format!("socket: {e}")))?;
-        let writer = s
-            .try_clone()
-            .map_err(|e| err(addr, format!("socket: {e}")))?;
+        let stream = Shared::new(Stream::plain(s));
         let mut c = SieveClient {
-            reader: BufReader::new(s),
-            writer,
+            reader: BufReader::new(stream.half()),
+            writer: stream.half(),
+            stream,
             server: addr.to_string(),
+            caps: Vec::new(),
         };
-        c.response("greeting")?;
+        c.caps = c.response("greeting")?;
+        if let Some(t) = tls {
+            c.starttls(t)?;
+        }
         Ok(c)
+    }
+
+    fn starttls(&mut self, t: &Tls) -> Result<()> {
+        let refuse = |server: &str, message: String| Error::Server {
+            kind: crate::ErrorKind::Permission,
+            message: format!("sieve {server}: {message}"),
+        };
+        if !self
+            .caps
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("\"STARTTLS\""))
+        {
+            return Err(refuse(
+                &self.server,
+                "TLS was asked for, and the server does not announce STARTTLS".into(),
+            ));
+        }
+        self.send(b"STARTTLS\r\n", "starttls")?;
+        if !self.reader.buffer().is_empty() {
+            return Err(refuse(
+                &self.server,
+                "the server sent data after STARTTLS before the TLS handshake".into(),
+            ));
+        }
+        let config = crate::tls::client::config(&t.trust)?;
+        let name = crate::tls::client::server_name(&t.trust, &self.server)?;
+        let res = self.stream.lock().start_client(config, name);
+        res.map_err(|e| match crate::tls::is_tls_verdict(&e) {
+            true => refuse(&self.server, format!("TLS: {}", crate::tls::describe(&e))),
+            false => err(&self.server, format!("TLS handshake: {e}")),
+        })?;
+        // the server says its capabilities again, now under TLS
+        self.caps = self.response("capabilities after STARTTLS")?;
+        Ok(())
+    }
+
+    /// Whether the session runs in TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.lock().is_tls()
     }
 
     /// Read lines up to the status line; `Ok(lines before it)` for OK.
@@ -114,6 +168,7 @@ impl SieveClient {
     fn send(&mut self, bytes: &[u8], what: &str) -> Result<Vec<String>> {
         self.writer
             .write_all(bytes)
+            .and_then(|()| self.writer.flush())
             .map_err(|e| err(&self.server, format!("{what}: writing: {e}")))?;
         self.response(what)
     }
@@ -220,7 +275,11 @@ pub fn restore_scripts(
         return;
     }
     let mut go = || -> Result<()> {
-        let mut c = SieveClient::connect(addr)?;
+        let tls = target.tls.as_ref().map(|t| Tls {
+            mode: crate::imap::TlsMode::StartTls,
+            trust: t.trust.clone(),
+        });
+        let mut c = SieveClient::connect_with(addr, tls.as_ref())?;
         c.authenticate_plain(&target.user, &target.admin, &target.password)?;
         // Scripts the server holds with the same text, and the active one if it is
         // already active, are left alone: a rerun uploads nothing.

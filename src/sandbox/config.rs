@@ -66,6 +66,9 @@ pub struct Layout {
     pub hashimapspool: bool,
     pub unixhierarchysep: bool,
     pub legacy_dirs: bool,
+    /// The secret file every cyrvaultd service of the sandbox is configured with
+    /// (None: no `cyrvaultd_secret_file` line).
+    pub cyrvaultd_secret_file: Option<PathBuf>,
     /// User overrides and additions, applied last (a key given here replaces ours).
     pub extra: Vec<(String, String)>,
     /// The Cyrus installation's program directory: cyrus.conf names its programs
@@ -124,6 +127,11 @@ pub fn imapd_conf(l: &Layout) -> String {
     // would silently drop the second copy into the same mailbox).
     put("duplicatesuppression", "no".into());
     put("conversations", "no".into());
+    // cyrvaultd refuses every request without a secret (or an explicit
+    // cyrvaultd_allow_unauthenticated): every sandbox has one (doc/security.md)
+    if let Some(f) = &l.cyrvaultd_secret_file {
+        put("cyrvaultd_secret_file", p(f));
+    }
     for (k, v) in &l.extra {
         let key = k.to_ascii_lowercase();
         kv.retain(|(existing, _)| *existing != key);
@@ -234,6 +242,7 @@ mod tests {
             hashimapspool: true,
             unixhierarchysep: false,
             legacy_dirs: false,
+            cyrvaultd_secret_file: Some(root.join("etc/cyrvaultd.secret")),
             extra: vec![
                 ("Delete_Mode".into(), "immediate".into()),
                 ("foo_bar".into(), "1".into()),

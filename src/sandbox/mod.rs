@@ -73,6 +73,9 @@ pub struct SandboxOptions {
     pub legacy_dirs: bool,
     /// How long to wait for the first IMAP greeting.
     pub start_timeout: Duration,
+    /// Configure cyrvaultd with the sandbox's random secret (`cyrvaultd_secret_file`;
+    /// the default). Off: no such line, the service's closed default.
+    pub cyrvaultd_secret: bool,
     /// Which Cyrus to run (None: the system's, installed with apt-get if missing).
     pub cyrus: Option<CyrusInstall>,
 }
@@ -88,6 +91,7 @@ impl Default for SandboxOptions {
             unixhierarchysep: false,
             legacy_dirs: false,
             start_timeout: Duration::from_secs(30),
+            cyrvaultd_secret: true,
             cyrus: None,
         }
     }
@@ -116,6 +120,9 @@ pub struct Sandbox {
     pub partitions: Vec<(String, PathBuf)>,
     /// The options it was started with.
     pub options: SandboxOptions,
+    /// The secret file `cyrvaultd_secret_file` names (random, owned by cyrus, mode
+    /// 0600), unless `extra_imapd_conf` names another.
+    pub cyrvaultd_secret_file: PathBuf,
     /// The Cyrus installation it runs.
     pub cyrus: CyrusInstall,
     master: Option<Child>,
@@ -130,6 +137,17 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 fn other(msg: String) -> Error {
     Error::Other(msg)
 }
+/// A fresh random secret (64 hex digits) at `path`, owned by cyrus, mode 0600.
+fn write_secret(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut raw = [0u8; 32];
+    getrandom::getrandom(&mut raw).map_err(|e| other(format!("random secret: {e}")))?;
+    fs::write(path, format!("{}\n", hex::encode(raw))).at("writing", path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).at("chmod", path)?;
+    chown(path, Some(uid), Some(gid))
+        .map_err(|e| other(format!("chown cyrus:mail {}: {e}", path.display())))
+}
+
 /// Removes a directory tree when dropped, unless emptied.
 struct RemoveOnDrop(Option<PathBuf>);
 
@@ -254,6 +272,9 @@ impl Sandbox {
             hashimapspool: opts.hashimapspool,
             unixhierarchysep: opts.unixhierarchysep,
             legacy_dirs: opts.legacy_dirs,
+            cyrvaultd_secret_file: opts
+                .cyrvaultd_secret
+                .then(|| root.join("etc/cyrvaultd.secret")),
             extra: opts.extra_imapd_conf.clone(),
             bin_dir: cyrus.bin_dir.clone(),
         };
@@ -309,6 +330,8 @@ impl Sandbox {
             chown(d, Some(uid), Some(gid))
                 .map_err(|e| other(format!("chown cyrus:mail {}: {e}", d.display())))?;
         }
+        let secret_file = root.join("etc/cyrvaultd.secret");
+        write_secret(&secret_file, uid, gid)?;
         let cyrus_conf = root.join("etc/cyrus.conf");
         fs::write(&layout.imapd_conf, config::imapd_conf(&layout))
             .at("writing", &layout.imapd_conf)?;
@@ -324,6 +347,7 @@ impl Sandbox {
             service_sockets,
             servername,
             partitions,
+            cyrvaultd_secret_file: secret_file,
             options: opts.clone(),
             cyrus: cyrus.clone(),
             master: None,
@@ -591,6 +615,12 @@ impl Sandbox {
     /// Cyrus's `configdirectory`.
     pub fn config_dir(&self) -> PathBuf {
         self.root.join("conf")
+    }
+
+    /// The sandbox's cyrvaultd secret, as a client loads it (checked like
+    /// `--secret-file`).
+    pub fn cyrvaultd_secret(&self) -> Result<crate::secret::Secret> {
+        crate::secret::Secret::load(&self.cyrvaultd_secret_file, "sandbox cyrvaultd_secret_file")
     }
 }
 

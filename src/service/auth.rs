@@ -1,92 +1,13 @@
-//! The `AUTH` extension: the shared secret, nonces, and the HMAC check.
-//!
-//! The server sends a fresh 32-byte random nonce; the client answers
-//! `HMAC-SHA256(secret, nonce || context)` where the context is
-//! `"cyrvault-auth-v1" || 0x00 || slot` (the servername the client addressed), so the
-//! secret never crosses the wire, an answer is bound to one server, and, because a
-//! nonce is consumed by the first answer to it, a recorded answer can never be played
-//! back. Failed answers are logged and delayed. See doc/protocol.md, "AUTH".
+//! The `AUTH` extension on the service side: nonces, checking the client's answer
+//! against every configured secret (the current one and, during a rotation, the
+//! next), and the proof that shows the client this server knows the secret too.
+//! The MACs themselves are `protocol::auth`; doc/protocol.md 2.2 has the exchange.
 #![forbid(unsafe_code)]
 
-use std::fmt;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
-use std::time::Duration;
-
-use crate::cyrus::config::ConfigError;
-use crate::error::IoContext;
 use crate::protocol::AUTH_LEN;
-use crate::protocol::auth::{auth_answer, auth_verify};
+use crate::protocol::auth::{BINDING_LEN, Transcript, server_proof, verify_client};
+use crate::secret::Secret;
 use crate::{Error, Result};
-
-pub use crate::protocol::auth::CONTEXT_LABEL;
-
-/// Shortest accepted secret, in bytes (after trimming the trailing newline).
-pub const MIN_SECRET: usize = 16;
-
-/// Longest accepted secret file.
-pub const MAX_SECRET: usize = 4096;
-
-/// The shared secret. Its `Debug` never shows the bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret(<{} bytes>)", self.0.len())
-    }
-}
-
-impl Secret {
-    /// Use these bytes (trailing CR/LF trimmed) as the secret.
-    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Secret, &'static str> {
-        let mut b = bytes;
-        while let Some(rest) = b.strip_suffix(b"\n").or_else(|| b.strip_suffix(b"\r")) {
-            b = rest;
-        }
-        if b.len() < MIN_SECRET {
-            return Err("secret is shorter than 16 bytes");
-        }
-        if b.len() > MAX_SECRET {
-            return Err("secret is longer than 4096 bytes");
-        }
-        Ok(Secret(b.to_vec()))
-    }
-
-    /// Load the secret file named by config option `option`. Refuses a file that is
-    /// not a regular file or that group or others may read or write: a secret that
-    /// other local users can read protects nothing.
-    pub fn load(path: &Path, option: &str) -> Result<Secret> {
-        let cfg = |message: String| {
-            Error::Config(ConfigError {
-                file: path.display().to_string(),
-                option: option.to_string(),
-                message,
-            })
-        };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .at("opening secret file", path)?;
-        let meta = file.metadata().at("checking secret file", path)?;
-        if !meta.is_file() {
-            return Err(cfg("secret file is not a regular file".into()));
-        }
-        let mode = meta.mode() & 0o777;
-        if mode & 0o066 != 0 {
-            return Err(cfg(format!(
-                "secret file has mode {mode:04o}: it must not be readable or writable by group or others (chmod 600)"
-            )));
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_SECRET as u64 + 3)
-            .read_to_end(&mut bytes)
-            .at("reading secret file", path)?;
-        Secret::from_bytes(&bytes).map_err(|m| cfg(m.to_string()))
-    }
-}
 
 /// A fresh random nonce from the operating system.
 pub fn new_nonce() -> Result<[u8; AUTH_LEN]> {
@@ -96,117 +17,92 @@ pub fn new_nonce() -> Result<[u8; AUTH_LEN]> {
     Ok(n)
 }
 
-/// The client's answer to `nonce` when talking to server `slot`.
-pub fn answer(secret: &Secret, nonce: &[u8; AUTH_LEN], slot: &[u8]) -> [u8; AUTH_LEN] {
-    auth_answer(&secret.0, nonce, slot)
-}
-
-/// Check an answer in constant time.
-pub fn verify(secret: &Secret, nonce: &[u8; AUTH_LEN], slot: &[u8], answer: &[u8]) -> bool {
-    auth_verify(&secret.0, nonce, slot, answer)
-}
-
-/// How hard the service is on failed answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthPolicy {
-    /// Sleep after every failed answer (slows down guessing).
-    pub fail_delay: Duration,
-    /// After this many failures the session is ended.
-    pub max_failures: u32,
-}
-
-impl Default for AuthPolicy {
-    fn default() -> Self {
-        AuthPolicy {
-            fail_delay: Duration::from_secs(2),
-            max_failures: 3,
-        }
-    }
-}
-
 /// What an `AUTH ANSWER` came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthOutcome {
-    /// The answer was right; the session is authenticated.
-    Accepted,
+    /// The answer was right: send this proof; the session is authenticated.
+    Accepted([u8; AUTH_LEN]),
     /// No secret is configured on this server.
     NotConfigured,
-    /// No nonce is outstanding (never asked, or already used).
+    /// No challenge is outstanding (never asked, or already answered).
     NoChallenge,
-    /// Wrong answer; the nonce is spent.
+    /// Wrong answer; the challenge is spent.
     Rejected,
-    /// Wrong answer and the failure limit is reached: end the session.
-    TooManyFailures,
 }
 
 /// Per-session authentication state.
 #[derive(Debug)]
 pub struct Authenticator {
-    secret: Option<Secret>,
-    policy: AuthPolicy,
-    pending: Option<[u8; AUTH_LEN]>,
+    secrets: Vec<Secret>,
+    /// `(server nonce, client nonce)` of the outstanding challenge.
+    pending: Option<([u8; AUTH_LEN], [u8; AUTH_LEN])>,
     authenticated: bool,
-    failures: u32,
 }
 
 impl Authenticator {
-    /// No secret means authentication is neither offered nor required.
-    pub fn new(secret: Option<Secret>, policy: AuthPolicy) -> Self {
+    /// `secrets`: every secret an answer may be made with (empty: AUTH not offered).
+    pub fn new(secrets: Vec<Secret>) -> Self {
         Authenticator {
-            secret,
-            policy,
+            secrets,
             pending: None,
             authenticated: false,
-            failures: 0,
         }
     }
 
-    /// Whether a secret is configured (then `AUTH` is offered and required).
-    pub fn required(&self) -> bool {
-        self.secret.is_some()
+    /// Whether a secret is configured (then `AUTH` is offered).
+    pub fn offered(&self) -> bool {
+        !self.secrets.is_empty()
     }
 
-    /// Whether commands other than PING, QUIT, CAPABILITY and AUTH may run.
-    pub fn may_proceed(&self) -> bool {
-        self.secret.is_none() || self.authenticated
+    /// Whether `AUTH` succeeded in this session.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
     }
 
-    /// `AUTH BEGIN`: a new nonce, replacing any outstanding one. None if no secret.
-    pub fn begin(&mut self) -> Result<Option<[u8; AUTH_LEN]>> {
-        if self.secret.is_none() {
+    /// `AUTH BEGIN <client nonce>`: a new server nonce, replacing any outstanding
+    /// challenge. None if no secret is configured.
+    pub fn begin(&mut self, client_nonce: [u8; AUTH_LEN]) -> Result<Option<[u8; AUTH_LEN]>> {
+        if self.secrets.is_empty() {
             return Ok(None);
         }
         let n = new_nonce()?;
-        self.pending = Some(n);
+        self.pending = Some((n, client_nonce));
         Ok(Some(n))
     }
 
-    /// `AUTH ANSWER`: check and spend the outstanding nonce. A failure is logged and
-    /// delayed by the policy before this returns.
-    pub fn answer(&mut self, slot: &[u8], given: &[u8; AUTH_LEN], peer: &str) -> AuthOutcome {
-        let Some(secret) = &self.secret else {
+    /// `AUTH ANSWER`: check and spend the outstanding challenge. Every secret is
+    /// tried (each comparison in constant time); the proof is made with the one that
+    /// matched, so a client that knows either secret of a rotation can verify it.
+    pub fn answer(
+        &mut self,
+        slot: &[u8],
+        binding: Option<&[u8; BINDING_LEN]>,
+        given: &[u8; AUTH_LEN],
+    ) -> AuthOutcome {
+        if self.secrets.is_empty() {
             return AuthOutcome::NotConfigured;
-        };
-        let Some(nonce) = self.pending.take() else {
+        }
+        let Some((server_nonce, client_nonce)) = self.pending.take() else {
             return AuthOutcome::NoChallenge;
         };
-        if verify(secret, &nonce, slot, given) {
-            self.authenticated = true;
-            log::info!(target: "cyrvault::auth", "auth ok from {peer}");
-            return AuthOutcome::Accepted;
+        let t = Transcript {
+            server_nonce: &server_nonce,
+            client_nonce: &client_nonce,
+            slot,
+            binding,
+        };
+        let mut matched = None;
+        for s in &self.secrets {
+            if verify_client(s.bytes(), &t, given) && matched.is_none() {
+                matched = Some(s);
+            }
         }
-        self.failures = self.failures.saturating_add(1);
-        log::warn!(
-            target: "cyrvault::auth",
-            "auth failed from {peer} (failure {} of {})",
-            self.failures,
-            self.policy.max_failures
-        );
-        std::thread::sleep(self.policy.fail_delay);
-        if self.failures >= self.policy.max_failures {
-            AuthOutcome::TooManyFailures
-        } else {
-            AuthOutcome::Rejected
+        match matched {
+            Some(s) => {
+                self.authenticated = true;
+                AuthOutcome::Accepted(server_proof(s.bytes(), &t))
+            }
+            None => AuthOutcome::Rejected,
         }
     }
 }
@@ -214,38 +110,25 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use std::time::Instant;
+    use crate::protocol::auth::{client_answer, verify_server};
 
-    fn secret() -> Secret {
-        Secret::from_bytes(b"0123456789abcdef-test\n").unwrap()
+    fn secret(s: &[u8]) -> Secret {
+        Secret::from_bytes(s).unwrap()
     }
 
-    fn fast() -> AuthPolicy {
-        AuthPolicy {
-            fail_delay: Duration::from_millis(50),
-            max_failures: 3,
-        }
-    }
+    const OLD: &[u8] = b"old-secret-abcdefghijklmnopqrstuvwxyz";
+    const NEW: &[u8] = b"new-secret-ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
-    #[test]
-    fn answer_binds_nonce_slot_and_secret() {
-        let s = secret();
-        let n = [7u8; AUTH_LEN];
-        let a = answer(&s, &n, b"imap1");
-        assert!(verify(&s, &n, b"imap1", &a));
-        assert!(!verify(&s, &n, b"imap2", &a));
-        assert!(!verify(&s, &[8u8; AUTH_LEN], b"imap1", &a));
-        let other = Secret::from_bytes(b"another-secret-of-16").unwrap();
-        assert!(!verify(&other, &n, b"imap1", &a));
-        assert!(!verify(&s, &n, b"imap1", &a[..31]));
-    }
-
-    #[test]
-    fn secret_rules() {
-        assert!(Secret::from_bytes(b"short\n").is_err());
-        assert_eq!(secret().0, b"0123456789abcdef-test");
-        assert_eq!(format!("{:?}", secret()), "Secret(<21 bytes>)");
+    fn answer_for(key: &[u8], sn: &[u8; 32], cn: &[u8; 32], slot: &[u8]) -> [u8; 32] {
+        client_answer(
+            key,
+            &Transcript {
+                server_nonce: sn,
+                client_nonce: cn,
+                slot,
+                binding: None,
+            },
+        )
     }
 
     #[test]
@@ -254,86 +137,59 @@ mod tests {
     }
 
     #[test]
-    fn flow_single_use_nonce_and_failure_limit() {
-        let mut a = Authenticator::new(Some(secret()), fast());
-        assert!(a.required() && !a.may_proceed());
-        assert_eq!(a.answer(b"s", &[0; 32], "t"), AuthOutcome::NoChallenge);
-        let n = a.begin().unwrap().unwrap();
-        let good = answer(&secret(), &n, b"s");
-        let t = Instant::now();
-        assert_eq!(a.answer(b"s", &[0; 32], "t"), AuthOutcome::Rejected);
-        assert!(
-            t.elapsed() >= Duration::from_millis(50),
-            "failure must be delayed"
-        );
-        // the nonce was spent by the failed try: the right answer is now too late
-        assert_eq!(a.answer(b"s", &good, "t"), AuthOutcome::NoChallenge);
-        let n2 = a.begin().unwrap().unwrap();
-        assert_ne!(n, n2);
-        // an answer to the old nonce does not fit the new one (replay)
-        assert_eq!(a.answer(b"s", &good, "t"), AuthOutcome::Rejected);
-        let n3 = a.begin().unwrap().unwrap();
-        assert_eq!(
-            a.answer(b"s", &answer(&secret(), &n3, b"s"), "t"),
-            AuthOutcome::Accepted
-        );
-        assert!(a.may_proceed());
-        // and a replay of the accepted answer finds no challenge
-        assert_eq!(
-            a.answer(b"s", &answer(&secret(), &n3, b"s"), "t"),
-            AuthOutcome::NoChallenge
-        );
-
-        let mut b = Authenticator::new(Some(secret()), fast());
-        for want in [
-            AuthOutcome::Rejected,
-            AuthOutcome::Rejected,
-            AuthOutcome::TooManyFailures,
-        ] {
-            b.begin().unwrap();
-            assert_eq!(b.answer(b"s", &[1; 32], "t"), want);
+    fn single_use_challenge_proof_and_rotation() {
+        let mut a = Authenticator::new(vec![secret(OLD), secret(NEW)]);
+        assert!(a.offered() && !a.authenticated());
+        assert_eq!(a.answer(b"s", None, &[0; 32]), AuthOutcome::NoChallenge);
+        let cn = [5u8; 32];
+        let sn = a.begin(cn).unwrap().unwrap();
+        let good = answer_for(NEW, &sn, &cn, b"s");
+        assert_eq!(a.answer(b"s", None, &[0; 32]), AuthOutcome::Rejected);
+        // the challenge was spent by the failed try
+        assert_eq!(a.answer(b"s", None, &good), AuthOutcome::NoChallenge);
+        // either secret of the rotation works, and the proof is made with it
+        for key in [OLD, NEW] {
+            let mut a = Authenticator::new(vec![secret(OLD), secret(NEW)]);
+            let sn = a.begin(cn).unwrap().unwrap();
+            let AuthOutcome::Accepted(proof) =
+                a.answer(b"s", None, &answer_for(key, &sn, &cn, b"s"))
+            else {
+                panic!("not accepted");
+            };
+            let t = Transcript {
+                server_nonce: &sn,
+                client_nonce: &cn,
+                slot: b"s",
+                binding: None,
+            };
+            assert!(verify_server(key, &t, &proof));
+            assert!(a.authenticated());
         }
+        // an answer to an old challenge does not fit a new one (replay)
+        let mut b = Authenticator::new(vec![secret(OLD)]);
+        let sn1 = b.begin(cn).unwrap().unwrap();
+        let old_answer = answer_for(OLD, &sn1, &cn, b"s");
+        let _ = b.begin(cn).unwrap().unwrap();
+        assert_eq!(b.answer(b"s", None, &old_answer), AuthOutcome::Rejected);
+        // a TLS-bound answer does not fit a plaintext transcript
+        let sn = b.begin(cn).unwrap().unwrap();
+        let bound = client_answer(
+            OLD,
+            &Transcript {
+                server_nonce: &sn,
+                client_nonce: &cn,
+                slot: b"s",
+                binding: Some(&[1; 32]),
+            },
+        );
+        assert_eq!(b.answer(b"s", None, &bound), AuthOutcome::Rejected);
     }
 
     #[test]
-    fn no_secret_means_open() {
-        let mut a = Authenticator::new(None, fast());
-        assert!(!a.required() && a.may_proceed());
-        assert_eq!(a.begin().unwrap(), None);
-        assert_eq!(a.answer(b"s", &[0; 32], "t"), AuthOutcome::NotConfigured);
-    }
-
-    #[test]
-    fn load_refuses_group_or_world_access() {
-        let dir = std::env::temp_dir().join(format!("cyrvault-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("secret");
-        std::fs::write(&p, b"0123456789abcdef-file\n").unwrap();
-        for (mode, ok) in [
-            (0o600, true),
-            (0o400, true),
-            (0o640, false),
-            (0o604, false),
-            (0o620, false),
-        ] {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-            let r = Secret::load(&p, "cyrvault_secret_file");
-            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
-            if let Err(e) = r {
-                let msg = e.to_string();
-                assert!(
-                    msg.contains("chmod 600") && msg.contains("cyrvault_secret_file"),
-                    "{msg}"
-                );
-            }
-        }
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(Secret::load(&p, "x").unwrap().0, b"0123456789abcdef-file");
-        let link = dir.join("link");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&p, &link).unwrap();
-        assert!(Secret::load(&link, "x").is_err(), "symlinks are refused");
-        assert!(Secret::load(&dir.join("missing"), "x").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn no_secret_offers_nothing() {
+        let mut a = Authenticator::new(Vec::new());
+        assert!(!a.offered());
+        assert_eq!(a.begin([0; 32]).unwrap(), None);
+        assert_eq!(a.answer(b"s", None, &[0; 32]), AuthOutcome::NotConfigured);
     }
 }

@@ -422,7 +422,7 @@ fn run_standalone(options: &RuntimeOptions) -> i32 {
         return EX_USAGE;
     }
     match crate::service::init(&service, options.config.clone(), &options.passthrough) {
-        Ok(ctx) => crate::ffi::serve_stdio_with(&ctx),
+        Ok(ctx) => crate::ffi::serve_stdio_with(&ctx, None),
         Err(err) => {
             log::error!("init: {err}");
             err.exit_code()
@@ -503,9 +503,14 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
         uses = uses.saturating_add(1);
 
         signals::enter_session().map_err(|e| os("installing signal handlers", e))?;
-        let code = crate::ffi::serve_stdio_with(&ctx);
+        let code = crate::ffi::serve_stdio_with(&ctx, Some(listener.as_fd()));
         if code != 0 {
             log::debug!("session ended with code {code}");
+        }
+        if let Some(text) = ctx.session.shutdown.as_ref().and_then(|s| s.check()) {
+            // Cyrus's shutdown file: no more sessions from this process
+            log::info!("shutdown file present ({text}); exiting");
+            return Ok(0);
         }
         if uses >= options.max_use {
             log::debug!(

@@ -7,21 +7,30 @@
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::cyrus::config::{self, ImapdConf};
+use crate::cyrus::config::{self, ConfigError, ImapdConf};
+use crate::tls::{Shared, Stream};
 use crate::{Error, Result};
 
+pub mod access;
 pub mod allow;
 pub mod auth;
 pub mod backend;
+pub mod channel;
 pub mod counters;
 pub mod master;
+pub mod peers;
+pub mod refusal_log;
 pub mod session;
+pub mod shutdown;
+pub mod transport;
 
-pub use auth::{AuthPolicy, Secret};
+pub use crate::secret::Secret;
+pub use access::AccessPolicy;
 pub use session::{
     DeletedAs, Fetch, Folder, FolderEntry, FolderOpen, MetaFile, OpenFile, ServiceStats, Session,
     SessionConfig, SharedEntry, Spool, UserFile,
@@ -35,8 +44,10 @@ pub struct ServiceContext {
     pub service_name: String,
     /// The `-C` file, or None for /etc/imapd.conf.
     pub config_path: Option<PathBuf>,
-    /// Session settings (servername, secret, auth policy).
+    /// Session settings (servername, access policy, shutdown file).
     pub session: SessionConfig,
+    /// `cyrvaultd_timeout`: the inactivity timeout of a connection.
+    pub timeout: Duration,
     /// Addresses allowed to connect (`cyrvaultd_allow`).
     pub allow: allow::AllowList,
     /// The Cyrus spool this service reads.
@@ -103,9 +114,10 @@ fn option<'c>(conf: &'c ImapdConf, name: &str) -> Option<&'c str> {
 
 /// Set up the service from its arguments (what remains after master's runtime options
 /// `-C -U -T -D -X` were taken out; `-C` is passed here as `config_path`): read
-/// imapd.conf as Cyrus does for this service name, load and check the secret file
-/// (a file others can read is refused: the service does not start), parse the
-/// allowlist, open the spool. Never exits.
+/// imapd.conf as Cyrus does for this service name, load and check the secret files
+/// (a file others can read is refused: the service does not start), the TLS
+/// certificate, the timeouts and limits, parse the allowlist, open the per-address
+/// table and the spool. Never exits. doc/security.md lists every option.
 pub fn init(
     service_name: &str,
     config_path: Option<PathBuf>,
@@ -113,50 +125,108 @@ pub fn init(
 ) -> Result<ServiceContext> {
     let conf = config::load(config_path.as_deref(), Some(service_name))?;
     let file = conf.file().to_string();
-    let secret = match option(&conf, "secret_file") {
-        Some(p) => Some(Secret::load(
-            std::path::Path::new(p),
-            "cyrvaultd_secret_file",
-        )?),
-        None => None,
-    };
+    let mut secrets = Vec::new();
+    for name in ["secret_file", "secret_file_next"] {
+        if let Some(p) = option(&conf, name) {
+            secrets.push(Secret::load(Path::new(p), &format!("cyrvaultd_{name}"))?);
+        }
+    }
+    let allow_unauthenticated = conf.get_switch("cyrvaultd_allow_unauthenticated", false)?;
     let allow = allow::AllowList::parse(
         option(&conf, "allow").unwrap_or(""),
         &file,
         "cyrvaultd_allow",
     )?;
-    let timeout = match option(&conf, "lock_timeout") {
-        None => DEFAULT_LOCK_TIMEOUT,
-        Some(v) => v
-            .trim()
-            .parse::<i64>()
+    let seconds = |name: &str, default: u64| -> Result<Duration> {
+        let v = conf.get_duration(name, 's', default as i64)?;
+        u64::try_from(v)
             .ok()
-            .filter(|t| *t > 0)
+            .filter(|v| *v > 0)
+            .map(Duration::from_secs)
             .ok_or_else(|| {
-                Error::Config(config::ConfigError::new(
+                Error::Config(ConfigError::new(
                     &file,
-                    "cyrvaultd_lock_timeout",
-                    format!("expected a number of seconds > 0, got {v:?}"),
+                    name,
+                    "expected a number of seconds > 0",
                 ))
-            })?,
+            })
     };
-    if secret.is_none() {
+    let lock_timeout = seconds("cyrvaultd_lock_timeout", DEFAULT_LOCK_TIMEOUT as u64)?;
+    let timeout = seconds("cyrvaultd_timeout", transport::DEFAULT_TIMEOUT)?;
+    let auth_timeout = seconds("cyrvaultd_auth_timeout", transport::DEFAULT_AUTH_TIMEOUT)?;
+    let peer_limit = conf.get_int("cyrvaultd_peer_limit", i64::from(peers::DEFAULT_LIMIT))?;
+    let peer_limit = u32::try_from(peer_limit)
+        .ok()
+        .filter(|n| (1..=peers::MAX_LIMIT).contains(n))
+        .ok_or_else(|| {
+            Error::Config(ConfigError::new(
+                &file,
+                "cyrvaultd_peer_limit",
+                format!("expected 1 to {}, got {peer_limit}", peers::MAX_LIMIT),
+            ))
+        })?;
+    // Cyrus's own TLS options; `<service>_tls_server_cert` overrides them
+    let tls = match conf.get("tls_server_cert") {
+        None => None,
+        Some(cert) => {
+            let key = conf.get("tls_server_key").unwrap_or(cert);
+            Some(crate::tls::server::config(
+                &file,
+                Path::new(cert),
+                "tls_server_cert",
+                Path::new(key),
+                "tls_server_key",
+            )?)
+        }
+    };
+    let config_dir = conf.configdirectory().to_path_buf();
+    // with the service open to all, per-address limits would only hurt the
+    // stock client's parallel sessions
+    let peer_table = if allow_unauthenticated {
+        None
+    } else {
+        match peers::PeerTable::open(&config_dir, service_name, peer_limit) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                log::error!(
+                    target: "cyrvault::service",
+                    "{}/socket/{service_name}-peers: {e}: no per-address limits",
+                    config_dir.display()
+                );
+                None
+            }
+        }
+    };
+    if secrets.is_empty() && !allow_unauthenticated {
+        log::error!(
+            target: "cyrvault::service",
+            "no cyrvaultd_secret_file in {file}: every request is refused; configure a secret (doc/security.md), or cyrvaultd_allow_unauthenticated: yes for Cyrus 3.13's stock Perl client on a trusted network"
+        );
+    } else if allow_unauthenticated {
         log::warn!(
             target: "cyrvault::service",
-            "no cyrvaultd_secret_file in {file}: the service answers anyone who can connect (base backupcyrusd protocol, no authentication)"
+            "cyrvaultd_allow_unauthenticated in {file}: anyone who can connect reads every mailbox"
         );
     }
-    let session = SessionConfig {
-        servername: conf.servername().into_bytes(),
-        secret,
-        auth_policy: AuthPolicy::default(),
-        buffer_budget: session::BUFFER_BUDGET,
-        peer: String::new(),
+    let access = AccessPolicy {
+        secrets,
+        allow_unauthenticated,
+        tls,
+        peers: peer_table,
+        auth_timeout,
     };
+    if access.tls.is_none() && !access.secrets.is_empty() {
+        log::info!(
+            target: "cyrvault::service",
+            "no tls_server_cert: sessions are authenticated but not encrypted"
+        );
+    }
+    let mut session = SessionConfig::new(conf.servername().as_bytes(), access);
+    session.shutdown = Some(shutdown::ShutdownFile::new(&config_dir, service_name));
     raise_fd_limit();
     let socket_dir = conf.configdirectory().join("socket");
     let info_conf = conf.clone();
-    let spool = crate::spool::Spool::open(conf, Duration::from_secs(timeout as u64))?;
+    let spool = crate::spool::Spool::open(conf, lock_timeout)?;
     // Which Cyrus this is decides how the user namespace lock is named: say it once.
     spool.detection().log();
     stats()
@@ -175,6 +245,7 @@ pub fn init(
         service_name: service_name.to_string(),
         config_path,
         session,
+        timeout,
         allow,
         spool: backend::CyrusSpool::new(spool, backend::FD_BUDGET),
     })
@@ -268,21 +339,31 @@ fn raise_fd_limit() {
     }
 }
 
-/// Serve one client on `input`/`output` until it quits or disconnects, and log
-/// one line for the session (client, user, folders, bytes, duration, max lock hold).
-pub fn serve(
+/// Serve one client on `input`/`output` (the socket's descriptors) until it quits
+/// or disconnects or a time limit ends it, and log one line for the session
+/// (client, user, folders, bytes, duration, max lock hold). `listener` is the
+/// service's listening socket when known: an unauthenticated client gives its
+/// process up when others wait there (service::transport).
+pub fn serve<R, W>(
     ctx: &ServiceContext,
-    input: &mut dyn Read,
-    output: &mut dyn Write,
+    input: R,
+    mut output: W,
     peer: Option<SocketAddr>,
-) -> Result<SessionSummary> {
+    listener: Option<BorrowedFd<'_>>,
+) -> Result<SessionSummary>
+where
+    R: Read + AsFd,
+    W: Write + AsFd,
+{
     let peer_text = peer
         .map(|p| p.to_string())
         .unwrap_or_else(|| "local".to_string());
     if let Some(p) = peer
         && !ctx.allow.allows(p.ip())
     {
-        log::warn!(target: "cyrvault::service", "refused connection from {peer_text}: not in cyrvaultd_allow");
+        if refusal_log::allow() {
+            log::warn!(target: "cyrvault::service", "refused connection from {peer_text}: not in cyrvaultd_allow");
+        }
         stats().tally.refused();
         let _ = output.write_all(b"NO access denied\n");
         let _ = output.flush();
@@ -295,13 +376,14 @@ pub fn serve(
     let before = ctx.spool.spool().lock_stats();
     let mut cfg = ctx.session.clone();
     cfg.peer = peer_text.clone();
-    // Replies are assembled in a buffer and flushed once per command (the session
-    // flushes): writing each reply line with its own write(2) on a TCP socket meets
-    // Nagle and the client's delayed ACK, a 40 ms stall per command.
-    let mut output = std::io::BufWriter::with_capacity(64 * 1024, output);
+    cfg.peer_addr = peer.map(|p| p.ip());
+    cfg.deadline = transport::Deadline::default();
+    let timed = transport::Timed::new(input, output, Some(ctx.timeout), cfg.deadline.clone())
+        .yield_to(listener);
+    let shared = Shared::new(Stream::plain(timed));
     stats().tally.session_started();
-    let result = Session::new(&cfg, &ctx.spool, stats()).run(input, &mut output);
-    let _ = output.flush();
+    let result = Session::new(&cfg, &ctx.spool, stats()).run_channel(&shared);
+    shared.lock().close_notify();
     if result.is_err() {
         stats().tally.error();
     }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,14 +18,18 @@ use std::time::Instant;
 use sha1::{Digest, Sha1};
 
 use super::SessionSummary;
-use super::auth::{AuthOutcome, AuthPolicy, Authenticator, Secret};
+use super::access::{Access, AccessPolicy, Verdict};
+use super::channel::{Channel, NoChannel};
+use super::shutdown::ShutdownFile;
+use super::transport::Deadline;
 pub use crate::protocol::client::PartitionMap;
 use crate::protocol::reply::synthetic_ino;
 use crate::protocol::token::c_atoi_u32;
 use crate::protocol::{
-    AuthStep, EXTENSION_VERSION, FileStat, LineReader, MAX_ITEMS, MAX_LINE, ProtocolError, Refusal,
-    ReplyWriter, Request, parse_request_line,
+    FileStat, LineReader, MAX_LINE, ProtocolError, Refusal, ReplyWriter, Request,
+    parse_request_line,
 };
+use crate::tls::Shared;
 use crate::{Error, Result};
 
 /// A file ready to be sent: its `stat` and a reader at its first byte.
@@ -298,20 +303,48 @@ impl ServiceStats {
 pub struct SessionConfig {
     /// Cyrus's `servername`: the slot every command must name.
     pub servername: Vec<u8>,
-    /// Configured shared secret: AUTH is then offered and required.
-    pub secret: Option<Secret>,
-    /// Delay and limit for failed AUTH answers.
-    pub auth_policy: AuthPolicy,
+    /// Who may run requests: secrets, `cyrvaultd_allow_unauthenticated`, TLS,
+    /// per-address limits (service::access).
+    pub access: AccessPolicy,
+    /// Cyrus's shutdown file, looked for before every command.
+    pub shutdown: Option<ShutdownFile>,
     /// Most metadata bytes of one folder buffered so its locks are released before
     /// sending ([`BUFFER_BUDGET`] is the usual value; 0 streams under the lock always).
     pub buffer_budget: u64,
     /// Peer description for log lines.
     pub peer: String,
+    /// The peer's address (per-address limits), when it is an IP peer.
+    pub peer_addr: Option<IpAddr>,
+    /// This connection's authentication deadline (shared with its transport).
+    pub deadline: Deadline,
+}
+
+impl SessionConfig {
+    /// A configuration for `servername` with `access`, the usual buffer budget, no
+    /// shutdown file and an unnamed peer.
+    pub fn new(servername: &[u8], access: AccessPolicy) -> Self {
+        SessionConfig {
+            servername: servername.to_vec(),
+            access,
+            shutdown: None,
+            buffer_budget: BUFFER_BUDGET,
+            peer: String::new(),
+            peer_addr: None,
+            deadline: Deadline::default(),
+        }
+    }
 }
 
 enum Flow {
     Continue,
     Quit,
+}
+
+fn end_flow(v: Verdict) -> Flow {
+    match v {
+        Verdict::End(_) => Flow::Quit,
+        _ => Flow::Continue,
+    }
 }
 
 /// Holds a folder and accounts for its index lock.
@@ -360,9 +393,11 @@ pub struct Session<'a> {
     cfg: &'a SessionConfig,
     spool: &'a dyn Spool,
     stats: &'a ServiceStats,
-    auth: Authenticator,
+    access: Access,
     summary: SessionSummary,
     max_hold_us: Arc<AtomicU64>,
+    /// Refusals not logged because of the rate limit.
+    unlogged: u64,
     /// The client sent `CAPABILITY`: it is a cyrvault client, which is told the
     /// class of a failure that retrying cannot fix (doc/protocol.md, 2.7).
     extended: bool,
@@ -379,21 +414,45 @@ impl<'a> Session<'a> {
             cfg,
             spool,
             stats,
-            auth: Authenticator::new(cfg.secret.clone(), cfg.auth_policy),
+            access: Access::start(&cfg.access, cfg.peer_addr, cfg.deadline.clone()),
             summary: SessionSummary::default(),
             max_hold_us: Arc::new(AtomicU64::new(0)),
+            unlogged: 0,
             extended: false,
         }
     }
 
-    /// Serve until `QUIT`, end of stream, too many failed AUTH answers, or an error
-    /// that leaves the stream unusable (I/O, a file shorter than announced, a spool
-    /// failure after `OK` was sent: the client then sees a cut answer, never a
-    /// silently incomplete one).
-    pub fn run(mut self, input: &mut dyn Read, output: &mut dyn Write) -> Result<SessionSummary> {
+    /// Serve until `QUIT`, end of stream, a refusal that ends the session (a failed
+    /// AUTH, the bounds before authentication, the shutdown file), or an error that
+    /// leaves the stream unusable (I/O, a timeout, a file shorter than announced, a
+    /// spool failure after `OK` was sent: the client then sees a cut answer, never a
+    /// silently incomplete one). This connection cannot switch to TLS.
+    pub fn run(self, input: &mut dyn Read, output: &mut dyn Write) -> Result<SessionSummary> {
+        self.run_on(input, output, &NoChannel)
+    }
+
+    /// Like [`Session::run`], on a connection that can switch to TLS (`STARTTLS`).
+    pub fn run_channel<S: Read + Write>(self, shared: &Shared<S>) -> Result<SessionSummary> {
+        let mut input = shared.half();
+        // replies are assembled in a buffer and flushed once per command: writing
+        // each line with its own write(2) meets Nagle and the client's delayed ACK
+        // (a 40 ms stall per command), and TLS gets full records
+        let mut output = std::io::BufWriter::with_capacity(64 * 1024, shared.half());
+        self.run_on(&mut input, &mut output, shared)
+    }
+
+    fn run_on(
+        mut self,
+        input: &mut dyn Read,
+        output: &mut dyn Write,
+        chan: &dyn Channel,
+    ) -> Result<SessionSummary> {
         let mut lines = LineReader::new(input, MAX_LINE);
         let mut w: W<'_> = ReplyWriter::new(output);
-        let res = self.run_loop(&mut lines, &mut w);
+        let res = match self.access.refuse_at_start() {
+            Some(text) => self.turn_away(&text, &mut lines, &mut w),
+            None => self.run_loop(&mut lines, &mut w, chan),
+        };
         self.summary.bytes_out = w.bytes_out();
         self.summary.max_lock_hold_us = self.max_hold_us.load(Ordering::Relaxed);
         self.stats
@@ -401,7 +460,7 @@ impl<'a> Session<'a> {
             .fetch_add(w.bytes_out(), Ordering::Relaxed);
         log::info!(
             target: "cyrvault::session",
-            "session end peer={} user={} folders={} requests={} failed={} refused={} bytes_in={} bytes_out={}{}",
+            "session end peer={} user={} folders={} requests={} failed={} refused={} bytes_in={} bytes_out={}{}{}",
             self.cfg.peer,
             self.summary.user.as_deref().unwrap_or("-"),
             self.summary.folders,
@@ -410,35 +469,55 @@ impl<'a> Session<'a> {
             self.summary.refused,
             lines.bytes_in(),
             w.bytes_out(),
+            if chan.is_tls() { " tls" } else { "" },
             res.as_ref().err().map(|e| format!(" error={e}")).unwrap_or_default()
         );
+        if self.unlogged > 0 {
+            log::warn!(
+                target: "cyrvault::session",
+                "{} more refused requests from {} were not logged (rate limit)",
+                self.unlogged,
+                self.cfg.peer
+            );
+        }
         res.map(|()| self.summary.clone())
     }
 
-    fn run_loop(&mut self, lines: &mut LineReader<&mut dyn Read>, w: &mut W<'_>) -> Result<()> {
+    fn run_loop(
+        &mut self,
+        lines: &mut LineReader<&mut dyn Read>,
+        w: &mut W<'_>,
+        chan: &dyn Channel,
+    ) -> Result<()> {
         loop {
-            let line = match lines.read_line() {
+            lines.set_max_line(self.access.max_line());
+            let parsed = match lines.read_line() {
                 Ok(None) => return Ok(()),
                 Ok(Some(l)) => {
                     self.summary.requests += 1;
-                    l
+                    if let Some(text) = self.cfg.shutdown.as_ref().and_then(ShutdownFile::check) {
+                        // Cyrus's maintenance switch, looked for before every command
+                        w.no(format!("shutdown: {text}").as_bytes())?;
+                        w.flush()?;
+                        log::info!(target: "cyrvault::session", "shutdown file present: ending the session with {}", self.cfg.peer);
+                        return Ok(());
+                    }
+                    parse_request_line(&l.bytes, l.terminated)
                 }
                 Err(e @ ProtocolError::LineTooLong { .. }) => {
                     self.summary.requests += 1;
-                    self.log_refusal(e.to_string().as_bytes());
-                    w.no(e.to_string().as_bytes())?;
-                    w.flush()?;
-                    continue;
+                    Err(e)
                 }
                 Err(e) => return Err(e.into()),
             };
             let before = w.bytes_out();
-            let flow = match parse_request_line(&line.bytes, line.terminated) {
-                Ok(req) => self.handle(req, w)?,
+            let flow = match parsed {
+                Ok(req) => self.handle(req, w, chan, lines.buffered())?,
                 Err(e) => {
-                    self.log_refusal(e.to_string().as_bytes());
-                    w.no(e.to_string().as_bytes())?;
-                    Flow::Continue
+                    // a bound broken by the line, the command or the slot
+                    let v = self.access.malformed(&e);
+                    self.refuse(&v, w)?;
+                    end_flow(v)
                 }
             };
             w.flush()?;
@@ -451,22 +530,27 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn handle(&mut self, req: Request, w: &mut W<'_>) -> Result<Flow> {
-        match req {
-            Request::Quit => {
-                w.ok()?;
-                return Ok(Flow::Quit);
-            }
-            Request::Ping => {
-                w.ok()?;
-                w.done("PING", &[])?;
-                return Ok(Flow::Continue);
-            }
-            _ => {}
+    fn handle(
+        &mut self,
+        req: Request,
+        w: &mut W<'_>,
+        chan: &dyn Channel,
+        buffered: usize,
+    ) -> Result<Flow> {
+        if let Request::Quit = req {
+            w.ok()?;
+            return Ok(Flow::Quit);
         }
-        if !self.auth.may_proceed() && !req.allowed_before_auth() {
-            self.log_refusal(b"authentication required");
-            w.no(b"authentication required")?;
+        // who may do what comes first (before the slot check: an unauthenticated
+        // client learns nothing from a probe but the servername of `NO iam`)
+        let v = self.access.check(&req);
+        if v != Verdict::Run {
+            self.refuse(&v, w)?;
+            return Ok(end_flow(v));
+        }
+        if let Request::Ping = req {
+            w.ok()?;
+            w.done("PING", &[])?;
             return Ok(Flow::Continue);
         }
         if req.slot() != Some(self.cfg.servername.as_slice()) {
@@ -492,8 +576,9 @@ impl<'a> Session<'a> {
                 items,
                 ..
             } => self.fdata(&user, &folder, &items, w)?,
-            Request::Capability { .. } => self.capability(w)?,
-            Request::Auth { slot, step } => return self.auth_step(&slot, step, w),
+            Request::Capability { .. } => self.capability(w, chan)?,
+            Request::Auth { slot, step } => return self.auth_step(&slot, step, w, chan),
+            Request::StartTls { .. } => return self.starttls(w, chan, buffered),
             Request::Status { .. } => self.status(w)?,
             Request::Snapshot { user, .. } => self.snapshot(&user, w)?,
             Request::Partitions { .. } => self.partitions(w)?,
@@ -514,17 +599,20 @@ impl<'a> Session<'a> {
 
     /// One log line per refused request (client error: bad syntax, a bound, a name
     /// rule, missing authentication), with the peer; the text is cut to 200 bytes.
+    /// Rate-limited per process (service::refusal_log): what is held back is
+    /// counted and reported at the end of the session.
     fn log_refusal(&mut self, text: &[u8]) {
         self.summary.refused += 1;
         self.stats.tally.refused();
-        let cut: String = String::from_utf8_lossy(&text[..text.len().min(200)])
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect();
+        if !super::refusal_log::allow() {
+            self.unlogged = self.unlogged.saturating_add(1);
+            return;
+        }
         log::warn!(
             target: "cyrvault::session",
-            "refused request from {}: {cut}",
+            "refused request from {}: {}",
             self.cfg.peer,
+            super::refusal_log::printable(text),
         );
     }
 
@@ -789,58 +877,6 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn capability(&mut self, w: &mut W<'_>) -> Result<()> {
-        self.extended = true;
-        w.ok()?;
-        w.cap("VERSION", Some(&EXTENSION_VERSION.to_string()))?;
-        if self.auth.required() {
-            w.cap("AUTH", Some("HMAC-SHA256"))?;
-        }
-        w.cap("STATUS", None)?;
-        w.cap("SNAPSHOT", None)?;
-        w.cap("PARTITIONS", None)?;
-        w.cap("QUOTA", None)?;
-        w.cap("SERVERTIME", None)?;
-        w.cap("USERFILES", None)?;
-        w.cap("SHARED", None)?;
-        w.cap("FDELETED", None)?;
-        w.cap("MAXLINE", Some(&MAX_LINE.to_string()))?;
-        w.cap("MAXITEMS", Some(&MAX_ITEMS.to_string()))?;
-        w.done("CAPABILITY", &[])?;
-        Ok(())
-    }
-
-    fn auth_step(&mut self, slot: &[u8], step: AuthStep, w: &mut W<'_>) -> Result<Flow> {
-        match step {
-            AuthStep::Begin => match self.auth.begin()? {
-                None => w.no(b"authentication not configured")?,
-                Some(nonce) => {
-                    w.ok()?;
-                    w.challenge(&nonce)?;
-                    w.done("AUTH", &[])?;
-                }
-            },
-            AuthStep::Answer(a) => match self.auth.answer(slot, &a, &self.cfg.peer) {
-                AuthOutcome::Accepted => {
-                    w.ok()?;
-                    w.done("AUTH", &[])?;
-                }
-                AuthOutcome::NotConfigured => w.no(b"authentication not configured")?,
-                AuthOutcome::NoChallenge => w.no(b"no challenge outstanding")?,
-                AuthOutcome::Rejected => {
-                    self.summary.refused += 1;
-                    w.no(b"authentication failed")?
-                }
-                AuthOutcome::TooManyFailures => {
-                    self.summary.refused += 1;
-                    w.no(b"too many authentication failures")?;
-                    return Ok(Flow::Quit);
-                }
-            },
-        }
-        Ok(Flow::Continue)
-    }
-
     fn status(&mut self, w: &mut W<'_>) -> Result<()> {
         w.ok()?;
         for (k, v) in self.stats.snapshot() {
@@ -1048,6 +1084,9 @@ fn annot_stat(json: &[u8]) -> FileStat {
     }
 }
 
+/// How long a turned-away connection is read from before it is closed.
+const TURN_AWAY_DRAIN_MS: u64 = 50;
+
 /// Most bytes of metadata files one folder may have buffered in memory so that its
 /// locks can be released before the files are sent; bigger folders are streamed
 /// under the index lock, as upstream always does.
@@ -1188,6 +1227,11 @@ fn send_fetch(name: &[u8], fetch: Fetch<'_>, w: &mut W<'_>) -> Result<()> {
     }
     Ok(())
 }
+
+// The handshake half of the session (refusals, CAPABILITY, AUTH, STARTTLS): a child
+// module, so it sees the session's fields.
+#[path = "session_handshake.rs"]
+mod handshake;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]

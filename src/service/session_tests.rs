@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::protocol::auth::{Transcript, client_answer, verify_server};
 use crate::protocol::{Reply, ReplyReader};
-use crate::service::auth::answer;
+use crate::secret::Secret;
 
 const SERVER: &str = "imap1";
 
@@ -251,17 +252,16 @@ pub(crate) fn spool() -> MemSpool {
     }
 }
 
+/// A session configuration: with a secret, the default (authentication required);
+/// without one, `cyrvaultd_allow_unauthenticated` (the base protocol, as upstream).
 pub(crate) fn cfg(secret: Option<Secret>) -> SessionConfig {
-    SessionConfig {
-        servername: SERVER.into(),
-        secret,
-        auth_policy: AuthPolicy {
-            fail_delay: std::time::Duration::from_millis(1),
-            max_failures: 2,
-        },
-        peer: "test".into(),
-        buffer_budget: BUFFER_BUDGET,
-    }
+    let access = match secret {
+        Some(s) => AccessPolicy::required(vec![s]),
+        None => AccessPolicy::open(Vec::new()),
+    };
+    let mut c = SessionConfig::new(SERVER.as_bytes(), access);
+    c.peer = "test".into();
+    c
 }
 
 fn run_with(sp: &MemSpool, c: &SessionConfig, stats: &ServiceStats, input: &[u8]) -> String {
@@ -447,6 +447,8 @@ fn overlong_line_answers_no_and_resyncs() {
     assert_eq!(out, "NO line too long (limit 65536 bytes)\nOK\nDONE PING\n");
 }
 
+const SECRET: &[u8] = b"a-shared-secret-for-tests-0123456789";
+
 #[test]
 fn fdeleted_and_shared_listings() {
     // The memory spool has no delayed-delete folder and lists no shared hierarchy:
@@ -464,21 +466,23 @@ fn fdeleted_and_shared_listings() {
 }
 
 #[test]
-fn auth_gate_challenge_and_replay() {
-    let secret = Secret::from_bytes(b"a-shared-secret-for-tests").unwrap();
+fn auth_gate_challenge_proof_and_replay() {
+    let secret = Secret::from_bytes(SECRET).unwrap();
     let c = cfg(Some(secret.clone()));
     let sp = spool();
     let stats = ServiceStats::default();
-    // everything but PING/QUIT/CAPABILITY/AUTH is refused
+    // everything but the handshake is refused
     let out = run_with(&sp, &c, &stats, b"USERS imap1\nPING\nCAPABILITY imap1\n");
     assert_eq!(
         out,
-        "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 1\nCAP AUTH HMAC-SHA256\n\
+        "NO authentication required\nOK\nDONE PING\nOK\nCAP VERSION 2\nCAP AUTH HMAC-SHA256-MUTUAL\n\
          CAP STATUS\nCAP SNAPSHOT\nCAP PARTITIONS\nCAP QUOTA\nCAP SERVERTIME\nCAP USERFILES\nCAP SHARED\nCAP FDELETED\n\
          CAP MAXLINE 65536\nCAP MAXITEMS 4096\nDONE CAPABILITY\n"
     );
 
-    // a real exchange over a socket pair: the client computes the answer
+    // a real exchange over a socket pair: the client computes the answer and checks
+    // the server's proof
+    let cn = [0x5a; 32];
     let (mut client, mut server) = std::os::unix::net::UnixStream::pair().unwrap();
     let replay = std::thread::scope(|s| {
         let h = s.spawn(|| {
@@ -486,64 +490,124 @@ fn auth_gate_challenge_and_replay() {
             Session::new(&c, &sp, &stats).run(&mut input, &mut server)
         });
         let mut r = ReplyReader::new(client.try_clone().unwrap());
-        client.write_all(b"AUTH imap1 BEGIN\n").unwrap();
+        let begin = format!("AUTH imap1 BEGIN {}\n", hex::encode(cn));
+        client.write_all(begin.as_bytes()).unwrap();
         r.expect_ok().unwrap();
-        let Reply::Challenge(nonce) = r.next_reply().unwrap() else {
+        let Reply::Challenge(sn) = r.next_reply().unwrap() else {
             panic!("no challenge")
         };
         assert_eq!(r.next_reply().unwrap(), Reply::Done(vec![b"AUTH".to_vec()]));
-        let a = answer(&secret, &nonce, SERVER.as_bytes());
+        let t = Transcript {
+            server_nonce: &sn,
+            client_nonce: &cn,
+            slot: SERVER.as_bytes(),
+            binding: None,
+        };
+        let a = client_answer(SECRET, &t);
         let line = format!("AUTH imap1 ANSWER {}\nUSERS imap1\nQUIT\n", hex::encode(a));
         client.write_all(line.as_bytes()).unwrap();
         r.expect_ok().unwrap();
+        let Reply::Proof(p) = r.next_reply().unwrap() else {
+            panic!("no proof")
+        };
+        assert!(
+            verify_server(SECRET, &t, &p),
+            "the server proves the secret"
+        );
         assert_eq!(r.next_reply().unwrap(), Reply::Done(vec![b"AUTH".to_vec()]));
         r.expect_ok().unwrap();
         assert_eq!(r.next_reply().unwrap(), Reply::User(b"bob".to_vec()));
         h.join().unwrap().unwrap();
-        line
+        format!("{begin}{line}")
     });
 
-    // the same answer in a new session: the nonce is new, the old answer fails
-    let out = run_with(
-        &sp,
-        &c,
-        &stats,
-        format!("AUTH imap1 BEGIN\n{replay}").as_bytes(),
-    );
+    // the same lines in a new session: the server's nonce is new, the old answer
+    // fails, and a failure ends the session at once (USERS is never answered)
+    let out = run_with(&sp, &c, &stats, replay.as_bytes());
+    assert!(out.starts_with("OK\nCHALLENGE "), "{out}");
     assert!(
-        out.contains("NO authentication failed\nNO authentication required\n"),
+        out.ends_with("DONE AUTH\nNO authentication failed\n"),
         "{out}"
     );
-    // an answer without a challenge, then the failure limit ends the session
+    // an answer without a challenge; BEGIN without the client's nonce
     let out = run_with(
         &sp,
         &c,
         &stats,
         format!(
-            "AUTH imap1 ANSWER {z}\nAUTH imap1 BEGIN\nAUTH imap1 ANSWER {z}\nAUTH imap1 BEGIN\nAUTH imap1 ANSWER {z}\nPING\n",
-            z = "00".repeat(32)
+            "AUTH imap1 ANSWER {}\nAUTH imap1 BEGIN\nPING\n",
+            "00".repeat(32)
         )
         .as_bytes(),
     );
-    assert!(
-        out.starts_with("NO no challenge outstanding\nOK\nCHALLENGE "),
-        "{out}"
-    );
     assert_eq!(
-        out.matches("NO authentication failed\n").count(),
-        1,
+        out,
+        "NO no challenge outstanding\nNO bad auth argument: missing client nonce\nOK\nDONE PING\n"
+    );
+}
+
+#[test]
+fn default_without_secret_refuses_everything_but_the_handshake() {
+    let c = SessionConfig::new(SERVER.as_bytes(), AccessPolicy::required(Vec::new()));
+    let sp = spool();
+    let out = run_with(
+        &sp,
+        &c,
+        &ServiceStats::default(),
+        b"CAPABILITY imap1\nAUTH imap1 BEGIN 0000000000000000000000000000000000000000000000000000000000000000\n\
+          USERS imap1\nMETA imap1 bob seen\nFMULTISTATUS imap1 bob\nFMETA imap1 bob INBOX index\n\
+          FDATA imap1 bob INBOX 1\nSNAPSHOT imap1 bob\nPARTITIONS imap1\nSTATUS imap1\nSTARTTLS imap1\nQUIT\n",
+    );
+    assert!(!out.contains("CAP AUTH"), "{out}");
+    let refusals: Vec<&str> = out.lines().filter(|l| l.starts_with("NO ")).collect();
+    assert_eq!(
+        refusals,
+        [
+            "NO authentication not configured",
+            "NO authentication required",
+            "NO authentication required",
+            "NO authentication required",
+            "NO authentication required",
+            "NO authentication required",
+            "NO authentication required",
+            "NO authentication required",
+            "NO authentication required",
+            "NO TLS is not available (no tls_server_cert)",
+        ],
         "{out}"
     );
-    // the session ended: the PING after the last failure is not answered
+    assert!(!out.contains("bob") && !out.contains("DATA"), "{out}");
+}
+
+#[test]
+fn bounds_before_authentication_end_the_session() {
+    let c = cfg(Some(Secret::from_bytes(SECRET).unwrap()));
+    let sp = spool();
+    // an overlong line before AUTH ends the session (the PING is never answered)
+    let mut input = vec![b'x'; 2000];
+    input.extend_from_slice(b"\nPING\n");
+    let out = run_with(&sp, &c, &ServiceStats::default(), &input);
+    assert_eq!(out, "NO line too long (limit 1024 bytes)\n");
+    // so does the 17th request
+    let out = run_with(
+        &sp,
+        &c,
+        &ServiceStats::default(),
+        "PING\n".repeat(20).as_bytes(),
+    );
+    assert_eq!(out.matches("DONE PING").count(), 16, "{out}");
     assert!(
-        out.ends_with("DONE AUTH\nNO too many authentication failures\n"),
+        out.ends_with("NO too many requests before authentication (limit 16)\n"),
         "{out}"
     );
 }
 
 #[test]
 fn without_secret_auth_is_not_offered() {
-    let out = run("CAPABILITY imap1\nAUTH imap1 BEGIN\n");
+    let out = run(&format!(
+        "CAPABILITY imap1\nAUTH imap1 BEGIN {}\n",
+        "ab".repeat(32)
+    ));
     assert!(!out.contains("CAP AUTH"), "{out}");
     assert!(out.ends_with("NO authentication not configured\n"), "{out}");
 }

@@ -76,6 +76,8 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
         let o = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
             .args(["backup", "alice", "bob", "--server", &addr, "--vault"])
             .arg(&vault)
+            .arg("--secret-file")
+            .arg(&sb.cyrvaultd_secret_file)
             .arg("--json")
             .stdin(std::process::Stdio::null())
             .output()
@@ -258,7 +260,11 @@ fn real_backup_with_a_flipped_byte() {
     }
     c.logout().unwrap();
     let v = Vault::open(&vault).unwrap();
-    let mut s = Server::connect(&addr, &ConnectOptions::default()).unwrap();
+    let copts = ConnectOptions {
+        secret: Some(sb.cyrvaultd_secret().unwrap()),
+        ..Default::default()
+    };
+    let mut s = Server::connect(&addr, &copts).unwrap();
     let opts = BackupOptions {
         writer: Some(WriterOptions {
             member_target: 32 << 10,

@@ -63,7 +63,7 @@ fn curl(url: &str) -> Option<String> {
 fn metrics_listen_during_a_real_fleet_run() {
     let f = shared_fleet();
     let dir = scratch("metrics");
-    // two of the three servers (s1 with AUTH), two drive units each: 200 users
+    // two of the three servers, two drive units each: 200 users
     let textfile_dir = dir.join("node-exporter");
     std::fs::create_dir_all(&textfile_dir).unwrap();
     let textfile = textfile_dir.join("cyrvault.prom");
@@ -74,6 +74,11 @@ fn metrics_listen_during_a_real_fleet_run() {
         c += &format!("{s}_unit_p1: disk1\n{s}_unit_p2: disk2\n");
     }
     c += &format!("s1_secret_file: {}\n", f.secret.display());
+    // the service refuses everything without a secret (doc/security.md)
+    c += &format!(
+        "s2_secret_file: {}\n",
+        f.sbs[1].cyrvaultd_secret_file.display()
+    );
     c += &format!(
         "vault: {}\nworkers: 2\nbatch: 10\nlease: 30\nretry_backoff: 0\n\
          stale_after: 3600\nmetrics_file: {}\n",

@@ -28,7 +28,7 @@ use cyrvault::vault::Vault;
 
 static N: AtomicU32 = AtomicU32::new(0);
 
-const SECRET: &[u8] = b"noloss-test-secret-0123456789";
+const SECRET: &[u8] = b"noloss-test-secret-0123456789abcdefg";
 
 /// A sandbox with cyrvaultd under master and a vault directory. `base`: the service
 /// has no secret and the client speaks only the base protocol (what it does against a
@@ -58,6 +58,13 @@ pub fn env(name: &str, base: bool) -> Env {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut conf = Vec::new();
+    if base {
+        // the base protocol is served only where the operator says so
+        conf.push((
+            "cyrvaultd_allow_unauthenticated".to_string(),
+            "yes".to_string(),
+        ));
+    }
     let secret = (!base).then(|| {
         let p = dir.join("secret");
         std::fs::write(&p, [SECRET, b"\n"].concat()).unwrap();
@@ -94,7 +101,7 @@ impl Env {
         Server::connect(
             &self.addr,
             &ConnectOptions {
-                secret: (!self.base).then(|| SECRET.to_vec()),
+                secret: (!self.base).then(|| cyrvault::secret::Secret::from_bytes(SECRET).unwrap()),
                 base_only: self.base,
                 ..Default::default()
             },

@@ -59,7 +59,11 @@ pub fn work(name: &str) -> Work {
 pub fn backup(sb: &Sandbox, vault: &Path, user: &str) -> u64 {
     let v = Vault::open(vault).unwrap();
     let addr = sb.service_addrs["cyrvaultd"].to_string();
-    let mut s = Server::connect(&addr, &ConnectOptions::default()).unwrap();
+    let opts = ConnectOptions {
+        secret: Some(sb.cyrvaultd_secret().unwrap()),
+        ..Default::default()
+    };
+    let mut s = Server::connect(&addr, &opts).unwrap();
     backup::backup_user(&mut s, &v, user, &BackupOptions::default())
         .unwrap_or_else(|e| panic!("backing up {user}: {e}"))
         .run

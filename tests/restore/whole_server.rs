@@ -127,6 +127,8 @@ fn whole_server_exact_killed_and_resumed_then_imap() {
     let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
         .args(["backup", "--all", "--server"])
         .arg(src.service_addrs["cyrvaultd"].to_string())
+        .arg("--secret-file")
+        .arg(&src.cyrvaultd_secret_file)
         .arg("--vault")
         .arg(&w.vault)
         .output()

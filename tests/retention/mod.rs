@@ -105,7 +105,7 @@ impl Env {
         Server::connect(
             &self.addr,
             &ConnectOptions {
-                secret: Some(SECRET.to_vec()),
+                secret: Some(cyrvault::secret::Secret::from_bytes(SECRET).unwrap()),
                 ..Default::default()
             },
         )

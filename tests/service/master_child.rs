@@ -91,11 +91,7 @@ fn master_runs_the_snippet_and_survives_killed_children(cyrus: &cyrvault::sandbo
     let mut retired = None;
     for _ in 0..(4 * uses) {
         let s = tcp(addr(&sb, "cyrvaultd"));
-        let mut c = Client::new(
-            std::io::BufReader::new(s.try_clone().unwrap()),
-            s.try_clone().unwrap(),
-            sb.servername.as_bytes(),
-        );
+        let mut c = authenticated(&sb, s.try_clone().unwrap());
         let n = status(&mut c, &slot)["sessions_total"];
         let pid = server_pid(&s).expect("the child serving this connection");
         c.quit().unwrap();
@@ -119,11 +115,7 @@ fn master_runs_the_snippet_and_survives_killed_children(cyrus: &cyrvault::sandbo
     });
     assert!(gone, "child {retired} still running after {uses} sessions");
     let s = tcp(addr(&sb, "cyrvaultd"));
-    let mut c = Client::new(
-        std::io::BufReader::new(s.try_clone().unwrap()),
-        s.try_clone().unwrap(),
-        sb.servername.as_bytes(),
-    );
+    let mut c = authenticated(&sb, s.try_clone().unwrap());
     let n = status(&mut c, &slot)["sessions_total"];
     let pid = server_pid(&s).expect("the child serving this connection");
     c.quit().unwrap();
@@ -133,6 +125,7 @@ fn master_runs_the_snippet_and_survives_killed_children(cyrus: &cyrvault::sandbo
     // kill -9 a child while it streams a 6 MB FDATA; then one while it works
     // through a burst of pipelined FMETAs (it takes and drops the locks 200 times).
     let mut r = Raw::new(addr(&sb, "cyrvaultd"));
+    r.auth(&sb);
     r.send(format!("FDATA {} alice INBOX {big_uid}\n", sb.servername).as_bytes());
     assert_eq!(r.line(), "OK");
     assert!(r.line().starts_with(&format!("DATA {big_uid} ")));
@@ -146,6 +139,7 @@ fn master_runs_the_snippet_and_survives_killed_children(cyrus: &cyrvault::sandbo
     eprintln!("APPEND right after kill -9 mid-FDATA: {took:?}");
 
     let mut r = Raw::new(addr(&sb, "cyrvaultd"));
+    r.auth(&sb);
     let line = format!(
         "FMETA {} alice INBOX header index annotations\n",
         sb.servername

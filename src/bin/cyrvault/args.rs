@@ -257,6 +257,8 @@ pub struct BackupArgs {
     /// Users backed up at once, each on its own connection (default: the number of cores).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Machine-readable JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -358,4 +360,29 @@ pub struct RestoreArgs {
     /// Machine-readable JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// The IMAP port speaks TLS from the first byte (imaps, 993) instead of STARTTLS.
+    #[arg(long)]
+    pub tls_implicit: bool,
+}
+
+/// TLS to a server, with its certificate checked (doc/security.md).
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Require TLS (STARTTLS); without --tls-ca-file or --tls-pin the server's
+    /// certificate is checked against the system's CAs.
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust servers whose certificate chain leads to a CA in this PEM file
+    /// (implies --tls).
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Trust the server whose certificate has this SHA-256 fingerprint (as
+    /// `openssl x509 -noout -fingerprint -sha256` prints it; implies --tls).
+    #[arg(long)]
+    pub tls_pin: Option<String>,
+    /// The name the server's certificate must carry (default: the host of the address).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
 }

@@ -1,24 +1,27 @@
 //! `cyrvault backup USER... --server HOST:PORT [--secret-file F] [--servername NAME]
-//! [--vault DIR] [--all [--no-shared]] [--base-protocol] [--jobs N] [--json]`: one
-//! library call (`backup::backup_users_jobs`: N users at once, results in the order
-//! given), a progress bar on a terminal, a summary table or JSON, and an exit status
-//! that is non-zero if any user failed (its sysexits code), had a folder it could not
-//! back up (75 when all such folders changed while read, else 65) or had spool damage
-//! (65), or if `--all` could not list shared mailboxes (78, unless `--no-shared`);
-//! with several, the most severe class (`ErrorKind::severity`). Every folder not
-//! backed up is named with its reason on stderr, after the table, and in `--json`.
+//! [--tls] [--tls-ca-file F] [--tls-pin SHA256] [--vault DIR] [--all [--no-shared]]
+//! [--base-protocol] [--jobs N] [--json]`: one library call (`backup::backup_users_jobs`:
+//! N users at once, results in the order given), a progress bar on a terminal, a
+//! summary table or JSON, and an exit status that is non-zero if any user failed (its
+//! sysexits code), had a folder it could not back up (75 when all such folders changed
+//! while read, else 65) or had spool damage (65), or if `--all` could not list shared
+//! mailboxes (78, unless `--no-shared`); with several, the most severe class
+//! (`ErrorKind::severity`). Every folder not backed up is named with its reason on
+//! stderr, after the table, and in `--json`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use cyrvault::backup::{self, BackupOptions, ConnectOptions, Progress, Server, UserReport};
-use cyrvault::error::{EX_CONFIG, EX_USAGE, ErrorKind, IoContext};
+use cyrvault::error::{EX_CONFIG, EX_USAGE, ErrorKind};
+use cyrvault::secret::Secret;
+use cyrvault::tls::client::{ClientOptions, parse_pin};
 use cyrvault::vault::Vault;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::args::BackupArgs;
+use crate::args::{BackupArgs, TlsArgs};
 use crate::output;
 
 /// Progress bar on stderr: current user and folder, bytes fetched, rate.
@@ -46,18 +49,6 @@ struct JsonUser<'a> {
     report: Option<&'a UserReport>,
 }
 
-/// The shared secret from `--secret-file`, trailing newline removed.
-pub fn read_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, cyrvault::Error> {
-    let Some(p) = file else {
-        return Ok(None);
-    };
-    let mut s = std::fs::read(p).at("reading the secret file", p)?;
-    while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        s.pop();
-    }
-    Ok(Some(s))
-}
-
 pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
     if a.users.is_empty() && !a.all {
         eprintln!("cyrvault backup: name at least one USER, or --all");
@@ -67,12 +58,17 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         eprintln!("cyrvault backup: --jobs must be at least 1");
         return Ok(ExitCode::from(EX_USAGE as u8));
     }
-    let secret = read_secret(a.secret_file.as_deref())?;
+    // checked as the service checks its own: mode 0600, at least 32 bytes
+    let secret = match &a.secret_file {
+        Some(p) => Some(Secret::load(p, "--secret-file")?),
+        None => None,
+    };
     let copts = ConnectOptions {
         servername: a.servername.clone(),
         secret,
         base_only: a.base_protocol,
         timeout: None,
+        tls: tls_options(&a.tls)?,
     };
     let mut server = Server::connect(&a.server, &copts)?;
     let vault = Vault::open(&a.vault)?;
@@ -190,6 +186,24 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode, cyrvault::Error> {
         None => ExitCode::SUCCESS,
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
     })
+}
+
+/// The TLS options the flags ask for; None: plaintext.
+pub(crate) fn tls_options(t: &TlsArgs) -> Result<Option<ClientOptions>, cyrvault::Error> {
+    let pin = match &t.tls_pin {
+        None => None,
+        Some(p) => {
+            Some(parse_pin(p).map_err(|m| cyrvault::Error::Refused(format!("--tls-pin: {m}")))?)
+        }
+    };
+    if !t.tls && t.tls_ca_file.is_none() && pin.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ClientOptions {
+        ca_file: t.tls_ca_file.clone(),
+        pin,
+        server_name: t.tls_server_name.clone(),
+    }))
 }
 
 fn mb(n: u64) -> String {

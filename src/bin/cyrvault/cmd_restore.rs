@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use cyrvault::cyrus::Guid;
 use cyrvault::error::{EX_DATAERR, EX_USAGE, Error, IoContext};
+use cyrvault::imap::{Tls, TlsMode};
 use cyrvault::restore::all::{AllOptions, AllTarget, restore_all};
 use cyrvault::restore::exact::{ExactOptions, ExactTarget, restore_exact};
 use cyrvault::restore::export::{ExportKind, export};
@@ -49,6 +50,35 @@ fn password(a: &RestoreArgs) -> Result<String, Error> {
     })
 }
 
+/// TLS for the IMAP connections (ManageSieve follows with STARTTLS): `--tls`,
+/// `--tls-ca-file`, `--tls-pin` or `--tls-implicit`; None: plaintext.
+fn imap_tls(a: &RestoreArgs) -> Result<Option<Tls>, Error> {
+    Ok(crate::cmd_backup::tls_options(&a.tls)?
+        .or_else(|| a.tls_implicit.then(Default::default))
+        .map(|trust| Tls {
+            mode: if a.tls_implicit {
+                TlsMode::Implicit
+            } else {
+                TlsMode::StartTls
+            },
+            trust,
+        }))
+}
+
+/// `--exact` speaks to sync_server in plaintext (our replication client has no
+/// STARTTLS yet): refuse TLS flags rather than send the password in the clear while
+/// the admin asked for TLS.
+fn refuse_tls_for_exact(a: &RestoreArgs) -> Result<(), Error> {
+    if imap_tls(a)?.is_some() {
+        return Err(usage(
+            "--exact does not speak TLS to sync_server: drop --tls/--tls-implicit/\
+             --tls-ca-file/--tls-pin, or restore over --imap"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `restore --all`: every user of the vault, N at a time, a line per user on stderr
 /// as each finishes, then the report.
 fn run_all(a: &RestoreArgs) -> Result<ExitCode, Error> {
@@ -80,6 +110,7 @@ fn run_all(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 admin: a.admin.clone(),
                 password: password(a)?,
                 user: String::new(),
+                tls: imap_tls(a)?,
             },
             // A whole server: everything comes back.
             ImapOptions {
@@ -146,6 +177,9 @@ fn run_all(a: &RestoreArgs) -> Result<ExitCode, Error> {
 }
 
 pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
+    if a.exact {
+        refuse_tls_for_exact(a)?;
+    }
     if a.all {
         return run_all(a);
     }
@@ -247,6 +281,7 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
                 admin: a.admin.clone(),
                 password: password(a)?,
                 user: a.to_user.clone().unwrap_or_else(|| user.clone()),
+                tls: imap_tls(a)?,
             };
             let sieve = a.sieve.as_ref().map(|s| {
                 if s.is_empty() {

@@ -51,9 +51,14 @@ fn ms(us: u64) -> String {
 pub fn run(a: &StatusArgs) -> Result<ExitCode, cyrvault::Error> {
     let copts = ConnectOptions {
         servername: a.servername.clone(),
-        secret: crate::cmd_backup::read_secret(a.secret_file.as_deref())?,
+        // checked as the service checks its own: mode 0600, at least 32 bytes
+        secret: match &a.secret_file {
+            Some(p) => Some(cyrvault::secret::Secret::load(p, "--secret-file")?),
+            None => None,
+        },
         base_only: false,
         timeout: Some(Duration::from_secs(30)),
+        tls: None,
     };
     let mut server = Server::connect(&a.server, &copts)?;
     let st = server.status()?;
