@@ -399,9 +399,10 @@ fn the_session_cache_never_serves_a_stale_list() {
     assert_eq!(listed(&backend, &sp, "ann").len(), 3);
 }
 
-/// What one owner's session (FMULTISTATUS, FMETA of every folder, FDATA) reads of
-/// `mailboxes.db` and `annotations.db`, in bytes, after checking each answer
-/// against the whole-file parse of a separate spool.
+/// What one owner's session (FMULTISTATUS with the USERFILES listing the client
+/// pipelines with it, FMETA of every folder, FDATA) reads of `mailboxes.db` and
+/// `annotations.db`, in bytes, after checking each answer against the whole-file
+/// parse of a separate spool.
 fn session_reads(backend: &CyrusSpool, oracle: &Spool, owner: &str) -> (u64, u64, u64) {
     let whole = oracle.mboxlist().unwrap();
     let all_annots = oracle.global_annotations().unwrap();
@@ -417,6 +418,30 @@ fn session_reads(backend: &CyrusSpool, oracle: &Spool, owner: &str) -> (u64, u64
         .collect();
     let names: Vec<&str> = want.iter().map(|f| f.external.as_str()).collect();
     assert_eq!(listed, names, "{owner}");
+    // USERFILES: an unchanged user's whole session is this listing and the one
+    // above (it once parsed all of mailboxes.db: 1.3 s at 200,000 mailboxes).
+    let files: Vec<String> = backend
+        .user_file_stats(owner.as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| String::from_utf8(n).unwrap())
+        .collect();
+    let uf = oracle.user_files(owner, &whole).unwrap();
+    let mut expect: Vec<String> = [("seen", uf.seen.is_some()), ("sub", uf.sub.is_some())]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    expect.extend(
+        uf.sieve_dir
+            .iter()
+            .flat_map(|d| cyrvault::spool::sieve_stats(d).unwrap())
+            .map(|(n, _)| format!("sieve/{n}")),
+    );
+    assert_eq!(
+        files, expect,
+        "{owner}: USERFILES against the whole-file parse"
+    );
     for f in &want {
         let FolderOpen::Open(folder) = backend
             .open_folder(owner.as_bytes(), f.external.as_bytes(), Want::Meta)

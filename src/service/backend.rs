@@ -268,8 +268,10 @@ impl Spool for CyrusSpool {
 
     fn user_file_stats(&self, user: &[u8]) -> Result<Vec<(Vec<u8>, FileStat)>> {
         let user = Self::user(user)?;
-        let ml = self.spool.mboxlist()?;
-        let files = self.spool.user_files(user, &ml)?;
+        // The owner's entries (its INBOX says where the files are), as SNAPSHOT and
+        // FDATA read them: never the whole mailboxes.db, which cost an unchanged user
+        // 1.3 s of CPU and ~360 MB on a server of 200,000 mailboxes (issue 10).
+        let files = self.spool.user_files(user, &*self.list(user)?)?;
         let mut out = Vec::new();
         for (name, f) in [(&b"seen"[..], &files.seen), (b"sub", &files.sub)] {
             if let Some(f) = f {

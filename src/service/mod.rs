@@ -371,6 +371,16 @@ where
             "{peer_text} is not in cyrvaultd_allow"
         )));
     }
+    // Answers are whole (one flush per batch of requests, session.rs): Nagle could
+    // only hold one back until the client's delayed ACK, ~40 ms on a connection that
+    // has gone quiet. Cyrus's master does not set it on the sockets it passes;
+    // its own services do (`tcp_disable_nagle(1)` in sync_server.c, lib/util.c).
+    // Not a TCP socket (a UNIX socket, a pipe under `-X`): nothing to do.
+    let _ = nix::sys::socket::setsockopt(
+        &output.as_fd(),
+        nix::sys::socket::sockopt::TcpNoDelay,
+        &true,
+    );
     let started = Instant::now();
     let cpu_before = cpu_micros();
     let before = ctx.spool.spool().lock_stats();

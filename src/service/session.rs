@@ -520,7 +520,15 @@ impl<'a> Session<'a> {
                     end_flow(v)
                 }
             };
-            w.flush()?;
+            // Answers to pipelined requests go out together: a request already
+            // buffered here is answered before the flush, so a client's batch (an
+            // unchanged user's FMULTISTATUS + USERFILES + quota, doc/protocol.md)
+            // costs one write(2), not one per answer (each would wait for the ACK of
+            // the one before it where Nagle is on). The answer is always flushed
+            // before the service would block reading.
+            if lines.buffered() == 0 || !matches!(flow, Flow::Continue) {
+                w.flush()?;
+            }
             self.stats
                 .tally
                 .request(w.bytes_out().saturating_sub(before));
