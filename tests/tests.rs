@@ -4,6 +4,7 @@
 mod admin; // list/show/ls/cat/verify/reindex/stats on archives of a real spool: reindex equality, damage, tar, one-member cat
 mod archive; // the per-user tar.gz: stock tools, crashes, damage, locks, short reads, kill -9
 mod backup; // cyrvault backup vs real Cyrus + cyrvaultd under master: round trip, history, dedup, incremental, kill -9
+mod bins; // where target/<profile>/cyrvault (the host package's binary) and cyrvaultd are
 mod catalog; // the SQLite catalog: history per run, reindex equality, schema checks, records_from_meta vs mbexamine
 mod certs; // test certificates made by each test (rcgen): CA, server certificate, an unrelated CA
 mod cyrus313; // a spool written by a real Cyrus 3.13 (../shared/fixtures): parsers and cyrvaultd -X vs its own ctl_mboxlist/mbexamine

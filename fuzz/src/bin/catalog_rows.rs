@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 
 use rusqlite::types::Value;
 
-use cyrvault::catalog::Catalog;
+use cyrvault_host::catalog::Catalog;
 use cyrvault::cyrus::Guid;
 use cyrvault_fuzz::Bytes;
 
