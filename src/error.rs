@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
 use crate::lock::LockError;
+use crate::protocol::ProtocolError;
 
 /// Result with the crate [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -280,6 +281,31 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+}
+
+// The wire layer's errors become the service's here, at the protocol's edge (the
+// protocol module itself stays pure and imports nothing of the crate).
+impl ProtocolError {
+    /// As a crate error, with `context` (server and request) in front: a `NO`
+    /// that retrying cannot fix gets its own class (`Error::from_server_no`).
+    pub fn in_context(self, context: &str) -> Error {
+        match self {
+            ProtocolError::No(text) => Error::from_server_no(context, &text),
+            e => Error::Protocol(format!("{context}: {e}")),
+        }
+    }
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::InvalidName { .. } | ProtocolError::BadArgument { .. } => {
+                Error::Refused(e.to_string())
+            }
+            ProtocolError::No(text) => Error::from_server_no("", &text),
+            other => Error::Protocol(other.to_string()),
         }
     }
 }

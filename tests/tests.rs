@@ -19,6 +19,7 @@ mod fleet; // issue 6: discover, run with N worker processes (kill -9, locks, re
 mod folder_load; // issue 10: FDATA reads only its records and no annotations.db; spilled FMETA copies
 mod foundation; // issue 2 end to end: inspect vs mbexamine/ctl_mboxlist, write-back, lock interop, damage
 mod header; // committed include/cyrvault.h == what cbindgen generates
+mod layers; // issue 15: doc/design.md's layer tables == the modules' imports, no cycles
 mod listing; // issue 10: the service's per-owner range reads of mailboxes.db/annotations.db vs whole-file parses, repack, cache
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat
