@@ -7,6 +7,7 @@ mod backup; // cyrvault backup vs real Cyrus + cyrvaultd under master: round tri
 mod bins; // where target/<profile>/cyrvault (the host package's binary) and cyrvaultd are
 mod catalog; // the SQLite catalog: history per run, reindex equality, schema checks, records_from_meta vs mbexamine
 mod certs; // test certificates made by each test (rcgen): CA, server certificate, an unrelated CA
+mod crates; // issue 15: the service crate depends on no backup-host crate; libcyrvault.a has no sqlite3_/tokio/postgres symbol
 mod cyrus313; // a spool written by a real Cyrus 3.13 (../shared/fixtures): parsers and cyrvaultd -X vs its own ctl_mboxlist/mbexamine
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
