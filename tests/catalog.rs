@@ -1,4 +1,4 @@
-//! The catalog (src/catalog) and the run model (src/model.rs).
+//! The catalog (host/src/catalog) and the run model (host/src/model.rs).
 //!
 //! - A ten-run history built by hand (flags, expunge, rename, delete, add, a user
 //!   rename, one message in five folders over ten runs): `records_at` and `folders_at`
