@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
+use crate::cyrus::paths::PathError;
 use crate::lock::LockError;
 use crate::protocol::ProtocolError;
 
@@ -281,6 +282,16 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+}
+
+// A path that cannot be made is refused input or a configuration gap.
+impl From<PathError> for Error {
+    fn from(e: PathError) -> Error {
+        match e {
+            PathError::Refused(m) => Error::Refused(m),
+            PathError::Config(c) => Error::Config(c),
         }
     }
 }

@@ -350,7 +350,7 @@ impl Locker {
     pub fn user_namespace_paths(&self, userid: &str) -> crate::Result<Vec<PathBuf>> {
         paths::user_namespace_locknames(&self.conf, userid, self.user_lock)
             .iter()
-            .map(|n| paths::lock_path(&self.conf, n))
+            .map(|n| Ok(paths::lock_path(&self.conf, n)?))
             .collect()
     }
 

@@ -22,8 +22,8 @@ const CRATES: [(&str, &str); 3] = [
 const KNOWN_CYCLES: &[(&str, &str, &str)] = &[
     (
         "cyrvault",
-        "error wraps ParseError, ConfigError, LockError, MailboxError; cyrus, lock, spool return Error",
-        "cyrus error lock spool",
+        "error wraps LockError and MailboxError; lock and spool return Error",
+        "error lock spool",
     ),
     (
         "cyrvault-host",

@@ -105,6 +105,13 @@ impl From<cyrvault::Error> for Error {
     }
 }
 
+/// A Cyrus path that cannot be made (see the service's conversion).
+impl From<crate::cyrus::paths::PathError> for Error {
+    fn from(e: crate::cyrus::paths::PathError) -> Error {
+        cyrvault::Error::from(e).into()
+    }
+}
+
 /// A wire-protocol failure seen by the host's client (see the service's conversion).
 impl From<crate::protocol::ProtocolError> for Error {
     fn from(e: crate::protocol::ProtocolError) -> Error {
