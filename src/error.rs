@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
 use crate::cyrus::paths::PathError;
-use crate::lock::LockError;
+use crate::lock::{LockError, LockFailure};
 use crate::protocol::ProtocolError;
 
 /// Result with the crate [`Error`].
@@ -282,6 +282,18 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+}
+
+// The lock layer's failures, each to the variant (and so the class) it always had.
+impl From<LockFailure> for Error {
+    fn from(e: LockFailure) -> Error {
+        match e {
+            LockFailure::Lock(e) => Error::Lock(e),
+            LockFailure::Path(e) => e.into(),
+            LockFailure::Config(e) => Error::Config(e),
+            LockFailure::Other(m) => Error::Other(m),
         }
     }
 }

@@ -22,8 +22,8 @@ const CRATES: [(&str, &str); 3] = [
 const KNOWN_CYCLES: &[(&str, &str, &str)] = &[
     (
         "cyrvault",
-        "error wraps LockError and MailboxError; lock and spool return Error",
-        "error lock spool",
+        "error wraps MailboxError; spool returns Error",
+        "error spool",
     ),
     (
         "cyrvault-host",

@@ -112,6 +112,13 @@ impl From<crate::cyrus::paths::PathError> for Error {
     }
 }
 
+/// A lock that could not be taken (see the service's conversion).
+impl From<crate::lock::LockFailure> for Error {
+    fn from(e: crate::lock::LockFailure) -> Error {
+        cyrvault::Error::from(e).into()
+    }
+}
+
 /// A wire-protocol failure seen by the host's client (see the service's conversion).
 impl From<crate::protocol::ProtocolError> for Error {
     fn from(e: crate::protocol::ProtocolError) -> Error {
