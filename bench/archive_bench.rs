@@ -12,8 +12,10 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cyrvault::archive::{ArchiveWriter, Lane, Level, WriterOptions, message_entry, read_entry_at};
 use cyrvault::cyrus::Guid;
+use cyrvault_host::archive::{
+    ArchiveWriter, Lane, Level, WriterOptions, message_entry, read_entry_at,
+};
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -98,7 +100,7 @@ fn main() {
     let total: u64 = msgs.iter().map(|m| m.len() as u64).sum();
     let binary = msgs
         .iter()
-        .filter(|m| cyrvault::archive::classify(m) == Lane::Binary);
+        .filter(|m| cyrvault_host::archive::classify(m) == Lane::Binary);
     let binary_bytes: u64 = binary.map(|m| m.len() as u64).sum();
     println!(
         "corpus: {} messages, {:.1} MB, {:.1} % of bytes in base64-heavy messages\n",
@@ -145,7 +147,7 @@ fn main() {
         Lane::Binary.default_level(),
     );
     let scan_t = Instant::now();
-    let s = cyrvault::archive::scan(&big).unwrap();
+    let s = cyrvault_host::archive::scan(&big).unwrap();
     let scan_secs = scan_t.elapsed().as_secs_f64();
     let size = s.len;
     println!(
@@ -156,7 +158,7 @@ fn main() {
         total as f64 * copies as f64 / scan_secs / 1e6
     );
     // Single-message reads spread over the archive, cold file cache for each.
-    let all: Vec<(u64, &cyrvault::archive::EntryLoc)> = s
+    let all: Vec<(u64, &cyrvault_host::archive::EntryLoc)> = s
         .members
         .iter()
         .flat_map(|m| m.entries.iter().map(move |e| (m.offset, e)))

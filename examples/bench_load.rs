@@ -21,8 +21,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cyrvault::sandbox::corpus::{Msg, load, scan_corpus};
-use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
+use cyrvault_testkit::sandbox::corpus::{Msg, load, scan_corpus};
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 
 /// The secret cyrvaultd and `cyrvault backup` share in the benchmark.
 const SECRET: &[u8] = b"bench-secret-0123456789abcdefghijklm\n";

@@ -9,8 +9,8 @@ use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
-use cyrvault::imap::Arg;
-use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine, fill_folder};
+use cyrvault_host::imap::Arg;
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions, ServiceLine, fill_folder};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

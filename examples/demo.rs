@@ -10,7 +10,7 @@ use std::process::Command;
 
 use std::os::unix::fs::{PermissionsExt, chown};
 
-use cyrvault::sandbox::{
+use cyrvault_testkit::sandbox::{
     PopulatePlan, Sandbox, SandboxOptions, ServiceLine, make_history, populate,
 };
 

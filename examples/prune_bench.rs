@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use cyrvault::sandbox::{Listen, MailGen, Sandbox, SandboxOptions, ServiceLine};
+use cyrvault_testkit::sandbox::{Listen, MailGen, Sandbox, SandboxOptions, ServiceLine};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -239,7 +239,7 @@ fn main() -> Result<(), BoxError> {
     run(&mut sync_client(), "sync_client")?;
     std::thread::sleep(std::time::Duration::from_secs(2));
 
-    let ua = cyrvault::admin::find_user(&vault, USER)?;
+    let ua = cyrvault_host::admin::find_user(&vault, USER)?;
     let before = fs::metadata(&ua.archive)?.len();
     let cyrus_file = cyrus_backup_file(&backup_part).ok_or("no Cyrus backup file")?;
     let cyrus_before = fs::metadata(&cyrus_file)?.len();

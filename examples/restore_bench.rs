@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use cyrvault::sandbox::corpus::{load, scan_corpus};
-use cyrvault::sandbox::{Listen, Sandbox, SandboxOptions, ServiceLine};
+use cyrvault_testkit::sandbox::corpus::{load, scan_corpus};
+use cyrvault_testkit::sandbox::{Listen, Sandbox, SandboxOptions, ServiceLine};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -244,7 +244,7 @@ fn main() -> Result<(), BoxError> {
             .arg(&vault),
     )?;
     eprintln!("restore_bench: cyrvault backup --all in {secs:.1} s");
-    let sync_client = Path::new(cyrvault::sandbox::CYRUS_BIN).join("sync_client");
+    let sync_client = Path::new(cyrvault_testkit::sandbox::CYRUS_BIN).join("sync_client");
     let secs = timed(
         "Cyrus backup",
         src.cyrus_command(&sync_client)
@@ -292,7 +292,8 @@ fn main() -> Result<(), BoxError> {
             t.service_addrs["syncserver"].port()
         ));
         fs::write(&cf, text)?;
-        let mut c = src.cyrus_command(&Path::new(cyrvault::sandbox::CYRUS_BIN).join("restore"));
+        let mut c =
+            src.cyrus_command(&Path::new(cyrvault_testkit::sandbox::CYRUS_BIN).join("restore"));
         c.arg("-C").arg(&cf).args(["-U", "-a", "127.0.0.1", user]);
         Ok(c)
     };

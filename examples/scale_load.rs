@@ -31,11 +31,11 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use cyrvault::cyrus::index::parse_index;
-use cyrvault::imap::{Arg, Client as Imap};
 use cyrvault::protocol::client::{Client, Collect, Receiver};
 use cyrvault::protocol::reply::{DataHeader, Reply};
 use cyrvault::protocol::{ProtocolError, Request};
-use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine};
+use cyrvault_host::imap::{Arg, Client as Imap};
+use cyrvault_testkit::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine};
 
 /// The secret cyrvaultd and the clients share.
 const SECRET: &[u8] = b"scale-secret-0123456789abcdefghijkl\n";

@@ -10,5 +10,7 @@
 # line for release numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the test runs target/debug/cyrvault, the backup host's binary: build the workspace first
+cargo build --quiet
 cargo test --test tests fleet::bench_fleet -- --ignored --nocapture --test-threads=1 2>&1 \
   | grep -E '^\|'

@@ -22,7 +22,7 @@ flock 9
 # default, the test build with CYRVAULT_PACKAGE_PROFILE=dev (as scripts/test.sh does).
 case ${CYRVAULT_PACKAGE_PROFILE:=release} in
   release) cargo build --release --lib --bins --examples; rel=target/release ;;
-  dev) cargo build --all-targets; rel=target/debug ;;
+  dev) cargo build --workspace --all-targets; rel=target/debug ;;
   *) echo "package-test: CYRVAULT_PACKAGE_PROFILE is release or dev" >&2; exit 2 ;;
 esac
 export CYRVAULT_PACKAGE_PROFILE

@@ -12,7 +12,7 @@
 #   scripts/package.sh [OUTDIR]        (default target/debian; prints the .deb paths)
 #
 # CYRVAULT_PACKAGE_PROFILE=dev packages the debug build instead (the one
-# `cargo build --all-targets` just made for the tests, so nothing is compiled) with
+# `cargo build --workspace --all-targets` just made for the tests, so nothing is compiled) with
 # fast gzip: what scripts/test.sh checks on every CI run. A release build costs more
 # CPU than the whole integration suite; the packages to ship use the default, release.
 #
@@ -43,7 +43,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # another environment than the caller's would not be the fresh one)
 case ${CYRVAULT_PACKAGE_PROFILE:-release} in
   release) cargo build --release --lib --bins --examples; rel=target/release; zip=(-Zxz) ;;
-  dev) cargo build --all-targets; rel=target/debug; zip=(-Zgzip -z1) ;;
+  dev) cargo build --workspace --all-targets; rel=target/debug; zip=(-Zgzip -z1) ;;
   *) echo "package: CYRVAULT_PACKAGE_PROFILE is release or dev" >&2; exit 2 ;;
 esac
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then

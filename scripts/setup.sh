@@ -51,7 +51,7 @@ fi
 # system Cyrus): its packages are downloaded with a private apt state (nothing is
 # installed, the system's apt sources are untouched) and unpacked with dpkg -x
 # into $CYRUS310. Its programs run with LD_LIBRARY_PATH=$CYRUS310/usr/lib/x86_64-linux-gnu
-# (src/sandbox/install.rs). The only library it needs that Debian 12's 3.6 does
+# (testkit/src/sandbox/install.rs). The only library it needs that Debian 12's 3.6 does
 # not is bookworm's libpcre2-posix3 (libclamav11, for cyr_virusscan only, is left
 # out). A stamp file marks a complete unpack; a partial one is redone.
 CYRUS310=${CYRVAULT_CYRUS310_DIR:-/opt/cyrus-3.10}

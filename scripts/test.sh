@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
-cargo clippy --all-targets -- -D warnings
-cargo build --all-targets
-cargo test --all-targets -- --test-threads="${CYRVAULT_TEST_THREADS:-4}"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --all-targets
+cargo test --workspace --all-targets -- --test-threads="${CYRVAULT_TEST_THREADS:-4}"
 # every fuzz target for a few seconds: they build, they run, nothing crashes
 bash fuzz/run.sh smoke "${CYRVAULT_FUZZ_SECONDS:-10}"
 # packages of the build above (no release build: see scripts/package.sh)

@@ -1,20 +1,24 @@
-//! The crate error type. Module errors (`cyrus::ParseError`, `cyrus::config::ConfigError`,
-//! `lock::LockError`, ...) are wrapped here with the context known at the call site.
-//! There is deliberately no blanket `From<io::Error>`: use [`IoContext::at`].
+//! The service half's error type. Module errors (`cyrus::ParseError`,
+//! `cyrus::config::ConfigError`, `lock::LockError`, `spool::MailboxError`) are wrapped
+//! here with the context known at the call site. There is deliberately no blanket
+//! `From<io::Error>`: use [`IoContext::at`]. The backup host has its own error
+//! (`cyrvault_host::Error`, for the archive, catalog, backup and retention) and converts
+//! this one at its edge; [`ErrorKind`] and the exit codes are shared by both.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::CatalogError;
 use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
-use crate::lock::LockError;
+use crate::cyrus::paths::PathError;
+use crate::lock::{LockError, LockFailure};
+use crate::protocol::ProtocolError;
 
 /// Result with the crate [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Every error the library returns.
+/// Every error the service half returns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O call failed; `op` says what we were doing, `path` to what.
@@ -38,25 +42,9 @@ pub enum Error {
     /// A lock could not be taken.
     #[error(transparent)]
     Lock(#[from] LockError),
-    /// The SQLite catalog failed or refused (see `catalog::CatalogError`).
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
     /// A mailbox's files are damaged (names user, mailbox, file and offset).
     #[error(transparent)]
     Mailbox(#[from] Box<crate::spool::MailboxError>),
-    /// A per-user archive is locked, damaged or not what we expected.
-    #[error("archive {}: {source}", path.display())]
-    Archive {
-        path: PathBuf,
-        #[source]
-        source: crate::archive::ArchiveError,
-    },
-    /// A backup run refused or failed in a way the admin must act on.
-    #[error(transparent)]
-    Backup(#[from] crate::backup::BackupError),
-    /// Prune, forget or hold refused (held user, catalog behind the archive, ...).
-    #[error(transparent)]
-    Retention(#[from] crate::retention::RetentionError),
     /// A mailbox or user does not exist.
     #[error("{what} not found: {name}")]
     NotFound { what: &'static str, name: String },
@@ -200,11 +188,6 @@ impl Error {
             Error::Config(_) => ErrorKind::Config,
             Error::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
             Error::Lock(_) => ErrorKind::Io,
-            Error::Catalog(e) => e.kind(),
-            Error::Archive { source, .. } if source.is_temporary() => ErrorKind::Temporary,
-            Error::Archive { .. } => ErrorKind::Data,
-            Error::Backup(e) => e.kind(),
-            Error::Retention(e) => e.kind(),
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
             Error::Server { kind, .. } => *kind,
@@ -293,28 +276,59 @@ impl Error {
         }
     }
 
-    /// Wrap an archive error with the archive it is about.
-    pub fn archive(path: impl Into<PathBuf>, source: crate::archive::ArchiveError) -> Self {
-        Error::Archive {
-            path: path.into(),
-            source,
-        }
-    }
-
-    /// The archive error inside, if this is one (for callers that match on it).
-    pub fn as_archive(&self) -> Option<&crate::archive::ArchiveError> {
-        match self {
-            Error::Archive { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-
     /// An I/O error with context.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),
             source,
+        }
+    }
+}
+
+// The lock layer's failures, each to the variant (and so the class) it always had.
+impl From<LockFailure> for Error {
+    fn from(e: LockFailure) -> Error {
+        match e {
+            LockFailure::Lock(e) => Error::Lock(e),
+            LockFailure::Path(e) => e.into(),
+            LockFailure::Config(e) => Error::Config(e),
+            LockFailure::Other(m) => Error::Other(m),
+        }
+    }
+}
+
+// A path that cannot be made is refused input or a configuration gap.
+impl From<PathError> for Error {
+    fn from(e: PathError) -> Error {
+        match e {
+            PathError::Refused(m) => Error::Refused(m),
+            PathError::Config(c) => Error::Config(c),
+        }
+    }
+}
+
+// The wire layer's errors become the service's here, at the protocol's edge (the
+// protocol module itself stays pure and imports nothing of the crate).
+impl ProtocolError {
+    /// As a crate error, with `context` (server and request) in front: a `NO`
+    /// that retrying cannot fix gets its own class (`Error::from_server_no`).
+    pub fn in_context(self, context: &str) -> Error {
+        match self {
+            ProtocolError::No(text) => Error::from_server_no(context, &text),
+            e => Error::Protocol(format!("{context}: {e}")),
+        }
+    }
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::InvalidName { .. } | ProtocolError::BadArgument { .. } => {
+                Error::Refused(e.to_string())
+            }
+            ProtocolError::No(text) => Error::from_server_no("", &text),
+            other => Error::Protocol(other.to_string()),
         }
     }
 }

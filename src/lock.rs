@@ -73,6 +73,35 @@ impl LockError {
     }
 }
 
+/// What the locker's calls fail with: the lock itself, or the lock file's path or the
+/// configuration it needs. The crate's error converts it at this layer's edge (each
+/// case keeps its class: a timeout is temporary, a missing `cyrus_user` a config error).
+#[derive(Debug, thiserror::Error)]
+pub enum LockFailure {
+    /// The lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The lock file's path cannot be made.
+    #[error(transparent)]
+    Path(#[from] crate::cyrus::paths::PathError),
+    /// imapd.conf is wrong for locking (`cyrus_user`).
+    #[error(transparent)]
+    Config(#[from] crate::cyrus::config::ConfigError),
+    /// Anything else, with a message that says what and where.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl LockFailure {
+    /// Whether trying again later may succeed: another process held the lock.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, LockFailure::Lock(e) if e.is_timeout())
+    }
+}
+
+/// Results of the locker's calls.
+pub type Result<T, E = LockFailure> = std::result::Result<T, E>;
+
 /// Shared (`F_RDLCK`) or exclusive (`F_WRLCK`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
@@ -303,22 +332,20 @@ impl Locker {
     /// A locker for this configuration. When we run as root, the uid and gid of
     /// `cyrus_user` are looked up so that lock files and directories we create are
     /// handed to Cyrus (a root-owned 0600 lock file breaks the real server).
-    pub fn new(conf: &ImapdConf, timeout: Duration) -> crate::Result<Locker> {
+    pub fn new(conf: &ImapdConf, timeout: Duration) -> Result<Locker> {
         let owner = if nix::unistd::geteuid().is_root() {
             let name = conf.cyrus_user();
             match nix::unistd::User::from_name(name) {
                 Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
                 Ok(None) => {
-                    return Err(crate::Error::Config(
-                        crate::cyrus::config::ConfigError::new(
-                            conf.file(),
-                            "cyrus_user",
-                            format!("user '{name}' does not exist"),
-                        ),
-                    ));
+                    return Err(LockFailure::Config(crate::cyrus::config::ConfigError::new(
+                        conf.file(),
+                        "cyrus_user",
+                        format!("user '{name}' does not exist"),
+                    )));
                 }
                 Err(e) => {
-                    return Err(crate::Error::Other(format!("looking up user {name}: {e}")));
+                    return Err(LockFailure::Other(format!("looking up user {name}: {e}")));
                 }
             }
         } else {
@@ -347,10 +374,10 @@ impl Locker {
     }
 
     /// The user namespace lock file(s) of `userid`, without locking.
-    pub fn user_namespace_paths(&self, userid: &str) -> crate::Result<Vec<PathBuf>> {
+    pub fn user_namespace_paths(&self, userid: &str) -> Result<Vec<PathBuf>> {
         paths::user_namespace_locknames(&self.conf, userid, self.user_lock)
             .iter()
-            .map(|n| paths::lock_path(&self.conf, n))
+            .map(|n| Ok(paths::lock_path(&self.conf, n)?))
             .collect()
     }
 
@@ -377,11 +404,11 @@ impl Locker {
     /// The user namespace lock (§9.2): shared for readers. Named `*U*<userid>`
     /// or `*U*user.<userid>` by the Cyrus release ([`Locker::with_user_lock_naming`]);
     /// under [`UserLockNaming::Both`] the 3.12 name is held as [`FileLock::also`].
-    pub fn user_namespace(&self, userid: &str, mode: LockMode) -> crate::Result<FileLock> {
+    pub fn user_namespace(&self, userid: &str, mode: LockMode) -> Result<FileLock> {
         let names = paths::user_namespace_locknames(&self.conf, userid, self.user_lock);
         let mut names = names.iter();
         let first = names.next().ok_or_else(|| {
-            crate::Error::Other(format!("no user namespace lock name for {userid}"))
+            LockFailure::Other(format!("no user namespace lock name for {userid}"))
         })?;
         let mut lock = self.mailbox_name(first, mode)?;
         if let Some(second) = names.next() {
@@ -398,7 +425,7 @@ impl Locker {
 
     /// A named lock (`mboxname_lock`): the mailbox name lock is the uniqueid, or
     /// the internal name for legacy mailboxes (`paths::mailbox_lockname`).
-    pub fn mailbox_name(&self, lockname: &str, mode: LockMode) -> crate::Result<FileLock> {
+    pub fn mailbox_name(&self, lockname: &str, mode: LockMode) -> Result<FileLock> {
         let path = paths::lock_path(&self.conf, lockname)?;
         let started = Instant::now();
         let file = self.open_or_create(&path)?;
@@ -408,7 +435,7 @@ impl Locker {
     /// Lock `cyrus.index` itself (never created): read-only + shared for readers.
     /// Cyrus does not re-check the index inode (its name lock rules out a repack),
     /// but we do, which also protects a caller that skipped the name lock.
-    pub fn index(&self, index_path: &Path, mode: LockMode) -> crate::Result<FileLock> {
+    pub fn index(&self, index_path: &Path, mode: LockMode) -> Result<FileLock> {
         Ok(lock_existing(
             index_path,
             mode,
@@ -420,12 +447,7 @@ impl Locker {
 
     /// Lock some other existing Cyrus file (twoskip db, counters, ...) with this
     /// locker's timeout and statistics; see [`lock_file`].
-    pub fn file(
-        &self,
-        path: &Path,
-        mode: LockMode,
-        reopen_if_replaced: bool,
-    ) -> crate::Result<FileLock> {
+    pub fn file(&self, path: &Path, mode: LockMode, reopen_if_replaced: bool) -> Result<FileLock> {
         Ok(lock_existing(
             path,
             mode,
@@ -446,7 +468,7 @@ impl Locker {
         path: PathBuf,
         mode: LockMode,
         started: Instant,
-    ) -> crate::Result<FileLock> {
+    ) -> Result<FileLock> {
         let contended = match acquire(&file, &path, mode, started, started + self.timeout) {
             Ok(c) => c,
             Err(e) => {

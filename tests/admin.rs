@@ -16,16 +16,18 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cyrvault::admin::{self, UserArchive};
-use cyrvault::archive::{
+use cyrvault::cyrus::Guid;
+use cyrvault::cyrus::header::parse_header;
+use cyrvault_host::admin::{self, UserArchive};
+use cyrvault_host::archive::{
     self, ArchiveWriter, EntryName, MemberInfo, WriterOptions, folder_entry, message_entry, run_id,
     run_manifest_entry,
 };
-use cyrvault::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
-use cyrvault::cyrus::Guid;
-use cyrvault::cyrus::header::parse_header;
-use cyrvault::model::{self, EntryLoc, FolderInRun, MANIFEST_FORMAT, RecordState, RunManifest};
-use cyrvault::sandbox::{Sandbox, SandboxOptions};
+use cyrvault_host::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
+use cyrvault_host::model::{
+    self, EntryLoc, FolderInRun, MANIFEST_FORMAT, RecordState, RunManifest,
+};
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions};
 
 mod damage; // a flipped byte in a middle member; crash leftovers vs a short archive
 mod history; // ls/cat --run, renames, deletions, reindex equality, list --stale, stats
@@ -304,7 +306,7 @@ impl Fixture {
 
 /// Run the real binary; returns the output.
 fn cyrvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    Command::new(crate::bins::cyrvault())
         .args(args)
         .output()
         .unwrap()

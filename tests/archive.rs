@@ -6,11 +6,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cyrvault::archive::{
+use cyrvault::cyrus::Guid;
+use cyrvault_host::archive::{
     self, ArchiveError, ArchiveWriter, Damage, EntryName, Level, MemberInfo, Members,
     WriterOptions, message_entry, parse_entry_name, read_entry_at, scan, scan_from,
 };
-use cyrvault::cyrus::Guid;
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -99,7 +99,7 @@ fn messages(seed: u64, n: usize) -> Vec<Vec<u8>> {
 /// Open for writing, waiting out a lock that is only held by a process another test
 /// thread is spawning: a forked child keeps our open file descriptions (and so the
 /// flock) until its exec closes them. Real second writers are tested without this.
-fn open_writer(path: &Path, opts: WriterOptions) -> cyrvault::Result<ArchiveWriter> {
+fn open_writer(path: &Path, opts: WriterOptions) -> cyrvault_host::Result<ArchiveWriter> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match ArchiveWriter::open_with(path, opts.clone()) {
@@ -592,8 +592,8 @@ fn second_writer_is_refused() {
     // is over: not at once any more, but never a wait for the holder
     let waited = t.elapsed();
     assert!(
-        waited >= cyrvault::archive::LOCK_GRACE
-            && waited < cyrvault::archive::LOCK_GRACE + std::time::Duration::from_secs(2),
+        waited >= cyrvault_host::archive::LOCK_GRACE
+            && waited < cyrvault_host::archive::LOCK_GRACE + std::time::Duration::from_secs(2),
         "refused after the grace: {waited:?}"
     );
     // Another process sees the lock too (util-linux flock(1)).

@@ -11,15 +11,15 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cyrvault::archive::{ArchiveWriter, EntryName, parse_entry_name, read_entry_at, scan};
-use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server, UserReport};
-use cyrvault::catalog::Catalog;
 use cyrvault::cyrus::Guid;
-use cyrvault::model::{KEPT_FLAG_BITS, RecordState};
-use cyrvault::sandbox::{
+use cyrvault_host::archive::{ArchiveWriter, EntryName, parse_entry_name, read_entry_at, scan};
+use cyrvault_host::backup::{self, BackupOptions, ConnectOptions, Server, UserReport};
+use cyrvault_host::catalog::Catalog;
+use cyrvault_host::model::{KEPT_FLAG_BITS, RecordState};
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::{
     CyrusInstall, MailGen, PopulatePlan, Sandbox, SandboxOptions, ServiceLine, populate,
 };
-use cyrvault::vault::Vault;
 use rand::{Rng, SeedableRng};
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -126,7 +126,7 @@ impl Env {
     }
 
     fn cli(&self, vault: &Path, user: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cyrvault"));
+        let mut c = Command::new(crate::bins::cyrvault());
         c.args(["backup", user, "--server", &self.addr, "--vault"])
             .arg(vault)
             .arg("--json")
@@ -271,7 +271,7 @@ fn round_trip_history_and_stock_tools(cyrus: &CyrusInstall) {
         .map(|f| (f.uniqueid.clone(), cat1.records_at(&f.uniqueid, 1).unwrap()))
         .collect();
     drop(cat1);
-    let hist = cyrvault::sandbox::make_history(&e.sb, &pop, 3).unwrap();
+    let hist = cyrvault_testkit::sandbox::make_history(&e.sb, &pop, 3).unwrap();
     std::thread::sleep(Duration::from_millis(2100));
     let rep2 = e.backup("alice");
     assert_eq!(rep2.run, 2);
@@ -646,7 +646,7 @@ fn base_protocol_lock_and_short_archive() {
     assert_eq!(s.users().unwrap(), ["carol"]);
     // vault.json is derived: rebuilt from the archives' manifests.
     let before = v.user("carol").unwrap().unwrap();
-    std::fs::remove_file(e.vault.join(cyrvault::vault::INDEX_FILE)).unwrap();
+    std::fs::remove_file(e.vault.join(cyrvault_host::vault::INDEX_FILE)).unwrap();
     assert!(v.user("carol").unwrap().is_none());
     assert_eq!(v.rebuild_index().unwrap(), 1);
     assert_eq!(v.user("carol").unwrap(), Some(before));
@@ -688,7 +688,7 @@ fn base_protocol_lock_and_short_archive() {
     // mailboxes: --all says so and exits 78 (users backed up all the same) unless
     // the admin opts out with --no-shared.
     let all = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        Command::new(crate::bins::cyrvault())
             .args(["backup", "--all", "--base-protocol", "--server", &e.addr])
             .args(extra)
             .arg("--vault")
@@ -732,7 +732,7 @@ fn base_protocol_lock_and_short_archive() {
     assert!(
         matches!(
             err,
-            cyrvault::Error::Backup(backup::BackupError::ShorterThanCatalog { .. })
+            cyrvault_host::Error::Backup(backup::BackupError::ShorterThanCatalog { .. })
         ),
         "{msg}"
     );
@@ -834,7 +834,7 @@ fn renamed_user_keeps_its_archive_and_missing_archive_is_refused() {
     assert!(
         matches!(
             err,
-            cyrvault::Error::Backup(backup::BackupError::ArchiveMissing { .. })
+            cyrvault_host::Error::Backup(backup::BackupError::ArchiveMissing { .. })
         ),
         "{err}"
     );

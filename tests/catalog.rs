@@ -1,4 +1,4 @@
-//! The catalog (src/catalog) and the run model (src/model.rs).
+//! The catalog (host/src/catalog) and the run model (host/src/model.rs).
 //!
 //! - A ten-run history built by hand (flags, expunge, rename, delete, add, a user
 //!   rename, one message in five folders over ten runs): `records_at` and `folders_at`
@@ -16,13 +16,13 @@ mod timing; // 10,000-record runs, records_at after 30 runs
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use cyrvault::ErrorKind;
-use cyrvault::catalog::{
+use cyrvault::cyrus::Guid;
+use cyrvault_host::ErrorKind;
+use cyrvault_host::catalog::{
     Catalog, CatalogError, FolderMeta, FolderRef, MemberRow, MetaEntry, RunHeader, RunParts, RunTx,
     SCHEMA_VERSION,
 };
-use cyrvault::cyrus::Guid;
-use cyrvault::model::{
+use cyrvault_host::model::{
     EntryLoc, FolderInRun, FolderState, MANIFEST_FORMAT, RecordState, RunManifest, UserFile,
     UserFileKind, UserStateRef,
 };
@@ -630,7 +630,7 @@ fn reindex_from_the_archive_gives_the_same_catalog() {
     for ar in &archive.runs {
         // what reindex has: the manifest as read back from the archive
         let json = serde_json::to_vec(&ar.manifest).unwrap();
-        let manifest = cyrvault::model::parse_manifest(&json).unwrap();
+        let manifest = cyrvault_host::model::parse_manifest(&json).unwrap();
         assert_eq!(manifest, ar.manifest);
         let snapshots: HashMap<String, (FolderMeta, Vec<RecordState>)> = ar
             .folder_meta
@@ -820,7 +820,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     }
     let e = Catalog::open(&path).unwrap_err();
     match &e {
-        cyrvault::Error::Catalog(CatalogError::SchemaTooNew {
+        cyrvault_host::Error::Catalog(CatalogError::SchemaTooNew {
             found, supported, ..
         }) => {
             assert_eq!((*found, *supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
@@ -841,7 +841,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     }
     assert!(matches!(
         Catalog::open(&path).unwrap_err(),
-        cyrvault::Error::Catalog(CatalogError::SchemaTooOld { found: 0, .. })
+        cyrvault_host::Error::Catalog(CatalogError::SchemaTooOld { found: 0, .. })
     ));
     // a SQLite file that is not a catalog
     let other = dir.join("other.sqlite");
@@ -851,7 +851,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
         .unwrap();
     assert!(matches!(
         Catalog::open(&other).unwrap_err(),
-        cyrvault::Error::Catalog(CatalogError::NotACatalog { .. })
+        cyrvault_host::Error::Catalog(CatalogError::NotACatalog { .. })
     ));
 }
 

@@ -158,7 +158,7 @@ fn mailboxes_db_equals_ctl_mboxlist_d() {
 #[test]
 fn inspect_mailboxes_does_not_call_3_13_pre_3_6() {
     let t = Tree::unpack("inspect");
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(["inspect", "mailboxes"])
         .arg(t.root.join("conf/mailboxes.db"))
         .output()

@@ -12,7 +12,7 @@
 
 use cyrvault::cyrus::index::parse_header;
 use cyrvault::cyrus::version::{SERIES, UserLockNaming, conventions_for};
-use cyrvault::sandbox::{CyrusInstall, Sandbox, SandboxOptions, ServiceLine};
+use cyrvault_testkit::sandbox::{CyrusInstall, Sandbox, SandboxOptions, ServiceLine};
 
 /// One test per real Cyrus: `per_cyrus!(name)` calls `fn name(&CyrusInstall)` from
 /// the tests `name::cyrus36` and `name::cyrus310`.

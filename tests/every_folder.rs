@@ -29,12 +29,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use cyrvault::backup;
-use cyrvault::catalog::{Catalog, FolderAt};
 use cyrvault::cyrus::Guid;
-use cyrvault::model::{KEPT_FLAG_BITS, RecordState};
-use cyrvault::sandbox::{CyrusInstall, Sandbox, SandboxOptions, ServiceLine};
-use cyrvault::vault::Vault;
+use cyrvault_host::backup;
+use cyrvault_host::catalog::{Catalog, FolderAt};
+use cyrvault_host::model::{KEPT_FLAG_BITS, RecordState};
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::{CyrusInstall, Sandbox, SandboxOptions, ServiceLine};
 
 static N: AtomicU32 = AtomicU32::new(0);
 const SECRET: &str = "every-folder-secret-0123456789abcdef";
@@ -103,7 +103,7 @@ impl Env {
     }
 
     fn cyrvault(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        Command::new(crate::bins::cyrvault())
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -141,7 +141,7 @@ impl Env {
 
     /// `cyrvault restore OWNER ARGS... --vault V [--imap ... --password-file F] --json`.
     fn restore(&self, owner: &str, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cyrvault"));
+        let mut c = Command::new(crate::bins::cyrvault());
         c.arg("restore")
             .arg(owner)
             .args(args)
@@ -226,7 +226,7 @@ fn msg(tag: &str, i: usize) -> Vec<u8> {
 }
 
 /// GUID → copies in an IMAP folder (Cyrus's DIGEST.SHA1 is the GUID).
-fn imap_guids(c: &mut cyrvault::imap::Client, name: &str) -> BTreeMap<Guid, usize> {
+fn imap_guids(c: &mut cyrvault_host::imap::Client, name: &str) -> BTreeMap<Guid, usize> {
     let mut out = BTreeMap::new();
     if c.examine(name).unwrap().exists == 0 {
         return out;
@@ -753,7 +753,7 @@ fn shared_hierarchies_backed_up_and_restored(cyrus: &CyrusInstall) {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        let out = Command::new(crate::bins::cyrvault())
             .args(args)
             .arg("--config")
             .arg(&conf)
@@ -920,7 +920,7 @@ fn orphan_folders_backed_up_as_their_user(cyrus: &CyrusInstall) {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        let out = Command::new(crate::bins::cyrvault())
             .args(args)
             .arg("--config")
             .arg(&conf)

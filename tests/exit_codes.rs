@@ -9,12 +9,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cyrvault::Error;
 use cyrvault::cyrus::index::parse_header;
-use cyrvault::error::EX_DATAERR;
 use cyrvault::protocol::ProtocolError;
 use cyrvault::protocol::client::Client;
-use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
+use cyrvault_host::Error;
+use cyrvault_host::error::EX_DATAERR;
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 
 const SECRET: &str = "exit-code-test-secret-0123456789";
 
@@ -63,7 +63,7 @@ fn env() -> Env {
 impl Env {
     /// `cyrvault backup <user>` (or `--all`) with the secret file `secret`.
     fn backup(&self, user: &str, secret: &str, extra: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        Command::new(crate::bins::cyrvault())
             .args(["backup", user, "--server"])
             .arg(self.sb.service_addrs["cyrvaultd"].to_string())
             .arg("--secret-file")

@@ -7,7 +7,7 @@ use std::process::Command;
 /// The freshest libcyrvault.a next to this test binary (target/debug/deps/tests-*):
 /// `cargo test` rebuilds `deps/libcyrvault-<hash>.a` but only `cargo build` copies it
 /// to `target/debug/libcyrvault.a`, so take whichever was written last.
-fn static_lib() -> PathBuf {
+pub(crate) fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe
         .parent()

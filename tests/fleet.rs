@@ -30,11 +30,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cyrvault::archive::{ArchiveWriter, scan};
-use cyrvault::catalog::Catalog;
-use cyrvault::fleet::{self, Event};
-use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine, lmtp};
-use cyrvault::vault::Vault;
+use cyrvault_host::archive::{ArchiveWriter, scan};
+use cyrvault_host::catalog::Catalog;
+use cyrvault_host::fleet::{self, Event};
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine, lmtp};
 
 mod metrics;
 
@@ -204,7 +204,7 @@ fn write_conf(f: &Fleet, dir: &Path, o: &ConfOpts<'_>) -> PathBuf {
 }
 
 fn cli(args: &[&str], conf: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cyrvault"));
+    let mut c = Command::new(crate::bins::cyrvault());
     c.args(args).arg("--config").arg(conf).stdin(Stdio::null());
     c
 }
@@ -275,7 +275,7 @@ fn check_archives(f: &Fleet, dir: &Path) -> HashMap<String, usize> {
             continue;
         }
         // the admin's `verify --all` over the vault root: green
-        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        let out = Command::new(crate::bins::cyrvault())
             .args(["verify", "--all", "--quiet", "--vault"])
             .arg(&root)
             .stdin(Stdio::null())
@@ -600,7 +600,7 @@ fn discover_gone_users_terminal_and_server_down() {
     // on a terminal (util-linux `script` gives it one): the live display, then the table
     let cmd = format!(
         "{} run --workers 2 --config {}",
-        env!("CARGO_BIN_EXE_cyrvault"),
+        crate::bins::cyrvault().display(),
         conf.display()
     );
     let tty = Command::new("script")
@@ -928,16 +928,21 @@ fn postgres_failure_classes_and_the_most_severe_exit() {
             ok: false, class, ..
         } = ev
         {
-            assert_eq!(*class, Some(cyrvault::error::ErrorKind::Config), "{ev:?}");
+            assert_eq!(
+                *class,
+                Some(cyrvault_host::error::ErrorKind::Config),
+                "{ev:?}"
+            );
         }
     }
     let mut d = directory(&conf);
     let round = summary["round"].as_i64().unwrap();
     let fails = d.failures(round).unwrap();
     assert!(
-        fails.iter().all(
-            |f| f.class == cyrvault::error::ErrorKind::Config && f.error.contains("servername")
-        ),
+        fails
+            .iter()
+            .all(|f| f.class == cyrvault_host::error::ErrorKind::Config
+                && f.error.contains("servername")),
         "{fails:?}"
     );
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 use cyrvault::cyrus::Guid;
 use cyrvault::cyrus::config::load;
 use cyrvault::cyrus::index::IndexRecord;
-use cyrvault::imap::Arg;
-use cyrvault::sandbox::{Sandbox, SandboxOptions};
 use cyrvault::service::backend::CyrusSpool;
 use cyrvault::service::session::{Fetch, FolderOpen, MetaFile, Spool as _, Want};
 use cyrvault::spool::{Load, Spool};
+use cyrvault_host::imap::Arg;
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions};
 
 fn start(hint: &str) -> Sandbox {
     Sandbox::start(SandboxOptions {

@@ -15,11 +15,11 @@ use std::time::Duration;
 use cyrvault::cyrus::config::load;
 use cyrvault::cyrus::mboxlist::{MailboxEntry, Mboxlist};
 use cyrvault::cyrus::twoskip::parse_twoskip_header;
-use cyrvault::imap::Arg;
-use cyrvault::sandbox::{CyrusInstall, Sandbox, SandboxOptions};
 use cyrvault::service::backend::CyrusSpool;
 use cyrvault::service::session::{FolderOpen, Spool as _, Want};
 use cyrvault::spool::{Owner, Spool, owner_keys, users_of};
+use cyrvault_host::imap::Arg;
+use cyrvault_testkit::sandbox::{CyrusInstall, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
 fn start(hint: &str, unixhierarchysep: bool) -> Sandbox {

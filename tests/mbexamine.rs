@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use cyrvault::cyrus::Guid;
-use cyrvault::model::{FolderState, RecordState};
+use cyrvault_host::model::{FolderState, RecordState};
 
 /// One mailbox as mbexamine prints it.
 #[derive(Debug, Default)]

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use cyrvault::service::master::RuntimeOptions;
 
 fn cyrvault(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -232,8 +232,8 @@ fn conf_page_documents_exactly_the_keys_the_parser_accepts() {
             per_server.insert(rest.split_whitespace().next().unwrap().to_string());
         }
     }
-    // what src/fleet/config.rs reads while parsing, not a list kept beside it
-    let accepted = cyrvault::fleet::config::accepted_keys();
+    // what host/src/fleet/config.rs reads while parsing, not a list kept beside it
+    let accepted = cyrvault_host::fleet::config::accepted_keys();
     assert!(accepted.global.contains("prune_keep_daily"), "{accepted:?}");
     assert_eq!(
         global, accepted.global,

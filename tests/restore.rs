@@ -26,16 +26,16 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server};
-use cyrvault::catalog::Catalog;
-use cyrvault::imap::Client;
-use cyrvault::restore::imap_flags;
-use cyrvault::restore::sieve::SieveClient;
-use cyrvault::sandbox::{
+use cyrvault_host::backup::{self, BackupOptions, ConnectOptions, Server};
+use cyrvault_host::catalog::Catalog;
+use cyrvault_host::imap::Client;
+use cyrvault_host::restore::imap_flags;
+use cyrvault_host::restore::sieve::SieveClient;
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::{
     CyrusInstall, MailGen, PopulatePlan, Sandbox, SandboxOptions, ServiceLine, make_history,
     populate,
 };
-use cyrvault::vault::Vault;
 
 mod exports; // mbox/Maildir read back by Python, a damaged member, one message from a big archive
 mod must_show; // issue #12: the realistic user restored --exact, at run 1, and over IMAP, compared over IMAP
@@ -131,7 +131,7 @@ impl Env {
 
     /// `cyrvault restore USER ARGS... --vault V --imap A --password-file F`.
     fn restore_cmd(&self, user: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cyrvault"));
+        let mut c = Command::new(crate::bins::cyrvault());
         c.arg("restore")
             .arg(user)
             .args(args)
@@ -295,7 +295,7 @@ fn assert_same(got: &Content, want: &Content, what: &str) {
 /// say the user held at run `run`: live folders, non-expunged messages.
 fn expected_ls(e: &Env, user: &str, run: u64) -> Content {
     let ls = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        let out = Command::new(crate::bins::cyrvault())
             .arg("ls")
             .arg(user)
             .args(args)
@@ -487,10 +487,10 @@ fn round_trip_point_in_time_and_interrupted(cyrus: &CyrusInstall) {
 
     // One time rule for every --at (issue #12): a string without a zone is UTC, in
     // `ls` and in `restore` alike, whatever the local zone (here 9 hours east).
-    let at = cyrvault::admin::format_time(started2)
+    let at = cyrvault_host::admin::format_time(started2)
         .replace('T', " ")
         .replace('Z', "");
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(["ls", "bob", "--at", &at, "--json", "--vault"])
         .arg(&e.vault)
         .env("TZ", "JST-9")

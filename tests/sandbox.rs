@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use cyrvault::sandbox::{
+use cyrvault_testkit::sandbox::{
     Listen, MailGen, PopulatePlan, Sandbox, SandboxOptions, ServiceLine, make_history, populate,
     port_open,
 };
@@ -214,7 +214,7 @@ fn lmtp_delivers_to_inbox_and_plus_folder_with_dot_stuffing() {
     let err = sb
         .deliver_lmtp("dave", Some("Sent Items"), msg)
         .unwrap_err();
-    assert!(matches!(err, cyrvault::Error::Refused(_)), "{err}");
+    assert!(matches!(err, cyrvault_host::Error::Refused(_)), "{err}");
     let mut c = sb.login("dave").unwrap();
     assert_eq!(c.select("INBOX").unwrap().exists, 1);
     assert_eq!(c.select("INBOX.Work").unwrap().exists, 2);
@@ -268,7 +268,7 @@ fn extra_services_get_ports_and_config() {
     let addr = sb.service_addrs["imapextra"];
     assert_ne!(addr, sb.imap_addr);
     // The service-specific servername proves the service read our imapd.conf (-C).
-    let c = cyrvault::imap::Client::connect(addr).unwrap();
+    let c = cyrvault_host::imap::Client::connect(addr).unwrap();
     assert!(c.greeting().starts_with("extra-name"), "{}", c.greeting());
     let sock = &sb.service_sockets["lmtpsock"];
     assert!(sock.starts_with(&sb.root));
@@ -565,7 +565,7 @@ fn a_taken_port_is_a_clear_start_error() {
 
 #[test]
 fn imap_client_against_real_cyrus() {
-    use cyrvault::imap::Client;
+    use cyrvault_host::imap::Client;
     let sb = Sandbox::start(opts("imapc")).unwrap();
     sb.create_user("hank", None).unwrap();
 
@@ -578,7 +578,7 @@ fn imap_client_against_real_cyrus() {
     // A non-admin cannot act for someone else.
     let mut n = Client::connect(sb.imap_addr).unwrap();
     let err = n.authenticate_plain("hank", "mallory", "x").unwrap_err();
-    assert_eq!(err.kind, cyrvault::imap::ImapErrorKind::No, "{err}");
+    assert_eq!(err.kind, cyrvault_host::imap::ImapErrorKind::No, "{err}");
     let info = c.select("INBOX").unwrap();
     assert_eq!(info.exists, 0);
     assert!(info.uidvalidity > 0 && info.uidnext == 1 && info.mailboxid.is_some());
@@ -651,7 +651,7 @@ fn imap_client_against_real_cyrus() {
     c.delete("INBOX.plain").unwrap();
     // A NO is a typed error naming the command, with the server's code and text.
     let err = c.select("INBOX.nonexistent").unwrap_err();
-    assert_eq!(err.kind, cyrvault::imap::ImapErrorKind::No);
+    assert_eq!(err.kind, cyrvault_host::imap::ImapErrorKind::No);
     assert_eq!(err.command, "select \"INBOX.nonexistent\"");
     assert_eq!(err.server, sb.imap_addr.to_string());
     eprintln!("select nonexistent: {err}");
@@ -660,14 +660,14 @@ fn imap_client_against_real_cyrus() {
     eprintln!("create existing: {err}");
     assert!(err.is_no(None), "{err}");
     let bad = c
-        .execute(&[cyrvault::imap::Arg::Atom("FROBNICATE")])
+        .execute(&[cyrvault_host::imap::Arg::Atom("FROBNICATE")])
         .unwrap();
-    assert_eq!(bad.status.status, cyrvault::imap::Status::Bad);
-    let crate_err: cyrvault::Error = c
-        .run(&[cyrvault::imap::Arg::Atom("FROBNICATE")])
+    assert_eq!(bad.status.status, cyrvault_host::imap::Status::Bad);
+    let crate_err: cyrvault_host::Error = c
+        .run(&[cyrvault_host::imap::Arg::Atom("FROBNICATE")])
         .unwrap_err()
         .into();
-    assert!(matches!(crate_err, cyrvault::Error::Imap { .. }));
+    assert!(matches!(crate_err, cyrvault_host::Error::Imap { .. }));
     c.logout().unwrap();
 
     // create_on_partition is an admin-only Cyrus extension.
@@ -710,7 +710,7 @@ fn bad_options_are_refused_and_leave_nothing_behind() {
         },
     ] {
         let err = Sandbox::start(o).err().expect("refused");
-        assert!(matches!(err, cyrvault::Error::Refused(_)), "{err}");
+        assert!(matches!(err, cyrvault_host::Error::Refused(_)), "{err}");
     }
     // A service whose program does not exist: master refuses to run.
     let err = Sandbox::start(SandboxOptions {

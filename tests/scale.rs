@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use cyrvault::sandbox::{PopulatePlan, Sandbox, SandboxOptions, ServiceLine, populate};
+use cyrvault_testkit::sandbox::{PopulatePlan, Sandbox, SandboxOptions, ServiceLine, populate};
 use serde_json::Value;
 
 use crate::prerequisite;
@@ -72,7 +72,7 @@ fn env(name: &str) -> Env {
 impl Env {
     /// `cyrvault backup USERS... --json` into `vault`.
     fn backup_cmd(&self, vault: &Path, users: &[&str], extra: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cyrvault"));
+        let mut c = Command::new(crate::bins::cyrvault());
         c.arg("backup")
             .args(users)
             .args(["--server", &self.addr, "--json", "--vault"])
@@ -211,7 +211,7 @@ fn unchanged_costs_one_round_trip_and_no_fsync_changed_at_most_two() {
         assert_eq!(r["run"], report(&first, u)["run"], "{u}: no new run");
     }
     assert!(syncs.is_empty(), "an unchanged backup synced: {syncs:#?}");
-    let list = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let list = Command::new(crate::bins::cyrvault())
         .args(["list", "--json", "--vault"])
         .arg(&vault)
         .output()
@@ -270,12 +270,12 @@ fn unchanged_costs_one_round_trip_and_no_fsync_changed_at_most_two() {
     assert_eq!(r["folders_changed"], 0, "{r}");
     assert_eq!(r["user_state_stored"], true, "{r}");
     assert_eq!(r["round_trips"], 2, "status, USERFILES FETCH: {r}");
-    let ua = cyrvault::vault::Vault::open(&vault)
+    let ua = cyrvault_host::vault::Vault::open(&vault)
         .unwrap()
         .user("ana")
         .unwrap()
         .unwrap();
-    let cat = cyrvault::catalog::Catalog::open_read_only(&ua.catalog).unwrap();
+    let cat = cyrvault_host::catalog::Catalog::open_read_only(&ua.catalog).unwrap();
     let last = cat.last_run().unwrap().unwrap().run;
     let files = cat.user_files_at(last).unwrap();
     let script = files
@@ -283,7 +283,7 @@ fn unchanged_costs_one_round_trip_and_no_fsync_changed_at_most_two() {
         .find(|(_, f, _)| f.name == "main.script")
         .expect("the sieve script is in the run");
     assert_eq!(script.0, last, "stored anew by this run");
-    let bytes = cyrvault::archive::read_entry_at(
+    let bytes = cyrvault_host::archive::read_entry_at(
         &mut std::fs::File::open(&ua.archive).unwrap(),
         &ua.archive,
         script.2.member_offset,
@@ -295,7 +295,7 @@ fn unchanged_costs_one_round_trip_and_no_fsync_changed_at_most_two() {
     // And then it is quiet again.
     let quiet = e.backup(&vault, &["ana"], &[]);
     assert_eq!(report(&quiet, "ana")["unchanged"], true);
-    let verify = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let verify = Command::new(crate::bins::cyrvault())
         .args(["verify", "--all", "--vault"])
         .arg(&vault)
         .output()
@@ -365,7 +365,7 @@ fn jobs_give_the_same_answers_in_the_order_given() {
         }
     }
     for v in [&one, &many] {
-        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        let out = Command::new(crate::bins::cyrvault())
             .args(["verify", "--all", "--vault"])
             .arg(v)
             .output()
@@ -380,7 +380,7 @@ fn jobs_give_the_same_answers_in_the_order_given() {
 
 /// `cyrvault ARGS... --vault VAULT`, its stdout (exit 0 required).
 fn cli(vault: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(args)
         .arg("--vault")
         .arg(vault)
@@ -420,10 +420,10 @@ fn a_big_folder_end_to_end() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2500);
-    assert!(n > 2 * cyrvault::backup::FDATA_BATCH);
+    assert!(n > 2 * cyrvault_host::backup::FDATA_BATCH);
     let e = env("big");
     e.sb.create_user("big", None).unwrap();
-    let guids = cyrvault::sandbox::fill_folder(&e.sb, "big", "INBOX", n, 700, 10).unwrap();
+    let guids = cyrvault_testkit::sandbox::fill_folder(&e.sb, "big", "INBOX", n, 700, 10).unwrap();
     let hex: Vec<String> = guids.iter().map(hex::encode).collect();
     std::thread::sleep(Duration::from_millis(2100));
     let vault = e.dir.join("vault");
@@ -472,18 +472,18 @@ fn a_big_folder_end_to_end() {
     // A third expunged: the next run fetches nothing and lists the rest.
     let mut c = e.sb.login("big").unwrap();
     c.run(&[
-        cyrvault::imap::Arg::Atom("SELECT"),
-        cyrvault::imap::Arg::Str(b"INBOX"),
+        cyrvault_host::imap::Arg::Atom("SELECT"),
+        cyrvault_host::imap::Arg::Str(b"INBOX"),
     ])
     .unwrap();
     let range = format!("1:{}", n / 3);
     c.run(&[
-        cyrvault::imap::Arg::Atom("UID STORE"),
-        cyrvault::imap::Arg::Atom(&range),
-        cyrvault::imap::Arg::Atom("+FLAGS.SILENT (\\Deleted)"),
+        cyrvault_host::imap::Arg::Atom("UID STORE"),
+        cyrvault_host::imap::Arg::Atom(&range),
+        cyrvault_host::imap::Arg::Atom("+FLAGS.SILENT (\\Deleted)"),
     ])
     .unwrap();
-    c.run(&[cyrvault::imap::Arg::Atom("EXPUNGE")]).unwrap();
+    c.run(&[cyrvault_host::imap::Arg::Atom("EXPUNGE")]).unwrap();
     c.logout().unwrap();
     std::thread::sleep(Duration::from_millis(2100));
     let second = e.backup(&vault, &["big"], &["--jobs", "1"]);

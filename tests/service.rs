@@ -28,7 +28,7 @@ use cyrvault::protocol::ProtocolError;
 use cyrvault::protocol::client::{Client, Receiver};
 use cyrvault::protocol::reply::{DataHeader, Reply};
 use cyrvault::protocol::request::Request;
-use cyrvault::sandbox::{Listen, Sandbox, SandboxOptions, ServiceLine};
+use cyrvault_testkit::sandbox::{Listen, Sandbox, SandboxOptions, ServiceLine};
 
 mod fleet_tls;
 mod interop;
@@ -112,7 +112,7 @@ pub fn start(hint: &str, extra_conf: &[(&str, &str)], extra: Vec<ServiceLine>) -
 
 /// [`start`] on a given Cyrus installation (None: the system's).
 pub fn start_on(
-    cyrus: Option<&cyrvault::sandbox::CyrusInstall>,
+    cyrus: Option<&cyrvault_testkit::sandbox::CyrusInstall>,
     hint: &str,
     extra_conf: &[(&str, &str)],
     extra: Vec<ServiceLine>,

@@ -18,8 +18,8 @@ use cyrvault::cyrus::config::load;
 use cyrvault::cyrus::index::Index;
 use cyrvault::cyrus::paths;
 use cyrvault::error::Error;
-use cyrvault::sandbox::{PopulatePlan, Sandbox, SandboxOptions, make_history, populate};
 use cyrvault::spool::{FolderRef, Load, OpenFolder, Spool};
+use cyrvault_testkit::sandbox::{PopulatePlan, Sandbox, SandboxOptions, make_history, populate};
 
 fn start(hint: &str, extra: &[(&str, &str)]) -> Sandbox {
     Sandbox::start(SandboxOptions {
@@ -574,7 +574,7 @@ fn damaged_files_give_typed_errors_naming_the_file() {
     );
     // The offset is that of the record's CRC field, inside record 2.
     assert!((160 + 112..160 + 224).contains(&m.offset().unwrap()), "{e}");
-    assert_eq!(e.kind(), cyrvault::ErrorKind::Data);
+    assert_eq!(e.kind(), cyrvault_host::ErrorKind::Data);
     let text = e.to_string();
     assert!(
         text.contains("record 2") && text.contains("user.ivy") && text.contains("cyrus.index"),
@@ -666,7 +666,7 @@ sys.stdout.buffer.write(ctypes.string_at(j.json_dumps(arr, 2)))
 #[test]
 fn annotations_match_what_was_set_and_jansson_formatting() {
     use cyrvault::cyrus::annotations::OWNER_TOKEN;
-    use cyrvault::imap::Arg;
+    use cyrvault_host::imap::Arg;
     let sb = start("spool-annot", &[]);
     sb.create_user("kim", None).unwrap();
     sb.create_folder("kim", "Notes", None).unwrap();

@@ -4,8 +4,10 @@
 mod admin; // list/show/ls/cat/verify/reindex/stats on archives of a real spool: reindex equality, damage, tar, one-member cat
 mod archive; // the per-user tar.gz: stock tools, crashes, damage, locks, short reads, kill -9
 mod backup; // cyrvault backup vs real Cyrus + cyrvaultd under master: round trip, history, dedup, incremental, kill -9
+mod bins; // where target/<profile>/cyrvault (the host package's binary) and cyrvaultd are
 mod catalog; // the SQLite catalog: history per run, reindex equality, schema checks, records_from_meta vs mbexamine
 mod certs; // test certificates made by each test (rcgen): CA, server certificate, an unrelated CA
+mod crates; // issue 15: the service crate depends on no backup-host crate; libcyrvault.a has no sqlite3_/tokio/postgres symbol
 mod cyrus313; // a spool written by a real Cyrus 3.13 (../shared/fixtures): parsers and cyrvaultd -X vs its own ctl_mboxlist/mbexamine
 mod cyrus_index; // cyrus.index / cyrus.cache against files written by real Cyrus
 mod cyrus_mboxlist; // DList, cyrus.header, twoskip, mailboxes.db, flat vs cyr_dbtool / ctl_mboxlist -d
@@ -18,6 +20,7 @@ mod fleet; // issue 6: discover, run with N worker processes (kill -9, locks, re
 mod folder_load; // issue 10: FDATA reads only its records and no annotations.db; spilled FMETA copies
 mod foundation; // issue 2 end to end: inspect vs mbexamine/ctl_mboxlist, write-back, lock interop, damage
 mod header; // committed include/cyrvault.h == what cbindgen generates
+mod layers; // issue 15: doc/design.md's layer tables == the modules' imports, no cycles
 mod listing; // issue 10: the service's per-owner range reads of mailboxes.db/annotations.db vs whole-file parses, repack, cache
 mod lock; // lock.rs vs real Cyrus tools (mbexamine, reconstruct) holding/awaiting locks
 mod master; // cyrvaultd under Cyrus's real master, and in master's seat

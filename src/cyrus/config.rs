@@ -109,7 +109,7 @@ pub fn parse_imapd_conf(
 
 /// Read `path` (None = `/etc/imapd.conf`) and the files it includes. Like Cyrus,
 /// `$CYRUS_PREFIX<path>` is tried before `<path>` for every file.
-pub fn load(path: Option<&Path>, service: Option<&str>) -> crate::Result<ImapdConf> {
+pub fn load(path: Option<&Path>, service: Option<&str>) -> Result<ImapdConf, ConfigError> {
     let top = path
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
@@ -122,13 +122,13 @@ fn load_with_prefix(
     top: &str,
     service: Option<&str>,
     prefix: Option<&str>,
-) -> crate::Result<ImapdConf> {
+) -> Result<ImapdConf, ConfigError> {
     let mut b = Builder {
         entries: BTreeMap::new(),
         included: HashSet::new(),
     };
     read_file(&mut b, top, top, prefix)?;
-    Ok(finish(b, top, service)?)
+    finish(b, top, service)
 }
 
 fn read_file(

@@ -19,7 +19,31 @@ use std::path::{Path, PathBuf};
 
 use crate::cyrus::config::{ConfigError, ImapdConf, MetaFiles};
 use crate::cyrus::version::UserLockNaming;
-use crate::error::{Error, Result};
+
+/// Results of this module: a path, or why it cannot be made.
+type Result<T, E = PathError> = std::result::Result<T, E>;
+use PathError as Error;
+
+/// Why a Cyrus path cannot be made. Converted to the crate's error at its edge
+/// (`Error::Refused`, `Error::Config`), so this layer does not depend on it.
+#[derive(Debug)]
+pub enum PathError {
+    /// The name would not map to a safe path, or lacks what its path needs.
+    Refused(String),
+    /// imapd.conf lacks a setting the path needs.
+    Config(ConfigError),
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathError::Refused(m) => write!(f, "refused: {m}"),
+            PathError::Config(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PathError {}
 
 /// Cyrus's one-letter directory hash (`dir_hash_c`).
 ///

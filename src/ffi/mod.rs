@@ -14,25 +14,16 @@
 
 pub mod args;
 pub mod guard;
-pub mod signals;
 
 use std::ffi::{OsString, c_char, c_int};
-use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
 use crate::error::{EX_SOFTWARE, EX_TEMPFAIL};
+use crate::service::stdio::{abort_process, serve_stdio_with, service_name_from_env};
 use crate::service::{self, ServiceContext};
 
 /// The context `service_init` built, shared by every `service_main` of this process.
 static CONTEXT: OnceLock<ServiceContext> = OnceLock::new();
-
-/// The service name: `$CYRUS_SERVICE` (set by master) or "cyrvaultd".
-pub fn service_name_from_env() -> String {
-    std::env::var("CYRUS_SERVICE")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "cyrvaultd".to_string())
-}
 
 /// Safe body of `service_init`: set up logging and the service context once. A second
 /// call is a no-op that succeeds.
@@ -71,49 +62,7 @@ pub fn serve_stdio() -> c_int {
         log::error!("service_main called before a successful service_init");
         return EX_SOFTWARE;
     };
-    serve_stdio_with(ctx, args::listener())
-}
-
-/// Serve one client on fds 0/1 with `ctx` (used by `cyrvaultd`, which keeps its own
-/// context), then reset fds 0/1 to /dev/null so the client sees the end. `listener`:
-/// the service's listening socket (master's fd 4), if there is one.
-pub fn serve_stdio_with(ctx: &ServiceContext, listener: Option<BorrowedFd<'_>>) -> c_int {
-    let peer = args::stdin_peer();
-    let code = match (args::BorrowedStdio::stdin(), args::BorrowedStdio::stdout()) {
-        (Ok(input), Ok(output)) => match service::serve(ctx, input, output, peer, listener) {
-            Ok(summary) => {
-                log::info!(
-                    "session done: peer={} user={} folders={} bytes_out={} {}",
-                    peer.map(|p| p.to_string())
-                        .unwrap_or_else(|| "[local]".into()),
-                    summary.user.as_deref().unwrap_or("-"),
-                    summary.folders,
-                    summary.bytes_out,
-                    summary.outcome()
-                );
-                0
-            }
-            Err(err) => {
-                log::error!("session failed: {err}");
-                guard::exit_code(&err)
-            }
-        },
-        (Err(err), _) | (_, Err(err)) => {
-            log::error!("service_main: client descriptors: {err}");
-            EX_SOFTWARE
-        }
-    };
-    if let Err(err) = args::reset_stdio() {
-        log::error!("service_main: resetting fds 0/1 to /dev/null: {err}");
-    }
-    code
-}
-
-/// Release what the process holds and exit with `code`. Locks are fcntl locks on fds
-/// that the exit closes; the log is flushed first.
-pub fn abort_process(code: i32) -> ! {
-    log::logger().flush();
-    std::process::exit(code)
+    serve_stdio_with(ctx, crate::service::stdio::listener())
 }
 
 /// Cyrus entry point: called once per process before any client. Returns 0 on success,

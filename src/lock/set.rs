@@ -34,7 +34,7 @@ impl<'a> LockSet<'a> {
 
     /// Take the user namespace lock. Refused while a name or index lock is held,
     /// or when the namespace lock is already held.
-    pub fn namespace(&mut self, userid: &str, mode: LockMode) -> crate::Result<&FileLock> {
+    pub fn namespace(&mut self, userid: &str, mode: LockMode) -> super::Result<&FileLock> {
         let path = self
             .locker
             .user_namespace_paths(userid)?
@@ -60,7 +60,7 @@ impl<'a> LockSet<'a> {
 
     /// Take the mailbox name lock. Refused while an index lock or another name
     /// lock is held.
-    pub fn mailbox_name(&mut self, lockname: &str, mode: LockMode) -> crate::Result<&FileLock> {
+    pub fn mailbox_name(&mut self, lockname: &str, mode: LockMode) -> super::Result<&FileLock> {
         let path = paths::lock_path(&self.locker.conf, lockname)?;
         if self.name.is_some() {
             return Err(LockError::order(
@@ -82,7 +82,7 @@ impl<'a> LockSet<'a> {
     }
 
     /// Take the `cyrus.index` lock.
-    pub fn index(&mut self, index_path: &Path, mode: LockMode) -> crate::Result<&FileLock> {
+    pub fn index(&mut self, index_path: &Path, mode: LockMode) -> super::Result<&FileLock> {
         if self.index.is_some() {
             return Err(LockError::order(
                 index_path,

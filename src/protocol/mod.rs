@@ -162,29 +162,6 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-impl ProtocolError {
-    /// As a crate error, with `context` (server and request) in front: a `NO`
-    /// that retrying cannot fix gets its own class (`Error::from_server_no`).
-    pub fn in_context(self, context: &str) -> crate::Error {
-        match self {
-            ProtocolError::No(text) => crate::Error::from_server_no(context, &text),
-            e => crate::Error::Protocol(format!("{context}: {e}")),
-        }
-    }
-}
-
-impl From<ProtocolError> for crate::Error {
-    fn from(e: ProtocolError) -> Self {
-        match e {
-            ProtocolError::InvalidName { .. } | ProtocolError::BadArgument { .. } => {
-                crate::Error::Refused(e.to_string())
-            }
-            ProtocolError::No(text) => crate::Error::from_server_no("", &text),
-            other => crate::Error::Protocol(other.to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 
 use crate::error::{EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, IoContext};
-use crate::ffi::{args, signals};
+use crate::service::{signals, stdio};
 use crate::{Error, Result};
 
 /// master's status pipe (`STATUS_FD` in master/service.h).
@@ -415,14 +415,14 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 /// `-X`: one session on stdin/stdout, no master.
 fn run_standalone(options: &RuntimeOptions) -> i32 {
-    let service = crate::ffi::service_name_from_env();
+    let service = stdio::service_name_from_env();
     setup_logging(&service, options.config.as_deref());
     if let Err(err) = become_cyrus(options.config.as_deref()) {
         log::error!("{err}");
         return EX_USAGE;
     }
     match crate::service::init(&service, options.config.clone(), &options.passthrough) {
-        Ok(ctx) => crate::ffi::serve_stdio_with(&ctx, None),
+        Ok(ctx) => stdio::serve_stdio_with(&ctx, None),
         Err(err) => {
             log::error!("init: {err}");
             err.exit_code()
@@ -445,9 +445,9 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
             (EX_SOFTWARE, Error::Other(msg))
         })?;
     }
-    let status = args::take_inherited_fd(STATUS_FD)
+    let status = stdio::take_inherited_fd(STATUS_FD)
         .map_err(|e| (EX_SOFTWARE, Error::Other(format!("status pipe: {e}"))))?;
-    let listen = args::take_inherited_fd(LISTEN_FD)
+    let listen = stdio::take_inherited_fd(LISTEN_FD)
         .map_err(|e| (EX_SOFTWARE, Error::Other(format!("listen socket: {e}"))))?;
     let listener = Listener::from_fd(listen).map_err(|e| (EX_SOFTWARE, e))?;
     let mut status = StatusPipe {
@@ -503,7 +503,7 @@ fn serve_master(service: &str, id: &str, options: &RuntimeOptions) -> Result<i32
         uses = uses.saturating_add(1);
 
         signals::enter_session().map_err(|e| os("installing signal handlers", e))?;
-        let code = crate::ffi::serve_stdio_with(&ctx, Some(listener.as_fd()));
+        let code = stdio::serve_stdio_with(&ctx, Some(listener.as_fd()));
         if code != 0 {
             log::debug!("session ended with code {code}");
         }

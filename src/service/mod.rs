@@ -27,6 +27,8 @@ pub mod peers;
 pub mod refusal_log;
 pub mod session;
 pub mod shutdown;
+pub mod signals;
+pub mod stdio;
 pub mod transport;
 
 pub use crate::secret::Secret;

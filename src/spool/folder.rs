@@ -165,7 +165,7 @@ impl Spool {
             if !paths.index.exists() {
                 return Err(not_found(folder, "no cyrus.index"));
             }
-            return Err(e);
+            return Err(e.into());
         }
         let copied = self.copy_locked(&locks, folder, load);
         locks.release_index();

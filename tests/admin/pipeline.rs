@@ -43,7 +43,7 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
     let vault = dir.join("vault");
     let sb = Sandbox::start(SandboxOptions {
         name_hint: "admin-pipeline".into(),
-        extra_services: vec![cyrvault::sandbox::ServiceLine::tcp(
+        extra_services: vec![cyrvault_testkit::sandbox::ServiceLine::tcp(
             "cyrvaultd",
             env!("CARGO_BIN_EXE_cyrvaultd"),
         )],
@@ -73,7 +73,7 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
         }
     }
     let backup = || {
-        let o = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        let o = Command::new(crate::bins::cyrvault())
             .args(["backup", "alice", "bob", "--server", &addr, "--vault"])
             .arg(&vault)
             .arg("--secret-file")
@@ -235,14 +235,14 @@ fn real_backups_ls_like_mbexamine_and_reindex_identically() {
 /// message outside it still reads back with `cat`.
 #[test]
 fn real_backup_with_a_flipped_byte() {
-    use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server};
-    use cyrvault::vault::Vault;
+    use cyrvault_host::backup::{self, BackupOptions, ConnectOptions, Server};
+    use cyrvault_host::vault::Vault;
 
     let dir = scratch("pipedamage");
     let vault = dir.join("vault");
     let sb = Sandbox::start(SandboxOptions {
         name_hint: "admin-pipedamage".into(),
-        extra_services: vec![cyrvault::sandbox::ServiceLine::tcp(
+        extra_services: vec![cyrvault_testkit::sandbox::ServiceLine::tcp(
             "cyrvaultd",
             env!("CARGO_BIN_EXE_cyrvaultd"),
         )],

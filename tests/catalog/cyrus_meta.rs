@@ -2,9 +2,9 @@
 //! (tests/fixtures/cyrus-index, v12..v17), with `mbexamine` and `unexpunge -l` output
 //! saved beside them as the oracle; then those record states through the catalog.
 
-use cyrvault::catalog::{Catalog, FolderMeta, FolderRef, RunHeader};
 use cyrvault::cyrus::Guid;
-use cyrvault::model::{RecordState, records_from_meta};
+use cyrvault_host::catalog::{Catalog, FolderMeta, FolderRef, RunHeader};
+use cyrvault_host::model::{RecordState, records_from_meta};
 
 use super::scratch;
 use crate::cyrus_index::fixture;
@@ -165,7 +165,7 @@ fn damaged_meta_is_a_parse_error_naming_the_file() {
     let last = index.len() - 10;
     index[last] ^= 0xff; // inside the last record: its CRC no longer matches
     let e = records_from_meta(&header, &index).unwrap_err();
-    assert_eq!(e.kind(), cyrvault::ErrorKind::Data);
+    assert_eq!(e.kind(), cyrvault_host::ErrorKind::Data);
     assert!(e.to_string().starts_with("cyrus.index"), "{e}");
     let e = records_from_meta(&header[..50], &fixture("v17.cyrus.index")).unwrap_err();
     assert!(e.to_string().starts_with("cyrus.header"), "{e}");

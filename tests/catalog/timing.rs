@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use cyrvault::catalog::{Catalog, FolderMeta, FolderRef, MemberRow, RunHeader};
-use cyrvault::model::{EntryLoc, FolderState, RecordState};
+use cyrvault_host::catalog::{Catalog, FolderMeta, FolderRef, MemberRow, RunHeader};
+use cyrvault_host::model::{EntryLoc, FolderState, RecordState};
 
 use super::{SEEN, rec, scratch};
 

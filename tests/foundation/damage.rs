@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cyrvault::cyrus::crc32;
 use cyrvault::cyrus::index::parse_index;
 use cyrvault::lock::{LockMode, Locker};
-use cyrvault::sandbox::{PopulatePlan, make_history, populate};
+use cyrvault_testkit::sandbox::{PopulatePlan, make_history, populate};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

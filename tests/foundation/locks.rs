@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cyrvault::cyrus::paths;
 use cyrvault::cyrus::version::{UserLockNaming, conventions_for};
 use cyrvault::lock::{LockMode, Locker};
-use cyrvault::sandbox::{CyrusInstall, MailGen, Sandbox, SandboxOptions};
+use cyrvault_testkit::sandbox::{CyrusInstall, MailGen, Sandbox, SandboxOptions};
 
 use super::conf;
 

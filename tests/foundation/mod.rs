@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use cyrvault::cyrus::config::{self, ImapdConf};
-use cyrvault::sandbox::{Sandbox, SandboxOptions};
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 
 /// A sandbox with default options (two partitions, UUID directories).
@@ -34,7 +34,7 @@ pub fn conf(sb: &Sandbox) -> ImapdConf {
 
 /// Run the real `cyrvault` binary.
 pub fn cyrvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    Command::new(crate::bins::cyrvault())
         .args(args)
         .output()
         .expect("running cyrvault")

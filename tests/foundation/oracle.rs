@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cyrvault::cyrus::index::{parse_index, write_index};
 use cyrvault::cyrus::paths;
-use cyrvault::sandbox::{PopulatePlan, Sandbox, SandboxOptions, make_history, populate};
+use cyrvault_testkit::sandbox::{PopulatePlan, Sandbox, SandboxOptions, make_history, populate};
 use serde_json::Value;
 
 use super::{conf, cyrvault, cyrvault_json, start, strs, tool_utc, u};

@@ -10,7 +10,7 @@ use cyrvault::cyrus::header;
 use cyrvault::cyrus::index::{FLAG_FLAGGED, parse_index, sync_crc_basic, write_index};
 use cyrvault::cyrus::paths;
 use cyrvault::lock::{LockMode, Locker};
-use cyrvault::sandbox::{PopulatePlan, Sandbox, make_history, populate};
+use cyrvault_testkit::sandbox::{PopulatePlan, Sandbox, make_history, populate};
 
 use super::{conf, start};
 
@@ -30,7 +30,7 @@ fn try_replace_index(
     lockname: &str,
     dir: &Path,
     bytes: &[u8],
-) -> cyrvault::Result<()> {
+) -> cyrvault_host::Result<()> {
     let index = dir.join("cyrus.index");
     let mut set = locker.lock_set();
     set.namespace(user, LockMode::Exclusive)?;
@@ -90,7 +90,10 @@ fn lock_holders(files: &[&Path]) -> Vec<String> {
 fn imap_view(
     sb: &Sandbox,
     user: &str,
-) -> (cyrvault::imap::SelectInfo, Vec<cyrvault::imap::FetchItem>) {
+) -> (
+    cyrvault_host::imap::SelectInfo,
+    Vec<cyrvault_host::imap::FetchItem>,
+) {
     let mut c = sb.login(user).unwrap();
     let info = c.select("INBOX").unwrap();
     let msgs = c

@@ -11,13 +11,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cyrvault::backup::{self, BackupOptions, FailureClass};
 use cyrvault::cyrus::Guid;
-use cyrvault::imap::Client;
-use cyrvault::model::RecordState;
-use cyrvault::restore::export::maildir_flags;
-use cyrvault::sandbox::MailGen;
-use cyrvault::vault::Vault;
+use cyrvault_host::backup::{self, BackupOptions, FailureClass};
+use cyrvault_host::imap::Client;
+use cyrvault_host::model::RecordState;
+use cyrvault_host::restore::export::maildir_flags;
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::MailGen;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -43,7 +43,7 @@ fn connect(imap: SocketAddr) -> Client {
 }
 
 /// The user's selectable folders, as IMAP lists them.
-fn folders(c: &mut Client) -> cyrvault::Result<Vec<String>> {
+fn folders(c: &mut Client) -> cyrvault_host::Result<Vec<String>> {
     Ok(c.list("", "INBOX*")?
         .into_iter()
         .filter(|l| !l.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Noselect")))
@@ -60,7 +60,7 @@ fn client(k: u64, imap: SocketAddr, stop: &AtomicBool, ops: &Ops) {
     let mut mail = MailGen::new(1000 + k).with_max_size(24_000);
     let flags = ["\\Flagged", "\\Seen", "\\Answered", "$Work"];
     while !stop.load(Ordering::SeqCst) {
-        let r = (|| -> cyrvault::Result<()> {
+        let r = (|| -> cyrvault_host::Result<()> {
             let all = folders(&mut c)?;
             let f = all[rng.gen_range(0..all.len())].clone();
             match rng.gen_range(0..10) {
@@ -116,7 +116,7 @@ fn client(k: u64, imap: SocketAddr, stop: &AtomicBool, ops: &Ops) {
         })();
         if let Err(err) = r {
             ops.refused.fetch_add(1, Ordering::Relaxed);
-            if !matches!(err, cyrvault::Error::Imap { .. }) || c.noop().is_err() {
+            if !matches!(err, cyrvault_host::Error::Imap { .. }) || c.noop().is_err() {
                 c = connect(imap);
             }
         }

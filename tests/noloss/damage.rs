@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cyrvault::archive;
 use cyrvault::cyrus::Guid;
-use cyrvault::sandbox::MailGen;
+use cyrvault_host::archive;
+use cyrvault_testkit::sandbox::MailGen;
 
 use super::{Env, env, nothing_lost};
 
@@ -33,7 +33,7 @@ fn copy_vault(from: &Path, to: &Path) {
 }
 
 fn cli(vault: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    Command::new(crate::bins::cyrvault())
         .args(args)
         .arg("--vault")
         .arg(vault)
@@ -48,7 +48,7 @@ fn json(o: &Output) -> serde_json::Value {
 
 /// The vault's archive and catalog for USER.
 fn files(vault: &Path) -> (PathBuf, PathBuf) {
-    let ua = cyrvault::admin::find_user(vault, USER).unwrap();
+    let ua = cyrvault_host::admin::find_user(vault, USER).unwrap();
     (ua.archive, ua.catalog)
 }
 
@@ -85,8 +85,8 @@ fn damaged_catalog(e: &Env, case: &str, sql: &str, want: &str) {
     let n = db.execute_batch(sql);
     assert!(n.is_ok(), "{case}: {sql}: {n:?}");
     drop(db);
-    let ua = cyrvault::admin::find_user(&v, USER).unwrap();
-    let r = cyrvault::admin::verify(&ua).unwrap();
+    let ua = cyrvault_host::admin::find_user(&v, USER).unwrap();
+    let r = cyrvault_host::admin::verify(&ua).unwrap();
     assert!(!r.ok, "{case}: verify passed a damaged catalog: {r:#?}");
     let all: Vec<&str> = r.mismatches.iter().map(|m| m.what.as_str()).collect();
     assert!(

@@ -19,12 +19,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cyrvault::admin::{self, UserArchive};
-use cyrvault::backup::{self, BackupOptions, ConnectOptions, Progress, Server, UserReport};
-use cyrvault::catalog::Catalog;
 use cyrvault::cyrus::Guid;
-use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
-use cyrvault::vault::Vault;
+use cyrvault_host::admin::{self, UserArchive};
+use cyrvault_host::backup::{self, BackupOptions, ConnectOptions, Progress, Server, UserReport};
+use cyrvault_host::catalog::Catalog;
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 
 static N: AtomicU32 = AtomicU32::new(0);
 
@@ -127,7 +127,7 @@ impl Env {
 
     /// `cyrvault backup USER --json` (the binary).
     pub fn cli_backup(&self, user: &str) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cyrvault"));
+        let mut c = Command::new(crate::bins::cyrvault());
         c.args(["backup", user, "--server", &self.addr, "--vault"])
             .arg(&self.vault)
             .arg("--json")
@@ -143,7 +143,7 @@ impl Env {
 
     /// `cyrvault ARGS... --vault V`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        Command::new(crate::bins::cyrvault())
             .args(args)
             .arg("--vault")
             .arg(&self.vault)

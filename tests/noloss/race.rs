@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cyrvault::backup::{FailureClass, Progress};
-use cyrvault::imap::Client;
-use cyrvault::sandbox::MailGen;
+use cyrvault_host::backup::{FailureClass, Progress};
+use cyrvault_host::imap::Client;
+use cyrvault_testkit::sandbox::MailGen;
 
 use super::{Env, env, guid_set, nothing_lost};
 
@@ -253,13 +253,13 @@ fn a_connection_dropped_mid_folder_commits_nothing() {
         at: "INBOX.Race".into(),
         fired: AtomicBool::new(false),
     });
-    let v = cyrvault::vault::Vault::open(&e.vault).unwrap();
+    let v = cyrvault_host::vault::Vault::open(&e.vault).unwrap();
     let mut s = e.server();
-    let opts = cyrvault::backup::BackupOptions {
+    let opts = cyrvault_host::backup::BackupOptions {
         progress: Some(hook.clone()),
         ..Default::default()
     };
-    let err = cyrvault::backup::backup_user(&mut s, &v, user, &opts).unwrap_err();
+    let err = cyrvault_host::backup::backup_user(&mut s, &v, user, &opts).unwrap_err();
     assert!(hook.fired.load(Ordering::SeqCst));
     assert!(err.is_temporary(), "{err}");
     assert_eq!(err.exit_code(), 75);

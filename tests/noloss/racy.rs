@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cyrvault::backup::Progress;
-use cyrvault::imap::Client;
-use cyrvault::sandbox::MailGen;
+use cyrvault_host::backup::Progress;
+use cyrvault_host::imap::Client;
+use cyrvault_testkit::sandbox::MailGen;
 
 use super::env;
 

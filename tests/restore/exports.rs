@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use cyrvault::cyrus::Guid;
-use cyrvault::restore::Source;
-use cyrvault::sandbox::{MailGen, PopulatePlan, populate};
+use cyrvault_host::restore::Source;
+use cyrvault_testkit::sandbox::{MailGen, PopulatePlan, populate};
 
 use super::{count, env, expected, live};
 
@@ -185,7 +185,11 @@ fn exports_damage_and_single_message() {
     let big = &want["INBOX.Big"];
     let g = Guid::from_hex(&big[big.len() / 2].0).unwrap();
     let loc = cat.message_loc(&g).unwrap().unwrap();
-    let mut src = Source::open(&archive, &cyrvault::restore::catalog_path_for(&archive)).unwrap();
+    let mut src = Source::open(
+        &archive,
+        &cyrvault_host::restore::catalog_path_for(&archive),
+    )
+    .unwrap();
     let (r0, t) = (rchar(), Instant::now());
     let bytes = src.read_message(&g).unwrap();
     let (dt, read) = (t.elapsed(), rchar() - r0);
@@ -222,7 +226,7 @@ fn exports_damage_and_single_message() {
         .unwrap()
         .unwrap();
     // The member's compressed length, from a scan of the (intact) archive.
-    let member_len = cyrvault::archive::scan(&archive)
+    let member_len = cyrvault_host::archive::scan(&archive)
         .unwrap()
         .members
         .iter()
@@ -236,8 +240,8 @@ fn exports_damage_and_single_message() {
     fs::copy(&archive, &dmg_archive).unwrap();
     // A catalog is its file and its `-wal` (the backup does not checkpoint on close).
     let (cat_from, cat_to) = (
-        cyrvault::restore::catalog_path_for(&archive),
-        cyrvault::restore::catalog_path_for(&dmg_archive),
+        cyrvault_host::restore::catalog_path_for(&archive),
+        cyrvault_host::restore::catalog_path_for(&dmg_archive),
     );
     fs::copy(&cat_from, &cat_to).unwrap();
     let wal = |p: &std::path::Path| std::path::PathBuf::from(format!("{}-wal", p.display()));

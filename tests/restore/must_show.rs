@@ -18,9 +18,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server};
-use cyrvault::sandbox::{CyrusInstall, Sandbox};
-use cyrvault::vault::Vault;
+use cyrvault_host::backup::{self, BackupOptions, ConnectOptions, Server};
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::{CyrusInstall, Sandbox};
 
 use super::realistic::{Mode, client_state, diff, make_user, next_second, qresync_resumes, view};
 
@@ -71,7 +71,7 @@ pub fn backup(sb: &Sandbox, vault: &Path, user: &str) -> u64 {
 
 /// `cyrvault restore ARGS --vault V --password-file F --json`: (exit code, JSON, stderr).
 pub fn restore(w: &Work, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .arg("restore")
         .args(args)
         .arg("--vault")
@@ -145,7 +145,7 @@ fn realistic_user_exact_point_in_time_and_imap(install: &CyrusInstall) {
     // Changes between the runs: new mail, flags, an expunge, a comment, a quota.
     next_second();
     let mut bob = src.admin_as("bob").unwrap();
-    let mut mg = cyrvault::sandbox::MailGen::new(99).with_max_size(8000);
+    let mut mg = cyrvault_testkit::sandbox::MailGen::new(99).with_max_size(8000);
     for i in 0..6 {
         bob.append(
             "INBOX",

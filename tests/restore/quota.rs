@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cyrvault::cyrus::config::load;
 use cyrvault::cyrus::quota::parse_quota_file;
-use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 use cyrvault::spool::Spool;
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 
 use super::must_show::{backup, work};
 
@@ -94,12 +94,12 @@ fn quota_read_like_cyrus_and_stored_on_limit_changes() {
     admin.setquota("user.dave", &[("STORAGE", 5000)]).unwrap();
     admin.logout().unwrap();
     let stored = |run: u64| {
-        let ua = cyrvault::vault::Vault::open(&w.vault)
+        let ua = cyrvault_host::vault::Vault::open(&w.vault)
             .unwrap()
             .user("dave")
             .unwrap()
             .unwrap();
-        let cat = cyrvault::catalog::Catalog::open_existing(&ua.catalog).unwrap();
+        let cat = cyrvault_host::catalog::Catalog::open_existing(&ua.catalog).unwrap();
         cat.user_files_at(run)
             .unwrap()
             .into_iter()

@@ -17,9 +17,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cyrvault::imap::{Arg, Client};
-use cyrvault::restore::sieve::SieveClient;
-use cyrvault::sandbox::{CyrusInstall, MailGen, Sandbox, SandboxOptions, ServiceLine};
+use cyrvault_host::imap::{Arg, Client};
+use cyrvault_host::restore::sieve::SieveClient;
+use cyrvault_testkit::sandbox::{CyrusInstall, MailGen, Sandbox, SandboxOptions, ServiceLine};
 
 /// A Cyrus (of `install`, None: the system's) with `/` as separator, cyrvaultd,
 /// timsieved and sync_server.
@@ -459,7 +459,7 @@ pub fn qresync_resumes(sb: &Sandbox, state: &[(String, u32, u64, Vec<u32>)]) -> 
         let r = bob
             .execute(&[Arg::Atom("SELECT"), Arg::Str(f.as_bytes()), Arg::Atom(&q)])
             .unwrap();
-        let info = cyrvault::imap::types::select_info(&r.untagged);
+        let info = cyrvault_host::imap::types::select_info(&r.untagged);
         let fetches = r.data("FETCH").count();
         let vanished = r.data("VANISHED").count();
         if info.uidvalidity != *uv || info.highestmodseq != *hms || fetches + vanished > 0 {

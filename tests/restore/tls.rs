@@ -8,12 +8,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server};
-use cyrvault::imap::{Client, Tls, TlsMode};
-use cyrvault::restore::sieve::SieveClient;
-use cyrvault::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 use cyrvault::tls::client::ClientOptions;
-use cyrvault::vault::Vault;
+use cyrvault_host::backup::{self, BackupOptions, ConnectOptions, Server};
+use cyrvault_host::imap::{Client, Tls, TlsMode};
+use cyrvault_host::restore::sieve::SieveClient;
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::{Sandbox, SandboxOptions, ServiceLine};
 
 use crate::certs::Pki;
 
@@ -107,7 +107,7 @@ fn restore_over_starttls_and_implicit_tls_checks_the_certificate() {
     }
 
     let restore = |imap: String, into: &str, tls: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        let out = Command::new(crate::bins::cyrvault())
             .args(["restore", "tina", "--vault"])
             .arg(&vault)
             .args(["--imap", &imap, "--password-file"])
@@ -185,7 +185,7 @@ fn restore_over_starttls_and_implicit_tls_checks_the_certificate() {
 
     // --exact has no TLS to sync_server: TLS flags are refused before anything is
     // sent, not silently dropped
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args([
             "restore",
             "tina",
@@ -223,6 +223,6 @@ fn restore_over_starttls_and_implicit_tls_checks_the_certificate() {
     let e = Client::connect_with(&imap, Some(&wrong_name))
         .err()
         .unwrap();
-    assert_eq!(e.kind, cyrvault::imap::ImapErrorKind::Tls, "{e}");
+    assert_eq!(e.kind, cyrvault_host::imap::ImapErrorKind::Tls, "{e}");
     let _ = fs::remove_dir_all(&dir);
 }

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cyrvault::sandbox::{PopulatePlan, Sandbox, SandboxOptions, ServiceLine, populate};
+use cyrvault_testkit::sandbox::{PopulatePlan, Sandbox, SandboxOptions, ServiceLine, populate};
 
 use super::must_show::{Work, work};
 
@@ -124,7 +124,7 @@ fn whole_server_exact_killed_and_resumed_then_imap() {
         fixtures: false,
     };
     populate(&src, &plan).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(["backup", "--all", "--server"])
         .arg(src.service_addrs["cyrvaultd"].to_string())
         .arg("--secret-file")
@@ -141,9 +141,9 @@ fn whole_server_exact_killed_and_resumed_then_imap() {
     let t1 = cyrus("new12");
     let sync = t1.service_addrs["syncserver"].to_string();
     {
-        use cyrvault::restore::exact::{ExactOptions, ExactTarget, restore_exact};
-        use cyrvault::restore::{NoProgress, Selection, Source, plan};
-        let ua = cyrvault::vault::Vault::open(&w.vault)
+        use cyrvault_host::restore::exact::{ExactOptions, ExactTarget, restore_exact};
+        use cyrvault_host::restore::{NoProgress, Selection, Source, plan};
+        let ua = cyrvault_host::vault::Vault::open(&w.vault)
             .unwrap()
             .user("user00")
             .unwrap()
@@ -168,7 +168,7 @@ fn whole_server_exact_killed_and_resumed_then_imap() {
         .unwrap();
         assert_eq!((s.created, s.failed), (2, 0), "{s:?}");
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let mut child = Command::new(crate::bins::cyrvault())
         .args([
             "restore",
             "--all",

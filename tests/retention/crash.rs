@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use cyrvault::admin;
-use cyrvault::backup::{self, BackupOptions, Progress};
-use cyrvault::catalog::Catalog;
-use cyrvault::retention::{self, Count, Policy, PruneOptions};
-use cyrvault::sandbox::MailGen;
-use cyrvault::vault::Vault;
+use cyrvault_host::admin;
+use cyrvault_host::backup::{self, BackupOptions, Progress};
+use cyrvault_host::catalog::Catalog;
+use cyrvault_host::retention::{self, Count, Policy, PruneOptions};
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::MailGen;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -70,7 +70,7 @@ fn prune_killed_at_random_instants_leaves_a_verifiable_pair() {
     let states: BTreeMap<u64, RunState> = (1..=12).map(|r| (r, run_state(&cat, r))).collect();
     drop(cat);
     let prune_cmd = |keep: usize| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cyrvault"));
+        let mut c = Command::new(crate::bins::cyrvault());
         c.args(["prune", USER, "--keep-last", &keep.to_string(), "--json"])
             .arg("--vault")
             .arg(&e.vault)
@@ -89,7 +89,7 @@ fn prune_killed_at_random_instants_leaves_a_verifiable_pair() {
         .unwrap();
     assert!(st.success());
     let t0 = Instant::now();
-    let st = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let st = Command::new(crate::bins::cyrvault())
         .args(["prune", USER, "--keep-last", "11", "--vault"])
         .arg(&copy)
         .stdout(Stdio::null())
@@ -310,7 +310,7 @@ fn prune_beside_a_backup_of_the_same_user_waits_or_fails_cleanly() {
         );
         assert_eq!(std::fs::metadata(&ua.archive).unwrap().len(), len_before);
         // With --wait it waits for the backup, then prunes.
-        let waiting = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        let waiting = Command::new(crate::bins::cyrvault())
             .args(["prune", USER, "--keep-last", "1", "--wait", "2m", "--json"])
             .arg("--vault")
             .arg(&e.vault)
@@ -340,8 +340,8 @@ fn prune_beside_a_backup_of_the_same_user_waits_or_fails_cleanly() {
     reindex_agrees(&e, USER);
     // And the other way round: while a prune holds the archive, a backup fails at
     // once, cleanly (exit 75), and leaves the archive as it was.
-    let lock = cyrvault::archive::lock_archive(&ua.archive, None).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let lock = cyrvault_host::archive::lock_archive(&ua.archive, None).unwrap();
+    let o = Command::new(crate::bins::cyrvault())
         .args(["backup", USER, "--server", &e.addr, "--json"])
         .arg("--secret-file")
         .arg(&e.secret)

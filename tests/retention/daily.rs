@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::{Command, Stdio};
 
-use cyrvault::archive::{EntryName, parse_entry_name, scan};
-use cyrvault::catalog::Catalog;
 use cyrvault::cyrus::Guid;
-use cyrvault::restore::imap_flags;
-use cyrvault::retention::{self, Count, Policy, PruneOptions};
-use cyrvault::sandbox::{MailGen, Sandbox};
+use cyrvault_host::archive::{EntryName, parse_entry_name, scan};
+use cyrvault_host::catalog::Catalog;
+use cyrvault_host::restore::imap_flags;
+use cyrvault_host::retention::{self, Count, Policy, PruneOptions};
+use cyrvault_testkit::sandbox::{MailGen, Sandbox};
 
 use super::{
     Env, churn, env, make_user, reindex_agrees, run_state, runs_read_back, stock_tools_read,
@@ -97,7 +97,7 @@ fn catalog_content(cat: &Catalog, run: u64) -> Content {
 /// `cyrvault restore USER --run N --into PREFIX` over IMAP (a fresh folder tree of
 /// the user), then what that tree holds.
 fn restore_run(e: &Env, run: u64, prefix: &str) -> Content {
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(["restore", USER, "--run", &run.to_string(), "--into", prefix])
         .arg("--imap")
         .arg(e.sb.imap_addr.to_string())
@@ -347,7 +347,7 @@ fn keep_deleted_takes_out_what_is_gone_too_long() {
     // Two days later: the deleted folder leaves every run, the expunged message
     // leaves the runs that still showed it.
     assert!(
-        cyrvault::retention::pair::archive_generation(&e.archive(USER).archive)
+        cyrvault_host::retention::pair::archive_generation(&e.archive(USER).archive)
             .unwrap()
             .is_none(),
         "nothing was rewritten"

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use cyrvault::archive::{EntryName, parse_entry_name, scan};
 use cyrvault::cyrus::Guid;
-use cyrvault::retention::{self, Count, Policy, PruneOptions};
-use cyrvault::sandbox::MailGen;
+use cyrvault_host::archive::{EntryName, parse_entry_name, scan};
+use cyrvault_host::retention::{self, Count, Policy, PruneOptions};
+use cyrvault_testkit::sandbox::MailGen;
 
 use super::{env, make_user, reindex_agrees, run_state, stock_tools_read, verify_green};
 

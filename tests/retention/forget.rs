@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use cyrvault::admin;
-use cyrvault::catalog::Catalog;
 use cyrvault::cyrus::Guid;
-use cyrvault::sandbox::MailGen;
+use cyrvault_host::admin;
+use cyrvault_host::catalog::Catalog;
+use cyrvault_testkit::sandbox::MailGen;
 
 use super::{
     Env, RunState, churn, env, make_user, reindex_agrees, run_state, runs_read_back,
@@ -205,7 +205,7 @@ fn forget_folder_before_and_all() {
         );
     }
     drop(cat);
-    let stored = cyrvault::archive::scan(&ua.archive).unwrap();
+    let stored = cyrvault_host::archive::scan(&ua.archive).unwrap();
     for m in &stored.members {
         for en in &m.entries {
             assert!(!en.name.contains(&lists.uniqueid), "{}", en.name);
@@ -251,7 +251,8 @@ fn forget_folder_before_and_all() {
     assert!(!v["removed_files"].as_array().unwrap().is_empty());
     assert!(!ua.archive.exists() && !ua.catalog.exists());
     assert!(admin::find_user(&e.vault, USER).is_err());
-    let log = std::fs::read_to_string(e.vault.join(cyrvault::retention::ERASURES_LOG)).unwrap();
+    let log =
+        std::fs::read_to_string(e.vault.join(cyrvault_host::retention::ERASURES_LOG)).unwrap();
     assert!(
         log.contains("account closed") && log.contains(USER),
         "{log}"

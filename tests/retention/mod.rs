@@ -28,14 +28,14 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cyrvault::admin::{self, ReindexOptions, UserArchive};
-use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server, UserReport};
-use cyrvault::catalog::Catalog;
 use cyrvault::cyrus::Guid;
-use cyrvault::model::RecordState;
-use cyrvault::retention::Target;
-use cyrvault::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine};
-use cyrvault::vault::Vault;
+use cyrvault_host::admin::{self, ReindexOptions, UserArchive};
+use cyrvault_host::backup::{self, BackupOptions, ConnectOptions, Server, UserReport};
+use cyrvault_host::catalog::Catalog;
+use cyrvault_host::model::RecordState;
+use cyrvault_host::retention::Target;
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -123,7 +123,7 @@ impl Env {
 
     /// `cyrvault ARGS... --vault V` (the binary).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+        Command::new(crate::bins::cyrvault())
             .args(args)
             .arg("--vault")
             .arg(&self.vault)
@@ -292,7 +292,7 @@ pub fn stock_tools_read(path: &std::path::Path) -> usize {
     let t = Command::new("tar").arg("-tzf").arg(path).output().unwrap();
     assert!(t.status.success() && t.stderr.is_empty(), "tar -tzf: {t:?}");
     let listed = String::from_utf8_lossy(&t.stdout).lines().count();
-    let scan = cyrvault::archive::scan(path).unwrap();
+    let scan = cyrvault_host::archive::scan(path).unwrap();
     assert!(scan.damage.is_empty() && scan.truncated_tail.is_none());
     let entries: usize = scan.members.iter().map(|m| m.entries.len()).sum();
     assert_eq!(listed, entries, "tar lists every entry");

@@ -17,7 +17,7 @@ use crate::certs::Pki;
 
 /// `cyrvault <args> --config <conf>`.
 fn cyrvault(args: &[&str], conf: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    Command::new(crate::bins::cyrvault())
         .args(args)
         .arg("--config")
         .arg(conf)

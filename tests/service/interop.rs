@@ -11,12 +11,12 @@ use std::time::Duration;
 use cyrvault::cyrus::config;
 use cyrvault::cyrus::index::parse_index;
 use cyrvault::cyrus::paths::message_path;
-use cyrvault::imap::Arg;
 use cyrvault::protocol::FileStat;
 use cyrvault::protocol::client::Collect;
 use cyrvault::protocol::request::Request;
 use cyrvault::protocol::token::decode_reply_token;
-use cyrvault::sandbox::{PopulatePlan, make_history, populate};
+use cyrvault_host::imap::Arg;
+use cyrvault_testkit::sandbox::{PopulatePlan, make_history, populate};
 
 use super::load::check_folder;
 use super::*;

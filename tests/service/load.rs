@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use cyrvault::cyrus::index::{Index, parse_index};
 use cyrvault::cyrus::{Guid, crc32, header};
-use cyrvault::imap::Arg;
 use cyrvault::protocol::ProtocolError;
 use cyrvault::protocol::request::Request;
-use cyrvault::sandbox::MailGen;
+use cyrvault_host::imap::Arg;
+use cyrvault_testkit::sandbox::MailGen;
 
 use super::*;
 
@@ -106,7 +106,7 @@ struct Writers {
     errors: Mutex<Vec<String>>,
 }
 
-fn writer(sb: &cyrvault::sandbox::Sandbox, w: &Writers, stop: &AtomicBool, role: usize) {
+fn writer(sb: &cyrvault_testkit::sandbox::Sandbox, w: &Writers, stop: &AtomicBool, role: usize) {
     let fail = |what: String| w.errors.lock().unwrap().push(what);
     let mut c = match sb.login("load") {
         Ok(c) => c,

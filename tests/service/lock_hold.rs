@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cyrvault::cyrus::config;
 use cyrvault::protocol::request::Request;
-use cyrvault::sandbox::{MailGen, Sandbox};
+use cyrvault_testkit::sandbox::{MailGen, Sandbox};
 
 use super::*;
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cyrvault::protocol::request::Request;
-use cyrvault::sandbox::{MailGen, PopulatePlan, populate};
+use cyrvault_testkit::sandbox::{MailGen, PopulatePlan, populate};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -17,7 +17,7 @@ use super::*;
 /// which it does with the process, or forever if it were a lock file).
 const APPEND_BOUND: Duration = Duration::from_secs(3);
 
-fn timed_append(sb: &cyrvault::sandbox::Sandbox, user: &str) -> Duration {
+fn timed_append(sb: &cyrvault_testkit::sandbox::Sandbox, user: &str) -> Duration {
     let mut c = sb.login(user).expect("IMAP login");
     let t = Instant::now();
     c.append("INBOX", &[], None, b"Subject: after kill\r\n\r\nx\r\n")
@@ -28,7 +28,9 @@ fn timed_append(sb: &cyrvault::sandbox::Sandbox, user: &str) -> Duration {
 }
 
 /// On Cyrus 3.6 and 3.10 (`per_cyrus!`).
-fn master_runs_the_snippet_and_survives_killed_children(cyrus: &cyrvault::sandbox::CyrusInstall) {
+fn master_runs_the_snippet_and_survives_killed_children(
+    cyrus: &cyrvault_testkit::sandbox::CyrusInstall,
+) {
     let sb = start_on(Some(cyrus), "svcmaster", &[], vec![]);
     let plan = PopulatePlan {
         users: vec!["alice".into(), "bob".into()],

@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cyrvault::backup::{self, BackupOptions, ConnectOptions, Server};
-use cyrvault::sandbox::SandboxOptions;
-use cyrvault::vault::Vault;
+use cyrvault_host::backup::{self, BackupOptions, ConnectOptions, Server};
+use cyrvault_host::vault::Vault;
+use cyrvault_testkit::sandbox::SandboxOptions;
 
 use super::*;
 use crate::certs::Pki;
@@ -311,7 +311,7 @@ fn backup_cli(
     addr: SocketAddr,
     args: &[&str],
 ) -> (i32, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let o = Command::new(crate::bins::cyrvault())
         .args(["backup", "alice", "--server", &addr.to_string(), "--vault"])
         .arg(vault)
         .arg("--secret-file")

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cyrvault::backup::{ConnectOptions, Server};
 use cyrvault::lock::{LockMode, lock_file};
+use cyrvault_host::backup::{ConnectOptions, Server};
 use nix::unistd::{User, chown};
 
 use super::*;
@@ -56,7 +56,7 @@ fn connect(sb: &Sandbox) -> Server {
 
 /// `cyrvault status --server ... --json`, parsed.
 fn status_cli(sb: &Sandbox, secret: &SecretFile) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(["status", "--json", "--server"])
         .arg(addr(sb, "cyrvaultd").to_string())
         .arg("--secret-file")
@@ -182,7 +182,7 @@ fn status_sums_every_child_of_master() {
     assert!(n(&st, "service", "lock_hold_max_us") < 900_000, "{st}");
 
     // The text form names the same figures.
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(["status", "--server"])
         .arg(addr(&sb, "cyrvaultd").to_string())
         .arg("--secret-file")
@@ -213,7 +213,7 @@ fn status_sums_every_child_of_master() {
     assert_eq!(meta.len(), 4096);
 
     // Without the secret, no status.
-    let out = Command::new(env!("CARGO_BIN_EXE_cyrvault"))
+    let out = Command::new(crate::bins::cyrvault())
         .args(["status", "--server"])
         .arg(addr(&sb, "cyrvaultd").to_string())
         .output()

@@ -5,8 +5,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use cyrvault::archive::{Members, parse_entry_name, read_entry_at, read_member_at};
-use cyrvault::model::parse_manifest;
+use cyrvault_host::archive::{Members, parse_entry_name, read_entry_at, read_member_at};
+use cyrvault_host::model::parse_manifest;
 
 fn main() {
     let path = Path::new("fuzz.tar.gz");

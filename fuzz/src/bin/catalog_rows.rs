@@ -7,9 +7,9 @@ use std::panic::AssertUnwindSafe;
 
 use rusqlite::types::Value;
 
-use cyrvault::catalog::Catalog;
 use cyrvault::cyrus::Guid;
 use cyrvault_fuzz::Bytes;
+use cyrvault_host::catalog::Catalog;
 
 /// A column value of any SQLite type, chosen by the input.
 fn val(b: &mut Bytes<'_>) -> Value {

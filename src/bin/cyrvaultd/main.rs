@@ -5,5 +5,5 @@
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let code = cyrvault::service::master::run(args);
-    cyrvault::ffi::abort_process(code)
+    cyrvault::service::stdio::abort_process(code)
 }

@@ -1,0 +1,123 @@
+//! The two halves stay apart (issue 15): the service crate's normal dependencies hold
+//! none of the backup host's (so `cargo build -p cyrvault` compiles none of them), and
+//! the static library Cyrus links carries no SQLite, PostgreSQL or tokio symbol. The
+//! size of the release library against the 10 MB target is measured by
+//! bench/staticlib_size.sh (a release build is too slow for the test suite).
+
+use std::process::Command;
+
+/// Crates only the backup host (or the test sandbox) may pull in.
+const HOST_ONLY: &[&str] = &[
+    "rusqlite",
+    "libsqlite3-sys",
+    "postgres",
+    "tokio",
+    "tar",
+    "zlib-rs",
+    "indicatif",
+    "clap",
+    "clap_mangen",
+    "clap_complete",
+    "rand",
+    "cyrvault-host",
+    "cyrvault-testkit",
+];
+
+/// Symbol name fragments of those crates (C symbols and mangled Rust paths).
+const HOST_SYMBOLS: &[&str] = &[
+    "sqlite3_",
+    "rusqlite",
+    "postgres",
+    "tokio",
+    "indicatif",
+    "clap_builder",
+    "zlib_rs",
+    "cyrvault_host",
+    "cyrvault_testkit",
+];
+
+#[test]
+fn the_service_crate_depends_on_none_of_the_hosts_crates() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "cyrvault",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .expect("running cargo tree");
+    assert!(out.status.success(), "cargo tree: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let crates: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        crates.contains("rustls") && crates.contains("nix"),
+        "cargo tree lists the service's own dependencies: {crates:?}"
+    );
+    let wrong: Vec<&&str> = HOST_ONLY.iter().filter(|c| crates.contains(**c)).collect();
+    assert!(
+        wrong.is_empty(),
+        "the service crate (what libcyrvault.a and cyrvaultd are built from) depends on \
+         backup-host crates {wrong:?}; all its crates: {crates:?}"
+    );
+}
+
+#[test]
+fn the_static_library_has_no_host_symbols() {
+    let lib = crate::ffi_c::static_lib();
+    let out = Command::new("nm")
+        .args(["--defined-only", "--format=posix"])
+        .arg(&lib)
+        .output()
+        .expect("running nm (binutils)");
+    assert!(out.status.success(), "nm {}: {out:?}", lib.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut defined = 0usize;
+    let mut wrong = Vec::new();
+    for line in text.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if line.ends_with(':') || name.ends_with(':') {
+            continue; // an archive member's header line
+        }
+        defined += 1;
+        if HOST_SYMBOLS.iter().any(|s| name.contains(s)) {
+            wrong.push(name.to_string());
+        }
+    }
+    // the entry points are there: this looked at the right library
+    for entry in ["service_init", "service_main", "service_abort"] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(entry)),
+            "{} does not define {entry}",
+            lib.display()
+        );
+    }
+    let size = std::fs::metadata(&lib).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "{}: {:.1} MB (this profile, with debuginfo), {defined} defined symbols, \
+         {} from backup-host crates",
+        lib.display(),
+        size as f64 / 1e6,
+        wrong.len()
+    );
+    wrong.truncate(20);
+    assert!(
+        wrong.is_empty(),
+        "{} carries backup-host symbols, e.g. {wrong:?}",
+        lib.display()
+    );
+}
