@@ -47,6 +47,25 @@ impl Guid {
         Some(Guid(out))
     }
 
+    /// Parse exactly 40 lower-case hex digits (the one spelling `to_hex` writes), with
+    /// no allocation: for names read by the hundred thousand (`verify`, `reindex`).
+    pub fn from_lower_hex(s: &str) -> Option<Guid> {
+        let b = s.as_bytes();
+        if b.len() != 40 {
+            return None;
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 20];
+        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+            *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+        }
+        Some(Guid(out))
+    }
+
     /// Cyrus uses all-zero for "no GUID known".
     pub fn is_null(&self) -> bool {
         self.0 == [0u8; 20]
