@@ -45,7 +45,7 @@ pub use names::{
 };
 pub use read::{
     Members, Scan, ScanDamage, find_entry, is_crash_leftover, read_entry_at, read_member_at, scan,
-    scan_from,
+    scan_from, scan_parallel,
 };
 pub use write::{ArchiveWriter, DEFAULT_MEMBER_TARGET, OpenReport, WriterOptions};
 

@@ -54,16 +54,30 @@ impl Guid {
         if b.len() != 40 {
             return None;
         }
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
+        // 0xff: not a lower-case hex digit.
+        const DIGIT: [u8; 256] = {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
+            }
+            let mut i = 0;
+            while i < 6 {
+                t[b'a' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            t
         };
         let mut out = [0u8; 20];
+        let mut bad = 0u8;
         for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-            *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+            let (hi, lo) = (DIGIT[usize::from(pair[0])], DIGIT[usize::from(pair[1])]);
+            bad |= hi | lo;
+            *o = (hi << 4) | (lo & 0x0f);
         }
-        Some(Guid(out))
+        // Any 0xff sets the high bits that no digit (0-15) has.
+        (bad & 0xf0 == 0).then_some(Guid(out))
     }
 
     /// Cyrus uses all-zero for "no GUID known".
