@@ -4,9 +4,10 @@
 #
 # Starts a private real Cyrus 3.6 with cyrvaultd under its master and one user whose
 # INBOX holds N messages (examples/big_folder.rs, MULTIAPPEND), then times, page cache
-# dropped before each step, with peak RSS from /usr/bin/time:
-#   full backup, no-change backup, `ls` of the folder (lines/s), `show` of the user,
-#   `cat` of one message (cold, median of 5), `verify`,
+# dropped before each step, with peak RSS and CPU time (user + system) from
+# /usr/bin/time:
+#   full backup, no-change backup (cold, then warm), `ls` of the folder (lines/s),
+#   `show` of the user, `cat` of one message (cold, median of 5), `verify`,
 # and prints a markdown table beside the targets.
 #
 # HOLD=1 keeps the sandbox and the vault after the table, for profiling: the backup
