@@ -9,7 +9,7 @@ use std::process::Command;
 use cyrvault::cyrus::Guid;
 use cyrvault_host::archive::{
     self, ArchiveError, ArchiveWriter, Damage, EntryName, Level, MemberInfo, Members,
-    WriterOptions, message_entry, parse_entry_name, read_entry_at, scan, scan_from,
+    WriterOptions, message_entry, parse_entry_name, read_entry_at, scan, scan_from, scan_parallel,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -486,6 +486,71 @@ fn flipped_byte_in_a_middle_member_names_that_member() {
             }
         }
     }
+}
+
+/// Issue 10: `verify` scans the two halves of an archive on two threads; whatever the
+/// damage and wherever it lies (first half, second half, the member at the cut, its
+/// header, a crash leftover at the end), the answer is that of the one-pass scan.
+#[test]
+fn the_two_thread_scan_equals_the_one_pass_scan() {
+    let dir = Scratch::new("parallel");
+    let path = dir.path("u.tar.gz");
+    let mut w = open_writer(&path, small_members()).unwrap();
+    let mut members = Vec::new();
+    for seed in 0..3 {
+        members.extend(write_run(&mut w, &messages(100 + seed, 500)));
+    }
+    drop(w);
+    let bytes = fs::read(&path).unwrap();
+    // Past the size below which one thread is used.
+    assert!(bytes.len() > 5 << 20, "archive of {} bytes", bytes.len());
+    let same = |file: &Path, what: &str| {
+        let (one, two) = (scan(file).unwrap(), scan_parallel(file).unwrap());
+        assert_eq!(two.members, one.members, "{what}: members");
+        assert_eq!(two.damage, one.damage, "{what}: damage");
+        assert_eq!(two.truncated_tail, one.truncated_tail, "{what}: tail");
+        assert_eq!(two.len, one.len, "{what}: len");
+        one
+    };
+    let intact = same(&path, "intact");
+    assert!(intact.damage.is_empty() && intact.truncated_tail.is_none());
+    let mid = bytes.len() as u64 / 2;
+    let at_mid = members.iter().position(|m| m.end() > mid).unwrap();
+    let cases = [
+        ("first half", members[at_mid / 2].offset + 100),
+        (
+            "second half",
+            members[(at_mid + members.len()) / 2].offset + 100,
+        ),
+        ("member across the middle", mid),
+        (
+            "header of the member after the middle",
+            members[at_mid + 1].offset,
+        ),
+        (
+            "data of the member after the middle",
+            members[at_mid + 1].offset + 200,
+        ),
+        (
+            "trailer of the member before the cut",
+            members[at_mid].end() - 3,
+        ),
+    ];
+    for (what, at) in cases {
+        let mut b = bytes.clone();
+        b[at as usize] ^= 0x40;
+        let damaged = dir.path("damaged.tar.gz");
+        fs::write(&damaged, &b).unwrap();
+        let s = same(&damaged, what);
+        assert!(!s.damage.is_empty(), "{what}: damage found");
+    }
+    // A crash leftover: the first half of a member appended at the end.
+    let m = &members[1];
+    let mut b = bytes.clone();
+    b.extend_from_slice(&bytes[m.offset as usize..(m.offset + m.compressed_len / 2) as usize]);
+    let leftover = dir.path("leftover.tar.gz");
+    fs::write(&leftover, &b).unwrap();
+    assert!(same(&leftover, "leftover").truncated_tail.is_some());
 }
 
 #[test]

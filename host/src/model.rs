@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub mod retention;
 
 use crate::cyrus::header::parse_header;
-use crate::cyrus::index::{FLAG_INTERNAL_EXPUNGED, parse_index};
+use crate::cyrus::index::{FLAG_INTERNAL_EXPUNGED, parse_records};
 use crate::cyrus::{Guid, ParseError, crc32};
 use crate::error::{Error, Result};
 
@@ -285,8 +285,10 @@ pub fn records_from_meta(
     index_bytes: &[u8],
 ) -> Result<(FolderState, Vec<RecordState>)> {
     let header = parse_header(header_bytes).map_err(|e| Error::parse("cyrus.header", e))?;
-    let index = parse_index(index_bytes).map_err(|e| Error::parse("cyrus.index", e))?;
-    let h = &index.header;
+    // Record by record: a big folder's records are never all parsed at once.
+    let index = parse_records(index_bytes).map_err(|e| Error::parse("cyrus.index", e))?;
+    let h = index.header.clone();
+    let h = &h;
     let crc = crc32(header_bytes);
     // Cyrus (imap/mailbox.c, mailbox_lock_index) only logs "Header CRC mismatch" and
     // goes on using both files, so a mismatch is Cyrus's own state, not a torn read
@@ -313,8 +315,9 @@ pub fn records_from_meta(
         header_file_crc: h.header_file_crc,
         index_file_stat: None,
     };
-    let mut records = Vec::with_capacity(index.records.len());
-    for r in &index.records {
+    let mut records = Vec::with_capacity(h.num_records as usize);
+    for r in index {
+        let r = r.map_err(|e| Error::parse("cyrus.index", e))?;
         if r.is_unlinked() {
             continue;
         }

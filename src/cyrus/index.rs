@@ -375,6 +375,18 @@ pub fn write_record(h: &IndexHeader, r: &IndexRecord) -> Vec<u8> {
 /// (bytes after them are left over from uncommitted appends and ignored).
 /// UIDs must be strictly increasing and not above `last_uid`.
 pub fn parse_index(buf: &[u8]) -> Result<Index, ParseError> {
+    let records = parse_records(buf)?;
+    let header = records.header.clone();
+    let records = records.collect::<Result<Vec<_>, _>>()?;
+    Ok(Index { header, records })
+}
+
+/// Parse the header of a whole `cyrus.index` and check that the buffer holds
+/// `num_records` records; the records are then parsed one at a time by the returned
+/// iterator, with the checks of [`parse_index`]. For a caller that keeps a summary of
+/// each record: a folder of 200,000 messages is never held as a `Vec<IndexRecord>`
+/// (~32 MB) beside the file's bytes.
+pub fn parse_records(buf: &[u8]) -> Result<Records<'_>, ParseError> {
     let header = parse_header(buf)?;
     let start = u64::from(header.start_offset);
     let rsize = u64::from(header.record_size);
@@ -390,29 +402,71 @@ pub fn parse_index(buf: &[u8]) -> Result<Index, ParseError> {
             len - at,
         ));
     }
-    let mut records = Vec::with_capacity(header.num_records as usize);
-    let mut prev_uid = 0u32;
-    for recno in 1..=header.num_records {
+    Ok(Records {
+        buf,
+        header,
+        next: 1,
+        prev_uid: 0,
+        failed: false,
+    })
+}
+
+/// The records of a `cyrus.index`, parsed one by one ([`parse_records`]). After an
+/// error the iterator ends.
+#[derive(Debug)]
+pub struct Records<'a> {
+    buf: &'a [u8],
+    /// The file's header, parsed and checked.
+    pub header: IndexHeader,
+    /// The 1-based number of the next record.
+    next: u32,
+    prev_uid: u32,
+    failed: bool,
+}
+
+impl Records<'_> {
+    fn record(&mut self, recno: u32) -> Result<IndexRecord, ParseError> {
+        let start = u64::from(self.header.start_offset);
+        let rsize = u64::from(self.header.record_size);
         let off = start + u64::from(recno - 1) * rsize;
         let (from, to) = (off as usize, (off + rsize) as usize);
-        let slice = buf.get(from..to).ok_or_else(|| {
+        let slice = self.buf.get(from..to).ok_or_else(|| {
             ParseError::truncated(format!("cyrus.index record {recno}"), off, rsize, 0)
         })?;
-        let rec = parse_record(&header, slice, recno, off)?;
-        if rec.uid <= prev_uid || rec.uid > header.last_uid {
+        let rec = parse_record(&self.header, slice, recno, off)?;
+        if rec.uid <= self.prev_uid || rec.uid > self.header.last_uid {
             return Err(ParseError::invalid(
                 format!("cyrus.index record {recno}"),
                 off,
                 format!(
-                    "uid {} out of order (previous uid {prev_uid}, last_uid {})",
-                    rec.uid, header.last_uid
+                    "uid {} out of order (previous uid {}, last_uid {})",
+                    rec.uid, self.prev_uid, self.header.last_uid
                 ),
             ));
         }
-        prev_uid = rec.uid;
-        records.push(rec);
+        self.prev_uid = rec.uid;
+        Ok(rec)
     }
-    Ok(Index { header, records })
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<IndexRecord, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.next > self.header.num_records {
+            return None;
+        }
+        let recno = self.next;
+        self.next += 1;
+        let r = self.record(recno);
+        self.failed = r.is_err();
+        Some(r)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.header.num_records + 1).saturating_sub(self.next) as usize;
+        (0, Some(left))
+    }
 }
 
 /// Encode a whole index: header (with `num_records` set to the number of

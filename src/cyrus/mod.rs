@@ -47,6 +47,39 @@ impl Guid {
         Some(Guid(out))
     }
 
+    /// Parse exactly 40 lower-case hex digits (the one spelling `to_hex` writes), with
+    /// no allocation: for names read by the hundred thousand (`verify`, `reindex`).
+    pub fn from_lower_hex(s: &str) -> Option<Guid> {
+        let b = s.as_bytes();
+        if b.len() != 40 {
+            return None;
+        }
+        // 0xff: not a lower-case hex digit.
+        const DIGIT: [u8; 256] = {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
+            }
+            let mut i = 0;
+            while i < 6 {
+                t[b'a' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            t
+        };
+        let mut out = [0u8; 20];
+        let mut bad = 0u8;
+        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+            let (hi, lo) = (DIGIT[usize::from(pair[0])], DIGIT[usize::from(pair[1])]);
+            bad |= hi | lo;
+            *o = (hi << 4) | (lo & 0x0f);
+        }
+        // Any 0xff sets the high bits that no digit (0-15) has.
+        (bad & 0xf0 == 0).then_some(Guid(out))
+    }
+
     /// Cyrus uses all-zero for "no GUID known".
     pub fn is_null(&self) -> bool {
         self.0 == [0u8; 20]

@@ -59,6 +59,12 @@ impl<R: Read> LineReader<R> {
         self.end - self.start
     }
 
+    /// Whether a whole line is already buffered: the peer pipelined its next request,
+    /// so it can be read without waiting on the peer.
+    pub fn has_line(&self) -> bool {
+        self.buf[self.start..self.end].contains(&b'\n')
+    }
+
     /// Change the line bound (the service uses a tighter one before authentication).
     pub fn set_max_line(&mut self, max_line: usize) {
         self.max_line = max_line;

@@ -40,12 +40,12 @@ pub use error::{ArchiveError, Damage};
 pub use lock::{LOCK_GRACE, lock_archive, lock_exclusive};
 pub use names::{
     EntryName, FORMAT_ENTRY, GENERATION_ENTRY, MAX_COMPONENT, MAX_NAME, decode_component,
-    encode_component, folder_entry, message_entry, parse_entry_name, retention_entry, run_id,
-    run_manifest_entry, user_entry, user_file_entry, valid_run_id,
+    encode_component, folder_entry, message_entry, message_entry_guid, parse_entry_name,
+    retention_entry, run_id, run_manifest_entry, user_entry, user_file_entry, valid_run_id,
 };
 pub use read::{
     Members, Scan, ScanDamage, find_entry, is_crash_leftover, read_entry_at, read_member_at, scan,
-    scan_from,
+    scan_from, scan_parallel,
 };
 pub use write::{ArchiveWriter, DEFAULT_MEMBER_TARGET, OpenReport, WriterOptions};
 

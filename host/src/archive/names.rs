@@ -59,7 +59,30 @@ pub enum EntryName {
 /// The entry name of a message: `messages/<first two hex digits>/<40 hex digits>`.
 pub fn message_entry(guid: &Guid) -> String {
     let hex = guid.to_hex();
-    format!("messages/{}/{}", &hex[..2], hex)
+    let mut name = String::with_capacity(MESSAGE_ENTRY_LEN);
+    name.push_str("messages/");
+    name.push_str(&hex[..2]);
+    name.push('/');
+    name.push_str(&hex);
+    name
+}
+
+/// The length of every [`message_entry`] name.
+const MESSAGE_ENTRY_LEN: usize = "messages/".len() + 2 + 1 + 40;
+
+/// The GUID a `messages/<g0g1>/<guid>` name stands for, if it is exactly such a name
+/// (what [`parse_entry_name`] returns as [`EntryName::Message`]), without allocating:
+/// checked once per message entry by `verify` and `reindex`.
+pub fn message_entry_guid(name: &str) -> Option<Guid> {
+    if name.len() != MESSAGE_ENTRY_LEN {
+        return None;
+    }
+    let rest = name.strip_prefix("messages/")?;
+    let (shard, hex) = (rest.get(..2)?, rest.get(3..)?);
+    if rest.as_bytes().get(2) != Some(&b'/') || hex.get(..2) != Some(shard) {
+        return None;
+    }
+    Guid::from_lower_hex(hex)
 }
 
 /// A run id is a decimal sequence number (1, 2, ...) written with at least 6 digits,
@@ -214,6 +237,10 @@ pub(crate) fn check_name(name: &str) -> Result<(), ArchiveError> {
 
 /// Map an entry name back to what it holds.
 pub fn parse_entry_name(name: &str) -> EntryName {
+    // The common case first, without splitting the name: a message.
+    if let Some(g) = message_entry_guid(name) {
+        return EntryName::Message(g);
+    }
     let parts: Vec<&str> = name.split('/').collect();
     match parts.as_slice() {
         ["cyrvault", "FORMAT"] => EntryName::Format,
@@ -224,12 +251,8 @@ pub fn parse_entry_name(name: &str) -> EntryName {
             },
             _ => EntryName::Other,
         },
-        ["messages", shard, hex] if hex.len() == 40 && hex.get(..2) == Some(*shard) => {
-            match Guid::from_hex(hex) {
-                Some(g) if g.to_hex() == *hex => EntryName::Message(g),
-                _ => EntryName::Other,
-            }
-        }
+        // Any other `messages/...` name is not one the writer makes.
+        ["messages", ..] => EntryName::Other,
         ["folders", uid, run, file] if valid_uniqueid(uid) && valid_run_id(run) => {
             match decode_component(file) {
                 Some(file) => EntryName::Folder {
@@ -306,6 +329,31 @@ mod tests {
         );
         assert_eq!(parse_entry_name("messages/aa/zz"), EntryName::Other);
         assert_eq!(run_id(3), "000003");
+    }
+
+    #[test]
+    fn message_names_are_parsed_strictly() {
+        let g = Guid::of(b"hello");
+        let hex = g.to_hex();
+        assert_eq!(message_entry_guid(&message_entry(&g)), Some(g));
+        // Only the spelling the writer makes: lower case, the right shard, one slash.
+        for bad in [
+            format!("messages/{}/{}", &hex[..2], hex.to_uppercase()),
+            format!(
+                "messages/{}/{}",
+                hex[..2].to_uppercase(),
+                hex.to_uppercase()
+            ),
+            format!("messages/00/{hex}"),
+            format!("messages/{}/{}x", &hex[..2], &hex[..39]),
+            format!("messages/{}/{}", &hex[..2], &hex[..39]),
+            format!("messages/{}x{}", &hex[..2], hex),
+            format!("message/{}/{}/", &hex[..2], hex),
+            format!("messages/{}//{}", &hex[..2], &hex[1..]),
+        ] {
+            assert_eq!(message_entry_guid(&bad), None, "{bad}");
+            assert_eq!(parse_entry_name(&bad), EntryName::Other, "{bad}");
+        }
     }
 
     #[test]

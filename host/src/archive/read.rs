@@ -168,17 +168,107 @@ pub fn scan(path: &Path) -> Result<Scan> {
 
 /// [`scan`] starting at `offset`, which must be a member boundary.
 pub fn scan_from(path: &Path, offset: u64) -> Result<Scan> {
+    scan_part(path, offset, u64::MAX).map(|p| p.scan)
+}
+
+/// [`scan`] on two threads: the archive is cut near its middle at a member start, and
+/// each half is inflated, checked and hashed on its own core (what `verify` spends
+/// its time on). The cut is where our writer's member header (`gzip::HEADER`) is found
+/// after the middle; it is taken only if the first half's last member ends exactly
+/// there with no damage open across it, else (a header's bytes inside compressed data,
+/// damage at the cut, a member larger than the search) the archive is scanned again
+/// in one pass: the answer is always that of [`scan`].
+pub fn scan_parallel(path: &Path) -> Result<Scan> {
+    let len = std::fs::metadata(path)
+        .at("reading metadata of", path)?
+        .len();
+    // Below two members' worth a second thread is not worth starting.
+    if len < PARALLEL_MIN {
+        return scan(path);
+    }
+    let Some(cut) = find_member_header(path, len / 2)? else {
+        return scan(path);
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let second = s.spawn(|| scan_part(path, cut, u64::MAX));
+        let first = scan_part(path, 0, cut);
+        (first, second.join())
+    });
+    let second = second.map_err(|_| {
+        Error::Other(format!(
+            "{}: the thread scanning the archive's second half panicked",
+            path.display()
+        ))
+    })??;
+    let first = first?;
+    if first.stopped_at.is_none() {
+        // The cut was no member start: the first part went on to the end.
+        return Ok(first.scan);
+    }
+    if first.stopped_at != Some(cut) || first.open_damage {
+        return scan(path);
+    }
+    let mut out = first.scan;
+    out.members.extend(second.scan.members);
+    out.damage.extend(second.scan.damage);
+    out.truncated_tail = second.scan.truncated_tail;
+    out.len = second.scan.len;
+    Ok(out)
+}
+
+/// Archives smaller than this are scanned on one thread.
+const PARALLEL_MIN: u64 = 4 << 20;
+
+/// How far past `from` [`find_member_header`] looks (members are ~1-2 MB compressed
+/// at the default target; a bigger one just means one thread).
+const HEADER_SEARCH: u64 = 8 << 20;
+
+/// The offset of the first `gzip::HEADER` (the exact header our writer puts on every
+/// member) at or after `from`, within [`HEADER_SEARCH`] bytes. A candidate only:
+/// the same bytes may occur inside compressed data.
+fn find_member_header(path: &Path, from: u64) -> Result<Option<u64>> {
+    let mut f = File::open(path).at("opening", path)?;
+    f.seek(SeekFrom::Start(from)).at("seeking in", path)?;
+    let mut buf = Vec::new();
+    f.take(HEADER_SEARCH)
+        .read_to_end(&mut buf)
+        .at("reading", path)?;
+    Ok(buf
+        .windows(gzip::HEADER.len())
+        .position(|w| w == gzip::HEADER)
+        .map(|p| from + p as u64))
+}
+
+/// One part of a scan: the members that start in `[from, to)`.
+struct Part {
+    scan: Scan,
+    /// `Some(offset)` when the part stopped because the next member would start at
+    /// `offset >= to` (not at the end of the file).
+    stopped_at: Option<u64>,
+    /// A damaged region was still open where the part stopped.
+    open_damage: bool,
+}
+
+/// Scan the members that start in `[from, to)`; `from` must be a member boundary. At
+/// the end of the file, an open damaged region is a truncated tail or damage as in
+/// [`scan`]; at `to`, the part stops and says so.
+fn scan_part(path: &Path, from: u64, to: u64) -> Result<Part> {
     let mut file = File::open(path).at("opening", path)?;
     let len = file.metadata().at("reading metadata of", path)?.len();
-    file.seek(SeekFrom::Start(offset)).at("seeking in", path)?;
+    file.seek(SeekFrom::Start(from)).at("seeking in", path)?;
     let mut out = Scan {
         len,
         ..Scan::default()
     };
-    let mut members = Members::at(file.try_clone().at("opening", path)?, offset, path);
+    let mut members = Members::at(file.try_clone().at("opening", path)?, from, path);
     // The open damaged region: where it started and its first error.
     let mut region: Option<(u64, ArchiveError)> = None;
+    let mut stopped_at = None;
     loop {
+        if let Some(at) = members.next_offset().filter(|&at| at >= to && at < len) {
+            stopped_at = Some(at);
+            break;
+        }
         match members.next() {
             None => break,
             Some(Ok(m)) => {
@@ -208,6 +298,13 @@ pub fn scan_from(path: &Path, offset: u64) -> Result<Scan> {
             }
         }
     }
+    if stopped_at.is_some() {
+        return Ok(Part {
+            scan: out,
+            stopped_at,
+            open_damage: region.is_some(),
+        });
+    }
     if let Some((start, error)) = region {
         if is_crash_leftover(&mut file, path, start, len)? {
             out.truncated_tail = Some((start, len - start));
@@ -219,7 +316,11 @@ pub fn scan_from(path: &Path, offset: u64) -> Result<Scan> {
             });
         }
     }
-    Ok(out)
+    Ok(Part {
+        scan: out,
+        stopped_at: None,
+        open_damage: false,
+    })
 }
 
 /// Whether the bytes `[at, len)` are what a crash while appending one member leaves:

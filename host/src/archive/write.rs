@@ -429,7 +429,10 @@ type WorkerParts = (
 
 /// The compressing writer thread: compresses each member and appends it, in order.
 fn spawn_worker(mut file: File, path: &Path, mut end: u64) -> Result<WorkerParts> {
-    let (jobs, job_rx) = sync_channel::<Job>(1);
+    // A rendezvous: the caller fills the next member while this thread compresses the
+    // last one, and no third member waits in between (4 MiB less per writer, issue 10:
+    // client RSS bounded whatever the folder size).
+    let (jobs, job_rx) = sync_channel::<Job>(0);
     let (done_tx, done) = sync_channel::<std::io::Result<Done>>(64);
     let worker = std::thread::Builder::new()
         .name("archive-deflate".into())

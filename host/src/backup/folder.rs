@@ -252,11 +252,13 @@ impl RunCtx<'_> {
         // One pass: a GUID held already (in the archive, adopted, or stored in this
         // run) costs a set lookup, one the catalog has a primary-key lookup (then it
         // is held); the rest are wanted, each once. No list of every GUID is built, so
-        // a folder of 200,000 messages costs the `have` set and the wanted ones.
-        let mut want: Vec<(u32, Guid, i64)> = Vec::new();
+        // a folder of 200,000 messages costs the `have` set and the wanted ones, by
+        // their index in `records` (4 bytes each, not a copy of UID, GUID and date:
+        // ~6 MB less at the peak of a full backup of such a folder).
+        let mut want: Vec<u32> = Vec::new();
         let mut wanted: HashSet<Guid> = HashSet::new();
         let mut no_guid = Vec::new();
-        for r in records {
+        for (i, r) in records.iter().enumerate() {
             if r.guid.0 == [0u8; 20] {
                 no_guid.push(r.uid);
                 continue;
@@ -268,7 +270,8 @@ impl RunCtx<'_> {
                 self.have.insert(r.guid);
             } else {
                 wanted.insert(r.guid);
-                want.push((r.uid, r.guid, r.internaldate));
+                // records.len() comes from a u32 count (cyrus.index num_records).
+                want.push(u32::try_from(i).unwrap_or(u32::MAX));
             }
         }
         drop(wanted);
@@ -288,9 +291,15 @@ impl RunCtx<'_> {
         let mut damaged = Vec::new();
         let mut gone = Vec::new();
         for batch in want.chunks(FDATA_BATCH) {
-            let expected: HashMap<u32, (Guid, i64)> =
-                batch.iter().map(|(u, g, d)| (*u, (*g, *d))).collect();
-            let uids: Vec<u32> = batch.iter().map(|w| w.0).collect();
+            let batch: Vec<&RecordState> = batch
+                .iter()
+                .filter_map(|&i| records.get(i as usize))
+                .collect();
+            let expected: HashMap<u32, (Guid, i64)> = batch
+                .iter()
+                .map(|r| (r.uid, (r.guid, r.internaldate)))
+                .collect();
+            let uids: Vec<u32> = batch.iter().map(|r| r.uid).collect();
             let mut rx = MessageRx {
                 writer: &mut *self.writer,
                 expected: &expected,

@@ -451,8 +451,9 @@ pub fn backup_user(
         size: mentry.size,
     };
     let end = mm.iter().map(MemberInfo::end).max().unwrap_or(len_before);
-    let mut messages = message_locs(&adopted);
-    messages.append(&mut written.messages);
+    // Taken, not copied: at 200,000 messages a second list is ~10 MB more at the peak.
+    let mut messages = std::mem::take(&mut written.messages);
+    messages.extend(message_locs(&adopted));
     messages.sort_by_key(|(_, l)| (l.member_offset, l.offset_in_member));
     let mut all: Vec<MemberInfo> = adopted;
     all.append(&mut written.members);
@@ -582,6 +583,10 @@ impl Written {
             self.messages.extend(message_locs(std::slice::from_ref(&m)));
             m.entries
                 .retain(|e| !matches!(parse_entry_name(&e.name), EntryName::Message(_)));
+            // `retain` keeps the capacity: a member's ~2,700 message entries (~170 KB)
+            // stayed allocated for every member of the run, ~19 MB for a folder of
+            // 200,000 messages (heaptrack, issue 10).
+            m.entries.shrink_to_fit();
             self.members.push(m);
         }
         Ok(())

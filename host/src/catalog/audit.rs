@@ -30,8 +30,11 @@ impl RawLoc {
 /// What a stored location is the location of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum LocKind {
-    /// `messages`: the message with this GUID (lower-case hex, as stored).
-    Message { guid: String },
+    /// `messages`: the message with this GUID; a stored value that is not 20 bytes
+    /// (a damaged row) is `Err` with its lower-case hex.
+    Message {
+        guid: std::result::Result<crate::cyrus::Guid, String>,
+    },
     /// `runs`: the run's manifest.
     Manifest,
     /// `folder_runs`: one meta file (`cyrus.header`, `cyrus.index`,
@@ -130,14 +133,22 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare(
-                "SELECT lower(hex(guid)), first_run, member_offset, offset_in_member, size
+                "SELECT guid, first_run, member_offset, offset_in_member, size
                  FROM messages ORDER BY guid",
             )
             .db(op, &self.path)?;
         let rows = st
             .query_map([], |r| {
+                // The blob as is (no hex in SQL and back in Rust for every message).
+                let guid = match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Blob(b) => <[u8; 20]>::try_from(b)
+                        .map(crate::cyrus::Guid)
+                        .map_err(|_| hex::encode(b)),
+                    rusqlite::types::ValueRef::Text(t) => Err(hex::encode(t)),
+                    other => Err(format!("{other:?}")),
+                };
                 Ok(LocRow {
-                    kind: LocKind::Message { guid: r.get(0)? },
+                    kind: LocKind::Message { guid },
                     run: r.get(1)?,
                     loc: RawLoc {
                         member: r.get(2)?,
@@ -231,36 +242,93 @@ impl Catalog {
 
     /// Record versions whose GUID has no `messages` row (a message no member holds).
     ///
-    /// The records are walked in GUID order (the `records_by_guid` index), so each
-    /// probe of `messages` (keyed by GUID) lands next to the last one: a merge of two
-    /// sorted lists, with SQLite's page cache hitting, instead of one random B-tree
-    /// descent per record (at 200,000 records that was ~340,000 page reads). The few
-    /// rows found are sorted afterwards.
+    /// Set-based: the distinct GUIDs of `records` (a walk of the `records_by_guid`
+    /// index, which covers them) and the GUIDs of `messages` (its primary key), both in
+    /// SQLite's BLOB order, are merged here in one pass each. A probe of `messages` per
+    /// record (the `NOT EXISTS` form) cost a B-tree descent per record, a third of
+    /// `verify`'s CPU for a folder of 200,000 messages. Only the GUIDs found missing
+    /// (normally none) are looked up again for their records, which are sorted.
     pub fn unheld_records(&self) -> Result<Vec<UnheldRecord>> {
+        use rusqlite::types::{Value, ValueRef};
         let op = "auditing records";
+        let mut held = self
+            .conn
+            .prepare("SELECT guid FROM messages ORDER BY guid")
+            .db(op, &self.path)?;
+        let mut held = held.query([]).db(op, &self.path)?;
+        let mut refs = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT guid FROM records INDEXED BY records_by_guid
+                 WHERE guid IS NOT NULL ORDER BY guid",
+            )
+            .db(op, &self.path)?;
+        let mut refs = refs.query([]).db(op, &self.path)?;
+        // The current `messages` GUID of the merge; `None` past the last one. Rows
+        // whose GUID is not a BLOB (a damaged catalog) sort before every BLOB in
+        // SQLite and are skipped on this side: they hold nothing.
+        let mut cur: Option<Vec<u8>> = None;
+        let mut held_done = false;
+        let mut missing: Vec<Value> = Vec::new();
+        while let Some(r) = refs.next().db(op, &self.path)? {
+            let g = match r.get_ref(0).db(op, &self.path)? {
+                ValueRef::Blob(b) => b,
+                // A record GUID that is not a BLOB names no message.
+                ValueRef::Text(t) => {
+                    missing.push(Value::Text(String::from_utf8_lossy(t).into_owned()));
+                    continue;
+                }
+                ValueRef::Integer(i) => {
+                    missing.push(Value::Integer(i));
+                    continue;
+                }
+                ValueRef::Real(f) => {
+                    missing.push(Value::Real(f));
+                    continue;
+                }
+                ValueRef::Null => continue,
+            };
+            while !held_done && cur.as_deref().is_none_or(|c| c < g) {
+                match held.next().db(op, &self.path)? {
+                    Some(h) => {
+                        if let ValueRef::Blob(b) = h.get_ref(0).db(op, &self.path)? {
+                            cur = Some(b.to_vec());
+                        }
+                    }
+                    None => held_done = true,
+                }
+            }
+            if cur.as_deref() != Some(g) {
+                missing.push(Value::Blob(g.to_vec()));
+            }
+        }
+        let mut out = Vec::new();
+        if missing.is_empty() {
+            return Ok(out);
+        }
         let mut st = self
             .conn
             .prepare(
-                "SELECT r.uniqueid, r.uid, lower(hex(r.guid)), r.from_run, r.to_run
-                 FROM records r INDEXED BY records_by_guid
-                 WHERE r.guid IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.guid = r.guid)
-                 ORDER BY r.guid",
+                "SELECT uniqueid, uid, lower(hex(guid)), from_run, to_run FROM records
+                 WHERE guid = ?1",
             )
             .db(op, &self.path)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(UnheldRecord {
-                    uniqueid: r.get(0)?,
-                    uid: r.get(1)?,
-                    guid: r.get(2)?,
-                    from_run: r.get(3)?,
-                    to_run: r.get(4)?,
+        for g in missing {
+            let rows = st
+                .query_map([g], |r| {
+                    Ok(UnheldRecord {
+                        uniqueid: r.get(0)?,
+                        uid: r.get(1)?,
+                        guid: r.get(2)?,
+                        from_run: r.get(3)?,
+                        to_run: r.get(4)?,
+                    })
                 })
-            })
-            .db(op, &self.path)?;
-        let mut out: Vec<UnheldRecord> =
-            rows.collect::<rusqlite::Result<_>>().db(op, &self.path)?;
+                .db(op, &self.path)?;
+            for r in rows {
+                out.push(r.db(op, &self.path)?);
+            }
+        }
         out.sort_by(|a, b| (&a.uniqueid, a.uid, a.from_run).cmp(&(&b.uniqueid, b.uid, b.from_run)));
         Ok(out)
     }

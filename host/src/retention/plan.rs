@@ -256,8 +256,9 @@ pub fn plan(
         };
         let name = match &l.kind {
             LocKind::Message { guid } => {
-                let Some(g) = Guid::from_hex(guid) else {
-                    return Err(inconsistent(format!("message {guid:?}")).into());
+                let g = match guid {
+                    Ok(g) => *g,
+                    Err(hex) => return Err(inconsistent(format!("message {hex:?}")).into()),
                 };
                 msg_loc.insert(g, (m, o));
                 plan.messages_before += 1;
