@@ -64,7 +64,7 @@ pub struct ExactOptions {
     /// applied. Without it, any folder of the user on the target refuses the restore.
     pub resume: bool,
     /// Smallest part a big folder is cut into to spread it over the sessions (bytes of
-    /// messages; 0: 256 KiB).
+    /// messages; 0: 64 KiB).
     pub part_bytes: u64,
 }
 
@@ -533,12 +533,13 @@ impl Drop for AbortOnPanic<'_> {
 
 /// Smallest part a folder is cut into (bytes of messages): below it, the extra
 /// `APPLY MAILBOX` (an index commit on the target) costs more than the overlap gains.
-const PART_BYTES: u64 = 256 << 10;
+const PART_BYTES: u64 = 64 << 10;
 
 /// Cut the folders into parts and share them out over at most `n` sessions.
 ///
-/// A folder of more than [`PART_BYTES`] is cut into up to `2n` parts of about equal
-/// bytes (by UID), so that one big INBOX is uploaded over every session at once. The
+/// A folder of at least twice `part_bytes` (0: [`PART_BYTES`]) is cut into up to `2n`
+/// parts of about equal bytes (by UID), so that one big INBOX is uploaded over every
+/// session at once. The
 /// first parts go by whole subtrees below the INBOX (balanced by bytes), each
 /// session's in name order, so a folder is created after its parent by the same
 /// session; the later parts go to whichever session has least so far. Every
