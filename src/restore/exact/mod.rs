@@ -12,9 +12,11 @@
 //!
 //! The order is `sync_client`'s for a new user (`sync_do_user`, `update_mailbox_once`
 //! in `imap/sync_support.c`): the messages (`APPLY MESSAGE`, file literals, any
-//! order), then one `APPLY MAILBOX` per folder with all its records, then seen state,
-//! subscriptions and sieve. Every folder is one `APPLY MAILBOX`, which sync_server
-//! carries out under the user's namespace lock from start to end. Cyrus's own
+//! order), then `APPLY MAILBOX` per folder with its records, then seen state,
+//! subscriptions and sieve. A big folder goes in as several parts, each an `APPLY
+//! MAILBOX` with the next records, over several sessions (`plan_parts`); each `APPLY
+//! MAILBOX` sync_server carries out under the user's namespace lock from start to
+//! end. Cyrus's own
 //! `restore` instead sends `RESTORE MAILBOX`; `sync_restore_mailbox` (3.6) creates a
 //! new mailbox under a namespace lock it releases right after `mboxlist_createmailbox`
 //! while the mailbox stays open without a lock of its own, then writes the mailbox
