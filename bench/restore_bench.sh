@@ -16,7 +16,11 @@
 #
 # Environment: USERS (20), MPU messages per user (200), SEED (1), WORK
 # (/var/tmp/cyrvault-restore-bench), CORPUS (generated under WORK unless given),
-# SKIP_BUILD=1 to use the release binaries as they are, BIN (target/release).
+# SKIP_BUILD=1 to use the release binaries as they are, BIN (target/release),
+# SKIP_CYRUS=1 to leave out Cyrus's own backup and restore (quick runs; no reference),
+# PERF_DIR=dir to record `perf record -a -g` of each timed step there (profiling only),
+# STEPS=exact1,cyrus1,imap1,exactall,cyrusall,imapall (a subset: only those), REPEAT=n
+# (each step n times, one row each), ONE_JOBS=n (`--jobs n` for the one-user restores).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)

@@ -136,12 +136,61 @@ impl<'a> Meter<'a> {
     }
 }
 
+/// Whether Cyrus's own backup and restore run too (`SKIP_CYRUS=1`: only cyrvault's
+/// rows, for quick runs while working; the reference needs them).
+fn with_cyrus() -> bool {
+    std::env::var("SKIP_CYRUS").map_or(true, |v| v != "1")
+}
+
+/// Whether step `name` runs: `STEPS` (comma-separated: exact1, cyrus1, imap1, exactall,
+/// cyrusall, imapall) names the ones to run; unset: all.
+fn step(name: &str) -> bool {
+    std::env::var("STEPS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
+}
+
+/// `REPEAT` times each step (each time into a fresh Cyrus; one row each): 1 unless set.
+fn repeat() -> usize {
+    std::env::var("REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+}
+
+/// With `PERF_DIR` set, `perf record -a -g` of the whole machine while `what` runs,
+/// into `PERF_DIR/<what>.data` (profiling runs only: it costs CPU).
+fn perf_start(what: &str) -> Option<std::process::Child> {
+    let dir = std::env::var_os("PERF_DIR")?;
+    let name: String = what
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let out = Path::new(&dir).join(format!("{name}.data"));
+    Command::new("perf")
+        .args(["record", "-a", "-g", "-F", "499", "-q", "-o"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn perf_stop(p: Option<std::process::Child>) {
+    if let Some(mut p) = p {
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
+}
+
 /// Run a command, fail with its output if it fails; return its wall time.
 fn timed(what: &str, cmd: &mut Command) -> Result<f64, BoxError> {
     drop_caches();
+    let perf = perf_start(what);
     let t = Instant::now();
     let out = cmd.output()?;
     let secs = t.elapsed().as_secs_f64();
+    perf_stop(perf);
     if !out.status.success() {
         return Err(format!(
             "{what} failed ({}):\n{}\n{}",
@@ -244,15 +293,17 @@ fn main() -> Result<(), BoxError> {
             .arg(&vault),
     )?;
     eprintln!("restore_bench: cyrvault backup --all in {secs:.1} s");
-    let sync_client = Path::new(cyrvault_testkit::sandbox::CYRUS_BIN).join("sync_client");
-    let secs = timed(
-        "Cyrus backup",
-        src.cyrus_command(&sync_client)
-            .arg("-C")
-            .arg(&src.imapd_conf)
-            .args(["-n", "backup", "-A"]),
-    )?;
-    eprintln!("restore_bench: Cyrus sync_client -n backup -A in {secs:.1} s");
+    if with_cyrus() {
+        let sync_client = Path::new(cyrvault_testkit::sandbox::CYRUS_BIN).join("sync_client");
+        let secs = timed(
+            "Cyrus backup",
+            src.cyrus_command(&sync_client)
+                .arg("-C")
+                .arg(&src.imapd_conf)
+                .args(["-n", "backup", "-A"]),
+        )?;
+        eprintln!("restore_bench: Cyrus sync_client -n backup -A in {secs:.1} s");
+    }
 
     // The largest user, and every user's bytes as the corpus has them.
     let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
@@ -302,130 +353,154 @@ fn main() -> Result<(), BoxError> {
         Ok(who.iter().all(|u| got.get(u) == want.get(u)))
     };
     let one = std::slice::from_ref(&big);
+    // `ONE_JOBS=n`: `--jobs n` for the one-user restores (else the CLI's default).
+    let one_jobs_n = std::env::var("ONE_JOBS").unwrap_or_default();
+    let one_jobs: Vec<&str> = if one_jobs_n.is_empty() {
+        Vec::new()
+    } else {
+        vec!["--jobs", one_jobs_n.as_str()]
+    };
 
-    let t1 = target("exact1")?;
-    let meter = Meter::start(&t1);
-    let secs = timed(
-        "cyrvault restore --exact",
-        &mut ours(&t1, &[&big, "--exact"]),
-    )?;
-    rows.push(Row {
-        what: format!("`cyrvault restore {big} --exact`"),
-        secs,
-        bytes: big_bytes,
-        msgs: want[&big],
-        ok: check(&t1, one)?,
-        cpu: meter.read(),
-    });
-    drop(t1);
-    let t2 = target("cyrus1")?;
-    let meter = Meter::start(&t2);
-    let secs = timed("Cyrus restore", &mut cyrus_restore(&t2, &big)?)?;
-    rows.push(Row {
-        what: format!("Cyrus `restore -U -a` of {big}"),
-        secs,
-        bytes: big_bytes,
-        msgs: want[&big],
-        ok: check(&t2, one)?,
-        cpu: meter.read(),
-    });
-    drop(t2);
-    let t3 = target("imap1")?;
-    let meter = Meter::start(&t3);
-    let secs = timed("cyrvault restore over IMAP", &mut ours(&t3, &[&big]))?;
-    rows.push(Row {
-        what: format!("`cyrvault restore {big}` over IMAP"),
-        secs,
-        bytes: big_bytes,
-        msgs: want[&big],
-        ok: check(&t3, one)?,
-        cpu: meter.read(),
-    });
-    drop(t3);
-
-    let t4 = target("exactall")?;
-    let meter = Meter::start(&t4);
-    let secs = timed(
-        "cyrvault restore --all --exact",
-        &mut ours(&t4, &["--all", "--exact", "--jobs", "2"]),
-    )?;
-    rows.push(Row {
-        what: format!(
-            "`cyrvault restore --all --exact --jobs 2` ({} users)",
-            users.len()
-        ),
-        secs,
-        bytes: all_bytes,
-        msgs: total_msgs,
-        ok: check(&t4, &users)?,
-        cpu: meter.read(),
-    });
-    drop(t4);
-    let t5 = target("cyrusall")?;
-    drop_caches();
-    let meter = Meter::start(&t5);
-    let start = Instant::now();
-    let halves: Vec<Vec<&String>> = (0..2)
-        .map(|k| users.iter().skip(k).step_by(2).collect())
-        .collect();
-    std::thread::scope(|s| -> Result<(), BoxError> {
-        let handles: Vec<_> = halves
-            .iter()
-            .map(|half| {
-                let t5 = &t5;
-                let cyrus_restore = &cyrus_restore;
-                s.spawn(move || -> Result<(), String> {
-                    for u in half {
-                        let out = cyrus_restore(t5, u)
-                            .map_err(|e| e.to_string())?
-                            .output()
-                            .map_err(|e| e.to_string())?;
-                        if !out.status.success() {
-                            return Err(format!(
-                                "Cyrus restore of {u}: {}",
-                                String::from_utf8_lossy(&out.stderr)
-                            ));
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "thread panicked")??;
+    for _ in 0..repeat() {
+        if step("exact1") {
+            let t1 = target("exact1")?;
+            let meter = Meter::start(&t1);
+            let secs = timed(
+                "cyrvault restore --exact",
+                &mut ours(&t1, &[&[big.as_str(), "--exact"], &one_jobs[..]].concat()),
+            )?;
+            rows.push(Row {
+                what: format!("`cyrvault restore {big} --exact`"),
+                secs,
+                bytes: big_bytes,
+                msgs: want[&big],
+                ok: check(&t1, one)?,
+                cpu: meter.read(),
+            });
+            drop(t1);
         }
-        Ok(())
-    })?;
-    rows.push(Row {
-        what: format!(
-            "Cyrus `restore -U -a`, every user, two at a time ({} users)",
-            users.len()
-        ),
-        secs: start.elapsed().as_secs_f64(),
-        bytes: all_bytes,
-        msgs: total_msgs,
-        ok: check(&t5, &users)?,
-        cpu: meter.read(),
-    });
-    drop(t5);
-    let t6 = target("imapall")?;
-    let meter = Meter::start(&t6);
-    let secs = timed(
-        "cyrvault restore --all over IMAP",
-        &mut ours(&t6, &["--all", "--jobs", "2"]),
-    )?;
-    rows.push(Row {
-        what: format!(
-            "`cyrvault restore --all --jobs 2` over IMAP ({} users)",
-            users.len()
-        ),
-        secs,
-        bytes: all_bytes,
-        msgs: total_msgs,
-        ok: check(&t6, &users)?,
-        cpu: meter.read(),
-    });
-    drop(t6);
+        if with_cyrus() && step("cyrus1") {
+            let t2 = target("cyrus1")?;
+            let meter = Meter::start(&t2);
+            let secs = timed("Cyrus restore", &mut cyrus_restore(&t2, &big)?)?;
+            rows.push(Row {
+                what: format!("Cyrus `restore -U -a` of {big}"),
+                secs,
+                bytes: big_bytes,
+                msgs: want[&big],
+                ok: check(&t2, one)?,
+                cpu: meter.read(),
+            });
+            drop(t2);
+        }
+        if step("imap1") {
+            let t3 = target("imap1")?;
+            let meter = Meter::start(&t3);
+            let secs = timed(
+                "cyrvault restore over IMAP",
+                &mut ours(&t3, &[&[big.as_str()], &one_jobs[..]].concat()),
+            )?;
+            rows.push(Row {
+                what: format!("`cyrvault restore {big}` over IMAP"),
+                secs,
+                bytes: big_bytes,
+                msgs: want[&big],
+                ok: check(&t3, one)?,
+                cpu: meter.read(),
+            });
+            drop(t3);
+        }
+
+        if step("exactall") {
+            let t4 = target("exactall")?;
+            let meter = Meter::start(&t4);
+            let secs = timed(
+                "cyrvault restore --all --exact",
+                &mut ours(&t4, &["--all", "--exact", "--jobs", "2"]),
+            )?;
+            rows.push(Row {
+                what: format!(
+                    "`cyrvault restore --all --exact --jobs 2` ({} users)",
+                    users.len()
+                ),
+                secs,
+                bytes: all_bytes,
+                msgs: total_msgs,
+                ok: check(&t4, &users)?,
+                cpu: meter.read(),
+            });
+            drop(t4);
+        }
+        if with_cyrus() && step("cyrusall") {
+            let t5 = target("cyrusall")?;
+            drop_caches();
+            let meter = Meter::start(&t5);
+            let start = Instant::now();
+            let halves: Vec<Vec<&String>> = (0..2)
+                .map(|k| users.iter().skip(k).step_by(2).collect())
+                .collect();
+            std::thread::scope(|s| -> Result<(), BoxError> {
+                let handles: Vec<_> = halves
+                    .iter()
+                    .map(|half| {
+                        let t5 = &t5;
+                        let cyrus_restore = &cyrus_restore;
+                        s.spawn(move || -> Result<(), String> {
+                            for u in half {
+                                let out = cyrus_restore(t5, u)
+                                    .map_err(|e| e.to_string())?
+                                    .output()
+                                    .map_err(|e| e.to_string())?;
+                                if !out.status.success() {
+                                    return Err(format!(
+                                        "Cyrus restore of {u}: {}",
+                                        String::from_utf8_lossy(&out.stderr)
+                                    ));
+                                }
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().map_err(|_| "thread panicked")??;
+                }
+                Ok(())
+            })?;
+            rows.push(Row {
+                what: format!(
+                    "Cyrus `restore -U -a`, every user, two at a time ({} users)",
+                    users.len()
+                ),
+                secs: start.elapsed().as_secs_f64(),
+                bytes: all_bytes,
+                msgs: total_msgs,
+                ok: check(&t5, &users)?,
+                cpu: meter.read(),
+            });
+            drop(t5);
+        }
+        if step("imapall") {
+            let t6 = target("imapall")?;
+            let meter = Meter::start(&t6);
+            let secs = timed(
+                "cyrvault restore --all over IMAP",
+                &mut ours(&t6, &["--all", "--jobs", "2"]),
+            )?;
+            rows.push(Row {
+                what: format!(
+                    "`cyrvault restore --all --jobs 2` over IMAP ({} users)",
+                    users.len()
+                ),
+                secs,
+                bytes: all_bytes,
+                msgs: total_msgs,
+                ok: check(&t6, &users)?,
+                cpu: meter.read(),
+            });
+            drop(t6);
+        }
+    }
 
     let mut table = format!(
         "Corpus: {} messages, {:.0} MB, {} users; largest user {big}: {} messages, {:.1} MB. \

@@ -39,12 +39,22 @@ pub enum AllTarget {
 pub struct AllOptions {
     /// Users restored at the same time.
     pub jobs: usize,
+    /// Sessions per user (sync_server or IMAP; 0: [`SESSIONS_PER_USER`]). The target
+    /// writes and fsyncs each message before it reads the next (sync_server's
+    /// `reservefile`, imapd's `append_fromstage`), so one session waits on the disk
+    /// most of the time; `jobs` x this many sessions overlap those waits.
+    pub sessions: usize,
     /// Each user as of its newest run that started at or before this time (Unix
     /// seconds); `None`: each user's latest run.
     pub at: Option<i64>,
     /// Only these users (empty: every user of the vault).
     pub users: Vec<String>,
 }
+
+/// Sessions per user by default: with two users at a time, four sessions, which is
+/// where the fsync rate of the benchmark machine's disk stops growing
+/// (`doc/performance.md`, "Restore").
+pub const SESSIONS_PER_USER: usize = 2;
 
 /// One user's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -182,6 +192,14 @@ pub fn restore_all(
     Ok(rep)
 }
 
+fn sessions(opts: &AllOptions) -> usize {
+    if opts.sessions == 0 {
+        SESSIONS_PER_USER
+    } else {
+        opts.sessions
+    }
+}
+
 /// One user: plan at its run, then the target's restore (or, with `seen_pass`, only
 /// the IMAP `\Seen` on other users' folders).
 fn restore_one(
@@ -206,7 +224,8 @@ fn restore_one(
             AllTarget::Exact(t) => {
                 let o = ExactOptions {
                     resume: true,
-                    connections: 1,
+                    connections: sessions(opts),
+                    ..ExactOptions::default()
                 };
                 restore_exact(&mut src, &p, t, &o, &mut NoProgress)
             }
@@ -218,6 +237,7 @@ fn restore_one(
                 let io = ImapOptions {
                     vault: Some(vault.to_path_buf()),
                     defer_foreign_seen: true,
+                    sessions: sessions(opts),
                     ..io.clone()
                 };
                 if seen_pass {

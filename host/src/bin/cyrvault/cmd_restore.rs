@@ -124,6 +124,7 @@ fn run_all(a: &RestoreArgs) -> Result<ExitCode, Error> {
     };
     let opts = AllOptions {
         jobs: a.jobs,
+        sessions: 0,
         at,
         users: Vec::new(),
     };
@@ -270,6 +271,7 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
             let opts = ExactOptions {
                 resume: a.resume,
                 connections: a.jobs,
+                ..ExactOptions::default()
             };
             restore_exact(&mut src, &plan, &target, &opts, progress)?
         }

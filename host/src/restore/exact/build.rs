@@ -194,6 +194,24 @@ pub struct MailboxSpec<'a> {
 /// 0, HIGHESTMODSEQ 1): it creates the mailbox, which checks the partition before any
 /// message is uploaded (sync_server asserts on an unknown partition in an upload).
 pub fn apply_mailbox(m: &MailboxSpec<'_>, probe: bool) -> Value {
+    if probe {
+        apply_mailbox_part(m, 0..0, false)
+    } else {
+        apply_mailbox_part(m, 0..m.index.records.len(), true)
+    }
+}
+
+/// `APPLY MAILBOX` for one part of a folder: the records `range` (of the index, in
+/// ascending UID) on top of the parts before it, which the target already has.
+/// sync_server appends records above its LAST_UID and leaves the ones it has alone
+/// (`sync_mailbox_compare_update`), so a big folder goes in as several parts, each
+/// uploaded over its own session, applied one after the other. A part that is not
+/// the `last` carries counters that only grow from part to part and stay at or below
+/// the final ones (LAST_UID and HIGHESTMODSEQ as of its records, no recent or append
+/// date, no SYNC_CRC, no mailbox annotations): sync_server refuses a LAST_UID or
+/// HIGHESTMODSEQ lower than it has (`sync_apply_mailbox`). The last part carries the
+/// folder's own counters, CRCs and annotations. `0..0` not last is the probe.
+pub fn apply_mailbox_part(m: &MailboxSpec<'_>, range: std::ops::Range<usize>, last: bool) -> Value {
     let h = &m.index.header;
     let names = &m.header.user_flags;
     let mut kv = Kv::new()
@@ -202,20 +220,29 @@ pub fn apply_mailbox(m: &MailboxSpec<'_>, probe: bool) -> Value {
     if let Some(t) = m.header.mbtype.as_deref().filter(|t| !t.is_empty()) {
         kv = kv.str("MBOXTYPE", t);
     }
-    let full = !probe && m.skip.is_empty();
-    if full {
+    if last && m.skip.is_empty() {
         kv = kv
             .num("SYNC_CRC", u64::from(h.sync_crc_basic))
             .num("SYNC_CRC_ANNOT", u64::from(h.sync_crc_annot));
     }
-    let (last_uid, modseq, recentuid, recenttime) = if probe {
-        (0, 1, 0, 0)
-    } else {
+    let upto = m.index.records.get(..range.end).unwrap_or(&[]);
+    let (last_uid, modseq, recentuid, recenttime) = if last {
         (
             u64::from(h.last_uid),
             h.highestmodseq.max(1),
             u64::from(h.recentuid),
             h.recenttime.secs(),
+        )
+    } else {
+        (
+            upto.iter().map(|r| u64::from(r.uid)).max().unwrap_or(0),
+            upto.iter()
+                .map(|r| r.modseq)
+                .max()
+                .unwrap_or(0)
+                .clamp(1, h.highestmodseq.max(1)),
+            0,
+            0,
         )
     };
     kv = kv
@@ -225,7 +252,7 @@ pub fn apply_mailbox(m: &MailboxSpec<'_>, probe: bool) -> Value {
         .num("RECENTTIME", recenttime)
         .num(
             "LAST_APPENDDATE",
-            if probe { 0 } else { h.last_appenddate.secs() },
+            if last { h.last_appenddate.secs() } else { 0 },
         )
         .num("POP3_LAST_LOGIN", h.pop3_last_login.secs())
         .num("POP3_SHOW_AFTER", h.pop3_show_after.secs())
@@ -239,7 +266,7 @@ pub fn apply_mailbox(m: &MailboxSpec<'_>, probe: bool) -> Value {
     if h.createdmodseq != 0 {
         kv = kv.num("CREATEDMODSEQ", h.createdmodseq);
     }
-    if !probe && !m.mailbox_annotations.is_empty() {
+    if last && !m.mailbox_annotations.is_empty() {
         let list = m
             .mailbox_annotations
             .iter()
@@ -255,13 +282,11 @@ pub fn apply_mailbox(m: &MailboxSpec<'_>, probe: bool) -> Value {
         kv = kv.val("ANNOTATIONS", Value::List(list));
     }
     let mut recs = Vec::new();
-    if !probe {
-        for r in &m.index.records {
-            if m.skip.contains(&r.uid) {
-                continue;
-            }
-            recs.push(record(r, h.minor_version, names, m.annotations.get(&r.uid)));
+    for r in m.index.records.get(range).unwrap_or(&[]) {
+        if m.skip.contains(&r.uid) {
+            continue;
         }
+        recs.push(record(r, h.minor_version, names, m.annotations.get(&r.uid)));
     }
     kv.val("RECORD", Value::List(recs)).done()
 }

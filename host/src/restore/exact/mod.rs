@@ -12,9 +12,11 @@
 //!
 //! The order is `sync_client`'s for a new user (`sync_do_user`, `update_mailbox_once`
 //! in `imap/sync_support.c`): the messages (`APPLY MESSAGE`, file literals, any
-//! order), then one `APPLY MAILBOX` per folder with all its records, then seen state,
-//! subscriptions and sieve. Every folder is one `APPLY MAILBOX`, which sync_server
-//! carries out under the user's namespace lock from start to end. Cyrus's own
+//! order), then `APPLY MAILBOX` per folder with its records, then seen state,
+//! subscriptions and sieve. A big folder goes in as several parts, each an `APPLY
+//! MAILBOX` with the next records, over several sessions (`plan_parts`); each `APPLY
+//! MAILBOX` sync_server carries out under the user's namespace lock from start to
+//! end. Cyrus's own
 //! `restore` instead sends `RESTORE MAILBOX`; `sync_restore_mailbox` (3.6) creates a
 //! new mailbox under a namespace lock it releases right after `mboxlist_createmailbox`
 //! while the mailbox stays open without a lock of its own, then writes the mailbox
@@ -63,6 +65,9 @@ pub struct ExactOptions {
     /// target with the backed-up UniqueID and HIGHESTMODSEQ are kept, the rest is
     /// applied. Without it, any folder of the user on the target refuses the restore.
     pub resume: bool,
+    /// Smallest part a big folder is cut into to spread it over the sessions (bytes of
+    /// messages; 0: 64 KiB).
+    pub part_bytes: u64,
 }
 
 /// Flush `APPLY MESSAGE` after this many files...
@@ -82,9 +87,10 @@ struct Image {
     files: FolderFiles,
     index: Index,
     annotations: build::MessageAnnotations,
-    skip: HashSet<u32>,
     /// Already on the target (resume): leave it.
     done: bool,
+    /// On the target half applied (resume): applied again whole, in one part.
+    there: bool,
 }
 
 /// The internal name of one of `user`'s folders by its levels below the INBOX
@@ -152,8 +158,8 @@ pub fn restore_exact(
             files,
             index,
             annotations,
-            skip: HashSet::new(),
             done: false,
+            there: false,
         });
     }
     images.sort_by(|a, b| a.name.cmp(&b.name));
@@ -167,7 +173,8 @@ pub fn restore_exact(
     // Create the first folder empty: this checks the partition before any upload
     // (a resumed restore created it the first time).
     if let Some(first) = images.iter().find(|i| !i.done).filter(|_| !present.any) {
-        let v = apply_mailbox(&spec(first, &target.partition), true);
+        let none = HashSet::new();
+        let v = apply_mailbox(&spec(first, &target.partition, &none), true);
         let r = c.apply("MAILBOX", &v)?;
         if let Status::No(t) | Status::Bad(t) = r.status {
             return Err(Error::Refused(format!(
@@ -192,21 +199,32 @@ pub fn restore_exact(
             sum.fail(quotas[i].0, None, format!("quota not restored: {t}"))
         }
     })?;
-    // The folders shared out over `connections` sync_server sessions (whole subtrees,
-    // balanced by bytes): each session uploads what its folders need and applies them,
-    // so as many sync_server processes work as there are sessions.
-    let mut files: HashSet<Guid> = HashSet::new();
-    for img in images.iter().filter(|i| !i.done) {
-        files.extend(
-            img.index
-                .records
+    // The folders cut into parts and shared out over `connections` sync_server
+    // sessions: each session uploads what its parts need and applies them, so as many
+    // sync_server processes work as there are sessions. sync_server writes and fsyncs
+    // every uploaded file before it reads the next (`reservefile` in imap/dlist.c):
+    // one session is bound by the disk's fsync latency, several overlap it.
+    let n = opts.connections.max(1);
+    let groups = plan_parts(&images, n, opts.part_bytes);
+    let mut total = 0u64;
+    for g in &groups {
+        let mut seen = HashSet::new();
+        for p in g {
+            let recs = &images[p.img].index.records[p.range.clone()];
+            total += recs
                 .iter()
-                .filter(|r| needs_file(r))
-                .map(|r| r.guid),
-        );
+                .filter(|r| needs_file(r) && seen.insert(r.guid))
+                .count() as u64;
+        }
     }
-    progress.total(files.len() as u64);
-    let groups = share_out(images, opts.connections.max(1));
+    progress.total(total);
+    let shared = Shared {
+        state: std::sync::Mutex::new(State {
+            folders: images.iter().map(|_| FolderState::default()).collect(),
+            aborted: false,
+        }),
+        cv: std::sync::Condvar::new(),
+    };
     let progress = std::sync::Mutex::new(progress);
     let n = groups.len();
     let mut sums: Vec<Summary> = (0..n).map(|_| Summary::default()).collect();
@@ -215,29 +233,45 @@ pub fn restore_exact(
         .collect::<Result<Vec<Source>>>()?;
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let progress = &progress;
+        let shared = &shared;
+        let images = &images;
         let partition = &target.partition;
         let mut handles = Vec::new();
         let mut first = Some((&mut c, &mut *src));
         let mut others = sources.into_iter();
-        for (mut group, sum_g) in groups.into_iter().zip(sums.iter_mut()) {
+        for (group, sum_g) in groups.iter().zip(sums.iter_mut()) {
             let mine = first.take();
             let other_src = if mine.is_none() { others.next() } else { None };
             handles.push(scope.spawn(move || -> Result<()> {
+                let _guard = AbortOnPanic(shared);
                 let mut tick = || {
                     if let Ok(mut p) = progress.lock() {
                         p.tick();
                     }
                 };
-                match (mine, other_src) {
-                    (Some((c, src)), _) => session(src, c, &mut group, partition, sum_g, &mut tick),
-                    (None, Some(src)) => {
+                let mut s = Session {
+                    images,
+                    parts: group,
+                    shared,
+                    partition,
+                    sum: sum_g,
+                    tick: &mut tick,
+                };
+                let r = match (mine, other_src) {
+                    (Some((c, src)), _) => s.run(src, c),
+                    (None, Some(src)) => (|| {
                         let mut c = SyncClient::connect(&target.addr, TIMEOUT)?;
                         c.authenticate_plain("", &target.admin, &target.password)?;
-                        session(&src, &mut c, &mut group, partition, sum_g, &mut tick)?;
+                        s.run(&src, &mut c)?;
                         c.exit()
-                    }
+                    })(),
                     (None, None) => Ok(()),
+                };
+                if r.is_err() {
+                    // The other sessions may wait for a part of ours: let them go.
+                    shared.abort();
                 }
+                r
             }));
         }
         handles
@@ -268,7 +302,7 @@ pub fn restore_exact(
     Ok(sum)
 }
 
-fn spec<'a>(img: &'a Image, partition: &'a str) -> MailboxSpec<'a> {
+fn spec<'a>(img: &'a Image, partition: &'a str, skip: &'a HashSet<u32>) -> MailboxSpec<'a> {
     MailboxSpec {
         name: &img.name,
         uniqueid: &img.uniqueid,
@@ -278,7 +312,7 @@ fn spec<'a>(img: &'a Image, partition: &'a str) -> MailboxSpec<'a> {
         index: &img.index,
         annotations: &img.annotations,
         mailbox_annotations: &img.files.mailbox_annotations,
-        skip: &img.skip,
+        skip,
     }
 }
 
@@ -358,7 +392,7 @@ fn check_target(
         match there.remove(&img.uniqueid) {
             Some((name, hms)) if name == img.name && hms == want => img.done = true,
             // Our own probe (an empty folder) or a half-applied one: apply again.
-            Some((name, hms)) if name == img.name && hms <= want => {}
+            Some((name, hms)) if name == img.name && hms <= want => img.there = true,
             Some((name, hms)) => {
                 return Err(Error::Refused(format!(
                     "cannot resume the exact restore of {owner}: UniqueID {} is {name} \
@@ -422,152 +456,339 @@ fn target_meta(c: &mut SyncClient, owner: &str) -> Result<TargetMeta> {
     Ok(m)
 }
 
-/// One session's share: upload what its folders need, then apply them (parents
-/// first).
-fn session(
-    src: &Source,
-    c: &mut SyncClient,
-    images: &mut [Image],
-    partition: &str,
-    sum: &mut Summary,
-    tick: &mut dyn FnMut(),
-) -> Result<()> {
-    upload(src, c, images, partition, sum, tick)?;
-    let todo: Vec<&Image> = images.iter().filter(|i| !i.done).collect();
-    let cmds: Vec<(&str, Value)> = todo
-        .iter()
-        .map(|img| ("MAILBOX", apply_mailbox(&spec(img, partition), false)))
-        .collect();
-    c.apply_many(&cmds, WINDOW, |i, st| match st {
-        Status::Ok(_) => {
-            let img = todo[i];
-            sum.created += 1;
-            sum.appended += img
-                .index
-                .records
-                .iter()
-                .filter(|r| !build::is_expunged(r) && !img.skip.contains(&r.uid))
-                .count() as u64;
-        }
-        Status::No(t) | Status::Bad(t) => {
-            sum.fail(&todo[i].name, None, format!("APPLY MAILBOX: {t}"));
-        }
-    })
+/// A part of a folder: records `range` of `images[img]` (ascending UID), the
+/// `part`-th; `last` carries the folder's own counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    img: usize,
+    part: usize,
+    range: std::ops::Range<usize>,
+    last: bool,
+    bytes: u64,
 }
 
-/// The folders in at most `n` groups of whole subtrees below the INBOX (a folder is
-/// never applied before its parent), balanced by message bytes; each group in name
-/// order.
-fn share_out(images: Vec<Image>, n: usize) -> Vec<Vec<Image>> {
-    let mut trees: std::collections::BTreeMap<String, (u64, Vec<Image>)> = Default::default();
-    for img in images {
-        // `user.bob` → "", `user.bob.A.B` → "A" (the level below the INBOX).
-        let key = img.name.split('.').nth(2).unwrap_or("").to_string();
-        let bytes: u64 = img.index.records.iter().map(|r| r.size).sum();
-        let t = trees.entry(key).or_default();
-        t.0 += bytes;
-        t.1.push(img);
+/// A folder as the sessions see it.
+#[derive(Default)]
+struct FolderState {
+    /// Parts applied so far (part `k` waits until this is `k`).
+    applied: usize,
+    /// A part was refused: the later ones are not applied (they would leave a gap).
+    failed: bool,
+    /// UIDs left out (messages the archive could not give).
+    skip: HashSet<u32>,
+}
+
+struct State {
+    folders: Vec<FolderState>,
+    /// A session failed: nobody waits for its parts any more.
+    aborted: bool,
+}
+
+/// What the sessions share: per folder, how far it is applied.
+struct Shared {
+    state: std::sync::Mutex<State>,
+    cv: std::sync::Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-    let mut trees: Vec<(u64, Vec<Image>)> = trees.into_values().collect();
+
+    fn abort(&self) {
+        self.lock().aborted = true;
+        self.cv.notify_all();
+    }
+
+    /// Wait until the parts before `p` are applied: `Ok(true)` then, `Ok(false)` if
+    /// one of them failed.
+    fn wait_turn(&self, p: &Part) -> Result<bool> {
+        let mut st = self.lock();
+        loop {
+            if st.aborted {
+                return Err(Error::Other(
+                    "another sync_server session of this restore failed".into(),
+                ));
+            }
+            let f = &st.folders[p.img];
+            if f.failed {
+                return Ok(false);
+            }
+            if f.applied >= p.part {
+                return Ok(true);
+            }
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Lets the other sessions go if this one panics (they may wait for its parts).
+struct AbortOnPanic<'a>(&'a Shared);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort();
+        }
+    }
+}
+
+/// Smallest part a folder is cut into (bytes of messages): below it, the extra
+/// `APPLY MAILBOX` (an index commit on the target) costs more than the overlap gains.
+const PART_BYTES: u64 = 64 << 10;
+
+/// Cut the folders into parts and share them out over at most `n` sessions.
+///
+/// A folder of at least twice `part_bytes` (0: [`PART_BYTES`]) is cut into up to `2n`
+/// parts of about equal bytes (by UID), so that one big INBOX is uploaded over every
+/// session at once. The
+/// first parts go by whole subtrees below the INBOX (balanced by bytes), each
+/// session's in name order, so a folder is created after its parent by the same
+/// session; the later parts go to whichever session has least so far. Every
+/// session's list is ordered by part number: a part waits only for the part before
+/// it of the same folder, which comes earlier in its own session's list, so no two
+/// sessions wait for each other. A folder that is half there (resume) goes whole.
+fn plan_parts(images: &[Image], n: usize, part_bytes: u64) -> Vec<Vec<Part>> {
+    let n = n.max(1);
+    let min = if part_bytes == 0 {
+        PART_BYTES
+    } else {
+        part_bytes
+    };
+    let mut firsts: std::collections::BTreeMap<String, (u64, Vec<Part>)> = Default::default();
+    let mut rest: Vec<Part> = Vec::new();
+    for (i, img) in images.iter().enumerate().filter(|(_, i)| !i.done) {
+        let recs = &img.index.records;
+        let bytes: u64 = recs.iter().map(|r| r.size).sum();
+        let k = if img.there || n == 1 {
+            1
+        } else {
+            (bytes / min).clamp(1, 2 * n as u64) as usize
+        };
+        let mut parts = Vec::new();
+        let (mut start, mut acc, mut cum) = (0usize, 0u64, 0u64);
+        for (j, r) in recs.iter().enumerate() {
+            acc += r.size;
+            cum += r.size;
+            // Cut where the running total passes the next k-th of the bytes.
+            if parts.len() + 1 < k
+                && cum.saturating_mul(k as u64) >= bytes.saturating_mul(parts.len() as u64 + 1)
+            {
+                parts.push((start..j + 1, acc));
+                (start, acc) = (j + 1, 0);
+            }
+        }
+        if start < recs.len() || parts.is_empty() {
+            parts.push((start..recs.len(), acc));
+        }
+        let count = parts.len();
+        for (part, (range, b)) in parts.into_iter().enumerate() {
+            let p = Part {
+                img: i,
+                part,
+                range,
+                last: part + 1 == count,
+                bytes: b,
+            };
+            if part == 0 {
+                // `user.bob` → "", `user.bob.A.B` → "A" (the level below the INBOX).
+                let key = img.name.split('.').nth(2).unwrap_or("").to_string();
+                let t = firsts.entry(key).or_default();
+                t.0 += p.bytes;
+                t.1.push(p);
+            } else {
+                rest.push(p);
+            }
+        }
+    }
+    let mut groups: Vec<(u64, Vec<Part>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    let mut trees: Vec<(u64, Vec<Part>)> = firsts.into_values().collect();
     trees.sort_by_key(|t| std::cmp::Reverse(t.0));
-    let n = n.min(trees.len()).max(1);
-    let mut groups: Vec<(u64, Vec<Image>)> = (0..n).map(|_| (0, Vec::new())).collect();
-    for (bytes, imgs) in trees {
+    for (bytes, parts) in trees {
         if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
             g.0 += bytes;
-            g.1.extend(imgs);
+            g.1.extend(parts);
+        }
+    }
+    rest.sort_by_key(|p| (p.part, std::cmp::Reverse(p.bytes)));
+    for p in rest {
+        if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
+            g.0 += p.bytes;
+            g.1.push(p);
         }
     }
     groups
         .into_iter()
+        .filter(|g| !g.1.is_empty())
         .map(|(_, mut g)| {
-            g.sort_by(|a, b| a.name.cmp(&b.name));
+            g.sort_by(|a, b| (a.part, &images[a.img].name).cmp(&(b.part, &images[b.img].name)));
             g
         })
         .collect()
 }
 
-/// Upload every message the folders to apply need, in archive order (each member
-/// inflated once), in `APPLY MESSAGE` batches sent without waiting for each answer.
-fn upload(
-    src: &Source,
-    c: &mut SyncClient,
-    images: &mut [Image],
-    partition: &str,
-    sum: &mut Summary,
-    tick: &mut dyn FnMut(),
-) -> Result<()> {
-    let mut want: Vec<Guid> = Vec::new();
-    let mut seen = HashSet::new();
-    for img in images.iter().filter(|i| !i.done) {
-        for r in img.index.records.iter().filter(|r| needs_file(r)) {
-            if seen.insert(r.guid) {
-                want.push(r.guid);
+/// One sync_server session's share of the parts.
+struct Session<'a> {
+    images: &'a [Image],
+    parts: &'a [Part],
+    shared: &'a Shared,
+    partition: &'a str,
+    sum: &'a mut Summary,
+    tick: &'a mut dyn FnMut(),
+}
+
+impl Session<'_> {
+    /// Upload what the parts need, then apply them in order: each part once the one
+    /// before it (of its folder) is applied, the ones that wait for nobody sent ahead
+    /// of their answers.
+    fn run(&mut self, src: &Source, c: &mut SyncClient) -> Result<()> {
+        self.upload(src, c)?;
+        let mut in_flight: std::collections::VecDeque<usize> = Default::default();
+        for (k, p) in self.parts.iter().enumerate() {
+            if p.part > 0 {
+                while let Some(i) = in_flight.pop_front() {
+                    self.answer(c, i)?;
+                }
+                if !self.shared.wait_turn(p)? {
+                    log::debug!(target: "cyrvault::restore",
+                        "{}: part {} not applied, an earlier part failed",
+                        self.images[p.img].name, p.part);
+                    continue;
+                }
+            }
+            let img = &self.images[p.img];
+            let skip = self.shared.lock().folders[p.img].skip.clone();
+            let v = build::apply_mailbox_part(
+                &spec(img, self.partition, &skip),
+                p.range.clone(),
+                p.last,
+            );
+            c.send(&crate::replication::wire::command("APPLY", "MAILBOX", &v))?;
+            in_flight.push_back(k);
+            while in_flight.len() > WINDOW {
+                if let Some(i) = in_flight.pop_front() {
+                    self.answer(c, i)?;
+                }
             }
         }
+        while let Some(i) = in_flight.pop_front() {
+            self.answer(c, i)?;
+        }
+        Ok(())
     }
-    src.sort_by_location(&mut want)?;
-    let chunks = src.chunks_by_member(&want)?;
-    let mut failed: HashMap<Guid, String> = HashMap::new();
-    let mut batch_files = 0usize;
-    let mut batch_bytes = 0usize;
-    let mut upload_bytes = 0u64;
-    src.read_ahead(&want, &chunks, |i, bytes| {
-        tick();
-        let guid = want[i];
-        let bytes = match bytes {
-            Ok(b) => b,
-            Err(e) => {
-                failed.insert(guid, e.to_string());
-                return Ok(());
+
+    /// Read the answer to `parts[k]`'s `APPLY MAILBOX` and let its folder go on.
+    fn answer(&mut self, c: &mut SyncClient, k: usize) -> Result<()> {
+        let p = &self.parts[k];
+        let img = &self.images[p.img];
+        let status = c.read_response()?.status;
+        let mut st = self.shared.lock();
+        let f = &mut st.folders[p.img];
+        match status {
+            Status::Ok(_) => {
+                f.applied += 1;
+                if p.last {
+                    self.sum.created += 1;
+                }
+                self.sum.appended += img.index.records[p.range.clone()]
+                    .iter()
+                    .filter(|r| !build::is_expunged(r) && !f.skip.contains(&r.uid))
+                    .count() as u64;
             }
-        };
-        c.send_raw(if batch_files == 0 {
-            b"APPLY MESSAGE ("
-        } else {
-            b" "
+            Status::No(t) | Status::Bad(t) => {
+                f.failed = true;
+                self.sum
+                    .fail(&img.name, None, format!("APPLY MAILBOX: {t}"));
+            }
+        }
+        drop(st);
+        self.shared.cv.notify_all();
+        Ok(())
+    }
+
+    /// Upload every message the parts need, in archive order (each member inflated
+    /// once), in `APPLY MESSAGE` batches sent without waiting for each answer.
+    fn upload(&mut self, src: &Source, c: &mut SyncClient) -> Result<()> {
+        let mut want: Vec<Guid> = Vec::new();
+        let mut seen = HashSet::new();
+        for p in self.parts {
+            let recs = &self.images[p.img].index.records[p.range.clone()];
+            for r in recs.iter().filter(|r| needs_file(r)) {
+                if seen.insert(r.guid) {
+                    want.push(r.guid);
+                }
+            }
+        }
+        src.sort_by_location(&mut want)?;
+        let chunks = src.chunks_by_member(&want)?;
+        let mut failed: HashMap<Guid, String> = HashMap::new();
+        let mut batch_files = 0usize;
+        let mut batch_bytes = 0usize;
+        let mut upload_bytes = 0u64;
+        let partition = self.partition;
+        let tick = &mut *self.tick;
+        src.read_ahead(&want, &chunks, |i, bytes| {
+            tick();
+            let guid = want[i];
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(e) => {
+                    failed.insert(guid, e.to_string());
+                    return Ok(());
+                }
+            };
+            c.send_raw(if batch_files == 0 {
+                b"APPLY MESSAGE ("
+            } else {
+                b" "
+            })?;
+            c.send_raw(&file_literal_head(partition, &guid, bytes.len()))?;
+            c.send_raw(&bytes)?;
+            upload_bytes += bytes.len() as u64;
+            batch_files += 1;
+            batch_bytes += bytes.len();
+            if batch_files >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+                c.send(b")\r\n")?;
+                (batch_files, batch_bytes) = (0, 0);
+                // Keep a few batches in flight; answers are one short line each.
+                while c.pending() > 2 {
+                    expect_ok(c, "APPLY MESSAGE")?;
+                }
+            }
+            Ok(())
         })?;
-        c.send_raw(&file_literal_head(partition, &guid, bytes.len()))?;
-        c.send_raw(&bytes)?;
-        upload_bytes += bytes.len() as u64;
-        batch_files += 1;
-        batch_bytes += bytes.len();
-        if batch_files >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+        if batch_files > 0 {
             c.send(b")\r\n")?;
-            (batch_files, batch_bytes) = (0, 0);
-            // Keep a few batches in flight; answers are one short line each.
-            while c.pending() > 2 {
-                expect_ok(c, "APPLY MESSAGE")?;
+        }
+        self.sum.bytes += upload_bytes;
+        while c.pending() > 0 {
+            expect_ok(c, "APPLY MESSAGE")?;
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        // Records whose message could not be read: left out of their folder (an
+        // expunged one goes in without its file, as a replica keeps it).
+        let mut st = self.shared.lock();
+        for p in self.parts {
+            let img = &self.images[p.img];
+            for r in &img.index.records[p.range.clone()] {
+                if let Some(why) = failed.get(&r.guid)
+                    && !build::is_expunged(r)
+                {
+                    st.folders[p.img].skip.insert(r.uid);
+                    self.sum.failures.push(super::Failure {
+                        folder: img.name.clone(),
+                        guid: Some(r.guid.to_hex()),
+                        uid: Some(r.uid),
+                        reason: why.clone(),
+                    });
+                    self.sum.failed += 1;
+                }
             }
         }
         Ok(())
-    })?;
-    if batch_files > 0 {
-        c.send(b")\r\n")?;
     }
-    sum.bytes += upload_bytes;
-    while c.pending() > 0 {
-        expect_ok(c, "APPLY MESSAGE")?;
-    }
-    // Records whose message could not be read: left out of their folder (an expunged
-    // one goes in without its file, as a replica keeps it).
-    for img in images.iter_mut().filter(|i| !i.done) {
-        for r in &img.index.records {
-            if let Some(why) = failed.get(&r.guid)
-                && !build::is_expunged(r)
-            {
-                img.skip.insert(r.uid);
-                sum.failures.push(super::Failure {
-                    folder: img.name.clone(),
-                    guid: Some(r.guid.to_hex()),
-                    uid: Some(r.uid),
-                    reason: why.clone(),
-                });
-                sum.failed += 1;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn expect_ok(c: &mut SyncClient, what: &str) -> Result<()> {
@@ -738,6 +959,142 @@ mod tests {
         assert_eq!(
             internal_name("bob.smith@ex.org", &v(&["X"])),
             "ex.org!user.bob^smith.X"
+        );
+    }
+
+    fn image(name: &str, sizes: &[u64]) -> Image {
+        let records = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| crate::cyrus::index::IndexRecord {
+                uid: i as u32 + 1,
+                size,
+                ..Default::default()
+            })
+            .collect();
+        Image {
+            name: name.into(),
+            uniqueid: format!("id-{name}"),
+            files: FolderFiles::default(),
+            index: Index {
+                header: Default::default(),
+                records,
+            },
+            annotations: Default::default(),
+            done: false,
+            there: false,
+        }
+    }
+
+    #[test]
+    fn parts_cover_every_record_once_in_order_without_cross_waits() {
+        let mut images = vec![
+            image("user.bob", &[100; 40]),
+            image("user.bob.A", &[50; 10]),
+            image("user.bob.A.B", &[10; 3]),
+            image("user.bob.Sent", &[300; 9]),
+            image("user.bob.Z", &[1000]),
+        ];
+        images[4].done = true;
+        let groups = plan_parts(&images, 3, 500);
+        assert!(groups.len() <= 3 && !groups.is_empty());
+        // Every record of every folder to apply in exactly one part; parts of a
+        // folder contiguous, numbered from 0, the last one marked.
+        for (i, img) in images.iter().enumerate() {
+            let mut parts: Vec<&Part> = groups.iter().flatten().filter(|p| p.img == i).collect();
+            if img.done {
+                assert!(parts.is_empty());
+                continue;
+            }
+            parts.sort_by_key(|p| p.part);
+            let mut next = 0;
+            for (k, p) in parts.iter().enumerate() {
+                assert_eq!((p.part, p.range.start), (k, next), "{}", img.name);
+                assert!(!p.range.is_empty() || img.index.records.is_empty());
+                assert_eq!(p.last, k + 1 == parts.len());
+                next = p.range.end;
+            }
+            assert_eq!(next, img.index.records.len(), "{}", img.name);
+        }
+        // The INBOX (4000 bytes, 500 a part, at most 2n = 6 parts) is cut; B (30
+        // bytes) is not.
+        let inbox = groups.iter().flatten().filter(|p| p.img == 0).count();
+        assert_eq!(inbox, 6);
+        assert_eq!(groups.iter().flatten().filter(|p| p.img == 2).count(), 1);
+        for g in &groups {
+            // Ordered by part number, then name; a subtree's first parts in one
+            // session, parent first.
+            let keys: Vec<(usize, &str)> = g
+                .iter()
+                .map(|p| (p.part, images[p.img].name.as_str()))
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted);
+        }
+        let session_of = |img: usize| {
+            groups
+                .iter()
+                .position(|g| g.iter().any(|p| p.img == img && p.part == 0))
+                .unwrap()
+        };
+        assert_eq!(session_of(1), session_of(2));
+        // One session, or a folder half there: whole folders.
+        assert!(
+            plan_parts(&images, 1, 500)
+                .iter()
+                .flatten()
+                .all(|p| p.last && p.part == 0)
+        );
+        images[0].there = true;
+        let g = plan_parts(&images, 3, 500);
+        assert_eq!(g.iter().flatten().filter(|p| p.img == 0).count(), 1);
+    }
+
+    #[test]
+    fn a_part_grows_the_counters_and_the_last_sets_them() {
+        let mut img = image("user.bob", &[10, 20, 30]);
+        img.index.header.last_uid = 9;
+        img.index.header.highestmodseq = 50;
+        img.index.header.sync_crc_basic = 7;
+        for (i, r) in img.index.records.iter_mut().enumerate() {
+            r.modseq = [40, 12, 45][i];
+        }
+        img.files.header = Some(crate::cyrus::header::MailboxHeader {
+            mbtype: None,
+            name: Some("user.bob".into()),
+            uniqueid: Some("u".into()),
+            jmapid: None,
+            quotaroot: None,
+            acl: vec![],
+            user_flags: vec![],
+            format: crate::cyrus::header::HeaderFormat::Dlist36,
+        });
+        let none = HashSet::new();
+        let text = |range: std::ops::Range<usize>, last: bool| {
+            let mut out = Vec::new();
+            crate::replication::wire::write_value(
+                &build::apply_mailbox_part(&spec(&img, "p1", &none), range, last),
+                &mut out,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let first = text(0..2, false);
+        assert!(
+            first.contains("LAST_UID 2 HIGHESTMODSEQ 40 RECENTUID 0"),
+            "{first}"
+        );
+        assert!(
+            !first.contains("SYNC_CRC") && first.contains("UID 2 ") && !first.contains("UID 3 ")
+        );
+        let last = text(2..3, true);
+        assert!(
+            last.contains("SYNC_CRC 7 ") && last.contains("LAST_UID 9 HIGHESTMODSEQ 50 "),
+            "{last}"
+        );
+        assert!(
+            last.contains("%(UID 3 ") && !last.contains("%(UID 1 "),
+            "{last}"
         );
     }
 }
