@@ -121,3 +121,46 @@ fn the_static_library_has_no_host_symbols() {
         lib.display()
     );
 }
+
+/// The service crate builds on its own, with only its own features (Cargo unifies a
+/// workspace's features, so a feature the service uses but only the host turns on
+/// builds in the workspace and breaks `cargo build -p cyrvault`, the build of the
+/// cyrvault-service package). `cargo check` in a target directory of its own, and
+/// every crate it compiled is one of the service's.
+#[test]
+fn the_service_crate_builds_alone_and_compiles_no_host_crate() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/service-alone");
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["check", "--offline", "-p", "cyrvault", "--lib", "--bins"])
+        .args(["--message-format=json", "--target-dir"])
+        .arg(&target)
+        .output()
+        .expect("running cargo check");
+    assert!(
+        out.status.success(),
+        "cargo check -p cyrvault alone failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut compiled = std::collections::BTreeSet::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] == "compiler-artifact"
+            && let Some(name) = v["target"]["name"].as_str()
+        {
+            compiled.insert(name.replace('_', "-"));
+        }
+    }
+    assert!(compiled.contains("cyrvault"), "{compiled:?}");
+    let wrong: Vec<&&str> = HOST_ONLY
+        .iter()
+        .filter(|c| compiled.contains(&c.replace('_', "-")))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "building the service alone compiled backup-host crates {wrong:?}: {compiled:?}"
+    );
+}
