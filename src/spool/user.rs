@@ -193,16 +193,28 @@ impl Spool {
                     }
                 }
             }
-            backend @ ("twoskip" | "flat") => {
+            "twoskip" => {
+                // One lookup per root under one shared lock, read in place: a user's
+                // quota costs O(log n) record reads whatever the server holds (a
+                // copy of the whole quota db per user was O(server), issue 10).
                 let path = self.conf.quota_db_path();
-                let Some(c) = self.copy_db(&path, backend)? else {
+                let unread = std::sync::atomic::AtomicU64::new(0);
+                super::db::with_db(&self.locker, &path, &unread, |db| {
+                    for root in &roots {
+                        if let Some(v) = db.get(root.as_bytes())? {
+                            out.extend(crate::cyrus::quota::quota_line(root, &v));
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            "flat" => {
+                let path = self.conf.quota_db_path();
+                let Some(c) = self.copy_db(&path, "flat")? else {
                     return Ok(out);
                 };
-                let recs = match backend {
-                    "twoskip" => crate::cyrus::twoskip::read_all(&c.bytes),
-                    _ => crate::cyrus::flat::parse_flat(&c.bytes),
-                }
-                .map_err(|e| Error::parse(path.display().to_string(), e))?;
+                let recs = crate::cyrus::flat::parse_flat(&c.bytes)
+                    .map_err(|e| Error::parse(path.display().to_string(), e))?;
                 for root in &roots {
                     if let Some((_, v)) = recs.iter().find(|(k, _)| k == root.as_bytes()) {
                         out.extend(crate::cyrus::quota::quota_line(root, v));
