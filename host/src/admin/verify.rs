@@ -225,7 +225,8 @@ struct CatalogAudit {
 }
 
 impl CatalogAudit {
-    fn read(ua: &UserArchive) -> Result<CatalogAudit> {
+    /// The audit, and the connection it was read on (kept for the comparison).
+    fn read(ua: &UserArchive) -> Result<(Catalog, CatalogAudit)> {
         // SQLite's integrity check (the costliest part: every index entry is looked up
         // in its table) runs on a connection and thread of its own, beside the reads.
         std::thread::scope(|s| {
@@ -257,13 +258,16 @@ impl CatalogAudit {
                     ua.catalog.display()
                 )))
             })?;
-            Ok(CatalogAudit {
-                integrity,
-                members,
-                locs,
-                unheld,
-                counts,
-            })
+            Ok((
+                cat,
+                CatalogAudit {
+                    integrity,
+                    members,
+                    locs,
+                    unheld,
+                    counts,
+                },
+            ))
         })
     }
 }
@@ -321,7 +325,7 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
             }
         }
     }
-    let cat = match audit.and_then(|a| Ok((ua.open_catalog()?, a))) {
+    let cat = match audit {
         Ok(c) => Some(c),
         Err(e) => {
             report.mismatches.push(CatalogMismatch {
