@@ -214,7 +214,13 @@ fn lmtp_delivers_to_inbox_and_plus_folder_with_dot_stuffing() {
     let err = sb
         .deliver_lmtp("dave", Some("Sent Items"), msg)
         .unwrap_err();
-    assert!(matches!(err, cyrvault_host::Error::Refused(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            cyrvault_host::Error::Service(cyrvault::Error::Refused(_))
+        ),
+        "{err}"
+    );
     let mut c = sb.login("dave").unwrap();
     assert_eq!(c.select("INBOX").unwrap().exists, 1);
     assert_eq!(c.select("INBOX.Work").unwrap().exists, 2);
@@ -667,7 +673,10 @@ fn imap_client_against_real_cyrus() {
         .run(&[cyrvault_host::imap::Arg::Atom("FROBNICATE")])
         .unwrap_err()
         .into();
-    assert!(matches!(crate_err, cyrvault_host::Error::Imap { .. }));
+    assert!(matches!(
+        crate_err,
+        cyrvault_host::Error::Service(cyrvault::Error::Imap { .. })
+    ));
     c.logout().unwrap();
 
     // create_on_partition is an admin-only Cyrus extension.
@@ -710,7 +719,13 @@ fn bad_options_are_refused_and_leave_nothing_behind() {
         },
     ] {
         let err = Sandbox::start(o).err().expect("refused");
-        assert!(matches!(err, cyrvault_host::Error::Refused(_)), "{err}");
+        assert!(
+            matches!(
+                err,
+                cyrvault_host::Error::Service(cyrvault::Error::Refused(_))
+            ),
+            "{err}"
+        );
     }
     // A service whose program does not exist: master refuses to run.
     let err = Sandbox::start(SandboxOptions {

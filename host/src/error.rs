@@ -1,6 +1,6 @@
-//! The backup host's error type: the service half's errors (converted at this edge,
-//! [`From<cyrvault::Error>`]) plus the host's own layers, the catalog, the archive,
-//! a backup run and retention. Module errors are wrapped with the context known at the
+//! The backup host's error type: a service-half error held whole ([`Error::Service`],
+//! converted at this edge by [`From<cyrvault::Error>`], its variants not re-declared)
+//! plus the host's own layers, the catalog, the archive, a backup run and retention. Module errors are wrapped with the context known at the
 //! call site; there is deliberately no blanket `From<io::Error>`: use [`IoContext::at`].
 //! The classes ([`ErrorKind`]) and exit codes are the service's, shared by both halves.
 
@@ -23,33 +23,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Every error the backup host's library returns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O call failed; `op` says what we were doing, `path` to what.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// A Cyrus file did not parse.
-    #[error("{}: {source}", path.display())]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: ParseError,
-    },
-    /// imapd.conf or our own configuration is wrong.
+    /// A service-side error (I/O with context, a Cyrus file that did not parse, a
+    /// lock, a damaged mailbox, the wire, a refusal, ...), converted at the edge
+    /// between the halves: its variant, class, message and `source()` chain are kept.
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A lock could not be taken.
-    #[error(transparent)]
-    Lock(#[from] LockError),
+    Service(#[from] cyrvault::Error),
     /// The SQLite catalog failed or refused (see `catalog::CatalogError`).
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    /// A mailbox's files are damaged (names user, mailbox, file and offset).
-    #[error(transparent)]
-    Mailbox(#[from] Box<crate::spool::MailboxError>),
     /// A per-user archive is locked, damaged or not what we expected.
     #[error("archive {}: {source}", path.display())]
     Archive {
@@ -63,45 +44,26 @@ pub enum Error {
     /// Prune, forget or hold refused (held user, catalog behind the archive, ...).
     #[error(transparent)]
     Retention(#[from] crate::retention::RetentionError),
-    /// A mailbox or user does not exist.
-    #[error("{what} not found: {name}")]
-    NotFound { what: &'static str, name: String },
-    /// An IMAP server answered something we did not expect.
-    #[error("imap {server}: {message}")]
-    Imap { server: String, message: String },
-    /// The peer broke the wire protocol.
-    #[error("protocol: {0}")]
-    Protocol(String),
-    /// The service answered with a failure that retrying cannot fix, of class
-    /// `kind` (see [`Error::from_server_no`]); the message says what to do.
-    #[error("{message}")]
-    Server { kind: ErrorKind, message: String },
-    /// A request that is not allowed (bad name, not authenticated, ...).
-    #[error("refused: {0}")]
-    Refused(String),
-    /// Anything else, with a message that says what and where.
-    #[error("{0}")]
-    Other(String),
 }
 
-/// The edge between the halves: a service-side error keeps its variant (and so its
-/// class, message and `source()` chain) in the host's error.
-impl From<cyrvault::Error> for Error {
-    fn from(e: cyrvault::Error) -> Error {
-        use cyrvault::Error as S;
-        match e {
-            S::Io { op, path, source } => Error::Io { op, path, source },
-            S::Parse { path, source } => Error::Parse { path, source },
-            S::Config(e) => Error::Config(e),
-            S::Lock(e) => Error::Lock(e),
-            S::Mailbox(e) => Error::Mailbox(e),
-            S::NotFound { what, name } => Error::NotFound { what, name },
-            S::Imap { server, message } => Error::Imap { server, message },
-            S::Protocol(m) => Error::Protocol(m),
-            S::Server { kind, message } => Error::Server { kind, message },
-            S::Refused(m) => Error::Refused(m),
-            S::Other(m) => Error::Other(m),
-        }
+/// imapd.conf or our own configuration is wrong (the service's `Config`).
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        cyrvault::Error::from(e).into()
+    }
+}
+
+/// A lock that could not be taken (the service's `Lock`).
+impl From<LockError> for Error {
+    fn from(e: LockError) -> Error {
+        cyrvault::Error::from(e).into()
+    }
+}
+
+/// A mailbox's damaged files (the service's `Mailbox`).
+impl From<Box<crate::spool::MailboxError>> for Error {
+    fn from(e: Box<crate::spool::MailboxError>) -> Error {
+        cyrvault::Error::from(e).into()
     }
 }
 
@@ -130,21 +92,12 @@ impl Error {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } => ErrorKind::Io,
-            Error::Parse { .. } | Error::Mailbox(_) => ErrorKind::Data,
-            Error::Config(_) => ErrorKind::Config,
-            Error::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
-            Error::Lock(_) => ErrorKind::Io,
+            Error::Service(e) => e.kind(),
             Error::Catalog(e) => e.kind(),
             Error::Archive { source, .. } if source.is_temporary() => ErrorKind::Temporary,
             Error::Archive { .. } => ErrorKind::Data,
             Error::Backup(e) => e.kind(),
             Error::Retention(e) => e.kind(),
-            Error::NotFound { .. } => ErrorKind::NotFound,
-            Error::Imap { .. } | Error::Protocol(_) => ErrorKind::Temporary,
-            Error::Server { kind, .. } => *kind,
-            Error::Refused(_) => ErrorKind::Usage,
-            Error::Other(_) => ErrorKind::Software,
         }
     }
 
@@ -163,11 +116,50 @@ impl Error {
         cyrvault::Error::from_server_no(context, text).into()
     }
 
-    /// Wrap a parse error with the file it came from.
+    /// Wrap a parse error with the file it came from (the service's `Parse`).
     pub fn parse(path: impl Into<PathBuf>, source: ParseError) -> Self {
-        Error::Parse {
-            path: path.into(),
-            source,
+        cyrvault::Error::parse(path, source).into()
+    }
+
+    /// A request that is not allowed: bad name, held user, ... (the service's
+    /// `Refused`, class Usage).
+    pub fn refused(message: String) -> Self {
+        cyrvault::Error::Refused(message).into()
+    }
+
+    /// Anything else, with a message that says what and where (the service's
+    /// `Other`, class Software).
+    pub fn other(message: String) -> Self {
+        cyrvault::Error::Other(message).into()
+    }
+
+    /// A mailbox, user, run, ... that does not exist (the service's `NotFound`).
+    pub fn not_found(what: &'static str, name: String) -> Self {
+        cyrvault::Error::NotFound { what, name }.into()
+    }
+
+    /// An IMAP server answered something we did not expect (the service's `Imap`,
+    /// class Temporary).
+    pub fn imap(server: String, message: String) -> Self {
+        cyrvault::Error::Imap { server, message }.into()
+    }
+
+    /// The peer broke the wire protocol (the service's `Protocol`, class Temporary).
+    pub fn protocol(message: String) -> Self {
+        cyrvault::Error::Protocol(message).into()
+    }
+
+    /// A failure of class `kind` that retrying cannot fix; the message says what to
+    /// do (the service's `Server`).
+    pub fn server(kind: ErrorKind, message: String) -> Self {
+        cyrvault::Error::Server { kind, message }.into()
+    }
+
+    /// The service-side error inside, if this is one (for callers that match on it).
+    pub fn as_service(&self) -> Option<&cyrvault::Error> {
+        match self {
+            Error::Service(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -189,11 +181,7 @@ impl Error {
 
     /// An I/O error with context.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        cyrvault::Error::io(op, path, source).into()
     }
 }
 
@@ -205,11 +193,7 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
+        self.map_err(|source| Error::io(op, path, source))
     }
 }
 

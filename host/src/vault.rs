@@ -86,7 +86,7 @@ impl Vault {
     /// exist yet). Refuses a UniqueID that is not a safe file name.
     pub fn archive_for(&self, inbox_uniqueid: &str) -> Result<UserArchive> {
         if !valid_uniqueid(inbox_uniqueid) {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "INBOX uniqueid {inbox_uniqueid:?} is not 1-64 of [A-Za-z0-9-]"
             )));
         }
@@ -247,13 +247,13 @@ impl Vault {
             Err(e) => return Err(Error::io("reading", &p, e)),
         };
         let idx: IndexFile = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Refused(format!(
+            Error::refused(format!(
                 "{}: not a vault index ({e}); rebuild it with `cyrvault` from the archives",
                 p.display()
             ))
         })?;
         if idx.format > INDEX_FORMAT {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "{}: index format {} is newer than this cyrvault ({INDEX_FORMAT})",
                 p.display(),
                 idx.format
@@ -266,7 +266,7 @@ impl Vault {
         let p = self.index_path();
         let tmp = self.root.join(format!("{INDEX_FILE}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(idx)
-            .map_err(|e| Error::Other(format!("encoding the vault index: {e}")))?;
+            .map_err(|e| Error::other(format!("encoding the vault index: {e}")))?;
         bytes.push(b'\n');
         let mut f = File::create(&tmp).at("creating", &tmp)?;
         f.write_all(&bytes).at("writing", &tmp)?;

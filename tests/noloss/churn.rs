@@ -116,7 +116,11 @@ fn client(k: u64, imap: SocketAddr, stop: &AtomicBool, ops: &Ops) {
         })();
         if let Err(err) = r {
             ops.refused.fetch_add(1, Ordering::Relaxed);
-            if !matches!(err, cyrvault_host::Error::Imap { .. }) || c.noop().is_err() {
+            if !matches!(
+                err,
+                cyrvault_host::Error::Service(cyrvault::Error::Imap { .. })
+            ) || c.noop().is_err()
+            {
                 c = connect(imap);
             }
         }

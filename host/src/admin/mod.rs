@@ -176,12 +176,12 @@ pub fn find_user(vault: &Path, who: &str) -> Result<UserArchive> {
         hits = all.into_iter().filter(|a| a.id == who).collect();
     }
     match hits.len() {
-        0 => Err(Error::NotFound {
-            what: "user archive",
-            name: format!("{who} (in {})", vault.display()),
-        }),
+        0 => Err(Error::not_found(
+            "user archive",
+            format!("{who} (in {})", vault.display()),
+        )),
         1 => Ok(hits.remove(0)),
-        n => Err(Error::Refused(format!(
+        n => Err(Error::refused(format!(
             "{n} archives in {} are for user {who}: name one by its id ({})",
             vault.display(),
             hits.iter()
@@ -255,10 +255,7 @@ impl RunSel {
     /// The run number this selects in `cat`; an error names what was asked when no run
     /// matches.
     pub fn resolve(self, cat: &Catalog) -> Result<u64> {
-        let none = |what: String| Error::NotFound {
-            what: "run",
-            name: what,
-        };
+        let none = |what: String| Error::not_found("run", what);
         match self {
             RunSel::Latest => cat
                 .last_run()?

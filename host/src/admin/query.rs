@@ -312,10 +312,7 @@ fn folder_at(cat: &Catalog, name: &str, run: u64) -> Result<FolderLine> {
             }
         }
     }
-    let f = found.ok_or_else(|| Error::NotFound {
-        what: "folder",
-        name: format!("{name} at run {run}"),
-    })?;
+    let f = found.ok_or_else(|| Error::not_found("folder", format!("{name} at run {run}")))?;
     Ok(FolderLine {
         shown_run: if f.deleted { f.last_run } else { run },
         name: f.name,
@@ -413,10 +410,9 @@ pub fn read_message<R: Read + Seek>(
     archive: &Path,
     guid: &Guid,
 ) -> Result<CatReport> {
-    let loc = cat.message_loc(guid)?.ok_or_else(|| Error::NotFound {
-        what: "message in the archive",
-        name: guid.to_hex(),
-    })?;
+    let loc = cat
+        .message_loc(guid)?
+        .ok_or_else(|| Error::not_found("message in the archive", guid.to_hex()))?;
     let bytes = crate::archive::read_entry_at(
         reader,
         archive,
@@ -426,7 +422,7 @@ pub fn read_message<R: Read + Seek>(
     )?;
     let got = Guid::of(&bytes);
     if got != *guid {
-        return Err(Error::Other(format!(
+        return Err(Error::other(format!(
             "archive {}: message {guid} in the member at offset {} reads back as {got} \
              ({} bytes): the archive is damaged, run verify",
             archive.display(),
@@ -457,9 +453,11 @@ pub fn cat(ua: &UserArchive, folder: &str, uid: u32, sel: RunSel) -> Result<CatR
     let f = folder_at(&cat, folder, run)?;
     let rec = cat
         .record_at(&f.uniqueid, uid, f.shown_run)?
-        .ok_or_else(|| Error::NotFound {
-            what: "message",
-            name: format!("{folder} uid {uid} at run {}", f.shown_run),
+        .ok_or_else(|| {
+            Error::not_found(
+                "message",
+                format!("{folder} uid {uid} at run {}", f.shown_run),
+            )
         })?;
     let mut file = ua.open_archive()?;
     read_message(&cat, &mut file, &ua.archive, &rec.guid)

@@ -253,7 +253,7 @@ impl CatalogAudit {
             let unheld = cat.unheld_records()?;
             let counts = cat.counts()?;
             let integrity = integrity.join().unwrap_or_else(|_| {
-                Err(crate::Error::Other(format!(
+                Err(crate::Error::other(format!(
                     "{}: the catalog integrity check thread panicked",
                     ua.catalog.display()
                 )))
@@ -283,7 +283,7 @@ pub fn verify(ua: &UserArchive) -> Result<VerifyReport> {
         let audit = s.spawn(|| CatalogAudit::read(ua));
         let scan = archive::scan_parallel(&ua.archive);
         let audit = audit.join().unwrap_or_else(|_| {
-            Err(crate::Error::Other(format!(
+            Err(crate::Error::other(format!(
                 "{}: the catalog audit thread panicked",
                 ua.catalog.display()
             )))

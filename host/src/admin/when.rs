@@ -23,7 +23,7 @@ pub fn format_time(t: i64) -> String {
 }
 
 fn bad_time(s: &str) -> Error {
-    Error::Refused(format!(
+    Error::refused(format!(
         "time {s:?}: use RFC 3339 (2026-11-29T14:30:00Z), YYYY-MM-DD[ HH:MM[:SS]] \
          (UTC unless followed by Z or +HH:MM) or Unix seconds"
     ))
@@ -104,7 +104,7 @@ fn split_zone(t: &str) -> (&str, Option<Option<i64>>) {
 /// seconds. (restic's `m` is months; here it is minutes: say `30d`.)
 pub fn parse_duration(s: &str) -> Result<u64> {
     crate::time::parse_duration(s).ok_or_else(|| {
-        Error::Refused(format!(
+        Error::refused(format!(
             "duration {s:?}: use e.g. 26h, 90m, 2d, 1d12h, 1y (units s m h d w y)"
         ))
     })

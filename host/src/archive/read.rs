@@ -195,7 +195,7 @@ pub fn scan_parallel(path: &Path) -> Result<Scan> {
         (first, second.join())
     });
     let second = second.map_err(|_| {
-        Error::Other(format!(
+        Error::other(format!(
             "{}: the thread scanning the archive's second half panicked",
             path.display()
         ))

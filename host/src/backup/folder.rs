@@ -230,7 +230,7 @@ impl RunCtx<'_> {
             }
         }
         let mut summary = serde_json::to_value(state)
-            .map_err(|e| Error::Other(format!("encoding state.json: {e}")))?;
+            .map_err(|e| Error::other(format!("encoding state.json: {e}")))?;
         if let serde_json::Value::Object(m) = &mut summary {
             m.insert("name".into(), f.record_name().into());
             m.insert("internal_name".into(), f.internal(self.userid).into());
@@ -241,7 +241,7 @@ impl RunCtx<'_> {
             }
         }
         let summary = serde_json::to_vec_pretty(&summary)
-            .map_err(|e| Error::Other(format!("encoding state.json: {e}")))?;
+            .map_err(|e| Error::other(format!("encoding state.json: {e}")))?;
         self.writer.add(&entry("state.json")?, &summary, now)?;
         Ok(())
     }

@@ -438,7 +438,7 @@ pub fn backup_users_jobs(
             .zip(slots)
             .map(|(u, slot)| {
                 let r = slot.into_inner().ok().flatten().unwrap_or_else(|| {
-                    Err(crate::Error::Other(format!(
+                    Err(crate::Error::other(format!(
                         "user {u}: no result (a backup job died)"
                     )))
                 });

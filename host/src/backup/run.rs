@@ -440,7 +440,7 @@ pub fn backup_user(
         .iter()
         .find(|m| m.entries.iter().any(|e| e.name == mname))
     else {
-        return Err(Error::Other(format!(
+        return Err(Error::other(format!(
             "run {run}: the manifest member was not reported by the writer"
         )));
     };
@@ -551,7 +551,7 @@ fn check_message_names(members: &[MemberInfo], archive: &Path) -> Result<()> {
             if let EntryName::Message(g) = parse_entry_name(&e.name)
                 && g != e.sha1
             {
-                return Err(Error::Other(format!(
+                return Err(Error::other(format!(
                     "{}: entry {} at member {} hashes to {}: not committing",
                     archive.display(),
                     e.name,

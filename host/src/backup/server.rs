@@ -82,10 +82,7 @@ fn proto(addr: &str, what: &str, e: ProtocolError) -> Error {
 /// The server cannot be trusted or does not trust us (secret, certificate, pin, TLS
 /// asked for and not offered): exit 77, trying again cannot help.
 fn trust(addr: &str, message: String) -> Error {
-    Error::Server {
-        kind: ErrorKind::Permission,
-        message: format!("{addr}: {message}"),
-    }
+    Error::server(ErrorKind::Permission, format!("{addr}: {message}"))
 }
 
 /// The server turned the connection away for now (too many of our connections
@@ -128,7 +125,7 @@ impl Server {
 
     fn connect_once(addr: &str, opts: &ConnectOptions) -> Result<Server> {
         if opts.secret.is_some() && opts.base_only {
-            return Err(Error::Refused(
+            return Err(Error::refused(
                 "--base-protocol has no AUTH: a secret cannot be used with it".into(),
             ));
         }
@@ -312,7 +309,7 @@ fn start_tls(
         .start_client(config, name)
         .map_err(|e| match crate::tls::is_tls_verdict(&e) {
             true => trust(addr, format!("TLS: {}", crate::tls::describe(&e))),
-            false => Error::Protocol(format!("{addr}: TLS handshake: {e}")),
+            false => Error::protocol(format!("{addr}: TLS handshake: {e}")),
         })
 }
 
@@ -322,12 +319,12 @@ fn busy_text(t: &str) -> bool {
 }
 
 fn open(addr: &str, opts: &ConnectOptions) -> Result<TcpStream> {
-    let fail = |e: std::io::Error| Error::Protocol(format!("connecting to {addr}: {e}"));
+    let fail = |e: std::io::Error| Error::protocol(format!("connecting to {addr}: {e}"));
     let sa = addr
         .to_socket_addrs()
         .map_err(fail)?
         .next()
-        .ok_or_else(|| Error::Refused(format!("{addr}: no address to connect to")))?;
+        .ok_or_else(|| Error::refused(format!("{addr}: no address to connect to")))?;
     let timeout = opts.timeout.unwrap_or(Duration::from_secs(600));
     let s = TcpStream::connect_timeout(&sa, Duration::from_secs(30)).map_err(fail)?;
     s.set_read_timeout(Some(timeout)).map_err(fail)?;
@@ -341,13 +338,13 @@ fn open(addr: &str, opts: &ConnectOptions) -> Result<TcpStream> {
 fn probe_servername(addr: &str, s: &mut Conn) -> Result<String> {
     s.write_all(format!("CAPABILITY {PROBE_SLOT}\n").as_bytes())
         .and_then(|()| s.flush())
-        .map_err(|e| Error::Protocol(format!("{addr}: sending the servername probe: {e}")))?;
+        .map_err(|e| Error::protocol(format!("{addr}: sending the servername probe: {e}")))?;
     let mut line = Vec::new();
     let mut b = [0u8; 1];
     loop {
         let n = s
             .read(&mut b)
-            .map_err(|e| Error::Protocol(format!("{addr}: reading the servername probe: {e}")))?;
+            .map_err(|e| Error::protocol(format!("{addr}: reading the servername probe: {e}")))?;
         if n == 0 || b[0] == b'\n' || line.len() > 4096 {
             break;
         }
@@ -357,8 +354,8 @@ fn probe_servername(addr: &str, s: &mut Conn) -> Result<String> {
     match text.strip_prefix("NO iam ") {
         Some(name) if !name.is_empty() => Ok(name.to_string()),
         _ => match text.strip_prefix("NO ") {
-            Some(t) if busy_text(t) => Err(Error::Protocol(format!("{addr}: {t}"))),
-            _ => Err(Error::Refused(format!(
+            Some(t) if busy_text(t) => Err(Error::protocol(format!("{addr}: {t}"))),
+            _ => Err(Error::refused(format!(
                 "{addr}: could not learn the servername (the probe got {text:?}); give it with --servername"
             ))),
         },
@@ -386,7 +383,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Permission, "{e}");
         // a server busy or shutting down is worth trying again later
         assert!(refused("h:1", "X", ProtocolError::No("shutdown: upgrade".into())).is_temporary());
-        assert!(busy(&Error::Protocol(
+        assert!(busy(&Error::protocol(
             "h:1: too many unauthenticated connections from this address".into()
         )));
     }

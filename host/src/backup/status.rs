@@ -68,7 +68,7 @@ impl Server {
     /// Ask the service for its `STATUS` (after authentication, like every request).
     pub fn status(&mut self) -> Result<ServiceStatus> {
         if self.extensions.is_none() || !self.has("STATUS") {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "{}: the server does not offer STATUS (a stock backupcyrusd, or an older cyrvaultd)",
                 self.addr
             )));
@@ -76,7 +76,7 @@ impl Server {
         let lines = self
             .client
             .status()
-            .map_err(|e| Error::Protocol(format!("{}: STATUS: {e}", self.addr)))?;
+            .map_err(|e| Error::protocol(format!("{}: STATUS: {e}", self.addr)))?;
         Ok(ServiceStatus::from_lines(
             &self.addr,
             &self.servername,

@@ -35,7 +35,7 @@ impl Catalog {
     /// [`Catalog::open_backup`] it costs no fsync.
     pub fn note_check(&mut self, c: &Check) -> Result<()> {
         let json = serde_json::to_string(c).map_err(|e| {
-            crate::Error::Other(format!("encoding the check of run {}: {e}", c.run))
+            crate::Error::other(format!("encoding the check of run {}: {e}", c.run))
         })?;
         self.conn
             .execute(

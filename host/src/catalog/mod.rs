@@ -145,10 +145,7 @@ impl Catalog {
     /// admin commands, which must not leave an empty catalog behind).
     pub fn open_existing(path: &Path) -> Result<Catalog> {
         if !path.exists() {
-            return Err(Error::NotFound {
-                what: "catalog",
-                name: path.display().to_string(),
-            });
+            return Err(Error::not_found("catalog", path.display().to_string()));
         }
         Self::open_with(
             path,
@@ -163,10 +160,7 @@ impl Catalog {
     /// database without our schema, [`CatalogError::NotACatalog`].
     pub fn open_read_only(path: &Path) -> Result<Catalog> {
         if !path.exists() {
-            return Err(Error::NotFound {
-                what: "catalog",
-                name: path.display().to_string(),
-            });
+            return Err(Error::not_found("catalog", path.display().to_string()));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).db("opening", path)?;

@@ -133,7 +133,7 @@ pub const DEFAULT_ROUND_WINDOW: u64 = 12 * 3600;
 pub const DEFAULT_STALE_AFTER: u64 = 26 * 3600;
 
 fn bad(file: &str, line: usize, msg: String) -> Error {
-    Error::Other(format!("{file}:{line}: {msg}"))
+    Error::other(format!("{file}:{line}: {msg}"))
 }
 
 /// Split imapd.conf-style text into `(key, value, line)`; keys lowercased.

@@ -47,7 +47,7 @@ pub fn connect(s: &ServerConf) -> Result<Server> {
 fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Result<ServerDiscovery> {
     let mut server = connect(s)?;
     if !server.has("PARTITIONS") {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "{}: {} does not announce PARTITIONS (a cyrvaultd older than the fleet?)",
             s.name, s.address
         )));
@@ -84,16 +84,16 @@ fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Resul
         if server.has("SHARED") {
             owners.extend(server.shared_owners()?);
         } else {
-            unlisted = Some(Error::Server {
-                kind: ErrorKind::Config,
-                message: format!(
+            unlisted = Some(Error::server(
+                ErrorKind::Config,
+                format!(
                     "{}: {} cannot list shared mailboxes (it does not offer SHARED): \
                      shared (non-user) mailboxes on it, if any, are not backed up. Use a \
                      cyrvaultd that offers SHARED, or set `{}_shared: no` if the server has \
                      none",
                     s.name, s.address, s.name
                 ),
-            });
+            ));
         }
     }
     let mut users = Vec::with_capacity(owners.len());

@@ -40,13 +40,13 @@ impl Exporter {
     /// with `page()` on a thread of its own.
     pub fn start(addr: &str, mut page: Page) -> Result<Exporter> {
         let listener = TcpListener::bind(addr)
-            .map_err(|e| Error::Other(format!("--metrics-listen {addr}: {e}")))?;
+            .map_err(|e| Error::other(format!("--metrics-listen {addr}: {e}")))?;
         let local = listener
             .local_addr()
-            .map_err(|e| Error::Other(format!("--metrics-listen {addr}: {e}")))?;
+            .map_err(|e| Error::other(format!("--metrics-listen {addr}: {e}")))?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| Error::Other(format!("--metrics-listen {addr}: {e}")))?;
+            .map_err(|e| Error::other(format!("--metrics-listen {addr}: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {

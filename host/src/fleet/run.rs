@@ -189,7 +189,7 @@ pub fn run_fleet(
                 }
                 Ok(Some(st)) => st,
                 Err(e) => {
-                    return Err(Error::Other(format!(
+                    return Err(Error::other(format!(
                         "waiting for worker {}: {e}",
                         slot.name
                     )));

@@ -94,7 +94,7 @@ pub trait Sql: Send {
 }
 
 fn db_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Other(format!("user directory: {what}: {e}"))
+    Error::other(format!("user directory: {what}: {e}"))
 }
 
 /// Open `sqlite:PATH` or `postgresql://...`.
@@ -105,7 +105,7 @@ pub fn connect(url: &str) -> Result<Box<dyn Sql>> {
     if url.starts_with("postgresql://") || url.starts_with("postgres://") {
         return Ok(Box::new(Pg::open(url)?));
     }
-    Err(Error::Other(format!(
+    Err(Error::other(format!(
         "database {url:?}: expected sqlite:PATH or postgresql://..."
     )))
 }

@@ -78,7 +78,7 @@ pub enum Event {
 
 fn connect(conf: &FleetConf, server: &str) -> Result<Server> {
     let s = conf.server(server).ok_or_else(|| {
-        crate::Error::Other(format!(
+        crate::Error::other(format!(
             "server {server} is in the directory but not in the config"
         ))
     })?;
@@ -307,7 +307,7 @@ fn backup_one(
         servers.insert(server.to_string(), s);
     }
     let (Some(s), Some(v)) = (servers.get_mut(server), vaults.get(vault_root)) else {
-        return Err(crate::Error::Other("connection cache lost an entry".into()));
+        return Err(crate::Error::other("connection cache lost an entry".into()));
     };
     let rep = backup::backup_user(s, v, user, opts)?;
     if let Some(policy) = &conf.retention {

@@ -84,14 +84,11 @@ impl From<ImapError> for crate::Error {
     fn from(e: ImapError) -> Self {
         match e.kind {
             // the server cannot be trusted (or offers no TLS): exit 77, not "later"
-            ImapErrorKind::Tls => crate::Error::Server {
-                kind: crate::ErrorKind::Permission,
-                message: format!("imap {}: {e}", e.server),
-            },
-            _ => crate::Error::Imap {
-                server: e.server.clone(),
-                message: e.to_string(),
-            },
+            ImapErrorKind::Tls => crate::Error::server(
+                crate::ErrorKind::Permission,
+                format!("imap {}: {e}", e.server),
+            ),
+            _ => crate::Error::imap(e.server.clone(), e.to_string()),
         }
     }
 }

@@ -61,10 +61,7 @@ pub struct SyncClient {
 impl SyncClient {
     /// Connect and read the greeting.
     pub fn connect(addr: &str, timeout: Duration) -> Result<SyncClient> {
-        let e = |what: String| Error::Imap {
-            server: format!("sync_server {addr}"),
-            message: what,
-        };
+        let e = |what: String| Error::imap(format!("sync_server {addr}"), what);
         let addrs: Vec<_> = addr
             .to_socket_addrs()
             .map_err(|x| e(format!("resolving: {x}")))?
@@ -97,10 +94,7 @@ impl SyncClient {
     }
 
     fn err(&self, message: String) -> Error {
-        Error::Imap {
-            server: self.server.clone(),
-            message,
-        }
+        Error::imap(self.server.clone(), message)
     }
 
     /// Whether the greeting announced `cap` (a `* <cap>` line, e.g. `SIEVE-MAILBOX`).

@@ -123,10 +123,7 @@ pub fn restore_all(
         users.retain(|(u, _)| opts.users.contains(u));
         for u in &opts.users {
             if !users.iter().any(|(x, _)| x == u) {
-                return Err(Error::NotFound {
-                    what: "user in the vault",
-                    name: u.clone(),
-                });
+                return Err(Error::not_found("user in the vault", u.clone()));
             }
         }
     }

@@ -109,7 +109,7 @@ impl<'a> Sessions<'a> {
         }
         self.admin
             .as_mut()
-            .ok_or_else(|| Error::Other("admin session".into()))
+            .ok_or_else(|| Error::other("admin session".into()))
     }
 }
 

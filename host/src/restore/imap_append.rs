@@ -104,7 +104,7 @@ pub fn append_all(
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::Other("append thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Error::other("append thread panicked".into())))
             })
             .collect()
     });

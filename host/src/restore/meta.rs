@@ -42,7 +42,7 @@ impl MailboxAnnotation {
 /// Parse `mailbox_annotations.json`: an array of `[entry, userid, value]`.
 pub fn parse_mailbox_annotations(json: &[u8]) -> Result<Vec<MailboxAnnotation>> {
     let rows: Vec<(String, String, String)> = serde_json::from_slice(json)
-        .map_err(|e| Error::Other(format!("mailbox_annotations.json: {e}")))?;
+        .map_err(|e| Error::other(format!("mailbox_annotations.json: {e}")))?;
     Ok(rows
         .into_iter()
         .map(|(entry, userid, value)| MailboxAnnotation {

@@ -167,10 +167,7 @@ pub fn imap_flags(r: &RecordState) -> Vec<String> {
 
 /// Resolve `when` to a committed run.
 pub fn resolve_run(src: &Source, when: When) -> Result<u64> {
-    let none = |what: String| Error::NotFound {
-        what: "run",
-        name: what,
-    };
+    let none = |what: String| Error::not_found("run", what);
     match when {
         When::Latest => src
             .catalog
@@ -339,10 +336,7 @@ pub fn plan(src: &mut Source, sel: &Selection) -> Result<Plan> {
                 deleted_left_out.join(", ")
             )
         };
-        return Err(Error::NotFound {
-            what: "folder at that run",
-            name,
-        });
+        return Err(Error::not_found("folder at that run", name));
     }
     let mut plan = Plan {
         user,

@@ -71,7 +71,7 @@ pub fn parse_seen_db(bytes: &[u8]) -> Result<BTreeMap<String, UidSet>> {
         let fields: Vec<&str> = v.split(' ').collect();
         let set = fields.get(4).copied().unwrap_or("");
         let uids = parse_uid_set(set.trim_end()).ok_or_else(|| {
-            Error::Other(format!(
+            Error::other(format!(
                 "seen database: folder {k}: seen uids {set:?} are not a sequence set"
             ))
         })?;

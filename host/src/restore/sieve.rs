@@ -29,10 +29,7 @@ pub struct SieveClient {
 }
 
 fn err(server: &str, what: String) -> Error {
-    Error::Imap {
-        server: format!("sieve {server}"),
-        message: what,
-    }
+    Error::imap(format!("sieve {server}"), what)
 }
 
 /// A quoted ManageSieve string.
@@ -80,9 +77,11 @@ impl SieveClient {
     }
 
     fn starttls(&mut self, t: &Tls) -> Result<()> {
-        let refuse = |server: &str, message: String| Error::Server {
-            kind: crate::ErrorKind::Permission,
-            message: format!("sieve {server}: {message}"),
+        let refuse = |server: &str, message: String| {
+            Error::server(
+                crate::ErrorKind::Permission,
+                format!("sieve {server}: {message}"),
+            )
         };
         if !self
             .caps
@@ -232,7 +231,7 @@ pub fn script_name(file: &str) -> Option<&str> {
 /// `Subject:`, body after the header). A MIME-encoded subject (`=?...?=`) is refused
 /// rather than guessed.
 pub fn script_from_message(msg: &[u8]) -> Result<(String, Vec<u8>)> {
-    let bad = |what: &str| Error::Other(format!("sieve folder message: {what}"));
+    let bad = |what: &str| Error::other(format!("sieve folder message: {what}"));
     let split = msg
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -112,10 +112,7 @@ impl Source {
         let loc = self
             .catalog
             .message_loc(guid)?
-            .ok_or_else(|| Error::NotFound {
-                what: "message in the archive",
-                name: guid.to_hex(),
-            })?;
+            .ok_or_else(|| Error::not_found("message in the archive", guid.to_hex()))?;
         let bytes = self.read_entry(&loc)?;
         check_guid(guid, &bytes)?;
         Ok(bytes)
@@ -142,10 +139,7 @@ impl Source {
                 )),
                 None => each(
                     i,
-                    Err(Error::NotFound {
-                        what: "message in the archive",
-                        name: g.to_hex(),
-                    }),
+                    Err(Error::not_found("message in the archive", g.to_hex())),
                 ),
             }
         }
@@ -173,7 +167,7 @@ impl Source {
                             _ => {
                                 each(
                                     i,
-                                    Err(Error::Other(format!(
+                                    Err(Error::other(format!(
                                         "entry past its span in member {member}"
                                     ))),
                                 );
@@ -192,7 +186,7 @@ impl Source {
                         if let Some(why) = &broken {
                             each(
                                 i,
-                                Err(Error::Other(format!(
+                                Err(Error::other(format!(
                                     "member {member} unreadable before this entry: {why}"
                                 ))),
                             );
@@ -302,7 +296,7 @@ impl Source {
             'outer: for (first, msgs) in rx {
                 for (k, m) in msgs.into_iter().enumerate() {
                     let b = m.unwrap_or_else(|| {
-                        Err(Error::Other("message not read from the archive".into()))
+                        Err(Error::other("message not read from the archive".into()))
                     });
                     if let Err(e) = each(first + k, b) {
                         result = Err(e);
@@ -312,7 +306,7 @@ impl Source {
             }
             let read = handle
                 .join()
-                .unwrap_or_else(|_| Err(Error::Other("archive reader thread panicked".into())));
+                .unwrap_or_else(|_| Err(Error::other("archive reader thread panicked".into())));
             result.and(read)
         })
     }
@@ -324,7 +318,7 @@ pub fn check_guid(guid: &Guid, bytes: &[u8]) -> Result<()> {
     if &got == guid {
         Ok(())
     } else {
-        Err(Error::Other(format!(
+        Err(Error::other(format!(
             "message {} read back from the archive hashes to {} (damaged member)",
             guid.to_hex(),
             got.to_hex()

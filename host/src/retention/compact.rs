@@ -137,7 +137,7 @@ impl Writer<'_> {
         self.append_member(&first)?;
         let kept = &self.plan.kept;
         let Some(&last_kept) = kept.last() else {
-            return Err(Error::Other(
+            return Err(Error::other(
                 "a compaction must keep at least one run".into(),
             ));
         };
@@ -193,7 +193,7 @@ impl Writer<'_> {
                         let (tx, rx) = std::sync::mpsc::channel();
                         job_tx
                             .send((submitted, tx))
-                            .map_err(|_| Error::Other("compaction workers stopped".into()))?;
+                            .map_err(|_| Error::other("compaction workers stopped".into()))?;
                         replies.push_back((submitted, rx));
                     }
                     submitted += 1;
@@ -205,12 +205,12 @@ impl Writer<'_> {
                     Action::Drop => self.report.members_dropped += 1,
                     Action::Repack | Action::Inspect | Action::Format => {
                         let Some((j, rx)) = replies.pop_front() else {
-                            return Err(Error::Other("a re-pack job went missing".into()));
+                            return Err(Error::other("a re-pack job went missing".into()));
                         };
                         debug_assert_eq!(j, i);
                         let (raw, r) = rx
                             .recv()
-                            .map_err(|_| Error::Other("a compaction worker died".into()))??;
+                            .map_err(|_| Error::other("a compaction worker died".into()))??;
                         if m.action == Action::Inspect {
                             self.report.members_inspected += 1;
                         }
@@ -238,7 +238,7 @@ impl Writer<'_> {
             Ok(())
         })?;
         if !self.pending.is_empty() {
-            return Err(Error::Other(format!(
+            return Err(Error::other(format!(
                 "{} new member(s) after the last kept run's manifest",
                 self.pending.len()
             )));
@@ -272,7 +272,7 @@ impl Writer<'_> {
         self.names
             .get(name)
             .copied()
-            .ok_or_else(|| Error::Other(format!("{name} did not reach the new archive")))
+            .ok_or_else(|| Error::other(format!("{name} did not reach the new archive")))
     }
 
     /// Append a whole member to the new archive and note its entries.
@@ -450,11 +450,11 @@ impl Writer<'_> {
     /// the JSON and whether it differs from `old`.
     fn rewrite(&self, run: u64, old: &[u8], members: &[u64]) -> Result<(Vec<u8>, bool)> {
         let mut v: Value = serde_json::from_slice(old)
-            .map_err(|e| Error::Other(format!("run {run}: manifest is not JSON: {e}")))?;
+            .map_err(|e| Error::other(format!("run {run}: manifest is not JSON: {e}")))?;
         let mut changed = false;
         let drop = &self.plan.drop_folders;
         let Some(list) = v.get("folders").and_then(Value::as_array).cloned() else {
-            return Err(Error::Other(format!("run {run}: manifest has no folders")));
+            return Err(Error::other(format!("run {run}: manifest has no folders")));
         };
         let mut mentioned = HashSet::new();
         let mut folders = Vec::new();
@@ -493,7 +493,7 @@ impl Writer<'_> {
                 snapshot_run: s.snapshot_run,
                 deleted_at: f.deleted_at,
             };
-            folders.push(serde_json::to_value(entry).map_err(|e| Error::Other(e.to_string()))?);
+            folders.push(serde_json::to_value(entry).map_err(|e| Error::other(e.to_string()))?);
             changed = true;
         }
         let old_members: Vec<u64> = v["members"]
@@ -508,7 +508,7 @@ impl Writer<'_> {
         }
         v["folders"] = Value::Array(folders);
         v["members"] = Value::Array(members.iter().map(|&o| Value::from(o)).collect());
-        let json = serde_json::to_vec(&v).map_err(|e| Error::Other(e.to_string()))?;
+        let json = serde_json::to_vec(&v).map_err(|e| Error::other(e.to_string()))?;
         Ok((json, true))
     }
 
@@ -675,7 +675,7 @@ enum Repacked {
 /// `len` bytes at `offset` of `file`, without moving a shared cursor (`pread`).
 fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    let n = usize::try_from(len).map_err(|_| Error::Other(format!("member of {len} bytes")))?;
+    let n = usize::try_from(len).map_err(|_| Error::other(format!("member of {len} bytes")))?;
     let mut buf = vec![0u8; n];
     file.read_exact_at(&mut buf, offset).at("reading", path)?;
     Ok(buf)

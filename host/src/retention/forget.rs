@@ -92,7 +92,7 @@ pub fn forget(
     opts: &ForgetOptions,
 ) -> Result<ForgetReport> {
     if opts.reason.trim().is_empty() {
-        return Err(Error::Refused(
+        return Err(Error::refused(
             "forget needs a --reason (it is kept with the record)".into(),
         ));
     }
@@ -256,7 +256,7 @@ fn forget_all(
             .append(true)
             .open(&log)
             .at("opening", &log)?;
-        let mut bytes = serde_json::to_vec(&line).map_err(|e| Error::Other(e.to_string()))?;
+        let mut bytes = serde_json::to_vec(&line).map_err(|e| Error::other(e.to_string()))?;
         bytes.push(b'\n');
         f.write_all(&bytes).at("writing", &log)?;
         f.sync_all().at("syncing", &log)?;

@@ -182,10 +182,10 @@ fn append_event(
     make: impl FnOnce(u64) -> RetentionEvent,
 ) -> Result<RetentionEvent> {
     if !t.archive.exists() {
-        return Err(Error::NotFound {
-            what: "archive",
-            name: format!("{} ({})", t.user, t.archive.display()),
-        });
+        return Err(Error::not_found(
+            "archive",
+            format!("{} ({})", t.user, t.archive.display()),
+        ));
     }
     pair::settle(&t.archive, &t.catalog, wait)?;
     let mut cat = Catalog::open_existing(&t.catalog)?;
@@ -203,7 +203,7 @@ fn append_event(
     let (m, e) = written
         .iter()
         .find_map(|m| m.entries.first().map(|e| (m, e)))
-        .ok_or_else(|| Error::Other("the event member was not written".into()))?;
+        .ok_or_else(|| Error::other("the event member was not written".into()))?;
     cat.add_retention_event(&ev, &m.locate(e))?;
     Ok(ev)
 }
@@ -216,11 +216,11 @@ pub fn hold(
     wait: Option<Duration>,
 ) -> Result<HoldInfo> {
     if reason.trim().is_empty() {
-        return Err(Error::Refused("a hold needs a --reason".into()));
+        return Err(Error::refused("a hold needs a --reason".into()));
     }
     let now = now_secs();
     if until.is_some_and(|u| u <= now) {
-        return Err(Error::Refused("--until is in the past".into()));
+        return Err(Error::refused("--until is in the past".into()));
     }
     let ev = append_event(t, wait, |seq| RetentionEvent {
         format: RETENTION_FORMAT,
@@ -264,7 +264,7 @@ pub fn release(
         .filter(|h| which.is_none_or(|s| s == h.seq))
         .collect();
     if released.is_empty() {
-        return Err(Error::Refused(match which {
+        return Err(Error::refused(match which {
             Some(s) => format!("{}: no hold {s} in force", t.user),
             None => format!("{}: no hold in force", t.user),
         }));

@@ -165,7 +165,7 @@ pub fn settle_locked(archive: &Path, catalog: &Path) -> Result<Settled> {
             catalog: c,
             archive: a,
         } => {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "{}: the catalog indexes archive generation {} but the archive is generation \
                  {}: run `cyrvault reindex` to rebuild the catalog from the archive",
                 catalog.display(),

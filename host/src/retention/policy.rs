@@ -39,7 +39,7 @@ impl Count {
             t => t
                 .parse()
                 .map(Count::N)
-                .map_err(|_| Error::Refused(format!("keep count {s:?}: a number or `unlimited`"))),
+                .map_err(|_| Error::refused(format!("keep count {s:?}: a number or `unlimited`"))),
         }
     }
 
@@ -183,7 +183,7 @@ impl Policy {
     /// (restic does too: nothing to go by).
     pub fn select(&self, runs: &[RunTime]) -> Result<Vec<Decision>> {
         if self.is_empty() {
-            return Err(Error::Refused(
+            return Err(Error::refused(
                 "no policy: give at least one --keep-* option (or prune_keep_* in cyrvault.conf)"
                     .into(),
             ));

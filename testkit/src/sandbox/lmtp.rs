@@ -18,10 +18,8 @@ struct Conn {
 impl Conn {
     fn open(addr: SocketAddr) -> Result<Conn> {
         let server = format!("lmtp {addr}");
-        let e = |what: &str, err: std::io::Error| Error::Imap {
-            server: server.clone(),
-            message: format!("{what}: {err}"),
-        };
+        let e =
+            |what: &str, err: std::io::Error| Error::imap(server.clone(), format!("{what}: {err}"));
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .map_err(|x| e("connecting", x))?;
         s.set_read_timeout(Some(Duration::from_secs(120)))
@@ -35,10 +33,7 @@ impl Conn {
     }
 
     fn err(&self, message: String) -> Error {
-        Error::Imap {
-            server: self.server.clone(),
-            message,
-        }
+        Error::imap(self.server.clone(), message)
     }
 
     /// One (possibly multi-line) reply: (code, text of all lines).
@@ -140,7 +135,7 @@ pub fn deliver(addr: SocketAddr, domain: &str, rcpts: &[&str], message: &[u8]) -
     c.command("MAIL FROM:<sender@cyrvault.test>", 250)?;
     for r in rcpts {
         if !addressable(r) {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "lmtp recipient {r:?} cannot be addressed (spaces, '&' or 8-bit); use APPEND"
             )));
         }

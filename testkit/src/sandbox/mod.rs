@@ -135,7 +135,7 @@ pub struct Sandbox {
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn other(msg: String) -> Error {
-    Error::Other(msg)
+    Error::other(msg)
 }
 /// A fresh random secret (64 hex digits) at `path`, owned by cyrus, mode 0600.
 fn write_secret(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<()> {
@@ -169,14 +169,14 @@ impl Sandbox {
     /// Start a private Cyrus. See the module documentation.
     pub fn start(opts: SandboxOptions) -> Result<Sandbox> {
         if opts.partitions < 2 {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "sandbox needs at least 2 partitions, got {}",
                 opts.partitions
             )));
         }
         for svc in &opts.extra_services {
             if svc.name.is_empty() || !svc.name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "service name {:?} must be alphanumeric",
                     svc.name
                 )));
@@ -188,7 +188,7 @@ impl Sandbox {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "sandbox name hint {:?} must be letters, digits and '-'",
                 opts.name_hint
             )));
@@ -198,7 +198,7 @@ impl Sandbox {
             None => CyrusInstall::system()?,
         };
         if !nix::unistd::geteuid().is_root() {
-            return Err(Error::Refused(
+            return Err(Error::refused(
                 "the Cyrus sandbox must be started as root (its directories go to cyrus:mail \
                  and master switches to the cyrus user itself)"
                     .into(),
@@ -239,7 +239,7 @@ impl Sandbox {
             .bytes()
             .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b'\'' || b == b'#')
         {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "sandbox directory {root_text} must not contain spaces, quotes or '#'"
             )));
         }
@@ -486,7 +486,7 @@ impl Sandbox {
     /// `postman p` ACL entry is not enough).
     pub fn deliver_lmtp(&self, user: &str, folder: Option<&str>, message: &[u8]) -> Result<()> {
         let rcpt = self.lmtp_recipient(user, folder).ok_or_else(|| {
-            Error::Refused(format!(
+            Error::refused(format!(
                 "folder {folder:?} of {user} cannot be addressed over LMTP (spaces, '&' or 8-bit)"
             ))
         })?;

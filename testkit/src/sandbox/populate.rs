@@ -365,7 +365,7 @@ pub fn make_history(sb: &Sandbox, pop: &Population, seed: u64) -> Result<History
         && h.deleted.is_empty()
         && !pop.users.is_empty()
     {
-        return Err(Error::Other("make_history found nothing to change".into()));
+        return Err(Error::other("make_history found nothing to change".into()));
     }
     Ok(h)
 }

@@ -118,7 +118,7 @@ impl SyslogSink {
                     }
                 }
             })
-            .map_err(|e| Error::Other(format!("starting syslog reader: {e}")))?;
+            .map_err(|e| Error::other(format!("starting syslog reader: {e}")))?;
         Ok(SyslogSink {
             stop,
             thread: Some(thread),

@@ -193,7 +193,7 @@ pub(crate) fn tls_options(t: &TlsArgs) -> Result<Option<ClientOptions>, cyrvault
     let pin = match &t.tls_pin {
         None => None,
         Some(p) => Some(
-            parse_pin(p).map_err(|m| cyrvault_host::Error::Refused(format!("--tls-pin: {m}")))?,
+            parse_pin(p).map_err(|m| cyrvault_host::Error::refused(format!("--tls-pin: {m}")))?,
         ),
     };
     if !t.tls && t.tls_ca_file.is_none() && pin.is_none() {

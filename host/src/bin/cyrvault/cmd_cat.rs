@@ -17,7 +17,7 @@ pub fn run(a: &CatArgs) -> Result<ExitCode, cyrvault_host::Error> {
     let r = match a.uid {
         None => {
             let guid = Guid::from_hex(&a.guid_or_folder).ok_or_else(|| {
-                cyrvault_host::Error::Refused(format!(
+                cyrvault_host::Error::refused(format!(
                     "{:?} is not a GUID (40 hex digits); to name a message by folder, give \
                      FOLDER UID",
                     a.guid_or_folder

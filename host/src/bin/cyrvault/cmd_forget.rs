@@ -60,7 +60,7 @@ pub fn run(a: &ForgetArgs) -> Result<ExitCode, cyrvault_host::Error> {
             .iter()
             .map(|g| {
                 Guid::from_hex(g).ok_or_else(|| {
-                    cyrvault_host::Error::Refused(format!("{g:?} is not a GUID (40 hex digits)"))
+                    cyrvault_host::Error::refused(format!("{g:?} is not a GUID (40 hex digits)"))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

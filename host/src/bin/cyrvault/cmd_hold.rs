@@ -67,7 +67,7 @@ pub fn run(a: &HoldArgs) -> Result<ExitCode, cyrvault_host::Error> {
         ("placed", vec![retention::hold(&t, until, reason, wait)?])
     } else {
         if a.until.is_some() {
-            return Err(cyrvault_host::Error::Refused(
+            return Err(cyrvault_host::Error::refused(
                 "a hold needs a --reason".into(),
             ));
         }

@@ -85,12 +85,12 @@ fn messages(
             let mut out = out.borrow_mut();
             if json {
                 let mut head = serde_json::to_value(r)
-                    .map_err(|e| cyrvault_host::Error::Other(format!("encoding JSON: {e}")))?;
+                    .map_err(|e| cyrvault_host::Error::other(format!("encoding JSON: {e}")))?;
                 if let Some(m) = head.as_object_mut() {
                     m.remove("messages");
                 }
                 let head = serde_json::to_string(&head)
-                    .map_err(|e| cyrvault_host::Error::Other(format!("encoding JSON: {e}")))?;
+                    .map_err(|e| cyrvault_host::Error::other(format!("encoding JSON: {e}")))?;
                 // `{...}` without its closing brace, then the messages array.
                 let open = head.strip_suffix('}').unwrap_or(&head);
                 let comma = if open.ends_with('{') { "" } else { "," };
@@ -115,7 +115,7 @@ fn messages(
             let mut out = out.borrow_mut();
             if json {
                 let line = serde_json::to_string(&m)
-                    .map_err(|e| cyrvault_host::Error::Other(format!("encoding JSON: {e}")))?;
+                    .map_err(|e| cyrvault_host::Error::other(format!("encoding JSON: {e}")))?;
                 let sep = if first { "\n" } else { ",\n" };
                 first = false;
                 return write!(out, "{sep}{line}").map_err(out_err);

@@ -161,7 +161,7 @@ fn print_human(r: &PruneReport) {
 pub fn run(a: &PruneArgs, _quiet: bool) -> Result<ExitCode, cyrvault_host::Error> {
     let policy = a.policy.policy()?;
     if policy.is_empty() {
-        return Err(cyrvault_host::Error::Refused(
+        return Err(cyrvault_host::Error::refused(
             "no policy: give at least one --keep-* option".into(),
         ));
     }

@@ -39,7 +39,7 @@ impl Progress for Bar {
 }
 
 fn usage(msg: String) -> Error {
-    Error::Refused(msg)
+    Error::refused(msg)
 }
 
 fn password(a: &RestoreArgs) -> Result<String, Error> {
@@ -192,10 +192,7 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
         None => {
             let ua = Vault::open(&a.vault)?
                 .user(&user)?
-                .ok_or_else(|| Error::NotFound {
-                    what: "user in the vault",
-                    name: user.clone(),
-                })?;
+                .ok_or_else(|| Error::not_found("user in the vault", user.clone()))?;
             (ua.archive, ua.catalog)
         }
     };
@@ -232,10 +229,10 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode, Error> {
     if !sel.messages.is_empty() {
         let found: usize = plan.folders.iter().map(|f| f.records.len()).sum();
         if found == 0 {
-            return Err(Error::NotFound {
-                what: "message in any selected folder at that run",
-                name: a.messages.join(", "),
-            });
+            return Err(Error::not_found(
+                "message in any selected folder at that run",
+                a.messages.join(", "),
+            ));
         }
     }
     let mut bar = (std::io::stderr().is_terminal() && !a.json && !a.dry_run).then(|| {

@@ -75,7 +75,7 @@ pub fn each_archive<R: Send>(
     print: impl Fn(&R),
 ) -> Result<Gathered<R>, cyrvault_host::Error> {
     if a.jobs == Some(0) {
-        return Err(cyrvault_host::Error::Refused(
+        return Err(cyrvault_host::Error::refused(
             "--jobs must be at least 1".into(),
         ));
     }

@@ -47,7 +47,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
 
 /// Report an error with its cause chain and turn it into the exit status.
 pub fn fail(command: &str, e: &cyrvault_host::Error) -> ExitCode {
-    if let cyrvault_host::Error::Io { source, .. } = e
+    if let cyrvault_host::Error::Service(cyrvault::Error::Io { source, .. }) = e
         && source.kind() == io::ErrorKind::BrokenPipe
     {
         return ExitCode::SUCCESS;

@@ -116,10 +116,7 @@ pub fn internal_name(user: &str, levels: &[String]) -> String {
 }
 
 fn sync_err(c: &SyncClient, what: String) -> Error {
-    Error::Imap {
-        server: c.server().to_string(),
-        message: what,
-    }
+    Error::imap(c.server().to_string(), what)
 }
 
 /// Restore `plan` (a whole user at a run) exactly into the target.
@@ -177,7 +174,7 @@ pub fn restore_exact(
         let v = apply_mailbox(&spec(first, &target.partition, &none), true);
         let r = c.apply("MAILBOX", &v)?;
         if let Status::No(t) | Status::Bad(t) = r.status {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "sync_server {} refused to create {} on partition {:?}: {t} (is the \
                  partition configured there? --partition names it)",
                 target.addr, first.name, target.partition
@@ -278,7 +275,7 @@ pub fn restore_exact(
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::Other("restore thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Error::other("restore thread panicked".into())))
             })
             .collect()
     });
@@ -379,7 +376,7 @@ fn check_target(
     present.any = true;
     if !opts.resume {
         let (id, (name, _)) = there.iter().next().expect("not empty");
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "user {owner} already has mailboxes on the target ({} of them, e.g. {name} \
              with UniqueID {id}): an exact restore re-creates mailboxes with their \
              UniqueIDs and never writes over existing ones; restore over IMAP instead, \
@@ -394,7 +391,7 @@ fn check_target(
             // Our own probe (an empty folder) or a half-applied one: apply again.
             Some((name, hms)) if name == img.name && hms <= want => img.there = true,
             Some((name, hms)) => {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "cannot resume the exact restore of {owner}: UniqueID {} is {name} \
                      with HIGHESTMODSEQ {hms} on the target, the backup has {} at {want}",
                     img.uniqueid, img.name
@@ -404,7 +401,7 @@ fn check_target(
         }
     }
     if let Some((id, (name, _))) = there.into_iter().next() {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "cannot resume the exact restore of {owner}: the target has {name} \
              (UniqueID {id}), which the backup does not"
         )));
@@ -506,7 +503,7 @@ impl Shared {
         let mut st = self.lock();
         loop {
             if st.aborted {
-                return Err(Error::Other(
+                return Err(Error::other(
                     "another sync_server session of this restore failed".into(),
                 ));
             }
