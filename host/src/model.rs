@@ -19,7 +19,9 @@ pub mod retention;
 use crate::cyrus::header::parse_header;
 use crate::cyrus::index::{FLAG_INTERNAL_EXPUNGED, parse_records};
 use crate::cyrus::{Guid, ParseError, crc32};
-use crate::error::{Error, Result};
+// This layer fails only as a Cyrus file that does not parse, named by its file: the
+// service's `Error::Parse`, below every host layer, is its error type.
+use cyrvault::error::{Error, Result};
 
 /// Version of the run manifest JSON ([`RunManifest::format`]). Readers refuse higher.
 /// History: 1 — first version; 2 — [`FolderInRun::deleted_at`] (a folder in Cyrus's
