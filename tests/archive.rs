@@ -99,7 +99,7 @@ fn messages(seed: u64, n: usize) -> Vec<Vec<u8>> {
 /// Open for writing, waiting out a lock that is only held by a process another test
 /// thread is spawning: a forked child keeps our open file descriptions (and so the
 /// flock) until its exec closes them. Real second writers are tested without this.
-fn open_writer(path: &Path, opts: WriterOptions) -> cyrvault_host::Result<ArchiveWriter> {
+fn open_writer(path: &Path, opts: WriterOptions) -> archive::Result<ArchiveWriter> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match ArchiveWriter::open_with(path, opts.clone()) {

@@ -28,8 +28,8 @@ const KNOWN_CYCLES: &[(&str, &str, &str)] = &[
     ),
     (
         "cyrvault-host",
-        "error wraps ArchiveError, CatalogError, BackupError, RetentionError; those layers return Error",
-        "archive backup catalog error retention vault",
+        "error wraps CatalogError, BackupError, RetentionError; those layers return Error",
+        "backup catalog error retention vault",
     ),
 ];
 

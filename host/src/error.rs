@@ -1,16 +1,19 @@
 //! The backup host's error type: a service-half error held whole ([`Error::Service`],
 //! converted at this edge by [`From<cyrvault::Error>`], its variants not re-declared)
 //! plus the host's own layers, the catalog, the archive, a backup run and retention. Module errors are wrapped with the context known at the
-//! call site; there is deliberately no blanket `From<io::Error>`: use [`IoContext::at`].
+//! call site; there is deliberately no blanket `From<io::Error>`: use [`IoContext::at`]
+//! (`io_context`, shared by every host layer).
 //! The classes ([`ErrorKind`]) and exit codes are the service's, shared by both halves.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::catalog::CatalogError;
 use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
 use crate::lock::LockError;
+
+pub use crate::io_context::IoContext;
 
 pub use cyrvault::error::{
     EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL,
@@ -44,6 +47,18 @@ pub enum Error {
     /// Prune, forget or hold refused (held user, catalog behind the archive, ...).
     #[error(transparent)]
     Retention(#[from] crate::retention::RetentionError),
+}
+
+/// The archive layer's edge: its failure keeps its variant (the archive error with its
+/// path, or the service-side error it met).
+impl From<crate::archive::ArchiveFailure> for Error {
+    fn from(e: crate::archive::ArchiveFailure) -> Error {
+        use crate::archive::ArchiveFailure as A;
+        match e {
+            A::Service(e) => Error::Service(e),
+            A::Archive { path, source } => Error::Archive { path, source },
+        }
+    }
 }
 
 /// imapd.conf or our own configuration is wrong (the service's `Config`).
@@ -182,18 +197,6 @@ impl Error {
     /// An I/O error with context.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         cyrvault::Error::io(op, path, source).into()
-    }
-}
-
-/// Attach "what we were doing, to which file" to an `io::Result`.
-pub trait IoContext<T> {
-    /// `file.read_exact(&mut buf).at("reading", &path)?`
-    fn at(self, op: &'static str, path: &Path) -> Result<T>;
-}
-
-impl<T> IoContext<T> for io::Result<T> {
-    fn at(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::io(op, path, source))
     }
 }
 

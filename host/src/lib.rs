@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod error;
 pub mod fleet;
 pub mod imap;
+pub mod io_context;
 pub mod model;
 pub mod replication;
 pub mod restore;

@@ -108,7 +108,7 @@ impl UserArchive {
 
     /// Open the archive file for reading (readers take no lock: it is append-only).
     pub fn open_archive(&self) -> Result<File> {
-        File::open(&self.archive).at("opening", &self.archive)
+        Ok(File::open(&self.archive).at("opening", &self.archive)?)
     }
 }
 

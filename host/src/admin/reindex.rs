@@ -158,7 +158,7 @@ fn model_loc(member: u64, e: &archive::EntryLoc) -> EntryLoc {
 /// Take the archive's writer lock (the same `flock` `ArchiveWriter` takes), so no
 /// backup appends while the catalog is rebuilt. Held until the returned file drops.
 fn lock_archive(ua: &UserArchive) -> Result<File> {
-    archive::lock_archive(&ua.archive, None)
+    Ok(archive::lock_archive(&ua.archive, None)?)
 }
 
 /// Read the manifests of every intact member, in run order (the first copy of a run

@@ -1,10 +1,83 @@
 //! Typed archive errors: what went wrong, and at which file offset.
 //!
 //! Callers match on these (a `Locked` archive is retried later, a `Damaged` member is
-//! reported by `verify` with the entries it holds). The crate `Error` wraps them with
-//! the archive path (`Error::Archive`).
+//! reported by `verify` with the entries it holds). [`ArchiveFailure`] is the archive
+//! layer's error: an [`ArchiveError`] with the archive's path, or a service-side
+//! error it met (I/O with what and where, through `io_context`); the crate `Error`
+//! converts it at this layer's edge into the same variants (`Error::Archive`,
+//! `Error::Service`).
 
 use std::fmt;
+use std::path::PathBuf;
+
+use cyrvault::error::ErrorKind;
+
+/// Result with the archive layer's [`ArchiveFailure`].
+pub type Result<T, E = ArchiveFailure> = std::result::Result<T, E>;
+
+/// Every failure of the archive layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveFailure {
+    /// An I/O call failed (with what we were doing and to which file), or another
+    /// service-side failure.
+    #[error(transparent)]
+    Service(#[from] cyrvault::Error),
+    /// The archive is locked, damaged or not what we expected.
+    #[error("archive {}: {source}", path.display())]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: ArchiveError,
+    },
+}
+
+impl ArchiveFailure {
+    /// Wrap an archive error with the archive it is about.
+    pub fn archive(path: impl Into<PathBuf>, source: ArchiveError) -> Self {
+        ArchiveFailure::Archive {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An I/O error with context.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        cyrvault::Error::io(op, path, source).into()
+    }
+
+    /// Anything else, with a message that says what and where (class Software).
+    pub fn other(message: String) -> Self {
+        cyrvault::Error::Other(message).into()
+    }
+
+    /// The archive error inside, if this is one (for callers that match on it).
+    pub fn as_archive(&self) -> Option<&ArchiveError> {
+        match self {
+            ArchiveFailure::Archive { source, .. } => Some(source),
+            ArchiveFailure::Service(_) => None,
+        }
+    }
+
+    /// The class of this failure: a locked archive is temporary, any other archive
+    /// error is damaged data.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ArchiveFailure::Service(e) => e.kind(),
+            ArchiveFailure::Archive { source, .. } if source.is_temporary() => ErrorKind::Temporary,
+            ArchiveFailure::Archive { .. } => ErrorKind::Data,
+        }
+    }
+
+    /// Whether trying again later may succeed (another writer may finish).
+    pub fn is_temporary(&self) -> bool {
+        self.kind() == ErrorKind::Temporary
+    }
+
+    /// The sysexits code for this failure.
+    pub fn exit_code(&self) -> i32 {
+        self.kind().exit_code()
+    }
+}
 
 /// What is wrong inside one gzip member (or the bytes where one should start).
 #[derive(Debug, Clone, PartialEq, Eq)]

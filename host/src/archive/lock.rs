@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::error::ArchiveError;
-use crate::error::{Error, Result};
+use super::error::{ArchiveFailure, Result};
 
 /// How long a lock that looks held is retried before the archive is reported locked.
 pub const LOCK_GRACE: Duration = Duration::from_secs(2);
@@ -35,9 +35,9 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
                 std::thread::sleep(LOCK_POLL)
             }
             Err(TryLockError::WouldBlock) => {
-                return Err(Error::archive(path, ArchiveError::Locked));
+                return Err(ArchiveFailure::archive(path, ArchiveError::Locked));
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
+            Err(TryLockError::Error(e)) => return Err(ArchiveFailure::io("locking", path, e)),
         }
     }
 }
@@ -50,7 +50,7 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
 pub fn lock_archive(path: &Path, wait: Option<Duration>) -> Result<File> {
     let deadline = wait.map(|w| Instant::now() + w);
     loop {
-        let f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        let f = File::open(path).map_err(|e| ArchiveFailure::io("opening", path, e))?;
         match lock_exclusive(&f, path) {
             Ok(()) if same_file(&f, path)? => return Ok(f),
             Ok(()) => continue,
@@ -70,11 +70,11 @@ pub(crate) fn same_file(file: &File, path: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let open = file
         .metadata()
-        .map_err(|e| Error::io("reading metadata of", path, e))?;
+        .map_err(|e| ArchiveFailure::io("reading metadata of", path, e))?;
     Ok(match std::fs::metadata(path) {
         Ok(now) => now.ino() == open.ino() && now.dev() == open.dev(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io("reading metadata of", path, e)),
+        Err(e) => return Err(ArchiveFailure::io("reading metadata of", path, e)),
     })
 }
 

@@ -36,7 +36,7 @@ mod tarfmt;
 mod write;
 
 pub use compress::{Lane, Level, classify};
-pub use error::{ArchiveError, Damage};
+pub use error::{ArchiveError, ArchiveFailure, Damage, Result};
 pub use lock::{LOCK_GRACE, lock_archive, lock_exclusive};
 pub use names::{
     EntryName, FORMAT_ENTRY, GENERATION_ENTRY, MAX_COMPONENT, MAX_NAME, decode_component,
@@ -128,7 +128,7 @@ pub fn read_located<R: std::io::Read + std::io::Seek>(
     reader: &mut R,
     path: &std::path::Path,
     loc: &crate::model::EntryLoc,
-) -> crate::Result<Vec<u8>> {
+) -> Result<Vec<u8>> {
     read_entry_at(
         reader,
         path,

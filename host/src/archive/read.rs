@@ -12,10 +12,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::error::{ArchiveError, Damage};
+use super::error::{ArchiveFailure, Result};
 use super::gzip::{self, Ended, Fail, Input};
 use super::tarfmt::TarParser;
 use super::{EntryLoc, MemberInfo};
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 
 /// Iterates the gzip members of an archive, yielding each with its offsets and entries.
 ///
@@ -49,8 +50,8 @@ impl<R: Read> Members<R> {
         self.input.as_ref().map(|i| i.pos)
     }
 
-    fn damaged(&self, offset: u64, damage: Damage) -> Error {
-        Error::archive(&self.path, ArchiveError::Damaged { offset, damage })
+    fn damaged(&self, offset: u64, damage: Damage) -> ArchiveFailure {
+        ArchiveFailure::archive(&self.path, ArchiveError::Damaged { offset, damage })
     }
 }
 
@@ -63,7 +64,7 @@ impl<R: Read> Iterator for Members<R> {
         match input.ensure(1) {
             Ok(true) => {}
             Ok(false) => return None,
-            Err(e) => return Some(Err(Error::io("reading", &self.path, e))),
+            Err(e) => return Some(Err(ArchiveFailure::io("reading", &self.path, e))),
         }
         let mut parser = TarParser::new();
         let result = gzip::read_member(input, &mut |chunk| parser.feed(chunk).map(|()| true));
@@ -75,7 +76,7 @@ impl<R: Read> Iterator for Members<R> {
             Err(Fail::Damage(d)) => Err(d),
             Err(Fail::Io(e)) => {
                 self.input = None;
-                return Some(Err(Error::io("reading", &self.path, e)));
+                return Some(Err(ArchiveFailure::io("reading", &self.path, e)));
             }
         };
         match outcome {
@@ -195,7 +196,7 @@ pub fn scan_parallel(path: &Path) -> Result<Scan> {
         (first, second.join())
     });
     let second = second.map_err(|_| {
-        Error::other(format!(
+        ArchiveFailure::other(format!(
             "{}: the thread scanning the archive's second half panicked",
             path.display()
         ))
@@ -389,7 +390,7 @@ pub fn read_entry_at<R: Read + Seek>(
         .seek(SeekFrom::Start(member_offset))
         .at("seeking in", path)?;
     let out_of_range = || {
-        Error::archive(
+        ArchiveFailure::archive(
             path,
             ArchiveError::OutOfRange {
                 member_offset,
@@ -420,8 +421,8 @@ pub fn read_entry_at<R: Read + Seek>(
         Ok(Ended::Stopped) => Ok(out),
         Ok(Ended::Complete { .. }) if out.len() as u64 == size => Ok(out),
         Ok(Ended::Complete { .. }) => Err(out_of_range()),
-        Err(Fail::Io(e)) => Err(Error::io("reading", path, e)),
-        Err(Fail::Damage(damage)) => Err(Error::archive(
+        Err(Fail::Io(e)) => Err(ArchiveFailure::io("reading", path, e)),
+        Err(Fail::Damage(damage)) => Err(ArchiveFailure::archive(
             path,
             ArchiveError::Damaged {
                 offset: member_offset,
@@ -442,7 +443,7 @@ pub fn read_member_at<R: Read + Seek>(
         .at("seeking in", path)?;
     match Members::at(reader, member_offset, path).next() {
         Some(r) => r,
-        None => Err(Error::archive(
+        None => Err(ArchiveFailure::archive(
             path,
             ArchiveError::Damaged {
                 offset: member_offset,

@@ -16,16 +16,17 @@ use std::path::{Path, PathBuf};
 
 use super::compress::{classify, gzip_member};
 use super::error::{ArchiveError, Damage};
+use super::error::{ArchiveFailure, Result};
 use super::gzip::{self, Ended, Fail, Input};
 use super::names::{FORMAT_ENTRY, GENERATION_ENTRY, check_name};
 use super::tarfmt::{TarParser, entry_headers, padded};
 use super::{EntryLoc, FORMAT_VERSION, MemberInfo, format_entry_for};
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 
 /// The raw bytes of the member at `offset`, `len` bytes long (as the catalog gives it).
 pub fn read_raw(file: &mut File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     let n = usize::try_from(len).map_err(|_| {
-        Error::archive(
+        ArchiveFailure::archive(
             path,
             ArchiveError::OutOfRange {
                 member_offset: offset,
@@ -63,7 +64,7 @@ fn inflate_member_with(
     offset: u64,
     mut parser: TarParser,
 ) -> Result<(Vec<u8>, MemberInfo)> {
-    let damaged = |damage| Error::archive(path, ArchiveError::Damaged { offset, damage });
+    let damaged = |damage| ArchiveFailure::archive(path, ArchiveError::Damaged { offset, damage });
     let mut input = Input::new(raw, 0);
     let mut tar = Vec::with_capacity(raw.len().saturating_mul(2));
     let ended = gzip::read_member(&mut input, &mut |chunk| {
@@ -74,7 +75,7 @@ fn inflate_member_with(
         Ok(Ended::Complete { len, crc32 }) => (len, crc32),
         Ok(Ended::Stopped) => return Err(damaged(Damage::Truncated)),
         Err(Fail::Damage(d)) => return Err(damaged(d)),
-        Err(Fail::Io(e)) => return Err(Error::io("reading", path, e)),
+        Err(Fail::Io(e)) => return Err(ArchiveFailure::io("reading", path, e)),
     };
     if input.pos != raw.len() as u64 {
         return Err(damaged(Damage::BadHeader(
@@ -232,9 +233,9 @@ impl NewArchive {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(Error::archive(path, ArchiveError::Locked));
+                return Err(ArchiveFailure::archive(path, ArchiveError::Locked));
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
+            Err(TryLockError::Error(e)) => return Err(ArchiveFailure::io("locking", path, e)),
         }
         Ok(NewArchive {
             file,
@@ -276,7 +277,7 @@ impl NewArchive {
         let copied =
             std::io::copy(&mut s.take(len), &mut self.file).at("copying to", &self.path)?;
         if copied != len {
-            return Err(Error::archive(
+            return Err(ArchiveFailure::archive(
                 src_path,
                 ArchiveError::Damaged {
                     offset,
@@ -290,7 +291,7 @@ impl NewArchive {
 
     /// Make the written bytes durable (`fsync`).
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_all().at("syncing", &self.path)
+        Ok(self.file.sync_all().at("syncing", &self.path)?)
     }
 
     /// Move the new archive to `to` (atomically replacing it) and fsync the directory;
@@ -302,9 +303,9 @@ impl NewArchive {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        File::open(dir)
+        Ok(File::open(dir)
             .and_then(|d| d.sync_all())
-            .at("syncing directory", dir)
+            .at("syncing directory", dir)?)
     }
 
     /// The open file (to read back what was written).

@@ -21,12 +21,13 @@ use sha1::{Digest, Sha1};
 
 use super::compress::{Lane, Level, classify, gzip_member_to};
 use super::error::{ArchiveError, Damage};
+use super::error::{ArchiveFailure, Result};
 use super::names::{FORMAT_ENTRY, check_name};
 use super::read::{Members, is_crash_leftover, read_member_at};
 use super::tarfmt::{entry_headers, padded};
 use super::{EntryLoc, FORMAT_VERSION, MemberInfo, format_entry_content, parse_format_entry};
 use crate::cyrus::Guid;
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 
 /// Default uncompressed size at which a member is closed (4 MiB): bounds the inflate
 /// work of reading one message (~12 ms worst case) and the writer's memory (two lanes
@@ -144,7 +145,7 @@ impl ArchiveWriter {
         // over the path (doc/retention.md): then this lock is the replaced file's.
         // Temporary: the next attempt opens the new file.
         if !super::lock::same_file(&file, path)? {
-            return Err(Error::archive(path, ArchiveError::Locked));
+            return Err(ArchiveFailure::archive(path, ArchiveError::Locked));
         }
         let mut report = repair_tail(&mut file, path, opts.committed_len)?;
         if report.len > 0 {
@@ -200,8 +201,8 @@ impl ArchiveWriter {
         self.fsyncs
     }
 
-    fn err(&self, e: ArchiveError) -> Error {
-        Error::archive(&self.path, e)
+    fn err(&self, e: ArchiveError) -> ArchiveFailure {
+        ArchiveFailure::archive(&self.path, e)
     }
 
     /// Close the members being filled, so the next entries start new ones. (They are
@@ -400,7 +401,7 @@ impl ArchiveWriter {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => {
                 self.poisoned = true;
-                Err(Error::io("writing", &self.path, e))
+                Err(ArchiveFailure::io("writing", &self.path, e))
             }
             Err(_) => {
                 self.poisoned = true;
@@ -476,9 +477,9 @@ fn sync_dir(path: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(dir)
+    Ok(File::open(dir)
         .and_then(|d| d.sync_all())
-        .at("syncing directory", dir)
+        .at("syncing directory", dir)?)
 }
 
 /// Check the bytes past `committed_len` (or all of them): keep complete members, cut a
@@ -487,7 +488,7 @@ fn repair_tail(file: &mut File, path: &Path, committed: Option<u64>) -> Result<O
     let len = file.metadata().at("reading metadata of", path)?.len();
     let start = committed.unwrap_or(0);
     if len < start {
-        return Err(Error::archive(
+        return Err(ArchiveFailure::archive(
             path,
             ArchiveError::ShorterThanCommitted {
                 len,
@@ -524,12 +525,12 @@ fn repair_tail(file: &mut File, path: &Path, committed: Option<u64>) -> Result<O
     };
     if !is_crash_leftover(file, path, good_end, len)? {
         if good_end == start && committed.is_some_and(|c| c > 0) && damage == Damage::BadMagic {
-            return Err(Error::archive(
+            return Err(ArchiveFailure::archive(
                 path,
                 ArchiveError::NotMemberBoundary { offset: start },
             ));
         }
-        return Err(Error::archive(
+        return Err(ArchiveFailure::archive(
             path,
             ArchiveError::TailNotLeftover {
                 offset: good_end,
@@ -559,18 +560,18 @@ fn check_format(file: &mut File, path: &Path) -> Result<()> {
         .entries
         .first()
         .filter(|e| e.name == FORMAT_ENTRY)
-        .ok_or_else(|| Error::archive(path, ArchiveError::NotAnArchive))?;
+        .ok_or_else(|| ArchiveFailure::archive(path, ArchiveError::NotAnArchive))?;
     let bytes = super::read::read_entry_at(file, path, 0, entry.offset_in_member, entry.size)?;
     match parse_format_entry(&bytes) {
         Some(v) if v <= FORMAT_VERSION => Ok(()),
-        Some(v) => Err(Error::archive(
+        Some(v) => Err(ArchiveFailure::archive(
             path,
             ArchiveError::UnsupportedVersion {
                 found: v,
                 supported: FORMAT_VERSION,
             },
         )),
-        None => Err(Error::archive(path, ArchiveError::NotAnArchive)),
+        None => Err(ArchiveFailure::archive(path, ArchiveError::NotAnArchive)),
     }
 }
 

@@ -454,7 +454,7 @@ impl Receiver for MessageRx<'_> {
             .writer
             .add_hashed(&message_entry(&guid), &self.buf, mtime, guid)
         {
-            self.err = Some(e);
+            self.err = Some(e.into());
             return Err(ProtocolError::MalformedReply {
                 what: "archive write failed",
             });

@@ -55,7 +55,8 @@ pub(super) fn proto(server: &Server, what: &str, e: ProtocolError) -> Error {
     e.in_context(&format!("{}: {what}", server.addr)).into()
 }
 
-fn map_open_error(e: Error, user: &str, archive: &Path) -> Error {
+fn map_open_error(e: impl Into<Error>, user: &str, archive: &Path) -> Error {
+    let e: Error = e.into();
     let a = archive.to_path_buf();
     let u = user.to_string();
     match e.as_archive() {
@@ -538,7 +539,7 @@ fn committed_len(catalog: &Catalog, user: &str, archive: &Path) -> Result<u64> {
                 what: format!("the last committed run's manifest member does not read: {e}"),
             }
             .into()),
-            None => Err(e),
+            None => Err(e.into()),
         },
     }
 }

@@ -545,7 +545,7 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    r.at("writing the metrics file", path)
+    Ok(r.at("writing the metrics file", path)?)
 }
 
 #[cfg(test)]

@@ -260,7 +260,8 @@ fn write_one(
             w.write_all(from_line(rec.internaldate).as_bytes())
                 .and_then(|()| w.write_all(&mboxrd_body(bytes)))
                 .and_then(|()| w.write_all(b"\n"))
-                .at("writing", dir)
+                .at("writing", dir)?;
+            Ok(())
         }
         ExportKind::Maildir => {
             let name = format!(
@@ -281,11 +282,11 @@ fn write_one(
                 .open(&tmp)
                 .and_then(|f| f.set_modified(t))
                 .at("setting the time of", &tmp)?;
-            fs::rename(&tmp, &p).at("moving into cur/", &p)
+            Ok(fs::rename(&tmp, &p).at("moving into cur/", &p)?)
         }
         ExportKind::Eml => {
             let p = dir.join(format!("{}.eml", rec.uid));
-            fs::write(&p, bytes).at("writing", &p)
+            Ok(fs::write(&p, bytes).at("writing", &p)?)
         }
     }
 }

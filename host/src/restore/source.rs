@@ -63,25 +63,25 @@ impl Source {
     /// Read one entry (a folder's meta, a user file) by its location: one member,
     /// inflated up to the entry's end.
     pub fn read_entry(&mut self, loc: &EntryLoc) -> Result<Vec<u8>> {
-        read_entry_at(
+        Ok(read_entry_at(
             &mut self.file,
             &self.archive,
             loc.member_offset,
             loc.offset_in_member,
             loc.size,
-        )
+        )?)
     }
 
     /// Read the first `len` bytes of an entry (e.g. a `cyrus.index` header): the
     /// member is inflated only that far.
     pub fn read_entry_prefix(&mut self, loc: &EntryLoc, len: u64) -> Result<Vec<u8>> {
-        read_entry_at(
+        Ok(read_entry_at(
             &mut self.file,
             &self.archive,
             loc.member_offset,
             loc.offset_in_member,
             loc.size.min(len),
-        )
+        )?)
     }
 
     /// Find an entry the catalog has no location for (e.g. a folder's
@@ -196,7 +196,7 @@ impl Source {
                             Ok(b) => each(i, check_guid(&guids[i], &b).map(|()| b)),
                             Err(e) => {
                                 broken = Some(e.to_string());
-                                each(i, Err(e));
+                                each(i, Err(e.into()));
                             }
                         }
                     }

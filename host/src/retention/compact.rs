@@ -617,7 +617,7 @@ impl Writer<'_> {
                 Err(e) if matches!(e.as_archive(), Some(archive::ArchiveError::Damaged { .. })) => {
                     break;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let good_end = tail.last().map_or(start, |&(o, l)| o + l);

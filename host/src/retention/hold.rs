@@ -170,7 +170,7 @@ fn open_writer(archive: &Path, committed: u64, wait: Option<Duration>) -> Result
             Err(e) if e.is_temporary() && deadline.is_some_and(|d| Instant::now() < d) => {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            r => return r,
+            r => return Ok(r?),
         }
     }
 }

@@ -40,7 +40,7 @@ pub fn new_archive_path(archive: &Path) -> PathBuf {
 /// The generation of the archive at `archive` (`None`: never rewritten).
 pub fn archive_generation(archive: &Path) -> Result<Option<String>> {
     let mut f = File::open(archive).map_err(|e| Error::io("opening", archive, e))?;
-    rewrite::read_generation(&mut f, archive)
+    Ok(rewrite::read_generation(&mut f, archive)?)
 }
 
 /// The generation after `prev`: `N+1 <16 random hex digits>` (the random part tells

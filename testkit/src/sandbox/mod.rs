@@ -526,7 +526,8 @@ impl Sandbox {
     /// (`cyrus_init`).
     pub fn tool(&self, name: &str, args: &[&str]) -> Result<Output> {
         let bin = self.cyrus.program(name);
-        self.cyrus_command(&bin)
+        Ok(self
+            .cyrus_command(&bin)
             .arg("-C")
             .arg(&self.imapd_conf)
             .args(args)
@@ -534,7 +535,7 @@ impl Sandbox {
             .current_dir(&self.root)
             .stdin(Stdio::null())
             .output()
-            .at("running", &bin)
+            .at("running", &bin)?)
     }
 
     /// Run a tool and return its stdout; a non-zero exit is an error with stderr.
