@@ -820,9 +820,9 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     }
     let e = Catalog::open(&path).unwrap_err();
     match &e {
-        cyrvault_host::Error::Catalog(CatalogError::SchemaTooNew {
+        CatalogError::SchemaTooNew {
             found, supported, ..
-        }) => {
+        } => {
             assert_eq!((*found, *supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
         }
         other => panic!("{other:?}"),
@@ -841,7 +841,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     }
     assert!(matches!(
         Catalog::open(&path).unwrap_err(),
-        cyrvault_host::Error::Catalog(CatalogError::SchemaTooOld { found: 0, .. })
+        CatalogError::SchemaTooOld { found: 0, .. }
     ));
     // a SQLite file that is not a catalog
     let other = dir.join("other.sqlite");
@@ -851,7 +851,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
         .unwrap();
     assert!(matches!(
         Catalog::open(&other).unwrap_err(),
-        cyrvault_host::Error::Catalog(CatalogError::NotACatalog { .. })
+        CatalogError::NotACatalog { .. }
     ));
 }
 

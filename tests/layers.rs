@@ -28,8 +28,8 @@ const KNOWN_CYCLES: &[(&str, &str, &str)] = &[
     ),
     (
         "cyrvault-host",
-        "error wraps CatalogError, BackupError, RetentionError; those layers return Error",
-        "backup catalog error retention vault",
+        "error wraps BackupError, RetentionError; those layers return Error",
+        "backup error retention vault",
     ),
 ];
 

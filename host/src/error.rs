@@ -33,7 +33,7 @@ pub enum Error {
     Service(#[from] cyrvault::Error),
     /// The SQLite catalog failed or refused (see `catalog::CatalogError`).
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
+    Catalog(CatalogError),
     /// A per-user archive is locked, damaged or not what we expected.
     #[error("archive {}: {source}", path.display())]
     Archive {
@@ -57,6 +57,16 @@ impl From<crate::archive::ArchiveFailure> for Error {
         match e {
             A::Service(e) => Error::Service(e),
             A::Archive { path, source } => Error::Archive { path, source },
+        }
+    }
+}
+
+/// The catalog layer's edge: a service-side error it met stays the service's.
+impl From<CatalogError> for Error {
+    fn from(e: CatalogError) -> Error {
+        match e {
+            CatalogError::Service(e) => Error::Service(e),
+            e => Error::Catalog(e),
         }
     }
 }

@@ -100,10 +100,9 @@ impl UserArchive {
     pub fn open_catalog(&self) -> Result<Catalog> {
         // While a prune's swap is half done (the archive already new), the new catalog
         // waits beside the old one: read that (doc/retention.md).
-        Catalog::open_read_only(&crate::retention::pair::catalog_to_read(
-            &self.archive,
-            &self.catalog,
-        ))
+        Ok(Catalog::open_read_only(
+            &crate::retention::pair::catalog_to_read(&self.archive, &self.catalog),
+        )?)
     }
 
     /// Open the archive file for reading (readers take no lock: it is append-only).

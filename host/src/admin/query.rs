@@ -521,7 +521,7 @@ pub fn stats(users: &[UserArchive]) -> Result<StatsReport> {
     };
     let mut sum_archive = 0u64;
     for ua in users {
-        let t = match ua.open_catalog().and_then(|c| c.stats()) {
+        let t = match ua.open_catalog().and_then(|c| Ok(c.stats()?)) {
             Ok(t) => t,
             Err(e) => {
                 errors.push((ua.user.clone(), e.to_string()));

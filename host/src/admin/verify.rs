@@ -245,7 +245,7 @@ impl CatalogAudit {
                         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
                     );
                 }
-                cat.integrity_check()
+                Ok(cat.integrity_check()?)
             });
             let cat = ua.open_catalog()?;
             let members = cat.audit_members()?;

@@ -154,7 +154,7 @@ pub(crate) fn commit_run_with(
 ) -> Result<()> {
     let user_files = user_file_locs(catalog, members, m)?;
     let rows = member_rows(members);
-    catalog.write_run(
+    Ok(catalog.write_run(
         m,
         &RunParts {
             manifest_loc: Some(manifest_loc),
@@ -163,7 +163,7 @@ pub(crate) fn commit_run_with(
             snapshots,
             user_files: &user_files,
         },
-    )
+    )?)
 }
 
 /// What recovery did.

@@ -8,8 +8,8 @@
 use rusqlite::Row;
 use serde::Serialize;
 
+use super::error::Result;
 use super::{Catalog, DbContext};
-use crate::error::Result;
 
 /// A location as stored: `(member offset, offset in the member, size)`, each possibly
 /// NULL or negative in a damaged catalog.

@@ -13,8 +13,8 @@
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use super::{Catalog, DbContext};
-use crate::error::Result;
+use super::error::Result;
+use super::{Catalog, CatalogError, DbContext};
 
 /// The `meta` key of the record.
 const KEY: &str = "last_check";
@@ -35,7 +35,7 @@ impl Catalog {
     /// [`Catalog::open_backup`] it costs no fsync.
     pub fn note_check(&mut self, c: &Check) -> Result<()> {
         let json = serde_json::to_string(c).map_err(|e| {
-            crate::Error::other(format!("encoding the check of run {}: {e}", c.run))
+            CatalogError::other(format!("encoding the check of run {}: {e}", c.run))
         })?;
         self.conn
             .execute(

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use rusqlite::types::ValueRef;
 use serde::Serialize;
 
+use super::error::Result;
 use super::{Catalog, DbContext};
-use crate::error::Result;
 
 /// Each table with the columns and order of its dump. Surrogate keys (`records.id`)
 /// and the `meta` rows that record who created the file are left out: they describe

@@ -1,12 +1,17 @@
 //! Errors of the catalog: SQLite failures with what we were doing and to which file,
-//! schema version mismatches, and misuse of the run writer. Wrapped by the crate
-//! `Error::Catalog`.
+//! schema version mismatches, misuse of the run writer, and the service-side errors
+//! the catalog meets (I/O on its files, a catalog that does not exist). The crate
+//! `Error` converts it at this layer's edge (`Error::Catalog`, or `Error::Service`
+//! for the service's).
 #![forbid(unsafe_code)]
 
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::error::ErrorKind;
+use cyrvault::error::ErrorKind;
+
+/// Result with the catalog's [`CatalogError`].
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
 /// What went wrong in the catalog.
 #[derive(Debug)]
@@ -45,9 +50,38 @@ pub enum CatalogError {
     /// The writer was used against its contract (run numbers not increasing, a folder
     /// snapshotted twice in one run, an unchanged folder we never saw...).
     Misuse { path: PathBuf, what: String },
+    /// A service-side failure: I/O on the catalog's files (with what and where), a
+    /// catalog that does not exist, a state that does not encode.
+    Service(cyrvault::Error),
+}
+
+impl From<cyrvault::Error> for CatalogError {
+    fn from(e: cyrvault::Error) -> Self {
+        CatalogError::Service(e)
+    }
 }
 
 impl CatalogError {
+    /// Whether trying again later may succeed (a busy or locked database).
+    pub fn is_temporary(&self) -> bool {
+        self.kind() == ErrorKind::Temporary
+    }
+
+    /// An I/O error with context (the service's `Io`).
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        cyrvault::Error::io(op, path, source).into()
+    }
+
+    /// A catalog that does not exist (the service's `NotFound`).
+    pub fn not_found(what: &'static str, name: String) -> Self {
+        cyrvault::Error::NotFound { what, name }.into()
+    }
+
+    /// Anything else, with a message that says what and where (the service's `Other`).
+    pub fn other(message: String) -> Self {
+        cyrvault::Error::Other(message).into()
+    }
+
     /// The coarse class, for exit codes and retries: a busy/locked database is
     /// temporary, a schema or content problem is bad data, misuse is a bug.
     pub fn kind(&self) -> ErrorKind {
@@ -67,6 +101,7 @@ impl CatalogError {
             | CatalogError::Corrupt { .. }
             | CatalogError::Unheld { .. } => ErrorKind::Data,
             CatalogError::Misuse { .. } => ErrorKind::Software,
+            CatalogError::Service(e) => e.kind(),
         }
     }
 }
@@ -117,6 +152,7 @@ impl fmt::Display for CatalogError {
             CatalogError::Misuse { path, what } => {
                 write!(f, "catalog {}: {what}", path.display())
             }
+            CatalogError::Service(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -125,6 +161,8 @@ impl std::error::Error for CatalogError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CatalogError::Db { source, .. } => Some(source),
+            // transparent: the service error's own source, as if unwrapped
+            CatalogError::Service(e) => e.source(),
             _ => None,
         }
     }

@@ -46,7 +46,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use audit::{CatalogCounts, LocKind, LocRow, RawLoc, RawMember, UnheldRecord};
 pub use check::Check;
 pub use dump::CatalogStats;
-pub use error::CatalogError;
+pub use error::{CatalogError, Result};
 pub use query::{
     FolderAt, FolderSnapshot, LiveFolder, MessageUse, MetaEntry, MetaUse, NameSpan, RecordUse,
     RunInfo,
@@ -56,7 +56,7 @@ pub use retention::{DeletedFolder, MessageLife, Needs, RetentionRow};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use write::{FolderMeta, FolderRef, MemberRow, RunHeader, RunTx};
 
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 use schema::Found;
 
 /// Whether a commit is on disk when it returns (see the module docs).
@@ -93,28 +93,26 @@ pub(crate) trait DbContext<T> {
 
 impl<T> DbContext<T> for rusqlite::Result<T> {
     fn db(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| {
-            Error::Catalog(CatalogError::Db {
-                op,
-                path: path.to_path_buf(),
-                source,
-            })
+        self.map_err(|source| CatalogError::Db {
+            op,
+            path: path.to_path_buf(),
+            source,
         })
     }
 }
 
-pub(crate) fn misuse(path: &Path, what: impl Into<String>) -> Error {
-    Error::Catalog(CatalogError::Misuse {
+pub(crate) fn misuse(path: &Path, what: impl Into<String>) -> CatalogError {
+    CatalogError::Misuse {
         path: path.to_path_buf(),
         what: what.into(),
-    })
+    }
 }
 
-pub(crate) fn corrupt(path: &Path, what: impl Into<String>) -> Error {
-    Error::Catalog(CatalogError::Corrupt {
+pub(crate) fn corrupt(path: &Path, what: impl Into<String>) -> CatalogError {
+    CatalogError::Corrupt {
         path: path.to_path_buf(),
         what: what.into(),
-    })
+    }
 }
 
 impl Catalog {
@@ -145,7 +143,10 @@ impl Catalog {
     /// admin commands, which must not leave an empty catalog behind).
     pub fn open_existing(path: &Path) -> Result<Catalog> {
         if !path.exists() {
-            return Err(Error::not_found("catalog", path.display().to_string()));
+            return Err(CatalogError::not_found(
+                "catalog",
+                path.display().to_string(),
+            ));
         }
         Self::open_with(
             path,
@@ -160,7 +161,10 @@ impl Catalog {
     /// database without our schema, [`CatalogError::NotACatalog`].
     pub fn open_read_only(path: &Path) -> Result<Catalog> {
         if !path.exists() {
-            return Err(Error::not_found("catalog", path.display().to_string()));
+            return Err(CatalogError::not_found(
+                "catalog",
+                path.display().to_string(),
+            ));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).db("opening", path)?;
@@ -174,9 +178,9 @@ impl Catalog {
                     && schema::read_as_current(&conn, v).db("reading an older schema", path)? => {}
             Found::Version(v) => check_version(path, v)?,
             Found::Empty | Found::Foreign => {
-                return Err(Error::Catalog(CatalogError::NotACatalog {
+                return Err(CatalogError::NotACatalog {
                     path: path.to_path_buf(),
-                }));
+                });
             }
         }
         Ok(Catalog {
@@ -234,9 +238,9 @@ impl Catalog {
                 }
             }
             Found::Foreign => {
-                return Err(Error::Catalog(CatalogError::NotACatalog {
+                return Err(CatalogError::NotACatalog {
                     path: path.to_path_buf(),
-                }));
+                });
             }
         }
         Ok(Catalog {
@@ -254,7 +258,7 @@ impl Catalog {
         for p in [new.clone(), sibling(&new, "-wal"), sibling(&new, "-shm")] {
             match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("removing stale", &p, e));
+                    return Err(CatalogError::io("removing stale", &p, e));
                 }
                 _ => {}
             }
@@ -310,7 +314,7 @@ impl Catalog {
         for p in [sibling(target, "-wal"), sibling(target, "-shm")] {
             match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("removing old", &p, e));
+                    return Err(CatalogError::io("removing old", &p, e));
                 }
                 _ => {}
             }
@@ -338,7 +342,7 @@ impl Catalog {
         for p in [new.clone(), sibling(&new, "-wal"), sibling(&new, "-shm")] {
             match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("removing", &p, e));
+                    return Err(CatalogError::io("removing", &p, e));
                 }
                 _ => {}
             }
@@ -421,17 +425,17 @@ pub(crate) fn check_version(path: &Path, found: i64) -> Result<()> {
     if found == SCHEMA_VERSION {
         Ok(())
     } else if found > SCHEMA_VERSION {
-        Err(Error::Catalog(CatalogError::SchemaTooNew {
+        Err(CatalogError::SchemaTooNew {
             path: path.to_path_buf(),
             found,
             supported: SCHEMA_VERSION,
-        }))
+        })
     } else {
-        Err(Error::Catalog(CatalogError::SchemaTooOld {
+        Err(CatalogError::SchemaTooOld {
             path: path.to_path_buf(),
             found,
             supported: SCHEMA_VERSION,
-        }))
+        })
     }
 }
 

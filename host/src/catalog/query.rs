@@ -9,10 +9,10 @@ use std::path::Path;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
+use super::error::Result;
 use super::write::FolderMeta;
-use super::{Catalog, DbContext, corrupt};
+use super::{Catalog, CatalogError, DbContext, corrupt};
 use crate::cyrus::Guid;
-use crate::error::Result;
 use crate::model::{EntryLoc, FolderState, RecordState, UserFile, UserFileKind};
 
 /// One committed run.
@@ -381,12 +381,12 @@ impl Catalog {
     /// one at a time as SQLite reads them (the `records_by_folder_uid` index gives the
     /// order): `ls` of a folder of any size in constant memory. `each` may stop the
     /// walk by returning an error.
-    pub fn each_record_at(
+    pub fn each_record_at<E: From<CatalogError>>(
         &self,
         uniqueid: &str,
         run: u64,
-        each: &mut dyn FnMut(RecordState) -> Result<()>,
-    ) -> Result<()> {
+        each: &mut dyn FnMut(RecordState) -> Result<(), E>,
+    ) -> Result<(), E> {
         let op = "reading records";
         let mut st = self
             .conn

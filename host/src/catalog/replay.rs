@@ -9,10 +9,10 @@
 
 use std::collections::HashMap;
 
+use super::error::Result;
 use super::write::{FolderMeta, FolderRef, MemberRow, RunHeader};
 use super::{Catalog, corrupt};
 use crate::cyrus::Guid;
-use crate::error::Result;
 use crate::model::{EntryLoc, MANIFEST_FORMAT, RecordState, RunManifest, UserFile};
 
 /// The archive-side facts of one run, beside its manifest.

@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::error::Result;
 use super::{Catalog, DbContext, corrupt};
 use crate::cyrus::Guid;
-use crate::error::Result;
 use crate::model::EntryLoc;
 use crate::model::retention::{Erasure, EventKind, RetentionEvent};
 

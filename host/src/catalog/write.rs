@@ -14,9 +14,9 @@ use std::path::Path;
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::error::Result;
 use super::{Catalog, CatalogError, DbContext, check_version, corrupt, misuse};
 use crate::cyrus::Guid;
-use crate::error::{Error, Result};
 use crate::model::{EntryLoc, FolderState, RecordState, UserFile};
 
 /// What a run is, known when its archive member(s) have been written and fsynced.
@@ -645,13 +645,13 @@ impl RunTx<'_> {
                 .db("checking a record's message", path)?
                 .is_some();
             if !held {
-                return Err(Error::Catalog(CatalogError::Unheld {
+                return Err(CatalogError::Unheld {
                     path: path.to_path_buf(),
                     run: self.run,
                     uniqueid: uniqueid.to_string(),
                     uid: rec.uid,
                     guid: rec.guid,
-                }));
+                });
             }
             let kw = serde_json::to_string(&rec.keywords)
                 .map_err(|e| corrupt(path, format!("keywords of uid {}: {e}", rec.uid)))?;

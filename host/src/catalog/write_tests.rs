@@ -2,7 +2,7 @@
 //! folders, carrying forward, a second writer.
 
 use super::*;
-use crate::error::{Error, ErrorKind};
+use cyrvault::error::ErrorKind;
 
 fn header(run: u64) -> RunHeader {
     RunHeader {
@@ -95,7 +95,7 @@ fn catalog(name: &str) -> Scratch {
     Scratch { catalog, dir }
 }
 
-fn misuse_text(e: Error) -> String {
+fn misuse_text(e: CatalogError) -> String {
     assert_eq!(e.kind(), ErrorKind::Software, "{e}");
     e.to_string()
 }
