@@ -29,7 +29,7 @@ const KNOWN_CYCLES: &[(&str, &str, &str)] = &[
     (
         "cyrvault-host",
         "error wraps BackupError, RetentionError; those layers return Error",
-        "backup error retention vault",
+        "backup error retention",
     ),
 ];
 

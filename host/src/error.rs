@@ -71,6 +71,17 @@ impl From<CatalogError> for Error {
     }
 }
 
+/// The vault layer's edge: its service and archive failures keep their variants.
+impl From<crate::vault::VaultError> for Error {
+    fn from(e: crate::vault::VaultError) -> Error {
+        use crate::vault::VaultError as V;
+        match e {
+            V::Service(e) => Error::Service(e),
+            V::Archive(e) => e.into(),
+        }
+    }
+}
+
 /// imapd.conf or our own configuration is wrong (the service's `Config`).
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Error {

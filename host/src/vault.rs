@@ -22,7 +22,50 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::archive::ArchiveFailure;
+use crate::io_context::IoContext;
+use cyrvault::error::ErrorKind;
+
+/// Result with the vault's [`VaultError`].
+pub type Result<T, E = VaultError> = std::result::Result<T, E>;
+
+/// Every failure of the vault: a service-side one (I/O on the vault's files with what
+/// and where, a refused name, an index that does not encode, a manifest that does not
+/// parse) or an archive's, met while reading who owns it. The crate `Error` converts
+/// it at this layer's edge into the same variants (`Error::Service`, `Error::Archive`).
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// A service-side failure.
+    #[error(transparent)]
+    Service(#[from] cyrvault::Error),
+    /// An archive that could not be read (never holds a service error: see `From`).
+    #[error(transparent)]
+    Archive(ArchiveFailure),
+}
+
+impl From<ArchiveFailure> for VaultError {
+    fn from(e: ArchiveFailure) -> Self {
+        match e {
+            ArchiveFailure::Service(e) => VaultError::Service(e),
+            e => VaultError::Archive(e),
+        }
+    }
+}
+
+impl VaultError {
+    /// The class of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            VaultError::Service(e) => e.kind(),
+            VaultError::Archive(e) => e.kind(),
+        }
+    }
+
+    /// A request that is not allowed (the service's `Refused`, class Usage).
+    fn refused(message: String) -> Self {
+        cyrvault::Error::Refused(message).into()
+    }
+}
 
 /// File name of the vault index inside the root.
 pub const INDEX_FILE: &str = "vault.json";
@@ -86,7 +129,7 @@ impl Vault {
     /// exist yet). Refuses a UniqueID that is not a safe file name.
     pub fn archive_for(&self, inbox_uniqueid: &str) -> Result<UserArchive> {
         if !valid_uniqueid(inbox_uniqueid) {
-            return Err(Error::refused(format!(
+            return Err(VaultError::refused(format!(
                 "INBOX uniqueid {inbox_uniqueid:?} is not 1-64 of [A-Za-z0-9-]"
             )));
         }
@@ -244,16 +287,16 @@ impl Vault {
                     users: BTreeMap::new(),
                 });
             }
-            Err(e) => return Err(Error::io("reading", &p, e)),
+            Err(e) => return Err(cyrvault::Error::io("reading", &p, e).into()),
         };
         let idx: IndexFile = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::refused(format!(
+            VaultError::refused(format!(
                 "{}: not a vault index ({e}); rebuild it with `cyrvault` from the archives",
                 p.display()
             ))
         })?;
         if idx.format > INDEX_FORMAT {
-            return Err(Error::refused(format!(
+            return Err(VaultError::refused(format!(
                 "{}: index format {} is newer than this cyrvault ({INDEX_FORMAT})",
                 p.display(),
                 idx.format
@@ -266,7 +309,7 @@ impl Vault {
         let p = self.index_path();
         let tmp = self.root.join(format!("{INDEX_FILE}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(idx)
-            .map_err(|e| Error::other(format!("encoding the vault index: {e}")))?;
+            .map_err(|e| cyrvault::Error::Other(format!("encoding the vault index: {e}")))?;
         bytes.push(b'\n');
         let mut f = File::create(&tmp).at("creating", &tmp)?;
         f.write_all(&bytes).at("writing", &tmp)?;
@@ -309,7 +352,7 @@ fn last_manifest_user(path: &Path) -> Result<Option<(u64, String)>> {
         .unwrap_or(0);
     let mut f = File::open(path).at("opening", path)?;
     let bytes = read_entry_at(&mut f, path, member, off, entry)?;
-    let m = crate::model::parse_manifest(&bytes).map_err(|e| Error::parse(path, e))?;
+    let m = crate::model::parse_manifest(&bytes).map_err(|e| cyrvault::Error::parse(path, e))?;
     Ok(Some((run, m.user)))
 }
 
