@@ -28,8 +28,8 @@ const KNOWN_CYCLES: &[(&str, &str, &str)] = &[
     ),
     (
         "cyrvault-host",
-        "error wraps BackupError, RetentionError; those layers return Error",
-        "backup error retention",
+        "error wraps BackupError; backup returns Error",
+        "backup error",
     ),
 ];
 

@@ -46,7 +46,7 @@ pub enum Error {
     Backup(#[from] crate::backup::BackupError),
     /// Prune, forget or hold refused (held user, catalog behind the archive, ...).
     #[error(transparent)]
-    Retention(#[from] crate::retention::RetentionError),
+    Retention(crate::retention::RetentionError),
 }
 
 /// The archive layer's edge: its failure keeps its variant (the archive error with its
@@ -78,6 +78,20 @@ impl From<crate::vault::VaultError> for Error {
         match e {
             V::Service(e) => Error::Service(e),
             V::Archive(e) => e.into(),
+        }
+    }
+}
+
+/// Retention's edge: its own refusals become `Error::Retention`, what it met below
+/// keeps the variant it has here.
+impl From<crate::retention::RetentionError> for Error {
+    fn from(e: crate::retention::RetentionError) -> Error {
+        use crate::retention::RetentionError as R;
+        match e {
+            R::Service(e) => Error::Service(e),
+            R::Archive(e) => e.into(),
+            R::Catalog(e) => e.into(),
+            e => Error::Retention(e),
         }
     }
 }

@@ -352,7 +352,7 @@ fn prune_after(v: &Vault, user: &str, policy: &crate::retention::Policy) {
             r.bytes_before,
             r.bytes_after
         ),
-        Err(crate::Error::Retention(crate::retention::RetentionError::Held { .. })) => {
+        Err(crate::retention::RetentionError::Held { .. }) => {
             log::info!(target: "cyrvault::fleet", "{user}: under legal hold: not pruned");
         }
         Err(e) => log::warn!(target: "cyrvault::fleet", "{user}: prune failed: {e}"),

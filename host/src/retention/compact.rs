@@ -24,12 +24,13 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::error::{Result, RetentionError};
 use super::pair::{self, new_archive_path};
 use super::plan::{Action, Fate, MemberPlan, Plan, user_entry_name};
 use crate::archive::{self, EntryName, Members, read_entry_at, rewrite};
 use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
 use crate::cyrus::Guid;
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 use crate::model::retention::{RetentionEvent, parse_event};
 use crate::model::{EntryLoc, FolderInRun, RecordState, RunManifest, parse_manifest};
 
@@ -133,11 +134,11 @@ impl Writer<'_> {
     fn run(&mut self, event: &mut RetentionEvent, generation: &str) -> Result<()> {
         let mtime = u64::try_from(event.at).unwrap_or(0);
         let first = rewrite::format_member(generation, mtime)
-            .map_err(|e| Error::archive(self.old_path, e))?;
+            .map_err(|e| RetentionError::archive(self.old_path, e))?;
         self.append_member(&first)?;
         let kept = &self.plan.kept;
         let Some(&last_kept) = kept.last() else {
-            return Err(Error::other(
+            return Err(RetentionError::other(
                 "a compaction must keep at least one run".into(),
             ));
         };
@@ -191,9 +192,9 @@ impl Writer<'_> {
                 while submitted < members.len() && submitted < i + window {
                     if needs_inflate(&members[submitted]) {
                         let (tx, rx) = std::sync::mpsc::channel();
-                        job_tx
-                            .send((submitted, tx))
-                            .map_err(|_| Error::other("compaction workers stopped".into()))?;
+                        job_tx.send((submitted, tx)).map_err(|_| {
+                            RetentionError::other("compaction workers stopped".into())
+                        })?;
                         replies.push_back((submitted, rx));
                     }
                     submitted += 1;
@@ -205,12 +206,12 @@ impl Writer<'_> {
                     Action::Drop => self.report.members_dropped += 1,
                     Action::Repack | Action::Inspect | Action::Format => {
                         let Some((j, rx)) = replies.pop_front() else {
-                            return Err(Error::other("a re-pack job went missing".into()));
+                            return Err(RetentionError::other("a re-pack job went missing".into()));
                         };
                         debug_assert_eq!(j, i);
-                        let (raw, r) = rx
-                            .recv()
-                            .map_err(|_| Error::other("a compaction worker died".into()))??;
+                        let (raw, r) = rx.recv().map_err(|_| {
+                            RetentionError::other("a compaction worker died".into())
+                        })??;
                         if m.action == Action::Inspect {
                             self.report.members_inspected += 1;
                         }
@@ -238,7 +239,7 @@ impl Writer<'_> {
             Ok(())
         })?;
         if !self.pending.is_empty() {
-            return Err(Error::other(format!(
+            return Err(RetentionError::other(format!(
                 "{} new member(s) after the last kept run's manifest",
                 self.pending.len()
             )));
@@ -255,7 +256,7 @@ impl Writer<'_> {
                 r.loc.offset_in_member,
                 r.loc.size,
             )?;
-            let ev = parse_event(&bytes).map_err(|e| Error::parse(self.old_path, e))?;
+            let ev = parse_event(&bytes).map_err(|e| RetentionError::parse(self.old_path, e))?;
             let loc = self.locate(&name)?;
             events.push((ev, loc));
         }
@@ -272,7 +273,7 @@ impl Writer<'_> {
         self.names
             .get(name)
             .copied()
-            .ok_or_else(|| Error::other(format!("{name} did not reach the new archive")))
+            .ok_or_else(|| RetentionError::other(format!("{name} did not reach the new archive")))
     }
 
     /// Append a whole member to the new archive and note its entries.
@@ -333,7 +334,7 @@ impl Writer<'_> {
     fn check_frame(&mut self, offset: u64, clen: u64, ulen: u64) -> Result<()> {
         use std::io::{Read, Seek, SeekFrom};
         let bad = |what: &'static str| {
-            Error::archive(
+            RetentionError::archive(
                 self.old_path,
                 archive::ArchiveError::Damaged {
                     offset,
@@ -407,7 +408,7 @@ impl Writer<'_> {
             &event.to_json(),
             u64::try_from(event.at).unwrap_or(0),
         )
-        .map_err(|e| Error::archive(self.old_path, e))?;
+        .map_err(|e| RetentionError::archive(self.old_path, e))?;
         let (gz, _) = rewrite::compress_member(&tar);
         self.append_member(&gz)
     }
@@ -425,7 +426,7 @@ impl Writer<'_> {
         let members: Vec<u64> = self.pending.iter().map(|m| m.offset).collect();
         let (json, changed) = self.rewrite(run, &old_bytes, &members)?;
         let name = archive::run_manifest_entry(&archive::run_id(run))
-            .map_err(|e| Error::archive(self.old_path, e))?;
+            .map_err(|e| RetentionError::archive(self.old_path, e))?;
         if let (false, Some((offset, clen))) = (changed, alone) {
             let raw = rewrite::read_raw(&mut self.old, self.old_path, offset, clen)?;
             self.append_member(&raw)?;
@@ -434,12 +435,13 @@ impl Writer<'_> {
             let m: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
             let mtime = m["finished"].as_u64().unwrap_or(0);
             let tar = rewrite::tar_entry(&name, &json, mtime)
-                .map_err(|e| Error::archive(self.old_path, e))?;
+                .map_err(|e| RetentionError::archive(self.old_path, e))?;
             let (gz, _) = rewrite::compress_member(&tar);
             self.append_member(&gz)?;
             self.report.manifests_rewritten += 1;
         }
-        let manifest = parse_manifest(&json).map_err(|e| Error::parse(self.old_path, e))?;
+        let manifest =
+            parse_manifest(&json).map_err(|e| RetentionError::parse(self.old_path, e))?;
         let manifest_loc = self.locate(&name)?;
         self.replay(&manifest, manifest_loc)
     }
@@ -450,11 +452,13 @@ impl Writer<'_> {
     /// the JSON and whether it differs from `old`.
     fn rewrite(&self, run: u64, old: &[u8], members: &[u64]) -> Result<(Vec<u8>, bool)> {
         let mut v: Value = serde_json::from_slice(old)
-            .map_err(|e| Error::other(format!("run {run}: manifest is not JSON: {e}")))?;
+            .map_err(|e| RetentionError::other(format!("run {run}: manifest is not JSON: {e}")))?;
         let mut changed = false;
         let drop = &self.plan.drop_folders;
         let Some(list) = v.get("folders").and_then(Value::as_array).cloned() else {
-            return Err(Error::other(format!("run {run}: manifest has no folders")));
+            return Err(RetentionError::other(format!(
+                "run {run}: manifest has no folders"
+            )));
         };
         let mut mentioned = HashSet::new();
         let mut folders = Vec::new();
@@ -493,7 +497,9 @@ impl Writer<'_> {
                 snapshot_run: s.snapshot_run,
                 deleted_at: f.deleted_at,
             };
-            folders.push(serde_json::to_value(entry).map_err(|e| Error::other(e.to_string()))?);
+            folders.push(
+                serde_json::to_value(entry).map_err(|e| RetentionError::other(e.to_string()))?,
+            );
             changed = true;
         }
         let old_members: Vec<u64> = v["members"]
@@ -508,7 +514,7 @@ impl Writer<'_> {
         }
         v["folders"] = Value::Array(folders);
         v["members"] = Value::Array(members.iter().map(|&o| Value::from(o)).collect());
-        let json = serde_json::to_vec(&v).map_err(|e| Error::other(e.to_string()))?;
+        let json = serde_json::to_vec(&v).map_err(|e| RetentionError::other(e.to_string()))?;
         Ok((json, true))
     }
 
@@ -625,7 +631,7 @@ impl Writer<'_> {
             let mut f = File::open(self.old_path).at("opening", self.old_path)?;
             if !archive::is_crash_leftover(&mut f, self.old_path, good_end, self.plan.archive_len)?
             {
-                return Err(Error::archive(
+                return Err(RetentionError::archive(
                     self.old_path,
                     archive::ArchiveError::Damaged {
                         offset: good_end,
@@ -675,7 +681,8 @@ enum Repacked {
 /// `len` bytes at `offset` of `file`, without moving a shared cursor (`pread`).
 fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    let n = usize::try_from(len).map_err(|_| Error::other(format!("member of {len} bytes")))?;
+    let n = usize::try_from(len)
+        .map_err(|_| RetentionError::other(format!("member of {len} bytes")))?;
     let mut buf = vec![0u8; n];
     file.read_exact_at(&mut buf, offset).at("reading", path)?;
     Ok(buf)
@@ -710,8 +717,9 @@ fn repack(
     if !keep.iter().any(|&k| k) {
         return Ok(Repacked::Nothing);
     }
-    let (new_tar, locs) = rewrite::repack_tar(&tar, &info.entries, &keep)
-        .map_err(|d| Error::archive(path, archive::ArchiveError::Damaged { offset, damage: d }))?;
+    let (new_tar, locs) = rewrite::repack_tar(&tar, &info.entries, &keep).map_err(|d| {
+        RetentionError::archive(path, archive::ArchiveError::Damaged { offset, damage: d })
+    })?;
     drop(tar);
     let (gz, _) = rewrite::compress_member(&new_tar);
     Ok(Repacked::New {

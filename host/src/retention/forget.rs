@@ -17,12 +17,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::compact::{CompactReport, compact};
-use super::error::RetentionError;
+use super::error::{Result, RetentionError};
 use super::hold::{HoldInfo, Target, now_secs};
 use super::plan::plan;
 use super::prune::{erased_list, lock_checked, next_seq};
 use crate::cyrus::Guid;
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 use crate::model::retention::{EventKind, RETENTION_FORMAT, RemovedFolder, RetentionEvent};
 
 /// What to forget.
@@ -80,8 +80,7 @@ fn refuse_held(t: &Target, holds: &[HoldInfo]) -> Result<()> {
     Err(RetentionError::Held {
         user: t.user.clone(),
         holds: holds.iter().map(HoldInfo::describe).collect(),
-    }
-    .into())
+    })
 }
 
 /// Forget `opts.what` from `t`. `vault` is where `--all` records the erasure and drops
@@ -92,7 +91,7 @@ pub fn forget(
     opts: &ForgetOptions,
 ) -> Result<ForgetReport> {
     if opts.reason.trim().is_empty() {
-        return Err(Error::refused(
+        return Err(RetentionError::refused(
             "forget needs a --reason (it is kept with the record)".into(),
         ));
     }
@@ -121,7 +120,7 @@ pub fn forget(
             let held: HashSet<Guid> = cat.message_guids()?.into_iter().collect();
             for g in gs {
                 if !held.contains(g) {
-                    return Err(not_in(format!("message {g}")).into());
+                    return Err(not_in(format!("message {g}")));
                 }
             }
             gs.iter().copied().collect()
@@ -131,7 +130,7 @@ pub fn forget(
             let uid = match cat.folder_by_name_at(name, last)? {
                 Some(f) => f.uniqueid,
                 None if cat.folder_history(name)?.is_empty() => {
-                    return Err(not_in(format!("folder {name:?}")).into());
+                    return Err(not_in(format!("folder {name:?}")));
                 }
                 None => name.clone(),
             };
@@ -256,7 +255,8 @@ fn forget_all(
             .append(true)
             .open(&log)
             .at("opening", &log)?;
-        let mut bytes = serde_json::to_vec(&line).map_err(|e| Error::other(e.to_string()))?;
+        let mut bytes =
+            serde_json::to_vec(&line).map_err(|e| RetentionError::other(e.to_string()))?;
         bytes.push(b'\n');
         f.write_all(&bytes).at("writing", &log)?;
         f.sync_all().at("syncing", &log)?;

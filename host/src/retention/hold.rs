@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::error::{Result, RetentionError};
 use super::pair;
 use crate::archive::{self, ArchiveWriter, EntryName, Members, WriterOptions};
 use crate::catalog::{Catalog, RetentionRow};
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 use crate::model::EntryLoc;
 use crate::model::retention::{EventKind, RETENTION_FORMAT, RetentionEvent, parse_event};
 
@@ -138,7 +139,7 @@ pub(crate) fn absorb_tail(cat: &mut Catalog, archive: &Path) -> Result<Tail> {
     let mut f = std::fs::File::open(archive).at("opening", archive)?;
     for (member, off, size) in found {
         let bytes = archive::read_entry_at(&mut f, archive, member, off, size)?;
-        let ev = parse_event(&bytes).map_err(|e| Error::parse(archive, e))?;
+        let ev = parse_event(&bytes).map_err(|e| RetentionError::parse(archive, e))?;
         log::warn!(
             target: "cyrvault::retention",
             "{}: retention event {} ({}) is in the archive but was not in the catalog: added",
@@ -182,7 +183,7 @@ fn append_event(
     make: impl FnOnce(u64) -> RetentionEvent,
 ) -> Result<RetentionEvent> {
     if !t.archive.exists() {
-        return Err(Error::not_found(
+        return Err(RetentionError::not_found(
             "archive",
             format!("{} ({})", t.user, t.archive.display()),
         ));
@@ -203,7 +204,7 @@ fn append_event(
     let (m, e) = written
         .iter()
         .find_map(|m| m.entries.first().map(|e| (m, e)))
-        .ok_or_else(|| Error::other("the event member was not written".into()))?;
+        .ok_or_else(|| RetentionError::other("the event member was not written".into()))?;
     cat.add_retention_event(&ev, &m.locate(e))?;
     Ok(ev)
 }
@@ -216,11 +217,11 @@ pub fn hold(
     wait: Option<Duration>,
 ) -> Result<HoldInfo> {
     if reason.trim().is_empty() {
-        return Err(Error::refused("a hold needs a --reason".into()));
+        return Err(RetentionError::refused("a hold needs a --reason".into()));
     }
     let now = now_secs();
     if until.is_some_and(|u| u <= now) {
-        return Err(Error::refused("--until is in the past".into()));
+        return Err(RetentionError::refused("--until is in the past".into()));
     }
     let ev = append_event(t, wait, |seq| RetentionEvent {
         format: RETENTION_FORMAT,
@@ -264,7 +265,7 @@ pub fn release(
         .filter(|h| which.is_none_or(|s| s == h.seq))
         .collect();
     if released.is_empty() {
-        return Err(Error::refused(match which {
+        return Err(RetentionError::refused(match which {
             Some(s) => format!("{}: no hold {s} in force", t.user),
             None => format!("{}: no hold in force", t.user),
         }));

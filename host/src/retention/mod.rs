@@ -26,7 +26,7 @@ pub mod policy;
 mod prune;
 
 pub use compact::CompactReport;
-pub use error::RetentionError;
+pub use error::{Result, RetentionError};
 pub use forget::{ERASURES_LOG, ForgetOptions, ForgetReport, ForgetWhat, forget};
 pub use hold::{HoldInfo, Target, active_holds, hold, holds_of, release};
 pub use plan::{Action, Plan};

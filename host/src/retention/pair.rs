@@ -23,9 +23,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::error::{Result, RetentionError};
 use crate::archive::{lock_archive, rewrite};
 use crate::catalog::Catalog;
-use crate::error::{Error, Result};
 
 /// Suffix of the new archive a compaction writes beside the old one.
 pub const NEW_ARCHIVE_SUFFIX: &str = ".prune";
@@ -39,7 +39,7 @@ pub fn new_archive_path(archive: &Path) -> PathBuf {
 
 /// The generation of the archive at `archive` (`None`: never rewritten).
 pub fn archive_generation(archive: &Path) -> Result<Option<String>> {
-    let mut f = File::open(archive).map_err(|e| Error::io("opening", archive, e))?;
+    let mut f = File::open(archive).map_err(|e| RetentionError::io("opening", archive, e))?;
     Ok(rewrite::read_generation(&mut f, archive)?)
 }
 
@@ -165,7 +165,7 @@ pub fn settle_locked(archive: &Path, catalog: &Path) -> Result<Settled> {
             catalog: c,
             archive: a,
         } => {
-            return Err(Error::refused(format!(
+            return Err(RetentionError::refused(format!(
                 "{}: the catalog indexes archive generation {} but the archive is generation \
                  {}: run `cyrvault reindex` to rebuild the catalog from the archive",
                 catalog.display(),
@@ -176,7 +176,7 @@ pub fn settle_locked(archive: &Path, catalog: &Path) -> Result<Settled> {
     }
     let stale = new_archive_path(archive);
     if stale.exists() {
-        std::fs::remove_file(&stale).map_err(|e| Error::io("removing", &stale, e))?;
+        std::fs::remove_file(&stale).map_err(|e| RetentionError::io("removing", &stale, e))?;
         out.removed_leftovers = true;
     }
     let pending = Catalog::pending_path(catalog);
@@ -190,7 +190,7 @@ pub fn settle_locked(archive: &Path, catalog: &Path) -> Result<Settled> {
             match std::fs::remove_file(&p) {
                 Ok(()) => out.removed_leftovers = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("removing", &p, e)),
+                Err(e) => return Err(RetentionError::io("removing", &p, e)),
             }
         }
     }
@@ -221,8 +221,7 @@ pub fn check_same_generation(catalog: &Catalog, archive: &Path) -> Result<()> {
     {
         return Err(super::RetentionError::Swapped {
             archive: archive.to_path_buf(),
-        }
-        .into());
+        });
     }
     Err(super::RetentionError::Mismatch {
         user: archive.display().to_string(),
@@ -232,8 +231,7 @@ pub fn check_same_generation(catalog: &Catalog, archive: &Path) -> Result<()> {
             c.as_deref().unwrap_or("0"),
             a.as_deref().unwrap_or("0")
         ),
-    }
-    .into())
+    })
 }
 
 #[cfg(test)]

@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::error::Result;
 use super::error::RetentionError;
 use crate::archive::{self, EntryName, rewrite};
 use crate::catalog::{Catalog, LocKind, Needs};
 use crate::cyrus::Guid;
-use crate::error::Result;
 
 /// What happens to one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -252,13 +252,13 @@ pub fn plan(
             continue;
         };
         let (Ok(m), Ok(o), Ok(s)) = (u64::try_from(m), u64::try_from(o), u64::try_from(s)) else {
-            return Err(inconsistent(format!("a negative location in member {m}")).into());
+            return Err(inconsistent(format!("a negative location in member {m}")));
         };
         let name = match &l.kind {
             LocKind::Message { guid } => {
                 let g = match guid {
                     Ok(g) => *g,
-                    Err(hex) => return Err(inconsistent(format!("message {hex:?}")).into()),
+                    Err(hex) => return Err(inconsistent(format!("message {hex:?}"))),
                 };
                 msg_loc.insert(g, (m, o));
                 plan.messages_before += 1;
@@ -326,13 +326,12 @@ pub fn plan(
             u64::try_from(m.uncompressed_len),
             u64::try_from(m.run),
         ) else {
-            return Err(inconsistent(format!("member row at {}", m.offset)).into());
+            return Err(inconsistent(format!("member row at {}", m.offset)));
         };
         if offset != end {
             return Err(inconsistent(format!(
                 "the catalog's members leave a gap at offset {end} (next member at {offset})"
-            ))
-            .into());
+            )));
         }
         end = offset + clen;
         let mut known: Vec<Known> = by_member
@@ -375,13 +374,15 @@ pub fn plan(
         if m < end || ks.values().any(|k| !k.name.starts_with("retention/")) {
             return Err(inconsistent(format!(
                 "the catalog locates entries in member {m}, which is not one of its members"
-            ))
-            .into());
+            )));
         }
     }
     for r in &runs {
         if r.manifest.is_none() {
-            return Err(inconsistent(format!("run {} has no manifest location", r.run)).into());
+            return Err(inconsistent(format!(
+                "run {} has no manifest location",
+                r.run
+            )));
         }
     }
     Ok(plan)

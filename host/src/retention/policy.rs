@@ -19,7 +19,7 @@
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use super::error::{Result, RetentionError};
 use crate::time::civil_from_days;
 
 /// How many of a bucket to keep.
@@ -36,10 +36,9 @@ impl Count {
     pub fn parse(s: &str) -> Result<Count> {
         match s.trim() {
             "unlimited" | "-1" => Ok(Count::Unlimited),
-            t => t
-                .parse()
-                .map(Count::N)
-                .map_err(|_| Error::refused(format!("keep count {s:?}: a number or `unlimited`"))),
+            t => t.parse().map(Count::N).map_err(|_| {
+                RetentionError::refused(format!("keep count {s:?}: a number or `unlimited`"))
+            }),
         }
     }
 
@@ -183,7 +182,7 @@ impl Policy {
     /// (restic does too: nothing to go by).
     pub fn select(&self, runs: &[RunTime]) -> Result<Vec<Decision>> {
         if self.is_empty() {
-            return Err(Error::refused(
+            return Err(RetentionError::refused(
                 "no policy: give at least one --keep-* option (or prune_keep_* in cyrvault.conf)"
                     .into(),
             ));

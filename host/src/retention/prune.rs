@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::compact::{CompactReport, compact};
+use super::error::Result;
 use super::error::RetentionError;
 use super::hold::{HoldInfo, Target, absorb_tail, active_holds, now_secs};
 use super::pair;
@@ -21,7 +22,7 @@ use super::policy::{Decision, Policy, RunTime, local_offsets};
 use crate::archive::lock_archive;
 use crate::catalog::Catalog;
 use crate::cyrus::Guid;
-use crate::error::{IoContext, Result};
+use crate::io_context::IoContext;
 use crate::model::retention::{
     ErasedMessage, EventKind, RETENTION_FORMAT, RemovedFolder, RetentionEvent,
 };
@@ -92,8 +93,7 @@ pub(crate) fn lock_checked(
         return Err(RetentionError::Behind {
             user: t.user.clone(),
             runs: tail.runs,
-        }
-        .into());
+        });
     }
     let holds = active_holds(&cat.retention_events()?, now);
     let len = lock.metadata().at("reading metadata of", &t.archive)?.len();
@@ -126,8 +126,7 @@ pub fn prune(t: &Target, opts: &PruneOptions) -> Result<PruneReport> {
         return Err(RetentionError::Held {
             user: t.user.clone(),
             holds: holds.iter().map(HoldInfo::describe).collect(),
-        }
-        .into());
+        });
     }
     let cat = &locked.cat;
     let runs = cat.runs()?;

@@ -197,7 +197,7 @@ pub fn run(a: &PruneArgs, _quiet: bool) -> Result<ExitCode, cyrvault_host::Error
                 }
                 reports.push(r);
             }
-            Err(cyrvault_host::Error::Retention(RetentionError::Held { user, holds })) if a.all => {
+            Err(RetentionError::Held { user, holds }) if a.all => {
                 if !a.opts.json {
                     println!("{user}: held, not pruned: {}", holds.join("; "));
                 }
