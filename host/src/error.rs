@@ -43,7 +43,7 @@ pub enum Error {
     },
     /// A backup run refused or failed in a way the admin must act on.
     #[error(transparent)]
-    Backup(#[from] crate::backup::BackupError),
+    Backup(crate::backup::BackupError),
     /// Prune, forget or hold refused (held user, catalog behind the archive, ...).
     #[error(transparent)]
     Retention(crate::retention::RetentionError),
@@ -92,6 +92,21 @@ impl From<crate::retention::RetentionError> for Error {
             R::Archive(e) => e.into(),
             R::Catalog(e) => e.into(),
             e => Error::Retention(e),
+        }
+    }
+}
+
+/// The backup layer's edge: its own failures become `Error::Backup`, what it met
+/// below keeps the variant it has here.
+impl From<crate::backup::BackupError> for Error {
+    fn from(e: crate::backup::BackupError) -> Error {
+        use crate::backup::BackupError as B;
+        match e {
+            B::Service(e) => Error::Service(e),
+            B::Archive(e) => e.into(),
+            B::Catalog(e) => e.into(),
+            B::Retention(e) => e.into(),
+            e => Error::Backup(e),
         }
     }
 }

@@ -16,8 +16,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::{BackupError, Result};
 use crate::archive::read_entry_at;
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 use crate::model::{EntryLoc, RunManifest};
 use crate::protocol::FileStat;
 
@@ -145,7 +146,7 @@ pub struct BackupExt {
 
 /// The manifest's bytes: the model's JSON plus the `"backup"` key.
 pub fn manifest_json(m: &RunManifest, ext: &BackupExt) -> Result<Vec<u8>> {
-    let enc = |e: serde_json::Error| Error::other(format!("encoding run manifest: {e}"));
+    let enc = |e: serde_json::Error| BackupError::other(format!("encoding run manifest: {e}"));
     let mut v = serde_json::to_value(m).map_err(enc)?;
     if let serde_json::Value::Object(map) = &mut v {
         map.insert("backup".into(), serde_json::to_value(ext).map_err(enc)?);
@@ -171,10 +172,10 @@ pub fn read_ext(archive: &Path, loc: Option<EntryLoc>) -> BackupExt {
             loc.size,
         )?;
         let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::other(format!("run manifest is not JSON: {e}")))?;
+            .map_err(|e| BackupError::other(format!("run manifest is not JSON: {e}")))?;
         match v.get("backup") {
             Some(x) => serde_json::from_value(x.clone())
-                .map_err(|e| Error::other(format!("run manifest backup key: {e}"))),
+                .map_err(|e| BackupError::other(format!("run manifest backup key: {e}"))),
             None => Ok(BackupExt::default()),
         }
     })();

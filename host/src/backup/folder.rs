@@ -19,13 +19,14 @@ use std::io::Write;
 use super::ext::{FolderStats, stat3};
 use super::listing::Listed;
 use super::run::{RunCtx, now_secs, proto};
+use super::{BackupError, Result};
 use super::{FDATA_BATCH, FailureClass, FolderFailure, RACY_SECS, SpoolDamage};
 use crate::archive::{ArchiveWriter, folder_entry, message_entry, run_id};
 use crate::cyrus::Guid;
-use crate::error::{Error, ErrorKind, Result};
 use crate::model::{FileStat, FolderState, RecordState, records_from_meta};
 use crate::protocol::client::{Collect, Receiver};
 use crate::protocol::{DataHeader, ProtocolError, Reply, Request};
+use cyrvault::error::ErrorKind;
 
 /// What a changed folder gave.
 pub(super) struct Taken {
@@ -217,7 +218,7 @@ impl RunCtx<'_> {
         let now = now_secs();
         let runid = run_id(self.run);
         let entry = |file: &str| {
-            folder_entry(&f.uniqueid, &runid, file).map_err(|e| Error::archive("(entry)", e))
+            folder_entry(&f.uniqueid, &runid, file).map_err(|e| BackupError::archive("(entry)", e))
         };
         for (proto_name, file) in [
             (&b"header"[..], "cyrus.header"),
@@ -230,7 +231,7 @@ impl RunCtx<'_> {
             }
         }
         let mut summary = serde_json::to_value(state)
-            .map_err(|e| Error::other(format!("encoding state.json: {e}")))?;
+            .map_err(|e| BackupError::other(format!("encoding state.json: {e}")))?;
         if let serde_json::Value::Object(m) = &mut summary {
             m.insert("name".into(), f.record_name().into());
             m.insert("internal_name".into(), f.internal(self.userid).into());
@@ -241,7 +242,7 @@ impl RunCtx<'_> {
             }
         }
         let summary = serde_json::to_vec_pretty(&summary)
-            .map_err(|e| Error::other(format!("encoding state.json: {e}")))?;
+            .map_err(|e| BackupError::other(format!("encoding state.json: {e}")))?;
         self.writer.add(&entry("state.json")?, &summary, now)?;
         Ok(())
     }
@@ -410,7 +411,7 @@ struct MessageRx<'a> {
     bytes: u64,
     damage: Vec<SpoolDamage>,
     missing: Vec<u32>,
-    err: Option<Error>,
+    err: Option<BackupError>,
     progress: Option<&'a dyn super::Progress>,
 }
 
@@ -495,7 +496,7 @@ impl Receiver for MessageRx<'_> {
 /// file it cannot read is Damaged (65); anything else (the folder went away
 /// between two requests) is Temporary, as `usual` says.
 fn no_answer_class(text: &str, what: &str, usual: &str) -> (FailureClass, String) {
-    let e = Error::from_server_no("", text);
+    let e = BackupError::from_server_no("", text);
     match e.kind() {
         ErrorKind::Temporary => (
             FailureClass::Temporary,

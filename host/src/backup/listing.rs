@@ -14,10 +14,10 @@
 use std::collections::HashMap;
 
 use super::BackupError;
+use super::Result;
 use super::ext::{FolderStats, stat3};
 use super::run::proto;
 use super::server::Server;
-use crate::error::Result;
 
 /// What a delayed-delete folder was.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,8 +41,12 @@ pub use run::backup_user;
 pub use server::{ConnectOptions, Connector, Server};
 pub use status::ServiceStatus;
 
-use crate::error::{ErrorKind, Result};
-use crate::vault::Vault;
+use crate::archive::{ArchiveError, ArchiveFailure};
+use crate::catalog::CatalogError;
+use crate::protocol::ProtocolError;
+use crate::retention::RetentionError;
+use crate::vault::{Vault, VaultError};
+use cyrvault::error::ErrorKind;
 
 /// Most UIDs per `FDATA` request (what the Perl client sends; the service allows 4096).
 pub const FDATA_BATCH: usize = 1024;
@@ -209,9 +213,9 @@ impl UserReport {
                 .iter()
                 .any(|f| f.class != FailureClass::Temporary)
         {
-            Some(crate::error::EX_DATAERR)
+            Some(cyrvault::error::EX_DATAERR)
         } else if !self.folders_failed.is_empty() {
-            Some(crate::error::EX_TEMPFAIL)
+            Some(cyrvault::error::EX_TEMPFAIL)
         } else {
             None
         }
@@ -230,8 +234,14 @@ impl UserReport {
     }
 }
 
-/// Backup failures the admin must act on (the crate `Error::Backup`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Result with [`BackupError`].
+pub type Result<T, E = BackupError> = std::result::Result<T, E>;
+
+/// The backup layer's error: the failures the admin must act on (the crate
+/// `Error::Backup`), and what a run met below, each kept whole and transparent (the
+/// crate `Error` converts them at this layer's edge into the variants they have
+/// there).
+#[derive(Debug)]
 pub enum BackupError {
     /// Another process is writing this user's archive.
     Locked { user: String, archive: PathBuf },
@@ -265,6 +275,66 @@ pub enum BackupError {
         failed: Vec<FolderFailure>,
         damaged: usize,
     },
+    /// A service-side failure: I/O with what and where, the wire, a server's `NO`,
+    /// a refused request, ...
+    Service(cyrvault::Error),
+    /// An archive that could not be read or written (never holds a service error).
+    Archive(ArchiveFailure),
+    /// The catalog failed (never holds a service error).
+    Catalog(CatalogError),
+    /// Retention refused or failed (finishing a swap, the pair's generation; never
+    /// holds a service, archive or catalog error).
+    Retention(RetentionError),
+}
+
+impl From<cyrvault::Error> for BackupError {
+    fn from(e: cyrvault::Error) -> Self {
+        BackupError::Service(e)
+    }
+}
+
+impl From<ProtocolError> for BackupError {
+    fn from(e: ProtocolError) -> Self {
+        cyrvault::Error::from(e).into()
+    }
+}
+
+impl From<ArchiveFailure> for BackupError {
+    fn from(e: ArchiveFailure) -> Self {
+        match e {
+            ArchiveFailure::Service(e) => BackupError::Service(e),
+            e => BackupError::Archive(e),
+        }
+    }
+}
+
+impl From<CatalogError> for BackupError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Service(e) => BackupError::Service(e),
+            e => BackupError::Catalog(e),
+        }
+    }
+}
+
+impl From<VaultError> for BackupError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Service(e) => BackupError::Service(e),
+            VaultError::Archive(e) => e.into(),
+        }
+    }
+}
+
+impl From<RetentionError> for BackupError {
+    fn from(e: RetentionError) -> Self {
+        match e {
+            RetentionError::Service(e) => BackupError::Service(e),
+            RetentionError::Archive(e) => e.into(),
+            RetentionError::Catalog(e) => e.into(),
+            e => BackupError::Retention(e),
+        }
+    }
 }
 
 impl fmt::Display for BackupError {
@@ -324,11 +394,26 @@ impl fmt::Display for BackupError {
                 }
                 Ok(())
             }
+            BackupError::Service(e) => fmt::Display::fmt(e, f),
+            BackupError::Archive(e) => fmt::Display::fmt(e, f),
+            BackupError::Catalog(e) => fmt::Display::fmt(e, f),
+            BackupError::Retention(e) => fmt::Display::fmt(e, f),
         }
     }
 }
 
-impl std::error::Error for BackupError {}
+impl std::error::Error for BackupError {
+    // The wrapped errors are transparent: their own sources, as if unwrapped.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BackupError::Service(e) => e.source(),
+            BackupError::Archive(e) => e.source(),
+            BackupError::Catalog(e) => e.source(),
+            BackupError::Retention(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 impl BackupError {
     /// The error class (exit status) of this failure.
@@ -341,8 +426,70 @@ impl BackupError {
             } if *damaged == 0 && failed.iter().all(|f| f.class == FailureClass::Temporary) => {
                 ErrorKind::Temporary
             }
+            BackupError::Service(e) => e.kind(),
+            BackupError::Archive(e) => e.kind(),
+            BackupError::Catalog(e) => e.kind(),
+            BackupError::Retention(e) => e.kind(),
             _ => ErrorKind::Data,
         }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.kind() == ErrorKind::Temporary
+    }
+
+    /// The sysexits code for this error.
+    pub fn exit_code(&self) -> i32 {
+        self.kind().exit_code()
+    }
+
+    /// The archive error inside, if this is one (for callers that match on it).
+    pub fn as_archive(&self) -> Option<&ArchiveError> {
+        match self {
+            BackupError::Archive(e) => e.as_archive(),
+            _ => None,
+        }
+    }
+
+    /// An archive error with the archive it is about.
+    pub fn archive(path: impl Into<PathBuf>, source: ArchiveError) -> Self {
+        ArchiveFailure::archive(path, source).into()
+    }
+
+    /// An I/O error with context (the service's `Io`).
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        cyrvault::Error::io(op, path, source).into()
+    }
+
+    /// A Cyrus or cyrvault file that does not parse (the service's `Parse`).
+    pub fn parse(path: impl Into<PathBuf>, source: crate::cyrus::ParseError) -> Self {
+        cyrvault::Error::parse(path, source).into()
+    }
+
+    /// A request that is not allowed (the service's `Refused`, class Usage).
+    pub fn refused(message: String) -> Self {
+        cyrvault::Error::Refused(message).into()
+    }
+
+    /// The peer broke the wire protocol (the service's `Protocol`, class Temporary).
+    pub fn protocol(message: String) -> Self {
+        cyrvault::Error::Protocol(message).into()
+    }
+
+    /// A failure of class `kind` that retrying cannot fix (the service's `Server`).
+    pub fn server(kind: ErrorKind, message: String) -> Self {
+        cyrvault::Error::Server { kind, message }.into()
+    }
+
+    /// A service's `NO <text>`: see [`cyrvault::Error::from_server_no`].
+    pub fn from_server_no(context: &str, text: &str) -> Self {
+        cyrvault::Error::from_server_no(context, text).into()
+    }
+
+    /// Anything else, with a message that says what and where (the service's `Other`).
+    pub fn other(message: String) -> Self {
+        cyrvault::Error::Other(message).into()
     }
 }
 
@@ -438,7 +585,7 @@ pub fn backup_users_jobs(
             .zip(slots)
             .map(|(u, slot)| {
                 let r = slot.into_inner().ok().flatten().unwrap_or_else(|| {
-                    Err(crate::Error::other(format!(
+                    Err(BackupError::other(format!(
                         "user {u}: no result (a backup job died)"
                     )))
                 });

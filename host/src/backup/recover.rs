@@ -21,12 +21,13 @@ use std::fs::File;
 use std::path::Path;
 
 use super::BackupError;
+use super::Result;
 use crate::archive::{
     EntryName, MemberInfo, folder_entry, parse_entry_name, read_entry_at, run_id,
 };
 use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
 use crate::cyrus::Guid;
-use crate::error::{IoContext, Result};
+use crate::io_context::IoContext;
 use crate::model::{
     EntryLoc, RecordState, RunManifest, UserFile, parse_manifest, records_from_meta,
 };
@@ -34,7 +35,7 @@ use crate::model::{
 /// The archive entry name of a user-level file stored in `run`.
 pub(crate) fn user_file_entry(run: u64, f: &UserFile) -> Result<String> {
     crate::archive::user_file_entry(run, f.kind, &f.name)
-        .map_err(|e| crate::error::Error::archive("(entry name)", e))
+        .map_err(|e| BackupError::archive("(entry name)", e))
 }
 
 /// Catalog rows of these members, in file order.
@@ -86,7 +87,7 @@ pub(crate) fn folder_meta(members: &[MemberInfo], uniqueid: &str, run: u64) -> R
     let r = run_id(run);
     let loc = |file: &str| -> Result<Option<EntryLoc>> {
         let name = folder_entry(uniqueid, &r, file)
-            .map_err(|e| crate::error::Error::archive("(entry name)", e))?;
+            .map_err(|e| BackupError::archive("(entry name)", e))?;
         Ok(find_loc(members, &name))
     };
     Ok(FolderMeta {
@@ -205,14 +206,13 @@ pub(crate) fn recover(
             entry.offset_in_member,
             entry.size,
         )?;
-        let m = parse_manifest(&bytes).map_err(|e| crate::error::Error::parse(archive, e))?;
+        let m = parse_manifest(&bytes).map_err(|e| BackupError::parse(archive, e))?;
         let last = catalog.last_run()?.map_or(0, |r| r.run);
         if m.run <= last {
             return Err(repair(format!(
                 "uncommitted member at offset {} holds the manifest of run {}, but the catalog already has run {last}",
                 member.offset, m.run
-            ))
-            .into());
+            )));
         }
         let mut members = Vec::new();
         for off in &m.members {
@@ -220,8 +220,7 @@ pub(crate) fn recover(
                 return Err(repair(format!(
                     "run {} lists member {off}, which is not an uncommitted member",
                     m.run
-                ))
-                .into());
+                )));
             };
             members.push(pending.remove(i));
         }
@@ -243,8 +242,7 @@ pub(crate) fn recover(
                 return Err(repair(format!(
                     "run {} snapshot of folder {} has no cyrus.header/cyrus.index",
                     m.run, fr.uniqueid
-                ))
-                .into());
+                )));
             };
             let hb = read_entry_at(&mut f, archive, h.member_offset, h.offset_in_member, h.size)?;
             let ib = read_entry_at(&mut f, archive, i.member_offset, i.offset_in_member, i.size)?;
@@ -277,8 +275,7 @@ pub fn replay_archive(archive: &Path, catalog: &Path) -> Result<Vec<u64>> {
             user: "?".into(),
             archive: archive.to_path_buf(),
             what: format!("damaged member at offset {}: {}", d.offset, d.error),
-        }
-        .into());
+        });
     }
     let mut cat = Catalog::create_fresh(catalog)?;
     let rec = recover(&mut cat, archive, "?", sc.members)?;

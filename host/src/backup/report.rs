@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{EX_DATAERR, EX_TEMPFAIL, ErrorKind};
+use cyrvault::error::{EX_DATAERR, EX_TEMPFAIL, ErrorKind};
 
 /// What a folder failure means for the admin, and the exit status it gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -28,6 +28,7 @@ use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::time::Instant;
 
+use super::Result;
 use super::ext::{self, BackupExt, FolderStats, UserListing};
 use super::folder::ClockFloor;
 use super::listing::{self, Listed};
@@ -40,7 +41,7 @@ use crate::archive::{
 };
 use crate::catalog::{Catalog, Check, FolderMeta, LiveFolder, RunInfo};
 use crate::cyrus::Guid;
-use crate::error::{Error, IoContext, Result};
+use crate::io_context::IoContext;
 use crate::model::{FileStat, FolderInRun, FolderState, MANIFEST_FORMAT, RecordState, RunManifest};
 use crate::protocol::ProtocolError;
 use crate::vault::Vault;
@@ -51,20 +52,19 @@ pub(super) fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-pub(super) fn proto(server: &Server, what: &str, e: ProtocolError) -> Error {
+pub(super) fn proto(server: &Server, what: &str, e: ProtocolError) -> BackupError {
     e.in_context(&format!("{}: {what}", server.addr)).into()
 }
 
-fn map_open_error(e: impl Into<Error>, user: &str, archive: &Path) -> Error {
-    let e: Error = e.into();
+fn map_open_error(e: impl Into<BackupError>, user: &str, archive: &Path) -> BackupError {
+    let e: BackupError = e.into();
     let a = archive.to_path_buf();
     let u = user.to_string();
     match e.as_archive() {
         Some(ArchiveError::Locked) => BackupError::Locked {
             user: u,
             archive: a,
-        }
-        .into(),
+        },
         Some(ArchiveError::ShorterThanCommitted { len, committed }) => {
             BackupError::ShorterThanCatalog {
                 user: u,
@@ -72,7 +72,6 @@ fn map_open_error(e: impl Into<Error>, user: &str, archive: &Path) -> Error {
                 len: *len,
                 committed: *committed,
             }
-            .into()
         }
         Some(
             x @ (ArchiveError::TailNotLeftover { .. }
@@ -82,8 +81,7 @@ fn map_open_error(e: impl Into<Error>, user: &str, archive: &Path) -> Error {
             user: u,
             archive: a,
             what: x.to_string(),
-        }
-        .into(),
+        },
         _ => e,
     }
 }
@@ -169,9 +167,9 @@ impl Prior {
         match file.try_lock_shared() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(Error::archive(archive, ArchiveError::Locked));
+                return Err(BackupError::archive(archive, ArchiveError::Locked));
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", archive, e)),
+            Err(TryLockError::Error(e)) => return Err(BackupError::io("locking", archive, e)),
         }
         let len = file.metadata().at("reading metadata of", archive)?.len();
         drop(file);
@@ -430,7 +428,7 @@ pub fn backup_user(
         members: member_offsets,
     };
     let runid = run_id(run);
-    let mname = run_manifest_entry(&runid).map_err(|e| Error::archive(&ua.archive, e))?;
+    let mname = run_manifest_entry(&runid).map_err(|e| BackupError::archive(&ua.archive, e))?;
     writer.add(
         &mname,
         &ext::manifest_json(&manifest, &new_ext)?,
@@ -441,7 +439,7 @@ pub fn backup_user(
         .iter()
         .find(|m| m.entries.iter().any(|e| e.name == mname))
     else {
-        return Err(Error::other(format!(
+        return Err(BackupError::other(format!(
             "run {run}: the manifest member was not reported by the writer"
         )));
     };
@@ -508,19 +506,17 @@ fn committed_len(catalog: &Catalog, user: &str, archive: &Path) -> Result<u64> {
                 user: user.to_string(),
                 archive: archive.to_path_buf(),
                 committed: loc.member_offset,
-            }
-            .into());
+            });
         }
-        Err(e) => return Err(Error::io("reading metadata of", archive, e)),
+        Err(e) => return Err(BackupError::io("reading metadata of", archive, e)),
     };
-    let short = |committed| -> Error {
+    let short = |committed| -> BackupError {
         BackupError::ShorterThanCatalog {
             user: user.to_string(),
             archive: archive.to_path_buf(),
             len,
             committed,
         }
-        .into()
     };
     if len <= loc.member_offset {
         return Err(short(loc.member_offset.saturating_add(1)));
@@ -537,8 +533,7 @@ fn committed_len(catalog: &Catalog, user: &str, archive: &Path) -> Result<u64> {
                 user: user.to_string(),
                 archive: archive.to_path_buf(),
                 what: format!("the last committed run's manifest member does not read: {e}"),
-            }
-            .into()),
+            }),
             None => Err(e.into()),
         },
     }
@@ -552,7 +547,7 @@ fn check_message_names(members: &[MemberInfo], archive: &Path) -> Result<()> {
             if let EntryName::Message(g) = parse_entry_name(&e.name)
                 && g != e.sha1
             {
-                return Err(Error::other(format!(
+                return Err(BackupError::other(format!(
                     "{}: entry {} at member {} hashes to {}: not committing",
                     archive.display(),
                     e.name,

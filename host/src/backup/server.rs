@@ -15,12 +15,13 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
+use super::{BackupError, Result};
 use crate::protocol::ProtocolError;
 use crate::protocol::client::{Capability, Client};
 use crate::secret::Secret;
 use crate::tls::client::ClientOptions;
 use crate::tls::{Half, Shared, Stream};
+use cyrvault::error::ErrorKind;
 
 /// The slot sent by the servername probe: no real servername looks like it.
 const PROBE_SLOT: &str = "cyrvault-probe-servername";
@@ -75,26 +76,26 @@ pub struct Server {
     opts: ConnectOptions,
 }
 
-fn proto(addr: &str, what: &str, e: ProtocolError) -> Error {
+fn proto(addr: &str, what: &str, e: ProtocolError) -> BackupError {
     e.in_context(&format!("{addr}: {what}")).into()
 }
 
 /// The server cannot be trusted or does not trust us (secret, certificate, pin, TLS
 /// asked for and not offered): exit 77, trying again cannot help.
-fn trust(addr: &str, message: String) -> Error {
-    Error::server(ErrorKind::Permission, format!("{addr}: {message}"))
+fn trust(addr: &str, message: String) -> BackupError {
+    BackupError::server(ErrorKind::Permission, format!("{addr}: {message}"))
 }
 
 /// The server turned the connection away for now (too many of our connections
 /// authenticating at once, or an AUTH failure from this address a moment ago).
-fn busy(e: &Error) -> bool {
+fn busy(e: &BackupError) -> bool {
     busy_text(&e.to_string())
 }
 
 /// Map a refusal at connection time to what it means: a wrong servername (78) or
 /// credentials refused or unproven (77) are the configuration's fault; the other
 /// answers are classified as everywhere (`Error::from_server_no`).
-fn refused(addr: &str, what: &str, e: ProtocolError) -> Error {
+fn refused(addr: &str, what: &str, e: ProtocolError) -> BackupError {
     match &e {
         ProtocolError::No(t) if t.starts_with("TLS required") => trust(
             addr,
@@ -125,7 +126,7 @@ impl Server {
 
     fn connect_once(addr: &str, opts: &ConnectOptions) -> Result<Server> {
         if opts.secret.is_some() && opts.base_only {
-            return Err(Error::refused(
+            return Err(BackupError::refused(
                 "--base-protocol has no AUTH: a secret cannot be used with it".into(),
             ));
         }
@@ -309,7 +310,7 @@ fn start_tls(
         .start_client(config, name)
         .map_err(|e| match crate::tls::is_tls_verdict(&e) {
             true => trust(addr, format!("TLS: {}", crate::tls::describe(&e))),
-            false => Error::protocol(format!("{addr}: TLS handshake: {e}")),
+            false => BackupError::protocol(format!("{addr}: TLS handshake: {e}")),
         })
 }
 
@@ -319,12 +320,12 @@ fn busy_text(t: &str) -> bool {
 }
 
 fn open(addr: &str, opts: &ConnectOptions) -> Result<TcpStream> {
-    let fail = |e: std::io::Error| Error::protocol(format!("connecting to {addr}: {e}"));
+    let fail = |e: std::io::Error| BackupError::protocol(format!("connecting to {addr}: {e}"));
     let sa = addr
         .to_socket_addrs()
         .map_err(fail)?
         .next()
-        .ok_or_else(|| Error::refused(format!("{addr}: no address to connect to")))?;
+        .ok_or_else(|| BackupError::refused(format!("{addr}: no address to connect to")))?;
     let timeout = opts.timeout.unwrap_or(Duration::from_secs(600));
     let s = TcpStream::connect_timeout(&sa, Duration::from_secs(30)).map_err(fail)?;
     s.set_read_timeout(Some(timeout)).map_err(fail)?;
@@ -338,13 +339,13 @@ fn open(addr: &str, opts: &ConnectOptions) -> Result<TcpStream> {
 fn probe_servername(addr: &str, s: &mut Conn) -> Result<String> {
     s.write_all(format!("CAPABILITY {PROBE_SLOT}\n").as_bytes())
         .and_then(|()| s.flush())
-        .map_err(|e| Error::protocol(format!("{addr}: sending the servername probe: {e}")))?;
+        .map_err(|e| BackupError::protocol(format!("{addr}: sending the servername probe: {e}")))?;
     let mut line = Vec::new();
     let mut b = [0u8; 1];
     loop {
-        let n = s
-            .read(&mut b)
-            .map_err(|e| Error::protocol(format!("{addr}: reading the servername probe: {e}")))?;
+        let n = s.read(&mut b).map_err(|e| {
+            BackupError::protocol(format!("{addr}: reading the servername probe: {e}"))
+        })?;
         if n == 0 || b[0] == b'\n' || line.len() > 4096 {
             break;
         }
@@ -354,8 +355,8 @@ fn probe_servername(addr: &str, s: &mut Conn) -> Result<String> {
     match text.strip_prefix("NO iam ") {
         Some(name) if !name.is_empty() => Ok(name.to_string()),
         _ => match text.strip_prefix("NO ") {
-            Some(t) if busy_text(t) => Err(Error::protocol(format!("{addr}: {t}"))),
-            _ => Err(Error::refused(format!(
+            Some(t) if busy_text(t) => Err(BackupError::protocol(format!("{addr}: {t}"))),
+            _ => Err(BackupError::refused(format!(
                 "{addr}: could not learn the servername (the probe got {text:?}); give it with --servername"
             ))),
         },
@@ -369,7 +370,7 @@ mod tests {
     #[test]
     fn wrong_servername_and_credentials_are_permanent() {
         let e = refused("h:1", "CAPABILITY", ProtocolError::No("iam imap1".into()));
-        assert_eq!(e.exit_code(), crate::error::EX_CONFIG, "{e}");
+        assert_eq!(e.exit_code(), cyrvault::error::EX_CONFIG, "{e}");
         assert!(e.to_string().contains("\"imap1\""), "{e}");
         for t in [
             "authentication required",
@@ -383,7 +384,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Permission, "{e}");
         // a server busy or shutting down is worth trying again later
         assert!(refused("h:1", "X", ProtocolError::No("shutdown: upgrade".into())).is_temporary());
-        assert!(busy(&Error::protocol(
+        assert!(busy(&BackupError::protocol(
             "h:1: too many unauthenticated connections from this address".into()
         )));
     }

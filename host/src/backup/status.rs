@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::server::Server;
-use crate::error::{Error, Result};
+use super::{BackupError, Result};
 
 /// One `STATUS` answer, sorted by scope.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -68,7 +68,7 @@ impl Server {
     /// Ask the service for its `STATUS` (after authentication, like every request).
     pub fn status(&mut self) -> Result<ServiceStatus> {
         if self.extensions.is_none() || !self.has("STATUS") {
-            return Err(Error::refused(format!(
+            return Err(BackupError::refused(format!(
                 "{}: the server does not offer STATUS (a stock backupcyrusd, or an older cyrvaultd)",
                 self.addr
             )));
@@ -76,7 +76,7 @@ impl Server {
         let lines = self
             .client
             .status()
-            .map_err(|e| Error::protocol(format!("{}: STATUS: {e}", self.addr)))?;
+            .map_err(|e| BackupError::protocol(format!("{}: STATUS: {e}", self.addr)))?;
         Ok(ServiceStatus::from_lines(
             &self.addr,
             &self.servername,

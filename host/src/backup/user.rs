@@ -10,11 +10,11 @@
 
 use std::io::Write;
 
+use super::Result;
 use super::ext::{BackupExt, UserListing, UserStats};
 use super::recover::user_file_entry;
 use super::run::{RunCtx, now_secs, proto};
 use crate::cyrus::Guid;
-use crate::error::Result;
 use crate::model::{UserFile, UserFileKind, UserStateRef};
 use crate::protocol::client::{Collect, Receiver};
 use crate::protocol::{DataHeader, ProtocolError, Reply, Request};

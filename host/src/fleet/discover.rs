@@ -41,7 +41,7 @@ pub fn connect(s: &ServerConf) -> Result<Server> {
         timeout: None,
         tls: s.tls.clone(),
     };
-    Server::connect(&s.address, &opts)
+    Ok(Server::connect(&s.address, &opts)?)
 }
 
 fn one(dir: &mut Directory, conf: &FleetConf, s: &ServerConf, now: i64) -> Result<ServerDiscovery> {

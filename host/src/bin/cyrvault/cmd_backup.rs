@@ -210,7 +210,7 @@ fn mb(n: u64) -> String {
     format!("{:.1}", n as f64 / 1e6)
 }
 
-fn row(user: &str, r: &Result<UserReport, cyrvault_host::Error>) -> Vec<String> {
+fn row(user: &str, r: &Result<UserReport, cyrvault_host::backup::BackupError>) -> Vec<String> {
     match r {
         Ok(rep) => vec![
             user.to_string(),
@@ -242,7 +242,10 @@ fn row(user: &str, r: &Result<UserReport, cyrvault_host::Error>) -> Vec<String> 
 
 /// After the table: every folder a run did not back up, with its reason.
 fn failed_folders(
-    results: &[(String, Result<UserReport, cyrvault_host::Error>)],
+    results: &[(
+        String,
+        Result<UserReport, cyrvault_host::backup::BackupError>,
+    )],
 ) -> std::io::Result<()> {
     use std::io::Write;
     let failed: Vec<_> = results
