@@ -255,6 +255,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_layer_converts_at_its_edge_into_the_variant_it_always_had() {
+        use crate::archive::{ArchiveError, ArchiveFailure};
+        use crate::backup::BackupError;
+        use crate::catalog::CatalogError;
+        use crate::retention::RetentionError;
+        // an archive's own failure, through retention and backup, keeps its path,
+        // message and class
+        let a = ArchiveFailure::archive("/v/u.tar.gz", ArchiveError::Locked);
+        let msg = a.to_string();
+        let e: Error = BackupError::from(RetentionError::from(a)).into();
+        assert!(
+            matches!(
+                &e,
+                Error::Archive {
+                    source: ArchiveError::Locked,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), msg);
+        assert_eq!(e.kind(), ErrorKind::Temporary);
+        // a service error met deep down stays the service's, with its source
+        let io = CatalogError::io("fsyncing", "/v/c.sqlite", io::Error::other("boom"));
+        let e: Error = BackupError::from(RetentionError::from(io)).into();
+        assert!(
+            matches!(&e, Error::Service(cyrvault::Error::Io { .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "fsyncing /v/c.sqlite: boom");
+        assert_eq!(e.exit_code(), EX_IOERR);
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("boom"));
+        // a layer's own refusal keeps its variant
+        let held = RetentionError::Held {
+            user: "u".into(),
+            holds: vec!["case 1".into()],
+        };
+        let e: Error = BackupError::from(held).into();
+        assert!(
+            matches!(&e, Error::Retention(RetentionError::Held { .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), EX_USAGE);
+    }
+
+    #[test]
     fn a_service_error_keeps_its_class_across_the_edge() {
         let e: Error = cyrvault::Error::from_server_no("srv:1 USERS", "iam imap7").into();
         assert_eq!(e.exit_code(), EX_CONFIG);
