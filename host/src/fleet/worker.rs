@@ -61,6 +61,12 @@ pub enum Event {
         /// The failure's class (`temporary`, `config`, `permission`, `data`, ...).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         class: Option<ErrorKind>,
+        /// The user was backed up (`ok`) but the retention prune after it failed:
+        /// why, and its class.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prune_error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prune_class: Option<ErrorKind>,
     },
     /// The lease was lost (expired and taken over); the rest of the batch is dropped.
     LeaseLost {
@@ -227,16 +233,25 @@ pub fn work(
                     continue;
                 }
                 done += 1;
+                let (ok, bytes, stored, class, error, prune_class, prune_error) = match outcome {
+                    Ok(t) => {
+                        let (pk, pm) = t.prune_failed.unzip();
+                        (true, t.fetched, t.stored, None, None, pk, pm)
+                    }
+                    Err((k, m)) => (false, 0, 0, Some(k), Some(m), None, None),
+                };
                 emit(Event::Done {
                     worker: owner.to_string(),
                     server: batch.server.clone(),
                     user: user.clone(),
-                    ok: outcome.is_ok(),
-                    bytes: outcome.as_ref().map_or(0, |t| t.fetched),
-                    stored: outcome.as_ref().map_or(0, |t| t.stored),
+                    ok,
+                    bytes,
+                    stored,
                     ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    class: outcome.as_ref().err().map(|(k, _)| *k),
-                    error: outcome.err().map(|(_, m)| m),
+                    class,
+                    error,
+                    prune_error,
+                    prune_class,
                 });
             }
         });
@@ -310,9 +325,10 @@ fn backup_one(
         return Err(crate::Error::Other("connection cache lost an entry".into()));
     };
     let rep = backup::backup_user(s, v, user, opts)?;
-    if let Some(policy) = &conf.retention {
-        prune_after(v, user, policy);
-    }
+    let prune_failed = match &conf.retention {
+        Some(policy) => prune_after(v, user, policy).err(),
+        None => None,
+    };
     // A run that left folders out (carried forward) or met spool damage is a failure
     // for the directory: it is retried, and fleet-status names it with the reason.
     if let Some(e) = rep.problems() {
@@ -321,16 +337,28 @@ fn backup_one(
     Ok(Transfer {
         fetched: rep.bytes_fetched,
         stored: rep.bytes_written,
+        prune_failed,
     })
 }
 
 /// Apply `cyrvault.conf`'s retention policy after a user's run (doc/retention.md). A
-/// held user is left alone; a failed prune is logged and retried after the next run
-/// (the backup itself succeeded).
-fn prune_after(v: &Vault, user: &str, policy: &crate::retention::Policy) {
+/// held user is left alone (a hold is not a failure). A failed prune is logged and
+/// returned with its class: the backup itself succeeded and still counts, the run's
+/// exit status and summary show the prune's failure, and the prune is tried again
+/// after the next backup.
+fn prune_after(
+    v: &Vault,
+    user: &str,
+    policy: &crate::retention::Policy,
+) -> std::result::Result<(), (ErrorKind, String)> {
+    let failed = |e: crate::Error| {
+        log::warn!(target: "cyrvault::fleet", "{user}: prune failed: {e}");
+        (e.kind(), format!("prune: {e}"))
+    };
     let ua = match v.user(user) {
         Ok(Some(ua)) => ua,
-        _ => return,
+        Ok(None) => return Ok(()), // no archive: nothing to prune
+        Err(e) => return Err(failed(e)),
     };
     let t = crate::retention::Target {
         user: user.to_string(),
@@ -343,18 +371,22 @@ fn prune_after(v: &Vault, user: &str, policy: &crate::retention::Policy) {
         ..Default::default()
     };
     match crate::retention::prune(&t, &opts) {
-        Ok(r) if r.nothing_to_do => {}
-        Ok(r) => log::info!(
-            target: "cyrvault::fleet",
-            "{user}: pruned runs {:?} ({}): archive {} -> {} bytes",
-            r.runs_removed,
-            r.policy,
-            r.bytes_before,
-            r.bytes_after
-        ),
+        Ok(r) if r.nothing_to_do => Ok(()),
+        Ok(r) => {
+            log::info!(
+                target: "cyrvault::fleet",
+                "{user}: pruned runs {:?} ({}): archive {} -> {} bytes",
+                r.runs_removed,
+                r.policy,
+                r.bytes_before,
+                r.bytes_after
+            );
+            Ok(())
+        }
         Err(crate::Error::Retention(crate::retention::RetentionError::Held { .. })) => {
             log::info!(target: "cyrvault::fleet", "{user}: under legal hold: not pruned");
+            Ok(())
         }
-        Err(e) => log::warn!(target: "cyrvault::fleet", "{user}: prune failed: {e}"),
+        Err(e) => Err(failed(e)),
     }
 }
