@@ -1,6 +1,7 @@
 //! One worker process of `cyrvault run`: claim a batch (users of one drive unit),
 //! back its users up with `backup::backup_user`, `jobs` of them at once (the cores the
-//! worker has), record each result (a failure is recorded and the batch goes on),
+//! worker has), record each result (a failure, or a panic, is recorded with its class
+//! and the batch goes on; a user is tried once per round),
 //! release the batch, claim again. When nothing can be claimed it waits while other workers still hold users
 //! of the round (their leases may run out), and stops when none is left.
 //!
@@ -173,12 +174,13 @@ pub fn work(
                         }
                         let t0 = Instant::now();
                         let started = now_ms();
-                        let r = backup_one(conf, pool, vaults, &batch.server, root, user, opts);
+                        let r = guarded(|| {
+                            backup_one(conf, pool, vaults, &batch.server, root, user, opts)
+                        });
                         if r.is_err() {
                             // the protocol stream may be out of step: start afresh next time
                             pool.remove(&batch.server);
                         }
-                        let r = r.map_err(|e| (e.kind(), e.to_string()));
                         if tx.send(JobMsg::Done(i, r, started, t0.elapsed())).is_err() {
                             return;
                         }
@@ -263,6 +265,31 @@ pub fn work(
             worker: owner.to_string(),
             claim: batch.claim,
         });
+    }
+}
+
+/// Run one user's backup; its error, or a panic (a bug), as the class and message to
+/// record. A panic is a `software` failure of that user alone: were it to end the
+/// worker, the user's lease would run out and every next worker would try it, and
+/// die, in the same round; recorded, it is tried once per round like any failure.
+fn guarded(
+    f: impl FnOnce() -> Result<Transfer>,
+) -> std::result::Result<Transfer, (ErrorKind, String)> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| (e.kind(), e.to_string())),
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err((
+                ErrorKind::Software,
+                format!(
+                    "cyrvault panicked while backing this user up (a bug: please report it): {what}"
+                ),
+            ))
+        }
     }
 }
 
@@ -388,5 +415,33 @@ fn prune_after(
             Ok(())
         }
         Err(e) => Err(failed(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_a_software_failure_of_its_user() {
+        let r = guarded(|| panic!("index out of bounds"));
+        let (k, m) = r.unwrap_err();
+        assert_eq!(k, ErrorKind::Software);
+        assert!(
+            m.contains("panicked") && m.ends_with("index out of bounds"),
+            "{m}"
+        );
+        let n = 7;
+        let (_, m) = guarded(|| panic!("at {n}")).unwrap_err();
+        assert!(m.ends_with("at 7"), "{m}");
+        let ok = guarded(|| {
+            Ok(Transfer {
+                fetched: 1,
+                ..Transfer::default()
+            })
+        });
+        assert_eq!(ok.unwrap().fetched, 1);
+        let e = guarded(|| Err(crate::Error::Other("no".into()))).unwrap_err();
+        assert_eq!(e, (ErrorKind::Software, "no".to_string()));
     }
 }
