@@ -312,7 +312,7 @@ fn print_summary(sum: &RunSummary, json: bool) -> Result<ExitCode, cyrvault_host
     let secs = sum.seconds.max(0.001);
     println!(
         "round {}: {} users tried by this run, {} ok, {} failed, {} MB in {:.1} s \
-         ({:.0} users/hour, {:.2} MB/s){}",
+         ({:.0} users/hour, {:.2} MB/s){}{}",
         sum.round,
         sum.tried,
         sum.ok,
@@ -321,6 +321,14 @@ fn print_summary(sum: &RunSummary, json: bool) -> Result<ExitCode, cyrvault_host
         sum.seconds,
         sum.ok as f64 * 3600.0 / secs,
         sum.bytes as f64 / 1e6 / secs,
+        if sum.prune_failed > 0 {
+            format!(
+                ", {} backed up but not pruned (PRUNE FAILED below)",
+                sum.prune_failed
+            )
+        } else {
+            String::new()
+        },
         if sum.workers_died > 0 {
             format!(", {} worker(s) died and were replaced", sum.workers_died)
         } else {
