@@ -1,9 +1,13 @@
-//! The backup host's error type: a service-half error held whole ([`Error::Service`],
-//! converted at this edge by [`From<cyrvault::Error>`], its variants not re-declared)
-//! plus the host's own layers, the catalog, the archive, a backup run and retention. Module errors are wrapped with the context known at the
-//! call site; there is deliberately no blanket `From<io::Error>`: use [`IoContext::at`]
-//! (`io_context`, shared by every host layer).
-//! The classes ([`ErrorKind`]) and exit codes are the service's, shared by both halves.
+//! The backup host's error, for the layers at the top (admin, restore, fleet, imap,
+//! replication, the binary): a service-half error held whole ([`Error::Service`],
+//! converted by [`From<cyrvault::Error>`], its variants not re-declared), plus the
+//! failures of the host's own layers, each converted here at that layer's edge
+//! (`archive::ArchiveFailure`, `vault::VaultError`, `catalog::CatalogError`,
+//! `retention::RetentionError`, `backup::BackupError`) into the variant it always had.
+//! Those layers never name this module, so imports go one way (tests/layers.rs).
+//! There is deliberately no blanket `From<io::Error>`: use [`IoContext::at`]
+//! (`io_context`, shared by every host layer). The classes ([`ErrorKind`]) and exit
+//! codes are the service's, shared by both halves.
 
 use std::io;
 use std::path::PathBuf;

@@ -139,8 +139,8 @@ impl Catalog {
         Self::open_with(path, flags, Durability::Deferred)
     }
 
-    /// Open an existing catalog; a missing file is `Error::NotFound` (for the read-only
-    /// admin commands, which must not leave an empty catalog behind).
+    /// Open an existing catalog; a missing file is the service's `NotFound` (for the
+    /// read-only admin commands, which must not leave an empty catalog behind).
     pub fn open_existing(path: &Path) -> Result<Catalog> {
         if !path.exists() {
             return Err(CatalogError::not_found(
@@ -155,9 +155,9 @@ impl Catalog {
         )
     }
 
-    /// Open an existing catalog for reading only: nothing is ever written to it (no
-    /// schema into an empty file, no journal mode change), for `verify` and the other
-    /// read-only admin commands. A missing file is `Error::NotFound`; an empty one, or a
+    /// Open an existing catalog for reading only: nothing is ever written to it (no schema
+    /// into an empty file, no journal mode change), for `verify` and the other read-only
+    /// admin commands. A missing file is the service's `NotFound`; an empty one, or a
     /// database without our schema, [`CatalogError::NotACatalog`].
     pub fn open_read_only(path: &Path) -> Result<Catalog> {
         if !path.exists() {

@@ -1,7 +1,7 @@
-//! The IMAP client's error: which server, which command, what went wrong, and for
-//! NO/BAD answers the server's response code and text, so callers can tell "the
-//! mailbox already exists" from "the connection broke". Converts into
-//! `crate::Error::Imap` for `?` in functions returning the crate `Result`.
+//! The IMAP client's error: which server, which command, what went wrong, and for NO/BAD
+//! answers the server's response code and text, so callers can tell "the mailbox already
+//! exists" from "the connection broke". Converts into the service's `Imap` (in
+//! `crate::Error::Service`) for `?` in functions returning the crate `Result`.
 #![forbid(unsafe_code)]
 
 use std::fmt;

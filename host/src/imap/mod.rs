@@ -2,13 +2,13 @@
 //! (the server's certificate checked, `tls::client`), used by restore and by the test
 //! sandbox to talk to a real Cyrus.
 //!
-//! It owns the connection: tags, command serialisation (quoted strings, `{N}` literals
-//! with continuation, LITERAL+ `{N+}` when announced), and reading whole responses
-//! (lines plus literals). Parsing is pure and lives in `parse.rs` (tokens),
-//! `types.rs` (LIST/SELECT/FETCH/ACL views) and `date.rs` (internal dates).
-//! Errors are [`ImapError`]s naming the server, the command and the server's answer
-//! (they convert into `crate::Error::Imap`); a NO or BAD answer is an error from the
-//! convenience methods, while [`Client::execute`] hands back every tagged status.
+//! It owns the connection: tags, command serialisation (quoted strings, `{N}` literals with
+//! continuation, LITERAL+ `{N+}` when announced), and reading whole responses (lines plus
+//! literals). Parsing is pure and lives in `parse.rs` (tokens), `types.rs`
+//! (LIST/SELECT/FETCH/ACL views) and `date.rs` (internal dates). Errors are [`ImapError`]s
+//! naming the server, the command and the server's answer (they convert into the service's
+//! `Imap`, in `crate::Error::Service`); a NO or BAD answer is an error from the convenience
+//! methods, while [`Client::execute`] hands back every tagged status.
 #![forbid(unsafe_code)]
 
 pub mod date;
