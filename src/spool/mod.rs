@@ -40,7 +40,7 @@ use std::time::Duration;
 
 pub use copy::{CopyReader, FileCopy, FileStat, MetaCopy, SPILL_AT};
 pub use detect::Detection;
-pub use error::{Damage, MailboxError};
+pub use error::{Damage, MailboxError, Result, SpoolError};
 pub use folder::{Load, MessageFile, OpenFolder};
 pub use owner::{Owner, OwnerKeys, SharedHierarchy, owner_keys};
 pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy, sieve_stats};
@@ -52,7 +52,6 @@ use crate::cyrus::config::ImapdConf;
 use crate::cyrus::mboxlist::{MailboxEntry, MbName, Mboxlist, parse_mboxlist};
 use crate::cyrus::paths::{self, MetaFile};
 use crate::cyrus::twoskip;
-use crate::error::{Error, Result};
 use crate::lock::{LockStatsSnapshot, Locker};
 use names::Namespace;
 
@@ -265,15 +264,16 @@ impl Spool {
     pub fn mboxlist(&self) -> Result<Mboxlist> {
         let path = self.conf.mboxlist_db_path();
         self.reads.mailboxes_db();
-        let copy = copy::copy_twoskip(&self.locker, &path)?.ok_or_else(|| Error::NotFound {
-            what: "mailboxes.db",
-            name: path.display().to_string(),
-        })?;
+        let copy =
+            copy::copy_twoskip(&self.locker, &path)?.ok_or_else(|| SpoolError::NotFound {
+                what: "mailboxes.db",
+                name: path.display().to_string(),
+            })?;
         self.reads
             .mailboxes_bytes
             .fetch_add(copy.bytes.len() as u64, Ordering::Relaxed);
-        let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
-        parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| Error::parse(&path, e))
+        let records = twoskip::read_all(&copy.bytes).map_err(|e| SpoolError::parse(&path, e))?;
+        parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| SpoolError::parse(&path, e))
     }
 
     /// The users `USERS` lists: owners of every live user INBOX in mailboxes.db
@@ -337,7 +337,7 @@ impl Spool {
 
     fn folder_paths(&self, e: &MailboxEntry) -> Result<FolderPaths> {
         let part = e.partition.as_deref().ok_or_else(|| {
-            Error::Refused(format!(
+            SpoolError::Refused(format!(
                 "mailbox {} has no partition in mailboxes.db",
                 e.name
             ))

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use super::Spool;
 use super::copy::{self, FileCopy, FileStat};
+use super::error::{Result, SpoolError};
 use crate::cyrus::mboxlist::{MbName, Mboxlist};
 use crate::cyrus::paths;
-use crate::error::{Error, IoContext, Result};
+use crate::io_error::IoContext;
 use crate::lock::LockMode;
 
 /// Where one per-user file is, and its `stat`.
@@ -126,7 +127,7 @@ impl Spool {
         match backend {
             "twoskip" => copy::copy_twoskip(&self.locker, path),
             "flat" => copy::read_file(path),
-            other => Err(Error::Refused(format!(
+            other => Err(SpoolError::Refused(format!(
                 "{}: database backend {other} is not supported (twoskip and flat are)",
                 path.display()
             ))),
@@ -143,7 +144,7 @@ pub fn sieve_stats(dir: &Path) -> Result<Vec<(String, FileStat)>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io("listing", dir, e)),
+        Err(e) => return Err(SpoolError::io("listing", dir, e)),
     };
     for ent in rd {
         let ent = ent.at("listing", dir)?;
@@ -158,7 +159,7 @@ pub fn sieve_stats(dir: &Path) -> Result<Vec<(String, FileStat)>> {
         let md = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("stat", &path, e)),
+            Err(e) => return Err(SpoolError::io("stat", &path, e)),
         };
         if name == "defaultbc" || md.is_file() {
             out.push((name, FileStat::of(&md)));
@@ -214,7 +215,7 @@ impl Spool {
                     return Ok(out);
                 };
                 let recs = crate::cyrus::flat::parse_flat(&c.bytes)
-                    .map_err(|e| Error::parse(path.display().to_string(), e))?;
+                    .map_err(|e| SpoolError::parse(path.display().to_string(), e))?;
                 for root in &roots {
                     if let Some((_, v)) = recs.iter().find(|(k, _)| k == root.as_bytes()) {
                         out.extend(crate::cyrus::quota::quota_line(root, v));
@@ -222,7 +223,7 @@ impl Spool {
                 }
             }
             other => {
-                return Err(Error::Refused(format!(
+                return Err(SpoolError::Refused(format!(
                     "quota_db backend {other} is not supported (quotalegacy, twoskip and flat are)"
                 )));
             }
@@ -238,7 +239,7 @@ fn read_sieve_dir(dir: &Path) -> Result<(Vec<SieveFile>, Option<String>)> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((files, None)),
-        Err(e) => return Err(Error::io("listing", dir, e)),
+        Err(e) => return Err(SpoolError::io("listing", dir, e)),
     };
     for ent in rd {
         let ent = ent.at("listing", dir)?;
