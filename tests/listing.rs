@@ -44,7 +44,7 @@ fn spool(sb: &Sandbox) -> Spool {
 /// every undumped entry on its own; on a disk that is minutes for tens of
 /// thousands of entries, seconds without the fsyncs. The file Cyrus writes is the
 /// same.
-const EATMYDATA: &str = "/usr/lib/x86_64-linux-gnu/libeatmydata.so";
+pub(crate) const EATMYDATA: &str = "/usr/lib/x86_64-linux-gnu/libeatmydata.so";
 
 /// `ctl_mboxlist -u`: Cyrus's own tool adds these entries to mailboxes.db.
 fn undump(sb: &Sandbox, entries: &Value) {

@@ -80,6 +80,8 @@ pub(crate) struct DbReads {
     list_hits: AtomicU64,
     mailboxes_bytes: AtomicU64,
     annotations_bytes: AtomicU64,
+    quota: AtomicU64,
+    quota_bytes: AtomicU64,
 }
 
 impl DbReads {
@@ -89,12 +91,16 @@ impl DbReads {
     fn annotations_db(&self) {
         self.annotations.fetch_add(1, Ordering::Relaxed);
     }
+    fn quota_db(&self) {
+        self.quota.fetch_add(1, Ordering::Relaxed);
+    }
     fn list_hit(&self) {
         self.list_hits.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// [`Spool::db_reads`]: opens of `mailboxes.db` and `annotations.db` so far.
+/// [`Spool::db_reads`]: opens of `mailboxes.db`, `annotations.db` and the quota
+/// database so far, and the bytes read from each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DbReadCounts {
     /// Lock-and-read passes over `mailboxes.db` (lookups, walk chunks, copies).
@@ -108,6 +114,14 @@ pub struct DbReadCounts {
     pub mailboxes_db_bytes: u64,
     /// Bytes read from the global `annotations.db`, likewise.
     pub annotations_db_bytes: u64,
+    /// Reads of the quota database for a user's quota roots ([`Spool::user_quota`]):
+    /// one per call that found something to read (a lock-and-lookup pass over a
+    /// twoskip `quotas.db`, a copy of a flat one, or the `quotalegacy` files of
+    /// one user's roots).
+    pub quota_db: u64,
+    /// Bytes read from the quota database, likewise: a twoskip lookup counts every
+    /// `pread` (header included), a flat copy its size, `quotalegacy` the files read.
+    pub quota_db_bytes: u64,
 }
 
 /// Where one mailbox's files are.
@@ -228,8 +242,8 @@ impl Spool {
         self
     }
 
-    /// How many times this spool (and its clones) read `mailboxes.db` and
-    /// `annotations.db`.
+    /// How many times this spool (and its clones) read `mailboxes.db`,
+    /// `annotations.db` and the quota database, and how many bytes of each.
     pub fn db_reads(&self) -> DbReadCounts {
         DbReadCounts {
             mailboxes_db: self.reads.mailboxes.load(Ordering::Relaxed),
@@ -237,6 +251,8 @@ impl Spool {
             list_cache_hits: self.reads.list_hits.load(Ordering::Relaxed),
             mailboxes_db_bytes: self.reads.mailboxes_bytes.load(Ordering::Relaxed),
             annotations_db_bytes: self.reads.annotations_bytes.load(Ordering::Relaxed),
+            quota_db: self.reads.quota.load(Ordering::Relaxed),
+            quota_db_bytes: self.reads.quota_bytes.load(Ordering::Relaxed),
         }
     }
 
