@@ -18,6 +18,10 @@
 //!   (78 wrong servername, 77 refused secret, 75 server down) in `--json`, the
 //!   PostgreSQL directory and `fleet-status`; the exit status is the most severe.
 //! - `bench_fleet` (ignored; `scripts/bench-fleet.sh`): 1, 2, 4, 12 workers.
+//! - `failures::a_failed_prune_counts_and_permanent_failures_skip_the_backoff`: a
+//!   prune that fails after a good backup (a damaged old member) makes the run exit
+//!   65 while the user counts as backed up; a refused secret (77) is tried once per
+//!   round and again by the next run at once, a temporary failure after its backoff.
 //! - `metrics::metrics_listen_during_a_real_fleet_run`: Prometheus metrics before,
 //!   during (curl of `--metrics-listen`) and after a run (issue 15).
 
@@ -36,6 +40,7 @@ use cyrvault_host::fleet::{self, Event};
 use cyrvault_host::vault::Vault;
 use cyrvault_testkit::sandbox::{MailGen, Sandbox, SandboxOptions, ServiceLine, lmtp};
 
+mod failures;
 mod metrics;
 
 const USERS_PER_SERVER: usize = 100;

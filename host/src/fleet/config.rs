@@ -19,7 +19,7 @@
 //! unit_limit: 1
 //! server_limit: 0                   # 0: no limit
 //! lease: 900                        # seconds
-//! retry_backoff: 300                # seconds, doubled per consecutive failure
+//! retry_backoff: 300                # seconds, doubled per consecutive temporary failure
 //! round_window: 43200               # seconds an open round is joined (else closed)
 //! stale_after: 93600                # seconds without a good backup before a user is stale
 //! metrics_file: /var/lib/prometheus/node-exporter/cyrvault.prom   # written after each run
@@ -82,7 +82,8 @@ pub struct FleetConf {
     pub server_limit: usize,
     /// Seconds a claim stays valid without renewal.
     pub lease_secs: u64,
-    /// Seconds before a failed user is retried (doubled per further failure).
+    /// Seconds before a user that failed for a temporary reason is retried (doubled
+    /// per further failure); other classes are retried by the next run at once.
     pub retry_backoff_secs: u64,
     /// Seconds during which a started round is joined by another `cyrvault run`
     /// (another host, or a restart); an older open round is closed instead.

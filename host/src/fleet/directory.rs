@@ -70,13 +70,16 @@ pub struct Limits {
 }
 
 /// What one successful backup moved: message bytes fetched from the server and
-/// bytes the archive grew by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// bytes the archive grew by; and, when the retention policy's prune after it
+/// failed, that failure (the backup still counts as done).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Transfer {
     /// Message bytes fetched.
     pub fetched: u64,
     /// Bytes appended to the archive.
     pub stored: u64,
+    /// The prune's failure: its class and message.
+    pub prune_failed: Option<(ErrorKind, String)>,
 }
 
 /// A claimed batch: users of one drive unit, leased to one worker.
@@ -540,8 +543,15 @@ impl Directory {
                     )?;
                 }
                 Err((class, msg)) => {
+                    // Waiting helps only what passes (a server down, a lock): a
+                    // permanent class waits for the admin's fix, so the next run
+                    // tries again at once and, until fixed, says so in its status.
                     let shift = failures.clamp(0, 10) as u32;
-                    let wait = backoff_ms.saturating_mul(1i64 << shift);
+                    let wait = if *class == ErrorKind::Temporary {
+                        backoff_ms.saturating_mul(1i64 << shift)
+                    } else {
+                        0
+                    };
                     db.exec(
                         "UPDATE users SET last_round = ?, last_result = 'failed', last_error = ?, \
                          last_class = ?, last_try = ?, failures = failures + 1, next_try = ?, \
@@ -558,14 +568,20 @@ impl Directory {
                     )?;
                 }
             }
+            let none = Transfer::default();
             let (ok, t, err, class) = match outcome {
-                Ok(t) => (1i64, *t, Val::Null, Val::Null),
-                Err((k, m)) => (0, Transfer::default(), Val::T(m.clone()), k.name().into()),
+                Ok(t) => (1i64, t, Val::Null, Val::Null),
+                Err((k, m)) => (0, &none, Val::T(m.clone()), k.name().into()),
+            };
+            let (prune_class, prune_error) = match &t.prune_failed {
+                Some((k, m)) => (k.name().into(), Val::T(m.clone())),
+                None => (Val::Null, Val::Null),
             };
             let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             db.exec(
                 "INSERT INTO attempts (round, server, userid, unit, worker, started, finished, ok, \
-                 bytes, error, stored, class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 bytes, error, stored, class, prune_class, prune_error) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 &[
                     round.into(),
                     b.server.as_str().into(),
@@ -579,6 +595,8 @@ impl Directory {
                     err,
                     as_i64(t.stored).into(),
                     class,
+                    prune_class,
+                    prune_error,
                 ],
             )?;
             let expires = now.saturating_add(lease_ms);
@@ -669,6 +687,7 @@ mod tests {
     const T5: Transfer = Transfer {
         fetched: 5,
         stored: 3,
+        prune_failed: None,
     };
 
     const LIM: Limits = Limits {
@@ -713,28 +732,69 @@ mod tests {
         );
     }
 
+    /// A backup whose prune failed counts as backed up (last success, no backoff,
+    /// not a failure) and is listed with the prune's class, which the round's worst
+    /// class takes in.
     #[test]
-    fn failures_back_off_and_gone_users_are_kept() {
-        let (mut d, clk) = dir_with(&[("a", &["u1"])]);
+    fn a_failed_prune_is_recorded_beside_a_good_backup() {
+        let (mut d, clk) = dir_with(&[("a", &["u1", "u2"])]);
         let r = d.join_round(10, 1000).unwrap();
         let b = at(&clk, 10, &mut d).claim("w", r, LIM).unwrap().unwrap();
-        at(&clk, 20, &mut d)
-            .record(
-                "w",
-                r,
-                &b,
-                "u1",
-                &Err((ErrorKind::Permission, "down".into())),
-                100,
-                1000,
-                10,
-            )
-            .unwrap();
+        let pruned_badly = Transfer {
+            prune_failed: Some((ErrorKind::Data, "prune: damaged member".into())),
+            ..T5
+        };
+        for (u, t) in [("u1", &pruned_badly), ("u2", &T5)] {
+            assert!(
+                at(&clk, 20, &mut d)
+                    .record("w", r, &b, u, &Ok(t.clone()), 100, 1000, 10)
+                    .unwrap()
+            );
+        }
         at(&clk, 21, &mut d).release("w", &b).unwrap();
-        assert_eq!(d.failures(r).unwrap()[0].error, "down");
-        assert_eq!(d.failures(r).unwrap()[0].class, ErrorKind::Permission);
+        assert!(d.failures(r).unwrap().is_empty());
+        assert_eq!(d.successes(r).unwrap().len(), 2);
+        let p = d.prune_failures(r).unwrap();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            (p[0].userid.as_str(), p[0].class, p[0].error.as_str()),
+            ("u1", ErrorKind::Data, "prune: damaged member")
+        );
+        assert_eq!(d.worst_class(r).unwrap(), Some(ErrorKind::Data));
+        let s = d.summary(r).unwrap();
+        assert_eq!((s[0].ok, s[0].failed, s[0].prune_failed), (2, 0, 1));
+        assert_eq!(d.stale(20).unwrap().len(), 0, "both have a good backup");
+    }
+
+    #[test]
+    fn failures_back_off_and_gone_users_are_kept() {
+        let (mut d, clk) = dir_with(&[("a", &["u1", "u2"])]);
+        let r = d.join_round(10, 1000).unwrap();
+        let b = at(&clk, 10, &mut d).claim("w", r, LIM).unwrap().unwrap();
+        assert_eq!(b.users.len(), 2);
+        // u1: a temporary failure (backs off); u2: a permanent one (does not)
+        for (u, class, msg) in [
+            ("u1", ErrorKind::Temporary, "down"),
+            ("u2", ErrorKind::Permission, "refused"),
+        ] {
+            at(&clk, 20, &mut d)
+                .record("w", r, &b, u, &Err((class, msg.into())), 100, 1000, 10)
+                .unwrap();
+        }
+        at(&clk, 21, &mut d).release("w", &b).unwrap();
+        let f = d.failures(r).unwrap();
+        assert_eq!(
+            (f[0].error.as_str(), f[0].class),
+            ("down", ErrorKind::Temporary)
+        );
+        assert_eq!(f[1].class, ErrorKind::Permission);
         assert_eq!(d.worst_class(r).unwrap(), Some(ErrorKind::Permission));
-        assert_eq!(d.remaining(r, 22).unwrap(), 0);
+        assert_eq!(
+            d.remaining(r, 22).unwrap(),
+            0,
+            "no one is tried twice in a round"
+        );
+        assert!(at(&clk, 500, &mut d).claim("w", r, LIM).unwrap().is_none());
         d.finish_round(r, 23).unwrap();
         let r2 = d.join_round(24, 1000).unwrap();
         assert_eq!(r2, r + 1);
@@ -748,15 +808,19 @@ mod tests {
             r2 + 1,
             "a stale open round is closed, not joined"
         );
-        assert!(
-            at(&clk, 50, &mut d).claim("w", r2, LIM).unwrap().is_none(),
-            "in backoff until 120"
+        let b2 = at(&clk, 50, &mut d).claim("w", r2, LIM).unwrap().unwrap();
+        assert_eq!(
+            b2.users,
+            vec![("u2".to_string(), "/v".to_string())],
+            "the permanent failure is tried by the next round at once; u1 is in backoff until 120"
         );
-        assert!(at(&clk, 130, &mut d).claim("w", r2, LIM).unwrap().is_some());
+        at(&clk, 51, &mut d).release("w", &b2).unwrap();
+        let b3 = at(&clk, 130, &mut d).claim("w", r2, LIM).unwrap().unwrap();
+        assert_eq!(b3.users.len(), 2, "{b3:?}");
         let c = d
             .record_discovery("s1", "h:1", &[], &[], &|_| "/v".into(), 200)
             .unwrap();
-        assert_eq!(c.gone, 1);
+        assert_eq!(c.gone, 2);
         assert_eq!(
             d.stale(i64::MAX).unwrap().len(),
             0,

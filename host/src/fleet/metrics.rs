@@ -68,6 +68,8 @@ pub struct LiveRun {
     pub ok: u64,
     /// Users whose backup failed in this run.
     pub failed: u64,
+    /// Users this run backed up whose retention prune after the backup failed.
+    pub prune_failed: u64,
     /// Message bytes fetched.
     pub fetched: u64,
     /// Bytes the archives grew by.
@@ -95,10 +97,15 @@ impl LiveRun {
     pub fn event(&mut self, ev: &Event) {
         match ev {
             Event::Done {
-                ok, bytes, stored, ..
+                ok,
+                bytes,
+                stored,
+                prune_class,
+                ..
             } => {
                 if *ok {
                     self.ok += 1;
+                    self.prune_failed += u64::from(prune_class.is_some());
                     self.fetched = self.fetched.saturating_add(*bytes);
                     self.stored = self.stored.saturating_add(*stored);
                 } else {
@@ -124,6 +131,7 @@ struct Group {
     tried: i64,
     ok: i64,
     failed: i64,
+    prune_failed: i64,
     fetched: i64,
     stored: i64,
     first_start: Option<i64>,
@@ -147,6 +155,7 @@ impl Group {
         self.tried += o.tried;
         self.ok += o.ok;
         self.failed += o.failed;
+        self.prune_failed += o.prune_failed;
         self.fetched = self.fetched.saturating_add(o.fetched);
         self.stored = self.stored.saturating_add(o.stored);
         self.first_start = min_opt(self.first_start, o.first_start);
@@ -188,6 +197,7 @@ fn units(s: &Snapshot) -> BTreeMap<(String, String), Group> {
         g.tried = u.tried;
         g.ok = u.ok;
         g.failed = u.failed;
+        g.prune_failed = u.prune_failed;
         g.fetched = u.bytes;
         g.stored = u.stored;
         g.first_start = (u.first_start > 0).then_some(u.first_start);
@@ -270,6 +280,11 @@ const FIGURES: &[Figure] = &[
         "round_users_failed",
         "Users whose last attempt in the newest round failed.",
         |g, _| Some(g.failed.to_string()),
+    ),
+    (
+        "round_users_prune_failed",
+        "Users backed up in the newest round whose retention prune after the backup failed.",
+        |g, _| Some(g.prune_failed.to_string()),
     ),
     (
         "round_fetched_bytes",
@@ -434,6 +449,11 @@ fn render_live(t: &mut Text, l: &LiveRun, now: i64) {
             l.failed,
         ),
         (
+            "cyrvault_run_users_prune_failed_total",
+            "Users this run backed up whose retention prune after the backup failed.",
+            l.prune_failed,
+        ),
+        (
             "cyrvault_run_fetched_bytes_total",
             "Message bytes this run fetched.",
             l.fetched,
@@ -560,6 +580,7 @@ mod tests {
             tried,
             ok,
             failed: tried - ok,
+            prune_failed: i64::from(ok > 2),
             bytes,
             stored: bytes / 2,
             span_ms: 0,
@@ -618,6 +639,14 @@ mod tests {
             "110"
         );
         assert_eq!(value(&t, "cyrvault_fleet_round_stored_bytes"), "55");
+        assert_eq!(
+            value(
+                &t,
+                "cyrvault_unit_round_users_prune_failed{server=\"imap1\",unit=\"dev2049\"}"
+            ),
+            "1"
+        );
+        assert_eq!(value(&t, "cyrvault_fleet_round_users_prune_failed"), "1");
         assert_eq!(value(&t, "cyrvault_fleet_users"), "9");
         assert_eq!(value(&t, "cyrvault_fleet_stale_users"), "4");
         assert_eq!(
@@ -658,10 +687,14 @@ mod tests {
             ms: 1,
             error: None,
             class: None,
+            prune_error: Some("prune: damaged".into()),
+            prune_class: Some(crate::error::ErrorKind::Data),
         });
-        live.finish(0);
+        live.finish(65);
         let t = render(&snap(), Some(&live));
         assert_eq!(value(&t, "cyrvault_run_fetched_bytes_total"), "7");
+        assert_eq!(value(&t, "cyrvault_run_users_backed_up_total"), "1");
+        assert_eq!(value(&t, "cyrvault_run_users_prune_failed_total"), "1");
         assert_eq!(value(&t, "cyrvault_run_in_progress"), "0");
         let mut seen = std::collections::HashSet::new();
         let mut current = String::new();

@@ -12,8 +12,14 @@ use crate::error::{ErrorKind, Result};
 /// Columns added after the first schema, `(table, column)`: the failure class of a
 /// user's last failed attempt and of each attempt (an [`ErrorKind::name`]; NULL on
 /// success, and on failures recorded before the column existed, which read as
-/// `temporary`, the class they were given then).
-const ADDED_COLUMNS: [(&str, &str); 2] = [("users", "last_class"), ("attempts", "class")];
+/// `temporary`, the class they were given then); and, for a successful backup whose
+/// retention prune failed, that failure's class and message (NULL otherwise).
+const ADDED_COLUMNS: [(&str, &str); 4] = [
+    ("users", "last_class"),
+    ("attempts", "class"),
+    ("attempts", "prune_class"),
+    ("attempts", "prune_error"),
+];
 
 /// Bring a directory made by an older cyrvault up to date (idempotent; several
 /// workers may open the same directory at once).
@@ -63,6 +69,8 @@ pub struct UnitSummary {
     pub ok: i64,
     /// Of those, failed (their last attempt in the round).
     pub failed: i64,
+    /// Of the backed up, those whose retention prune after the backup failed.
+    pub prune_failed: i64,
     /// Message bytes fetched.
     pub bytes: i64,
     /// Bytes the unit's archives grew by.
@@ -120,12 +128,38 @@ pub struct Failure {
     pub failures: i64,
 }
 
+/// A user backed up in a round whose retention prune after the backup failed: the
+/// backup counts (a prune that fails leaves the archive and catalog a consistent
+/// pair, doc/retention.md), and the prune is tried again after the next backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneFailure {
+    /// Server name.
+    pub server: String,
+    /// The user.
+    pub userid: String,
+    /// What went wrong.
+    pub error: String,
+    /// Its class (the exit status `cyrvault prune` gives the same failure).
+    pub class: ErrorKind,
+}
+
 /// A stored class name; NULL (recorded before classes were stored) or unknown
 /// (a newer cyrvault's) reads as temporary.
 fn class_of(name: Option<String>) -> ErrorKind {
     name.as_deref()
         .and_then(ErrorKind::from_name)
         .unwrap_or(ErrorKind::Temporary)
+}
+
+/// The most severe class among failed backups and failed prunes (None: neither):
+/// the exit status of a run. A failed prune counts like a failed backup of its
+/// class, so a run whose retention could not be applied never exits 0.
+pub fn worst_of(failures: &[Failure], prunes: &[PruneFailure]) -> Option<ErrorKind> {
+    failures
+        .iter()
+        .map(|f| f.class)
+        .chain(prunes.iter().map(|p| p.class))
+        .reduce(ErrorKind::worst)
 }
 
 impl Directory {
@@ -139,7 +173,9 @@ impl Directory {
              COALESCE(CAST(SUM(a.bytes) AS BIGINT), 0), \
              COALESCE(MAX(a.finished), 0) - COALESCE(MIN(a.started), 0), \
              COALESCE(CAST(SUM(a.stored) AS BIGINT), 0), \
-             COALESCE(MIN(a.started), 0), COALESCE(MAX(a.finished), 0) \
+             COALESCE(MIN(a.started), 0), COALESCE(MAX(a.finished), 0), \
+             COALESCE(CAST(SUM(CASE WHEN a.ok = 1 AND a.prune_class IS NOT NULL THEN 1 ELSE 0 END) \
+               AS BIGINT), 0) \
              FROM users u LEFT JOIN (SELECT server, userid, MAX(id) AS id FROM attempts \
                WHERE round = ? GROUP BY server, userid) l \
                ON l.server = u.server AND l.userid = u.userid \
@@ -161,6 +197,7 @@ impl Directory {
                 stored: r[8].int(),
                 first_start: r[9].int(),
                 last_end: r[10].int(),
+                prune_failed: r[11].int(),
             })
             .collect())
     }
@@ -221,14 +258,32 @@ impl Directory {
             .collect())
     }
 
-    /// The most severe class among the users whose last attempt in `round` failed
-    /// (None: no failure).
-    pub fn worst_class(&mut self, round: i64) -> Result<Option<ErrorKind>> {
-        Ok(self
-            .failures(round)?
+    /// Users whose last attempt in `round` backed them up but whose retention prune
+    /// after it failed.
+    pub fn prune_failures(&mut self, round: i64) -> Result<Vec<PruneFailure>> {
+        let rows = self.db.query(
+            "SELECT a.server, a.userid, COALESCE(a.prune_error, ''), a.prune_class \
+             FROM attempts a JOIN (SELECT server, userid, MAX(id) AS id FROM attempts \
+               WHERE round = ? GROUP BY server, userid) l ON a.id = l.id \
+             WHERE a.ok = 1 AND a.prune_class IS NOT NULL ORDER BY a.server, a.userid",
+            &[round.into()],
+        )?;
+        Ok(rows
             .into_iter()
-            .map(|f| f.class)
-            .reduce(ErrorKind::worst))
+            .map(|r| PruneFailure {
+                server: r[0].text(),
+                userid: r[1].text(),
+                error: r[2].text(),
+                class: class_of(r[3].opt_text()),
+            })
+            .collect())
+    }
+
+    /// The most severe class among the users whose last attempt in `round` failed
+    /// and the prunes that failed after a backup of the round (None: neither).
+    pub fn worst_class(&mut self, round: i64) -> Result<Option<ErrorKind>> {
+        let prunes = self.prune_failures(round)?;
+        Ok(worst_of(&self.failures(round)?, &prunes))
     }
 
     /// Every claim of `round`: `(worker, unit, claimed_at, end)` where end is the

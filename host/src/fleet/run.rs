@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::config::FleetConf;
 use super::directory::{Failure, UnitSummary};
+use super::report::{PruneFailure, worst_of};
 use super::worker::Event;
 use super::{now_ms, open_directory};
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -45,6 +46,8 @@ pub struct RunSummary {
     pub ok: u64,
     /// Of those, failed.
     pub failed: u64,
+    /// Of the backed up, those whose retention prune after the backup failed.
+    pub prune_failed: u64,
     /// Message bytes this run's workers fetched.
     pub bytes: u64,
     /// Bytes the archives grew by in this run.
@@ -59,8 +62,10 @@ pub struct RunSummary {
     pub units: Vec<UnitSummary>,
     /// Users whose attempt in this round failed (all hosts).
     pub failures: Vec<Failure>,
-    /// The most severe class among `failures` (None: none failed); the run's exit
-    /// status is its code.
+    /// Users backed up in this round whose prune after the backup failed (all hosts).
+    pub prune_failures: Vec<PruneFailure>,
+    /// The most severe class among `failures` and `prune_failures` (None: none
+    /// failed); the run's exit status is its code.
     pub worst_class: Option<ErrorKind>,
 }
 
@@ -72,6 +77,7 @@ impl RunSummary {
             tried: 0,
             ok: 0,
             failed: 0,
+            prune_failed: 0,
             bytes: 0,
             stored: 0,
             seconds: 0.0,
@@ -79,6 +85,7 @@ impl RunSummary {
             untried: 0,
             units: Vec::new(),
             failures: Vec::new(),
+            prune_failures: Vec::new(),
             worst_class: None,
         }
     }
@@ -86,12 +93,17 @@ impl RunSummary {
     /// Count a worker's `Done` event (other events count nothing).
     fn count(&mut self, ev: &Event) {
         if let Event::Done {
-            ok, bytes, stored, ..
+            ok,
+            bytes,
+            stored,
+            prune_class,
+            ..
         } = ev
         {
             self.tried += 1;
             if *ok {
                 self.ok += 1;
+                self.prune_failed += u64::from(prune_class.is_some());
                 self.bytes = self.bytes.saturating_add(*bytes);
                 self.stored = self.stored.saturating_add(*stored);
             } else {
@@ -226,11 +238,8 @@ pub fn run_fleet(
     }
     sum.units = dir.summary(round)?;
     sum.failures = dir.failures(round)?;
-    sum.worst_class = sum
-        .failures
-        .iter()
-        .map(|f| f.class)
-        .reduce(ErrorKind::worst);
+    sum.prune_failures = dir.prune_failures(round)?;
+    sum.worst_class = worst_of(&sum.failures, &sum.prune_failures);
     sum.seconds = t0.elapsed().as_secs_f64();
     Ok(sum)
 }

@@ -1,6 +1,7 @@
 //! One worker process of `cyrvault run`: claim a batch (users of one drive unit),
 //! back its users up with `backup::backup_user`, `jobs` of them at once (the cores the
-//! worker has), record each result (a failure is recorded and the batch goes on),
+//! worker has), record each result (a failure, or a panic, is recorded with its class
+//! and the batch goes on; a user is tried once per round),
 //! release the batch, claim again. When nothing can be claimed it waits while other workers still hold users
 //! of the round (their leases may run out), and stops when none is left.
 //!
@@ -61,6 +62,12 @@ pub enum Event {
         /// The failure's class (`temporary`, `config`, `permission`, `data`, ...).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         class: Option<ErrorKind>,
+        /// The user was backed up (`ok`) but the retention prune after it failed:
+        /// why, and its class.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prune_error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prune_class: Option<ErrorKind>,
     },
     /// The lease was lost (expired and taken over); the rest of the batch is dropped.
     LeaseLost {
@@ -167,12 +174,13 @@ pub fn work(
                         }
                         let t0 = Instant::now();
                         let started = now_ms();
-                        let r = backup_one(conf, pool, vaults, &batch.server, root, user, opts);
+                        let r = guarded(|| {
+                            backup_one(conf, pool, vaults, &batch.server, root, user, opts)
+                        });
                         if r.is_err() {
                             // the protocol stream may be out of step: start afresh next time
                             pool.remove(&batch.server);
                         }
-                        let r = r.map_err(|e| (e.kind(), e.to_string()));
                         if tx.send(JobMsg::Done(i, r, started, t0.elapsed())).is_err() {
                             return;
                         }
@@ -227,16 +235,25 @@ pub fn work(
                     continue;
                 }
                 done += 1;
+                let (ok, bytes, stored, class, error, prune_class, prune_error) = match outcome {
+                    Ok(t) => {
+                        let (pk, pm) = t.prune_failed.unzip();
+                        (true, t.fetched, t.stored, None, None, pk, pm)
+                    }
+                    Err((k, m)) => (false, 0, 0, Some(k), Some(m), None, None),
+                };
                 emit(Event::Done {
                     worker: owner.to_string(),
                     server: batch.server.clone(),
                     user: user.clone(),
-                    ok: outcome.is_ok(),
-                    bytes: outcome.as_ref().map_or(0, |t| t.fetched),
-                    stored: outcome.as_ref().map_or(0, |t| t.stored),
+                    ok,
+                    bytes,
+                    stored,
                     ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    class: outcome.as_ref().err().map(|(k, _)| *k),
-                    error: outcome.err().map(|(_, m)| m),
+                    class,
+                    error,
+                    prune_error,
+                    prune_class,
                 });
             }
         });
@@ -248,6 +265,31 @@ pub fn work(
             worker: owner.to_string(),
             claim: batch.claim,
         });
+    }
+}
+
+/// Run one user's backup; its error, or a panic (a bug), as the class and message to
+/// record. A panic is a `software` failure of that user alone: were it to end the
+/// worker, the user's lease would run out and every next worker would try it, and
+/// die, in the same round; recorded, it is tried once per round like any failure.
+fn guarded(
+    f: impl FnOnce() -> Result<Transfer>,
+) -> std::result::Result<Transfer, (ErrorKind, String)> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| (e.kind(), e.to_string())),
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err((
+                ErrorKind::Software,
+                format!(
+                    "cyrvault panicked while backing this user up (a bug: please report it): {what}"
+                ),
+            ))
+        }
     }
 }
 
@@ -310,9 +352,10 @@ fn backup_one(
         return Err(crate::Error::Other("connection cache lost an entry".into()));
     };
     let rep = backup::backup_user(s, v, user, opts)?;
-    if let Some(policy) = &conf.retention {
-        prune_after(v, user, policy);
-    }
+    let prune_failed = match &conf.retention {
+        Some(policy) => prune_after(v, user, policy).err(),
+        None => None,
+    };
     // A run that left folders out (carried forward) or met spool damage is a failure
     // for the directory: it is retried, and fleet-status names it with the reason.
     if let Some(e) = rep.problems() {
@@ -321,16 +364,28 @@ fn backup_one(
     Ok(Transfer {
         fetched: rep.bytes_fetched,
         stored: rep.bytes_written,
+        prune_failed,
     })
 }
 
 /// Apply `cyrvault.conf`'s retention policy after a user's run (doc/retention.md). A
-/// held user is left alone; a failed prune is logged and retried after the next run
-/// (the backup itself succeeded).
-fn prune_after(v: &Vault, user: &str, policy: &crate::retention::Policy) {
+/// held user is left alone (a hold is not a failure). A failed prune is logged and
+/// returned with its class: the backup itself succeeded and still counts, the run's
+/// exit status and summary show the prune's failure, and the prune is tried again
+/// after the next backup.
+fn prune_after(
+    v: &Vault,
+    user: &str,
+    policy: &crate::retention::Policy,
+) -> std::result::Result<(), (ErrorKind, String)> {
+    let failed = |e: crate::Error| {
+        log::warn!(target: "cyrvault::fleet", "{user}: prune failed: {e}");
+        (e.kind(), format!("prune: {e}"))
+    };
     let ua = match v.user(user) {
         Ok(Some(ua)) => ua,
-        _ => return,
+        Ok(None) => return Ok(()), // no archive: nothing to prune
+        Err(e) => return Err(failed(e)),
     };
     let t = crate::retention::Target {
         user: user.to_string(),
@@ -343,18 +398,50 @@ fn prune_after(v: &Vault, user: &str, policy: &crate::retention::Policy) {
         ..Default::default()
     };
     match crate::retention::prune(&t, &opts) {
-        Ok(r) if r.nothing_to_do => {}
-        Ok(r) => log::info!(
-            target: "cyrvault::fleet",
-            "{user}: pruned runs {:?} ({}): archive {} -> {} bytes",
-            r.runs_removed,
-            r.policy,
-            r.bytes_before,
-            r.bytes_after
-        ),
+        Ok(r) if r.nothing_to_do => Ok(()),
+        Ok(r) => {
+            log::info!(
+                target: "cyrvault::fleet",
+                "{user}: pruned runs {:?} ({}): archive {} -> {} bytes",
+                r.runs_removed,
+                r.policy,
+                r.bytes_before,
+                r.bytes_after
+            );
+            Ok(())
+        }
         Err(crate::Error::Retention(crate::retention::RetentionError::Held { .. })) => {
             log::info!(target: "cyrvault::fleet", "{user}: under legal hold: not pruned");
+            Ok(())
         }
-        Err(e) => log::warn!(target: "cyrvault::fleet", "{user}: prune failed: {e}"),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_a_software_failure_of_its_user() {
+        let r = guarded(|| panic!("index out of bounds"));
+        let (k, m) = r.unwrap_err();
+        assert_eq!(k, ErrorKind::Software);
+        assert!(
+            m.contains("panicked") && m.ends_with("index out of bounds"),
+            "{m}"
+        );
+        let n = 7;
+        let (_, m) = guarded(|| panic!("at {n}")).unwrap_err();
+        assert!(m.ends_with("at 7"), "{m}");
+        let ok = guarded(|| {
+            Ok(Transfer {
+                fetched: 1,
+                ..Transfer::default()
+            })
+        });
+        assert_eq!(ok.unwrap().fetched, 1);
+        let e = guarded(|| Err(crate::Error::Other("no".into()))).unwrap_err();
+        assert_eq!(e, (ErrorKind::Software, "no".to_string()));
     }
 }

@@ -76,7 +76,9 @@ cyrvaultd_allow (EX_NOPERM).
 A configuration error, e.g. a servername that is not the server's (EX_CONFIG).
 .PP
 A fleet run or discover that met several kinds of failure exits with the most
-severe: 78 over 77 over 65 over 74, 70, 66, 64 over 75.
+severe: 78 over 77 over 65 over 74, 70, 66, 64 over 75. A fleet run counts a
+retention prune that failed after a good backup the same way, with the prune's
+class (65 for a damaged archive).
 .PP
 What the administrator does about each: /usr/share/doc/cyrvault/operations.md.gz
 ("When a run fails").

@@ -2,10 +2,11 @@
 //! worker processes (`fleet::run_fleet`). On a terminal: live progress (users done of
 //! total, bytes, rate, ETA, what each worker is on); otherwise one log line per user;
 //! `--json`: the event stream, one JSON object a line, the summary last. Exit status
-//! 0 when every user tried in the round succeeded; else the code of the most severe
-//! failure class seen, as `cyrvault backup` gives it: 78 (a wrong servername or
-//! configuration), 77 (authentication refused), 65 (damaged or refused data), ...,
-//! 75 (temporary: retried by the next run, after their backoff).
+//! 0 when every user tried in the round was backed up and, with a retention policy,
+//! pruned; else the code of the most severe failure class seen among the backups and
+//! the prunes, as `cyrvault backup` and `cyrvault prune` give it: 78 (a wrong
+//! servername or configuration), 77 (authentication refused), 65 (damaged or refused
+//! data), ..., 75 (temporary: retried by the next run, after their backoff).
 //! `--metrics-listen ADDR` serves the fleet's Prometheus metrics over HTTP while the
 //! run lasts; with `metrics_file` in the config they are written there when it ends.
 //!
@@ -157,13 +158,22 @@ fn log_line(ev: &Event, done: &mut u64, total: u64) {
             ms,
             error,
             class,
+            prune_error,
+            prune_class,
             ..
         } => {
             *done += 1;
             match error {
                 None if *ok => eprintln!(
-                    "cyrvault run: [{done}/{total}] {server}/{user} ok {} MB {ms} ms ({worker})",
-                    mb(*bytes)
+                    "cyrvault run: [{done}/{total}] {server}/{user} ok {} MB {ms} ms ({worker}){}",
+                    mb(*bytes),
+                    match prune_error {
+                        Some(e) => format!(
+                            "; PRUNE FAILED ({}): {e}",
+                            prune_class.map_or("?", |k| k.name())
+                        ),
+                        None => String::new(),
+                    }
                 ),
                 _ => eprintln!(
                     "cyrvault run: [{done}/{total}] {server}/{user} FAILED ({}): {} ({worker})",
@@ -302,7 +312,7 @@ fn print_summary(sum: &RunSummary, json: bool) -> Result<ExitCode, cyrvault_host
     let secs = sum.seconds.max(0.001);
     println!(
         "round {}: {} users tried by this run, {} ok, {} failed, {} MB in {:.1} s \
-         ({:.0} users/hour, {:.2} MB/s){}",
+         ({:.0} users/hour, {:.2} MB/s){}{}",
         sum.round,
         sum.tried,
         sum.ok,
@@ -311,6 +321,14 @@ fn print_summary(sum: &RunSummary, json: bool) -> Result<ExitCode, cyrvault_host
         sum.seconds,
         sum.ok as f64 * 3600.0 / secs,
         sum.bytes as f64 / 1e6 / secs,
+        if sum.prune_failed > 0 {
+            format!(
+                ", {} backed up but not pruned (PRUNE FAILED below)",
+                sum.prune_failed
+            )
+        } else {
+            String::new()
+        },
         if sum.workers_died > 0 {
             format!(", {} worker(s) died and were replaced", sum.workers_died)
         } else {
@@ -360,6 +378,15 @@ fn print_units(sum: &RunSummary) -> Result<ExitCode, cyrvault_host::Error> {
             f.error
         );
     }
+    for p in &sum.prune_failures {
+        println!(
+            "PRUNE FAILED {}/{} ({}; backed up): {}",
+            p.server,
+            p.userid,
+            p.class.name(),
+            p.error
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -381,6 +408,7 @@ pub fn status(a: &FleetStatusArgs) -> Result<ExitCode, cyrvault_host::Error> {
     let sum = RunSummary {
         units: dir.summary(round)?,
         failures: dir.failures(round)?,
+        prune_failures: dir.prune_failures(round)?,
         ..RunSummary::empty(round)
     };
     let stale = match stale_secs {
@@ -397,12 +425,14 @@ pub fn status(a: &FleetStatusArgs) -> Result<ExitCode, cyrvault_host::Error> {
             round: i64,
             units: &'a [fleet::UnitSummary],
             failures: &'a [fleet::directory::Failure],
+            prune_failures: &'a [fleet::report::PruneFailure],
             stale: Vec<(String, String, Option<i64>)>,
         }
         return output::io_result(output::json(&Out {
             round,
             units: &sum.units,
             failures: &sum.failures,
+            prune_failures: &sum.prune_failures,
             stale,
         }));
     }
