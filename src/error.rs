@@ -1,19 +1,32 @@
-//! The service half's error type. Module errors (`cyrus::ParseError`,
-//! `cyrus::config::ConfigError`, `lock::LockError`, `spool::MailboxError`) are wrapped
-//! here with the context known at the call site. There is deliberately no blanket
-//! `From<io::Error>`: use [`IoContext::at`]. The backup host has its own error
-//! (`cyrvault_host::Error`, for the archive, catalog, backup and retention) and converts
-//! this one at its edge; [`ErrorKind`] and the exit codes are shared by both.
+//! The service's error type: what `service/`, `ffi/` and `inspect` return, and what
+//! the backup host converts at its edge (`cyrvault_host::Error`). Each layer below
+//! has its own error and converts into this one here, at its edge, keeping its
+//! message, its `source()` chain and its class: `cyrus::ParseError` (with the file
+//! it came from), `cyrus::config::ConfigError`, `cyrus::paths::PathError`,
+//! `lock::LockError`/`LockFailure`, `protocol::ProtocolError`, `spool::SpoolError`,
+//! `secret::SecretError`, `tls::TlsError` and `io_error::IoError`. Imports go one
+//! way: those layers never name this module (tests/layers.rs). There is
+//! deliberately no blanket `From<io::Error>`: use `io_error::IoContext::at`. The
+//! classes ([`ErrorKind`]) and the sysexits codes live in `kind` and are
+//! re-exported here; they are shared by every layer and by both halves.
 
-use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
 use crate::cyrus::paths::PathError;
+use crate::io_error::IoError;
 use crate::lock::{LockError, LockFailure};
 use crate::protocol::ProtocolError;
+use crate::secret::SecretError;
+use crate::spool::{MailboxError, SpoolError};
+use crate::tls::TlsError;
+
+pub use crate::kind::{
+    EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL,
+    EX_USAGE, ErrorKind,
+};
 
 /// Result with the crate [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,7 +57,7 @@ pub enum Error {
     Lock(#[from] LockError),
     /// A mailbox's files are damaged (names user, mailbox, file and offset).
     #[error(transparent)]
-    Mailbox(#[from] Box<crate::spool::MailboxError>),
+    Mailbox(#[from] Box<MailboxError>),
     /// A mailbox or user does not exist.
     #[error("{what} not found: {name}")]
     NotFound { what: &'static str, name: String },
@@ -65,119 +78,6 @@ pub enum Error {
     #[error("{0}")]
     Other(String),
 }
-
-/// Coarse classes of errors, for exit codes and retry decisions. In JSON and in
-/// the fleet's database a class is its [`ErrorKind::name`] (`temporary`, `config`,
-/// `permission`, `data`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    Io,
-    Data,
-    Config,
-    Temporary,
-    NotFound,
-    Usage,
-    Software,
-    /// Authentication or access refused.
-    Permission,
-}
-
-impl ErrorKind {
-    /// The sysexits name a service puts in a permanent `NO internal error [NAME]`.
-    pub fn wire_name(self) -> &'static str {
-        match self {
-            ErrorKind::Io => "IOERR",
-            ErrorKind::Data => "DATAERR",
-            ErrorKind::Config => "CONFIG",
-            ErrorKind::Temporary => "TEMPFAIL",
-            ErrorKind::NotFound => "NOINPUT",
-            ErrorKind::Usage => "USAGE",
-            ErrorKind::Software => "SOFTWARE",
-            ErrorKind::Permission => "NOPERM",
-        }
-    }
-
-    /// The sysexits code of this class.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            ErrorKind::Io => EX_IOERR,
-            ErrorKind::Data => EX_DATAERR,
-            ErrorKind::Config => EX_CONFIG,
-            ErrorKind::Temporary => EX_TEMPFAIL,
-            ErrorKind::NotFound => EX_NOINPUT,
-            ErrorKind::Usage => EX_USAGE,
-            ErrorKind::Software => EX_SOFTWARE,
-            ErrorKind::Permission => EX_NOPERM,
-        }
-    }
-
-    /// The class's name in JSON and in the fleet's database (its serde name).
-    pub fn name(self) -> &'static str {
-        match self {
-            ErrorKind::Io => "io",
-            ErrorKind::Data => "data",
-            ErrorKind::Config => "config",
-            ErrorKind::Temporary => "temporary",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Usage => "usage",
-            ErrorKind::Software => "software",
-            ErrorKind::Permission => "permission",
-        }
-    }
-
-    /// The class an [`ErrorKind::name`] names.
-    pub fn from_name(name: &str) -> Option<ErrorKind> {
-        ALL_KINDS.into_iter().find(|k| k.name() == name)
-    }
-
-    /// How much the admin must do about it, for "the most severe class seen" (a run
-    /// of many users exits with it): a wrong configuration (78) over refused
-    /// credentials (77) over damaged or refused data (65) over the other permanent
-    /// classes, and a temporary failure (75, the next run retries) least.
-    pub fn severity(self) -> u8 {
-        match self {
-            ErrorKind::Config => 7,
-            ErrorKind::Permission => 6,
-            ErrorKind::Data => 5,
-            ErrorKind::Io => 4,
-            ErrorKind::Software => 3,
-            ErrorKind::NotFound => 2,
-            ErrorKind::Usage => 1,
-            ErrorKind::Temporary => 0,
-        }
-    }
-
-    /// The more severe of two classes (see [`ErrorKind::severity`]).
-    pub fn worst(self, other: ErrorKind) -> ErrorKind {
-        if other.severity() > self.severity() {
-            other
-        } else {
-            self
-        }
-    }
-
-    /// The class of a sysexits code this crate gives (None for 0 or a foreign code).
-    pub fn from_exit_code(code: i32) -> Option<ErrorKind> {
-        ALL_KINDS.into_iter().find(|k| k.exit_code() == code)
-    }
-
-    /// The kind of a [`ErrorKind::wire_name`].
-    pub fn from_wire_name(name: &str) -> Option<ErrorKind> {
-        ALL_KINDS.into_iter().find(|k| k.wire_name() == name)
-    }
-}
-
-const ALL_KINDS: [ErrorKind; 8] = [
-    ErrorKind::Io,
-    ErrorKind::Data,
-    ErrorKind::Config,
-    ErrorKind::Temporary,
-    ErrorKind::NotFound,
-    ErrorKind::Usage,
-    ErrorKind::Software,
-    ErrorKind::Permission,
-];
 
 impl Error {
     /// The class of this error.
@@ -286,6 +186,52 @@ impl Error {
     }
 }
 
+// An I/O failure keeps its context and its class.
+impl From<IoError> for Error {
+    fn from(e: IoError) -> Error {
+        Error::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+// The spool's failures, each to the variant (and so the class, message and
+// `source()` chain) it had when the spool returned this error itself.
+impl From<SpoolError> for Error {
+    fn from(e: SpoolError) -> Error {
+        match e {
+            SpoolError::Io(e) => e.into(),
+            SpoolError::Parse { path, source } => Error::Parse { path, source },
+            SpoolError::Config(e) => Error::Config(e),
+            SpoolError::Lock(e) => Error::Lock(e),
+            SpoolError::Mailbox(e) => Error::Mailbox(e),
+            SpoolError::NotFound { what, name } => Error::NotFound { what, name },
+            SpoolError::Refused(m) => Error::Refused(m),
+            SpoolError::Other(m) => Error::Other(m),
+        }
+    }
+}
+
+impl From<SecretError> for Error {
+    fn from(e: SecretError) -> Error {
+        match e {
+            SecretError::Config(e) => Error::Config(e),
+            SecretError::Io(e) => e.into(),
+        }
+    }
+}
+
+impl From<TlsError> for Error {
+    fn from(e: TlsError) -> Error {
+        match e {
+            TlsError::Config(e) => Error::Config(e),
+            TlsError::Setup(m) => Error::Other(m),
+        }
+    }
+}
+
 // The lock layer's failures, each to the variant (and so the class) it always had.
 impl From<LockFailure> for Error {
     fn from(e: LockFailure) -> Error {
@@ -333,39 +279,6 @@ impl From<ProtocolError> for Error {
     }
 }
 
-/// sysexits.h codes, the ones Cyrus uses too.
-pub const EX_USAGE: i32 = 64;
-pub const EX_DATAERR: i32 = 65;
-pub const EX_NOINPUT: i32 = 66;
-pub const EX_SOFTWARE: i32 = 70;
-pub const EX_NOPERM: i32 = 77;
-pub const EX_OSERR: i32 = 71;
-pub const EX_IOERR: i32 = 74;
-pub const EX_TEMPFAIL: i32 = 75;
-pub const EX_CONFIG: i32 = 78;
-
-/// Attach "what we were doing, to which file" to an `io::Result`.
-pub trait IoContext<T> {
-    /// `file.read_exact(&mut buf).at("reading", &path)?`
-    fn at(self, op: &'static str, path: &Path) -> Result<T>;
-}
-
-impl<T> IoContext<T> for io::Result<T> {
-    fn at(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,31 +311,83 @@ mod tests {
         assert!(e.to_string().contains("/x/cyrus.index: v21"), "{e}");
     }
 
+    /// Every layer's error keeps its text, its `source()` chain and its class (so
+    /// its exit code and wire name) when the service converts it at the edge.
     #[test]
-    fn the_most_severe_class_wins() {
-        use ErrorKind::*;
-        assert_eq!(Temporary.worst(Data), Data);
-        assert_eq!(Data.worst(Permission), Permission);
-        assert_eq!(Config.worst(Permission), Config);
-        assert_eq!(Temporary.worst(Temporary), Temporary);
-        assert_eq!(NotFound.worst(Temporary), NotFound);
-    }
+    fn layer_errors_keep_text_source_and_class_across_the_edge() {
+        use crate::cyrus::ParseError;
+        use crate::spool::{Damage, MailboxError, SpoolError};
+        use std::error::Error as _;
 
-    #[test]
-    fn wire_names_round_trip() {
-        for k in [
-            ErrorKind::Data,
-            ErrorKind::Permission,
-            ErrorKind::Io,
-            ErrorKind::Temporary,
-        ] {
-            assert_eq!(ErrorKind::from_wire_name(k.wire_name()), Some(k));
+        fn chain(e: &dyn std::error::Error) -> Vec<String> {
+            let mut out = vec![e.to_string()];
+            let mut at = e.source();
+            while let Some(s) = at {
+                out.push(s.to_string());
+                at = s.source();
+            }
+            out
         }
-        for k in ALL_KINDS {
-            assert_eq!(ErrorKind::from_name(k.name()), Some(k));
-            assert_eq!(ErrorKind::from_exit_code(k.exit_code()), Some(k));
-            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        let lock = |timeout| LockError {
+            path: "/run/cyrus/lock/x".into(),
+            message: "held".into(),
+            timeout,
+        };
+        let spool = vec![
+            SpoolError::io("reading", "/q", io::Error::other("boom")),
+            SpoolError::parse("/m.db", ParseError::invalid("twoskip record", 64, "bad")),
+            SpoolError::Config(ConfigError::new("/etc/imapd.conf", "quota_db", "x")),
+            SpoolError::Lock(lock(true)),
+            SpoolError::Lock(lock(false)),
+            SpoolError::Mailbox(Box::new(MailboxError {
+                user: Some("bob".into()),
+                mailbox: "user.bob".into(),
+                file: "/p/cyrus.index".into(),
+                damage: Damage::Parse(ParseError::invalid("cyrus.index record 2", 300, "crc")),
+            })),
+            SpoolError::NotFound {
+                what: "mailbox",
+                name: "user.bob".into(),
+            },
+            SpoolError::Refused("bad name".into()),
+            SpoolError::Other("index lock not held".into()),
+        ];
+        for e in spool {
+            let (kind, text) = (e.kind(), chain(&e));
+            let hub = Error::from(e);
+            assert_eq!(hub.kind(), kind, "{hub}");
+            assert_eq!(chain(&hub), text);
         }
-        assert_eq!(ErrorKind::from_wire_name("nope"), None);
+        let secret = vec![
+            SecretError::Config(ConfigError::new("-", "--secret-file", "mode 0644")),
+            SecretError::Io(IoError::new(
+                "reading secret file",
+                "/s",
+                io::Error::other("eio"),
+            )),
+        ];
+        for e in secret {
+            let (kind, text) = (e.kind(), chain(&e));
+            let hub = Error::from(e);
+            assert_eq!((hub.kind(), chain(&hub)), (kind, text));
+        }
+        let tls = vec![
+            TlsError::Config(ConfigError::new(
+                "/etc/imapd.conf",
+                "tls_server_cert",
+                "none",
+            )),
+            TlsError::Setup("TLS versions: x".into()),
+        ];
+        for e in tls {
+            let (kind, text) = (e.kind(), chain(&e));
+            let hub = Error::from(e);
+            assert_eq!((hub.kind(), chain(&hub)), (kind, text));
+        }
+        // An I/O failure reads the same in every layer's error.
+        let io = Error::from(IoError::new("opening", "/x", io::Error::other("gone")));
+        assert_eq!(io.to_string(), "opening /x: gone");
+        assert_eq!(io.kind(), ErrorKind::Io);
+        assert!(io.source().is_some());
     }
 }

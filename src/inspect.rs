@@ -19,7 +19,7 @@ use crate::cyrus::header::{self, MailboxHeader};
 use crate::cyrus::index::{self, IndexHeader, IndexRecord};
 use crate::cyrus::mboxlist::{self, KindCounts, MailboxEntry};
 use crate::cyrus::twoskip;
-use crate::error::IoContext;
+use crate::io_error::IoContext;
 use crate::lock::{LockMode, lock_file};
 use crate::{Error, Result};
 

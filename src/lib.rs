@@ -16,6 +16,8 @@ pub mod cyrus;
 pub mod error;
 pub mod ffi;
 pub mod inspect;
+pub mod io_error;
+pub mod kind;
 pub mod lock;
 pub mod log;
 pub mod protocol;

@@ -16,8 +16,30 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::cyrus::config::ConfigError;
-use crate::error::IoContext;
-use crate::{Error, Result};
+use crate::io_error::{IoContext, IoError};
+use crate::kind::ErrorKind;
+
+/// Why a secret file was refused: a setting to correct, or the file could not be
+/// read. The service's `Error` (and the host's) convert it at their edge.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file breaks the rules (symlink, mode, length, variety); names the option.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The file could not be opened or read.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+impl SecretError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SecretError::Config(_) => ErrorKind::Config,
+            SecretError::Io(_) => ErrorKind::Io,
+        }
+    }
+}
 
 /// Shortest accepted secret, in bytes (after trimming the trailing newline): 32
 /// characters of base64 or hex carry at least 128 random bits.
@@ -78,9 +100,9 @@ impl Secret {
     /// symlink, a file that is not a regular file, a file group or others may read
     /// or write (a secret other local users can read protects nothing), and a secret
     /// that breaks the length rules.
-    pub fn load(path: &Path, option: &str) -> Result<Secret> {
+    pub fn load(path: &Path, option: &str) -> Result<Secret, SecretError> {
         let cfg = |message: String| {
-            Error::Config(ConfigError {
+            SecretError::Config(ConfigError {
                 file: path.display().to_string(),
                 option: option.to_string(),
                 message,
@@ -94,7 +116,7 @@ impl Secret {
                 if e.raw_os_error() == Some(libc::ELOOP) {
                     cfg("the secret file is a symlink: name the file itself".into())
                 } else {
-                    Error::io("opening secret file", path, e)
+                    IoError::new("opening secret file", path, e).into()
                 }
             })?;
         let meta = file.metadata().at("checking secret file", path)?;

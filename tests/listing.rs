@@ -48,7 +48,19 @@ const EATMYDATA: &str = "/usr/lib/x86_64-linux-gnu/libeatmydata.so";
 
 /// `ctl_mboxlist -u`: Cyrus's own tool adds these entries to mailboxes.db.
 fn undump(sb: &Sandbox, entries: &Value) {
-    let bin = sb.cyrus.program("ctl_mboxlist");
+    cyrus_tool_fed(
+        sb,
+        "ctl_mboxlist",
+        &["-u".as_ref()],
+        entries.to_string().as_bytes(),
+    );
+}
+
+/// Run Cyrus's `tool -C <imapd.conf> <args>` under eatmydata with `input` on its
+/// stdin (bulk writes by Cyrus's own writers: `ctl_mboxlist -u`, `cyr_dbtool set`);
+/// a failure fails the test.
+pub(crate) fn cyrus_tool_fed(sb: &Sandbox, tool: &str, args: &[&std::ffi::OsStr], input: &[u8]) {
+    let bin = sb.cyrus.program(tool);
     assert!(
         Path::new(EATMYDATA).is_file(),
         "{EATMYDATA} is missing: scripts/setup.sh installs the eatmydata package"
@@ -58,23 +70,18 @@ fn undump(sb: &Sandbox, entries: &Value) {
         .env("LD_PRELOAD", EATMYDATA)
         .arg("-C")
         .arg(&sb.imapd_conf)
-        .arg("-u")
+        .args(args)
         .current_dir(&sb.root)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(entries.to_string().as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "ctl_mboxlist -u: {}",
+        "{tool} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

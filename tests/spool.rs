@@ -17,7 +17,7 @@ use cyrvault::cyrus::Guid;
 use cyrvault::cyrus::config::load;
 use cyrvault::cyrus::index::Index;
 use cyrvault::cyrus::paths;
-use cyrvault::error::Error;
+use cyrvault::spool::SpoolError;
 use cyrvault::spool::{FolderRef, Load, OpenFolder, Spool};
 use cyrvault_testkit::sandbox::{PopulatePlan, Sandbox, SandboxOptions, make_history, populate};
 
@@ -295,7 +295,7 @@ fn snapshots_match_mbexamine_and_files_hash_to_their_guids() {
             }
             // No record: NotFound for that uid only.
             let r = of.open_messages(&[idx.header.last_uid + 1]);
-            assert!(matches!(r[0].1, Err(Error::NotFound { .. })));
+            assert!(matches!(r[0].1, Err(SpoolError::NotFound { .. })));
             of.release();
         }
     }
@@ -510,7 +510,7 @@ fn exclusive_namespace_lock_makes_open_folder_time_out() {
     let t = Instant::now();
     let e = sp.open_folder(&f, false).unwrap_err();
     let took = t.elapsed();
-    assert!(matches!(&e, Error::Lock(l) if l.is_timeout()), "{e}");
+    assert!(matches!(&e, SpoolError::Lock(l) if l.is_timeout()), "{e}");
     assert!(e.is_temporary());
     assert!(e.to_string().contains("*U*hank"), "{e}");
     assert!(
@@ -566,7 +566,9 @@ fn damaged_files_give_typed_errors_naming_the_file() {
     let at = 160 + 112 + 20;
     flip(&bad.paths.as_ref().unwrap().index, at);
     let e = sp.open_folder(&bad, false).unwrap_err();
-    let Error::Mailbox(m) = &e else { panic!("{e}") };
+    let SpoolError::Mailbox(m) = &e else {
+        panic!("{e}")
+    };
     assert_eq!(m.file, bad.paths.as_ref().unwrap().index);
     assert_eq!(
         (m.user.as_deref(), m.mailbox.as_str()),
@@ -594,7 +596,9 @@ fn damaged_files_give_typed_errors_naming_the_file() {
     let bad = copied(&f, &scratch.join("header"));
     flip(&bad.paths.as_ref().unwrap().header, 2);
     let e = sp.open_folder(&bad, false).unwrap_err();
-    let Error::Mailbox(m) = &e else { panic!("{e}") };
+    let SpoolError::Mailbox(m) = &e else {
+        panic!("{e}")
+    };
     assert_eq!(m.file, bad.paths.as_ref().unwrap().header);
     // A cache entry.
     let bad = copied(&f, &scratch.join("cache"));

@@ -157,6 +157,20 @@ impl From<crate::protocol::ProtocolError> for Error {
     }
 }
 
+/// A refused or unreadable secret file (see the service's conversion).
+impl From<crate::secret::SecretError> for Error {
+    fn from(e: crate::secret::SecretError) -> Error {
+        cyrvault::Error::from(e).into()
+    }
+}
+
+/// A TLS configuration that cannot be built (see the service's conversion).
+impl From<crate::tls::TlsError> for Error {
+    fn from(e: crate::tls::TlsError) -> Error {
+        cyrvault::Error::from(e).into()
+    }
+}
+
 impl Error {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {

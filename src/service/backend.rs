@@ -26,9 +26,9 @@ use super::session::{
     SharedEntry, Spool, UserFile, Want,
 };
 use crate::cyrus::mboxlist::Mboxlist;
-use crate::error::IoContext;
+use crate::io_error::IoContext;
 use crate::protocol::FileStat;
-use crate::spool::{self, FileCopy, Load, MessageFile, MetaCopy, OpenFolder};
+use crate::spool::{self, FileCopy, Load, MessageFile, MetaCopy, OpenFolder, SpoolError};
 use crate::{Error, Result};
 
 /// Most message descriptors one `FDATA` opens before it falls back to holding the
@@ -58,7 +58,7 @@ impl CyrusSpool {
 
     /// The user's own entries of mailboxes.db (a range read, cached per session).
     fn list(&self, user: &str) -> Result<Arc<Mboxlist>> {
-        self.spool.owner_mboxlist(user)
+        Ok(self.spool.owner_mboxlist(user)?)
     }
 }
 
@@ -251,8 +251,8 @@ impl Spool for CyrusSpool {
         };
         let open = match self.spool.open_folder_for(&fref, load) {
             Ok(o) => o,
-            Err(Error::NotFound { .. }) => return Ok(missing()),
-            Err(e) => return Err(e),
+            Err(SpoolError::NotFound { .. }) => return Ok(missing()),
+            Err(e) => return Err(e.into()),
         };
         Ok(FolderOpen::Open(Box::new(CyrusFolder {
             uniqueid: fref.uniqueid().as_bytes().to_vec(),
@@ -348,7 +348,7 @@ impl CyrusFolder<'_> {
         let (_, res) = open.open_messages(&[uid]).into_iter().next()?;
         match res {
             Ok(m) => Some((m.path.clone(), Ok(m))),
-            Err(Error::NotFound { .. }) => None,
+            Err(SpoolError::NotFound { .. }) => None,
             Err(e) => {
                 // The record exists but its file could not be opened: remember the
                 // failure under the path the record names.
@@ -356,7 +356,7 @@ impl CyrusFolder<'_> {
                     .record(uid)
                     .and_then(|_| open.folder().paths.as_ref())
                     .map(|p| crate::cyrus::paths::message_path(&p.data_dir, uid))?;
-                Some((path, Err(e)))
+                Some((path, Err(e.into())))
             }
         }
     }

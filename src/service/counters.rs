@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::io_error::IoContext;
 use crate::lock::{self, LockMode, LockStats, LockStatsSnapshot};
 
 const MAGIC: &[u8; 8] = b"CYRVCNTR";
@@ -295,6 +296,7 @@ impl SharedCounters {
         f(&mut head, file)?;
         file.write_all_at(&encode_head(&head), 0)
             .at("writing the counters file", &self.path)
+            .map_err(Error::from)
     }
 
     /// A zeroed file for this master (the whole slot table cleared too).
@@ -381,6 +383,7 @@ impl SharedCounters {
                     held.file()
                         .write_all_at(&0u32.to_le_bytes(), (HEAD_LEN + 4 * i) as u64)
                         .at("freeing a counters slot", &self.path)
+                        .map_err(Error::from)
                 });
             if let Err(e) = r {
                 log::debug!(target: "cyrvault::service", "counters slot: {e}");

@@ -28,7 +28,8 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 
-use crate::error::{EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, IoContext};
+use crate::error::{EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
+use crate::io_error::IoContext;
 use crate::service::{signals, stdio};
 use crate::{Error, Result};
 

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 
 use super::db::with_db;
+use super::error::{Result, SpoolError};
 use super::{FolderRef, Spool, copy};
 use crate::cyrus::annotations::{self, Annotation, AnnotationDb};
 use crate::cyrus::twoskip;
-use crate::error::{Error, Result};
 
 impl Spool {
     /// `annotation_db_path`, or `annotations.db` in the config directory.
@@ -47,7 +47,7 @@ impl Spool {
             .iter()
             .map(|recs| {
                 annotations::parse_annotations(recs, AnnotationDb::Global)
-                    .map_err(|e| Error::parse(&path, e))
+                    .map_err(|e| SpoolError::parse(&path, e))
             })
             .collect()
     }
@@ -65,9 +65,9 @@ impl Spool {
             copy.bytes.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
+        let records = twoskip::read_all(&copy.bytes).map_err(|e| SpoolError::parse(&path, e))?;
         annotations::parse_annotations(&records, AnnotationDb::Global)
-            .map_err(|e| Error::parse(&path, e))
+            .map_err(|e| SpoolError::parse(&path, e))
     }
 
     /// Upstream's synthetic `mailbox_annotations` file of a folder, from its

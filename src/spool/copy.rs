@@ -9,8 +9,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::error::{Result, SpoolError};
 use crate::cyrus::twoskip::{HEADER_SIZE, parse_twoskip_header};
-use crate::error::{Error, IoContext, Result};
+use crate::io_error::IoContext;
 use crate::lock::{LockMode, Locker};
 
 /// `stat(2)` numbers as upstream `backupcyrusd` prints them: size, mtime
@@ -40,7 +41,7 @@ impl FileStat {
         match std::fs::metadata(path) {
             Ok(m) => Ok(Some(FileStat::of(&m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("stat", path, e)),
+            Err(e) => Err(SpoolError::io("stat", path, e)),
         }
     }
 }
@@ -68,7 +69,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Option<FileCopy>> {
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("opening", path, e)),
+        Err(e) => return Err(SpoolError::io("opening", path, e)),
     };
     let stat = FileStat::of(&f.metadata().at("fstat", path)?);
     let bytes = read_all(&f, path)?;
@@ -93,12 +94,12 @@ pub(crate) fn copy_twoskip(locker: &Locker, path: &Path) -> Result<Option<FileCo
     let mut head = vec![0u8; HEADER_SIZE];
     f.read_exact_at(&mut head, 0)
         .at("reading the header of", path)?;
-    let header = parse_twoskip_header(&head).map_err(|e| Error::parse(path, e))?;
+    let header = parse_twoskip_header(&head).map_err(|e| SpoolError::parse(path, e))?;
     let size = usize::try_from(header.current_size)
         .ok()
         .filter(|&s| s as u64 <= stat.size && s >= HEADER_SIZE)
         .ok_or_else(|| {
-            Error::parse(
+            SpoolError::parse(
                 path,
                 crate::cyrus::ParseError::new(
                     "twoskip header",
@@ -312,6 +313,6 @@ fn temp_file(dir: &Path) -> Result<File> {
             std::fs::remove_file(&path).at("unlinking", &path)?;
             Ok(f)
         }
-        Err(e) => Err(Error::io("creating a temporary file in", dir, e)),
+        Err(e) => Err(SpoolError::io("creating a temporary file in", dir, e)),
     }
 }

@@ -22,9 +22,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::copy::FileStat;
+use super::error::{Result, SpoolError};
 use crate::cyrus::ParseError;
 use crate::cyrus::twoskip::{HEADER_SIZE, KeyValue, Source, Twoskip};
-use crate::error::{Error, Result};
 use crate::lock::{LockMode, Locker};
 
 /// What one `pread` fetches at a jump (a skiplist descent visits records all
@@ -81,10 +81,10 @@ impl From<ParseError> for DbError {
 }
 
 impl DbError {
-    fn at(self, path: &Path) -> Error {
+    fn at(self, path: &Path) -> SpoolError {
         match self {
-            DbError::Io(e) => Error::io("reading", path, e),
-            DbError::Parse(e) => Error::parse(path, e),
+            DbError::Io(e) => SpoolError::io("reading", path, e),
+            DbError::Parse(e) => SpoolError::parse(path, e),
         }
     }
 }
@@ -165,7 +165,7 @@ pub(crate) fn with_db<T>(
     let md = lock
         .file()
         .metadata()
-        .map_err(|e| Error::io("fstat", path, e))?;
+        .map_err(|e| SpoolError::io("fstat", path, e))?;
     let mut src = FileSource::new(lock.file()).counting(bytes_read);
     let mut header = [0u8; HEADER_SIZE];
     let head = src.read(0, HEADER_SIZE).map_err(|e| e.at(path))?;

@@ -39,6 +39,8 @@ use crate::cyrus::version::{
 };
 use crate::lock::Locker;
 
+use super::error::Result;
+
 /// Program names Cyrus's master goes by.
 const MASTER_NAMES: &[&str] = &["master", "cyrmaster", "cyrus-master"];
 /// How long `master -V` may take.
@@ -246,11 +248,11 @@ pub fn ask_master(exe: &Path) -> Result<CyrusVersion, String> {
 /// What mailboxes.db's record kinds say (read under its shared lock). A `J`
 /// or `UG` key is found by one lookup each; only without them are the values
 /// walked for a `J` field, in place, so memory does not grow with the server.
-fn mailboxes_db_marker(conf: &ImapdConf, locker: &Locker) -> crate::Result<Option<(u32, u32)>> {
+fn mailboxes_db_marker(conf: &ImapdConf, locker: &Locker) -> Result<Option<(u32, u32)>> {
     let path = conf.mboxlist_db_path();
     let found = super::db::with_db(locker, &path, &Default::default(), |db| {
         let mut kinds = KindCounts::default();
-        let mut any = |prefix: &[u8]| -> crate::Result<bool> {
+        let mut any = |prefix: &[u8]| -> Result<bool> {
             let mut first = None;
             db.walk_from(prefix, |k, _| {
                 first = Some(k.starts_with(prefix));

@@ -1,12 +1,120 @@
-//! The typed error for a damaged mailbox: which user, which mailbox, which file,
-//! which byte offset, and what is wrong. Cyrus's answer to all of them is
-//! `reconstruct`; we never repair, we report and skip.
+//! The spool's error ([`SpoolError`]): every way reading one server's files can
+//! fail, each naming the file (and, for a damaged mailbox, the user, mailbox and
+//! byte offset: [`MailboxError`]). Cyrus's answer to a damaged mailbox is
+//! `reconstruct`; we never repair, we report and skip. The spool's callers (the
+//! service) convert it into the service's `Error` at their edge, variant for
+//! variant; [`SpoolError::kind`] is the class it keeps there.
 #![forbid(unsafe_code)]
 
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::cyrus::config::ConfigError;
+use crate::cyrus::paths::PathError;
 use crate::cyrus::{ParseError, ParseErrorKind};
+use crate::io_error::IoError;
+use crate::kind::ErrorKind;
+use crate::lock::{LockError, LockFailure};
+
+/// Result with the spool's [`SpoolError`].
+pub type Result<T, E = SpoolError> = std::result::Result<T, E>;
+
+/// Everything the spool returns.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// An I/O call failed (says what was being done to which file).
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// A global database (mailboxes.db, annotations.db, quotas.db, ...) did not
+    /// parse.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The database.
+        path: PathBuf,
+        /// What and where (offset).
+        #[source]
+        source: ParseError,
+    },
+    /// imapd.conf says something the spool cannot work with.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A lock could not be taken (a timeout is temporary).
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A mailbox's files are damaged (names user, mailbox, file and offset).
+    #[error(transparent)]
+    Mailbox(#[from] Box<MailboxError>),
+    /// A mailbox, user or file does not exist.
+    #[error("{what} not found: {name}")]
+    NotFound {
+        /// What kind of thing (`mailbox`, `mailboxes.db`, ...).
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A name or setting the spool refuses (bad user name, unsupported backend).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A broken invariant of our own, with a message that says what and where.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SpoolError {
+    /// The class of this error (the service's `Error` keeps it).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SpoolError::Io(_) => ErrorKind::Io,
+            SpoolError::Parse { .. } | SpoolError::Mailbox(_) => ErrorKind::Data,
+            SpoolError::Config(_) => ErrorKind::Config,
+            SpoolError::Lock(e) if e.is_timeout() => ErrorKind::Temporary,
+            SpoolError::Lock(_) => ErrorKind::Io,
+            SpoolError::NotFound { .. } => ErrorKind::NotFound,
+            SpoolError::Refused(_) => ErrorKind::Usage,
+            SpoolError::Other(_) => ErrorKind::Software,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.kind() == ErrorKind::Temporary
+    }
+
+    /// Wrap a parse error with the file it came from.
+    pub fn parse(path: impl Into<PathBuf>, source: ParseError) -> Self {
+        SpoolError::Parse {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An I/O error with context.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SpoolError::Io(IoError::new(op, path, source))
+    }
+}
+
+// The lock layer's failures, each to the variant (and so the class) it always had.
+impl From<LockFailure> for SpoolError {
+    fn from(e: LockFailure) -> SpoolError {
+        match e {
+            LockFailure::Lock(e) => SpoolError::Lock(e),
+            LockFailure::Path(e) => e.into(),
+            LockFailure::Config(e) => SpoolError::Config(e),
+            LockFailure::Other(m) => SpoolError::Other(m),
+        }
+    }
+}
+
+// A path that cannot be made is refused input or a configuration gap.
+impl From<PathError> for SpoolError {
+    fn from(e: PathError) -> SpoolError {
+        match e {
+            PathError::Refused(m) => SpoolError::Refused(m),
+            PathError::Config(c) => SpoolError::Config(c),
+        }
+    }
+}
 
 /// What is wrong with a mailbox's files.
 #[derive(Debug, Clone, PartialEq, Eq)]

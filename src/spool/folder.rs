@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use super::copy::{self, FileCopy, FileStat, MetaCopy};
 use super::db::FileSource;
-use super::error::{Damage, MailboxError};
+use super::error::{Damage, MailboxError, Result, SpoolError};
 use super::records::{ReadError, check_index, select_records};
 use super::{FolderRef, Spool};
 use crate::cyrus::annotations::{self, Annotation, AnnotationDb};
@@ -47,7 +47,7 @@ use crate::cyrus::header::{self, MailboxHeader};
 use crate::cyrus::index::{self, Index, IndexHeader, IndexRecord};
 use crate::cyrus::twoskip::{HEADER_SIZE, Twoskip, parse_twoskip_header};
 use crate::cyrus::{ParseError, cache, crc32, paths, twoskip};
-use crate::error::{Error, IoContext, Result};
+use crate::io_error::IoContext;
 use crate::lock::{LockMode, LockSet};
 
 /// `OPT_MAILBOX_DELETED` in the index `options`: the mailbox is being deleted
@@ -104,12 +104,12 @@ pub struct MessageFile {
     pub record: IndexRecord,
 }
 
-fn damaged(folder: &FolderRef, file: &std::path::Path, e: ParseError) -> Error {
+fn damaged(folder: &FolderRef, file: &std::path::Path, e: ParseError) -> SpoolError {
     damage(folder, file, Damage::Parse(e))
 }
 
-fn damage(folder: &FolderRef, file: &std::path::Path, damage: Damage) -> Error {
-    Error::Mailbox(Box::new(MailboxError {
+fn damage(folder: &FolderRef, file: &std::path::Path, damage: Damage) -> SpoolError {
+    SpoolError::Mailbox(Box::new(MailboxError {
         user: folder.entry.userid.clone(),
         mailbox: folder.entry.name.clone(),
         file: file.to_path_buf(),
@@ -117,8 +117,8 @@ fn damage(folder: &FolderRef, file: &std::path::Path, damage: Damage) -> Error {
     }))
 }
 
-fn not_found(folder: &FolderRef, why: &str) -> Error {
-    Error::NotFound {
+fn not_found(folder: &FolderRef, why: &str) -> SpoolError {
+    SpoolError::NotFound {
         what: "mailbox",
         name: format!("{} ({why})", folder.entry.name),
     }
@@ -246,12 +246,12 @@ impl Spool {
             .paths
             .as_ref()
             .ok_or_else(|| not_found(folder, "no paths"))?;
-        let lock = locks
-            .index_lock()
-            .ok_or_else(|| Error::Other(format!("{}: index lock not held", folder.entry.name)))?;
+        let lock = locks.index_lock().ok_or_else(|| {
+            SpoolError::Other(format!("{}: index lock not held", folder.entry.name))
+        })?;
         let stat = FileStat::of(&lock.file().metadata().at("fstat", &p.index)?);
         let header = copy::read_file(&p.header)?.ok_or_else(|| {
-            Error::io(
+            SpoolError::io(
                 "opening",
                 &p.header,
                 io::Error::from(io::ErrorKind::NotFound),
@@ -259,7 +259,7 @@ impl Spool {
         })?;
         if let Load::Messages(uids) = load {
             let selected = select_records(lock.file(), stat.size, uids).map_err(|e| match e {
-                ReadError::Io(e) => Error::io("reading", &p.index, e),
+                ReadError::Io(e) => SpoolError::io("reading", &p.index, e),
                 ReadError::Parse(e) => damaged(folder, &p.index, e),
             })?;
             return Ok(Copies {
@@ -312,9 +312,9 @@ impl Spool {
         let mut head = [0u8; HEADER_SIZE];
         f.read_exact_at(&mut head, 0)
             .at("reading the header of", path)?;
-        let h = parse_twoskip_header(&head).map_err(|e| Error::parse(path, e))?;
+        let h = parse_twoskip_header(&head).map_err(|e| SpoolError::parse(path, e))?;
         if h.current_size > stat.size || h.current_size < HEADER_SIZE as u64 {
-            return Err(Error::parse(
+            return Err(SpoolError::parse(
                 path,
                 ParseError::new(
                     "twoskip header",
@@ -530,7 +530,7 @@ impl OpenFolder<'_> {
 
     fn open_message(&self, uid: u32) -> Result<MessageFile> {
         let name = &self.folder.entry.name;
-        let missing = |why: &str| Error::NotFound {
+        let missing = |why: &str| SpoolError::NotFound {
             what: "message",
             name: format!("uid {uid} in {name} ({why})"),
         };
@@ -560,7 +560,7 @@ impl OpenFolder<'_> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(missing("file vanished"));
             }
-            Err(e) => return Err(Error::io("opening", &path, e)),
+            Err(e) => return Err(SpoolError::io("opening", &path, e)),
         };
         let stat = FileStat::of(&file.metadata().at("fstat", &path)?);
         Ok(MessageFile {

@@ -25,12 +25,12 @@ use std::sync::{Arc, Mutex};
 
 use super::Spool;
 use super::db::{DbState, LockedDb, with_db};
+use super::error::{Result, SpoolError};
 use super::owner::{SharedHierarchy, owner_entries, owner_keys};
 use crate::cyrus::mboxlist::{
     DB_DOMAINSEP, DB_HIERSEP, MailboxEntry, MbName, Mboxlist, RecordKind, kind_of, parse_mboxlist,
 };
 use crate::cyrus::twoskip::KeyValue;
-use crate::error::{Error, Result};
 
 /// How many `mailboxes.db` records one lock hold of the all-users walk reads
 /// before it lets Cyrus's writers in (Cyrus's own `foreach` lets go every 256).
@@ -65,7 +65,7 @@ impl Spool {
         let path = self.conf.mboxlist_db_path();
         let dp = self.conf.deletedprefix();
         let Some(owner) = self.ns.owner(id) else {
-            let none = parse_mboxlist(&[], dp).map_err(|e| Error::parse(&path, e))?;
+            let none = parse_mboxlist(&[], dp).map_err(|e| SpoolError::parse(&path, e))?;
             return Ok(Arc::new(none));
         };
         let keys = owner_keys(&owner, dp);
@@ -110,7 +110,7 @@ impl Spool {
                 .filter(|(k, _)| k.first() == Some(&b'N'))
                 .cloned()
                 .collect();
-            let by_name = parse_mboxlist(&names, dp).map_err(|e| Error::parse(&path, e))?;
+            let by_name = parse_mboxlist(&names, dp).map_err(|e| SpoolError::parse(&path, e))?;
             for e in by_name.entries() {
                 if let Some(id) = &e.uniqueid {
                     let mut key = vec![b'I'];
@@ -127,7 +127,7 @@ impl Spool {
                 (!db.is_dirty()).then(|| db.state().clone()),
             ))
         })?
-        .ok_or_else(|| Error::NotFound {
+        .ok_or_else(|| SpoolError::NotFound {
             what: "mailboxes.db",
             name: path.display().to_string(),
         })?;
@@ -135,7 +135,7 @@ impl Spool {
             Read::Cached(list) => return Ok(list),
             Read::Fresh(recs, state) => (recs, state),
         };
-        let list = Arc::new(parse_mboxlist(&recs, dp).map_err(|e| Error::parse(&path, e))?);
+        let list = Arc::new(parse_mboxlist(&recs, dp).map_err(|e| SpoolError::parse(&path, e))?);
         if let (Some(state), Ok(mut c)) = (state, self.list_cache.lock()) {
             c.entry = Some((id.to_string(), state, Arc::clone(&list)));
         }
@@ -173,7 +173,7 @@ impl Spool {
             }
         };
         self.walk_names(keep, |recs| {
-            let list = parse_mboxlist(&recs, dp).map_err(|e| Error::parse(&path, e))?;
+            let list = parse_mboxlist(&recs, dp).map_err(|e| SpoolError::parse(&path, e))?;
             for e in list.entries() {
                 let Ok(m) = MbName::from_dbname(&e.dbname, dp) else {
                     continue;
@@ -233,7 +233,7 @@ impl Spool {
             kept.extend(recs);
             Ok(())
         })?;
-        let list = parse_mboxlist(&kept, &dp).map_err(|e| Error::parse(&path, e))?;
+        let list = parse_mboxlist(&kept, &dp).map_err(|e| SpoolError::parse(&path, e))?;
         Ok(super::owner::shared_hierarchies(&list))
     }
 
@@ -282,7 +282,7 @@ impl Spool {
                 })?;
                 Ok((kept, last, more))
             })?
-            .ok_or_else(|| Error::NotFound {
+            .ok_or_else(|| SpoolError::NotFound {
                 what: "mailboxes.db",
                 name: path.display().to_string(),
             })?;
@@ -348,6 +348,6 @@ fn check_layout(db: &mut LockedDb<'_>, dp: &str) -> Result<()> {
         };
         !decisive
     })?;
-    parse_mboxlist(&head, dp).map_err(|e| Error::parse(db.path(), e))?;
+    parse_mboxlist(&head, dp).map_err(|e| SpoolError::parse(db.path(), e))?;
     Ok(())
 }

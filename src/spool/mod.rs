@@ -40,7 +40,7 @@ use std::time::Duration;
 
 pub use copy::{CopyReader, FileCopy, FileStat, MetaCopy, SPILL_AT};
 pub use detect::Detection;
-pub use error::{Damage, MailboxError};
+pub use error::{Damage, MailboxError, Result, SpoolError};
 pub use folder::{Load, MessageFile, OpenFolder};
 pub use owner::{Owner, OwnerKeys, SharedHierarchy, owner_keys};
 pub use user::{SieveFile, UserFile, UserFiles, UserFilesCopy, sieve_stats};
@@ -52,7 +52,6 @@ use crate::cyrus::config::ImapdConf;
 use crate::cyrus::mboxlist::{MailboxEntry, MbName, Mboxlist, parse_mboxlist};
 use crate::cyrus::paths::{self, MetaFile};
 use crate::cyrus::twoskip;
-use crate::error::{Error, Result};
 use crate::lock::{LockStatsSnapshot, Locker};
 use names::Namespace;
 
@@ -81,6 +80,8 @@ pub(crate) struct DbReads {
     list_hits: AtomicU64,
     mailboxes_bytes: AtomicU64,
     annotations_bytes: AtomicU64,
+    quota: AtomicU64,
+    quota_bytes: AtomicU64,
 }
 
 impl DbReads {
@@ -90,12 +91,16 @@ impl DbReads {
     fn annotations_db(&self) {
         self.annotations.fetch_add(1, Ordering::Relaxed);
     }
+    fn quota_db(&self) {
+        self.quota.fetch_add(1, Ordering::Relaxed);
+    }
     fn list_hit(&self) {
         self.list_hits.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// [`Spool::db_reads`]: opens of `mailboxes.db` and `annotations.db` so far.
+/// [`Spool::db_reads`]: opens of `mailboxes.db`, `annotations.db` and the quota
+/// database so far, and the bytes read from each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DbReadCounts {
     /// Lock-and-read passes over `mailboxes.db` (lookups, walk chunks, copies).
@@ -109,6 +114,14 @@ pub struct DbReadCounts {
     pub mailboxes_db_bytes: u64,
     /// Bytes read from the global `annotations.db`, likewise.
     pub annotations_db_bytes: u64,
+    /// Reads of the quota database for a user's quota roots ([`Spool::user_quota`]):
+    /// one per call that found something to read (a lock-and-lookup pass over a
+    /// twoskip `quotas.db`, a copy of a flat one, or the `quotalegacy` files of
+    /// one user's roots).
+    pub quota_db: u64,
+    /// Bytes read from the quota database, likewise: a twoskip lookup counts every
+    /// `pread` (header included), a flat copy its size, `quotalegacy` the files read.
+    pub quota_db_bytes: u64,
 }
 
 /// Where one mailbox's files are.
@@ -229,8 +242,8 @@ impl Spool {
         self
     }
 
-    /// How many times this spool (and its clones) read `mailboxes.db` and
-    /// `annotations.db`.
+    /// How many times this spool (and its clones) read `mailboxes.db`,
+    /// `annotations.db` and the quota database, and how many bytes of each.
     pub fn db_reads(&self) -> DbReadCounts {
         DbReadCounts {
             mailboxes_db: self.reads.mailboxes.load(Ordering::Relaxed),
@@ -238,6 +251,8 @@ impl Spool {
             list_cache_hits: self.reads.list_hits.load(Ordering::Relaxed),
             mailboxes_db_bytes: self.reads.mailboxes_bytes.load(Ordering::Relaxed),
             annotations_db_bytes: self.reads.annotations_bytes.load(Ordering::Relaxed),
+            quota_db: self.reads.quota.load(Ordering::Relaxed),
+            quota_db_bytes: self.reads.quota_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -265,15 +280,16 @@ impl Spool {
     pub fn mboxlist(&self) -> Result<Mboxlist> {
         let path = self.conf.mboxlist_db_path();
         self.reads.mailboxes_db();
-        let copy = copy::copy_twoskip(&self.locker, &path)?.ok_or_else(|| Error::NotFound {
-            what: "mailboxes.db",
-            name: path.display().to_string(),
-        })?;
+        let copy =
+            copy::copy_twoskip(&self.locker, &path)?.ok_or_else(|| SpoolError::NotFound {
+                what: "mailboxes.db",
+                name: path.display().to_string(),
+            })?;
         self.reads
             .mailboxes_bytes
             .fetch_add(copy.bytes.len() as u64, Ordering::Relaxed);
-        let records = twoskip::read_all(&copy.bytes).map_err(|e| Error::parse(&path, e))?;
-        parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| Error::parse(&path, e))
+        let records = twoskip::read_all(&copy.bytes).map_err(|e| SpoolError::parse(&path, e))?;
+        parse_mboxlist(&records, self.conf.deletedprefix()).map_err(|e| SpoolError::parse(&path, e))
     }
 
     /// The users `USERS` lists: owners of every live user INBOX in mailboxes.db
@@ -337,7 +353,7 @@ impl Spool {
 
     fn folder_paths(&self, e: &MailboxEntry) -> Result<FolderPaths> {
         let part = e.partition.as_deref().ok_or_else(|| {
-            Error::Refused(format!(
+            SpoolError::Refused(format!(
                 "mailbox {} has no partition in mailboxes.db",
                 e.name
             ))

@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use super::Spool;
 use super::copy::{self, FileCopy, FileStat};
+use super::error::{Result, SpoolError};
 use crate::cyrus::mboxlist::{MbName, Mboxlist};
 use crate::cyrus::paths;
-use crate::error::{Error, IoContext, Result};
+use crate::io_error::IoContext;
 use crate::lock::LockMode;
 
 /// Where one per-user file is, and its `stat`.
@@ -126,7 +128,7 @@ impl Spool {
         match backend {
             "twoskip" => copy::copy_twoskip(&self.locker, path),
             "flat" => copy::read_file(path),
-            other => Err(Error::Refused(format!(
+            other => Err(SpoolError::Refused(format!(
                 "{}: database backend {other} is not supported (twoskip and flat are)",
                 path.display()
             ))),
@@ -143,7 +145,7 @@ pub fn sieve_stats(dir: &Path) -> Result<Vec<(String, FileStat)>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io("listing", dir, e)),
+        Err(e) => return Err(SpoolError::io("listing", dir, e)),
     };
     for ent in rd {
         let ent = ent.at("listing", dir)?;
@@ -158,7 +160,7 @@ pub fn sieve_stats(dir: &Path) -> Result<Vec<(String, FileStat)>> {
         let md = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("stat", &path, e)),
+            Err(e) => return Err(SpoolError::io("stat", &path, e)),
         };
         if name == "defaultbc" || md.is_file() {
             out.push((name, FileStat::of(&md)));
@@ -174,8 +176,10 @@ impl Spool {
     /// order; empty if none has a quota. `quotalegacy` (Cyrus's default) is one
     /// small file per root, replaced by rename, so each is read with a plain open,
     /// and only the user's mailbox names are looked up (cost: one `stat` per
-    /// folder). A single-file database (twoskip, flat) is copied like the seen
-    /// database and its records for those names are taken.
+    /// folder). A twoskip `quotas.db` is read in place under its shared lock, one
+    /// lookup per root (O(log n) records whatever the server holds); a flat one is
+    /// copied like the seen database and its records for those names are taken.
+    /// What was read is counted in [`Spool::db_reads`] (`quota_db`, `quota_db_bytes`).
     pub fn user_quota(&self, userid: &str, mboxlist: &Mboxlist) -> Result<Vec<u8>> {
         let roots: Vec<String> = self
             .folders(mboxlist, userid)
@@ -186,11 +190,17 @@ impl Spool {
         let mut out = Vec::new();
         match self.conf.quota_db() {
             "quotalegacy" => {
+                let mut read = 0u64;
                 for root in &roots {
                     let path = paths::quota_legacy_path(&self.conf, root)?;
                     if let Some(c) = copy::read_file(&path)? {
+                        read += c.bytes.len() as u64;
                         out.extend(crate::cyrus::quota::quota_line(root, &c.bytes));
                     }
+                }
+                if read > 0 {
+                    self.reads.quota_db();
+                    self.reads.quota_bytes.fetch_add(read, Ordering::Relaxed);
                 }
             }
             "twoskip" => {
@@ -198,23 +208,30 @@ impl Spool {
                 // quota costs O(log n) record reads whatever the server holds (a
                 // copy of the whole quota db per user was O(server), issue 10).
                 let path = self.conf.quota_db_path();
-                let unread = std::sync::atomic::AtomicU64::new(0);
-                super::db::with_db(&self.locker, &path, &unread, |db| {
-                    for root in &roots {
-                        if let Some(v) = db.get(root.as_bytes())? {
-                            out.extend(crate::cyrus::quota::quota_line(root, &v));
+                let read =
+                    super::db::with_db(&self.locker, &path, &self.reads.quota_bytes, |db| {
+                        for root in &roots {
+                            if let Some(v) = db.get(root.as_bytes())? {
+                                out.extend(crate::cyrus::quota::quota_line(root, &v));
+                            }
                         }
-                    }
-                    Ok(())
-                })?;
+                        Ok(())
+                    })?;
+                if read.is_some() {
+                    self.reads.quota_db();
+                }
             }
             "flat" => {
                 let path = self.conf.quota_db_path();
                 let Some(c) = self.copy_db(&path, "flat")? else {
                     return Ok(out);
                 };
+                self.reads.quota_db();
+                self.reads
+                    .quota_bytes
+                    .fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
                 let recs = crate::cyrus::flat::parse_flat(&c.bytes)
-                    .map_err(|e| Error::parse(path.display().to_string(), e))?;
+                    .map_err(|e| SpoolError::parse(path.display().to_string(), e))?;
                 for root in &roots {
                     if let Some((_, v)) = recs.iter().find(|(k, _)| k == root.as_bytes()) {
                         out.extend(crate::cyrus::quota::quota_line(root, v));
@@ -222,7 +239,7 @@ impl Spool {
                 }
             }
             other => {
-                return Err(Error::Refused(format!(
+                return Err(SpoolError::Refused(format!(
                     "quota_db backend {other} is not supported (quotalegacy, twoskip and flat are)"
                 )));
             }
@@ -238,7 +255,7 @@ fn read_sieve_dir(dir: &Path) -> Result<(Vec<SieveFile>, Option<String>)> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((files, None)),
-        Err(e) => return Err(Error::io("listing", dir, e)),
+        Err(e) => return Err(SpoolError::io("listing", dir, e)),
     };
     for ent in rd {
         let ent = ent.at("listing", dir)?;

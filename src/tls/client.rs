@@ -16,8 +16,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 
+use super::TlsError;
 use crate::cyrus::config::ConfigError;
-use crate::{Error, Result};
 
 /// Debian's bundle of the system's trusted CAs (package ca-certificates).
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -61,13 +61,13 @@ pub fn host_of(addr: &str) -> &str {
 }
 
 /// The identity to verify for a connection to `addr`.
-pub fn server_name(opts: &ClientOptions, addr: &str) -> Result<ServerName<'static>> {
+pub fn server_name(opts: &ClientOptions, addr: &str) -> Result<ServerName<'static>, TlsError> {
     let name = opts
         .server_name
         .clone()
         .unwrap_or_else(|| host_of(addr).to_string());
     ServerName::try_from(name.clone()).map_err(|e| {
-        Error::Config(ConfigError::new(
+        TlsError::Config(ConfigError::new(
             addr,
             "tls_server_name",
             format!("{name:?} is not a host name or address to check a certificate against: {e}"),
@@ -75,9 +75,9 @@ pub fn server_name(opts: &ClientOptions, addr: &str) -> Result<ServerName<'stati
     })
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore> {
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let bad = |m: String| {
-        Error::Config(ConfigError::new(
+        TlsError::Config(ConfigError::new(
             &path.display().to_string(),
             "tls_ca_file",
             m,
@@ -95,7 +95,7 @@ fn load_roots(path: &Path) -> Result<RootCertStore> {
 }
 
 /// A client configuration that verifies servers as `opts` says.
-pub fn config(opts: &ClientOptions) -> Result<Arc<ClientConfig>> {
+pub fn config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = super::provider();
     let chain = match (&opts.ca_file, &opts.pin) {
         (Some(ca), _) => Some(load_roots(ca)?),
@@ -106,7 +106,7 @@ pub fn config(opts: &ClientOptions) -> Result<Arc<ClientConfig>> {
         Some(roots) => Some(
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                 .build()
-                .map_err(|e| Error::Other(format!("building the TLS verifier: {e}")))?,
+                .map_err(|e| TlsError::Setup(format!("building the TLS verifier: {e}")))?,
         ),
         None => None,
     };
@@ -117,7 +117,7 @@ pub fn config(opts: &ClientOptions) -> Result<Arc<ClientConfig>> {
     });
     let cfg = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(super::VERSIONS)
-        .map_err(|e| Error::Other(format!("TLS versions: {e}")))?
+        .map_err(|e| TlsError::Setup(format!("TLS versions: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();

@@ -18,7 +18,34 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
+use crate::cyrus::config::ConfigError;
+use crate::kind::ErrorKind;
+
 pub use stream::{Half, Shared, Stream};
+
+/// Why a TLS configuration could not be built: a setting to correct (a certificate,
+/// key or CA file, a server name), or rustls refusing our own setup. Failures of a
+/// handshake are `io::Error`s of the stream ([`is_tls_verdict`], [`describe`]). The
+/// service's `Error` (and the host's) convert it at their edge.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A setting names an unusable file or value; names the option.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// rustls refused a configuration we build the same way everywhere: a bug.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl TlsError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TlsError::Config(_) => ErrorKind::Config,
+            TlsError::Setup(_) => ErrorKind::Software,
+        }
+    }
+}
 
 /// The crypto provider every configuration is built with.
 pub(crate) fn provider() -> Arc<CryptoProvider> {

@@ -12,8 +12,8 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::TlsError;
 use crate::cyrus::config::ConfigError;
-use crate::{Error, Result};
 
 /// Build the server configuration from a certificate file and a key file (which may
 /// be the same file). `cert_option`/`key_option` name the settings in errors.
@@ -23,9 +23,10 @@ pub fn config(
     cert_option: &str,
     key: &Path,
     key_option: &str,
-) -> Result<Arc<ServerConfig>> {
-    let bad =
-        |option: &str, message: String| Error::Config(ConfigError::new(conf_file, option, message));
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let bad = |option: &str, message: String| {
+        TlsError::Config(ConfigError::new(conf_file, option, message))
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<std::result::Result<_, _>>())
         .map_err(|e| {
@@ -48,7 +49,7 @@ pub fn config(
     })?;
     let cfg = ServerConfig::builder_with_provider(super::provider())
         .with_protocol_versions(super::VERSIONS)
-        .map_err(|e| Error::Other(format!("TLS versions: {e}")))?
+        .map_err(|e| TlsError::Setup(format!("TLS versions: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| {

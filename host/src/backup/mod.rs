@@ -45,6 +45,7 @@ use crate::archive::{ArchiveError, ArchiveFailure};
 use crate::catalog::CatalogError;
 use crate::protocol::ProtocolError;
 use crate::retention::RetentionError;
+use crate::tls::TlsError;
 use crate::vault::{Vault, VaultError};
 use cyrvault::error::ErrorKind;
 
@@ -295,6 +296,12 @@ impl From<cyrvault::Error> for BackupError {
 
 impl From<ProtocolError> for BackupError {
     fn from(e: ProtocolError) -> Self {
+        cyrvault::Error::from(e).into()
+    }
+}
+
+impl From<TlsError> for BackupError {
+    fn from(e: TlsError) -> Self {
         cyrvault::Error::from(e).into()
     }
 }
