@@ -896,23 +896,6 @@ fn postgres_failure_classes_and_the_most_severe_exit() {
         let (events, summary) = parse_events(&text);
         (out.status.code(), events, summary)
     };
-    let classes = |summary: &serde_json::Value| -> BTreeMap<String, String> {
-        summary["failures"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                (
-                    format!(
-                        "{}/{}",
-                        f["server"].as_str().unwrap(),
-                        f["userid"].as_str().unwrap()
-                    ),
-                    f["class"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    };
 
     // A wrong servername: permanent, 78, class "config" in the events, the summary
     // and the directory; the other servers' users are backed up.
@@ -922,7 +905,7 @@ fn postgres_failure_classes_and_the_most_severe_exit() {
     assert_eq!(summary["worst_class"], "config", "{summary:#}");
     assert_eq!(summary["ok"], 4, "{summary:#}");
     assert_eq!(
-        classes(&summary),
+        failure_classes(&summary),
         BTreeMap::from([
             ("s1/u1x000".to_string(), "config".to_string()),
             ("s1/u1x001".to_string(), "config".to_string()),
@@ -964,7 +947,7 @@ fn postgres_failure_classes_and_the_most_severe_exit() {
     let (code, _, summary) = run_json(&conf);
     assert_eq!(code, Some(77), "{summary:#}");
     assert_eq!(summary["worst_class"], "permission", "{summary:#}");
-    let got = classes(&summary);
+    let got = failure_classes(&summary);
     assert_eq!(got["s1/u1x000"], "permission", "{got:?}");
     assert_eq!(got["s2/u2x000"], "temporary", "{got:?}");
     assert_eq!(got.len(), 4, "{got:?}");
@@ -974,7 +957,7 @@ fn postgres_failure_classes_and_the_most_severe_exit() {
             .output()
             .unwrap()))
         .unwrap();
-    assert_eq!(classes(&status), got);
+    assert_eq!(failure_classes(&status), got);
     // discover: the same classes per server, the most severe as the exit status
     let out = cli(&["discover", "--json"], &conf).output().unwrap();
     assert_eq!(out.status.code(), Some(77), "{out:?}");
@@ -1035,4 +1018,24 @@ fn bench_fleet() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let _ = Duration::from_secs(0);
+}
+
+/// `server/userid` → class of each failure in a `run --json` summary (or
+/// `fleet-status --json`).
+fn failure_classes(summary: &serde_json::Value) -> BTreeMap<String, String> {
+    summary["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                format!(
+                    "{}/{}",
+                    f["server"].as_str().unwrap(),
+                    f["userid"].as_str().unwrap()
+                ),
+                f["class"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }

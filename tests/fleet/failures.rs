@@ -212,21 +212,7 @@ fn a_failed_prune_counts_and_permanent_failures_skip_the_backoff() {
     let locked = ArchiveWriter::open(&user_archive(&dir, "u3x000").archive).unwrap();
     let (code, _, summary, err) = run_json(&refused);
     assert_eq!(code, Some(77), "{summary:#}\n{err}");
-    let classes: BTreeMap<String, String> = summary["failures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                format!(
-                    "{}/{}",
-                    f["server"].as_str().unwrap(),
-                    f["userid"].as_str().unwrap()
-                ),
-                f["class"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let classes = failure_classes(&summary);
     assert_eq!(
         classes,
         BTreeMap::from([
