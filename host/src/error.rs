@@ -6,7 +6,7 @@
 //! `retention::RetentionError`, `backup::BackupError`) into the variant it always had.
 //! Those layers never name this module, so imports go one way (tests/layers.rs).
 //! There is deliberately no blanket `From<io::Error>`: use [`IoContext::at`]
-//! (`io_context`, shared by every host layer). The classes ([`ErrorKind`]) and exit
+//! (the service's `io_error`, shared by every layer of both halves). The classes ([`ErrorKind`]) and exit
 //! codes are the service's, shared by both halves.
 
 use std::io;
@@ -17,7 +17,7 @@ use crate::cyrus::ParseError;
 use crate::cyrus::config::ConfigError;
 use crate::lock::LockError;
 
-pub use crate::io_context::IoContext;
+pub use crate::io_error::IoContext;
 
 pub use cyrvault::error::{
     EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL,
@@ -51,6 +51,14 @@ pub enum Error {
     /// Prune, forget or hold refused (held user, catalog behind the archive, ...).
     #[error(transparent)]
     Retention(crate::retention::RetentionError),
+}
+
+/// An I/O failure with what and where is the service's `Error::Io` here too (so `?`
+/// takes `IoContext::at`'s result straight into this layer's error).
+impl From<cyrvault::io_error::IoError> for Error {
+    fn from(e: cyrvault::io_error::IoError) -> Self {
+        cyrvault::Error::from(e).into()
+    }
 }
 
 /// The archive layer's edge: its failure keeps its variant (the archive error with its

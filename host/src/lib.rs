@@ -12,7 +12,7 @@
 // The service layers the host builds on, under the names they have in the service
 // crate, so a path reads the same in both halves (`crate::cyrus::Guid`). The arrows
 // are checked against doc/design.md by tests/layers.rs like any other.
-pub use cyrvault::{cyrus, lock, protocol, secret, spool, time, tls};
+pub use cyrvault::{cyrus, io_error, lock, protocol, secret, spool, time, tls};
 
 pub mod admin;
 pub mod archive;
@@ -21,7 +21,6 @@ pub mod catalog;
 pub mod error;
 pub mod fleet;
 pub mod imap;
-pub mod io_context;
 pub mod model;
 pub mod replication;
 pub mod restore;

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::ArchiveFailure;
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use cyrvault::error::ErrorKind;
 
 /// Result with the vault's [`VaultError`].
@@ -41,6 +41,14 @@ pub enum VaultError {
     /// An archive that could not be read (never holds a service error: see `From`).
     #[error(transparent)]
     Archive(ArchiveFailure),
+}
+
+/// An I/O failure with what and where is the service's `Error::Io` here too (so `?`
+/// takes `IoContext::at`'s result straight into this layer's error).
+impl From<cyrvault::io_error::IoError> for VaultError {
+    fn from(e: cyrvault::io_error::IoError) -> Self {
+        cyrvault::Error::from(e).into()
+    }
 }
 
 impl From<ArchiveFailure> for VaultError {

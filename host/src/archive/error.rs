@@ -3,7 +3,7 @@
 //! Callers match on these (a `Locked` archive is retried later, a `Damaged` member is
 //! reported by `verify` with the entries it holds). [`ArchiveFailure`] is the archive
 //! layer's error: an [`ArchiveError`] with the archive's path, or a service-side
-//! error it met (I/O with what and where, through `io_context`); the crate `Error`
+//! error it met (I/O with what and where, through `io_error`); the crate `Error`
 //! converts it at this layer's edge into the same variants (`Error::Archive`,
 //! `Error::Service`).
 
@@ -29,6 +29,14 @@ pub enum ArchiveFailure {
         #[source]
         source: ArchiveError,
     },
+}
+
+/// An I/O failure with what and where is the service's `Error::Io` here too (so `?`
+/// takes `IoContext::at`'s result straight into this layer's error).
+impl From<cyrvault::io_error::IoError> for ArchiveFailure {
+    fn from(e: cyrvault::io_error::IoError) -> Self {
+        cyrvault::Error::from(e).into()
+    }
 }
 
 impl ArchiveFailure {

@@ -16,7 +16,7 @@ use super::error::{ArchiveFailure, Result};
 use super::gzip::{self, Ended, Fail, Input};
 use super::tarfmt::TarParser;
 use super::{EntryLoc, MemberInfo};
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 
 /// Iterates the gzip members of an archive, yielding each with its offsets and entries.
 ///

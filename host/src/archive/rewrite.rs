@@ -21,7 +21,7 @@ use super::gzip::{self, Ended, Fail, Input};
 use super::names::{FORMAT_ENTRY, GENERATION_ENTRY, check_name};
 use super::tarfmt::{TarParser, entry_headers, padded};
 use super::{EntryLoc, FORMAT_VERSION, MemberInfo, format_entry_for};
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 
 /// The raw bytes of the member at `offset`, `len` bytes long (as the catalog gives it).
 pub fn read_raw(file: &mut File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {

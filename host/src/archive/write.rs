@@ -27,7 +27,7 @@ use super::read::{Members, is_crash_leftover, read_member_at};
 use super::tarfmt::{entry_headers, padded};
 use super::{EntryLoc, FORMAT_VERSION, MemberInfo, format_entry_content, parse_format_entry};
 use crate::cyrus::Guid;
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 
 /// Default uncompressed size at which a member is closed (4 MiB): bounds the inflate
 /// work of reading one message (~12 ms worst case) and the writer's memory (two lanes

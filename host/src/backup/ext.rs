@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BackupError, Result};
 use crate::archive::read_entry_at;
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use crate::model::{EntryLoc, RunManifest};
 use crate::protocol::FileStat;
 

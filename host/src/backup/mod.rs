@@ -288,6 +288,14 @@ pub enum BackupError {
     Retention(RetentionError),
 }
 
+/// An I/O failure with what and where is the service's `Error::Io` here too (so `?`
+/// takes `IoContext::at`'s result straight into this layer's error).
+impl From<cyrvault::io_error::IoError> for BackupError {
+    fn from(e: cyrvault::io_error::IoError) -> Self {
+        cyrvault::Error::from(e).into()
+    }
+}
+
 impl From<cyrvault::Error> for BackupError {
     fn from(e: cyrvault::Error) -> Self {
         BackupError::Service(e)

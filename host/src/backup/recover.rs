@@ -27,7 +27,7 @@ use crate::archive::{
 };
 use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
 use crate::cyrus::Guid;
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use crate::model::{
     EntryLoc, RecordState, RunManifest, UserFile, parse_manifest, records_from_meta,
 };

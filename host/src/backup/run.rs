@@ -41,7 +41,7 @@ use crate::archive::{
 };
 use crate::catalog::{Catalog, Check, FolderMeta, LiveFolder, RunInfo};
 use crate::cyrus::Guid;
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use crate::model::{FileStat, FolderInRun, FolderState, MANIFEST_FORMAT, RecordState, RunManifest};
 use crate::protocol::ProtocolError;
 use crate::vault::Vault;

@@ -55,6 +55,14 @@ pub enum CatalogError {
     Service(cyrvault::Error),
 }
 
+/// An I/O failure with what and where is the service's `Error::Io` here too (so `?`
+/// takes `IoContext::at`'s result straight into this layer's error).
+impl From<cyrvault::io_error::IoError> for CatalogError {
+    fn from(e: cyrvault::io_error::IoError) -> Self {
+        cyrvault::Error::from(e).into()
+    }
+}
+
 impl From<cyrvault::Error> for CatalogError {
     fn from(e: cyrvault::Error) -> Self {
         CatalogError::Service(e)

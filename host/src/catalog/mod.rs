@@ -56,7 +56,7 @@ pub use retention::{DeletedFolder, MessageLife, Needs, RetentionRow};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use write::{FolderMeta, FolderRef, MemberRow, RunHeader, RunTx};
 
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use schema::Found;
 
 /// Whether a commit is on disk when it returns (see the module docs).

@@ -30,7 +30,7 @@ use super::plan::{Action, Fate, MemberPlan, Plan, user_entry_name};
 use crate::archive::{self, EntryName, Members, read_entry_at, rewrite};
 use crate::catalog::{Catalog, FolderMeta, MemberRow, RunParts};
 use crate::cyrus::Guid;
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use crate::model::retention::{RetentionEvent, parse_event};
 use crate::model::{EntryLoc, FolderInRun, RecordState, RunManifest, parse_manifest};
 

@@ -48,6 +48,14 @@ pub enum RetentionError {
     Catalog(CatalogError),
 }
 
+/// An I/O failure with what and where is the service's `Error::Io` here too (so `?`
+/// takes `IoContext::at`'s result straight into this layer's error).
+impl From<cyrvault::io_error::IoError> for RetentionError {
+    fn from(e: cyrvault::io_error::IoError) -> Self {
+        cyrvault::Error::from(e).into()
+    }
+}
+
 impl From<cyrvault::Error> for RetentionError {
     fn from(e: cyrvault::Error) -> Self {
         RetentionError::Service(e)

@@ -22,7 +22,7 @@ use super::hold::{HoldInfo, Target, now_secs};
 use super::plan::plan;
 use super::prune::{erased_list, lock_checked, next_seq};
 use crate::cyrus::Guid;
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use crate::model::retention::{EventKind, RETENTION_FORMAT, RemovedFolder, RetentionEvent};
 
 /// What to forget.

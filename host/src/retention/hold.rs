@@ -16,7 +16,7 @@ use super::error::{Result, RetentionError};
 use super::pair;
 use crate::archive::{self, ArchiveWriter, EntryName, Members, WriterOptions};
 use crate::catalog::{Catalog, RetentionRow};
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use crate::model::EntryLoc;
 use crate::model::retention::{EventKind, RETENTION_FORMAT, RetentionEvent, parse_event};
 

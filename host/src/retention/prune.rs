@@ -22,7 +22,7 @@ use super::policy::{Decision, Policy, RunTime, local_offsets};
 use crate::archive::lock_archive;
 use crate::catalog::Catalog;
 use crate::cyrus::Guid;
-use crate::io_context::IoContext;
+use crate::io_error::IoContext;
 use crate::model::retention::{
     ErasedMessage, EventKind, RETENTION_FORMAT, RemovedFolder, RetentionEvent,
 };
