@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS attempts (
   unit TEXT NOT NULL, worker TEXT NOT NULL, started BIGINT NOT NULL, finished BIGINT NOT NULL,
   ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT, stored BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS claims_open ON claims (unit, released_at);
+CREATE INDEX IF NOT EXISTS attempts_round ON attempts (round);
 ";
 const SCHEMA_PG: &str = "
 CREATE TABLE IF NOT EXISTS claims (
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS attempts (
   unit TEXT NOT NULL, worker TEXT NOT NULL, started BIGINT NOT NULL, finished BIGINT NOT NULL,
   ok BIGINT NOT NULL, bytes BIGINT NOT NULL, error TEXT, stored BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS claims_open ON claims (unit, released_at);
+CREATE INDEX IF NOT EXISTS attempts_round ON attempts (round);
 ";
 
 /// A user not yet tried in `round`, not in backoff, not leased (or its lease ran out).
